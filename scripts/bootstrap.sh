@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs what the project's builds and tests need on a fresh machine; idempotent.
+#
+#   bash scripts/bootstrap.sh
+#
+# Every step checks first and installs only what is missing or stale, so a second run takes
+# seconds. Installs:
+#   - rustup target wasm32-unknown-unknown;
+#   - wasm-bindgen-cli (wasm-bindgen, wasm-bindgen-test-runner) at exactly the version of the
+#     wasm-bindgen crate in Cargo.lock, and worker-build at the version of the worker crate in
+#     Cargo.lock, both under $LYNXO_TOOLS/bin (scripts/env.sh says where and why);
+#   - the npm packages of package-lock.json (wrangler and its workerd, esbuild) in node_modules.
+# Fuzzing and browser tools are installed by the scripts that use them, not here.
+# Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
+set -euo pipefail
+
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$LYNXO_ROOT"
+
+log() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+
+for tool in rustup cargo node npm sha256sum; do
+  command -v "$tool" >/dev/null || die "$tool not found on PATH"
+done
+
+# --- Rust target -----------------------------------------------------------------------------
+target=wasm32-unknown-unknown
+if rustup target list --installed | grep -qx "$target"; then
+  log "rust target $target: present"
+else
+  log "rust target $target: installing"
+  rustup target add "$target"
+fi
+
+# --- Versions pinned by Cargo.lock -------------------------------------------------------------
+if [[ ! -f Cargo.lock ]]; then
+  # Resolve without building: writes Cargo.lock, changes no existing one.
+  log "Cargo.lock missing: resolving the workspace"
+  cargo metadata --format-version 1 >/dev/null
+fi
+
+# Prints the version of a package in Cargo.lock; fails if it is absent or locked more than once.
+locked_version() {
+  local versions
+  versions="$(awk -v want="\"$1\"" '
+    /^\[\[package\]\]/ { name = "" }
+    $1 == "name" && $2 == "=" { name = $3 }
+    $1 == "version" && $2 == "=" && name == want { gsub(/"/, "", $3); print $3 }
+  ' Cargo.lock)"
+  [[ -n "$versions" ]] || die "$1 is not in Cargo.lock"
+  [[ "$(wc -l <<<"$versions")" -eq 1 ]] || die "Cargo.lock holds several versions of $1: $(tr '\n' ' ' <<<"$versions")"
+  printf '%s\n' "$versions"
+}
+
+wasm_bindgen_version="$(locked_version wasm-bindgen)"
+worker_version="$(locked_version worker)"
+
+# Installs crate $1 at exactly version $2 under $LYNXO_TOOLS unless binary $3 already reports it.
+# Not --locked: the crates' own lockfiles name a dependency version this registry lacks.
+cargo_tool() {
+  local crate="$1" version="$2" bin="$LYNXO_TOOLS/bin/$3" have=""
+  if [[ -x "$bin" ]]; then
+    have="$("$bin" --version 2>/dev/null | awk '{ print $NF }')" || have=""
+  fi
+  if [[ "$have" == "$version" ]]; then
+    log "$crate $version: present"
+  else
+    log "$crate $version: installing (found: ${have:-none})"
+    cargo install --quiet --force --root "$LYNXO_TOOLS" "$crate" --version "=$version"
+  fi
+}
+
+cargo_tool wasm-bindgen-cli "$wasm_bindgen_version" wasm-bindgen
+# worker-build is released in lockstep with the worker crate (worker 0.8.x <-> worker-build 0.8.x).
+cargo_tool worker-build "$worker_version" worker-build
+
+# --- npm packages ------------------------------------------------------------------------------
+# npm ci wipes and reinstalls node_modules, so run it only when the lockfile (or Node) changed
+# since the last successful install, as recorded by a stamp inside node_modules.
+stamp=node_modules/.lynxo-bootstrap.stamp
+want_stamp="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1) node-$(node --version)"
+if [[ -d node_modules && -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then
+  log "npm packages: up to date"
+else
+  log "npm packages: npm ci"
+  npm ci --no-audit --no-fund
+  printf '%s\n' "$want_stamp" >"$stamp"
+fi
+
+log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \
+  "worker-build $("$LYNXO_TOOLS/bin/worker-build" --version | awk '{ print $NF }')," \
+  "wrangler $(node -p 'require("./node_modules/wrangler/package.json").version')"
+log "tools in $LYNXO_TOOLS/bin; for other shells: source scripts/env.sh"
+log "WASM_BINDGEN_BIN=$WASM_BINDGEN_BIN"

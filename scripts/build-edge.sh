@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the edge worker for release with worker-build and prints the size of its wasm.
+#
+#   bash scripts/build-edge.sh
+#
+# Output: edge/build/index.js (entry module, which wrangler.toml's main re-exports through
+# edge/build/worker/shim.mjs) and edge/build/index_bg.wasm. wrangler runs this as the [build]
+# command of wrangler.toml. Needs the tools of scripts/bootstrap.sh.
+set -euo pipefail
+
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$LYNXO_ROOT"
+
+die() { printf 'build-edge: error: %s\n' "$*" >&2; exit 1; }
+
+command -v worker-build >/dev/null || die "worker-build not found: run scripts/bootstrap.sh"
+[[ -x "$ESBUILD_BIN" ]] || die "esbuild not found at $ESBUILD_BIN: run scripts/bootstrap.sh"
+
+# worker-build runs $WASM_BINDGEN_BIN on the module; a CLI of another version than the
+# wasm-bindgen crate it was compiled against fails at run time, so check before a long build.
+locked="$(awk '/^\[\[package\]\]/ { n = "" } $1 == "name" { n = $3 }
+  $1 == "version" && n == "\"wasm-bindgen\"" { gsub(/"/, "", $3); print $3 }' Cargo.lock 2>/dev/null || true)"
+have="$("$WASM_BINDGEN_BIN" --version 2>/dev/null | awk '{ print $NF }' || true)"
+[[ -n "$have" && "$have" == "$locked" ]] ||
+  die "wasm-bindgen CLI ${have:-missing} does not match wasm-bindgen ${locked:-?} in Cargo.lock: run scripts/bootstrap.sh"
+
+(cd edge && worker-build --release)
+
+wasm=edge/build/index_bg.wasm
+[[ -f "$wasm" ]] || die "worker-build produced no $wasm"
+raw=$(wc -c <"$wasm")
+gz=$(gzip -9 -c "$wasm" | wc -c)
+printf 'build-edge: %s: %d bytes, %d bytes gzip -9 (%d KiB)\n' "$wasm" "$raw" "$gz" $(((gz + 1023) / 1024))
