@@ -1,0 +1,35 @@
+//! Lynxo Keys core: everything that decides whether an API key is valid.
+//!
+//! This crate is compiled into the edge worker (wasm32) and into the control plane (native), so
+//! the two can never disagree about a key. It is deliberately pure: no clock, no randomness and
+//! no I/O. Time comes in as `now` (Unix seconds), key ids and secrets come in as arguments.
+//!
+//! - [`key`]: the key format v1 (`lnx_<env>_<body>`), [`key::issue`] and [`key::verify`].
+//! - [`mac`]: HMAC-SHA256 signing keys, the [`mac::Keyring`] and exact-length tag checks.
+//! - [`scope`]: the closed scope catalog, permission levels and the route policy.
+//! - [`revocation`]: the signed, versioned, sharded revocation-list format.
+//! - [`gate`]: the whole admission decision: key, revocation, route policy.
+//! - [`envelope`]: signed headers for sync pushes and forwarded identities.
+//! - [`base62`]: the linear-time text encoding the key body uses.
+//!
+//! The formats are specified in `docs/key-format.md` and `docs/revocation-list.md`.
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod base62;
+pub mod envelope;
+pub mod gate;
+pub mod key;
+pub mod mac;
+pub mod revocation;
+pub mod scope;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use key::{Claims, Environment, KeyError, KeyId, PlainKey, issue, verify};
+pub use mac::{Keyring, Secret};
+pub use revocation::{ListError, RevocationShard};
+pub use scope::{Permission, PolicyError, Scope, ScopeSet};
