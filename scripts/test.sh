@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what it needs first (idempotent, fast when done).
+#
+#   bash scripts/test.sh
+#
+# .ci/run calls exactly this. Steps: toolchain bootstrap; formatting and lints; the native tests
+# of the whole workspace; the shared crate's vector tests again as wasm32 under Node; the worker's
+# release build and an offline `wrangler deploy --dry-run` of each environment.
+set -euo pipefail
+
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$LYNXO_ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "bootstrap"
+bash scripts/bootstrap.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "native tests"
+cargo test --workspace
+
+step "shared tests as wasm32 under Node"
+bash scripts/test-wasm.sh
+
+step "edge worker: release build and offline deploy dry-run per environment"
+bash scripts/build-edge.sh
+for env in development staging production; do
+  out="$(mktemp -d)"
+  npx --no-install wrangler deploy --dry-run --env "$env" --outdir "$out" >"$out.log" 2>&1 ||
+    { cat "$out.log"; exit 1; }
+  printf 'wrangler deploy --dry-run --env %s: ok (%s)\n' "$env" "$(du -sh "$out" | cut -f1)"
+  rm -rf "$out" "$out.log"
+done
+
+step "all tests passed"
