@@ -1,0 +1,255 @@
+//! The service's one error type, [`AppError`], and the extractors that turn malformed input
+//! into it, so every failure a client sees is an RFC 9457 `application/problem+json` body with a
+//! stable `code`.
+//!
+//! Internal errors become a bare 500; their cause travels to the logging middleware in a
+//! response extension and is logged there, once.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// Handler result.
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// A failure, as the client will see it. Boxed: results stay one pointer wide on the happy path.
+#[derive(Debug)]
+pub struct AppError(Box<Problem>);
+
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: Option<String>,
+    extra: Map<String, Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    internal: Option<String>,
+}
+
+/// The cause of a 500, handed to the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+impl AppError {
+    /// A client error with a stable `code` and a short human title.
+    pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
+        Self(Box::new(Problem {
+            status,
+            code,
+            title,
+            detail: None,
+            extra: Map::new(),
+            headers: Vec::new(),
+            internal: None,
+        }))
+    }
+
+    /// A server fault. The cause is logged, never sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal server error",
+        );
+        e.0.internal = Some(cause.to_string());
+        e
+    }
+
+    /// 422: the body parsed but a field is invalid.
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "The request is invalid",
+        )
+        .with_detail(detail)
+    }
+
+    /// The resource does not exist (or belongs to another account: the same answer).
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found")
+    }
+
+    /// No valid credentials (RFC 6750).
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+        )
+        .with_detail("send `Authorization: Bearer lnxm_...` or sign in")
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"lynxo-control\""),
+        )
+    }
+
+    /// Adds a human explanation.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.0.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a machine-readable member to the problem body.
+    #[must_use]
+    pub fn with_field(mut self, name: &str, value: impl Serialize) -> Self {
+        self.0.extra.insert(
+            name.to_owned(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.0.headers.push((name, value));
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.0.code
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::internal(format!("database: {e}"))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let p = *self.0;
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            Value::String(format!("https://docs.lynxo.ai/errors/{}", p.code)),
+        );
+        body.insert("title".into(), Value::String(p.title.into()));
+        body.insert("status".into(), Value::from(p.status.as_u16()));
+        if let Some(detail) = p.detail {
+            body.insert("detail".into(), Value::String(detail));
+        }
+        body.insert("code".into(), Value::String(p.code.into()));
+        body.extend(p.extra);
+        let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+        let mut response = (p.status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in p.headers {
+            headers.insert(name, value);
+        }
+        if let Some(cause) = p.internal {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}
+
+/// `axum::Json`, but malformed bodies get our problem format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> AppError {
+    let detail = rejection.body_text();
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body is too large",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as application/json",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => AppError::validation(detail),
+        _ => AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "The body is not valid JSON",
+        )
+        .with_detail(detail),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query`, with our problem format for bad query strings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(&rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: &QueryRejection) -> AppError {
+    AppError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        "The query string is invalid",
+    )
+    .with_detail(rejection.body_text())
+}
+
+/// The answer for a path no route has.
+pub async fn route_not_found(uri: Uri) -> AppError {
+    AppError::not_found().with_detail(format!("no route for {}", uri.path()))
+}
+
+/// The answer for a known path with an unsupported method.
+pub async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+    )
+}

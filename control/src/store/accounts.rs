@@ -1,0 +1,191 @@
+//! Accounts (tenants), their plans, users, sessions and management tokens.
+//!
+//! Secrets that authenticate (session ids, management tokens) are stored as SHA-256 hashes
+//! only: they are 256-bit random values, so a fast hash is enough and lookup is one index probe.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use super::{to_i64, to_u64};
+use crate::error::Result;
+
+/// An account's plan limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Most keys that may be active at once.
+    pub max_active_keys: u32,
+    /// Rate limit (requests per minute) a key gets when the caller names none.
+    pub default_rate_limit: u32,
+    /// Highest rate limit a key may have.
+    pub max_rate_limit: u32,
+}
+
+/// The plan every new account gets.
+pub const DEFAULT_PLAN: &str = "standard";
+
+/// Creates an account.
+pub fn create_account(tx: &Transaction<'_>, name: &str, now: u64) -> Result<u64> {
+    tx.execute(
+        "INSERT INTO accounts (name, plan_id, created_at) VALUES (?1, ?2, ?3)",
+        params![name, DEFAULT_PLAN, to_i64(now)],
+    )?;
+    Ok(to_u64(tx.last_insert_rowid())?)
+}
+
+/// The plan of `account_id`.
+pub fn plan(conn: &Connection, account_id: u64) -> Result<Plan> {
+    Ok(conn.query_row(
+        "SELECT p.max_active_keys, p.default_rate_limit, p.max_rate_limit \
+         FROM accounts a JOIN plans p ON p.id = a.plan_id WHERE a.id = ?1",
+        [to_i64(account_id)],
+        |r| {
+            Ok(Plan {
+                max_active_keys: r.get(0)?,
+                default_rate_limit: r.get(1)?,
+                max_rate_limit: r.get(2)?,
+            })
+        },
+    )?)
+}
+
+/// Creates a user; `None` if the email is taken.
+pub fn create_user(
+    tx: &Transaction<'_>,
+    account_id: u64,
+    email: &str,
+    password_hash: &str,
+    now: u64,
+) -> Result<Option<u64>> {
+    let inserted = tx.execute(
+        "INSERT INTO users (account_id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (email) DO NOTHING",
+        params![to_i64(account_id), email, password_hash, to_i64(now)],
+    )?;
+    Ok((inserted == 1).then(|| to_u64(tx.last_insert_rowid()).unwrap_or(0)))
+}
+
+/// A user as sign-in needs it.
+#[derive(Debug, Clone)]
+pub struct UserLogin {
+    /// User id.
+    pub id: u64,
+    /// Their account.
+    pub account_id: u64,
+    /// PHC-format argon2id hash.
+    pub password_hash: String,
+}
+
+/// Looks a user up by email (case-insensitive).
+pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<UserLogin>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, account_id, password_hash FROM users WHERE email = ?1",
+            [email],
+            |r| {
+                Ok(UserLogin {
+                    id: to_u64(r.get(0)?)?,
+                    account_id: to_u64(r.get(1)?)?,
+                    password_hash: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Stores a management token's hash.
+pub fn create_token(
+    tx: &Transaction<'_>,
+    account_id: u64,
+    name: &str,
+    token_hash: &[u8],
+    hint: &str,
+    now: u64,
+) -> Result<u64> {
+    tx.execute(
+        "INSERT INTO management_tokens (account_id, name, token_hash, hint, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![to_i64(account_id), name, token_hash, hint, to_i64(now)],
+    )?;
+    Ok(to_u64(tx.last_insert_rowid())?)
+}
+
+/// A live management token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// Token id.
+    pub token_id: u64,
+    /// The account it acts for.
+    pub account_id: u64,
+    /// When it was last used, if ever.
+    pub last_used_at: Option<u64>,
+}
+
+/// Finds the unrevoked token with this hash.
+pub fn token_by_hash(conn: &Connection, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, account_id, last_used_at FROM management_tokens \
+             WHERE token_hash = ?1 AND revoked_at IS NULL",
+            [token_hash],
+            |r| {
+                Ok(TokenOwner {
+                    token_id: to_u64(r.get(0)?)?,
+                    account_id: to_u64(r.get(1)?)?,
+                    last_used_at: r.get::<_, Option<i64>>(2)?.map(to_u64).transpose()?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Records a token's use.
+pub fn touch_token(tx: &Transaction<'_>, token_id: u64, now: u64) -> Result<()> {
+    tx.execute(
+        "UPDATE management_tokens SET last_used_at = ?2 WHERE id = ?1",
+        params![to_i64(token_id), to_i64(now)],
+    )?;
+    Ok(())
+}
+
+/// Stores a session's hash.
+pub fn create_session(
+    tx: &Transaction<'_>,
+    token_hash: &[u8],
+    user: &UserLogin,
+    now: u64,
+    expires_at: u64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            token_hash,
+            to_i64(user.id),
+            to_i64(user.account_id),
+            to_i64(now),
+            to_i64(expires_at)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The `(user id, account id)` of an unexpired session.
+pub fn session_by_hash(
+    conn: &Connection,
+    token_hash: &[u8],
+    now: u64,
+) -> Result<Option<(u64, u64)>> {
+    Ok(conn
+        .query_row(
+            "SELECT user_id, account_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+            params![token_hash, to_i64(now)],
+            |r| Ok((to_u64(r.get(0)?)?, to_u64(r.get(1)?)?)),
+        )
+        .optional()?)
+}
+
+/// Ends a session.
+pub fn delete_session(tx: &Transaction<'_>, token_hash: &[u8]) -> Result<()> {
+    tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! API key records: everything about a key except the key string, which is never stored.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use shared::key::{Environment, KeyId};
+use shared::scope::ScopeSet;
+
+use super::{to_i64, to_u64};
+use crate::error::Result;
+
+/// One stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    /// The key's id (also signed into the key).
+    pub id: KeyId,
+    /// Owner.
+    pub account_id: u64,
+    /// Trimmed display name.
+    pub name: String,
+    /// What the key is for.
+    pub description: Option<String>,
+    /// Where the key works.
+    pub environment: Environment,
+    /// What it may do.
+    pub scopes: ScopeSet,
+    /// The signing key that made its tag.
+    pub kid: u8,
+    /// Non-secret reminder: `lnx_live_…abcd`.
+    pub hint: String,
+    /// Requests per minute.
+    pub rate_limit: u32,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds; `None` never expires.
+    pub expires_at: Option<u64>,
+    /// Last request seen by the edge.
+    pub last_used_at: Option<u64>,
+    /// When the revocation takes (took) effect; in the future during a rotation's grace.
+    pub revoked_at: Option<u64>,
+    /// Why.
+    pub revoke_reason: Option<String>,
+    /// Revocation-list version that carries the revocation.
+    pub revocation_version: Option<u64>,
+    /// The key this one replaced.
+    pub rotated_from: Option<KeyId>,
+    /// The key that replaced this one.
+    pub rotated_to: Option<KeyId>,
+    /// End of the rotation grace period.
+    pub grace_until: Option<u64>,
+}
+
+/// The top 16 bits of an id: which revocation shard range it falls in.
+pub fn id_top(id: KeyId) -> i64 {
+    i64::from(u16::from_be_bytes([id.0[0], id.0[1]]))
+}
+
+const COLUMNS: &str = "id, account_id, name, description, environment, scopes, kid, hint, \
+    rate_limit, created_at, expires_at, last_used_at, revoked_at, revoke_reason, \
+    revocation_version, rotated_from, rotated_to, grace_until";
+
+fn bad(column: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        what.to_owned().into(),
+    )
+}
+
+fn key_id(column: usize, text: Option<String>) -> rusqlite::Result<Option<KeyId>> {
+    text.map(|t| KeyId::parse_hex(&t).ok_or_else(|| bad(column, "key id")))
+        .transpose()
+}
+
+fn opt_u64(v: Option<i64>) -> rusqlite::Result<Option<u64>> {
+    v.map(to_u64).transpose()
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    let env: String = r.get(4)?;
+    Ok(KeyRow {
+        id: key_id(0, Some(r.get(0)?))?.ok_or_else(|| bad(0, "key id"))?,
+        account_id: to_u64(r.get(1)?)?,
+        name: r.get(2)?,
+        description: r.get(3)?,
+        environment: Environment::from_name(&env).ok_or_else(|| bad(4, "environment"))?,
+        scopes: ScopeSet::from_bits(r.get(5)?).ok_or_else(|| bad(5, "scopes"))?,
+        kid: r.get(6)?,
+        hint: r.get(7)?,
+        rate_limit: r.get(8)?,
+        created_at: to_u64(r.get(9)?)?,
+        expires_at: opt_u64(r.get(10)?)?,
+        last_used_at: opt_u64(r.get(11)?)?,
+        revoked_at: opt_u64(r.get(12)?)?,
+        revoke_reason: r.get(13)?,
+        revocation_version: opt_u64(r.get(14)?)?,
+        rotated_from: key_id(15, r.get(15)?)?,
+        rotated_to: key_id(16, r.get(16)?)?,
+        grace_until: opt_u64(r.get(17)?)?,
+    })
+}
+
+/// Stores a new key.
+pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO api_keys ({COLUMNS}, id_top) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        ),
+        params![
+            k.id.to_string(),
+            to_i64(k.account_id),
+            k.name,
+            k.description,
+            k.environment.name(),
+            k.scopes.bits(),
+            k.kid,
+            k.hint,
+            k.rate_limit,
+            to_i64(k.created_at),
+            k.expires_at.map(to_i64),
+            k.last_used_at.map(to_i64),
+            k.revoked_at.map(to_i64),
+            k.revoke_reason,
+            k.revocation_version.map(to_i64),
+            k.rotated_from.map(|id| id.to_string()),
+            k.rotated_to.map(|id| id.to_string()),
+            k.grace_until.map(to_i64),
+            id_top(k.id),
+        ],
+    )?;
+    Ok(())
+}
+
+/// One key of one account; another account's key is `None`.
+pub fn get(conn: &Connection, account_id: u64, id: KeyId) -> Result<Option<KeyRow>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE id = ?1 AND account_id = ?2"
+        ))?
+        .query_row(params![id.to_string(), to_i64(account_id)], from_row)
+        .optional()?)
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this environment.
+    pub environment: Option<Environment>,
+    /// Name contains this (case-insensitive).
+    pub search: Option<String>,
+}
+
+/// An account's keys, newest first.
+pub fn list(conn: &Connection, account_id: u64, filter: &ListFilter) -> Result<Vec<KeyRow>> {
+    let pattern = filter.search.as_ref().map(|s| {
+        let escaped = s
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE account_id = ?1 \
+         AND (?2 IS NULL OR environment = ?2) \
+         AND (?3 IS NULL OR name LIKE ?3 ESCAPE '\\') \
+         ORDER BY created_at DESC, id"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            to_i64(account_id),
+            filter.environment.map(Environment::name),
+            pattern
+        ],
+        from_row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Keys that count against the plan's limit: not revoked (nor scheduled to be) and not expired.
+const ACTIVE: &str =
+    "account_id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)";
+
+/// How many of the account's keys are active at `now`.
+pub fn count_active(conn: &Connection, account_id: u64, now: u64) -> Result<u32> {
+    Ok(conn.query_row(
+        &format!("SELECT count(*) FROM api_keys WHERE {ACTIVE}"),
+        params![to_i64(account_id), to_i64(now)],
+        |r| r.get(0),
+    )?)
+}
+
+/// Active keys that are the best candidates to retire: unused longest (never-used first), then
+/// oldest.
+pub fn idle_or_oldest(
+    conn: &Connection,
+    account_id: u64,
+    now: u64,
+    limit: u32,
+) -> Result<Vec<KeyRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE {ACTIVE} \
+         ORDER BY coalesce(last_used_at, 0), created_at LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![to_i64(account_id), to_i64(now), limit], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Writes a key's name and description.
+pub fn update_details(
+    tx: &Transaction<'_>,
+    id: KeyId,
+    name: &str,
+    description: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE api_keys SET name = ?2, description = ?3 WHERE id = ?1",
+        params![id.to_string(), name, description],
+    )?;
+    Ok(())
+}
+
+/// Records a revocation effective at `effective_at` (in the future for a rotation's grace).
+pub fn set_revoked(
+    tx: &Transaction<'_>,
+    id: KeyId,
+    effective_at: u64,
+    reason: &str,
+    version: u64,
+    grace_until: Option<u64>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE api_keys SET revoked_at = ?2, revoke_reason = ?3, revocation_version = ?4, \
+         grace_until = ?5 WHERE id = ?1",
+        params![
+            id.to_string(),
+            to_i64(effective_at),
+            reason,
+            to_i64(version),
+            grace_until.map(to_i64)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Links a rotated key to its successor.
+pub fn set_rotated_to(tx: &Transaction<'_>, id: KeyId, successor: KeyId) -> Result<()> {
+    tx.execute(
+        "UPDATE api_keys SET rotated_to = ?2 WHERE id = ?1",
+        params![id.to_string(), successor.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Whether `id` is revoked at `now`, whatever account owns it: the verify endpoint's view.
+pub fn is_revoked(conn: &Connection, id: KeyId, now: u64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT revoked_at IS NOT NULL AND revoked_at <= ?2 FROM api_keys WHERE id = ?1",
+        )?
+        .query_row(params![id.to_string(), to_i64(now)], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// A stored `Idempotency-Key`: the hash of the request that used it and the key it created.
+pub fn idempotency_record(
+    conn: &Connection,
+    account_id: u64,
+    idem_key: &str,
+) -> Result<Option<(Vec<u8>, KeyId)>> {
+    let row: Option<(Vec<u8>, String)> = conn
+        .query_row(
+            "SELECT request_hash, key_id FROM idempotency_keys WHERE account_id = ?1 AND idem_key = ?2",
+            params![to_i64(account_id), idem_key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(hash, id)| KeyId::parse_hex(&id).map(|id| (hash, id))))
+}
+
+/// Remembers an `Idempotency-Key`.
+pub fn insert_idempotency(
+    tx: &Transaction<'_>,
+    account_id: u64,
+    idem_key: &str,
+    request_hash: &[u8],
+    key_id: KeyId,
+    now: u64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO idempotency_keys (account_id, idem_key, request_hash, key_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            to_i64(account_id),
+            idem_key,
+            request_hash,
+            key_id.to_string(),
+            to_i64(now)
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Revocation publishing state: the list version counter, the outbox and what each shard last
+//! published.
+//!
+//! A revocation inserts an outbox row in its own transaction. The publisher later reads every
+//! revoked id of the row's shard, signs the shard under a new version, pushes it, and only then
+//! deletes the outbox rows the push covered. A crash anywhere in between leaves the rows, so the
+//! next tick (or start) publishes again: publishing is at-least-once and idempotent.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use shared::key::KeyId;
+
+use super::keys::id_top;
+use super::{to_i64, to_u64};
+use crate::error::Result;
+
+/// Takes the next list version. Versions are never reused, so every shard a reader sees is
+/// newer than the one before.
+pub fn next_version(tx: &Transaction<'_>) -> Result<u64> {
+    Ok(to_u64(tx.query_row(
+        "UPDATE revocation_meta SET list_version = list_version + 1 WHERE id = 1 \
+         RETURNING list_version",
+        [],
+        |r| r.get(0),
+    )?)?)
+}
+
+/// Queues a revocation for publishing once `due_at` has come.
+pub fn enqueue(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO revocation_outbox (key_id, id_top, version, due_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            key_id.to_string(),
+            id_top(key_id),
+            to_i64(version),
+            to_i64(due_at)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The range of top-16-bit id prefixes that shard `shard` of `count` holds: the inverse of
+/// `shared::revocation::shard_of`.
+pub fn top_range(shard: u16, count: u16) -> (i64, i64) {
+    let count = i64::from(count.max(1));
+    let s = i64::from(shard);
+    let ceil_div = |a: i64| (a + count - 1) / count;
+    (ceil_div(s * 65_536), ceil_div((s + 1) * 65_536))
+}
+
+fn shard_of_top(top: i64, count: u16) -> u16 {
+    let mut id = [0_u8; 16];
+    id[..2].copy_from_slice(&u16::try_from(top).unwrap_or(u16::MAX).to_be_bytes());
+    shared::revocation::shard_of(KeyId(id), count)
+}
+
+/// Shards that need a publish at `now`: those with due outbox rows, and those never published
+/// in this layout or whose next-update falls before `heartbeat_by`.
+pub fn shards_due(conn: &Connection, count: u16, now: u64, heartbeat_by: u64) -> Result<Vec<u16>> {
+    let mut due = vec![false; usize::from(count)];
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT id_top FROM revocation_outbox WHERE due_at <= ?1")?;
+    for top in stmt.query_map([to_i64(now)], |r| r.get::<_, i64>(0))? {
+        due[usize::from(shard_of_top(top?, count))] = true;
+    }
+    let mut fresh = vec![false; usize::from(count)];
+    let mut stmt = conn.prepare_cached(
+        "SELECT shard FROM revocation_shards WHERE shard_count = ?1 AND next_update > ?2",
+    )?;
+    for shard in stmt.query_map(params![count, to_i64(heartbeat_by)], |r| r.get::<_, u16>(0))? {
+        if let Some(f) = fresh.get_mut(usize::from(shard?)) {
+            *f = true;
+        }
+    }
+    Ok((0..count)
+        .filter(|&s| due[usize::from(s)] || !fresh[usize::from(s)])
+        .collect())
+}
+
+/// What one shard publish carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardContent {
+    /// The new list version.
+    pub version: u64,
+    /// Every id of the shard revoked at or before `now`.
+    pub ids: Vec<KeyId>,
+    /// The last outbox row this publish covers.
+    pub outbox_upto: Option<i64>,
+}
+
+/// Takes a version and reads the shard's revoked ids, in one transaction so the outbox rows
+/// covered are exactly those committed before it.
+pub fn prepare_shard(
+    tx: &Transaction<'_>,
+    shard: u16,
+    count: u16,
+    now: u64,
+) -> Result<ShardContent> {
+    let version = next_version(tx)?;
+    let (lo, hi) = top_range(shard, count);
+    let mut stmt = tx.prepare_cached(
+        "SELECT id FROM api_keys WHERE id_top >= ?1 AND id_top < ?2 \
+         AND revoked_at IS NOT NULL AND revoked_at <= ?3",
+    )?;
+    let ids = stmt
+        .query_map(params![lo, hi, to_i64(now)], |r| r.get::<_, String>(0))?
+        .filter_map(|id| id.ok().and_then(|id| KeyId::parse_hex(&id)))
+        .collect();
+    let outbox_upto: Option<i64> = tx.query_row(
+        "SELECT max(id) FROM revocation_outbox WHERE id_top >= ?1 AND id_top < ?2 AND due_at <= ?3",
+        params![lo, hi, to_i64(now)],
+        |r| r.get(0),
+    )?;
+    Ok(ShardContent {
+        version,
+        ids,
+        outbox_upto,
+    })
+}
+
+/// Records a successful publish and clears the outbox rows it covered.
+pub fn mark_published(
+    tx: &Transaction<'_>,
+    shard: u16,
+    count: u16,
+    content: &ShardContent,
+    now: u64,
+    next_update: u64,
+) -> Result<()> {
+    if let Some(upto) = content.outbox_upto {
+        let (lo, hi) = top_range(shard, count);
+        tx.execute(
+            "DELETE FROM revocation_outbox WHERE id <= ?1 AND id_top >= ?2 AND id_top < ?3 \
+             AND due_at <= ?4",
+            params![upto, lo, hi, to_i64(now)],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO revocation_shards (shard_count, shard, version, published_at, next_update) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (shard_count, shard) DO UPDATE SET \
+         version = excluded.version, published_at = excluded.published_at, \
+         next_update = excluded.next_update WHERE excluded.version > version",
+        params![
+            count,
+            shard,
+            to_i64(content.version),
+            to_i64(now),
+            to_i64(next_update)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The earliest future outbox due time: the end of the next rotation grace period.
+pub fn next_due_after(conn: &Connection, now: u64) -> Result<Option<u64>> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT min(due_at) FROM revocation_outbox WHERE due_at > ?1",
+            [to_i64(now)],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(v.map(to_u64).transpose()?)
+}
+
+/// Outbox rows due but not yet published.
+pub fn pending(conn: &Connection, now: u64) -> Result<u64> {
+    Ok(to_u64(conn.query_row(
+        "SELECT count(*) FROM revocation_outbox WHERE due_at <= ?1",
+        [to_i64(now)],
+        |r| r.get(0),
+    )?)?)
+}
+
+/// The last published version of each shard of this layout.
+pub fn published(conn: &Connection, count: u16) -> Result<Vec<(u16, u64, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT shard, version, next_update FROM revocation_shards WHERE shard_count = ?1 \
+         ORDER BY shard",
+    )?;
+    let rows = stmt.query_map([count], |r| {
+        Ok((r.get(0)?, to_u64(r.get(1)?)?, to_u64(r.get(2)?)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_ranges_invert_shard_of() {
+        for count in [1_u16, 3, 16, 64, 1000, u16::MAX] {
+            let mut next = 0;
+            for shard in 0..count.min(200) {
+                let (lo, hi) = top_range(shard, count);
+                assert_eq!(lo, next, "ranges are contiguous");
+                for top in [lo, hi - 1] {
+                    if lo < hi {
+                        assert_eq!(shard_of_top(top, count), shard, "count {count} top {top}");
+                    }
+                }
+                next = hi;
+            }
+            if count <= 200 {
+                assert_eq!(next, 65_536);
+            }
+        }
+    }
+}
