@@ -10,6 +10,7 @@
 //! - [`revocation`]: the signed, versioned, sharded revocation-list format.
 //! - [`gate`]: the whole admission decision: key, revocation, route policy.
 //! - [`envelope`]: signed headers for sync pushes and forwarded identities.
+//! - [`identity`]: the caller identity the edge forwards to the origin, and its signature.
 //! - [`base62`]: the linear-time text encoding the key body uses.
 //!
 //! The formats are specified in `docs/key-format.md` and `docs/revocation-list.md`.
@@ -22,6 +23,7 @@
 pub mod base62;
 pub mod envelope;
 pub mod gate;
+pub mod identity;
 pub mod key;
 pub mod mac;
 pub mod revocation;

@@ -1,0 +1,536 @@
+//! The admission decision for one API request, as pure functions of the request's parts, the
+//! configuration, the time and the revocation status: unit- and property-tested on the host.
+//!
+//! The worker runs it in two steps because the revocation shard to read depends on the key:
+//! [`authenticate`] (credentials, then the key itself, no I/O), then the glue reads the shard for
+//! the key id, then [`admit`] (revocation, then route and scope). [`decide`] chains the two for
+//! tests. Every check is a call into `shared`; this module only maps the results to answers.
+
+use shared::identity::Identity;
+use shared::key::{self, Claims, Environment, KeyError, KeyId};
+use shared::scope::{self, Method, PolicyError, Route};
+
+use crate::config::Config;
+use crate::problem::{self, CHALLENGE, Problem, Reply, bearer_error};
+
+/// Longest `Authorization` header (or query credential) read at all. A key is at most 104
+/// characters; anything much longer is refused before it is scanned or hashed.
+pub const MAX_CREDENTIAL_LEN: usize = 1024;
+
+/// Query parameters that may carry a key (RFC 6750 2.3 and a common alias).
+pub const QUERY_PARAMS: [&str; 2] = ["access_token", "api_key"];
+
+/// The parts of a request the decision reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incoming<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The URL path, without the query.
+    pub path: &'a str,
+    /// The query string without `?`, if any.
+    pub query: Option<&'a str>,
+    /// The `Authorization` header: several headers arrive joined by `", "` (Fetch `Headers`).
+    pub authorization: Option<&'a str>,
+}
+
+/// Where a credential came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer <key>`.
+    Header,
+    /// `?access_token=` or `?api_key=`.
+    Query,
+}
+
+/// A key that passed every check that needs no revocation list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The key's claims.
+    pub claims: Claims,
+    /// Where the key was sent.
+    pub source: Source,
+}
+
+/// What the revocation list says about a key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationStatus {
+    /// A fresh, verified shard does not list the key.
+    Clear,
+    /// A fresh, verified shard lists the key.
+    Revoked,
+    /// No usable shard: missing, never verified, or past its next-update time. Fail closed.
+    Unavailable,
+}
+
+/// A request to forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// Who is calling.
+    pub identity: Identity,
+    /// The route called.
+    pub route: &'static Route,
+    /// Where the key was sent.
+    pub source: Source,
+}
+
+/// The first step: finds the one credential and verifies the key at `now` (Unix seconds).
+pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verified, Reply> {
+    let (token, source) = credential(req)?;
+    verify_key(token, cfg, now).map(|claims| Verified { claims, source })
+}
+
+/// The second step: revocation, then the route and its scope.
+pub fn admit(
+    verified: &Verified,
+    req: &Incoming<'_>,
+    status: RevocationStatus,
+    cfg: &Config,
+) -> Result<Admitted, Reply> {
+    match status {
+        RevocationStatus::Clear => {}
+        RevocationStatus::Revoked => return Err(not_valid()),
+        RevocationStatus::Unavailable => {
+            return Err(problem::unavailable(
+                "revocation_list_unavailable",
+                "The edge cannot confirm that the key is not revoked right now, so it refuses the request.",
+                cfg.retry_after(),
+            ));
+        }
+    }
+    let claims = verified.claims;
+    let route = scope::authorize(claims.scopes, req.method, req.path).map_err(policy_reply)?;
+    Ok(Admitted {
+        identity: Identity {
+            account_id: claims.account_id,
+            key_id: claims.key_id,
+            environment: claims.environment,
+            scopes: claims.scopes,
+        },
+        route,
+        source: verified.source,
+    })
+}
+
+/// Both steps, with `revocation` answering for the key id: what the worker decides.
+pub fn decide(
+    req: &Incoming<'_>,
+    cfg: &Config,
+    now: u64,
+    revocation: impl FnOnce(KeyId) -> RevocationStatus,
+) -> Result<Admitted, Reply> {
+    let verified = authenticate(req, cfg, now)?;
+    admit(&verified, req, revocation(verified.claims.key_id), cfg)
+}
+
+/// The query parameters that carry a key, and their values.
+fn query_credentials(query: Option<&str>) -> impl Iterator<Item = &str> {
+    query.unwrap_or("").split('&').filter_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        QUERY_PARAMS.contains(&name).then_some(value)
+    })
+}
+
+fn too_large() -> Reply {
+    problem::invalid_request(
+        "credential_too_large",
+        "The credentials are too large to be an API key.",
+        "Send only your key, as `Authorization: Bearer <key>`.",
+    )
+}
+
+/// Finds the single credential of the request, or the answer for why there is none.
+fn credential<'a>(req: &Incoming<'a>) -> Result<(&'a str, Source), Reply> {
+    // Sizes first: nothing longer is scanned.
+    let header = req.authorization.filter(|h| !h.is_empty());
+    if header.is_some_and(|h| h.len() > MAX_CREDENTIAL_LEN)
+        || req.query.is_some_and(|q| q.len() > 16 * MAX_CREDENTIAL_LEN)
+    {
+        return Err(too_large());
+    }
+    let mut from_query = query_credentials(req.query);
+    let first_query = from_query.next();
+    let several_in_query = from_query.next().is_some();
+    // Keys contain no commas, so a comma means two headers (joined by Fetch) or two values.
+    let several_in_header = header.is_some_and(|h| h.contains(','));
+    if several_in_query || several_in_header || (header.is_some() && first_query.is_some()) {
+        return Err(problem::invalid_request(
+            "multiple_credentials",
+            "The request carries more than one credential.",
+            "Send exactly one key, in one `Authorization: Bearer <key>` header and not also in the query string.",
+        ));
+    }
+    if let Some(value) = first_query {
+        if value.len() > MAX_CREDENTIAL_LEN {
+            return Err(too_large());
+        }
+        return Ok((value, Source::Query));
+    }
+    let Some(header) = header else {
+        return Err(problem::missing_credentials(None));
+    };
+    let (scheme, token) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if token.trim().is_empty() {
+            return Err(problem::invalid_request(
+                "empty_token",
+                "The `Authorization` header has the `Bearer` scheme but no key.",
+                "Put your key after `Bearer `: `Authorization: Bearer <key>`.",
+            ));
+        }
+        return Ok((token, Source::Header));
+    }
+    if header.trim_start().starts_with(key::PREFIX) {
+        return Err(problem::invalid_request(
+            "missing_bearer_scheme",
+            "The `Authorization` header holds a key without the `Bearer` scheme.",
+            "Put `Bearer ` before the key: `Authorization: Bearer lnx_...`.",
+        ));
+    }
+    Err(problem::missing_credentials(Some(
+        "Lynxo API keys use the Bearer scheme: `Authorization: Bearer <key>`.",
+    )))
+}
+
+/// The answer for a key that is forged, tampered, signed by a retired kid, or revoked: the same
+/// bytes in every case, so a prober cannot tell them apart.
+pub fn not_valid() -> Reply {
+    problem::invalid_token(
+        None,
+        "The key is not valid: it may have been revoked or replaced. Check it in the dashboard and create a new key if needed.",
+    )
+}
+
+/// The hint for each error found without a secret.
+fn public_hint(error: &KeyError) -> Option<String> {
+    Some(match error {
+        KeyError::SurroundingWhitespace => "The key has spaces or line breaks around it. Remove them: exactly one space after `Bearer`, nothing after the key.".to_owned(),
+        KeyError::MissingPrefix => "Lynxo keys start with `lnx_`. Check that you copied the whole key and sent it as `Authorization: Bearer <key>`.".to_owned(),
+        KeyError::InvalidCharacter { position } => format!("The key has a character no Lynxo key contains, at position {position}: keys are letters, digits and `_` only. It was probably mis-copied."),
+        KeyError::InvalidLength { expected, found } => format!("The key has {found} characters but a key has {expected}: part of it was lost or added while copying. Copy it again."),
+        KeyError::InvalidChecksum => "The key's checksum does not match: it was mis-copied or mistyped. Copy it again from where you stored it.".to_owned(),
+        KeyError::Expired { expired_at } => format!("The key expired at {expired_at} (Unix time). Create a new key in the dashboard."),
+        _ => return None,
+    })
+}
+
+fn environment_label(environment: Environment) -> String {
+    format!(
+        "{} (`{}{}_` keys)",
+        environment.name(),
+        key::PREFIX,
+        environment.tag()
+    )
+}
+
+/// Verifies the key text: public checks with hints, the environment, then the secret checks.
+fn verify_key(token: &str, cfg: &Config, now: u64) -> Result<Claims, Reply> {
+    let key_error = |e: KeyError| {
+        if e.is_forgery_class() {
+            return not_valid();
+        }
+        match public_hint(&e) {
+            Some(hint) => problem::invalid_token(Some(e.code()), &hint),
+            None => not_valid(),
+        }
+    };
+    let parsed = key::parse(token).map_err(key_error)?;
+    if parsed.environment != cfg.environment {
+        return Err(Problem::new(
+            401,
+            "invalid_token",
+            "Unauthorized",
+            "The API key is not valid.",
+        )
+        .reason("wrong_environment")
+        .hint(format!(
+            "This is a {} key, but this endpoint serves {}. Use a key of that environment.",
+            environment_label(parsed.environment),
+            environment_label(cfg.environment),
+        ))
+        .field("key_environment", parsed.environment.name())
+        .field("endpoint_environment", cfg.environment.name())
+        .header("www-authenticate", bearer_error("invalid_token"))
+        .reply());
+    }
+    key::verify(token, &cfg.keyring, now).map_err(key_error)
+}
+
+/// The answer for a route-policy refusal.
+fn policy_reply(error: PolicyError) -> Reply {
+    match error {
+        PolicyError::NoRoute => Problem::new(404, "not_found", "Not Found", "The Lynxo API has no such route.")
+            .hint("Check the path against the API reference.")
+            .reply(),
+        PolicyError::MethodNotAllowed { allowed } => {
+            let mut names: Vec<&str> = allowed.iter().map(|m| m.name()).collect();
+            if allowed.contains(&Method::Get) {
+                names.push("HEAD");
+            }
+            let allow = names.join(", ");
+            Problem::new(405, "method_not_allowed", "Method Not Allowed", format!("This route accepts {allow}."))
+                .header("allow", allow)
+                .reply()
+        }
+        PolicyError::InsufficientScope { needed } => Problem::new(
+            403,
+            "insufficient_scope",
+            "Forbidden",
+            format!("The API key lacks the `{needed}` scope this route needs."),
+        )
+        .field("scope", needed.name())
+        .hint(format!("Edit the key's permissions in the dashboard to include `{needed}`, or use a key that has it."))
+        .header("www-authenticate", format!(r#"{CHALLENGE}, error="insufficient_scope", scope="{needed}""#))
+        .reply(),
+        // A policy error this build does not know: refuse, without detail.
+        _ => problem::internal(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::config;
+    use serde_json::Value;
+    use shared::key::KeyId;
+    use shared::mac::Keyring;
+    use shared::scope::{Permission, ScopeSet};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims(environment: Environment, scopes: ScopeSet) -> Claims {
+        Claims {
+            kid: 1,
+            account_id: 42,
+            key_id: KeyId([3; 16]),
+            environment,
+            scopes,
+            issued_at: NOW - 100,
+            expires_at: None,
+        }
+    }
+
+    fn issue(claims: &Claims, ring: &Keyring) -> String {
+        key::issue(claims, ring).unwrap().into_inner()
+    }
+
+    fn live_key() -> String {
+        issue(
+            &claims(Environment::Production, Permission::ReadOnly.scopes()),
+            &config().keyring,
+        )
+    }
+
+    fn run(
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        query: Option<&str>,
+        status: RevocationStatus,
+    ) -> Result<Admitted, Reply> {
+        let req = Incoming {
+            method,
+            path,
+            query,
+            authorization: auth,
+        };
+        decide(&req, &config(), NOW, |_| status)
+    }
+
+    fn get(auth: &str) -> Result<Admitted, Reply> {
+        run("GET", "/v1/jobs", Some(auth), None, RevocationStatus::Clear)
+    }
+
+    fn body(reply: &Reply) -> Value {
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    /// (status, code, reason) of a refusal.
+    fn refusal(result: Result<Admitted, Reply>) -> (u16, String, Option<String>) {
+        let reply = result.unwrap_err();
+        let b = body(&reply);
+        assert_eq!(b["status"], reply.status);
+        assert_eq!(reply.header("content-type"), Some(problem::PROBLEM_JSON));
+        (
+            reply.status,
+            b["code"].as_str().unwrap().to_owned(),
+            b["reason"].as_str().map(str::to_owned),
+        )
+    }
+
+    #[test]
+    fn a_valid_key_is_admitted_with_its_identity() {
+        let key = live_key();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let admitted = get(&format!("{scheme} {key}")).unwrap();
+            assert_eq!(admitted.identity.account_id, 42);
+            assert_eq!(admitted.identity.key_id, KeyId([3; 16]));
+            assert_eq!(admitted.route.pattern, "/v1/jobs");
+            assert_eq!(admitted.source, Source::Header);
+        }
+        let q = format!("limit=5&api_key={key}");
+        let admitted = run("GET", "/v1/jobs", None, Some(&q), RevocationStatus::Clear).unwrap();
+        assert_eq!(admitted.source, Source::Query);
+    }
+
+    #[test]
+    fn credential_errors() {
+        let key = live_key();
+        let reply = run("GET", "/v1/jobs", None, None, RevocationStatus::Clear).unwrap_err();
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.header("www-authenticate"), Some(CHALLENGE));
+        let reply = get("Basic dXNlcjpwYXNz").unwrap_err();
+        assert_eq!(reply.header("www-authenticate"), Some(CHALLENGE));
+
+        let bad_request = |r| refusal(r);
+        let two = format!("Bearer {key}, Bearer {key}");
+        assert_eq!(
+            bad_request(get(&two)),
+            (
+                400,
+                "invalid_request".into(),
+                Some("multiple_credentials".into())
+            )
+        );
+        let q = format!("access_token={key}");
+        let both = run(
+            "GET",
+            "/v1/jobs",
+            Some(&format!("Bearer {key}")),
+            Some(&q),
+            RevocationStatus::Clear,
+        );
+        assert_eq!(refusal(both).2.as_deref(), Some("multiple_credentials"));
+        let q2 = format!("access_token={key}&api_key={key}");
+        let two_q = run("GET", "/v1/jobs", None, Some(&q2), RevocationStatus::Clear);
+        assert_eq!(refusal(two_q).2.as_deref(), Some("multiple_credentials"));
+        let huge = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN));
+        assert_eq!(
+            refusal(get(&huge)).2.as_deref(),
+            Some("credential_too_large")
+        );
+        assert_eq!(
+            refusal(get(&key)).2.as_deref(),
+            Some("missing_bearer_scheme")
+        );
+        assert_eq!(refusal(get("Bearer ")).2.as_deref(), Some("empty_token"));
+    }
+
+    #[test]
+    fn key_errors_have_hints_where_they_leak_nothing() {
+        let key = live_key();
+        let mut typo = key.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        let cases = [
+            (format!("Bearer  {key}"), "surrounding_whitespace"),
+            (
+                format!("Bearer {}", &key[..key.len() - 1]),
+                "invalid_length",
+            ),
+            (format!("Bearer {typo}"), "invalid_checksum"),
+            (
+                format!("Bearer {}", key.replacen('a', "-", 1)),
+                "invalid_character",
+            ),
+            ("Bearer sk_live_123".to_owned(), "missing_prefix"),
+        ];
+        for (auth, reason) in cases {
+            let reply = get(&auth).unwrap_err();
+            assert_eq!(reply.status, 401, "{auth}");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some(r#"Bearer realm="lynxo", error="invalid_token""#)
+            );
+            let b = body(&reply);
+            assert_eq!(b["code"], "invalid_token");
+            assert_eq!(b["reason"], reason, "{auth}");
+            assert!(b["hint"].is_string());
+        }
+        let mut expiring = claims(Environment::Production, Permission::ReadOnly.scopes());
+        expiring.expires_at = Some(NOW);
+        let expired = issue(&expiring, &config().keyring);
+        assert_eq!(
+            refusal(get(&format!("Bearer {expired}"))).2.as_deref(),
+            Some("expired")
+        );
+    }
+
+    #[test]
+    fn another_environment_is_named() {
+        let dev = issue(
+            &claims(Environment::Development, ScopeSet::FULL_ACCESS),
+            &config().keyring,
+        );
+        let reply = get(&format!("Bearer {dev}")).unwrap_err();
+        let b = body(&reply);
+        assert_eq!(
+            (reply.status, b["reason"].as_str()),
+            (401, Some("wrong_environment"))
+        );
+        let hint = b["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("development") && hint.contains("production"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn forged_unknown_kid_and_revoked_look_the_same() {
+        let good = live_key();
+        let other_ring = Keyring::from_config(&format!("active=1;1:{}", "99".repeat(32))).unwrap();
+        let forged = issue(
+            &claims(Environment::Production, ScopeSet::FULL_ACCESS),
+            &other_ring,
+        );
+        let kid9_ring = Keyring::from_config(&format!("active=9;9:{}", "11".repeat(32))).unwrap();
+        let mut c = claims(Environment::Production, ScopeSet::FULL_ACCESS);
+        c.kid = 9;
+        let unknown_kid = issue(&c, &kid9_ring);
+        let revoked = run(
+            "GET",
+            "/v1/jobs",
+            Some(&format!("Bearer {good}")),
+            None,
+            RevocationStatus::Revoked,
+        )
+        .unwrap_err();
+        assert_eq!(get(&format!("Bearer {forged}")).unwrap_err(), revoked);
+        assert_eq!(get(&format!("Bearer {unknown_kid}")).unwrap_err(), revoked);
+        assert_eq!(revoked.status, 401);
+        assert!(body(&revoked).get("reason").is_none());
+    }
+
+    #[test]
+    fn revocation_list_unavailable_fails_closed() {
+        let auth = format!("Bearer {}", live_key());
+        let reply = run(
+            "GET",
+            "/v1/jobs",
+            Some(&auth),
+            None,
+            RevocationStatus::Unavailable,
+        )
+        .unwrap_err();
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header("retry-after"), Some("2"));
+        assert_eq!(body(&reply)["code"], "revocation_list_unavailable");
+    }
+
+    #[test]
+    fn route_policy() {
+        let auth = format!("Bearer {}", live_key());
+        let call = |method, path| run(method, path, Some(&auth), None, RevocationStatus::Clear);
+        assert_eq!(refusal(call("GET", "/v2/nope")).0, 404);
+        let reply = call("PUT", "/v1/jobs").unwrap_err();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.header("allow"), Some("GET, POST, HEAD"));
+        let reply = call("POST", "/v1/jobs").unwrap_err();
+        assert_eq!(reply.status, 403);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Bearer realm="lynxo", error="insufficient_scope", scope="jobs:write""#)
+        );
+        assert_eq!(body(&reply)["code"], "insufficient_scope");
+        assert!(call("HEAD", "/v1/jobs/abc").is_ok());
+    }
+}

@@ -1,0 +1,285 @@
+//! The control plane's signed push of a revocation shard:
+//! `PUT /_lynxo/sync/revocations/<shard>` with the shard's bytes as the body and
+//!
+//! ```text
+//! Lynxo-Signature: shared::envelope::sign(keyring, Purpose::Sync, now,
+//!                      &[b"revocations", shard_index_decimal, body])
+//! ```
+//!
+//! keyed by the key-signing keyring (`LYNXO_KEYRING`). The push is checked in order: method,
+//! index, size, signature (300 s tolerance), that the shard opens with the keyring and is the shard
+//! of the path, then ([`check_against_stored`]) that it is not older than what KV holds. Only then
+//! does the worker write KV. Answers: 204 written, 401 unsigned or bad signature, 409 older than
+//! KV, 413 too large, 422 not a valid shard for this index.
+
+use shared::envelope::{self, EnvelopeError};
+use shared::mac::{Keyring, Purpose};
+use shared::revocation::RevocationShard;
+
+use crate::config::Config;
+use crate::problem::{Problem, Reply};
+
+/// Path prefix of the endpoint; the shard index follows.
+pub const PATH_PREFIX: &str = "/_lynxo/sync/revocations/";
+/// Header carrying the push's signature.
+pub const SIGNATURE_HEADER: &str = "lynxo-signature";
+/// Seconds a push's timestamp may differ from the edge's clock.
+pub const TOLERANCE: u64 = 300;
+/// First signed part of a revocation push.
+pub const KIND: &[u8] = b"revocations";
+
+/// Signs a push of `body` as shard `index` at `now`: what the control plane sends.
+pub fn sign_push(keyring: &Keyring, index: u16, body: &[u8], now: u64) -> String {
+    let index = index.to_string();
+    envelope::sign(keyring, Purpose::Sync, now, &[KIND, index.as_bytes(), body])
+}
+
+/// A push that passed every check but the comparison with KV.
+#[derive(Debug)]
+pub struct Push {
+    /// The shard index.
+    pub index: u16,
+    /// The opened shard.
+    pub shard: RevocationShard,
+}
+
+fn refuse(
+    status: u16,
+    code: &'static str,
+    title: &'static str,
+    detail: impl Into<String>,
+) -> Reply {
+    Problem::new(status, code, title, detail).reply()
+}
+
+/// Parses the index in the path: canonical decimal, below the shard count.
+pub fn parse_index(text: &str, cfg: &Config) -> Result<u16, Reply> {
+    let canonical = !text.is_empty()
+        && text.len() <= 5
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    text.parse::<u16>()
+        .ok()
+        .filter(|i| canonical && *i < cfg.shard_count)
+        .ok_or_else(|| {
+            refuse(
+                404,
+                "not_found",
+                "Not Found",
+                format!(
+                    "No revocation shard {text:?}: shards are 0 to {}.",
+                    cfg.shard_count - 1
+                ),
+            )
+        })
+}
+
+/// Refuses a push by its declared length before the body is read.
+pub fn check_length(content_length: Option<usize>, cfg: &Config) -> Result<(), Reply> {
+    match content_length {
+        Some(n) if n > cfg.sync_max_bytes => Err(too_large(cfg)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(cfg: &Config) -> Reply {
+    refuse(
+        413,
+        "payload_too_large",
+        "Content Too Large",
+        format!("A shard push is at most {} bytes.", cfg.sync_max_bytes),
+    )
+}
+
+/// Checks a push of `body` to shard path segment `index_text` at `now` (Unix seconds).
+pub fn check_push(
+    cfg: &Config,
+    method: &str,
+    index_text: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    now: u64,
+) -> Result<Push, Reply> {
+    if method != "PUT" {
+        return Err(Problem::new(
+            405,
+            "method_not_allowed",
+            "Method Not Allowed",
+            "The sync endpoint accepts PUT.",
+        )
+        .header("allow", "PUT")
+        .reply());
+    }
+    let index = parse_index(index_text, cfg)?;
+    if body.len() > cfg.sync_max_bytes {
+        return Err(too_large(cfg));
+    }
+    let Some(signature) = signature else {
+        return Err(refuse(
+            401,
+            "missing_signature",
+            "Unauthorized",
+            "A push must carry a `Lynxo-Signature` header.",
+        ));
+    };
+    envelope::verify(
+        &cfg.keyring,
+        Purpose::Sync,
+        signature,
+        &[KIND, index_text.as_bytes(), body],
+        now,
+        TOLERANCE,
+    )
+    .map_err(|e| {
+        let reason = match e {
+            EnvelopeError::Malformed => "malformed",
+            EnvelopeError::UnknownKid(_) => "unknown_kid",
+            EnvelopeError::OutsideTolerance { .. } => "outside_tolerance",
+            _ => "bad_signature",
+        };
+        Problem::new(
+            401,
+            "invalid_signature",
+            "Unauthorized",
+            "The push's signature is not valid.",
+        )
+        .reason(reason)
+        .reply()
+    })?;
+    let shard = RevocationShard::open(body, &cfg.keyring).map_err(|e| {
+        Problem::new(
+            422,
+            "invalid_shard",
+            "Unprocessable Content",
+            "The body is not a valid revocation shard.",
+        )
+        .reason(e.code())
+        .reply()
+    })?;
+    let header = shard.header();
+    if header.shard != index || header.shard_count != cfg.shard_count {
+        return Err(refuse(
+            422,
+            "shard_mismatch",
+            "Unprocessable Content",
+            format!(
+                "The body is shard {} of {}; this endpoint is shard {index} of {}.",
+                header.shard, header.shard_count, cfg.shard_count
+            ),
+        ));
+    }
+    Ok(Push { index, shard })
+}
+
+/// Refuses a push older than the shard KV holds. A stored value that does not open (tampered,
+/// or signed by a retired kid) is replaced.
+pub fn check_against_stored(
+    push: &Push,
+    stored: Option<&[u8]>,
+    keyring: &Keyring,
+) -> Result<(), Reply> {
+    let Some(stored) = stored.and_then(|b| RevocationShard::open(b, keyring).ok()) else {
+        return Ok(());
+    };
+    let (have, new) = (stored.header().version, push.shard.header().version);
+    if new < have {
+        return Err(Problem::new(
+            409,
+            "stale_version",
+            "Conflict",
+            format!("The edge holds version {have} of this shard; the push is version {new}."),
+        )
+        .field("current_version", have)
+        .reply());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::config;
+    use shared::revocation::ShardHeader;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn shard(index: u16, count: u16, version: u64, cfg: &Config) -> Vec<u8> {
+        let header = ShardHeader {
+            shard: index,
+            shard_count: count,
+            version,
+            issued_at: NOW,
+            next_update: NOW + 3_600,
+        };
+        RevocationShard::new(header, 1, [])
+            .unwrap()
+            .encode(&cfg.keyring)
+            .unwrap()
+    }
+
+    fn status(r: Result<Push, Reply>) -> u16 {
+        r.map(|_| 204).unwrap_or_else(|e| e.status)
+    }
+
+    #[test]
+    fn each_check() {
+        let cfg = config();
+        let body = shard(3, 16, 5, &cfg);
+        let sig = sign_push(&cfg.keyring, 3, &body, NOW);
+        let push = |method, index, sig: Option<&str>, body: &[u8], now| {
+            status(check_push(&cfg, method, index, sig, body, now))
+        };
+        assert_eq!(push("PUT", "3", Some(&sig), &body, NOW + 10), 204);
+        assert_eq!(push("POST", "3", Some(&sig), &body, NOW), 405);
+        for bad in ["03", "16", "", "x", "99999999"] {
+            assert_eq!(push("PUT", bad, Some(&sig), &body, NOW), 404, "{bad}");
+        }
+        assert_eq!(push("PUT", "3", None, &body, NOW), 401);
+        assert_eq!(
+            push("PUT", "3", Some(&sig), &body, NOW + TOLERANCE + 1),
+            401
+        );
+        assert_eq!(push("PUT", "4", Some(&sig), &body, NOW), 401);
+        let other = shard(4, 16, 5, &cfg);
+        let other_sig = sign_push(&cfg.keyring, 3, &other, NOW);
+        assert_eq!(push("PUT", "3", Some(&other_sig), &other, NOW), 422);
+        let wrong_count = shard(3, 8, 5, &cfg);
+        let wrong_count_sig = sign_push(&cfg.keyring, 3, &wrong_count, NOW);
+        assert_eq!(
+            push("PUT", "3", Some(&wrong_count_sig), &wrong_count, NOW),
+            422
+        );
+        let junk = b"not a shard";
+        let junk_sig = sign_push(&cfg.keyring, 3, junk, NOW);
+        assert_eq!(push("PUT", "3", Some(&junk_sig), junk, NOW), 422);
+        let mut small = cfg.clone();
+        small.sync_max_bytes = 10;
+        assert_eq!(
+            status(check_push(&small, "PUT", "3", Some(&sig), &body, NOW)),
+            413
+        );
+        assert_eq!(check_length(Some(11), &small).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn older_than_stored_is_a_conflict() {
+        let cfg = config();
+        let v5 = shard(3, 16, 5, &cfg);
+        let push = check_push(
+            &cfg,
+            "PUT",
+            "3",
+            Some(&sign_push(&cfg.keyring, 3, &v5, NOW)),
+            &v5,
+            NOW,
+        )
+        .unwrap();
+        assert!(check_against_stored(&push, None, &cfg.keyring).is_ok());
+        assert!(check_against_stored(&push, Some(&shard(3, 16, 5, &cfg)), &cfg.keyring).is_ok());
+        assert!(check_against_stored(&push, Some(&shard(3, 16, 4, &cfg)), &cfg.keyring).is_ok());
+        assert!(check_against_stored(&push, Some(b"garbage"), &cfg.keyring).is_ok());
+        let reply =
+            check_against_stored(&push, Some(&shard(3, 16, 6, &cfg)), &cfg.keyring).unwrap_err();
+        assert_eq!(reply.status, 409);
+    }
+}

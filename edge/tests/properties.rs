@@ -1,0 +1,187 @@
+//! Property tests of the worker's request handling, natively: arbitrary `Authorization` headers,
+//! query strings, paths, methods and sync pushes never panic, and every refusal is a well-formed
+//! problem document.
+
+use edge::cache::ShardCache;
+use edge::config::Config;
+use edge::decide::{Incoming, RevocationStatus, decide};
+use edge::problem::{PROBLEM_JSON, Reply};
+use edge::{forward, sync};
+use proptest::prelude::*;
+use shared::key::{self, Claims, Environment, KeyId};
+use shared::revocation::shard_of;
+use shared::scope::ScopeSet;
+
+const NOW: u64 = 1_800_000_000;
+
+fn config() -> Config {
+    let ring = format!("active=1;1:{}", "11".repeat(32));
+    let origin_ring = format!("active=2;2:{}", "22".repeat(32));
+    Config::from_lookup(|name| {
+        Some(match name {
+            "LYNXO_ENV" => "production".to_owned(),
+            "LYNXO_KEYRING" => ring.clone(),
+            "ORIGIN_KEYRING" => origin_ring.clone(),
+            "ORIGIN_URL" => "http://origin.test".to_owned(),
+            _ => return None,
+        })
+    })
+    .expect("test config")
+}
+
+fn valid_key(cfg: &Config, environment: Environment, scopes: u32) -> String {
+    let claims = Claims {
+        kid: 1,
+        account_id: 5,
+        key_id: KeyId([0x42; 16]),
+        environment,
+        scopes: ScopeSet::from_bits(scopes).unwrap_or(ScopeSet::FULL_ACCESS),
+        issued_at: NOW - 10,
+        expires_at: None,
+    };
+    key::issue(&claims, &cfg.keyring)
+        .expect("issue")
+        .into_inner()
+}
+
+/// An `Authorization` value: random text, or a real key with a random scheme and edits.
+fn authorization() -> impl Strategy<Value = Option<String>> {
+    let env = prop_oneof![
+        Just(Environment::Production),
+        Just(Environment::Development),
+        Just(Environment::Staging)
+    ];
+    let real = (
+        prop_oneof![
+            "Bearer",
+            "bearer",
+            "BEARER",
+            "Basic",
+            "",
+            "Bearer ",
+            "[A-Za-z]{0,8}"
+        ],
+        env,
+        any::<u32>(),
+        proptest::collection::vec((any::<usize>(), any::<char>()), 0..3),
+        prop_oneof![Just(""), Just(" "), Just(", Bearer x"), Just("\t")],
+    )
+        .prop_map(|(scheme, env, scopes, edits, suffix)| {
+            let mut key: Vec<char> = valid_key(&config(), env, scopes).chars().collect();
+            for (at, c) in edits {
+                let at = at % key.len();
+                key[at] = c;
+            }
+            let key: String = key.into_iter().collect();
+            format!("{scheme} {key}{suffix}")
+        });
+    prop_oneof![
+        Just(None),
+        any::<String>().prop_map(Some),
+        "(?i)bearer +[ -~]{0,120}".prop_map(Some),
+        real.prop_map(Some),
+        Just(Some("x".repeat(5_000))),
+    ]
+}
+
+fn method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("GET".to_owned()),
+        Just("HEAD".to_owned()),
+        Just("POST".to_owned()),
+        Just("DELETE".to_owned()),
+        Just("PATCH".to_owned()),
+        "[A-Za-z]{0,10}",
+        any::<String>(),
+    ]
+}
+
+fn path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("/v1/jobs".to_owned()),
+        "/v1/(jobs|files|webhooks|account|usage)(/[a-z0-9{}%.]{0,8}){0,3}",
+        "/[ -~]{0,40}",
+        any::<String>(),
+    ]
+}
+
+fn status() -> impl Strategy<Value = RevocationStatus> {
+    prop_oneof![
+        Just(RevocationStatus::Clear),
+        Just(RevocationStatus::Revoked),
+        Just(RevocationStatus::Unavailable),
+    ]
+}
+
+fn assert_problem(reply: &Reply) {
+    assert!(
+        matches!(reply.status, 400 | 401 | 403 | 404 | 405 | 500 | 503),
+        "{reply:?}"
+    );
+    assert_eq!(reply.header("content-type"), Some(PROBLEM_JSON));
+    let body: serde_json::Value = serde_json::from_str(&reply.body).expect("problem is JSON");
+    assert_eq!(body["status"], reply.status);
+    assert!(body["code"].is_string() && body["type"].is_string());
+    if reply.status == 401 {
+        assert!(reply.header("www-authenticate").is_some());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn request_handling_never_panics(
+        method in method(),
+        path in path(),
+        authorization in authorization(),
+        query in proptest::option::of(prop_oneof![any::<String>(), "(api_key|access_token|a)=[ -~]{0,110}(&api_key=x)?"]),
+        status in status(),
+        now in prop_oneof![Just(NOW), any::<u64>()],
+    ) {
+        let cfg = config();
+        let req = Incoming {
+            method: &method,
+            path: &path,
+            query: query.as_deref(),
+            authorization: authorization.as_deref(),
+        };
+        match decide(&req, &cfg, now, |id| {
+            assert!(shard_of(id, cfg.shard_count) < cfg.shard_count);
+            status
+        }) {
+            Ok(admitted) => {
+                prop_assert_eq!(status, RevocationStatus::Clear);
+                prop_assert_eq!(admitted.identity.environment, Environment::Production);
+                let client = vec![
+                    ("Lynxo-Account-Id".to_owned(), "1".to_owned()),
+                    ("x-lynxo-anything".to_owned(), "1".to_owned()),
+                    ("authorization".to_owned(), authorization.clone().unwrap_or_default()),
+                ];
+                let plan = forward::plan(&cfg, &req, &admitted, client, now);
+                let accounts = plan.headers.iter().filter(|(n, _)| n == "lynxo-account-id").count();
+                prop_assert_eq!(accounts, 1);
+                prop_assert!(plan.headers.iter().all(|(n, _)| n != "authorization" && n != "x-lynxo-anything"));
+                prop_assert!(!plan.url.contains("api_key=") && !plan.url.contains("access_token="));
+            }
+            Err(reply) => assert_problem(&reply),
+        }
+    }
+
+    #[test]
+    fn sync_pushes_never_panic(
+        method in prop_oneof![Just("PUT".to_owned()), method()],
+        index in prop_oneof!["[0-9]{1,6}", any::<String>()],
+        signature in proptest::option::of(prop_oneof![any::<String>(), "t=[0-9]{1,12},kid=[0-9]{1,3},v1=[0-9a-f]{64}"]),
+        body in proptest::collection::vec(any::<u8>(), 0..200),
+        now in any::<u64>(),
+    ) {
+        let cfg = config();
+        let _ = sync::check_push(&cfg, &method, &index, signature.as_deref(), &body, now);
+        let signed = sync::sign_push(&cfg.keyring, 0, &body, NOW);
+        prop_assert!(sync::check_push(&cfg, "PUT", "0", Some(&signed), &body, NOW).is_err());
+        let mut cache = ShardCache::default();
+        let _ = cache.record_read(0, cfg.shard_count, Some(&body), &cfg.keyring, now);
+        let _ = cache.status(0, KeyId([0; 16]), now);
+    }
+}
