@@ -2,10 +2,216 @@
 //!
 //! - [`store`]: SQLite storage, the only module that speaks SQL.
 //! - [`error`]: the one error type and the extractors that produce it.
+//! - [`auth`]: management tokens, sign-in, sessions and CSRF.
+//! - [`keys`]: the keys API (create, list, get, update, revoke, rotate, verify).
+//! - [`audit`]: the audit-trail API.
+//! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
+//! - [`config`]: flags and environment.
+//!
+//! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod audit;
+pub mod auth;
+pub mod config;
 pub mod error;
+pub mod keys;
+pub mod publish;
 pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use shared::mac::Keyring;
+
+use crate::error::{AppError, InternalCause, Json};
+use crate::store::Store;
+
+/// The time source: a trait so tests can move time (rotation due dates, grace periods).
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock stopped at `unix_seconds`.
+    pub fn at(unix_seconds: u64) -> Self {
+        Self(AtomicU64::new(unix_seconds * 1000))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings the handlers need, fixed at startup.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shards of the revocation list (the same number as the edge).
+    pub shard_count: u16,
+    /// The dashboard's origin (`https://keys.lynxo.ai`): cookie-authenticated writes must come
+    /// from it.
+    pub public_origin: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a session lasts, in seconds.
+    pub session_ttl: u64,
+    /// Password hashing cost (tests use a cheap one).
+    pub argon2: argon2::Params,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            shard_count: 16,
+            public_origin: "http://localhost:8080".into(),
+            max_body_bytes: 64 * 1024,
+            session_ttl: 12 * 3600,
+            argon2: argon2::Params::default(),
+        }
+    }
+}
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Signing keys: the active kid signs new API keys.
+    pub keyring: Arc<Keyring>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Startup settings.
+    pub settings: Arc<Settings>,
+    /// Wakes the publisher after a revocation commits.
+    pub publish: publish::Trigger,
+    /// Failed sign-ins per email and per address.
+    pub sign_in_limiter: Arc<auth::SignInLimiter>,
+}
+
+impl AppState {
+    /// State with default settings and a fresh publish trigger.
+    pub fn new(store: Store, keyring: Keyring, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        Self {
+            store,
+            keyring: Arc::new(keyring),
+            clock,
+            settings: Arc::new(settings),
+            publish: publish::Trigger::default(),
+            sign_in_limiter: Arc::new(auth::SignInLimiter::default()),
+        }
+    }
+}
+
+/// The OpenAPI 3.1 description of this service.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The whole HTTP service.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    let api = Router::new()
+        .route("/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/keys/verify", post(keys::verify_key))
+        .route("/keys/{id}", get(keys::get_key).patch(keys::update_key))
+        .route("/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/keys/{id}/rotate", post(keys::rotate_key))
+        .route("/audit-events", get(audit::list_audit_events))
+        .route("/sessions", post(auth::create_session))
+        .route(
+            "/sessions/current",
+            axum::routing::delete(auth::delete_session),
+        )
+        .method_not_allowed_fallback(error::method_not_allowed);
+    Router::new()
+        .nest("/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(log_requests))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    state.store.ping().await.map_err(|_| {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "The database is not reachable",
+        )
+    })?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// Logs one line per request: method, path (never the query or a body, so never a key),
+/// status and duration; and the cause of any 500, once.
+async fn log_requests(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(%method, path, status, elapsed_ms, cause, "request failed");
+    } else {
+        tracing::info!(%method, path, status, elapsed_ms, "request");
+    }
+    response
+}

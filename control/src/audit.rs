@@ -1,0 +1,50 @@
+//! The audit-trail API: an account reads its own events, newest first. Writing happens in the
+//! store, in the transaction of each change (`store::audit`).
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, Json, Query, Result};
+use crate::store::audit::{self, AuditEvent};
+
+/// Query of `GET /v1/audit-events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only events before this sequence number (for paging).
+    pub before: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// A page of events.
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    /// The events, newest first.
+    pub data: Vec<AuditEvent>,
+    /// Pass as `before` for the next page; absent on the last page.
+    pub next_before: Option<u64>,
+}
+
+/// `GET /v1/audit-events`.
+pub async fn list_audit_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditPage>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::validation("limit must be between 1 and 1000"));
+    }
+    let account = caller.account_id;
+    let data = state
+        .store
+        .read(move |c| audit::list(c, account, q.before, limit))
+        .await?;
+    let next_before = (data.len() == limit as usize)
+        .then(|| data.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(AuditPage { data, next_before }))
+}

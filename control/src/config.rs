@@ -1,0 +1,178 @@
+//! Command line and environment: every setting is a flag with an environment variable, with a
+//! default that works locally. Validated at startup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shared::mac::Keyring;
+
+use crate::publish::{EdgeSyncSink, KvRestSink, MemorySink, Sink};
+
+/// Lynxo Keys control plane.
+#[derive(Debug, Parser)]
+#[command(name = "lynxo-control", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "LYNXO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service and the revocation publisher.
+    Serve(ServeArgs),
+    /// Create an account, its first user and a management token (printed once).
+    Init(InitArgs),
+    /// Check the audit trail's hash chain; exits non-zero if it is broken.
+    VerifyAudit(DbArgs),
+    /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING.
+    GenerateKeyring,
+}
+
+/// The database.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// SQLite database file (created if missing).
+    #[arg(long, env = "LYNXO_DATABASE", default_value = "lynxo-control.sqlite3")]
+    pub database: PathBuf,
+}
+
+/// Where the signing keys come from.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringArgs {
+    /// Signing keyring, `active=KID;KID:HEX,...` (the same as the edge's LYNXO_KEYRING).
+    #[arg(long, env = "LYNXO_KEYRING", hide_env_values = true)]
+    pub keyring: Option<String>,
+    /// A file holding the keyring text, instead of LYNXO_KEYRING.
+    #[arg(long, env = "LYNXO_KEYRING_FILE", conflicts_with = "keyring")]
+    pub keyring_file: Option<PathBuf>,
+}
+
+impl KeyringArgs {
+    /// Loads and parses the keyring.
+    pub fn load(&self) -> anyhow::Result<Keyring> {
+        let text = match (&self.keyring, &self.keyring_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading keyring file {}", path.display()))?,
+            (None, None) => anyhow::bail!(
+                "no signing keyring: set LYNXO_KEYRING or --keyring-file \
+                 (`lynxo-control generate-keyring` makes one)"
+            ),
+        };
+        Keyring::from_config(&text).context("parsing the keyring")
+    }
+}
+
+/// `serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub keyring: KeyringArgs,
+    /// Address to listen on.
+    #[arg(long, env = "LYNXO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The dashboard's origin; cookie-authenticated writes must come from it.
+    #[arg(
+        long,
+        env = "LYNXO_PUBLIC_ORIGIN",
+        default_value = "http://localhost:8080"
+    )]
+    pub public_origin: String,
+    /// The edge worker's base URL: revocation shards are pushed to its signed sync endpoint.
+    #[arg(long, env = "LYNXO_EDGE_SYNC_URL")]
+    pub edge_sync_url: Option<String>,
+    /// Cloudflare account id, to write shards through the KV REST API instead.
+    #[arg(long, env = "LYNXO_KV_ACCOUNT_ID", requires_all = ["kv_namespace_id", "kv_api_token"])]
+    pub kv_account_id: Option<String>,
+    /// KV namespace id of the worker's revocation binding.
+    #[arg(long, env = "LYNXO_KV_NAMESPACE_ID")]
+    pub kv_namespace_id: Option<String>,
+    /// Cloudflare API token with Workers KV edit rights.
+    #[arg(long, env = "LYNXO_KV_API_TOKEN", hide_env_values = true)]
+    pub kv_api_token: Option<String>,
+    /// Cloudflare API base URL.
+    #[arg(
+        long,
+        env = "LYNXO_KV_API_BASE",
+        default_value = "https://api.cloudflare.com/client/v4"
+    )]
+    pub kv_api_base: String,
+    /// Revocation-list shards; must equal the edge's setting.
+    #[arg(long, env = "LYNXO_SHARD_COUNT", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub shard_count: u16,
+    /// Seconds a published shard stays valid (its next-update); republished at half of it.
+    #[arg(long, env = "LYNXO_LIST_LIFETIME_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..))]
+    pub list_lifetime_secs: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "LYNXO_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl ServeArgs {
+    /// The shard writer the settings select: KV REST, edge sync, or (neither) memory only.
+    pub fn sink(&self, keyring: Arc<Keyring>) -> anyhow::Result<Arc<dyn Sink>> {
+        match (&self.kv_account_id, &self.edge_sync_url) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("choose one publisher: the KV REST API or --edge-sync-url")
+            }
+            (Some(account), None) => Ok(Arc::new(KvRestSink::new(
+                &self.kv_api_base,
+                account,
+                self.kv_namespace_id.as_deref().unwrap_or_default(),
+                self.kv_api_token.as_deref().unwrap_or_default(),
+            ))),
+            (None, Some(url)) => {
+                anyhow::ensure!(
+                    url.starts_with("http://") || url.starts_with("https://"),
+                    "--edge-sync-url must be an http(s) URL"
+                );
+                Ok(Arc::new(EdgeSyncSink::new(url, keyring)))
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "no publisher configured (--edge-sync-url or --kv-*): revocations are \
+                     committed but reach no edge"
+                );
+                Ok(Arc::new(MemorySink::default()))
+            }
+        }
+    }
+}
+
+/// `init` settings.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// The account's display name.
+    #[arg(long, env = "LYNXO_INIT_ACCOUNT", default_value = "Default account")]
+    pub account_name: String,
+    /// The first user's email.
+    #[arg(long, env = "LYNXO_INIT_EMAIL")]
+    pub email: String,
+    /// The first user's password (at least 12 characters); prefer the environment variable.
+    #[arg(long, env = "LYNXO_INIT_PASSWORD", hide_env_values = true)]
+    pub password: String,
+}

@@ -1,0 +1,386 @@
+//! Revocation publishing: gets committed revocations to the edge.
+//!
+//! A revocation commits to SQLite with an outbox row first (`store::revocations`); then the
+//! [`Publisher`] loop rebuilds each touched shard from the database, signs it under a new list
+//! version and writes it out, and only after a successful write deletes the outbox rows it
+//! covered. A crash in between leaves the rows, so the next tick (or the next start) publishes
+//! again. The loop also:
+//!
+//! - coalesces: a shard is written at most once per second (Workers KV's limit per key); a burst
+//!   of revocations in one shard becomes one write;
+//! - heartbeats: a shard is republished when half its lifetime has passed, long before readers
+//!   would refuse it as stale; at start every shard not yet published in this layout is written;
+//! - waits for rotation grace periods: an outbox row is due only when the old key's grace ends.
+//!
+//! Two [`Sink`]s write shards: the Cloudflare KV REST API ([`KvRestSink`]) and the edge worker's
+//! signed sync endpoint ([`EdgeSyncSink`]). Both build an `http::Request` first, so tests check
+//! the request without a network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::envelope;
+use shared::mac::{Keyring, Purpose};
+use shared::revocation::{RevocationShard, ShardHeader};
+use tokio::sync::Notify;
+
+use crate::Clock;
+use crate::error::AppError;
+use crate::store::{Store, revocations};
+
+/// The KV key of shard `index`; the edge reads the same name (`edge/src/cache.rs`).
+pub fn kv_key(index: u16) -> String {
+    format!("revocations/v1/{index}")
+}
+
+/// Wakes the publisher loop (after a revocation commits).
+#[derive(Debug, Clone, Default)]
+pub struct Trigger(Arc<Notify>);
+
+impl Trigger {
+    /// Asks for a publish pass soon.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn wait(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.0.notified()).await;
+    }
+}
+
+/// Why a shard could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The request could not be sent or got no answer.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The receiver answered with a failure status.
+    #[error("receiver answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Start of the response body.
+        body: String,
+    },
+}
+
+/// Where shards are written. Blocking: called from `spawn_blocking`.
+pub trait Sink: Send + Sync + 'static {
+    /// Writes shard `index`'s signed bytes, at `now` (Unix seconds).
+    fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError>;
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+}
+
+/// Sends a built request with a shared agent and maps non-2xx answers to errors.
+fn send(agent: &ureq::Agent, request: http::Request<Vec<u8>>) -> Result<(), SinkError> {
+    match agent.run(request) {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(mut response) => Err(SinkError::Status {
+            status: response.status().as_u16(),
+            body: response
+                .body_mut()
+                .read_to_string()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect(),
+        }),
+        Err(e) => Err(SinkError::Transport(e.to_string())),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Writes shards through the Cloudflare KV REST API (production).
+pub struct KvRestSink {
+    /// API base, `https://api.cloudflare.com/client/v4`.
+    pub base_url: String,
+    /// Cloudflare account id.
+    pub account_id: String,
+    /// KV namespace id (the worker's `REVOCATIONS` binding).
+    pub namespace_id: String,
+    /// API token with `Workers KV Storage:Edit`.
+    pub api_token: String,
+    agent: ureq::Agent,
+}
+
+impl KvRestSink {
+    /// A sink for one namespace.
+    pub fn new(base_url: &str, account_id: &str, namespace_id: &str, api_token: &str) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            account_id: account_id.to_owned(),
+            namespace_id: namespace_id.to_owned(),
+            api_token: api_token.to_owned(),
+            agent: agent(),
+        }
+    }
+
+    /// The request that writes shard `index`: `PUT .../values/<url-encoded key>`.
+    pub fn request(&self, index: u16, body: &[u8]) -> Result<http::Request<Vec<u8>>, SinkError> {
+        let key = kv_key(index).replace('/', "%2F");
+        http::Request::put(format!(
+            "{}/accounts/{}/storage/kv/namespaces/{}/values/{key}",
+            self.base_url, self.account_id, self.namespace_id
+        ))
+        .header("authorization", format!("Bearer {}", self.api_token))
+        .header("content-type", "application/octet-stream")
+        .body(body.to_vec())
+        .map_err(|e| SinkError::Transport(e.to_string()))
+    }
+}
+
+impl Sink for KvRestSink {
+    fn put(&self, index: u16, body: &[u8], _now: u64) -> Result<(), SinkError> {
+        send(&self.agent, self.request(index, body)?)
+    }
+
+    fn name(&self) -> &'static str {
+        "kv-rest"
+    }
+}
+
+/// Pushes shards to the edge worker's signed sync endpoint, which writes KV through its binding
+/// (local development, and usable in production).
+pub struct EdgeSyncSink {
+    /// The worker's base URL, `http://127.0.0.1:8787`.
+    pub base_url: String,
+    keyring: Arc<Keyring>,
+    agent: ureq::Agent,
+}
+
+impl EdgeSyncSink {
+    /// A sink that signs pushes with `keyring`'s sync subkey.
+    pub fn new(base_url: &str, keyring: Arc<Keyring>) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            keyring,
+            agent: agent(),
+        }
+    }
+
+    /// The signed request that pushes shard `index` at `now`.
+    pub fn request(
+        &self,
+        index: u16,
+        body: &[u8],
+        now: u64,
+    ) -> Result<http::Request<Vec<u8>>, SinkError> {
+        let index_text = index.to_string();
+        let signature = envelope::sign(
+            &self.keyring,
+            Purpose::Sync,
+            now,
+            &[b"revocations", index_text.as_bytes(), body],
+        );
+        http::Request::put(format!(
+            "{}/_lynxo/sync/revocations/{index_text}",
+            self.base_url
+        ))
+        .header("lynxo-signature", signature)
+        .header("content-type", "application/octet-stream")
+        .body(body.to_vec())
+        .map_err(|e| SinkError::Transport(e.to_string()))
+    }
+}
+
+impl Sink for EdgeSyncSink {
+    fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
+        send(&self.agent, self.request(index, body, now)?)
+    }
+
+    fn name(&self) -> &'static str {
+        "edge-sync"
+    }
+}
+
+/// Keeps shards in memory: for tests, and for running without an edge.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// Every write, in order: `(shard, bytes)`.
+    pub writes: std::sync::Mutex<Vec<(u16, Vec<u8>)>>,
+}
+
+impl MemorySink {
+    /// The latest bytes written for `index`.
+    pub fn latest(&self, index: u16) -> Option<Vec<u8>> {
+        self.writes
+            .lock()
+            .ok()?
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b.clone())
+    }
+}
+
+impl Sink for MemorySink {
+    fn put(&self, index: u16, body: &[u8], _now: u64) -> Result<(), SinkError> {
+        if let Ok(mut w) = self.writes.lock() {
+            w.push((index, body.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// Forwards to a shared sink, so a test can keep a handle on it.
+impl<T: Sink> Sink for Arc<T> {
+    fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
+        (**self).put(index, body, now)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+/// The publishing loop's state.
+pub struct Publisher {
+    store: Store,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn Sink>,
+    shard_count: u16,
+    /// Seconds a shard stays valid for readers.
+    lifetime: u64,
+    /// Last write per shard, ms: for coalescing.
+    last_write_ms: HashMap<u16, u64>,
+}
+
+/// Shards are written at most this often each (Workers KV: one write per key per second).
+pub const MIN_WRITE_INTERVAL_MS: u64 = 1000;
+/// Longest sleep between passes.
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Shards written, with their versions.
+    pub written: Vec<(u16, u64)>,
+    /// Shards due but held back by coalescing.
+    pub deferred: Vec<u16>,
+    /// Shards whose write failed (retried next pass).
+    pub failed: Vec<u16>,
+}
+
+impl Publisher {
+    /// A publisher for `shard_count` shards that stay valid `lifetime` seconds.
+    pub fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn Sink>,
+        shard_count: u16,
+        lifetime: u64,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            clock,
+            sink,
+            shard_count,
+            lifetime: lifetime.max(2),
+            last_write_ms: HashMap::new(),
+        }
+    }
+
+    /// One pass: writes every shard that is due and not held back by coalescing.
+    pub async fn run_once(&mut self) -> Result<Pass, AppError> {
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
+        let count = self.shard_count;
+        let heartbeat_by = now + self.lifetime / 2;
+        let due = self
+            .store
+            .read(move |c| revocations::shards_due(c, count, now, heartbeat_by))
+            .await?;
+        let mut pass = Pass::default();
+        for shard in due {
+            if self
+                .last_write_ms
+                .get(&shard)
+                .is_some_and(|&t| now_ms < t + MIN_WRITE_INTERVAL_MS)
+            {
+                pass.deferred.push(shard);
+                continue;
+            }
+            self.last_write_ms.insert(shard, now_ms);
+            match self.publish_shard(shard, now).await {
+                Ok(version) => pass.written.push((shard, version)),
+                Err(e) => {
+                    tracing::warn!(shard, sink = self.sink.name(), error = %e, "shard publish failed");
+                    pass.failed.push(shard);
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn publish_shard(&self, shard: u16, now: u64) -> anyhow::Result<u64> {
+        let count = self.shard_count;
+        let content = self
+            .store
+            .write(move |tx| revocations::prepare_shard(tx, shard, count, now))
+            .await
+            .map_err(|e| anyhow::anyhow!("prepare shard: {}", e.code()))?;
+        let next_update = now + self.lifetime;
+        let header = ShardHeader {
+            shard,
+            shard_count: count,
+            version: content.version,
+            issued_at: now,
+            next_update,
+        };
+        let bytes = RevocationShard::new(header, self.keyring.active_kid(), content.ids.clone())?
+            .encode(&self.keyring)?;
+        let sink = Arc::clone(&self.sink);
+        tokio::task::spawn_blocking(move || sink.put(shard, &bytes, now)).await??;
+        let version = content.version;
+        let ids = content.ids.len();
+        self.store
+            .write(move |tx| {
+                revocations::mark_published(tx, shard, count, &content, now, next_update)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("mark published: {}", e.code()))?;
+        tracing::info!(
+            shard,
+            version,
+            ids,
+            sink = self.sink.name(),
+            "shard published"
+        );
+        Ok(version)
+    }
+
+    /// Runs passes forever: after each wake-up, and at least every few seconds.
+    pub async fn run(mut self, trigger: Trigger) {
+        loop {
+            let wait = match self.run_once().await {
+                Ok(pass) if !pass.deferred.is_empty() => {
+                    Duration::from_millis(MIN_WRITE_INTERVAL_MS)
+                }
+                Ok(pass) if !pass.failed.is_empty() => Duration::from_secs(2),
+                Ok(_) => MAX_IDLE,
+                Err(e) => {
+                    tracing::warn!(code = e.code(), "publish pass failed");
+                    Duration::from_secs(2)
+                }
+            };
+            trigger.wait(wait).await;
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Test harness: a fresh SQLite file with the real migrations per test, the real router called
+//! with `oneshot` (no socket), a clock the test moves, and clients per role.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use control::publish::{MemorySink, Publisher};
+use control::store::Store;
+use control::{AppState, ManualClock, Settings, app, auth};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use shared::mac::Keyring;
+use tower::ServiceExt as _;
+
+/// 2026-01-01T00:00:00Z.
+pub const START: u64 = 1_767_225_600;
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn keyring() -> Keyring {
+    Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap()
+}
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub sink: Arc<MemorySink>,
+    /// Account 1's management token.
+    pub alice_token: String,
+    pub alice_account: u64,
+    /// Account 2's management token.
+    pub bob_token: String,
+    pub bob_account: u64,
+}
+
+pub struct Builder {
+    shard_count: u16,
+    max_body_bytes: usize,
+}
+
+impl Builder {
+    pub fn shard_count(mut self, n: u16) -> Self {
+        self.shard_count = n;
+        self
+    }
+
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    pub fn build(self) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("control.sqlite3")).unwrap();
+        let clock = Arc::new(ManualClock::at(START));
+        let settings = Settings {
+            shard_count: self.shard_count,
+            public_origin: "https://keys.lynxo.test".into(),
+            max_body_bytes: self.max_body_bytes,
+            // Cheapest argon2id: tests check the flow, not the cost.
+            argon2: argon2::Params::new(8, 1, 1, None).unwrap(),
+            ..Settings::default()
+        };
+        let alice = auth::bootstrap(
+            &store,
+            &settings,
+            "Alice Inc",
+            "alice@example.com",
+            PASSWORD,
+            START,
+        )
+        .unwrap();
+        let bob = auth::bootstrap(
+            &store,
+            &settings,
+            "Bob Ltd",
+            "bob@example.com",
+            PASSWORD,
+            START,
+        )
+        .unwrap();
+        let state = AppState::new(store, keyring(), clock.clone(), settings);
+        TestApp {
+            dir,
+            state,
+            clock,
+            sink: Arc::new(MemorySink::default()),
+            alice_token: alice.token,
+            alice_account: alice.account_id,
+            bob_token: bob.token,
+            bob_account: bob.account_id,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Self {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status and code.
+    #[track_caller]
+    pub fn problem(self, status: StatusCode, code: &str) -> Self {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert_eq!(self.body["status"], status.as_u16());
+        self
+    }
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    pub fn builder() -> Builder {
+        Builder {
+            shard_count: 4,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    pub fn alice(&self) -> Client<'_> {
+        self.client(Some(format!("Bearer {}", self.alice_token)))
+    }
+
+    pub fn bob(&self) -> Client<'_> {
+        self.client(Some(format!("Bearer {}", self.bob_token)))
+    }
+
+    pub fn anonymous(&self) -> Client<'_> {
+        self.client(None)
+    }
+
+    pub fn client(&self, authorization: Option<String>) -> Client<'_> {
+        let mut headers = Vec::new();
+        if let Some(a) = authorization {
+            headers.push(("authorization".to_owned(), a));
+        }
+        Client { app: self, headers }
+    }
+
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(
+            self.state.store.clone(),
+            Arc::clone(&self.state.keyring),
+            self.clock.clone(),
+            self.sink.clone(),
+            self.state.settings.shard_count,
+            3600,
+        )
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// Audit events of every account, oldest first.
+    pub fn audit_actions(&self) -> Vec<String> {
+        self.state
+            .store
+            .read_blocking(|c| {
+                let mut stmt = c.prepare("SELECT action FROM audit_events ORDER BY seq")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap()
+    }
+
+    /// Alice creates a key with these fields on top of a valid default body.
+    pub async fn create_key(&self, overrides: Value) -> Value {
+        let mut body = serde_json::json!({
+            "name": "ci deploy",
+            "environment": "production",
+            "permission": "read_write",
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        self.alice()
+            .post("/v1/keys", body)
+            .await
+            .expect(StatusCode::CREATED)
+            .body
+    }
+}
+
+pub struct Client<'a> {
+    app: &'a TestApp,
+    headers: Vec<(String, String)>,
+}
+
+impl Client<'_> {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::POST, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::PATCH, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Resp {
+        let mut req = Request::builder().method(method).uri(path);
+        let has_type = self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !has_type {
+            req = req.header("content-type", "application/json");
+        }
+        for (n, v) in &self.headers {
+            req = req.header(n, v);
+        }
+        let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        let response = self.app.router().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+}

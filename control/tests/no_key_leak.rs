@@ -1,0 +1,111 @@
+//! No issued key string may reach the database file, its WAL or the logs. This test issues keys
+//! by create and rotate, revokes them, publishes, then searches every byte it can find.
+//!
+//! It installs a global log subscriber, so it lives in its own test binary.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use common::TestApp;
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn issued_keys_are_nowhere_in_the_database_wal_or_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let app = TestApp::new();
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let k = app
+            .create_key(json!({ "name": format!("k{i}"), "description": "note" }))
+            .await;
+        keys.push((
+            k["id"].as_str().unwrap().to_owned(),
+            k["key"].as_str().unwrap().to_owned(),
+        ));
+    }
+    for (id, _) in keys.clone().iter().take(3) {
+        let r = app
+            .alice()
+            .post(
+                &format!("/v1/keys/{id}/rotate"),
+                json!({ "grace_period_seconds": 0 }),
+            )
+            .await
+            .expect(StatusCode::CREATED);
+        keys.push((
+            r.body["key"]["id"].as_str().unwrap().to_owned(),
+            r.body["key"]["key"].as_str().unwrap().to_owned(),
+        ));
+    }
+    for (id, _) in keys.iter().skip(3).take(3) {
+        app.alice()
+            .post(
+                &format!("/v1/keys/{id}/revoke"),
+                json!({ "reason": "test" }),
+            )
+            .await
+            .expect(StatusCode::OK);
+    }
+    for (_, key) in &keys {
+        app.alice()
+            .post(
+                "/v1/keys/verify",
+                json!({ "key": key, "method": "GET", "path": "/v1/jobs" }),
+            )
+            .await
+            .expect(StatusCode::OK);
+    }
+    app.publisher().run_once().await.unwrap();
+
+    let db = app.state.store.path().to_owned();
+    let mut files = vec![std::fs::read(&db).unwrap()];
+    let wal = db.with_extension("sqlite3-wal");
+    files.push(std::fs::read(&wal).expect("the WAL holds the recent writes"));
+    assert!(!files[1].is_empty());
+    let logs = logs.0.lock().unwrap().clone();
+    assert!(contains(&logs, b"key created"), "the capture works");
+    for (id, key) in &keys {
+        assert!(contains(&logs, id.as_bytes()) || contains(&files[1], id.as_bytes()));
+        // The key, and any 24-character piece of its body (a partial leak), appear nowhere.
+        let body = &key.as_bytes()[9..];
+        let mut needles = vec![key.as_bytes()];
+        needles.extend(body.chunks(24).filter(|c| c.len() == 24));
+        for needle in needles {
+            for (name, bytes) in [("database", &files[0]), ("wal", &files[1]), ("logs", &logs)] {
+                assert!(
+                    !contains(bytes, needle),
+                    "{name} contains part of key {id}: {}",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+    }
+}
