@@ -1,0 +1,266 @@
+//! Sign-in, sessions, CSRF, brute-force limiting, token-use auditing and the audit API.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{PASSWORD, TestApp};
+use control::store::audit;
+use serde_json::json;
+
+const ORIGIN: &str = "https://keys.lynxo.test";
+
+/// Signs alice in and returns the `Cookie` header value.
+async fn sign_in(app: &TestApp) -> String {
+    let r = app
+        .anonymous()
+        .header("origin", ORIGIN)
+        .post(
+            "/v1/sessions",
+            json!({ "email": "Alice@Example.com ", "password": PASSWORD }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.body["account_id"], app.alice_account);
+    let set_cookie = r.header("set-cookie").unwrap().to_owned();
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Domain"),
+        "__Host- cookies have no Domain"
+    );
+    let pair = set_cookie.split(';').next().unwrap().to_owned();
+    assert!(pair.starts_with("__Host-lynxo_session="));
+    pair
+}
+
+fn key_body() -> serde_json::Value {
+    json!({ "name": "from the dashboard", "environment": "production", "permission": "read_only" })
+}
+
+#[tokio::test]
+async fn a_session_cookie_authenticates_and_writes_need_the_dashboard_origin() {
+    let app = TestApp::new();
+    let cookie = sign_in(&app).await;
+    let browser = || app.anonymous().header("cookie", &cookie);
+    browser().get("/v1/keys").await.expect(StatusCode::OK);
+    // Cross-site or unproven writes are refused before anything happens.
+    browser()
+        .post("/v1/keys", key_body())
+        .await
+        .problem(StatusCode::FORBIDDEN, "cross_site_request");
+    browser()
+        .header("origin", "https://evil.example")
+        .post("/v1/keys", key_body())
+        .await
+        .problem(StatusCode::FORBIDDEN, "cross_site_request");
+    browser()
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", ORIGIN)
+        .post("/v1/keys", key_body())
+        .await
+        .problem(StatusCode::FORBIDDEN, "cross_site_request");
+    browser()
+        .header("sec-fetch-site", "same-site")
+        .post("/v1/keys", key_body())
+        .await
+        .problem(StatusCode::FORBIDDEN, "cross_site_request");
+    let list = browser().get("/v1/keys").await.expect(StatusCode::OK);
+    assert_eq!(list.body["data"], json!([]), "nothing was created");
+    // From the dashboard itself they work.
+    let created = browser()
+        .header("origin", ORIGIN)
+        .post("/v1/keys", key_body())
+        .await
+        .expect(StatusCode::CREATED);
+    browser()
+        .header("sec-fetch-site", "same-origin")
+        .post(
+            &format!("/v1/keys/{}/revoke", created.body["id"].as_str().unwrap()),
+            json!({ "reason": "done" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    // Bearer tokens are not ambient credentials: no origin needed.
+    app.alice()
+        .post("/v1/keys", key_body())
+        .await
+        .expect(StatusCode::CREATED);
+    let events = app
+        .alice()
+        .get("/v1/audit-events")
+        .await
+        .expect(StatusCode::OK);
+    let actors: Vec<&str> = events.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.created")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert!(actors.iter().any(|a| a.starts_with("user:")), "{actors:?}");
+    assert!(actors.iter().any(|a| a.starts_with("token:")), "{actors:?}");
+}
+
+#[tokio::test]
+async fn sign_in_refuses_cross_site_posts_and_wrong_passwords() {
+    let app = TestApp::new();
+    app.anonymous()
+        .header("origin", "https://evil.example")
+        .post(
+            "/v1/sessions",
+            json!({ "email": "alice@example.com", "password": PASSWORD }),
+        )
+        .await
+        .problem(StatusCode::FORBIDDEN, "cross_site_request");
+    for body in [
+        json!({ "email": "alice@example.com", "password": "wrong password!" }),
+        json!({ "email": "nobody@example.com", "password": PASSWORD }),
+        json!({ "email": "alice@example.com", "password": app.alice_token }),
+    ] {
+        let r = app
+            .anonymous()
+            .post("/v1/sessions", body)
+            .await
+            .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert!(r.header("set-cookie").is_none());
+    }
+    app.anonymous()
+        .post("/v1/sessions", json!({ "email": "alice@example.com" }))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let failed = app
+        .audit_actions()
+        .iter()
+        .filter(|a| *a == "user.sign_in_failed")
+        .count();
+    assert_eq!(failed, 3);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_email_for_a_window() {
+    let app = TestApp::new();
+    let wrong = json!({ "email": "alice@example.com", "password": "wrong password!" });
+    for _ in 0..5 {
+        app.anonymous()
+            .post("/v1/sessions", wrong.clone())
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+    let right = json!({ "email": "alice@example.com", "password": PASSWORD });
+    let r = app
+        .anonymous()
+        .post("/v1/sessions", right.clone())
+        .await
+        .problem(StatusCode::TOO_MANY_REQUESTS, "too_many_sign_in_attempts");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 900);
+    // Another user is not locked out by alice's failures.
+    app.anonymous()
+        .post(
+            "/v1/sessions",
+            json!({ "email": "bob@example.com", "password": PASSWORD }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    app.advance(retry);
+    app.anonymous()
+        .post("/v1/sessions", right)
+        .await
+        .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sign_out_and_expiry_end_a_session() {
+    let app = TestApp::new();
+    let cookie = sign_in(&app).await;
+    app.alice()
+        .delete("/v1/sessions/current")
+        .await
+        .problem(StatusCode::BAD_REQUEST, "not_a_session");
+    let r = app
+        .anonymous()
+        .header("cookie", &cookie)
+        .header("origin", ORIGIN)
+        .delete("/v1/sessions/current")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    app.anonymous()
+        .header("cookie", &cookie)
+        .get("/v1/keys")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let cookie = sign_in(&app).await;
+    app.advance(12 * 3600);
+    app.anonymous()
+        .header("cookie", &cookie)
+        .get("/v1/keys")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn token_use_is_audited_at_most_hourly() {
+    let app = TestApp::new();
+    let used = || {
+        app.audit_actions()
+            .iter()
+            .filter(|a| *a == "management_token.used")
+            .count()
+    };
+    assert_eq!(used(), 0);
+    app.alice().get("/v1/keys").await.expect(StatusCode::OK);
+    app.alice().get("/v1/keys").await.expect(StatusCode::OK);
+    assert_eq!(used(), 1);
+    app.advance(3600);
+    app.alice().get("/v1/keys").await.expect(StatusCode::OK);
+    assert_eq!(used(), 2);
+}
+
+#[tokio::test]
+async fn the_audit_api_shows_only_the_callers_account_and_pages() {
+    let app = TestApp::new();
+    for i in 0..3 {
+        app.create_key(json!({ "name": format!("k{i}") })).await;
+    }
+    app.bob()
+        .post("/v1/keys", key_body())
+        .await
+        .expect(StatusCode::CREATED);
+    let page = app
+        .alice()
+        .get("/v1/audit-events?limit=2")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["action"], "key.created");
+    assert_eq!(data[0]["details"]["name"], "k2");
+    let next = page["next_before"].as_u64().unwrap();
+    let all = app
+        .alice()
+        .get(&format!("/v1/audit-events?before={next}&limit=1000"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    for e in all["data"].as_array().unwrap().iter().chain(data) {
+        assert_eq!(e["account_id"], app.alice_account, "{e}");
+    }
+    app.alice()
+        .get("/v1/audit-events?limit=0")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    app.alice()
+        .get("/v1/audit-events?limit=x")
+        .await
+        .problem(StatusCode::BAD_REQUEST, "invalid_query");
+    let checked = app
+        .state
+        .store
+        .read_blocking(|c| Ok(audit::verify_chain(c)))
+        .unwrap()
+        .unwrap();
+    assert!(checked >= 10, "{checked}");
+}
