@@ -1,0 +1,244 @@
+//! Revocation publishing: outbox, versions, coalescing, heartbeat, grace periods, repair after a
+//! crash, and the two HTTP publishers' requests.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::http::StatusCode;
+use common::{START, TestApp, keyring};
+use control::publish::{EdgeSyncSink, KvRestSink, MemorySink, Publisher, Sink, SinkError};
+use control::store::{Store, revocations};
+use serde_json::json;
+use shared::envelope;
+use shared::key::KeyId;
+use shared::mac::Purpose;
+use shared::revocation::{RevocationShard, shard_of};
+
+fn open(bytes: &[u8]) -> RevocationShard {
+    RevocationShard::open(bytes, &keyring()).unwrap()
+}
+
+/// Creates and revokes a key; returns its id and the list version the revoke answered.
+async fn revoke_new_key(app: &TestApp) -> (KeyId, u64) {
+    let key = app.create_key(json!({})).await;
+    let id = key["id"].as_str().unwrap();
+    let r = app
+        .alice()
+        .post(
+            &format!("/v1/keys/{id}/revoke"),
+            json!({ "reason": "test" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    (
+        KeyId::parse_hex(id).unwrap(),
+        r.body["list_version"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_revocation_is_published_in_its_shard_at_or_after_the_answered_version() {
+    let app = TestApp::builder().shard_count(4).build();
+    let mut publisher = app.publisher();
+    let first = publisher.run_once().await.unwrap();
+    assert_eq!(first.written.len(), 4, "every shard is published at start");
+    let (id, version) = revoke_new_key(&app).await;
+    app.advance(1);
+    let pass = publisher.run_once().await.unwrap();
+    let shard = shard_of(id, 4);
+    assert_eq!(pass.written.len(), 1);
+    assert_eq!(pass.written[0].0, shard);
+    let published = open(&app.sink.latest(shard).unwrap());
+    assert!(published.contains(id));
+    assert!(published.header().version >= version);
+    assert_eq!(published.header().shard_count, 4);
+    assert_eq!(published.header().next_update, START + 1 + 3600);
+    published.check(START + 1, None).unwrap();
+    let pending = app
+        .state
+        .store
+        .read_blocking(move |c| revocations::pending(c, START + 1))
+        .unwrap();
+    assert_eq!(pending, 0, "the outbox row is cleared after the write");
+    // Nothing more to do until the heartbeat.
+    app.advance(1);
+    assert!(publisher.run_once().await.unwrap().written.is_empty());
+}
+
+#[tokio::test]
+async fn writes_to_one_shard_coalesce_to_one_per_second() {
+    let app = TestApp::builder().shard_count(1).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    let (a, _) = revoke_new_key(&app).await;
+    let (b, _) = revoke_new_key(&app).await;
+    // Within the same second as the start-up write: held back.
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!((pass.written.len(), pass.deferred), (0, vec![0]));
+    app.clock.advance(std::time::Duration::from_millis(999));
+    assert!(publisher.run_once().await.unwrap().written.is_empty());
+    app.clock.advance(std::time::Duration::from_millis(1));
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1, "two revocations, one write");
+    let shard = open(&app.sink.latest(0).unwrap());
+    assert!(shard.contains(a) && shard.contains(b));
+    assert_eq!(app.sink.writes.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn shards_are_republished_before_next_update_with_newer_versions() {
+    let app = TestApp::builder().shard_count(2).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    let v0 = open(&app.sink.latest(0).unwrap()).header().version;
+    app.advance(1799);
+    assert!(publisher.run_once().await.unwrap().written.is_empty());
+    app.advance(1);
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 2, "heartbeat at half the lifetime");
+    let shard = open(&app.sink.latest(0).unwrap());
+    assert!(shard.header().version > v0);
+    shard.check(START + 1800, Some(v0)).unwrap();
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_published_only_when_its_grace_ends() {
+    let app = TestApp::builder().shard_count(1).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    let key = app.create_key(json!({})).await;
+    let id = KeyId::parse_hex(key["id"].as_str().unwrap()).unwrap();
+    app.alice()
+        .post(
+            &format!("/v1/keys/{id}/rotate"),
+            json!({ "grace_period_seconds": 120 }),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    app.advance(60);
+    publisher.run_once().await.unwrap();
+    assert!(!open(&app.sink.latest(0).unwrap()).contains(id));
+    app.advance(60);
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1);
+    assert!(open(&app.sink.latest(0).unwrap()).contains(id));
+}
+
+#[tokio::test]
+async fn a_crash_before_publishing_is_repaired_at_the_next_start() {
+    let app = TestApp::builder().shard_count(4).build();
+    app.publisher().run_once().await.unwrap();
+    let (id, version) = revoke_new_key(&app).await;
+    // "Crash": the publisher never ran after the commit. Start over from the file.
+    let store = Store::open(app.state.store.path()).unwrap();
+    let sink = Arc::new(MemorySink::default());
+    app.advance(1);
+    let mut restarted = Publisher::new(
+        store,
+        Arc::clone(&app.state.keyring),
+        app.clock.clone(),
+        sink.clone(),
+        4,
+        3600,
+    );
+    restarted.run_once().await.unwrap();
+    let shard = open(&sink.latest(shard_of(id, 4)).unwrap());
+    assert!(shard.contains(id));
+    assert!(shard.header().version > version);
+}
+
+/// Fails its first `failures` writes.
+struct Flaky {
+    failures: AtomicU32,
+    inner: MemorySink,
+}
+
+impl Sink for Flaky {
+    fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SinkError::Status {
+                status: 503,
+                body: "down".into(),
+            });
+        }
+        self.inner.put(index, body, now)
+    }
+
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_keeps_the_outbox_row_and_is_retried() {
+    let app = TestApp::builder().shard_count(1).build();
+    let sink = Arc::new(Flaky {
+        failures: AtomicU32::new(1),
+        inner: MemorySink::default(),
+    });
+    let mut publisher = Publisher::new(
+        app.state.store.clone(),
+        Arc::clone(&app.state.keyring),
+        app.clock.clone(),
+        sink.clone(),
+        1,
+        3600,
+    );
+    let (id, _) = revoke_new_key(&app).await;
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.failed, vec![0]);
+    let pending = app
+        .state
+        .store
+        .read_blocking(|c| revocations::pending(c, START))
+        .unwrap();
+    assert_eq!(pending, 1);
+    app.advance(1);
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1);
+    assert!(open(&sink.inner.latest(0).unwrap()).contains(id));
+}
+
+#[test]
+fn the_kv_rest_request_is_a_put_of_the_shard_bytes() {
+    let sink = KvRestSink::new(
+        "https://api.cloudflare.com/client/v4/",
+        "acct",
+        "ns",
+        "cf-token",
+    );
+    let req = sink.request(7, b"bytes").unwrap();
+    assert_eq!(req.method(), http::Method::PUT);
+    assert_eq!(
+        req.uri().to_string(),
+        "https://api.cloudflare.com/client/v4/accounts/acct/storage/kv/namespaces/ns/values/revocations%2Fv1%2F7"
+    );
+    assert_eq!(req.headers()["authorization"], "Bearer cf-token");
+    assert_eq!(req.headers()["content-type"], "application/octet-stream");
+    assert_eq!(req.body(), b"bytes");
+}
+
+#[test]
+fn the_edge_sync_request_is_signed_for_its_shard_and_body() {
+    let ring = Arc::new(keyring());
+    let sink = EdgeSyncSink::new("http://127.0.0.1:8787/", Arc::clone(&ring));
+    let req = sink.request(3, b"shard bytes", START).unwrap();
+    assert_eq!(req.method(), http::Method::PUT);
+    assert_eq!(
+        req.uri().to_string(),
+        "http://127.0.0.1:8787/_lynxo/sync/revocations/3"
+    );
+    let signature = req.headers()["lynxo-signature"].to_str().unwrap();
+    let verify =
+        |parts: &[&[u8]]| envelope::verify(&ring, Purpose::Sync, signature, parts, START, 300);
+    assert_eq!(verify(&[b"revocations", b"3", b"shard bytes"]), Ok(START));
+    assert!(verify(&[b"revocations", b"4", b"shard bytes"]).is_err());
+    assert!(verify(&[b"revocations", b"3", b"other bytes"]).is_err());
+    assert_eq!(req.body(), b"shard bytes");
+}
