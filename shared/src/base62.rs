@@ -13,8 +13,9 @@ pub const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij
 /// Digits needed for a chunk of `k` bytes, `k` in `0..=8`: the least `n` with 62^n >= 256^k.
 const CHARS_FOR_BYTES: [usize; 9] = [0, 2, 3, 5, 6, 7, 9, 10, 11];
 
-/// Maps an ASCII byte to its digit value, or `0xFF` when it is not a base62 digit.
-const DECODE: [u8; 256] = {
+/// Maps an ASCII byte to its digit value, or `0xFF` when it is not a base62 digit. A `static`,
+/// so every lookup reads one table rather than a copy materialised per use.
+static DECODE: [u8; 256] = {
     let mut table = [0xFF_u8; 256];
     let mut i = 0;
     while i < ALPHABET.len() {
@@ -110,42 +111,59 @@ pub fn decode_into(text: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     if decoded_len(text.len()) != Some(out.len()) {
         return Err(DecodeError::InvalidLength);
     }
-    if let Some(i) = text.iter().position(|&c| DECODE[c as usize] == 0xFF) {
-        return Err(DecodeError::InvalidCharacter(i));
-    }
-    let mut offset = 0;
-    for chunk in out.chunks_mut(8) {
-        let width = CHARS_FOR_BYTES[chunk.len()];
-        let value = chunk_value(&text[offset..offset + width]).ok_or(DecodeError::Overflow)?;
-        if chunk.len() < 8 && value >> (8 * chunk.len()) != 0 {
-            return Err(DecodeError::Overflow);
+    // Digits are looked up without branching; any non-digit sets bit 7 of `seen`, and the slow
+    // search for its position only runs then.
+    let mut seen = 0_u8;
+    let mut overflow = false;
+    let full = out.len() / 8;
+    let (full_text, tail_text) = text.split_at(full * 11);
+    let (full_out, tail_out) = out.split_at_mut(full * 8);
+    for (digits, bytes) in full_text.chunks_exact(11).zip(full_out.chunks_exact_mut(8)) {
+        let mut d = [0_u64; 11];
+        for (slot, &c) in d.iter_mut().zip(digits) {
+            let v = DECODE[usize::from(c)];
+            seen |= v;
+            *slot = u64::from(v & 0x3F);
         }
-        chunk.copy_from_slice(&value.to_be_bytes()[8 - chunk.len()..]);
-        offset += width;
+        let value = join(
+            d[..5].iter().fold(0, |v, &x| v * 62 + x),
+            d[5..].iter().fold(0, |v, &x| v * 62 + x),
+        );
+        overflow |= value.is_none();
+        bytes.copy_from_slice(&value.unwrap_or(0).to_be_bytes());
+    }
+    if !tail_out.is_empty() {
+        let mut value = 0_u64;
+        for &c in tail_text {
+            let v = DECODE[usize::from(c)];
+            seen |= v;
+            value = value * 62 + u64::from(v & 0x3F);
+        }
+        // At most 10 digits: no u64 overflow, but the value may exceed the tail's bytes.
+        overflow |= value >> (8 * tail_out.len()) != 0;
+        tail_out.copy_from_slice(&value.to_be_bytes()[8 - tail_out.len()..]);
+    }
+    if seen & 0x80 != 0 {
+        let position = text
+            .iter()
+            .position(|&c| DECODE[usize::from(c)] == 0xFF)
+            .unwrap_or(0);
+        return Err(DecodeError::InvalidCharacter(position));
+    }
+    if overflow {
+        return Err(DecodeError::Overflow);
     }
     Ok(())
 }
 
-/// The value of up to 11 digits already known to be valid, or `None` past `u64::MAX`.
-///
-/// The digits are summed in two independent halves, so the multiply-add chains are 5 and 6 long
-/// instead of 11, and all arithmetic stays in `u64` (a `u128` multiply is a libcall in wasm32).
-fn chunk_value(digits: &[u8]) -> Option<u64> {
-    const LOW_DIGITS: usize = 6;
-    const LOW_RANGE: u64 = 62_u64.pow(LOW_DIGITS as u32);
-    let value = |group: &[u8]| {
-        group
-            .iter()
-            .fold(0_u64, |v, &c| v * 62 + u64::from(DECODE[c as usize]))
-    };
-    let (high, low) = digits.split_at(digits.len().saturating_sub(LOW_DIGITS));
-    let (high, low) = (value(high), value(low));
-    if digits.len() <= LOW_DIGITS {
-        return Some(low);
-    }
-    // high * LOW_RANGE + low <= u64::MAX, decided without a widening multiply.
-    let (max_high, max_low) = (u64::MAX / LOW_RANGE, u64::MAX % LOW_RANGE);
-    (high < max_high || (high == max_high && low <= max_low)).then(|| high * LOW_RANGE + low)
+/// `high * 62^6 + low` for a chunk read as 5 high and 6 low digits, or `None` past `u64::MAX`.
+/// Splitting the chunk halves the multiply-add chain; the bound is decided without a widening
+/// multiply (a `u128` multiply is a libcall in wasm32).
+fn join(high: u64, low: u64) -> Option<u64> {
+    const LOW_RANGE: u64 = 62_u64.pow(6);
+    const MAX_HIGH: u64 = u64::MAX / LOW_RANGE;
+    const MAX_LOW: u64 = u64::MAX % LOW_RANGE;
+    (high < MAX_HIGH || (high == MAX_HIGH && low <= MAX_LOW)).then(|| high * LOW_RANGE + low)
 }
 
 /// Decodes `text`.

@@ -121,7 +121,16 @@ impl MacKey {
 
     /// The full 32-byte tag of `message`.
     pub fn sign(&self, message: &[u8]) -> [u8; TAG_LEN] {
-        self.sign_parts(&[message])
+        if message.len() > BLOCK_LEN - 9 {
+            return self.sign_parts(&[message]);
+        }
+        // One padded block each for the inner and the outer hash: the key-verify hot path.
+        let mut block = [0_u8; BLOCK_LEN];
+        block[..message.len()].copy_from_slice(message);
+        let inner = last_block(self.inner, &mut block, message.len());
+        block = [0_u8; BLOCK_LEN];
+        block[..TAG_LEN].copy_from_slice(&inner);
+        last_block(self.outer, &mut block, TAG_LEN)
     }
 
     /// The tag of the concatenation of `parts`, without copying them together.
@@ -141,6 +150,24 @@ impl MacKey {
         let expected = self.sign(message);
         expected[..tag_len].ct_eq(tag).into()
     }
+}
+
+/// Pads a block holding the last `len` (at most 55) message bytes after one key block, and
+/// returns the digest.
+fn last_block(mut state: [u32; 8], block: &mut [u8; BLOCK_LEN], len: usize) -> [u8; 32] {
+    block[len] = 0x80;
+    let bits = ((BLOCK_LEN + len) as u64) * 8;
+    block[BLOCK_LEN - 8..].copy_from_slice(&bits.to_be_bytes());
+    compress(&mut state, block);
+    digest_bytes(state)
+}
+
+fn digest_bytes(state: [u32; 8]) -> [u8; 32] {
+    let mut digest = [0_u8; 32];
+    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
+        out.copy_from_slice(&word.to_be_bytes());
+    }
+    digest
 }
 
 fn compress(state: &mut [u32; 8], block: &[u8; BLOCK_LEN]) {
@@ -176,11 +203,7 @@ fn finish(mut state: [u32; 8], prefix_len: usize, parts: &[&[u8]]) -> [u8; 32] {
     }
     block[BLOCK_LEN - 8..].copy_from_slice(&(total * 8).to_be_bytes());
     compress(&mut state, &block);
-    let mut digest = [0_u8; 32];
-    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
-        out.copy_from_slice(&word.to_be_bytes());
-    }
-    digest
+    digest_bytes(state)
 }
 
 impl fmt::Debug for MacKey {
