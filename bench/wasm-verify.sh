@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Times the shared crate's full verify path in wasm32 under Node, side by side in one run with
+# the bare pre-keyed HMAC-SHA256 it cannot go below.
+#
+#   bash bench/wasm-verify.sh
+#
+# Builds bench/wasm (the same `shared` code and release profile the edge links), binds it with
+# the locked wasm-bindgen CLI, and runs bench/wasm-verify.mjs. Needs scripts/bootstrap.sh.
+set -euo pipefail
+
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$LYNXO_ROOT"
+
+cargo build --quiet -p bench-wasm --release --target wasm32-unknown-unknown
+out=bench/out/wasm
+"$WASM_BINDGEN_BIN" --target nodejs --out-dir "$out" target/wasm32-unknown-unknown/release/bench_wasm.wasm
+node bench/wasm-verify.mjs "$out/bench_wasm.js"
