@@ -153,10 +153,10 @@ pub struct CreateKey {
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
     /// Unix seconds; absent: never expires.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub expires_at: Option<u64>,
     /// Requests per minute; absent: the plan's default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_u32")]
     pub rate_limit: Option<u32>,
 }
 
@@ -269,6 +269,40 @@ impl CreateKey {
             expires_at: self.expires_at,
             rate_limit: self.rate_limit,
         })
+    }
+}
+
+/// Whole numbers that JSON may spell `5` or `5.0` (JSON Schema calls both integers).
+mod whole {
+    use serde::de::{Deserialize, Deserializer, Error};
+    use serde_json::Number;
+
+    fn of(n: &Number) -> Option<u64> {
+        n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=9.007_199_254_740_992e15).contains(f))
+                .map(|f| f as u64)
+        })
+    }
+
+    fn expected<E: Error>() -> E {
+        E::custom("expected a non-negative whole number")
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        of(&Number::deserialize(d)?).ok_or_else(expected)
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<Number>::deserialize(d)?
+            .map(|n| of(&n).ok_or_else(expected))
+            .transpose()
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        opt_u64(d)?
+            .map(|n| u32::try_from(n).map_err(|_| expected()))
+            .transpose()
     }
 }
 
@@ -711,6 +745,7 @@ pub async fn revoke_key(
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// Seconds the old key keeps working (0: revoked at once; at most 30 days).
+    #[serde(deserialize_with = "whole::u64")]
     pub grace_period_seconds: u64,
 }
 

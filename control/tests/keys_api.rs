@@ -67,7 +67,7 @@ async fn create_key_accepts_custom_scopes_expiry_and_rate_limit() {
             "permission": "custom",
             "scopes": ["jobs:read", "files:write"],
             "expires_at": START + 3600,
-            "rate_limit": 6000,
+            "rate_limit": 6000.0,
         }))
         .await;
     assert!(body["key"].as_str().unwrap().starts_with("lnx_dev_"));
@@ -134,6 +134,11 @@ async fn create_key_validation_errors() {
         (with("rate_limit", json!(0)), "validation_failed"),
         (with("rate_limit", json!(6001)), "validation_failed"),
         (with("rate_limit", json!(-1)), "validation_failed"),
+        (with("rate_limit", json!(10.5)), "validation_failed"),
+        (
+            with("rate_limit", json!(5_000_000_000_u64)),
+            "validation_failed",
+        ),
         (with("colour", json!("red")), "validation_failed"),
     ];
     for (body, code) in cases {

@@ -174,10 +174,11 @@ async fn repeated_failures_lock_the_email_for_a_window() {
 async fn sign_out_and_expiry_end_a_session() {
     let app = TestApp::new();
     let cookie = sign_in(&app).await;
+    // A management token has no session: signing out is a harmless no-op.
     app.alice()
         .delete("/v1/sessions/current")
         .await
-        .problem(StatusCode::BAD_REQUEST, "not_a_session");
+        .expect(StatusCode::NO_CONTENT);
     let r = app
         .anonymous()
         .header("cookie", &cookie)
