@@ -3,9 +3,11 @@
 #
 #   bash scripts/test.sh
 #
-# .ci/run calls exactly this. Steps: toolchain bootstrap; formatting and lints; the native tests
-# of the whole workspace; the shared crate's vector tests again as wasm32 under Node; the worker's
-# release build and an offline `wrangler deploy --dry-run` of each environment.
+# .ci/run calls exactly this. Steps: toolchain bootstrap; formatting and lints; the worker's
+# release build (the end-to-end tests run it) and an offline `wrangler deploy --dry-run` of each
+# environment; the native tests of the whole workspace, including the end-to-end suite in tests/
+# (the worker under `wrangler dev` in front of the demo origin); the shared crate's vector tests
+# again as wasm32 under Node.
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -23,12 +25,6 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "native tests"
-cargo test --workspace
-
-step "shared tests as wasm32 under Node"
-bash scripts/test-wasm.sh
-
 step "edge worker: release build and offline deploy dry-run per environment"
 bash scripts/build-edge.sh
 for env in development staging production; do
@@ -38,5 +34,11 @@ for env in development staging production; do
   printf 'wrangler deploy --dry-run --env %s: ok (%s)\n' "$env" "$(du -sh "$out" | cut -f1)"
   rm -rf "$out" "$out.log"
 done
+
+step "native tests, end-to-end suite included"
+cargo test --workspace
+
+step "shared tests as wasm32 under Node"
+bash scripts/test-wasm.sh
 
 step "all tests passed"

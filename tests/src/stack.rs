@@ -1,0 +1,393 @@
+//! Starts the local stack for a test and stops it afterwards: the demo origin and the real
+//! worker under `wrangler dev` (workerd), each in its own process group on a free loopback
+//! port, with local KV persisted to a temporary directory.
+//!
+//! [`Stack`]'s `Drop` kills both process groups (wrangler's workerd children with it), so a
+//! failing test leaves nothing running.
+//!
+//! The worker runs from a copy of `edge/build` with a copy of `wrangler.toml` minus its
+//! `[build]` section (environments, vars and bindings untouched): `wrangler dev` would otherwise
+//! rebuild and reload the worker whenever someone edits `edge/` or `shared/` during a run, and a
+//! reload empties the isolate's memory that some scenarios test. The harness builds the worker
+//! first (scripts/build-edge.sh) when `edge/build` is older than its sources.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shared::mac::Keyring;
+use tempfile::TempDir;
+
+use crate::http;
+
+/// The key-signing keyring of the tests (the worker's `LYNXO_KEYRING`): test-only secrets.
+pub const KEYRING: &str =
+    "active=1;1:1111111111111111111111111111111111111111111111111111111111111111";
+/// The identity keyring shared by the worker and the demo origin (`ORIGIN_KEYRING`).
+pub const ORIGIN_KEYRING: &str =
+    "active=3;3:3333333333333333333333333333333333333333333333333333333333333333";
+
+/// What a test may change about the worker.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `REVOCATION_CACHE_MS`.
+    pub cache_ms: u64,
+    /// `SYNC_MAX_BYTES`.
+    pub sync_max_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cache_ms: 1_000,
+            sync_max_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The running stack.
+pub struct Stack {
+    /// The worker's address.
+    pub edge: SocketAddr,
+    /// The demo origin's address.
+    pub origin: SocketAddr,
+    /// The key-signing keyring the worker was given.
+    pub keyring: Keyring,
+    /// The options the worker was started with.
+    pub options: Options,
+    root: PathBuf,
+    state: TempDir,
+    children: Vec<Child>,
+}
+
+/// The workspace root (where `wrangler.toml` is).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// Whether `edge/build` holds a worker built after the last change to its sources.
+fn prebuilt_is_fresh(root: &Path) -> bool {
+    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+    let Some(built) = modified(&root.join("edge/build/index_bg.wasm")) else {
+        return false;
+    };
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut dirs = vec![root.join("edge/src"), root.join("shared/src")];
+    let files = [
+        "edge/Cargo.toml",
+        "shared/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ];
+    for f in files {
+        newest = newest.max(modified(&root.join(f)).unwrap_or(SystemTime::UNIX_EPOCH));
+    }
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Some(m) = modified(&path) {
+                newest = newest.max(m);
+            }
+        }
+    }
+    built >= newest
+}
+
+impl Stack {
+    /// Starts the demo origin (binary at `origin_bin`) and the worker; returns once both answer.
+    pub fn start(origin_bin: &str, options: Options) -> Self {
+        let root = workspace_root();
+        let state = tempfile::Builder::new()
+            .prefix("lynxo-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let keyring = Keyring::from_config(KEYRING).unwrap_or_else(|e| panic!("keyring: {e}"));
+        let mut stack = Self {
+            edge: SocketAddr::from(([127, 0, 0, 1], 0)),
+            origin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            keyring,
+            options,
+            root,
+            state,
+            children: Vec::new(),
+        };
+        stack.origin = stack.start_origin(origin_bin);
+        stack.edge = stack.start_worker();
+        stack
+    }
+
+    fn start_origin(&mut self, origin_bin: &str) -> SocketAddr {
+        let mut child = Command::new(origin_bin)
+            .args(["--port", "0"])
+            .env("ORIGIN_KEYRING", ORIGIN_KEYRING)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {origin_bin}: {e}"));
+        let stdout = child.stdout.take();
+        self.children.push(child);
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("demo origin did not report its address: {line:?}"));
+        wait_healthy(addr, Duration::from_secs(10), String::new);
+        addr
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.state.path().join("wrangler.log")
+    }
+
+    fn start_worker(&mut self) -> SocketAddr {
+        let port = free_port();
+        let inspector = free_port();
+        let log = File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
+        let log_err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let var = |name: &str, value: &str| format!("{name}:{value}");
+        let config = self.prepare_worker();
+        let mut cmd = Command::new(self.root.join("node_modules/.bin/wrangler"));
+        cmd.current_dir(&self.root)
+            .arg("dev")
+            .arg("--config")
+            .arg(&config)
+            .args(["--env", "development", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .args(["--show-interactive-dev-session=false"])
+            .arg("--persist-to")
+            .arg(self.state.path().join("kv"))
+            .args(["--var", &var("LYNXO_KEYRING", KEYRING)])
+            .args(["--var", &var("ORIGIN_KEYRING", ORIGIN_KEYRING)])
+            .args([
+                "--var",
+                &var("ORIGIN_URL", &format!("http://{}", self.origin)),
+            ])
+            .args([
+                "--var",
+                &var("REVOCATION_CACHE_MS", &self.options.cache_ms.to_string()),
+            ])
+            .args([
+                "--var",
+                &var("SYNC_MAX_BYTES", &self.options.sync_max_bytes.to_string()),
+            ])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting wrangler (run scripts/bootstrap.sh): {e}"));
+        self.children.push(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log_path = self.log_path();
+        wait_healthy(addr, Duration::from_secs(180), || {
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        });
+        addr
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.state.path().join("wrangler.toml")
+    }
+
+    /// Builds the worker if needed, copies it, and writes the config `wrangler dev` runs.
+    fn prepare_worker(&self) -> PathBuf {
+        if !prebuilt_is_fresh(&self.root) {
+            let status = Command::new("bash")
+                .arg(self.root.join("scripts/build-edge.sh"))
+                .current_dir(&self.root)
+                .status()
+                .unwrap_or_else(|e| panic!("running scripts/build-edge.sh: {e}"));
+            assert!(status.success(), "scripts/build-edge.sh failed");
+        }
+        let copy = self.state.path().join("worker");
+        for file in ["index.js", "index_bg.wasm", "worker/shim.mjs"] {
+            let to = copy.join(file);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}"));
+            }
+            std::fs::copy(self.root.join("edge/build").join(file), &to)
+                .unwrap_or_else(|e| panic!("copying edge/build/{file}: {e}"));
+        }
+        let original = std::fs::read_to_string(self.root.join("wrangler.toml"))
+            .unwrap_or_else(|e| panic!("reading wrangler.toml: {e}"));
+        let config = test_config(&original, &copy.join("worker/shim.mjs"));
+        let path = self.config_path();
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("writing {path:?}: {e}"));
+        path
+    }
+
+    /// Writes `value` to the worker's local KV under `key` with `wrangler kv key put --local`,
+    /// as an operator (or an attacker with KV access) could, bypassing the sync endpoint.
+    pub fn kv_put(&self, key: &str, value: &[u8]) {
+        let file = self.state.path().join("kv-value.bin");
+        std::fs::write(&file, value).unwrap_or_else(|e| panic!("writing {file:?}: {e}"));
+        let output = Command::new(self.root.join("node_modules/.bin/wrangler"))
+            .current_dir(&self.root)
+            .args(["kv", "key", "put", "--config"])
+            .arg(self.config_path())
+            .args(["--env", "development", "--binding", "REVOCATIONS"])
+            .args(["--local", "--persist-to"])
+            .arg(self.state.path().join("kv"))
+            .arg(key)
+            .arg("--path")
+            .arg(&file)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running wrangler kv key put: {e}"));
+        assert!(
+            output.status.success(),
+            "wrangler kv key put failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Sends a request to the worker.
+    pub fn edge(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> http::Response {
+        http::send(self.edge, method, target, headers, body).unwrap_or_else(|e| {
+            panic!(
+                "{method} {target} to the edge: {e}\n{}",
+                self.wrangler_log()
+            )
+        })
+    }
+
+    /// Sends a request straight to the origin, bypassing the edge.
+    pub fn origin(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> http::Response {
+        http::send(self.origin, method, target, headers, b"")
+            .unwrap_or_else(|e| panic!("{method} {target} to the origin: {e}"))
+    }
+
+    /// What wrangler and the worker logged so far.
+    pub fn wrangler_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+/// `wrangler.toml` with `main` pointing at `main` and without its `[build]` section.
+fn test_config(original: &str, main: &Path) -> String {
+    let mut out = String::new();
+    let mut in_build = false;
+    for line in original.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_build = trimmed.starts_with("[build]");
+        }
+        if in_build {
+            continue;
+        }
+        if trimmed.starts_with("main ") || trimmed.starts_with("main=") {
+            out.push_str(&format!("main = {:?}\n", main.display().to_string()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn wait_healthy(addr: SocketAddr, limit: Duration, log: impl Fn() -> String) {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http::send(addr, "GET", "/healthz", &[], b"") {
+            if r.status == 200 {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{addr} not healthy after {limit:?}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn signal_group(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in &self.children {
+            signal_group(child.id(), "-TERM");
+        }
+        for child in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(None) => {
+                        signal_group(child.id(), "-KILL");
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+            // The group may outlive its leader (workerd under wrangler): make sure it is gone.
+            signal_group(child.id(), "-KILL");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_drops_the_build_and_repoints_main() {
+        let original = "name = \"w\"\nmain = \"edge/build/worker/shim.mjs\"\n\n[build]\ncommand = \"x\"\nwatch_dir = [\"a\"]\n\n[env.development]\nvars = { A = \"1\" }\n";
+        let config = test_config(original, Path::new("/tmp/w/shim.mjs"));
+        assert_eq!(
+            config,
+            "name = \"w\"\nmain = \"/tmp/w/shim.mjs\"\n\n[env.development]\nvars = { A = \"1\" }\n"
+        );
+    }
+}
