@@ -1,0 +1,129 @@
+//! Revocation propagation, measured end to end (issue 4 acceptance): from the moment a
+//! revocation is published to the first 401 at the edge, over 20 revocations, with the default
+//! cache time (2 s). A measurement, not a check: ignored by default, run by
+//! `bash bench/propagation.sh`, which prints the numbers for docs/edge.md.
+//!
+//! Two paths, because they bound different isolates:
+//! - **push**: the control plane's signed push to the sync endpoint; the isolate that takes the
+//!   push uses the new shard at once (timed from the push's 204).
+//! - **KV**: the shard written to KV out of band (`wrangler kv key put --local`), as every other
+//!   isolate sees a publish: bounded by the cache time (timed from the command's exit and start).
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use e2e::keys::{self, issue, key_id, shard_bytes, sign_push};
+use e2e::stack::{Options, Stack};
+use shared::key::Environment;
+use shared::scope::ScopeSet;
+
+const REVOCATIONS: usize = 20;
+
+fn status(stack: &Stack, key: &str) -> u16 {
+    let auth = format!("Bearer {key}");
+    stack
+        .edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"")
+        .status
+}
+
+/// Polls every 5 ms until the key is refused; returns the time since `from`.
+fn until_refused(stack: &Stack, key: &str, from: Instant) -> Duration {
+    loop {
+        let s = status(stack, key);
+        if s == 401 {
+            return from.elapsed();
+        }
+        assert_eq!(s, 200, "unexpected status while waiting for the revocation");
+        assert!(
+            from.elapsed() < Duration::from_secs(30),
+            "revocation never arrived"
+        );
+        sleep(Duration::from_millis(5));
+    }
+}
+
+fn summary(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = ms(samples[samples.len() / 2]);
+    let max = ms(samples[samples.len() - 1]);
+    let min = ms(samples[0]);
+    println!(
+        "propagation via {name}: n={} min {min:.1} ms, median {median:.1} ms, max {max:.1} ms",
+        samples.len()
+    );
+}
+
+#[test]
+#[ignore = "a measurement: run by bench/propagation.sh"]
+fn revocation_propagation() {
+    let options = Options {
+        cache_ms: 2_000,
+        ..Options::default()
+    };
+    let stack = Stack::start(env!("CARGO_BIN_EXE_demo_origin"), options);
+    let ring = &stack.keyring;
+    let mut version = [0_u64; keys::SHARDS as usize];
+    let mut revoked: Vec<Vec<shared::key::KeyId>> = vec![Vec::new(); keys::SHARDS as usize];
+    let mut publish = |shard: u16, id: Option<shared::key::KeyId>| {
+        let s = usize::from(shard);
+        version[s] += 1;
+        revoked[s].extend(id);
+        shard_bytes(ring, shard, version[s], &revoked[s], 3_600)
+    };
+    for shard in 0..keys::SHARDS {
+        let body = publish(shard, None);
+        let r = stack.edge(
+            "PUT",
+            &format!("/_lynxo/sync/revocations/{shard}"),
+            &[("Lynxo-Signature", &sign_push(ring, shard, &body))],
+            &body,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+
+    let mut via_push = Vec::new();
+    let mut via_kv = Vec::new();
+    let mut via_kv_upper = Vec::new();
+    for i in 0..REVOCATIONS * 2 {
+        let shard = u16::try_from(i % usize::from(keys::SHARDS)).unwrap_or(0);
+        let claims = keys::claims(
+            key_id(shard, 1_000 + i as u64),
+            Environment::Development,
+            ScopeSet::FULL_ACCESS,
+        );
+        let key = issue(ring, &claims);
+        // Warm the isolate's cache for this shard, as live traffic would.
+        assert_eq!(status(&stack, &key), 200);
+        let body = publish(shard, Some(claims.key_id));
+        if i % 2 == 0 {
+            let sig = sign_push(ring, shard, &body);
+            let r = stack.edge(
+                "PUT",
+                &format!("/_lynxo/sync/revocations/{shard}"),
+                &[("Lynxo-Signature", &sig)],
+                &body,
+            );
+            assert_eq!(r.status, 204, "{}", r.text());
+            via_push.push(until_refused(&stack, &key, Instant::now()));
+        } else {
+            // The write lands somewhere inside the command (wrangler starts Node first): time
+            // from its exit (a lower bound) and from its start (an upper bound).
+            let started = Instant::now();
+            stack.kv_put(&format!("revocations/v1/{shard}"), &body);
+            let exited = Instant::now();
+            let since_exit = until_refused(&stack, &key, exited);
+            via_kv_upper.push(since_exit + (exited - started));
+            via_kv.push(since_exit);
+        }
+    }
+    summary("sync push (isolate that took the push)", via_push);
+    summary(
+        "KV write, from the write command's exit (2 s cache)",
+        via_kv,
+    );
+    summary(
+        "KV write, from the write command's start (2 s cache)",
+        via_kv_upper,
+    );
+}
