@@ -112,8 +112,9 @@ pub fn bootstrap(
         actor: "cli".into(),
         source: None,
     };
-    store.write_blocking(|tx| {
-        let account_id = accounts::create_account(tx, account_name, now)?;
+    let account_name = account_name.to_owned();
+    store.write_blocking(move |tx| {
+        let account_id = accounts::create_account(tx, &account_name, now)?;
         let user_id = accounts::create_user(tx, account_id, &email, &password_hash, now)?
             .ok_or_else(|| {
                 AppError::new(

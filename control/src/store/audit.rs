@@ -248,7 +248,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.sqlite3")).unwrap();
         store
-            .write_blocking(|tx| {
+            .write_blocking(move |tx| {
                 for i in 0..n {
                     append(
                         tx,

@@ -1,10 +1,12 @@
 //! Storage: the only module that speaks SQL.
 //!
 //! SQLite in WAL mode with `synchronous=FULL`, so an acknowledged write survives a power cut.
-//! Writes go through one connection and `BEGIN IMMEDIATE`, so a transaction never fails halfway
-//! on a lock upgrade and the audit chain's "previous row" is always the real previous row; reads
-//! use a small pool of their own connections and never wait for a writer. Every call runs in
-//! `spawn_blocking`, off the async runtime.
+//! Writes go through one connection, owned by a dedicated writer thread, and `BEGIN IMMEDIATE`,
+//! so a transaction never fails halfway on a lock upgrade and the audit chain's "previous row"
+//! is always the real previous row. Writes that arrive together share one transaction and one
+//! fsync (group commit), each in its own savepoint, and are answered only after the commit.
+//! Reads use a small pool of their own connections in `spawn_blocking` and never wait for the
+//! writer.
 //!
 //! The rest of the service calls the functions of the submodules through [`Store::write`] and
 //! [`Store::read`] and never sees a table, so another database can be put behind the same
@@ -16,7 +18,7 @@ pub mod keys;
 pub mod revocations;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -38,8 +40,85 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// Jobs for the writer thread, which owns the only write connection.
+    jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+}
+
+/// Most writes committed by one `COMMIT` (one fsync).
+const MAX_BATCH: usize = 256;
+
+/// What a write job hands back once it ran: called with the batch's commit result.
+type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// A write: run inside the batch's transaction (`None` if it could not begin).
+type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Finish + Send>;
+
+/// Wraps `f` as a job that runs in its own savepoint (so its failure undoes only its own
+/// writes) and hands its result to `reply` only after the batch commits: nothing is
+/// acknowledged before it is durable.
+fn job<T, F, R>(f: F, reply: R) -> Job
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    R: FnOnce(Result<T>) + Send + 'static,
+{
+    Box::new(move |tx| {
+        let result = match tx {
+            Some(tx) => in_savepoint(tx, f),
+            None => Err(AppError::internal("could not begin a write transaction")),
+        };
+        Box::new(move |commit| {
+            reply(match commit {
+                Ok(()) => result,
+                Err(e) => Err(AppError::internal(format!("commit: {e}"))),
+            });
+        })
+    })
+}
+
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    tx.execute_batch("SAVEPOINT job")?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
+        .unwrap_or_else(|_| Err(AppError::internal("a write panicked")));
+    if result.is_ok() {
+        tx.execute_batch("RELEASE job")?;
+    } else {
+        tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+    }
+    result
+}
+
+/// The writer thread: takes every job waiting (up to [`MAX_BATCH`]), runs them in one
+/// `BEGIN IMMEDIATE` transaction, commits once, then answers them all. Under concurrency this
+/// turns N fsyncs into one (group commit); alone, a job is its own batch.
+fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => {
+                let finishers: Vec<Finish> = batch.into_iter().map(|job| job(Some(&tx))).collect();
+                let commit = tx.commit().map_err(|e| e.to_string());
+                for finish in finishers {
+                    finish(commit.clone());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not begin a write transaction");
+                for job in batch {
+                    job(None)(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -69,10 +148,14 @@ impl Store {
         );
         configure(&writer)?;
         migrate(&writer)?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(writer, queue))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(writer),
+                jobs,
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -83,16 +166,24 @@ impl Store {
         &self.inner.path
     }
 
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction, committing if it returns `Ok`.
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction (shared with other writes waiting at the
+    /// same time, each in its own savepoint). Its writes commit if it returns `Ok` and are undone
+    /// if it returns `Err`; either way the answer comes only after the commit is durable.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.write_blocking(f))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .jobs
+            .send(job(f, move |r| {
+                let _ = reply.send(r);
+            }))
+            .map_err(|_| AppError::internal("the writer thread has stopped"))?;
+        answer
             .await
-            .map_err(AppError::internal)?
+            .map_err(|_| AppError::internal("the writer thread dropped a write"))?
     }
 
     /// Runs `f` on a read connection.
@@ -107,9 +198,22 @@ impl Store {
             .map_err(AppError::internal)?
     }
 
-    /// [`Store::write`] for callers that are not on the async runtime (the CLI).
-    pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.inner.write_blocking(f)
+    /// [`Store::write`] for callers that are not on the async runtime (the CLI, tests).
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::channel();
+        self.inner
+            .jobs
+            .send(job(f, move |r| {
+                let _ = reply.send(r);
+            }))
+            .map_err(|_| AppError::internal("the writer thread has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| AppError::internal("the writer thread dropped a write"))?
     }
 
     /// [`Store::read`] for callers that are not on the async runtime (the CLI).
@@ -128,17 +232,6 @@ impl Store {
 }
 
 impl Inner {
-    fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self
-            .writer
-            .lock()
-            .map_err(|_| AppError::internal("writer lock poisoned"))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
-    }
-
     fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
@@ -232,5 +325,47 @@ mod tests {
             .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// Concurrent writes may share a transaction: one failing must undo only its own writes, and
+    /// the others must still commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.sqlite3")).unwrap();
+        let writes = (0..64).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |tx| {
+                        tx.execute(
+                            "INSERT INTO accounts (name, plan_id, created_at) VALUES (?1, 'standard', 1)",
+                            [format!("a{i}")],
+                        )?;
+                        if i % 2 == 1 {
+                            return Err(AppError::not_found());
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        });
+        let mut ok = 0;
+        for w in writes.collect::<Vec<_>>() {
+            ok += usize::from(w.await.unwrap().is_ok());
+        }
+        assert_eq!(ok, 32);
+        let names: Vec<String> = store
+            .read_blocking(|c| {
+                let mut stmt = c.prepare("SELECT name FROM accounts")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(names.len(), 32);
+        for name in names {
+            let i: u32 = name[1..].parse().unwrap();
+            assert_eq!(i % 2, 0, "{name} should have been rolled back");
+        }
     }
 }
