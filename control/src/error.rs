@@ -240,6 +240,22 @@ fn query_rejection(rejection: &QueryRejection) -> AppError {
     .with_detail(rejection.body_text())
 }
 
+/// A key id from the URL. An id that is not even text (bad percent-encoding) is a 404 like any
+/// other unknown id, in our problem format.
+#[derive(Debug, Clone)]
+pub struct IdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| Self(id))
+            .map_err(|_| AppError::not_found())
+    }
+}
+
 /// The answer for a path no route has.
 pub async fn route_not_found(uri: Uri) -> AppError {
     AppError::not_found().with_detail(format!("no route for {}", uri.path()))

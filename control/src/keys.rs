@@ -9,7 +9,7 @@
 //! `Idempotent-Replayed: true`, but without the key string, which is never stored and so cannot
 //! be shown again; the same idempotency key with a different body is a `422`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use shared::scope::{Permission, PolicyError, Scope, ScopeSet};
 
 use crate::AppState;
 use crate::auth::{Caller, random_bytes};
-use crate::error::{AppError, Json, Query, Result};
+use crate::error::{AppError, IdPath, Json, Query, Result};
 use crate::store::keys::{self as db, KeyRow, ListFilter};
 use crate::store::{accounts, audit, revocations};
 
@@ -588,7 +588,7 @@ pub async fn list_keys(
 pub async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Json<KeyView>> {
     let id = parse_id(&id)?;
     let now = state.clock.now();
@@ -615,7 +615,7 @@ pub struct UpdateKey {
 pub async fn update_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     Json(body): Json<UpdateKey>,
 ) -> Result<Json<KeyView>> {
     let id = parse_id(&id)?;
@@ -695,7 +695,7 @@ fn clean_reason(reason: &str) -> Result<String> {
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     Json(body): Json<RevokeKey>,
 ) -> Result<Json<Revoked>> {
     let id = parse_id(&id)?;
@@ -765,7 +765,7 @@ pub struct Rotated {
 pub async fn rotate_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     Json(body): Json<RotateKey>,
 ) -> Result<Response> {
     let id = parse_id(&id)?;

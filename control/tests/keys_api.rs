@@ -238,42 +238,66 @@ async fn every_endpoint_refuses_missing_or_wrong_credentials() {
     assert_eq!(got.body["name"], "ci deploy");
 }
 
-#[tokio::test]
-async fn another_accounts_key_is_404_and_unchanged() {
+/// Bob calls `call` on one of Alice's keys: 404, and neither the key nor the audit trail
+/// changes.
+async fn assert_foreign_key_untouched(method: Method, suffix: &str, body: Option<Value>) {
     let app = TestApp::new();
     let key = app.create_key(json!({})).await;
     let id = id_of(&key);
-    let bob = app.bob();
     // Bob's first call records his token's use; after that his calls leave no trace.
-    bob.get("/v1/keys").await.expect(StatusCode::OK);
+    app.bob().get("/v1/keys").await.expect(StatusCode::OK);
     let before = app.alice().get(&format!("/v1/keys/{id}")).await.body;
     let audit_before = app.audit_actions();
-    bob.get(&format!("/v1/keys/{id}"))
+    app.bob()
+        .send(
+            method,
+            &format!("/v1/keys/{id}{suffix}"),
+            body.map(|b| b.to_string().into_bytes()),
+        )
         .await
         .problem(StatusCode::NOT_FOUND, "not_found");
-    bob.patch(&format!("/v1/keys/{id}"), json!({ "name": "mine" }))
-        .await
-        .problem(StatusCode::NOT_FOUND, "not_found");
-    bob.post(
-        &format!("/v1/keys/{id}/revoke"),
-        json!({ "reason": "mine" }),
-    )
-    .await
-    .problem(StatusCode::NOT_FOUND, "not_found");
-    bob.post(
-        &format!("/v1/keys/{id}/rotate"),
-        json!({ "grace_period_seconds": 0 }),
-    )
-    .await
-    .problem(StatusCode::NOT_FOUND, "not_found");
-    let list = bob.get("/v1/keys").await.expect(StatusCode::OK);
-    assert_eq!(list.body["data"], json!([]));
     let after = app.alice().get(&format!("/v1/keys/{id}")).await.body;
     assert_eq!(before, after);
     assert_eq!(audit_before, app.audit_actions(), "no audit event either");
-    // A malformed or unknown id is a 404 too, not a 400 or 500.
+    let bobs = app.bob().get("/v1/keys").await.expect(StatusCode::OK);
+    assert_eq!(bobs.body["data"], json!([]), "nothing created for bob");
+}
+
+#[tokio::test]
+async fn get_of_another_accounts_key_is_404() {
+    assert_foreign_key_untouched(Method::GET, "", None).await;
+}
+
+#[tokio::test]
+async fn update_of_another_accounts_key_is_404_and_changes_nothing() {
+    assert_foreign_key_untouched(Method::PATCH, "", Some(json!({ "name": "mine" }))).await;
+}
+
+#[tokio::test]
+async fn revoke_of_another_accounts_key_is_404_and_changes_nothing() {
+    assert_foreign_key_untouched(Method::POST, "/revoke", Some(json!({ "reason": "mine" }))).await;
+}
+
+#[tokio::test]
+async fn rotate_of_another_accounts_key_is_404_and_changes_nothing() {
+    assert_foreign_key_untouched(
+        Method::POST,
+        "/rotate",
+        Some(json!({ "grace_period_seconds": 0 })),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_account_cannot_list_alices_keys_and_bad_ids_are_404() {
+    let app = TestApp::new();
+    app.create_key(json!({})).await;
+    let list = app.bob().get("/v1/keys").await.expect(StatusCode::OK);
+    assert_eq!(list.body["data"], json!([]));
+    // A malformed, mis-encoded or unknown id is a 404 too, not a 400 or 500.
     for path in [
         "/v1/keys/nothex",
+        "/v1/keys/%F1%B8%8F",
         "/v1/keys/00000000000000000000000000000000",
     ] {
         app.alice()

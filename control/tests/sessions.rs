@@ -265,3 +265,34 @@ async fn the_audit_api_shows_only_the_callers_account_and_pages() {
         .unwrap();
     assert!(checked >= 10, "{checked}");
 }
+
+#[tokio::test]
+async fn audit_events_record_the_client_address() {
+    let app = TestApp::new();
+    let mut request = axum::http::Request::post("/v1/keys")
+        .header("authorization", format!("Bearer {}", app.alice_token))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(key_body().to_string()))
+        .unwrap();
+    let addr: std::net::SocketAddr = "203.0.113.7:4242".parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    let response = tower::ServiceExt::oneshot(app.router(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let events = app
+        .alice()
+        .get("/v1/audit-events")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let created = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "key.created")
+        .unwrap();
+    assert_eq!(created["source"], "203.0.113.7");
+}
