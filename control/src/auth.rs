@@ -446,9 +446,10 @@ pub async fn create_session(
             .map_or_else(|| "anonymous".to_owned(), |u| format!("user:{}", u.id)),
         source: source_addr,
     };
+    // A failure against a real user belongs to that user's account, so its owners see it.
+    let account_id = user.as_ref().map(|u| u.account_id);
     let Some(user) = user.filter(|_| matched) else {
         state.sign_in_limiter.record_failure(&limits, now);
-        let account_id = None;
         let details = json!({ "email": email });
         state
             .store

@@ -6,6 +6,7 @@
 //! - [`keys`]: the keys API (create, list, get, update, revoke, rotate, verify).
 //! - [`audit`]: the audit-trail API.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
+//! - [`tokens`]: the management-tokens API.
 //! - [`config`]: flags and environment.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod keys;
 pub mod publish;
 pub mod store;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,6 +157,11 @@ pub fn app(state: AppState) -> Router {
         .route("/keys/{id}/revoke", post(keys::revoke_key))
         .route("/keys/{id}/rotate", post(keys::rotate_key))
         .route("/audit-events", get(audit::list_audit_events))
+        .route(
+            "/management-tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/management-tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/sessions", post(auth::create_session))
         .route(
             "/sessions/current",

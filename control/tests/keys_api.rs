@@ -203,6 +203,17 @@ async fn every_endpoint_refuses_missing_or_wrong_credentials() {
         (Method::POST, "/v1/keys/verify".into(), Some(json!({}))),
         (Method::GET, "/v1/audit-events".into(), None),
         (Method::DELETE, "/v1/sessions/current".into(), None),
+        (Method::GET, "/v1/management-tokens".into(), None),
+        (
+            Method::POST,
+            "/v1/management-tokens".into(),
+            Some(json!({ "name": "x" })),
+        ),
+        (
+            Method::POST,
+            "/v1/management-tokens/1/revoke".into(),
+            Some(json!({})),
+        ),
     ];
     let wrong_token = format!("Bearer lnxm_{}", "0".repeat(64));
     let as_api_key = format!("Bearer {api_key}");
@@ -817,5 +828,5 @@ async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
         }
     }
     // Every routed operation is described (the router's table, counted by hand).
-    assert_eq!(described, 13);
+    assert_eq!(described, 16);
 }

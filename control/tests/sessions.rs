@@ -296,3 +296,107 @@ async fn audit_events_record_the_client_address() {
         .unwrap();
     assert_eq!(created["source"], "203.0.113.7");
 }
+
+#[tokio::test]
+async fn a_signed_in_user_creates_lists_and_revokes_management_tokens() {
+    let app = TestApp::new();
+    let cookie = sign_in(&app).await;
+    let dashboard = || {
+        app.anonymous()
+            .header("cookie", &cookie)
+            .header("origin", ORIGIN)
+    };
+    let created = dashboard()
+        .post("/v1/management-tokens", json!({ "name": " deploy bot " }))
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let token = created.body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("lnxm_") && token.len() == 5 + 64);
+    assert_eq!(created.body["name"], "deploy bot");
+    let id = created.body["id"].as_u64().unwrap();
+    let script = app.client(Some(format!("Bearer {token}")));
+    script.get("/v1/keys").await.expect(StatusCode::OK);
+    // A token can list tokens but not mint or revoke them.
+    let list = script
+        .get("/v1/management-tokens")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 2);
+    assert!(!list.body.to_string().contains(&token));
+    script
+        .post("/v1/management-tokens", json!({ "name": "x" }))
+        .await
+        .problem(StatusCode::FORBIDDEN, "session_required");
+    script
+        .post(&format!("/v1/management-tokens/{id}/revoke"), json!({}))
+        .await
+        .problem(StatusCode::FORBIDDEN, "session_required");
+    // Validation, tenancy, cross-site.
+    for bad in [json!({ "name": "  " }), json!({})] {
+        dashboard()
+            .post("/v1/management-tokens", bad)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    app.anonymous()
+        .header("cookie", &cookie)
+        .post("/v1/management-tokens", json!({ "name": "x" }))
+        .await
+        .problem(StatusCode::FORBIDDEN, "cross_site_request");
+    app.anonymous()
+        .post("/v1/management-tokens", json!({ "name": "x" }))
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let bobs = app.bob().get("/v1/management-tokens").await.body;
+    assert_eq!(bobs["data"].as_array().unwrap().len(), 1, "only bob's own");
+    // Revoke: the token stops working at once; twice is harmless.
+    let revoked = dashboard()
+        .post(&format!("/v1/management-tokens/{id}/revoke"), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    assert!(revoked.body["revoked_at"].is_u64());
+    dashboard()
+        .post(&format!("/v1/management-tokens/{id}/revoke"), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    script
+        .get("/v1/keys")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    for path in [
+        "/v1/management-tokens/999/revoke",
+        "/v1/management-tokens/x/revoke",
+    ] {
+        dashboard()
+            .post(path, json!({}))
+            .await
+            .problem(StatusCode::NOT_FOUND, "not_found");
+    }
+    let actions = app.audit_actions();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "management_token.revoked")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn another_accounts_token_is_404_and_stays_valid() {
+    let app = TestApp::new();
+    let cookie = sign_in(&app).await;
+    let bobs = app.bob().get("/v1/management-tokens").await.body;
+    let bob_token_id = bobs["data"][0]["id"].as_u64().unwrap();
+    app.anonymous()
+        .header("cookie", &cookie)
+        .header("origin", ORIGIN)
+        .post(
+            &format!("/v1/management-tokens/{bob_token_id}/revoke"),
+            json!({}),
+        )
+        .await
+        .problem(StatusCode::NOT_FOUND, "not_found");
+    app.bob().get("/v1/keys").await.expect(StatusCode::OK);
+}

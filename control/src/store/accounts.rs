@@ -189,3 +189,62 @@ pub fn delete_session(tx: &Transaction<'_>, token_hash: &[u8]) -> Result<()> {
     tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
     Ok(())
 }
+
+/// A management token's record (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRow {
+    /// Token id.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+    /// `lnxm_…abcd`.
+    pub hint: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds, if ever used.
+    pub last_used_at: Option<u64>,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<u64>,
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: to_u64(r.get(0)?)?,
+        name: r.get(1)?,
+        hint: r.get(2)?,
+        created_at: to_u64(r.get(3)?)?,
+        last_used_at: r.get::<_, Option<i64>>(4)?.map(to_u64).transpose()?,
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(to_u64).transpose()?,
+    })
+}
+
+/// An account's management tokens, newest first.
+pub fn list_tokens(conn: &Connection, account_id: u64) -> Result<Vec<TokenRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, hint, created_at, last_used_at, revoked_at FROM management_tokens \
+         WHERE account_id = ?1 ORDER BY id DESC",
+    )?;
+    let rows = stmt.query_map([to_i64(account_id)], token_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One of the account's tokens; another account's is `None`.
+pub fn get_token(conn: &Connection, account_id: u64, id: u64) -> Result<Option<TokenRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, hint, created_at, last_used_at, revoked_at FROM management_tokens \
+             WHERE account_id = ?1 AND id = ?2",
+            params![to_i64(account_id), to_i64(id)],
+            token_row,
+        )
+        .optional()?)
+}
+
+/// Revokes a token (no-op if already revoked).
+pub fn revoke_token(tx: &Transaction<'_>, id: u64, now: u64) -> Result<()> {
+    tx.execute(
+        "UPDATE management_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![to_i64(id), to_i64(now)],
+    )?;
+    Ok(())
+}
