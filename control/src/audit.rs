@@ -13,8 +13,9 @@ use crate::store::audit::{self, AuditEvent};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Only events before this sequence number (for paging).
-    pub before: Option<u64>,
+    /// Only events before this sequence number (for paging). Read as text so a number too
+    /// large for any sequence number means "no bound" rather than a parse error.
+    pub before: Option<String>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<u32>,
 }
@@ -38,10 +39,20 @@ pub async fn list_audit_events(
     if !(1..=1000).contains(&limit) {
         return Err(AppError::validation("limit must be between 1 and 1000"));
     }
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {
+            Some(b.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(_) => {
+            return Err(AppError::validation("before must be a sequence number")
+                .with_field("field", "before"));
+        }
+    };
     let account = caller.account_id;
     let data = state
         .store
-        .read(move |c| audit::list(c, account, q.before, limit))
+        .read(move |c| audit::list(c, account, before, limit))
         .await?;
     let next_before = (data.len() == limit as usize)
         .then(|| data.last().map(|e| e.seq))

@@ -249,6 +249,16 @@ async fn the_audit_api_shows_only_the_callers_account_and_pages() {
     for e in all["data"].as_array().unwrap().iter().chain(data) {
         assert_eq!(e["account_id"], app.alice_account, "{e}");
     }
+    let huge = app
+        .alice()
+        .get("/v1/audit-events?before=99999999999999999999999999")
+        .await
+        .expect(StatusCode::OK);
+    assert!(!huge.body["data"].as_array().unwrap().is_empty());
+    app.alice()
+        .get("/v1/audit-events?before=-1")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     app.alice()
         .get("/v1/audit-events?limit=0")
         .await
