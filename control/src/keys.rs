@@ -711,7 +711,7 @@ pub async fn revoke_key(
                     return Ok((row, version, false));
                 }
             }
-            let version = revocations::next_version(tx)?;
+            let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, now, &reason, version, row.grace_until)?;
             revocations::enqueue(tx, id, version, now)?;
             audit::append(
@@ -805,7 +805,7 @@ pub async fn rotate_key(
             let plain = mint(&st, &new)?;
             new.hint = plain.hint();
             db::insert(tx, &new)?;
-            let version = revocations::next_version(tx)?;
+            let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
             db::set_rotated_to(tx, id, new_id)?;
             revocations::enqueue(tx, id, version, grace_until)?;

@@ -13,13 +13,15 @@ use super::keys::id_top;
 use super::{to_i64, to_u64};
 use crate::error::Result;
 
-/// Takes the next list version. Versions are never reused, so every shard a reader sees is
-/// newer than the one before.
-pub fn next_version(tx: &Transaction<'_>) -> Result<u64> {
+/// Takes the next list version at `now` (Unix seconds). Versions are never reused, so every
+/// shard a reader sees is newer than the one before. They are also at least `now` in
+/// milliseconds: a database started afresh (a reset development setup, a restored backup)
+/// still publishes above what readers have seen, instead of being refused as a rollback.
+pub fn next_version(tx: &Transaction<'_>, now: u64) -> Result<u64> {
     Ok(to_u64(tx.query_row(
-        "UPDATE revocation_meta SET list_version = list_version + 1 WHERE id = 1 \
+        "UPDATE revocation_meta SET list_version = max(list_version + 1, ?1) WHERE id = 1 \
          RETURNING list_version",
-        [],
+        [to_i64(now.saturating_mul(1000))],
         |r| r.get(0),
     )?)?)
 }
@@ -95,7 +97,7 @@ pub fn prepare_shard(
     count: u16,
     now: u64,
 ) -> Result<ShardContent> {
-    let version = next_version(tx)?;
+    let version = next_version(tx, now)?;
     let (lo, hi) = top_range(shard, count);
     let mut stmt = tx.prepare_cached(
         "SELECT id FROM api_keys WHERE id_top >= ?1 AND id_top < ?2 \
@@ -187,6 +189,32 @@ pub fn published(conn: &Connection, count: u16) -> Result<Vec<(u16, u64, u64)>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_increase_and_never_fall_below_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("v.sqlite3")).unwrap();
+        let take = |now: u64| {
+            store
+                .write_blocking(move |tx| next_version(tx, now))
+                .unwrap()
+        };
+        let a = take(1_000);
+        let b = take(1_000);
+        assert_eq!(a, 1_000_000);
+        assert_eq!(b, a + 1, "same second: still strictly increasing");
+        assert_eq!(
+            take(999),
+            b + 1,
+            "a clock step back never lowers the version"
+        );
+        assert_eq!(take(2_000), 2_000_000);
+        // A fresh database (say, a reset development setup) at a later time publishes above.
+        let dir2 = tempfile::tempdir().unwrap();
+        let fresh = crate::store::Store::open(&dir2.path().join("v.sqlite3")).unwrap();
+        let v = fresh.write_blocking(|tx| next_version(tx, 2_001)).unwrap();
+        assert!(v > 2_000_000);
+    }
 
     #[test]
     fn top_ranges_invert_shard_of() {
