@@ -129,7 +129,32 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
 }
 
+/// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
+/// compares browsers' `Origin` header with it byte for byte, so a trailing slash or a path
+/// would refuse every dashboard write.
+pub fn validate_origin(text: &str) -> anyhow::Result<()> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| anyhow::anyhow!("--public-origin must start with https:// or http://"))?;
+    anyhow::ensure!(
+        !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']),
+        "--public-origin must be scheme://host[:port] with no path or trailing slash, got {text:?}"
+    );
+    Ok(())
+}
+
 impl ServeArgs {
+    /// Checks the settings that clap's types cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        validate_origin(&self.public_origin)?;
+        anyhow::ensure!(
+            self.max_body_bytes >= 1024,
+            "--max-body-bytes must be at least 1024"
+        );
+        Ok(())
+    }
+
     /// The shard writer the settings select: KV REST, edge sync, or (neither) memory only.
     pub fn sink(&self, keyring: Arc<Keyring>) -> anyhow::Result<Arc<dyn Sink>> {
         match (&self.kv_account_id, &self.edge_sync_url) {
@@ -175,4 +200,37 @@ pub struct InitArgs {
     /// The first user's password (at least 12 characters); prefer the environment variable.
     #[arg(long, env = "LYNXO_INIT_PASSWORD", hide_env_values = true)]
     pub password: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        for good in ["https://keys.lynxo.ai", "http://localhost:8080"] {
+            assert!(validate_origin(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "keys.lynxo.ai",
+            "https://keys.lynxo.ai/",
+            "https://keys.lynxo.ai/app",
+            "https://",
+            "ftp://x",
+        ] {
+            assert!(validate_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses_with_defaults() {
+        let cli = Cli::try_parse_from(["control", "serve", "--keyring", "active=1;1:00"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected");
+        };
+        assert_eq!(args.shard_count, 16);
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert!(args.validate().is_ok());
+        assert!(Cli::try_parse_from(["control", "serve", "--shard-count", "0"]).is_err());
+    }
 }

@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate()?;
     let keyring = args.keyring.load()?;
     let store = Store::open(&args.db.database)
         .with_context(|| format!("opening {}", args.db.database.display()))?;
