@@ -38,6 +38,8 @@ pub struct Options {
     pub cache_ms: u64,
     /// `SYNC_MAX_BYTES`.
     pub sync_max_bytes: usize,
+    /// Other worker vars, overriding the defaults (`ORIGIN_URL`, the keyrings, ...).
+    pub vars: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
         Self {
             cache_ms: 1_000,
             sync_max_bytes: 64 * 1024,
+            vars: Vec::new(),
         }
     }
 }
@@ -173,7 +176,21 @@ impl Stack {
         let inspector = free_port();
         let log = File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
         let log_err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let var = |name: &str, value: &str| format!("{name}:{value}");
+        let mut defaults = vec![
+            ("LYNXO_KEYRING", KEYRING.to_owned()),
+            ("ORIGIN_KEYRING", ORIGIN_KEYRING.to_owned()),
+            ("ORIGIN_URL", format!("http://{}", self.origin)),
+            ("REVOCATION_CACHE_MS", self.options.cache_ms.to_string()),
+            ("SYNC_MAX_BYTES", self.options.sync_max_bytes.to_string()),
+        ];
+        for (name, value) in &self.options.vars {
+            defaults.retain(|(n, _)| n != name);
+            defaults.push((name, value.clone()));
+        }
+        let vars: Vec<String> = defaults
+            .iter()
+            .map(|(name, value)| format!("{name}:{value}"))
+            .collect();
         let config = self.prepare_worker();
         let mut cmd = Command::new(self.root.join("node_modules/.bin/wrangler"));
         cmd.current_dir(&self.root)
@@ -186,20 +203,7 @@ impl Stack {
             .args(["--show-interactive-dev-session=false"])
             .arg("--persist-to")
             .arg(self.state.path().join("kv"))
-            .args(["--var", &var("LYNXO_KEYRING", KEYRING)])
-            .args(["--var", &var("ORIGIN_KEYRING", ORIGIN_KEYRING)])
-            .args([
-                "--var",
-                &var("ORIGIN_URL", &format!("http://{}", self.origin)),
-            ])
-            .args([
-                "--var",
-                &var("REVOCATION_CACHE_MS", &self.options.cache_ms.to_string()),
-            ])
-            .args([
-                "--var",
-                &var("SYNC_MAX_BYTES", &self.options.sync_max_bytes.to_string()),
-            ])
+            .args(vars.iter().flat_map(|v| ["--var".to_owned(), v.clone()]))
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
             .stdin(Stdio::null())

@@ -578,3 +578,47 @@ fn never_pushed_shard_fails_closed(ctx: &Ctx) {
         "revocation_list_unavailable",
     );
 }
+
+/// Binding and dependency failures are 5xx problem documents, never crashes or open doors.
+#[test]
+fn edge_fails_closed_on_bad_bindings() {
+    let origin_bin = env!("CARGO_BIN_EXE_demo_origin");
+    // An identity keyring that does not parse: every API request is refused, health still works.
+    let options = Options {
+        vars: vec![("ORIGIN_KEYRING", "active=1;1:00".to_owned())],
+        ..Options::default()
+    };
+    let stack = Stack::start(origin_bin, options);
+    let claims = keys::claims(
+        key_id(0, 1),
+        Environment::Development,
+        ScopeSet::FULL_ACCESS,
+    );
+    let auth = format!("Bearer {}", issue(&stack.keyring, &claims));
+    let r = stack.edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"");
+    let body = problem(&r, 500, "edge_misconfigured");
+    assert!(!body.to_string().contains("ORIGIN_KEYRING"), "{body}");
+    assert_eq!(stack.edge("GET", "/healthz", &[], b"").status, 200);
+    drop(stack);
+
+    // An origin that is down: 502, after every check passed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let options = Options {
+        vars: vec![("ORIGIN_URL", format!("http://{closed}"))],
+        ..Options::default()
+    };
+    let stack = Stack::start(origin_bin, options);
+    let body = shard_bytes(&stack.keyring, 0, 1, &[], 3_600);
+    let sig = sign_push(&stack.keyring, 0, &body);
+    let pushed = stack.edge(
+        "PUT",
+        "/_lynxo/sync/revocations/0",
+        &[("Lynxo-Signature", &sig)],
+        &body,
+    );
+    assert_eq!(pushed.status, 204, "{}", pushed.text());
+    let r = stack.edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"");
+    problem(&r, 502, "origin_unavailable");
+}
