@@ -514,6 +514,10 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// Only keys whose name contains this (case-insensitive).
     pub search: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+    /// Continue after this cursor (`next_cursor` of the previous page).
+    pub cursor: Option<String>,
 }
 
 /// A list of keys.
@@ -525,6 +529,13 @@ pub struct KeyList {
     pub active_keys: u32,
     /// The plan's limit.
     pub max_active_keys: u32,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_cursor(cursor: &str) -> Option<(u64, KeyId)> {
+    let (at, id) = cursor.split_once('.')?;
+    Some((at.parse().ok()?, KeyId::parse_hex(id)?))
 }
 
 /// `GET /v1/keys`.
@@ -539,14 +550,35 @@ pub async fn list_keys(
         .as_deref()
         .map(parse_environment)
         .transpose()?;
-    if let Some(s) = &q.status {
-        if !matches!(s.as_str(), "active" | "expired" | "rotating" | "revoked") {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("active") => Some("active"),
+        Some("expired") => Some("expired"),
+        Some("rotating") => Some("rotating"),
+        Some("revoked") => Some("revoked"),
+        Some(_) => {
             return Err(AppError::validation(
                 "status must be active, expired, rotating or revoked",
             )
             .with_field("field", "status"));
         }
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(
+            AppError::validation("limit must be between 1 and 1000").with_field("field", "limit")
+        );
     }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            parse_cursor(c).ok_or_else(|| {
+                AppError::validation("cursor is not one this API returned")
+                    .with_field("field", "cursor")
+            })
+        })
+        .transpose()?;
     let search = q
         .search
         .map(|s| s.trim().to_owned())
@@ -560,27 +592,30 @@ pub async fn list_keys(
     let filter = ListFilter {
         environment,
         search,
+        status,
+        after,
+        limit,
     };
     let account = caller.account_id;
     let (rows, active, plan) = state
         .store
         .read(move |c| {
             Ok((
-                db::list(c, account, &filter)?,
+                db::list(c, account, &filter, now)?,
                 db::count_active(c, account, now)?,
                 accounts::plan(c, account)?,
             ))
         })
         .await?;
-    let data = rows
-        .iter()
-        .map(|r| KeyView::new(r, now))
-        .filter(|v| q.status.as_deref().is_none_or(|s| v.status == s))
-        .collect();
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.created_at, r.id)))
+        .flatten();
+    let data = rows.iter().map(|r| KeyView::new(r, now)).collect();
     Ok(Json(KeyList {
         data,
         active_keys: active,
         max_active_keys: plan.max_active_keys,
+        next_cursor,
     }))
 }
 

@@ -222,7 +222,7 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
 
     let _service = start(&db, port, &edge);
     let agent = agent();
-    let (status, list) = call(&agent, &format!("{base}/v1/keys"), &token, None).unwrap();
+    let (status, list) = call(&agent, &format!("{base}/v1/keys?limit=1000"), &token, None).unwrap();
     assert_eq!(status, 200);
     let stored: HashMap<String, String> = list["data"]
         .as_array()

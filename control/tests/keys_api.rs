@@ -830,3 +830,68 @@ async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
     // Every routed operation is described (the router's table, counted by hand).
     assert_eq!(described, 16);
 }
+
+#[tokio::test]
+async fn list_pages_with_a_cursor_and_counts_status_like_get() {
+    let app = TestApp::new();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(id_of(
+            &app.create_key(json!({ "name": format!("k{i}") })).await,
+        ));
+        if i % 2 == 0 {
+            app.advance(1);
+        }
+    }
+    // Statuses of every kind, to check the SQL filter agrees with each key's own status.
+    app.alice()
+        .post(
+            &format!("/v1/keys/{}/revoke", ids[0]),
+            json!({ "reason": "r" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    app.alice()
+        .post(
+            &format!("/v1/keys/{}/rotate", ids[1]),
+            json!({ "grace_period_seconds": 600 }),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    app.create_key(json!({ "name": "short", "expires_at": START + 100 }))
+        .await;
+    app.advance(200);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/keys?limit=3&cursor={c}"),
+            None => "/v1/keys?limit=3".to_owned(),
+        };
+        let page = app.alice().get(&path).await.expect(StatusCode::OK).body;
+        for k in page["data"].as_array().unwrap() {
+            seen.push(k.clone());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 9, "7 created, 1 rotated in, 1 expiring");
+    let unique: std::collections::HashSet<_> = seen.iter().map(|k| k["id"].clone()).collect();
+    assert_eq!(unique.len(), 9, "no key twice");
+    for status in ["active", "expired", "rotating", "revoked"] {
+        let filtered = app
+            .alice()
+            .get(&format!("/v1/keys?status={status}"))
+            .await
+            .body;
+        let expected = seen.iter().filter(|k| k["status"] == status).count();
+        assert!(expected > 0, "{status}");
+        assert_eq!(
+            filtered["data"].as_array().unwrap().len(),
+            expected,
+            "{status}"
+        );
+    }
+}

@@ -147,10 +147,35 @@ pub struct ListFilter {
     pub environment: Option<Environment>,
     /// Name contains this (case-insensitive).
     pub search: Option<String>,
+    /// Only keys with this status at `now`: `active`, `expired`, `rotating` or `revoked`.
+    pub status: Option<&'static str>,
+    /// Only keys after this one in list order: `(created_at, id)` of the last key seen.
+    pub after: Option<(u64, KeyId)>,
+    /// At most this many.
+    pub limit: u32,
 }
 
-/// An account's keys, newest first.
-pub fn list(conn: &Connection, account_id: u64, filter: &ListFilter) -> Result<Vec<KeyRow>> {
+/// The SQL form of each status, consistent with how the API derives a key's status: revoked
+/// (revocation in effect) first, then expired, then rotating (revocation scheduled), then active.
+fn status_sql(status: &str) -> &'static str {
+    match status {
+        "revoked" => "revoked_at IS NOT NULL AND revoked_at <= ?4",
+        "expired" => {
+            "(revoked_at IS NULL OR revoked_at > ?4) AND expires_at IS NOT NULL AND expires_at <= ?4"
+        }
+        "rotating" => "revoked_at > ?4 AND (expires_at IS NULL OR expires_at > ?4)",
+        "active" => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
+        _ => "1",
+    }
+}
+
+/// A page of an account's keys, newest first.
+pub fn list(
+    conn: &Connection,
+    account_id: u64,
+    filter: &ListFilter,
+    now: u64,
+) -> Result<Vec<KeyRow>> {
     let pattern = filter.search.as_ref().map(|s| {
         let escaped = s
             .replace('\\', "\\\\")
@@ -158,17 +183,27 @@ pub fn list(conn: &Connection, account_id: u64, filter: &ListFilter) -> Result<V
             .replace('_', "\\_");
         format!("%{escaped}%")
     });
+    let (after_at, after_id) = filter.after.map_or((None, None), |(at, id)| {
+        (Some(to_i64(at)), Some(id.to_string()))
+    });
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM api_keys WHERE account_id = ?1 \
          AND (?2 IS NULL OR environment = ?2) \
          AND (?3 IS NULL OR name LIKE ?3 ESCAPE '\\') \
-         ORDER BY created_at DESC, id"
+         AND ({}) \
+         AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6)) \
+         ORDER BY created_at DESC, id LIMIT ?7",
+        filter.status.map_or("1", status_sql)
     ))?;
     let rows = stmt.query_map(
         params![
             to_i64(account_id),
             filter.environment.map(Environment::name),
-            pattern
+            pattern,
+            to_i64(now),
+            after_at,
+            after_id,
+            filter.limit
         ],
         from_row,
     )?;
