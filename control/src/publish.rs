@@ -203,31 +203,33 @@ impl Sink for EdgeSyncSink {
     }
 }
 
-/// Keeps shards in memory: for tests, and for running without an edge.
+/// Keeps the latest bytes of each shard in memory: for tests, and for running without an edge
+/// (bounded: one value per shard, like KV).
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    /// Every write, in order: `(shard, bytes)`.
-    pub writes: std::sync::Mutex<Vec<(u16, Vec<u8>)>>,
+    latest: std::sync::Mutex<HashMap<u16, Vec<u8>>>,
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl MemorySink {
     /// The latest bytes written for `index`.
     pub fn latest(&self, index: u16) -> Option<Vec<u8>> {
-        self.writes
-            .lock()
-            .ok()?
-            .iter()
-            .rev()
-            .find(|(i, _)| *i == index)
-            .map(|(_, b)| b.clone())
+        self.latest.lock().ok()?.get(&index).cloned()
+    }
+
+    /// How many writes it has taken.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
 impl Sink for MemorySink {
     fn put(&self, index: u16, body: &[u8], _now: u64) -> Result<(), SinkError> {
-        if let Ok(mut w) = self.writes.lock() {
-            w.push((index, body.to_vec()));
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.insert(index, body.to_vec());
         }
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

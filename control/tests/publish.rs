@@ -84,7 +84,7 @@ async fn writes_to_one_shard_coalesce_to_one_per_second() {
     assert_eq!(pass.written.len(), 1, "two revocations, one write");
     let shard = open(&app.sink.latest(0).unwrap());
     assert!(shard.contains(a) && shard.contains(b));
-    assert_eq!(app.sink.writes.lock().unwrap().len(), 2);
+    assert_eq!(app.sink.writes(), 2);
 }
 
 #[tokio::test]

@@ -131,6 +131,22 @@ pub fn append(
     Ok(seq)
 }
 
+/// The newest event's sequence number and hash (hex): the chain's head. Recorded somewhere
+/// else (a log, a ticket), it lets a later check notice rows removed from the end, which the
+/// chain alone cannot.
+pub fn head(conn: &Connection) -> Result<Option<(u64, String)>> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row
+        .map(|(seq, hash)| Ok::<_, rusqlite::Error>((to_u64(seq)?, hex::encode(hash))))
+        .transpose()?)
+}
+
 /// An account's events, newest first, before `before_seq` if given.
 pub fn list(
     conn: &Connection,
@@ -287,6 +303,19 @@ mod tests {
     fn an_untouched_chain_verifies() {
         let (_dir, store) = store_with_events(5);
         assert_eq!(verify(&store), Ok(5));
+    }
+
+    #[test]
+    fn the_head_reveals_a_truncated_tail() {
+        let (_dir, store) = store_with_events(3);
+        let before = store.read_blocking(head).unwrap().unwrap();
+        assert_eq!(before.0, 3);
+        assert_eq!(before.1.len(), 64);
+        tamper(&store, "DELETE FROM audit_events WHERE seq = 3");
+        // The chain itself still verifies; only the recorded head shows the loss.
+        assert_eq!(verify(&store), Ok(2));
+        let after = store.read_blocking(head).unwrap().unwrap();
+        assert_ne!(after, before);
     }
 
     #[test]
