@@ -42,7 +42,13 @@ pub fn authenticate(
     path: &str,
 ) -> Result<Admitted, Denial> {
     let claims = key::verify(text, keyring, now)?;
-    if is_revoked(claims.key_id) {
+    admit(claims, is_revoked(claims.key_id), method, path)
+}
+
+/// The second half of [`authenticate`], for callers that verified the key already and looked up
+/// its revocation status themselves (asynchronously, by its key id).
+pub fn admit(claims: Claims, revoked: bool, method: &str, path: &str) -> Result<Admitted, Denial> {
+    if revoked {
         return Err(Denial::Revoked);
     }
     let route = scope::authorize(claims.scopes, method, path)?;

@@ -25,6 +25,7 @@
 //! distinct [`ListError`]. Membership is a lookup in a bucket index over the sorted ids: one
 //! index read and a binary search of a few ids, whatever the list's size.
 
+use crate::envelope::{self, EnvelopeError};
 use crate::key::KeyId;
 use crate::mac::{Keyring, Purpose, TAG_LEN};
 
@@ -98,6 +99,56 @@ pub fn shard_of(key_id: KeyId, shard_count: u16) -> u16 {
     let top = u32::from(u16::from_be_bytes([key_id.0[0], key_id.0[1]]));
     // top * count < 2^32 and the quotient is < count, so the cast is lossless.
     ((top * u32::from(shard_count.max(1))) >> 16) as u16
+}
+
+/// The top-16-bit values of the key ids that shard `shard` of `shard_count` holds: the inverse
+/// of [`shard_of`]. Ranges of consecutive shards are contiguous and together cover `0..65536`.
+pub fn shard_range(shard: u16, shard_count: u16) -> core::ops::Range<u32> {
+    let count = u32::from(shard_count.max(1));
+    let start = |s: u32| (s * 65_536).div_ceil(count);
+    start(u32::from(shard))..start(u32::from(shard) + 1)
+}
+
+/// The Workers KV key under which shard `index` is stored: the control plane writes it, the edge
+/// reads it. Part of the deployed format: never change it.
+pub fn kv_key(index: u16) -> String {
+    format!("revocations/v1/{index}")
+}
+
+/// First signed part of a shard push to the edge's sync endpoint.
+const PUSH_KIND: &[u8] = b"revocations";
+
+/// Signs a push of shard `index` (its encoded `body`) to the edge's sync endpoint at `now`: the
+/// `Lynxo-Signature` header value, made with the key-signing keyring's sync subkey.
+pub fn sign_push(keyring: &Keyring, index: u16, body: &[u8], now: u64) -> String {
+    let index = index.to_string();
+    envelope::sign(
+        keyring,
+        Purpose::Sync,
+        now,
+        &[PUSH_KIND, index.as_bytes(), body],
+    )
+}
+
+/// Checks a push's `Lynxo-Signature` header: made by [`sign_push`] for this `index` and `body`,
+/// within `tolerance` seconds of `now`.
+pub fn verify_push(
+    keyring: &Keyring,
+    header: &str,
+    index: u16,
+    body: &[u8],
+    now: u64,
+    tolerance: u64,
+) -> Result<u64, EnvelopeError> {
+    let index = index.to_string();
+    envelope::verify(
+        keyring,
+        Purpose::Sync,
+        header,
+        &[PUSH_KIND, index.as_bytes(), body],
+        now,
+        tolerance,
+    )
 }
 
 /// The metadata of one shard.
@@ -370,6 +421,44 @@ mod tests {
             RevocationShard::new(header(16, 16), 4, []).unwrap_err(),
             ListError::Malformed
         );
+    }
+
+    #[test]
+    fn shard_range_inverts_shard_of() {
+        for count in [1_u16, 3, 16, 64, 1000, u16::MAX] {
+            let mut next = 0;
+            for shard in 0..count {
+                let range = shard_range(shard, count);
+                assert_eq!(range.start, next, "contiguous");
+                for top in range.clone().take(3).chain(range.clone().rev().take(3)) {
+                    let top = u16::try_from(top).unwrap().to_be_bytes();
+                    let mut id = [0; 16];
+                    id[..2].copy_from_slice(&top);
+                    assert_eq!(shard_of(KeyId(id), count), shard, "count {count}");
+                }
+                next = range.end;
+            }
+            assert_eq!(next, 65_536);
+        }
+    }
+
+    #[test]
+    fn pushes_are_bound_to_their_shard_and_body() {
+        let ring = keyring();
+        let header = sign_push(&ring, 3, b"body", 1_000);
+        assert_eq!(
+            verify_push(&ring, &header, 3, b"body", 1_100, 300),
+            Ok(1_000)
+        );
+        assert_eq!(
+            verify_push(&ring, &header, 4, b"body", 1_100, 300),
+            Err(EnvelopeError::BadSignature)
+        );
+        assert_eq!(
+            verify_push(&ring, &header, 3, b"bodz", 1_100, 300),
+            Err(EnvelopeError::BadSignature)
+        );
+        assert_eq!(kv_key(3), "revocations/v1/3");
     }
 
     #[test]
