@@ -985,26 +985,20 @@ pub async fn verify_key(
             }));
         }
     }
-    // The revocation lookup needs the key id, which only a verified key gives: look it up first,
-    // then run the gate with the answer, so the order of checks stays the gate's own.
-    let revoked = match key::verify(&body.key, &state.keyring, now) {
+    // The revocation lookup needs the key id, which only a verified key gives, and runs on the
+    // store's threads; `gate::admit` then finishes the same decision the edge makes.
+    let admission = match key::verify(&body.key, &state.keyring, now) {
         Ok(claims) => {
             let id = claims.key_id;
-            state
+            let revoked = state
                 .store
                 .read(move |c| db::is_revoked(c, id, now))
-                .await?
+                .await?;
+            gate::admit(claims, revoked, &body.method, &body.path)
         }
-        Err(_) => false,
+        Err(e) => Err(Denial::Key(e)),
     };
-    let verdict = match gate::authenticate(
-        &body.key,
-        &state.keyring,
-        now,
-        |_| revoked,
-        &body.method,
-        &body.path,
-    ) {
+    let verdict = match admission {
         Ok(admitted) => {
             let c = admitted.claims;
             Verdict {

@@ -20,19 +20,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::envelope;
-use shared::mac::{Keyring, Purpose};
-use shared::revocation::{RevocationShard, ShardHeader};
+use shared::mac::Keyring;
+use shared::revocation::{self, RevocationShard, ShardHeader};
 use tokio::sync::Notify;
 
 use crate::Clock;
 use crate::error::AppError;
 use crate::store::{Store, revocations};
-
-/// The KV key of shard `index`; the edge reads the same name (`edge/src/cache.rs`).
-pub fn kv_key(index: u16) -> String {
-    format!("revocations/v1/{index}")
-}
 
 /// Wakes the publisher loop (after a revocation commits).
 #[derive(Debug, Clone, Default)]
@@ -127,7 +121,7 @@ impl KvRestSink {
 
     /// The request that writes shard `index`: `PUT .../values/<url-encoded key>`.
     pub fn request(&self, index: u16, body: &[u8]) -> Result<http::Request<Vec<u8>>, SinkError> {
-        let key = kv_key(index).replace('/', "%2F");
+        let key = revocation::kv_key(index).replace('/', "%2F");
         http::Request::put(format!(
             "{}/accounts/{}/storage/kv/namespaces/{}/values/{key}",
             self.base_url, self.account_id, self.namespace_id
@@ -175,21 +169,12 @@ impl EdgeSyncSink {
         body: &[u8],
         now: u64,
     ) -> Result<http::Request<Vec<u8>>, SinkError> {
-        let index_text = index.to_string();
-        let signature = envelope::sign(
-            &self.keyring,
-            Purpose::Sync,
-            now,
-            &[b"revocations", index_text.as_bytes(), body],
-        );
-        http::Request::put(format!(
-            "{}/_lynxo/sync/revocations/{index_text}",
-            self.base_url
-        ))
-        .header("lynxo-signature", signature)
-        .header("content-type", "application/octet-stream")
-        .body(body.to_vec())
-        .map_err(|e| SinkError::Transport(e.to_string()))
+        let signature = revocation::sign_push(&self.keyring, index, body, now);
+        http::Request::put(format!("{}/_lynxo/sync/revocations/{index}", self.base_url))
+            .header("lynxo-signature", signature)
+            .header("content-type", "application/octet-stream")
+            .body(body.to_vec())
+            .map_err(|e| SinkError::Transport(e.to_string()))
     }
 }
 
