@@ -14,10 +14,8 @@ use shared::revocation::RevocationShard;
 
 use crate::decide::RevocationStatus;
 
-/// The KV key of shard `index`.
-pub fn kv_key(index: u16) -> String {
-    format!("revocations/v1/{index}")
-}
+/// The KV key of shard `index` (shared with the control plane, which writes it).
+pub use shared::revocation::kv_key;
 
 #[derive(Debug, Default)]
 struct Entry {

@@ -6,9 +6,10 @@
 //! the key id, then [`admit`] (revocation, then route and scope). [`decide`] chains the two for
 //! tests. Every check is a call into `shared`; this module only maps the results to answers.
 
+use shared::gate::{self, Denial};
 use shared::identity::Identity;
 use shared::key::{self, Claims, Environment, KeyError, KeyId};
-use shared::scope::{self, Method, PolicyError, Route};
+use shared::scope::{Method, PolicyError, Route};
 
 use crate::config::Config;
 use crate::problem::{self, CHALLENGE, Problem, Reply, bearer_error};
@@ -86,9 +87,9 @@ pub fn admit(
     status: RevocationStatus,
     cfg: &Config,
 ) -> Result<Admitted, Reply> {
-    match status {
-        RevocationStatus::Clear => {}
-        RevocationStatus::Revoked => return Err(not_valid()),
+    let revoked = match status {
+        RevocationStatus::Clear => false,
+        RevocationStatus::Revoked => true,
         RevocationStatus::Unavailable => {
             return Err(problem::unavailable(
                 "revocation_list_unavailable",
@@ -96,9 +97,15 @@ pub fn admit(
                 cfg.retry_after(),
             ));
         }
-    }
+    };
     let claims = verified.claims;
-    let route = scope::authorize(claims.scopes, req.method, req.path).map_err(policy_reply)?;
+    let admitted =
+        gate::admit(claims, revoked, req.method, req.path).map_err(|denial| match denial {
+            Denial::Policy(e) => policy_reply(e),
+            // Revoked, or anything this build does not know: the one answer for an invalid key.
+            _ => not_valid(),
+        })?;
+    let route = admitted.route;
     Ok(Admitted {
         identity: Identity {
             account_id: claims.account_id,

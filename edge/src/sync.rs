@@ -12,9 +12,9 @@
 //! does the worker write KV. Answers: 204 written, 401 unsigned or bad signature, 409 older than
 //! KV, 413 too large, 422 not a valid shard for this index.
 
-use shared::envelope::{self, EnvelopeError};
-use shared::mac::{Keyring, Purpose};
-use shared::revocation::RevocationShard;
+use shared::envelope::EnvelopeError;
+use shared::mac::Keyring;
+use shared::revocation::{self, RevocationShard};
 
 use crate::config::Config;
 use crate::problem::{Problem, Reply};
@@ -25,14 +25,8 @@ pub const PATH_PREFIX: &str = "/_lynxo/sync/revocations/";
 pub const SIGNATURE_HEADER: &str = "lynxo-signature";
 /// Seconds a push's timestamp may differ from the edge's clock.
 pub const TOLERANCE: u64 = 300;
-/// First signed part of a revocation push.
-pub const KIND: &[u8] = b"revocations";
-
 /// Signs a push of `body` as shard `index` at `now`: what the control plane sends.
-pub fn sign_push(keyring: &Keyring, index: u16, body: &[u8], now: u64) -> String {
-    let index = index.to_string();
-    envelope::sign(keyring, Purpose::Sync, now, &[KIND, index.as_bytes(), body])
-}
+pub use shared::revocation::sign_push;
 
 /// A push that passed every check but the comparison with KV.
 #[derive(Debug)]
@@ -122,15 +116,7 @@ pub fn check_push(
             "A push must carry a `Lynxo-Signature` header.",
         ));
     };
-    envelope::verify(
-        &cfg.keyring,
-        Purpose::Sync,
-        signature,
-        &[KIND, index_text.as_bytes(), body],
-        now,
-        TOLERANCE,
-    )
-    .map_err(|e| {
+    revocation::verify_push(&cfg.keyring, signature, index, body, now, TOLERANCE).map_err(|e| {
         let reason = match e {
             EnvelopeError::Malformed => "malformed",
             EnvelopeError::UnknownKid(_) => "unknown_kid",

@@ -1,9 +1,8 @@
 //! Keys and revocation shards for the tests, signed with the stack's keyring exactly as the
 //! control plane signs them, and sync pushes signed as the control plane sends them.
 
-use shared::envelope;
 use shared::key::{self, Claims, Environment, KeyId};
-use shared::mac::{Keyring, Purpose};
+use shared::mac::Keyring;
 use shared::revocation::{RevocationShard, ShardHeader, shard_of};
 use shared::scope::ScopeSet;
 
@@ -71,11 +70,5 @@ pub fn sign_push(keyring: &Keyring, shard: u16, body: &[u8]) -> String {
 
 /// The `Lynxo-Signature` of a push of `body` as shard `shard`, signed at `t`.
 pub fn sign_push_at(keyring: &Keyring, shard: u16, body: &[u8], t: u64) -> String {
-    let index = shard.to_string();
-    envelope::sign(
-        keyring,
-        Purpose::Sync,
-        t,
-        &[b"revocations", index.as_bytes(), body],
-    )
+    shared::revocation::sign_push(keyring, shard, body, t)
 }

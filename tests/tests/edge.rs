@@ -518,7 +518,7 @@ fn tampered_or_older_shard_in_kv_ignored(ctx: &Ctx) {
         Environment::Development,
         ScopeSet::FULL_ACCESS,
     );
-    let kv_key = format!("revocations/v1/{SHARD_TAMPER}");
+    let kv_key = shared::revocation::kv_key(SHARD_TAMPER);
     let v5 = shard_bytes(ring, SHARD_TAMPER, 5, &[claims.key_id], 3_600);
     assert_eq!(ctx.push_signed(SHARD_TAMPER, &v5).status, 204);
     problem(&ctx.bearer("GET", "/v1/jobs", &key), 401, "invalid_token");

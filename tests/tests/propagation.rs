@@ -110,7 +110,7 @@ fn revocation_propagation() {
             // The write lands somewhere inside the command (wrangler starts Node first): time
             // from its exit (a lower bound) and from its start (an upper bound).
             let started = Instant::now();
-            stack.kv_put(&format!("revocations/v1/{shard}"), &body);
+            stack.kv_put(&shared::revocation::kv_key(shard), &body);
             let exited = Instant::now();
             let since_exit = until_refused(&stack, &key, exited);
             via_kv_upper.push(since_exit + (exited - started));
