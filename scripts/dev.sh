@@ -1,48 +1,132 @@
 #!/usr/bin/env bash
-# Runs Lynxo Keys locally on loopback: the edge worker under workerd (wrangler dev), and the
-# parts of the system that exist so far. Ctrl-C stops everything it started.
+# Runs Lynxo Keys locally, all on loopback: the control plane (admin API), the edge worker under
+# workerd (wrangler dev) and a demo origin standing in for the Lynxo API, with a demo account
+# and a demo key. Ctrl-C stops everything it started.
 #
 #   bash scripts/dev.sh
 #
-# Installs what it needs first (scripts/bootstrap.sh). Local secrets are generated once into
-# .dev/ (gitignored) and reused, so keys issued in one run keep working in the next.
+# Installs and builds what it needs first. Local state (secrets, database, KV) lives in .dev/
+# (gitignored) and is reused, so the demo account and key survive restarts; delete .dev/ to
+# start over. Ports: CONTROL_PORT (8080), EDGE_PORT (8787), ORIGIN_PORT (8788).
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LYNXO_ROOT"
 
+CONTROL_PORT="${CONTROL_PORT:-8080}"
 EDGE_PORT="${EDGE_PORT:-8787}"
+ORIGIN_PORT="${ORIGIN_PORT:-8788}"
+DEV=.dev
+
+log() { printf 'dev: %s\n' "$*"; }
+die() { printf 'dev: error: %s\n' "$*" >&2; exit 1; }
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+for port in "$CONTROL_PORT" "$EDGE_PORT" "$ORIGIN_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use"; fi
+done
 
 bash scripts/bootstrap.sh
-mkdir -p .dev
-if [[ ! -s .dev/keyring ]]; then
-  printf 'active=1;1:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >.dev/keyring
-  chmod 600 .dev/keyring
-fi
-keyring="$(cat .dev/keyring)"
+log "building the worker, the control plane and the demo origin"
+bash scripts/build-edge.sh
+cargo build --quiet -p control --bin control -p e2e --bin demo_origin
+bin="${CARGO_TARGET_DIR:-target}/debug"
+
+# Secrets, made once: the key-signing keyring (shared by control plane and edge) and the
+# identity keyring (shared by edge and origin).
+mkdir -p "$DEV"
+chmod 700 "$DEV"
+[[ -s $DEV/keyring ]] || printf 'active=1;1:%s\n' "$(random_hex 32)" >"$DEV/keyring"
+[[ -s $DEV/origin-keyring ]] || printf 'active=1;1:%s\n' "$(random_hex 32)" >"$DEV/origin-keyring"
+keyring="$(cat "$DEV/keyring")"
+origin_keyring="$(cat "$DEV/origin-keyring")"
 
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-setsid npx --no-install wrangler dev --env development --port "$EDGE_PORT" --ip 127.0.0.1 \
-  --persist-to .dev/wrangler --var "LYNXO_KEYRING:$keyring" &
+# Demo account, once: its management token and password are kept in .dev/ for later runs.
+db="$DEV/control.sqlite3"
+if [[ ! -s $DEV/management-token ]]; then
+  rm -f "$db" "$db-wal" "$db-shm"
+  password="$(random_hex 9)"
+  out="$(LYNXO_KEYRING="$keyring" LYNXO_INIT_PASSWORD="$password" "$bin/control" init \
+    --database "$db" --account-name "Demo account" --email demo@lynxo.local 2>/dev/null)"
+  sed -n 's/^management_token=//p' <<<"$out" >"$DEV/management-token"
+  printf '%s\n' "$password" >"$DEV/demo-password"
+  [[ -s $DEV/management-token ]] || die "control init printed no management token"
+fi
+token="$(cat "$DEV/management-token")"
+
+ORIGIN_KEYRING="$origin_keyring" setsid "$bin/demo_origin" --port "$ORIGIN_PORT" \
+  >"$DEV/origin.log" 2>&1 &
 pids+=($!)
 
-for _ in $(seq 1 120); do
-  curl -fsS "http://127.0.0.1:$EDGE_PORT/healthz" >/dev/null 2>&1 && break
-  sleep 1
+setsid npx --no-install wrangler dev --env development --port "$EDGE_PORT" --ip 127.0.0.1 \
+  --persist-to "$DEV/wrangler" \
+  --var "LYNXO_KEYRING:$keyring" --var "ORIGIN_KEYRING:$origin_keyring" \
+  --var "ORIGIN_URL:http://127.0.0.1:$ORIGIN_PORT" >"$DEV/edge.log" 2>&1 &
+pids+=($!)
+
+wait_for() { # url, name, log; wrangler dev reruns the (incremental) worker build first
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  tail -n 30 "$3" >&2
+  die "$2 did not come up at $1"
+}
+wait_for "http://127.0.0.1:$EDGE_PORT/healthz" "edge worker" "$DEV/edge.log"
+
+LYNXO_KEYRING="$keyring" setsid "$bin/control" serve --database "$db" \
+  --listen "127.0.0.1:$CONTROL_PORT" --public-origin "http://127.0.0.1:$CONTROL_PORT" \
+  --edge-sync-url "http://127.0.0.1:$EDGE_PORT" >"$DEV/control.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$CONTROL_PORT/readyz" "control plane" "$DEV/control.log"
+
+api() { curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
+# A demo key, once (shown once by the API, so kept in .dev/ for later runs).
+if [[ ! -s $DEV/demo-key ]]; then
+  api -X POST "http://127.0.0.1:$CONTROL_PORT/v1/keys" \
+    -d '{"name":"Demo key","environment":"development","permission":"read_write","description":"Made by scripts/dev.sh"}' |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).key))' >"$DEV/demo-key"
+fi
+key="$(cat "$DEV/demo-key")"
+
+# The edge fails closed until the control plane has published the revocation shards.
+for _ in $(seq 1 60); do
+  status="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "http://127.0.0.1:$EDGE_PORT/v1/jobs")"
+  [[ $status == 200 ]] && break
+  sleep 0.5
 done
+[[ $status == 200 ]] || log "warning: the demo key got $status from the edge (see $DEV/edge.log)"
 
 cat <<INFO
 
-  Lynxo Keys, local
-  edge worker : http://127.0.0.1:$EDGE_PORT  (health: /healthz)
-  not built yet: the control plane and dashboard (issue 3), the demo origin (issue 4).
+  Lynxo Keys is running locally.
 
-  Ctrl-C stops everything.
+  control plane (admin API) : http://127.0.0.1:$CONTROL_PORT   (OpenAPI: /openapi.json)
+  edge (the Lynxo API)      : http://127.0.0.1:$EDGE_PORT
+  demo origin               : http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
+  dashboard                 : not built yet (issue 6); use the admin API below
+
+  demo account  : demo@lynxo.local / $(cat "$DEV/demo-password")
+  management token (admin API):
+    $token
+
+  Call the API through the edge with the demo key:
+    curl -X GET "http://127.0.0.1:$EDGE_PORT/v1/jobs" -H "Authorization: Bearer $key"
+
+  Create another key:
+    curl -X POST "http://127.0.0.1:$CONTROL_PORT/v1/keys" -H "Authorization: Bearer $token" \\
+      -H "Content-Type: application/json" -d '{"name":"My key","environment":"development","permission":"read_only"}'
+
+  Logs: $DEV/*.log. Ctrl-C stops everything.
 INFO
-wait
+wait -n "${pids[@]}" || true
+die "a service stopped; see $DEV/*.log"
