@@ -641,9 +641,19 @@ pub async fn get_key(
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     /// New name.
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     /// New description; an empty string clears it.
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
+}
+
+/// A PATCH field may be absent (unchanged) but not `null`: a client sending `null` to clear a
+/// field would otherwise get a `200` with nothing changed. `null` is a 422, as the schema says.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// `PATCH /v1/keys/{id}`: name and description only; a key's powers never change after issue.

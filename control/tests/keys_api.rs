@@ -514,6 +514,32 @@ async fn update_changes_name_and_description_only() {
     );
 }
 
+/// Found by schemathesis (scripts/schemathesis.sh): `{"name": "x", "description": null}` used to
+/// answer 200, renaming the key and leaving the description as it was, although the schema says
+/// `description` is a string and a client sending `null` meant to clear it. `null` is now a 422 for
+/// either field, and nothing changes.
+#[tokio::test]
+async fn update_refuses_null_fields() {
+    let app = TestApp::new();
+    let key = app.create_key(json!({ "description": "kept" })).await;
+    let path = format!("/v1/keys/{}", id_of(&key));
+    for bad in [
+        json!({ "name": "renamed", "description": null }),
+        json!({ "name": null, "description": "changed" }),
+        json!({ "name": null }),
+        json!({ "description": null }),
+    ] {
+        app.alice()
+            .patch(&path, bad)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    let r = app.alice().get(&path).await.expect(StatusCode::OK);
+    assert_eq!(r.body["name"], key["name"]);
+    assert_eq!(r.body["description"], "kept");
+    assert!(!app.audit_actions().iter().any(|a| a == "key.updated"));
+}
+
 #[tokio::test]
 async fn revoke_is_recorded_irreversible_and_harmless_twice() {
     let app = TestApp::new();
