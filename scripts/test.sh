@@ -3,11 +3,12 @@
 #
 #   bash scripts/test.sh
 #
-# .ci/run calls exactly this. Steps: toolchain bootstrap; formatting and lints; the worker's
+# .ci/run calls exactly this. Steps: toolchain bootstrap; formatting and lints; a check that
+# `shared` depends on no clock, RNG or I/O crate; the worker's
 # release build (the end-to-end tests run it) and an offline `wrangler deploy --dry-run` of each
 # environment; the native tests of the whole workspace, including the end-to-end suite in tests/
 # (the worker under `wrangler dev` in front of the demo origin); the shared crate's vector tests
-# again as wasm32 under Node.
+# again as wasm32 under Node; schemathesis against a live control plane.
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -25,6 +26,9 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "shared has no clock, RNG or I/O dependency"
+bash scripts/check-shared-pure.sh
+
 step "edge worker: release build and offline deploy dry-run per environment"
 bash scripts/build-edge.sh
 for env in development staging production; do
@@ -37,6 +41,9 @@ done
 
 step "native tests, end-to-end suite included"
 cargo test --workspace
+
+step "schemathesis against a live control plane"
+bash scripts/schemathesis.sh
 
 step "shared tests as wasm32 under Node"
 bash scripts/test-wasm.sh
