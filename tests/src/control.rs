@@ -1,0 +1,248 @@
+//! Starts the real control plane (the `control` binary) for a test, in front of a running
+//! [`Stack`]'s worker, and stops it afterwards.
+//!
+//! The binary is built with the cargo that runs the tests (`cargo build -p control --bin control
+//! --message-format=json`, same profile, same target directory), and its path is read from
+//! cargo's own build messages rather than guessed, so `CARGO_TARGET_DIR` or a release run
+//! finds the right file. An up-to-date binary makes that a no-op of well under a second.
+//!
+//! [`Control::start`] creates a temporary SQLite database, runs `control init` (an account, a
+//! user and a management token), then `control serve` on a free loopback port with the test
+//! keyring and `--edge-sync-url` pointing at the stack's worker, so revocations reach the edge
+//! through the worker's signed sync endpoint. It returns once the worker holds every shard from
+//! the publisher's first pass (before that the worker fails closed). `Drop` kills the process
+//! group.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use shared::key::Environment;
+use shared::scope::ScopeSet;
+
+use crate::stack::{KEYRING, Stack, workspace_root};
+use crate::{http, keys};
+
+/// The running control plane.
+pub struct Control {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The management token `init` printed.
+    pub token: String,
+    /// The account `init` created.
+    pub account_id: u64,
+    state: TempDir,
+    child: Child,
+}
+
+/// A response from the control plane, with its body parsed as JSON (`Null` if it is not).
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub body: Value,
+    /// The raw response.
+    pub raw: http::Response,
+}
+
+/// Builds the `control` binary with the cargo running the tests; returns its path.
+pub fn control_binary() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", "control", "--bin", "control"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo build -p control: {e}"));
+    assert!(output.status.success(), "cargo build -p control failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "control")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no executable for the control binary"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+impl Control {
+    /// Initialises a fresh database and serves it, publishing to `stack`'s worker; returns once
+    /// the service is ready.
+    pub fn start(stack: &Stack) -> Self {
+        let bin = control_binary();
+        let state = tempfile::Builder::new()
+            .prefix("lynxo-e2e-control-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let database = state.path().join("control.sqlite3");
+        let init = Command::new(&bin)
+            .arg("init")
+            .arg("--database")
+            .arg(&database)
+            .args(["--email", "e2e@example.com"])
+            .env("LYNXO_INIT_PASSWORD", "e2e-password-long-enough")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
+        let printed = String::from_utf8_lossy(&init.stdout).into_owned();
+        assert!(
+            init.status.success(),
+            "control init failed: {printed}{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let field = |name: &str| {
+            printed
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("control init printed no {name}: {printed}"))
+        };
+        let token = field("management_token");
+        let account_id = field("account_id")
+            .parse()
+            .unwrap_or_else(|e| panic!("account_id: {e}"));
+
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(state.path().join("control.log"))
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let log_err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(&bin)
+            .arg("serve")
+            .arg("--database")
+            .arg(&database)
+            .args(["--listen", &addr.to_string()])
+            .args(["--edge-sync-url", &format!("http://{}", stack.edge)])
+            .args(["--public-origin", &format!("http://{addr}")])
+            .env("LYNXO_KEYRING", KEYRING)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin:?} serve: {e}"));
+        let control = Self {
+            addr,
+            token,
+            account_id,
+            state,
+            child,
+        };
+        control.wait_ready(Duration::from_secs(30));
+        control.wait_for_every_shard(stack, Duration::from_secs(30));
+        control
+    }
+
+    /// Waits until the worker has every revocation shard from the publisher's first pass: until
+    /// then it fails closed (503) for keys in the shards it lacks. Probes with one test key per
+    /// shard (the test keyring is the control plane's too).
+    fn wait_for_every_shard(&self, stack: &Stack, limit: Duration) {
+        let start = Instant::now();
+        for shard in 0..keys::SHARDS {
+            let claims = keys::claims(
+                keys::key_id(shard, u64::MAX),
+                Environment::Development,
+                ScopeSet::FULL_ACCESS,
+            );
+            let auth = format!("Bearer {}", keys::issue(&stack.keyring, &claims));
+            loop {
+                let r = stack.edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"");
+                if r.status == 200 {
+                    break;
+                }
+                assert_eq!(r.status, 503, "shard {shard} probe: {}", r.text());
+                assert!(
+                    start.elapsed() < limit,
+                    "the worker lacks shard {shard} after {limit:?}\ncontrol plane log:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if http::send(self.addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "control plane not ready after {limit:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the control plane logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("control.log")).unwrap_or_default()
+    }
+
+    /// Calls the admin API with the management token; `body` is sent as JSON if present.
+    pub fn api(&self, method: &str, target: &str, body: Option<&Value>) -> ApiResponse {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![("Authorization", auth.as_str())];
+        let bytes = body.map(Value::to_string).unwrap_or_default();
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let raw = http::send(self.addr, method, target, &headers, bytes.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {target} to the control plane: {e}"));
+        let body = serde_json::from_slice(&raw.body).unwrap_or(Value::Null);
+        ApiResponse {
+            status: raw.status,
+            body,
+            raw,
+        }
+    }
+
+    /// Calls the admin API and asserts the status; returns the JSON body.
+    #[track_caller]
+    pub fn expect(&self, method: &str, target: &str, body: Option<&Value>, status: u16) -> Value {
+        let r = self.api(method, target, body);
+        assert_eq!(r.status, status, "{method} {target}: {}", r.raw.text());
+        r.body
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
