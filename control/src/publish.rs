@@ -7,10 +7,13 @@
 //! again. The loop also:
 //!
 //! - coalesces: a shard is written at most once per second (Workers KV's limit per key); a burst
-//!   of revocations in one shard becomes one write;
+//!   of revocations in one shard becomes one write. The first revocation in a shard not written
+//!   in the last second is written in the pass its trigger wakes, at once; a shard held back is
+//!   written as soon as its second is over (the loop sleeps until then, not a fixed tick);
 //! - heartbeats: a shard is republished when half its lifetime has passed, long before readers
 //!   would refuse it as stale; at start every shard not yet published in this layout is written;
-//! - waits for rotation grace periods: an outbox row is due only when the old key's grace ends.
+//! - waits for rotation grace periods: an outbox row is due only when the old key's grace ends,
+//!   and the loop wakes when the next grace period ends.
 //!
 //! Two [`Sink`]s write shards: the Cloudflare KV REST API ([`KvRestSink`]) and the edge worker's
 //! signed sync endpoint ([`EdgeSyncSink`]). Both build an `http::Request` first, so tests check
@@ -27,6 +30,11 @@ use tokio::sync::Notify;
 use crate::Clock;
 use crate::error::AppError;
 use crate::store::{Store, revocations};
+
+/// Shortest sleep between passes, so a clock that reads a little behind cannot spin the loop.
+const MIN_IDLE: Duration = Duration::from_millis(5);
+/// Sleep after a failed pass or a failed write.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// Wakes the publisher loop (after a revocation commits).
 #[derive(Debug, Clone, Default)]
@@ -261,6 +269,15 @@ pub struct Pass {
     pub deferred: Vec<u16>,
     /// Shards whose write failed (retried next pass).
     pub failed: Vec<u16>,
+    /// When the next pass has work, Unix ms: the earliest moment a deferred shard may be written
+    /// again, or the end of the next rotation grace period. `None`: only the heartbeat.
+    pub next_due_ms: Option<u64>,
+}
+
+impl Pass {
+    fn due_at(&mut self, at_ms: u64) {
+        self.next_due_ms = Some(self.next_due_ms.map_or(at_ms, |t| t.min(at_ms)));
+    }
 }
 
 impl Publisher {
@@ -290,19 +307,27 @@ impl Publisher {
         let now = now_ms / 1000;
         let count = self.shard_count;
         let heartbeat_by = now + self.lifetime / 2;
-        let due = self
+        let (due, next_grace_end) = self
             .store
-            .read(move |c| revocations::shards_due(c, count, now, heartbeat_by))
+            .read(move |c| {
+                Ok((
+                    revocations::shards_due(c, count, now, heartbeat_by)?,
+                    revocations::next_due_after(c, now)?,
+                ))
+            })
             .await?;
         let mut pass = Pass::default();
+        if let Some(at) = next_grace_end {
+            pass.due_at(at.saturating_mul(1000));
+        }
         for shard in due {
-            if self
-                .last_write_ms
-                .get(&shard)
-                .is_some_and(|&t| now_ms < t + MIN_WRITE_INTERVAL_MS)
-            {
-                pass.deferred.push(shard);
-                continue;
+            if let Some(&t) = self.last_write_ms.get(&shard) {
+                let free_at = t + MIN_WRITE_INTERVAL_MS;
+                if now_ms < free_at {
+                    pass.deferred.push(shard);
+                    pass.due_at(free_at);
+                    continue;
+                }
             }
             self.last_write_ms.insert(shard, now_ms);
             match self.publish_shard(shard, now).await {
@@ -353,18 +378,30 @@ impl Publisher {
         Ok(version)
     }
 
-    /// Runs passes forever: after each wake-up, and at least every few seconds.
+    /// How long the loop sleeps after `pass` (unless a trigger wakes it earlier): until the
+    /// pass's next due moment, at most 5 s (the heartbeat's resolution), at most 2 s after a
+    /// failed write.
+    pub fn idle_after(&self, pass: &Pass) -> Duration {
+        let cap = if pass.failed.is_empty() {
+            MAX_IDLE
+        } else {
+            RETRY
+        };
+        let until_due = pass.next_due_ms.map_or(cap, |at| {
+            Duration::from_millis(at.saturating_sub(self.clock.now_ms()))
+        });
+        until_due.clamp(MIN_IDLE, cap)
+    }
+
+    /// Runs passes forever: after each wake-up, when deferred work falls due, and at least every
+    /// few seconds.
     pub async fn run(mut self, trigger: Trigger) {
         loop {
             let wait = match self.run_once().await {
-                Ok(pass) if !pass.deferred.is_empty() => {
-                    Duration::from_millis(MIN_WRITE_INTERVAL_MS)
-                }
-                Ok(pass) if !pass.failed.is_empty() => Duration::from_secs(2),
-                Ok(_) => MAX_IDLE,
+                Ok(pass) => self.idle_after(&pass),
                 Err(e) => {
                     tracing::warn!(code = e.code(), "publish pass failed");
-                    Duration::from_secs(2)
+                    RETRY
                 }
             };
             trigger.wait(wait).await;

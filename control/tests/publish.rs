@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{START, TestApp, keyring};
@@ -85,6 +86,65 @@ async fn writes_to_one_shard_coalesce_to_one_per_second() {
     let shard = open(&app.sink.latest(0).unwrap());
     assert!(shard.contains(a) && shard.contains(b));
     assert_eq!(app.sink.writes(), 2);
+}
+
+#[tokio::test]
+async fn the_first_revocation_in_a_quiet_shard_is_written_at_once_and_the_next_when_its_second_ends()
+ {
+    let app = TestApp::builder().shard_count(1).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    app.clock.advance(Duration::from_millis(1000));
+    let (a, _) = revoke_new_key(&app).await;
+    // No time passes: the shard was not written in the last second, so the pass the revoke
+    // triggers writes it, with no tick or coalescing window in between.
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!((pass.written.len(), pass.deferred.len()), (1, 0));
+    assert!(open(&app.sink.latest(0).unwrap()).contains(a));
+    let written_at = START * 1000 + 1000;
+
+    // The next revocation within that second is held back, and falls due exactly when the
+    // second is over: the loop sleeps 700 ms, not a fixed interval from the deferral.
+    app.clock.advance(Duration::from_millis(300));
+    let (b, _) = revoke_new_key(&app).await;
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!((pass.written.len(), &pass.deferred[..]), (0, &[0][..]));
+    assert_eq!(pass.next_due_ms, Some(written_at + 1000));
+    assert_eq!(publisher.idle_after(&pass), Duration::from_millis(700));
+    app.clock.advance(Duration::from_millis(700));
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1);
+    assert!(open(&app.sink.latest(0).unwrap()).contains(b));
+    assert_eq!(app.sink.writes(), 3, "still at most one write per second");
+
+    // Nothing pending: the loop sleeps until a trigger or the heartbeat's resolution.
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.next_due_ms, None);
+    assert_eq!(publisher.idle_after(&pass), Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn the_loop_wakes_when_a_rotation_grace_period_ends() {
+    let app = TestApp::builder().shard_count(1).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    let key = app.create_key(json!({})).await;
+    let id = KeyId::parse_hex(key["id"].as_str().unwrap()).unwrap();
+    app.alice()
+        .post(
+            &format!("/v1/keys/{id}/rotate"),
+            json!({ "grace_period_seconds": 3 }),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let pass = publisher.run_once().await.unwrap();
+    assert!(pass.written.is_empty());
+    assert_eq!(pass.next_due_ms, Some((START + 3) * 1000));
+    assert_eq!(publisher.idle_after(&pass), Duration::from_secs(3));
+    app.advance(3);
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1);
+    assert!(open(&app.sink.latest(0).unwrap()).contains(id));
 }
 
 #[tokio::test]
