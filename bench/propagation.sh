@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Measures revocation propagation end to end (issue 4 acceptance): publish -> first 401 at the
-# edge, 20 revocations through the sync endpoint and 20 written straight to KV, with the default
-# 2 s cache. Starts its own demo origin and `wrangler dev`, and stops them.
+# Measures revocation propagation end to end (issue 4 acceptance), with the default 2 s cache:
 #
-#   bash bench/propagation.sh
+# - through the real control plane: keys created and revoked with its admin API, timed from the
+#   moment the revoke call returns to the first 401 seen polling the edge every 10 ms; 20
+#   revocations spaced more than a second apart and 20 back to back (some then wait out KV's
+#   one write per key per second);
+# - without it: 20 shards pushed to the sync endpoint and 20 written straight to KV.
+#
+# Starts its own demo origin, `wrangler dev` and control plane (one measurement at a time), and
+# stops them.
+#
+#   bash bench/propagation.sh               # both
+#   bash bench/propagation.sh control       # through the control plane only
+#   bash bench/propagation.sh edge          # sync push and KV only
+#   PROPAGATION_REVOCATIONS=50 bash bench/propagation.sh control
 #
 # Needs scripts/bootstrap.sh. Results and the production bound: docs/edge.md.
 set -euo pipefail
@@ -12,5 +22,14 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$LYNXO_ROOT"
 
+case "${1:-all}" in
+  all) filter=(revocation_propagation) ;;
+  control) filter=(revocation_propagation_through_the_control_plane --exact) ;;
+  edge) filter=(revocation_propagation --exact) ;;
+  *) echo "usage: bash bench/propagation.sh [all|control|edge]" >&2; exit 2 ;;
+esac
+
 bash scripts/build-edge.sh
-cargo test --quiet -p e2e --test propagation -- --ignored --nocapture 2>&1 | grep -E '^propagation|panicked|FAILED|error' || true
+cargo build --quiet -p control --bin control
+cargo test --quiet -p e2e --test propagation -- "${filter[@]}" --ignored --nocapture --test-threads=1 2>&1 |
+  grep -oE 'propagation via.*|panicked.*|FAILED.*|error.*' || true
