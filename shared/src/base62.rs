@@ -119,16 +119,20 @@ pub fn decode_into(text: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     let (full_text, tail_text) = text.split_at(full * 11);
     let (full_out, tail_out) = out.split_at_mut(full * 8);
     for (digits, bytes) in full_text.chunks_exact(11).zip(full_out.chunks_exact_mut(8)) {
-        let mut d = [0_u64; 11];
-        for (slot, &c) in d.iter_mut().zip(digits) {
+        // Each digit times its place value: eleven independent multiplies, no carried chain.
+        let mut high = 0_u64;
+        let mut low = 0_u64;
+        for (i, &c) in digits.iter().enumerate() {
             let v = DECODE[usize::from(c)];
             seen |= v;
-            *slot = u64::from(v & 0x3F);
+            let term = u64::from(v & 0x3F) * PLACE[i];
+            if i < 5 {
+                high += term;
+            } else {
+                low += term;
+            }
         }
-        let value = join(
-            d[..5].iter().fold(0, |v, &x| v * 62 + x),
-            d[5..].iter().fold(0, |v, &x| v * 62 + x),
-        );
+        let value = join(high, low);
         overflow |= value.is_none();
         bytes.copy_from_slice(&value.unwrap_or(0).to_be_bytes());
     }
@@ -155,6 +159,18 @@ pub fn decode_into(text: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     }
     Ok(())
 }
+
+/// Place values of a full chunk's digits within its high (first 5) and low (last 6) halves.
+const PLACE: [u64; 11] = {
+    let mut place = [0_u64; 11];
+    let mut i = 0;
+    while i < 11 {
+        let exponent = if i < 5 { 4 - i } else { 10 - i };
+        place[i] = 62_u64.pow(exponent as u32);
+        i += 1;
+    }
+    place
+};
 
 /// `high * 62^6 + low` for a chunk read as 5 high and 6 low digits, or `None` past `u64::MAX`.
 /// Splitting the chunk halves the multiply-add chain; the bound is decided without a widening

@@ -399,20 +399,34 @@ pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyError> {
 }
 
 fn fast_parse(text: &str) -> Option<ParsedKey<'_>> {
+    let parsed = fast_shape(text)?;
+    all_base62(parsed.payload).then_some(parsed)
+}
+
+/// Prefix, environment, length and checksum, but not the payload's digits: [`verify`] checks
+/// those while decoding them, [`fast_parse`] in a separate pass.
+fn fast_shape(text: &str) -> Option<ParsedKey<'_>> {
     let rest = text.as_bytes().strip_prefix(PREFIX.as_bytes())?;
     // The longest environment tag is 5 characters: the separator is within the first 6.
     let sep = rest.iter().take(6).position(|&b| b == b'_')?;
     let environment = Environment::from_tag(core::str::from_utf8(&rest[..sep]).ok()?)?;
     let body = &rest[sep + 1..];
-    if body.len() != BODY_CHARS || !all_base62(body) {
+    if body.len() != BODY_CHARS {
         return None;
     }
+    // `read_digits` refuses a non-digit among the checksum's characters.
     let (signed, checksum) = text.as_bytes().split_at(text.len() - CHECKSUM_CHARS);
     let crc = base62::read_digits(checksum).ok()?;
     (crc == u64::from(crc32fast::hash(signed))).then(|| ParsedKey {
         environment,
         payload: &body[..PAYLOAD_CHARS],
     })
+}
+
+/// The error [`diagnose`] names for a text the fast path refused.
+fn diagnosis(text: &str) -> KeyError {
+    // `diagnose` accepts only texts the fast path accepts too, so it always finds an error.
+    diagnose(text).err().unwrap_or(KeyError::Malformed)
 }
 
 /// Whether every byte is a base62 digit; branch-free so the compiler can vectorise it.
@@ -475,9 +489,13 @@ pub fn diagnose(text: &str) -> Result<ParsedKey<'_>, KeyError> {
 ///
 /// This does not consult revocation: the caller checks [`Claims::key_id`] against its list.
 pub fn verify(text: &str, keyring: &Keyring, now: u64) -> Result<Claims, KeyError> {
-    let parsed = parse(text)?;
+    let parsed = fast_shape(text).ok_or_else(|| diagnosis(text))?;
     let mut payload = [0_u8; CLAIMS_LEN + TAG_LEN];
-    base62::decode_into(parsed.payload, &mut payload).map_err(|_| KeyError::Malformed)?;
+    base62::decode_into(parsed.payload, &mut payload).map_err(|e| match e {
+        // A non-digit that the checksum let through: report it as `parse` would.
+        base62::DecodeError::InvalidCharacter(_) => diagnosis(text),
+        _ => KeyError::Malformed,
+    })?;
     let (claims_bytes, tag) = payload.split_at(CLAIMS_LEN);
     if claims_bytes[0] != FORMAT_VERSION {
         return Err(KeyError::UnsupportedVersion(claims_bytes[0]));

@@ -87,6 +87,12 @@ proptest! {
         }
         let mutated = String::from_utf8(bytes).unwrap();
         prop_assert_eq!(key::parse(&mutated), key::diagnose(&mutated));
+        // verify's own fast path fails with the same first error as the step-by-step checks.
+        for text in [&noise, &prefixed, &mutated] {
+            if let Err(e) = key::diagnose(text) {
+                prop_assert_eq!(key::verify(text, &testkit::keyring(), 0), Err(e));
+            }
+        }
     }
 }
 
