@@ -92,10 +92,12 @@ pub fn verify(
     if fields.next().is_some() || signature.len() != 2 * TAG_LEN {
         return Err(EnvelopeError::Malformed);
     }
+    // Bytes, not `&str` slices: a header may hold a multi-byte character, and slicing through
+    // one would panic.
     let mut given = [0_u8; TAG_LEN];
-    for (i, byte) in given.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&signature[2 * i..2 * i + 2], 16)
-            .map_err(|_| EnvelopeError::Malformed)?;
+    let nibble = |c: u8| (c as char).to_digit(16).ok_or(EnvelopeError::Malformed);
+    for (byte, pair) in given.iter_mut().zip(signature.as_bytes().chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
     }
     if !keyring.contains(kid) {
         return Err(EnvelopeError::UnknownKid(kid));
@@ -160,6 +162,12 @@ mod tests {
                 300
             ),
             Err(EnvelopeError::BadSignature)
+        );
+        // 64 bytes of signature, but with multi-byte characters straddling the hex pairs.
+        let straddling = format!("t=1000,kid=3,v1=0{}", "é".repeat(31) + "0");
+        assert_eq!(
+            check(&straddling, &[b"shard", b"bytes"], 1_000),
+            Err(EnvelopeError::Malformed)
         );
         for bad in [
             "",
