@@ -7,6 +7,8 @@
 //! - [`audit`]: the audit-trail API.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
+//! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
@@ -18,11 +20,13 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod keys;
 pub mod publish;
 pub mod store;
 pub mod tokens;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,12 +171,15 @@ pub fn app(state: AppState) -> Router {
             "/sessions/current",
             axum::routing::delete(auth::delete_session),
         )
+        .merge(usage::routes())
         .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
         .nest("/v1", api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .merge(usage::ingest_routes())
+        .merge(dashboard::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -11,6 +11,8 @@
 //! - [`gate`]: the whole admission decision: key, revocation, route policy.
 //! - [`envelope`]: signed headers for sync pushes and forwarded identities.
 //! - [`identity`]: the caller identity the edge forwards to the origin, and its signature.
+//! - [`limits`]: per-key rate-limit policies and their signed push to the edge.
+//! - [`usage`]: the usage batches the edge reports to the control plane.
 //! - [`base62`]: the linear-time text encoding the key body uses.
 //!
 //! The formats are specified in `docs/key-format.md` and `docs/revocation-list.md`.
@@ -25,11 +27,13 @@ pub mod envelope;
 pub mod gate;
 pub mod identity;
 pub mod key;
+pub mod limits;
 pub mod mac;
 pub mod revocation;
 pub mod scope;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod usage;
 
 pub use key::{Claims, Environment, KeyError, KeyId, PlainKey, issue, verify};
 pub use mac::{Keyring, Secret};

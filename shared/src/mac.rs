@@ -31,6 +31,8 @@ pub enum Purpose {
     Identity,
     /// Tags of the control plane's pushes to the edge's sync endpoint.
     Sync,
+    /// Tags of the usage batches the edge sends to the control plane.
+    Usage,
 }
 
 impl Purpose {
@@ -40,6 +42,7 @@ impl Purpose {
             Self::RevocationList => b"lynxo-keys/v1/revocation-list",
             Self::Identity => b"lynxo-keys/v1/identity",
             Self::Sync => b"lynxo-keys/v1/sync",
+            Self::Usage => b"lynxo-keys/v1/usage",
         }
     }
 }
@@ -220,6 +223,7 @@ struct SigningKey {
     revocation_list: MacKey,
     identity: MacKey,
     sync: MacKey,
+    usage: MacKey,
 }
 
 impl SigningKey {
@@ -232,6 +236,7 @@ impl SigningKey {
             revocation_list: derive(Purpose::RevocationList),
             identity: derive(Purpose::Identity),
             sync: derive(Purpose::Sync),
+            usage: derive(Purpose::Usage),
         }
     }
 
@@ -241,6 +246,7 @@ impl SigningKey {
             Purpose::RevocationList => &self.revocation_list,
             Purpose::Identity => &self.identity,
             Purpose::Sync => &self.sync,
+            Purpose::Usage => &self.usage,
         }
     }
 }
@@ -419,6 +425,7 @@ mod tests {
             Purpose::RevocationList,
             Purpose::Identity,
             Purpose::Sync,
+            Purpose::Usage,
         ]
         .into_iter()
         .map(|p| ring.active_mac(p).sign(b"same message"))

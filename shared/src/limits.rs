@@ -1,0 +1,188 @@
+//! Per-key rate limits: the policy the control plane sets, the signed push that carries it to
+//! the edge, and the fixed-window arithmetic both sides share.
+//!
+//! A key's limit is `limit` requests per `window` seconds, counted in fixed windows aligned to
+//! the Unix epoch (a 60 s window runs from :00 to :59 of each minute). The limit belongs to the
+//! key's record in the control plane, not to the key string, so changing it needs no new key:
+//! the control plane pushes a [`LimitPush`] to the edge's sync endpoint at [`SYNC_PATH`], signed
+//! with [`sign_push`]. Each entry carries a version; the edge keeps the highest it has seen, so a
+//! retried or reordered push never rolls a limit back. `docs/rate-limits.md` has the design.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{self, EnvelopeError};
+use crate::mac::{Keyring, Purpose};
+
+/// The edge's sync endpoint for limit pushes (`PUT`).
+pub const SYNC_PATH: &str = "/_lynxo/sync/limits";
+
+/// Longest window, in seconds (one day).
+pub const MAX_WINDOW: u32 = 86_400;
+
+/// Most entries in one push.
+pub const MAX_PUSH_ENTRIES: usize = 1000;
+
+/// Domain separation: a limits push can never pass as another signed message.
+const PUSH_KIND: &[u8] = b"limits";
+
+/// `limit` requests per `window` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Requests allowed in one window, at least 1.
+    pub limit: u32,
+    /// The window's length in seconds, 1 to [`MAX_WINDOW`].
+    pub window: u32,
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The limit is zero.
+    #[error("a rate limit allows at least 1 request per window")]
+    ZeroLimit,
+    /// The window is zero or longer than [`MAX_WINDOW`].
+    #[error("a rate-limit window is 1 to {MAX_WINDOW} seconds")]
+    Window,
+}
+
+impl Policy {
+    /// A checked policy.
+    pub fn new(limit: u32, window: u32) -> Result<Self, PolicyError> {
+        let policy = Self { limit, window };
+        policy.check()?;
+        Ok(policy)
+    }
+
+    /// Checks the bounds (a deserialized policy has not been checked yet).
+    pub fn check(&self) -> Result<(), PolicyError> {
+        if self.limit == 0 {
+            Err(PolicyError::ZeroLimit)
+        } else if self.window == 0 || self.window > MAX_WINDOW {
+            Err(PolicyError::Window)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The window's length in milliseconds.
+    pub const fn window_ms(&self) -> u64 {
+        self.window as u64 * 1000
+    }
+
+    /// Start of the window that contains `now_ms` (Unix milliseconds).
+    pub const fn window_start_ms(&self, now_ms: u64) -> u64 {
+        now_ms - now_ms % self.window_ms()
+    }
+
+    /// End of the window that contains `now_ms`: when its count starts again from zero.
+    pub const fn reset_ms(&self, now_ms: u64) -> u64 {
+        self.window_start_ms(now_ms) + self.window_ms()
+    }
+
+    /// Whole seconds until the window resets, rounded up (never 0 before the reset), as the
+    /// `t` parameter of the `RateLimit` header and `Retry-After` want it.
+    pub const fn seconds_to_reset(&self, now_ms: u64) -> u64 {
+        (self.reset_ms(now_ms) - now_ms).div_ceil(1000)
+    }
+}
+
+/// One key's policy in a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitUpdate {
+    /// The key id, 32 lowercase hex digits.
+    pub key_id: String,
+    /// The policy.
+    #[serde(flatten)]
+    pub policy: Policy,
+    /// Monotonic per key: the edge ignores an update older than one it has applied.
+    pub version: u64,
+}
+
+/// The body of a `PUT` to [`SYNC_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LimitPush {
+    /// At most [`MAX_PUSH_ENTRIES`] entries.
+    pub limits: Vec<LimitUpdate>,
+}
+
+/// Signs a push body for the `Lynxo-Signature` header.
+pub fn sign_push(keyring: &Keyring, body: &[u8], now: u64) -> String {
+    envelope::sign(keyring, Purpose::Sync, now, &[PUSH_KIND, body])
+}
+
+/// Checks a push's `Lynxo-Signature` header: made by [`sign_push`] for this `body`, within
+/// `tolerance` seconds of `now`. Returns the header's timestamp.
+pub fn verify_push(
+    keyring: &Keyring,
+    header: &str,
+    body: &[u8],
+    now: u64,
+    tolerance: u64,
+) -> Result<u64, EnvelopeError> {
+    envelope::verify(
+        keyring,
+        Purpose::Sync,
+        header,
+        &[PUSH_KIND, body],
+        now,
+        tolerance,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    #[test]
+    fn windows_are_aligned_to_the_epoch() {
+        let p = Policy::new(10, 60).unwrap();
+        assert_eq!(p.window_start_ms(120_000), 120_000);
+        assert_eq!(p.window_start_ms(179_999), 120_000);
+        assert_eq!(p.reset_ms(120_000), 180_000);
+        assert_eq!(p.seconds_to_reset(120_000), 60);
+        assert_eq!(p.seconds_to_reset(179_001), 1);
+        assert_eq!(p.seconds_to_reset(179_999), 1);
+    }
+
+    #[test]
+    fn bounds() {
+        assert_eq!(Policy::new(0, 60), Err(PolicyError::ZeroLimit));
+        assert_eq!(Policy::new(1, 0), Err(PolicyError::Window));
+        assert_eq!(Policy::new(1, MAX_WINDOW + 1), Err(PolicyError::Window));
+        assert!(Policy::new(1, MAX_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn wire_form() {
+        let push = LimitPush {
+            limits: vec![LimitUpdate {
+                key_id: "00".repeat(16),
+                policy: Policy::new(5, 10).unwrap(),
+                version: 7,
+            }],
+        };
+        let text = serde_json::to_string(&push).unwrap();
+        assert_eq!(
+            text,
+            r#"{"limits":[{"key_id":"00000000000000000000000000000000","limit":5,"window":10,"version":7}]}"#
+        );
+        assert_eq!(serde_json::from_str::<LimitPush>(&text).unwrap(), push);
+    }
+
+    #[test]
+    fn pushes_are_signed_for_their_body_and_kind() {
+        let ring = testkit::keyring();
+        let body = br#"{"limits":[]}"#;
+        let sig = sign_push(&ring, body, 1000);
+        assert_eq!(verify_push(&ring, &sig, body, 1000, 300), Ok(1000));
+        assert_eq!(
+            verify_push(&ring, &sig, b"{}", 1000, 300),
+            Err(EnvelopeError::BadSignature)
+        );
+        // A revocation push over the same bytes is a different message.
+        let other = crate::revocation::sign_push(&ring, 0, body, 1000);
+        assert!(verify_push(&ring, &other, body, 1000, 300).is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! Usage metering: what the edge reports to the control plane about the requests it answered.
+//!
+//! The edge records one [`Outcome`] per request it can attribute to a key (a key whose tag
+//! verified: allowed, revoked, expired, out of scope or over its limit; a forged key belongs to
+//! nobody). It aggregates them into a [`Batch`] per minute, key, route scope and outcome, with
+//! each key's last use and a bounded sample of recent requests for the activity log, and sends
+//! it to the control plane's [`INGEST_PATH`], signed with [`sign_batch`].
+//!
+//! Delivery is at least once: a batch is retried until the control plane acknowledges it. It is
+//! applied at most once: `(source, seq)` names a batch for ever, and the control plane records
+//! the names it applied in the same transaction as the counts, so a retried batch is
+//! acknowledged without being counted again.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{self, EnvelopeError};
+use crate::mac::{Keyring, Purpose};
+
+/// The control plane's ingestion endpoint (`POST`, body a JSON [`Batch`]).
+pub const INGEST_PATH: &str = "/_lynxo/usage";
+
+/// Most activity entries one batch carries; more are counted in [`Batch::dropped_activity`].
+pub const MAX_ACTIVITY_PER_BATCH: usize = 1000;
+
+/// Domain separation from the other envelopes signed with the same purpose key.
+const BATCH_KIND: &[u8] = b"usage-batch";
+
+/// How a request ended, as the usage counters and the activity log classify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Forwarded; the origin answered 1xx or 2xx.
+    #[serde(rename = "2xx")]
+    Success,
+    /// Forwarded; the origin answered 3xx.
+    #[serde(rename = "3xx")]
+    Redirect,
+    /// Forwarded; the origin answered 4xx.
+    #[serde(rename = "4xx")]
+    ClientError,
+    /// Forwarded and the origin answered 5xx, or the origin could not be reached, or the edge
+    /// could not check the key's revocation status.
+    #[serde(rename = "5xx")]
+    ServerError,
+    /// 401 from the edge: the key is revoked, expired or of another environment.
+    #[serde(rename = "401")]
+    Unauthorized,
+    /// 403 from the edge: the key lacks the route's scope.
+    #[serde(rename = "403")]
+    Forbidden,
+    /// 429 from the edge: the key is over its rate limit.
+    #[serde(rename = "429")]
+    RateLimited,
+}
+
+impl Outcome {
+    /// Every outcome, in display order.
+    pub const ALL: [Self; 7] = [
+        Self::Success,
+        Self::Redirect,
+        Self::ClientError,
+        Self::ServerError,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::RateLimited,
+    ];
+
+    /// The wire name: `"2xx"`, `"3xx"`, `"4xx"`, `"5xx"`, `"401"`, `"403"` or `"429"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Success => "2xx",
+            Self::Redirect => "3xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+            Self::Unauthorized => "401",
+            Self::Forbidden => "403",
+            Self::RateLimited => "429",
+        }
+    }
+
+    /// The outcome of a wire name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// The outcome of a request the edge forwarded and the origin answered with `status`.
+    pub const fn of_origin_status(status: u16) -> Self {
+        match status {
+            300..=399 => Self::Redirect,
+            400..=499 => Self::ClientError,
+            500.. => Self::ServerError,
+            _ => Self::Success,
+        }
+    }
+
+    /// Whether the edge refused the request (401, 403, 429): the activity log always keeps
+    /// these.
+    pub const fn is_denial(self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized | Self::Forbidden | Self::RateLimited
+        )
+    }
+
+    /// Whether the request reached the origin (or was meant to: 5xx includes an unreachable
+    /// origin).
+    pub const fn is_allowed(self) -> bool {
+        !self.is_denial()
+    }
+}
+
+/// Requests of one key in one minute with one route scope and one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    /// The key id, 32 lowercase hex digits.
+    pub key_id: String,
+    /// The key's account.
+    pub account_id: u64,
+    /// Unix minute: Unix seconds / 60.
+    pub minute: u64,
+    /// The scope the route requires (`jobs:read`), or `None` when the route was not matched
+    /// (a 401 is answered before the route is looked up).
+    pub scope: Option<String>,
+    /// How the requests ended.
+    pub outcome: Outcome,
+    /// How many, at least 1.
+    pub n: u64,
+}
+
+/// A key's most recent request in a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUsed {
+    /// The key id.
+    pub key_id: String,
+    /// The key's account.
+    pub account_id: u64,
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// The client's address (`CF-Connecting-IP`), when known.
+    pub client_ip: Option<String>,
+    /// The client's `User-Agent`, truncated to 256 bytes.
+    pub user_agent: Option<String>,
+}
+
+/// One request, for the activity log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// The key id.
+    pub key_id: String,
+    /// The key's account.
+    pub account_id: u64,
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// The method as sent.
+    pub method: String,
+    /// The path, without the query (a query can carry a key), truncated to 512 bytes.
+    pub path: String,
+    /// The status the client received.
+    pub status: u16,
+    /// Its class.
+    pub outcome: Outcome,
+    /// The client's address, when known.
+    pub client_ip: Option<String>,
+    /// ISO country code from Cloudflare, when known.
+    pub country: Option<String>,
+    /// Cloudflare data-center code, when known.
+    pub colo: Option<String>,
+    /// The client's `User-Agent`, truncated to 256 bytes.
+    pub user_agent: Option<String>,
+}
+
+/// What one edge meter sends in one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Batch {
+    /// The sender: unique and stable for the life of its sequence numbers.
+    pub source: String,
+    /// The batch's number, from 1, increasing by one per batch of this source.
+    pub seq: u64,
+    /// Counts, at most one entry per (key, minute, scope, outcome).
+    pub counts: Vec<Count>,
+    /// Each key's latest request in the batch.
+    pub last_used: Vec<LastUsed>,
+    /// Recent requests: every denial, and a bounded sample of the rest.
+    pub activity: Vec<Activity>,
+    /// Requests left out of `activity` (they are still in `counts`).
+    pub dropped_activity: u64,
+}
+
+/// Signs a batch body for the `Lynxo-Signature` header.
+pub fn sign_batch(keyring: &Keyring, body: &[u8], now: u64) -> String {
+    envelope::sign(keyring, Purpose::Usage, now, &[BATCH_KIND, body])
+}
+
+/// Checks a batch's `Lynxo-Signature` header: made by [`sign_batch`] for this `body`, within
+/// `tolerance` seconds of `now`. Returns the header's timestamp.
+pub fn verify_batch(
+    keyring: &Keyring,
+    header: &str,
+    body: &[u8],
+    now: u64,
+    tolerance: u64,
+) -> Result<u64, EnvelopeError> {
+    envelope::verify(
+        keyring,
+        Purpose::Usage,
+        header,
+        &[BATCH_KIND, body],
+        now,
+        tolerance,
+    )
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    #[test]
+    fn outcomes_round_trip_by_name_and_serde() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::from_name(o.name()), Some(o));
+            let text = serde_json::to_string(&o).unwrap();
+            assert_eq!(text, format!("\"{}\"", o.name()));
+            assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), o);
+        }
+        assert_eq!(Outcome::from_name("200"), None);
+    }
+
+    #[test]
+    fn origin_status_classes() {
+        assert_eq!(Outcome::of_origin_status(200), Outcome::Success);
+        assert_eq!(Outcome::of_origin_status(101), Outcome::Success);
+        assert_eq!(Outcome::of_origin_status(304), Outcome::Redirect);
+        assert_eq!(Outcome::of_origin_status(404), Outcome::ClientError);
+        assert_eq!(Outcome::of_origin_status(429), Outcome::ClientError);
+        assert_eq!(Outcome::of_origin_status(503), Outcome::ServerError);
+        assert!(Outcome::RateLimited.is_denial());
+        assert!(Outcome::ClientError.is_allowed());
+    }
+
+    #[test]
+    fn batches_are_signed_for_their_body_and_purpose() {
+        let ring = testkit::keyring();
+        let body = serde_json::to_vec(&Batch {
+            source: "meter-0-abc".into(),
+            seq: 1,
+            ..Batch::default()
+        })
+        .unwrap();
+        let sig = sign_batch(&ring, &body, 1000);
+        assert_eq!(verify_batch(&ring, &sig, &body, 1000, 300), Ok(1000));
+        assert_eq!(
+            verify_batch(&ring, &sig, b"{}", 1000, 300),
+            Err(EnvelopeError::BadSignature)
+        );
+        let sync = crate::limits::sign_push(&ring, &body, 1000);
+        assert!(verify_batch(&ring, &sync, &body, 1000, 300).is_err());
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("abc", 2), "ab");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("", 0), "");
+    }
+}
