@@ -7,13 +7,14 @@
 //! finds the right file. An up-to-date binary makes that a no-op of well under a second.
 //!
 //! [`Control::start`] creates a temporary SQLite database, runs `control init` (an account, a
-//! user and a management token), then `control serve` on a free loopback port with the test
+//! user and a management token), then `control serve` on the port the stack reserved for it
+//! (the worker's `CONTROL_URL`, where it sends usage batches) with the test
 //! keyring and `--edge-sync-url` pointing at the stack's worker, so revocations reach the edge
 //! through the worker's signed sync endpoint. It returns once the worker holds every shard from
-//! the publisher's first pass (before that the worker fails closed). `Drop` kills the process
-//! group.
+//! the publisher's first pass (before that the worker fails closed). [`Control::stop`] and
+//! [`Control::resume`] take it down and up again on the same database; `Drop` stops it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +29,11 @@ use shared::scope::ScopeSet;
 use crate::stack::{KEYRING, Stack, workspace_root};
 use crate::{http, keys};
 
+/// The email of the user `init` creates (dashboard tests sign in with it).
+pub const EMAIL: &str = "e2e@example.com";
+/// That user's password.
+pub const PASSWORD: &str = "e2e-password-long-enough";
+
 /// The running control plane.
 pub struct Control {
     /// Its address.
@@ -36,8 +42,10 @@ pub struct Control {
     pub token: String,
     /// The account `init` created.
     pub account_id: u64,
+    bin: PathBuf,
+    edge: SocketAddr,
     state: TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 /// A response from the control plane, with its body parsed as JSON (`Null` if it is not).
@@ -75,13 +83,6 @@ pub fn control_binary() -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reported no executable for the control binary"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
-}
-
 impl Control {
     /// Initialises a fresh database and serves it, publishing to `stack`'s worker; returns once
     /// the service is ready.
@@ -96,8 +97,8 @@ impl Control {
             .arg("init")
             .arg("--database")
             .arg(&database)
-            .args(["--email", "e2e@example.com"])
-            .env("LYNXO_INIT_PASSWORD", "e2e-password-long-enough")
+            .args(["--email", EMAIL])
+            .env("LYNXO_INIT_PASSWORD", PASSWORD)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
@@ -119,17 +120,40 @@ impl Control {
             .parse()
             .unwrap_or_else(|e| panic!("account_id: {e}"));
 
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(state.path().join("control.log"))
+        let mut control = Self {
+            addr: stack.control,
+            token,
+            account_id,
+            bin,
+            edge: stack.edge,
+            state,
+            child: None,
+        };
+        control.spawn();
+        control.wait_ready(Duration::from_secs(30));
+        control.wait_for_every_shard(stack, Duration::from_secs(30));
+        control
+    }
+
+    fn database(&self) -> PathBuf {
+        self.state.path().join("control.sqlite3")
+    }
+
+    /// Starts `control serve` on [`Self::addr`], appending to the log.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.path().join("control.log"))
             .unwrap_or_else(|e| panic!("log file: {e}"));
         let log_err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(&bin)
+        let child = Command::new(&self.bin)
             .arg("serve")
             .arg("--database")
-            .arg(&database)
-            .args(["--listen", &addr.to_string()])
-            .args(["--edge-sync-url", &format!("http://{}", stack.edge)])
-            .args(["--public-origin", &format!("http://{addr}")])
+            .arg(self.database())
+            .args(["--listen", &self.addr.to_string()])
+            .args(["--edge-sync-url", &format!("http://{}", self.edge)])
+            .args(["--public-origin", &format!("http://{}", self.addr)])
             .env("LYNXO_KEYRING", KEYRING)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -137,17 +161,40 @@ impl Control {
             .stderr(log_err)
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin:?} serve: {e}"));
-        let control = Self {
-            addr,
-            token,
-            account_id,
-            state,
-            child,
+            .unwrap_or_else(|e| panic!("starting {:?} serve: {e}", self.bin));
+        self.child = Some(child);
+    }
+
+    /// Stops the control plane (SIGTERM, then SIGKILL after 5 s); its database stays.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
         };
-        control.wait_ready(Duration::from_secs(30));
-        control.wait_for_every_shard(stack, Duration::from_secs(30));
-        control
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = child.wait();
+    }
+
+    /// Starts the stopped control plane again on the same address and database; returns once it
+    /// is ready.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the control plane is running");
+        self.spawn();
+        self.wait_ready(Duration::from_secs(30));
     }
 
     /// Waits until the worker has every revocation shard from the publisher's first pass: until
@@ -227,22 +274,6 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -3,7 +3,9 @@
 //! Every `/v1/...` request must carry the identity the edge signed
 //! ([`shared::identity::Identity::verify`]); one that does not (it bypassed the edge, or a client
 //! forged the headers) gets 401. An admitted request is answered with the identity and what the
-//! origin received, as JSON, so tests can see exactly what the edge forwarded.
+//! origin received, as JSON, so tests can see exactly what the edge forwarded. A request with a
+//! `Demo-Status: <code>` header is answered with that status instead of 200 (and a `Location`
+//! for a 3xx), so tests can make the origin answer any status class through the edge.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,10 +90,22 @@ async fn echo_request(
         "body_len": body.len(),
         "headers": received,
     });
-    (
-        StatusCode::OK,
+    let status = lookup("demo-status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| (200..600).contains(&s.as_u16()))
+        .unwrap_or(StatusCode::OK);
+    let mut response = (
+        status,
         [(header::CONTENT_TYPE, "application/json")],
         answer.to_string(),
     )
-        .into_response()
+        .into_response();
+    if status.is_redirection() {
+        response.headers_mut().insert(
+            header::LOCATION,
+            header::HeaderValue::from_static("/v1/jobs"),
+        );
+    }
+    response
 }

@@ -40,6 +40,9 @@ pub struct Options {
     pub sync_max_bytes: usize,
     /// Other worker vars, overriding the defaults (`ORIGIN_URL`, the keyrings, ...).
     pub vars: Vec<(&'static str, String)>,
+    /// The worker build to run, relative to the workspace root: `edge/build` (kept fresh by the
+    /// harness), or a benchmark baseline built elsewhere.
+    pub build_dir: &'static str,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             cache_ms: 1_000,
             sync_max_bytes: 64 * 1024,
             vars: Vec::new(),
+            build_dir: "edge/build",
         }
     }
 }
@@ -58,6 +62,10 @@ pub struct Stack {
     pub edge: SocketAddr,
     /// The demo origin's address.
     pub origin: SocketAddr,
+    /// Where the worker sends usage batches (`CONTROL_URL`): a free port reserved for a control
+    /// plane ([`crate::control::Control::start`] listens there). Until one does, batches wait
+    /// in the worker's meter and are retried.
+    pub control: SocketAddr,
     /// The key-signing keyring the worker was given.
     pub keyring: Keyring,
     /// The options the worker was started with.
@@ -131,6 +139,7 @@ impl Stack {
         let mut stack = Self {
             edge: SocketAddr::from(([127, 0, 0, 1], 0)),
             origin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control: SocketAddr::from(([127, 0, 0, 1], free_port())),
             keyring,
             options,
             root,
@@ -182,6 +191,10 @@ impl Stack {
             ("ORIGIN_URL", format!("http://{}", self.origin)),
             ("REVOCATION_CACHE_MS", self.options.cache_ms.to_string()),
             ("SYNC_MAX_BYTES", self.options.sync_max_bytes.to_string()),
+            ("CONTROL_URL", format!("http://{}", self.control)),
+            // Keys without a pushed policy (the tests' own keys) are not limited in practice;
+            // the control plane pushes the real limit of every key it creates.
+            ("RATE_LIMIT_DEFAULT", "1000000/60".to_owned()),
         ];
         for (name, value) in &self.options.vars {
             defaults.retain(|(n, _)| n != name);
@@ -228,7 +241,8 @@ impl Stack {
 
     /// Builds the worker if needed, copies it, and writes the config `wrangler dev` runs.
     fn prepare_worker(&self) -> PathBuf {
-        if !prebuilt_is_fresh(&self.root) {
+        let build = self.root.join(self.options.build_dir);
+        if self.options.build_dir == "edge/build" && !prebuilt_is_fresh(&self.root) {
             let status = Command::new("bash")
                 .arg(self.root.join("scripts/build-edge.sh"))
                 .current_dir(&self.root)
@@ -242,8 +256,8 @@ impl Stack {
             if let Some(dir) = to.parent() {
                 std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}"));
             }
-            std::fs::copy(self.root.join("edge/build").join(file), &to)
-                .unwrap_or_else(|e| panic!("copying edge/build/{file}: {e}"));
+            std::fs::copy(build.join(file), &to)
+                .unwrap_or_else(|e| panic!("copying {build:?}/{file}: {e}"));
         }
         let original = std::fs::read_to_string(self.root.join("wrangler.toml"))
             .unwrap_or_else(|e| panic!("reading wrangler.toml: {e}"));
