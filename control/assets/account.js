@@ -1,0 +1,155 @@
+// Sign-in, the account's audit log, and management tokens.
+
+import {
+  api, busy, dialog, el, emptyRow, fill, problemText, row, showError, timeEl,
+} from './lib.js';
+import { showSecret } from './secret.js';
+
+const $ = (id) => document.getElementById(id);
+
+export function initSignIn() {
+  const form = $('sign-in-form');
+  const error = $('sign-in-error');
+  $('email').focus();
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    showError(error, '');
+    const email = form.elements.email.value.trim();
+    const password = form.elements.password.value;
+    if (!email || !password) {
+      showError(error, 'Enter your email and password.');
+      return;
+    }
+    const r = await busy(form, () => api('POST', '/v1/sessions', { email, password }));
+    if (r.status === 200) {
+      location.assign('/dashboard/keys');
+      return;
+    }
+    form.elements.password.value = '';
+    showError(error, r.status === 401 ? 'The email or password is wrong.' : problemText(r));
+    form.elements.password.focus();
+  });
+}
+
+export async function signOut() {
+  await api('DELETE', '/v1/sessions/current');
+  location.assign('/sign-in');
+}
+
+export function initAudit() {
+  const body = $('audit-body');
+  const more = $('audit-more');
+  let before = null;
+  async function load(append) {
+    const q = new URLSearchParams({ limit: '100' });
+    if (append && before) q.set('before', before);
+    const r = await api('GET', `/v1/audit-events?${q}`);
+    if (r.status !== 200) {
+      fill(body, emptyRow(7, problemText(r)));
+      return;
+    }
+    const rows = r.body.data.map((e) => row([
+      ['#', String(e.seq)],
+      ['Time', timeEl(e.at)],
+      ['Event', el('code', {}, e.action)],
+      ['Target', e.target && e.action.startsWith('key.')
+        ? el('a', { href: `/dashboard/keys/${e.target}` }, e.target)
+        : (e.target || '—')],
+      ['By', e.actor],
+      ['From', e.source || '—'],
+      ['Details', el('code', { class: 'details-json' }, JSON.stringify(e.details))],
+    ]));
+    if (append) body.append(...rows);
+    else fill(body, rows.length ? rows : emptyRow(7, 'No events yet.'));
+    before = r.body.next_before;
+    more.hidden = !before;
+  }
+  more.addEventListener('click', () => load(true));
+  load(false);
+}
+
+export function initTokens() {
+  const body = $('tokens-body');
+  const form = $('token-form');
+  const panel = $('token-created');
+  const error = $('token-error');
+  let forget = null;
+
+  async function load() {
+    const r = await api('GET', '/v1/management-tokens');
+    if (r.status !== 200) {
+      fill(body, emptyRow(6, problemText(r)));
+      return;
+    }
+    fill(body, r.body.data.length ? r.body.data.map((t) => row([
+      ['Name', t.name],
+      ['Token', el('code', {}, t.hint)],
+      ['Created', timeEl(t.created_at)],
+      ['Last used', timeEl(t.last_used_at, true)],
+      ['Status', el('span', { class: `badge status-${t.revoked_at ? 'revoked' : 'active'}` }, t.revoked_at ? 'Revoked' : 'Active')],
+      ['Actions', t.revoked_at ? '' : el('button', {
+        type: 'button', class: 'destructive small', 'data-token': t.id, 'data-name': t.name,
+        'aria-label': `Revoke token ${t.name}`,
+      }, 'Revoke…')],
+    ])) : emptyRow(6, 'No tokens.'));
+  }
+
+  const create = dialog($('token-dialog'), {
+    onClose() {
+      if (forget) forget();
+      forget = null;
+      form.reset();
+      form.hidden = false;
+      showError(error, '');
+    },
+  });
+  $('token-open').addEventListener('click', () => create.open($('token-name')));
+  panel.querySelector('[data-done]').addEventListener('click', () => create.close());
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    showError(error, '');
+    const name = form.elements.name.value.trim();
+    if (!name) {
+      showError(error, 'Give the token a name.');
+      return;
+    }
+    const r = await busy(form, () => api('POST', '/v1/management-tokens', { name }));
+    if (r.status !== 201) {
+      showError(error, problemText(r));
+      return;
+    }
+    form.hidden = true;
+    const curl = `curl -H "Authorization: Bearer ${r.body.token}" ${location.origin}/v1/keys`;
+    forget = showSecret(panel, r.body.token, curl);
+    load();
+  });
+
+  let revoking = null;
+  const revokeForm = $('token-revoke-form');
+  const revokeError = $('token-revoke-error');
+  const revoke = dialog($('token-revoke-dialog'), {
+    onClose() {
+      revoking = null;
+      showError(revokeError, '');
+    },
+  });
+  body.addEventListener('click', (e) => {
+    const b = e.target.closest('button[data-token]');
+    if (!b) return;
+    revoking = b.dataset.token;
+    $('token-revoke-name').textContent = b.dataset.name;
+    revoke.open(revokeForm.querySelector('[type=submit]'));
+  });
+  revokeForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (!revoking) return;
+    const r = await busy(revokeForm, () => api('POST', `/v1/management-tokens/${revoking}/revoke`));
+    if (r.status !== 200) {
+      showError(revokeError, problemText(r));
+      return;
+    }
+    revoke.close();
+    load();
+  });
+  load();
+}

@@ -1,0 +1,222 @@
+// Shared helpers of the dashboard: the API client, a DOM builder that never parses HTML, date
+// and number formats, and dialogs.
+//
+// Every value from the API reaches the page through textContent or setAttribute, never through
+// innerHTML, so a key named "<img onerror=...>" stays text.
+
+/** Calls the JSON API on this origin with the session cookie. Returns {status, body}. */
+export async function api(method, path, body) {
+  const init = {
+    method,
+    credentials: 'same-origin',
+    cache: 'no-store',
+    headers: { Accept: 'application/json' },
+  };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    return { status: 0, body: { title: 'The control plane did not answer', detail: String(e) } };
+  }
+  let parsed = null;
+  const text = await response.text();
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = { title: text.slice(0, 200) };
+    }
+  }
+  if (response.status === 401 && document.body.dataset.page !== 'sign-in') {
+    location.assign('/sign-in');
+  }
+  return { status: response.status, body: parsed };
+}
+
+/** Whether an API answer says the route itself does not exist (a feature not deployed yet). */
+export function missingRoute(r) {
+  return r.status === 404 && typeof r.body?.detail === 'string' && r.body.detail.startsWith('no route');
+}
+
+/** A readable sentence from a problem+json body. */
+export function problemText(r) {
+  const b = r.body || {};
+  const parts = [b.title || `Request failed (${r.status})`];
+  if (b.detail) parts.push(b.detail);
+  return parts.join(': ');
+}
+
+/** el('a', {href: '/x', class: 'y'}, 'text', child): an element; attributes set, children appended. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'text') node.textContent = value;
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+/** The same for SVG elements. */
+export function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
+    if (name === 'text') node.textContent = value;
+    else node.setAttribute(name, String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(typeof child === 'string' || typeof child === 'number' ? String(child) : child);
+  }
+}
+
+/** Replaces the children of `node`. */
+export function fill(node, ...children) {
+  node.replaceChildren();
+  append(node, children);
+}
+
+/** A table row: each cell is [label, content] so narrow screens can show the label. */
+export function row(cells, attrs = {}) {
+  return el('tr', attrs, cells.map(([label, ...content]) => el('td', { 'data-label': label }, ...content)));
+}
+
+/** One row across the whole table, for "no keys" and similar. */
+export function emptyRow(columns, text) {
+  return el('tr', {}, el('td', { colspan: columns, class: 'empty' }, text));
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+});
+const dateOnly = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+const numbers = new Intl.NumberFormat();
+
+/** Unix seconds as a local date and time; "—" for none. */
+export function when(seconds) {
+  if (seconds === undefined || seconds === null) return '—';
+  return dateTime.format(new Date(seconds * 1000));
+}
+
+/** Unix seconds as a local date. */
+export function day(seconds) {
+  if (seconds === undefined || seconds === null) return '—';
+  return dateOnly.format(new Date(seconds * 1000));
+}
+
+/** "3 min ago", "2 days ago"; "Never" for none. */
+export function ago(seconds) {
+  if (seconds === undefined || seconds === null) return 'Never';
+  const diff = Math.max(0, Date.now() / 1000 - seconds);
+  if (diff < 60) return 'just now';
+  if (diff < 3600) return `${Math.floor(diff / 60)} min ago`;
+  if (diff < 86400) return `${Math.floor(diff / 3600)} h ago`;
+  return `${Math.floor(diff / 86400)} days ago`;
+}
+
+/** A <time> element with the absolute date as its title. */
+export function timeEl(seconds, relative = false) {
+  if (seconds === undefined || seconds === null) return relative ? 'Never' : '—';
+  const iso = new Date(seconds * 1000).toISOString();
+  return el('time', { datetime: iso, title: when(seconds) }, relative ? ago(seconds) : when(seconds));
+}
+
+/** A number with separators; "—" when the API did not send it. */
+export function num(n) {
+  return typeof n === 'number' ? numbers.format(n) : '—';
+}
+
+export const ENVIRONMENTS = { production: 'Production', staging: 'Staging', development: 'Development' };
+export const PERMISSIONS = {
+  read_only: 'Read Only', read_write: 'Read/Write', full_access: 'Full Access', custom: 'Custom',
+};
+const STATUS = { active: 'Active', rotating: 'Rotating', revoked: 'Revoked', expired: 'Expired' };
+
+/** The status badge of a key, plus "due for rotation" and "idle" badges. */
+export function statusBadges(key) {
+  const out = [el('span', { class: `badge status-${key.status}` }, STATUS[key.status] || key.status)];
+  if (key.rotation_due) {
+    out.push(el('span', { class: 'badge due', title: 'Older than 90 days: rotate it' }, 'Due for rotation'));
+  }
+  if (key.idle) {
+    out.push(el('span', { class: 'badge idle', title: 'Not used in 30 days' }, 'Idle'));
+  }
+  return out;
+}
+
+/** Shows or hides an error paragraph. */
+export function showError(node, text) {
+  node.textContent = text || '';
+  node.hidden = !text;
+}
+
+/** The scope catalog the page carries (shared::scope), or []. */
+export function catalog() {
+  const node = document.getElementById('scope-catalog');
+  if (!node) return [];
+  try {
+    return JSON.parse(node.textContent);
+  } catch {
+    return [];
+  }
+}
+
+/** The curl line for a key: a route of the catalog that its scopes allow. */
+export function curlLine(secret, scopes) {
+  const full = scopes.includes('*');
+  const entry = catalog().find((s) => full || scopes.includes(s.name));
+  const [method, path] = (entry?.example || 'GET /v1/jobs').split(' ');
+  const dash = method === 'GET' ? '' : `-X ${method} `;
+  return `curl ${dash}-H "Authorization: Bearer ${secret}" https://api.lynxo.ai${path}`;
+}
+
+/**
+ * Wires a <dialog>: [data-close] buttons close it, focus returns to the opener, and
+ * `onClose` runs however it closed (button, Escape, or code).
+ */
+export function dialog(node, { onClose } = {}) {
+  let opener = null;
+  for (const b of node.querySelectorAll('[data-close]')) {
+    b.addEventListener('click', () => node.close());
+  }
+  node.addEventListener('close', () => {
+    if (onClose) onClose();
+    if (opener && document.contains(opener)) opener.focus();
+  });
+  return {
+    open(first) {
+      opener = document.activeElement;
+      node.showModal();
+      const target = first || node.querySelector('input:not([type=hidden]), select, textarea, button');
+      if (target) target.focus();
+    },
+    close() {
+      node.close();
+    },
+  };
+}
+
+/** Disables a form's submit button while `work` runs. */
+export async function busy(form, work) {
+  const submit = form.querySelector('[type=submit]');
+  const was = submit?.disabled;
+  if (submit) submit.disabled = true;
+  form.setAttribute('aria-busy', 'true');
+  try {
+    return await work();
+  } finally {
+    if (submit) submit.disabled = was;
+    form.removeAttribute('aria-busy');
+  }
+}
