@@ -2,10 +2,15 @@
 # Builds the edge worker for release with worker-build and prints the size of its wasm.
 #
 #   bash scripts/build-edge.sh
+#   EDGE_FEATURES=bench-no-limits EDGE_OUT_DIR=build-bench-no-limits bash scripts/build-edge.sh
 #
 # Output: edge/build/index.js (entry module, which wrangler.toml's main re-exports through
 # edge/build/worker/shim.mjs) and edge/build/index_bg.wasm. wrangler runs this as the [build]
 # command of wrangler.toml. Needs the tools of scripts/bootstrap.sh.
+#
+# Benchmark baselines: EDGE_FEATURES (comma-separated cargo features of edge/, e.g.
+# bench-no-limits or bench-no-auth) builds into EDGE_OUT_DIR (a directory under edge/, required
+# with features, never `build`), so the normal build in edge/build is left as it was.
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -25,9 +30,17 @@ have="$("$WASM_BINDGEN_BIN" --version 2>/dev/null | awk '{ print $NF }' || true)
 [[ -n "$have" && "$have" == "$locked" ]] ||
   die "wasm-bindgen CLI ${have:-missing} does not match wasm-bindgen ${locked:-?} in Cargo.lock: run scripts/bootstrap.sh"
 
-(cd edge && worker-build --release)
+features="${EDGE_FEATURES:-}"
+out_dir="${EDGE_OUT_DIR:-build}"
+[[ $out_dir =~ ^[A-Za-z0-9._-]+$ ]] || die "EDGE_OUT_DIR must be a plain directory name under edge/"
+if [[ -n $features ]]; then
+  [[ $out_dir != build ]] || die "a build with EDGE_FEATURES=$features needs its own EDGE_OUT_DIR"
+  (cd edge && worker-build --release --out-dir "$out_dir" --features "$features")
+else
+  (cd edge && worker-build --release --out-dir "$out_dir")
+fi
 
-wasm=edge/build/index_bg.wasm
+wasm="edge/$out_dir/index_bg.wasm"
 [[ -f "$wasm" ]] || die "worker-build produced no $wasm"
 raw=$(wc -c <"$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
