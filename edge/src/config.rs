@@ -10,9 +10,13 @@
 //! | `REVOCATION_SHARDS` | var | shard count of the revocation list (default 16) |
 //! | `REVOCATION_CACHE_MS` | var | how long a shard read from KV is trusted in memory (default 2000) |
 //! | `FORWARD_AUTHORIZATION` | var | `true` forwards the client's `Authorization` header (default `false`) |
-//! | `SYNC_MAX_BYTES` | var | largest shard the sync endpoint accepts (default 8 MiB) |
+//! | `SYNC_MAX_BYTES` | var | largest sync push the edge accepts (default 8 MiB) |
+//! | `RATE_LIMIT_DEFAULT` | var | `<limit>/<window seconds>` for keys without their own limit (default `600/60`) |
+//! | `METER_SHARDS` | var | number of `UsageMeter` objects (`meter-0` ...), 1 to 1024 (default 4) |
+//! | `CONTROL_URL` | var | the control plane's base URL for usage batches; unset: metering off |
 
 use shared::key::Environment;
+use shared::limits::Policy;
 use shared::mac::Keyring;
 
 /// Default number of revocation shards.
@@ -21,9 +25,18 @@ pub const DEFAULT_SHARDS: u16 = 16;
 pub const DEFAULT_CACHE_MS: u64 = 2_000;
 /// Default largest sync body, in bytes.
 pub const DEFAULT_SYNC_MAX_BYTES: usize = 8 << 20;
+/// Default rate limit of a key without its own: 600 requests per 60 s.
+pub const DEFAULT_RATE_LIMIT: Policy = Policy {
+    limit: 600,
+    window: 60,
+};
+/// Default number of usage meter objects.
+pub const DEFAULT_METER_SHARDS: u16 = 4;
+/// Most usage meter objects.
+pub const MAX_METER_SHARDS: u16 = 1024;
 
 /// The names of every binding [`Config::from_lookup`] reads, in a fixed order.
-pub const BINDINGS: [&str; 8] = [
+pub const BINDINGS: [&str; 11] = [
     "LYNXO_ENV",
     "LYNXO_KEYRING",
     "ORIGIN_KEYRING",
@@ -32,6 +45,9 @@ pub const BINDINGS: [&str; 8] = [
     "REVOCATION_CACHE_MS",
     "FORWARD_AUTHORIZATION",
     "SYNC_MAX_BYTES",
+    "RATE_LIMIT_DEFAULT",
+    "METER_SHARDS",
+    "CONTROL_URL",
 ];
 
 /// Validated configuration.
@@ -53,6 +69,12 @@ pub struct Config {
     pub forward_authorization: bool,
     /// Largest sync body accepted, in bytes.
     pub sync_max_bytes: usize,
+    /// The rate limit of keys without their own.
+    pub rate_limit_default: Policy,
+    /// Number of usage meter objects.
+    pub meter_shards: u16,
+    /// The control plane's base URL, without a trailing slash; `None` turns metering off.
+    pub control_url: Option<String>,
 }
 
 /// Why the configuration is unusable. Names the binding, never its value.
@@ -104,6 +126,24 @@ impl Config {
             .trim()
             .parse()
             .map_err(|_| ConfigError::Invalid("SYNC_MAX_BYTES"))?;
+        let rate_limit_default = match get("RATE_LIMIT_DEFAULT") {
+            Some(text) => crate::limit::parse_policy(&text)
+                .map_err(|_| ConfigError::Invalid("RATE_LIMIT_DEFAULT"))?,
+            None => DEFAULT_RATE_LIMIT,
+        };
+        let meter_shards: u16 = optional("METER_SHARDS", "4")
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_METER_SHARDS).contains(n))
+            .ok_or(ConfigError::Invalid("METER_SHARDS"))?;
+        let control_url =
+            match get("CONTROL_URL").map(|u| u.trim().trim_end_matches('/').to_owned()) {
+                None => None,
+                Some(url) if url.is_empty() => None,
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
+                Some(_) => return Err(ConfigError::Invalid("CONTROL_URL")),
+            };
         Ok(Self {
             environment,
             keyring,
@@ -113,6 +153,9 @@ impl Config {
             cache_ms,
             forward_authorization,
             sync_max_bytes,
+            rate_limit_default,
+            meter_shards,
+            control_url,
         })
     }
 
@@ -151,6 +194,23 @@ mod tests {
         assert_eq!(cfg.sync_max_bytes, DEFAULT_SYNC_MAX_BYTES);
         assert!(!cfg.forward_authorization);
         assert_eq!(cfg.retry_after(), 2);
+        assert_eq!(cfg.rate_limit_default, DEFAULT_RATE_LIMIT);
+        assert_eq!(cfg.meter_shards, DEFAULT_METER_SHARDS);
+        assert_eq!(cfg.control_url, None);
+    }
+
+    #[test]
+    fn limits_and_metering() {
+        let mut vars = base();
+        vars.insert("RATE_LIMIT_DEFAULT", " 5/10 ".to_owned());
+        vars.insert("METER_SHARDS", "16".to_owned());
+        vars.insert("CONTROL_URL", "http://127.0.0.1:8080/".to_owned());
+        let cfg = load(&vars).unwrap();
+        assert_eq!(cfg.rate_limit_default, Policy::new(5, 10).unwrap());
+        assert_eq!(cfg.meter_shards, 16);
+        assert_eq!(cfg.control_url.as_deref(), Some("http://127.0.0.1:8080"));
+        vars.insert("CONTROL_URL", String::new());
+        assert_eq!(load(&vars).unwrap().control_url, None);
     }
 
     #[test]
@@ -168,6 +228,12 @@ mod tests {
             ("REVOCATION_CACHE_MS", "-1"),
             ("FORWARD_AUTHORIZATION", "yes"),
             ("SYNC_MAX_BYTES", "lots"),
+            ("RATE_LIMIT_DEFAULT", "600"),
+            ("RATE_LIMIT_DEFAULT", "0/60"),
+            ("RATE_LIMIT_DEFAULT", "600/0"),
+            ("METER_SHARDS", "0"),
+            ("METER_SHARDS", "1025"),
+            ("CONTROL_URL", "127.0.0.1:8080"),
         ] {
             let mut vars = base();
             vars.insert(name, value.to_owned());

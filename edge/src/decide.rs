@@ -80,6 +80,18 @@ pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verifi
     verify_key(token, cfg, now).map(|claims| Verified { claims, source })
 }
 
+/// The claims of a key the first step refused although its tag verified: an expired key of this
+/// environment. Such a request belongs to the key's owner (usage and activity); a forged,
+/// mis-copied or other-environment key belongs to nobody, and gets `None`. Costs one more HMAC,
+/// on refusals only.
+pub fn owner(req: &Incoming<'_>, cfg: &Config) -> Option<Claims> {
+    let (token, _) = credential(req).ok()?;
+    // At time 0 nothing has expired yet: what remains is the tag and the format.
+    key::verify(token, &cfg.keyring, 0)
+        .ok()
+        .filter(|claims| claims.environment == cfg.environment)
+}
+
 /// The second step: revocation, then the route and its scope.
 pub fn admit(
     verified: &Verified,
@@ -460,6 +472,25 @@ mod tests {
             refusal(get(&format!("Bearer {expired}"))).2.as_deref(),
             Some("expired")
         );
+        // An expired key still has an owner; a mis-copied one has none.
+        let auth = format!("Bearer {expired}");
+        let req = |auth| Incoming {
+            method: "GET",
+            path: "/v1/jobs",
+            query: None,
+            authorization: Some(auth),
+        };
+        assert_eq!(
+            owner(&req(&auth), &config()).map(|c| c.key_id),
+            Some(KeyId([3; 16]))
+        );
+        let typo = format!("Bearer {typo}");
+        assert_eq!(owner(&req(&typo), &config()), None);
+        let dev = issue(
+            &claims(Environment::Development, ScopeSet::FULL_ACCESS),
+            &config().keyring,
+        );
+        assert_eq!(owner(&req(&format!("Bearer {dev}")), &config()), None);
     }
 
     #[test]

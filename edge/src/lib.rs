@@ -8,44 +8,69 @@
 //! - [`decide`]: credentials, key, revocation, route and scope: the whole admission decision;
 //! - [`cache`]: revocation shards read from KV, trusted in isolate memory for a short time;
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
-//! - [`sync`]: the control plane's signed push of revocation shards;
+//! - [`sync`]: the control plane's signed pushes of revocation shards and rate limits;
+//! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
+//! - [`meter`]: usage events, the isolate's buffer and the `UsageMeter` object's batches;
+//! - [`objects`]: the two Durable Object classes;
 //! - [`problem`]: every answer the edge makes itself, as RFC 9457 problem documents.
 //!
 //! Every decision is a call into `shared`. The glue below only moves bytes between the runtime
 //! and those functions, and turns every runtime error into a 5xx problem, never a panic (a panic
 //! resets the module and aborts every request in flight). The design note is `docs/edge.md`.
 
-// The benchmark baseline skips authentication, leaving its helpers unused.
-#![cfg_attr(feature = "bench-no-auth", allow(dead_code, unused_imports))]
+// The benchmark baselines skip authentication or limits, leaving their helpers unused.
+#![cfg_attr(
+    any(feature = "bench-no-auth", feature = "bench-no-limits"),
+    allow(dead_code, unused_imports)
+)]
 
 pub mod cache;
 pub mod config;
 pub mod decide;
 pub mod forward;
+pub mod limit;
+pub mod meter;
+pub mod objects;
 pub mod problem;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
+use shared::key::KeyId;
 use shared::revocation::shard_of;
 use worker::{
-    Context, Date, Env, Fetch, Headers, Request, RequestInit, RequestRedirect, Response,
-    ResponseBuilder, Url, console_error, console_warn, event,
+    Context, Date, Delay, Env, Fetch, Headers, Request, RequestInit, RequestRedirect, Response,
+    ResponseBody, ResponseBuilder, Url, console_error, console_log, console_warn, event, js_sys,
+    wasm_bindgen::JsValue, wasm_bindgen_futures,
 };
 
 use crate::cache::{Outcome, ShardCache};
 use crate::config::{BINDINGS, Config};
 use crate::decide::Incoming;
+use crate::limit::{Call, Decision, Grant, Leases, Local, SetOutcome, Status};
+use crate::meter::{Buffer, Caller, Delivery, Event, Flush, Seen};
 use crate::problem::{Problem, Reply};
+
+pub use crate::objects::{KeyLimiter, UsageMeter};
 
 /// Path of the liveness probe, answered without reading any binding.
 pub const HEALTH_PATH: &str = "/healthz";
 
 /// The KV namespace binding holding the revocation shards.
 pub const REVOCATIONS_BINDING: &str = "REVOCATIONS";
+
+/// The Durable Object binding of the `KeyLimiter` class.
+pub const RATE_LIMITER_BINDING: &str = "RATE_LIMITER";
+
+/// The Durable Object binding of the `UsageMeter` class.
+pub const METER_BINDING: &str = "METER";
+
+/// Whether this build limits and meters (the benchmark baselines compile both out).
+const LIMITS: bool = !cfg!(any(feature = "bench-no-limits", feature = "bench-no-auth"));
 
 /// Which handler serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +79,8 @@ pub enum Endpoint<'a> {
     Health,
     /// The sync endpoint for the shard index (as text) in the path.
     SyncRevocations(&'a str),
+    /// The limits sync endpoint.
+    SyncLimits,
     /// Anything else: an API request to authenticate and forward.
     Api,
 }
@@ -62,6 +89,8 @@ pub enum Endpoint<'a> {
 pub fn endpoint<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
     if method == "GET" && path == HEALTH_PATH {
         Endpoint::Health
+    } else if path == shared::limits::SYNC_PATH {
+        Endpoint::SyncLimits
     } else if let Some(index) = path.strip_prefix(sync::PATH_PREFIX) {
         Endpoint::SyncRevocations(index)
     } else {
@@ -78,6 +107,12 @@ thread_local! {
     static CONFIG: RefCell<CachedConfig> = const { RefCell::new(None) };
     /// Revocation shards read from KV or pushed through the sync endpoint.
     static SHARDS: RefCell<ShardCache> = RefCell::new(ShardCache::default());
+    /// Rate-limit leases of this isolate.
+    static LEASES: RefCell<Leases> = RefCell::new(Leases::default());
+    /// Usage events not yet handed to a meter object.
+    static METER: RefCell<Buffer> = RefCell::new(Buffer::default());
+    /// Whether "metering is off" was logged in this isolate.
+    static METER_OFF_LOGGED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// An answer: decided by the edge, or the origin's response passed through.
@@ -92,10 +127,17 @@ impl From<Reply> for Answer {
     }
 }
 
+/// A request that belongs to a key: what its usage event says besides the answer.
+struct Attributed {
+    caller: Caller,
+    seen: Seen,
+}
+
 /// Workers entry point for HTTP requests.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    let answer = match handle(req, &env).await {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let mut attributed = None;
+    let answer = match handle(req, &env, &mut attributed).await {
         Ok(answer) => answer,
         Err(e) => {
             // Logged once, here; the caller learns nothing about the edge's internals.
@@ -103,10 +145,196 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
             Answer::Reply(problem::internal())
         }
     };
+    let (status, outcome) = match &answer {
+        Answer::Origin(response) => {
+            let status = response.status_code();
+            (status, shared::usage::Outcome::of_origin_status(status))
+        }
+        Answer::Reply(reply) => (reply.status, meter::outcome_of_edge_status(reply.status)),
+    };
+    if let Some(a) = attributed {
+        let event = meter::event(&a.caller, &a.seen, status, outcome, now_ms());
+        record(&ctx, &env, event);
+    }
     Ok(match answer {
         Answer::Origin(response) => response,
         Answer::Reply(reply) => to_response(&reply),
     })
+}
+
+/// Buffers a usage event and schedules its flush after the response.
+fn record(ctx: &Context, env: &Env, event: Event) {
+    let Ok(cfg) = load_config(env) else {
+        return;
+    };
+    if cfg.control_url.is_none() {
+        if !METER_OFF_LOGGED.replace(true) {
+            console_log!("lynxo-edge: CONTROL_URL is not set: usage metering is off");
+        }
+        return;
+    }
+    let shards = cfg.meter_shards;
+    match METER.with_borrow_mut(|b| b.push(event)) {
+        Flush::Now => ctx.wait_until(flush(env.clone(), shards)),
+        Flush::After(ms) => {
+            let env = env.clone();
+            ctx.wait_until(async move {
+                Delay::from(Duration::from_millis(ms)).await;
+                flush(env, shards).await;
+            });
+        }
+        Flush::Pending => {}
+    }
+}
+
+/// Hands the buffered events to their meter objects; keeps (and retries) what failed.
+async fn flush(env: Env, shards: u16) {
+    for attempt in 0..4_u32 {
+        let groups = METER.with_borrow_mut(|b| b.take(shards));
+        let mut retry = false;
+        for (shard, events) in groups {
+            if let Err(e) = deliver(&env, shard, &events).await {
+                console_error!(
+                    "lynxo-edge: meter-{shard} unreachable, {} events kept: {e}",
+                    events.len()
+                );
+                retry |= METER.with_borrow_mut(|b| b.restore(events));
+            }
+        }
+        let dropped = METER.with_borrow_mut(|b| b.take_dropped());
+        if dropped > 0 {
+            console_error!("lynxo-edge: meter buffer full: {dropped} events dropped");
+        }
+        if !retry {
+            return;
+        }
+        Delay::from(Duration::from_millis(meter::FLUSH_AFTER_MS << attempt)).await;
+    }
+    // Still failing: the next event starts a new timer for what is left.
+    METER.with_borrow_mut(|b| b.disarm());
+}
+
+async fn deliver(env: &Env, shard: u16, events: &[Event]) -> worker::Result<()> {
+    let ns = env.durable_object(METER_BINDING)?;
+    let stub = ns.id_from_name(&meter::object_name(shard))?.get_stub()?;
+    let body = serde_json::to_string(&Delivery {
+        shard,
+        events: events.to_vec(),
+    })?;
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(body.into()));
+    let response = stub
+        .fetch_with_request(Request::new_with_init("https://meter/events", &init)?)
+        .await?;
+    match response.status_code() {
+        200..=299 => Ok(()),
+        status => Err(format!("meter answered {status}").into()),
+    }
+}
+
+/// Asks `key`'s limiter object for a lease.
+async fn call_limiter<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    key: KeyId,
+    call: &Call,
+) -> worker::Result<T> {
+    let ns = env.durable_object(RATE_LIMITER_BINDING)?;
+    let stub = ns.id_from_name(&key.to_string())?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(serde_json::to_string(call)?.into()));
+    let mut response = stub
+        .fetch_with_request(Request::new_with_init("https://limiter/", &init)?)
+        .await?;
+    if response.status_code() != 200 {
+        return Err(format!("limiter answered {}", response.status_code()).into());
+    }
+    Ok(serde_json::from_str(&response.text().await?)?)
+}
+
+/// The rate-limit decision for an admitted request of `key`: a local token when there is one,
+/// else a lease from the key's object. `None` when the object failed: fail open (the key itself
+/// was verified), logged, without RateLimit headers.
+async fn rate_limit(env: &Env, cfg: &Config, key: KeyId, now_ms: u64) -> Option<Decision> {
+    let want = match LEASES.with_borrow_mut(|l| l.take(key, now_ms)) {
+        Local::Allowed(status) => return Some(Decision::Allowed(status)),
+        Local::Limited(status) => return Some(Decision::Limited(status)),
+        Local::Ask { want } => want,
+    };
+    let call = Call::Take {
+        default: cfg.rate_limit_default,
+        want,
+    };
+    match call_limiter::<Grant>(env, key, &call).await {
+        // The clock after the call: a lease is void once its window is over.
+        Ok(grant) => Some(LEASES.with_borrow_mut(|l| l.record(key, &grant, crate::now_ms()))),
+        Err(e) => {
+            console_error!("lynxo-edge: rate limiter unavailable, request let through: {e}");
+            None
+        }
+    }
+}
+
+/// Adds the RateLimit header fields to a reply.
+fn with_rate_headers(mut reply: Reply, status: Option<Status>, now_ms: u64) -> Reply {
+    if let Some(status) = status {
+        reply.headers.extend(status.headers(now_ms));
+    }
+    reply
+}
+
+/// The origin's response with the RateLimit header fields added. Its headers are immutable in
+/// the Workers runtime, so this is a new response around the same body stream.
+fn origin_with_rate_headers(response: Response, status: &Status, now_ms: u64) -> Response {
+    let code = response.status_code();
+    // 101 (a WebSocket) passes through untouched.
+    if !(200..=599).contains(&code) {
+        return response;
+    }
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        if headers.append(&name, &value).is_err() {
+            console_warn!("lynxo-edge: origin header {name} not copied");
+        }
+    }
+    for (name, value) in status.headers(now_ms) {
+        if headers.set(name, &value).is_err() {
+            console_error!("lynxo-edge: header {name} refused by the runtime");
+        }
+    }
+    let (_, body) = response.into_parts();
+    // A null-body status must not get a stream (the Response constructor would throw).
+    let body = match body {
+        ResponseBody::Stream(_) if matches!(code, 204 | 205 | 304) => ResponseBody::Empty,
+        body => body,
+    };
+    ResponseBuilder::new()
+        .with_status(code)
+        .with_headers(headers)
+        .body(body)
+}
+
+/// The request details a usage event carries.
+fn seen(req: &Request, method: &str, path: &str) -> Seen {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let cf_field = |name: &str| {
+        let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf")).ok()?;
+        if !cf.is_object() {
+            return None;
+        }
+        js_sys::Reflect::get(&cf, &JsValue::from_str(name))
+            .ok()?
+            .as_string()
+    };
+    Seen {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        client_ip: header("cf-connecting-ip"),
+        country: cf_field("country"),
+        colo: cf_field("colo"),
+        user_agent: header("user-agent"),
+    }
 }
 
 /// Builds a response that cannot fail: a header the runtime refuses is logged and left out.
@@ -127,7 +355,11 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
-async fn handle(req: Request, env: &Env) -> worker::Result<Answer> {
+async fn handle(
+    req: Request,
+    env: &Env,
+    attributed: &mut Option<Attributed>,
+) -> worker::Result<Answer> {
     let url = req.url()?;
     // The method exactly as sent: `worker::Method` would read an unknown method as GET.
     let method = req.inner().method();
@@ -140,15 +372,19 @@ async fn handle(req: Request, env: &Env) -> worker::Result<Answer> {
                 Err(reply) => Ok(reply.into()),
             }
         }
+        Endpoint::SyncLimits => match load_config(env) {
+            Ok(cfg) => push_limits(req, env, &cfg, &method).await,
+            Err(reply) => Ok(reply.into()),
+        },
         Endpoint::Api => match load_config(env) {
-            Ok(cfg) => api(req, env, &cfg, &method, &url).await,
+            Ok(cfg) => api(req, env, &cfg, &method, &url, attributed).await,
             Err(reply) => Ok(reply.into()),
         },
     }
 }
 
 /// The configuration, rebuilt only when a binding's value changed.
-fn load_config(env: &Env) -> Result<Rc<Config>, Reply> {
+pub(crate) fn load_config(env: &Env) -> Result<Rc<Config>, Reply> {
     let raw: Vec<Option<String>> = BINDINGS
         .iter()
         .map(|name| env.var(name).ok().map(|v| v.to_string()))
@@ -229,6 +465,7 @@ async fn api(
     cfg: &Config,
     method: &str,
     url: &Url,
+    attributed: &mut Option<Attributed>,
 ) -> worker::Result<Answer> {
     let now_ms = now_ms();
     let now = now_ms / 1000;
@@ -239,25 +476,77 @@ async fn api(
         query: url.query(),
         authorization: authorization.as_deref(),
     };
+    let metering = LIMITS && cfg.control_url.is_some();
+    let attribute = |attributed: &mut Option<Attributed>, claims: &shared::key::Claims| {
+        if metering {
+            *attributed = Some(Attributed {
+                caller: Caller {
+                    key_id: claims.key_id,
+                    account_id: claims.account_id,
+                    scope: None,
+                },
+                seen: seen(&req, method, url.path()),
+            });
+        }
+    };
     #[cfg(feature = "bench-no-auth")]
     let admitted = {
-        let _ = (env, now_ms);
+        let _ = (env, now_ms, &attribute);
         unauthenticated(cfg)
     };
     #[cfg(not(feature = "bench-no-auth"))]
     let admitted = {
         let verified = match decide::authenticate(&incoming, cfg, now) {
             Ok(verified) => verified,
-            Err(reply) => return Ok(reply.into()),
+            Err(reply) => {
+                if metering && reply.status == 401 {
+                    if let Some(claims) = decide::owner(&incoming, cfg) {
+                        attribute(attributed, &claims);
+                    }
+                }
+                return Ok(reply.into());
+            }
         };
+        attribute(attributed, &verified.claims);
         let key_id = verified.claims.key_id;
         let index = shard_of(key_id, cfg.shard_count);
         refresh_shard(env, cfg, index, now_ms).await;
         let status = SHARDS.with_borrow(|c| c.status(index, key_id, now));
         match decide::admit(&verified, &incoming, status, cfg) {
             Ok(admitted) => admitted,
-            Err(reply) => return Ok(reply.into()),
+            Err(reply) => {
+                if reply.status == 403 {
+                    if let Some(a) = attributed.as_mut() {
+                        a.caller.scope = shared::scope::find_route(method, url.path())
+                            .ok()
+                            .map(|r| r.scope.name());
+                    }
+                }
+                // A refusal after the key verified still says what this isolate knows of the
+                // key's window (no call to its object for a refused request).
+                let known = if LIMITS && reply.status != 401 {
+                    LEASES.with_borrow(|l| l.status(key_id, now_ms))
+                } else {
+                    None
+                };
+                return Ok(with_rate_headers(reply, known, now_ms).into());
+            }
         }
+    };
+    if let Some(a) = attributed.as_mut() {
+        a.caller.scope = Some(admitted.route.scope.name());
+    }
+    // Only requests that would be forwarded count against the key's limit.
+    let rate = if LIMITS {
+        match rate_limit(env, cfg, admitted.identity.key_id, now_ms).await {
+            Some(Decision::Allowed(status)) => Some(status),
+            Some(Decision::Limited(status)) => {
+                return Ok(limit::exceeded(&status, now_ms).into());
+            }
+            None => None,
+        }
+    } else {
+        None
     };
 
     let plan = forward::plan(cfg, &incoming, &admitted, req.headers().entries(), now);
@@ -276,19 +565,96 @@ async fn api(
         .with_redirect(RequestRedirect::Manual);
     let origin_request = Request::new_with_init(&plan.url, &init)?;
     match Fetch::Request(origin_request).send().await {
-        Ok(response) => Ok(Answer::Origin(response)),
+        Ok(response) => Ok(Answer::Origin(match rate {
+            Some(status) => origin_with_rate_headers(response, &status, now_ms),
+            None => response,
+        })),
         Err(e) => {
             console_error!("lynxo-edge: origin unreachable: {e}");
-            Ok(Problem::new(
+            let reply = Problem::new(
                 502,
                 "origin_unavailable",
                 "Bad Gateway",
                 "The Lynxo API could not be reached. Please retry.",
             )
-            .reply()
-            .into())
+            .reply();
+            Ok(with_rate_headers(reply, rate, now_ms).into())
         }
     }
+}
+
+/// `PUT /_lynxo/sync/limits`: applies each entry to its key's limiter object. This isolate
+/// first gives back the unspent tokens of its lease for the key, so the new limit counts what
+/// was really admitted here.
+async fn push_limits(
+    mut req: Request,
+    env: &Env,
+    cfg: &Config,
+    method: &str,
+) -> worker::Result<Answer> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    if let Err(reply) = sync::check_length(declared, cfg) {
+        return Ok(reply.into());
+    }
+    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
+    let body = if method == "PUT" {
+        req.bytes().await?
+    } else {
+        Vec::new()
+    };
+    let now_ms = now_ms();
+    let entries =
+        match sync::check_limits_push(cfg, method, signature.as_deref(), &body, now_ms / 1000) {
+            Ok(entries) => entries,
+            Err(reply) => return Ok(reply.into()),
+        };
+    let calls = js_sys::Array::new();
+    for entry in &entries {
+        let (returned, lease_reset_ms) = LEASES
+            .with_borrow_mut(|l| l.surrender(entry.key_id, now_ms))
+            .unwrap_or((0, 0));
+        let call = Call::Set {
+            policy: entry.policy,
+            version: entry.version,
+            returned,
+            lease_reset_ms,
+        };
+        let (env, key) = (env.clone(), entry.key_id);
+        calls.push(&wasm_bindgen_futures::future_to_promise(async move {
+            match call_limiter::<SetOutcome>(&env, key, &call).await {
+                Ok(_) => Ok(JsValue::TRUE),
+                Err(e) => {
+                    console_error!("lynxo-edge: limit of {key} not applied: {e}");
+                    Ok(JsValue::FALSE)
+                }
+            }
+        }));
+    }
+    let results = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::all(&calls)).await?;
+    let failed = js_sys::Array::from(&results)
+        .iter()
+        .filter(|v| !v.is_truthy())
+        .count();
+    if failed > 0 {
+        return Ok(problem::unavailable(
+            "limits_not_applied",
+            &format!(
+                "{failed} of {} limits could not be applied; retry the whole push.",
+                entries.len()
+            ),
+            1,
+        )
+        .into());
+    }
+    Ok(Reply {
+        status: 204,
+        headers: vec![("cache-control", "no-store".to_owned())],
+        body: String::new(),
+    }
+    .into())
 }
 
 async fn push_revocations(
@@ -399,6 +765,8 @@ mod tests {
             endpoint("PUT", "/_lynxo/sync/revocations/3"),
             Endpoint::SyncRevocations("3")
         );
+        assert_eq!(endpoint("PUT", "/_lynxo/sync/limits"), Endpoint::SyncLimits);
+        assert_eq!(endpoint("GET", "/_lynxo/sync/limits"), Endpoint::SyncLimits);
         assert_eq!(endpoint("GET", "/v1/jobs"), Endpoint::Api);
     }
 }

@@ -11,8 +11,15 @@
 //! of the path, then ([`check_against_stored`]) that it is not older than what KV holds. Only then
 //! does the worker write KV. Answers: 204 written, 401 unsigned or bad signature, 409 older than
 //! KV, 413 too large, 422 not a valid shard for this index.
+//!
+//! The same module checks the control plane's limits push (`PUT /_lynxo/sync/limits`, body a
+//! JSON `shared::limits::LimitPush`, signed with `shared::limits::sign_push`): method, size,
+//! signature, then every entry ([`check_limits_push`]). The worker applies each entry to its
+//! key's `KeyLimiter` object, which keeps only a newer version, so a retried push is harmless.
 
 use shared::envelope::EnvelopeError;
+use shared::key::KeyId;
+use shared::limits::{self, LimitPush, MAX_PUSH_ENTRIES, Policy};
 use shared::mac::Keyring;
 use shared::revocation::{self, RevocationShard};
 
@@ -81,8 +88,111 @@ fn too_large(cfg: &Config) -> Reply {
         413,
         "payload_too_large",
         "Content Too Large",
-        format!("A shard push is at most {} bytes.", cfg.sync_max_bytes),
+        format!("A sync push is at most {} bytes.", cfg.sync_max_bytes),
     )
+}
+
+fn signature_refusal(e: EnvelopeError) -> Reply {
+    let reason = match e {
+        EnvelopeError::Malformed => "malformed",
+        EnvelopeError::UnknownKid(_) => "unknown_kid",
+        EnvelopeError::OutsideTolerance { .. } => "outside_tolerance",
+        _ => "bad_signature",
+    };
+    Problem::new(
+        401,
+        "invalid_signature",
+        "Unauthorized",
+        "The push's signature is not valid.",
+    )
+    .reason(reason)
+    .reply()
+}
+
+fn missing_signature() -> Reply {
+    refuse(
+        401,
+        "missing_signature",
+        "Unauthorized",
+        "A push must carry a `Lynxo-Signature` header.",
+    )
+}
+
+fn put_only() -> Reply {
+    Problem::new(
+        405,
+        "method_not_allowed",
+        "Method Not Allowed",
+        "The sync endpoint accepts PUT.",
+    )
+    .header("allow", "PUT")
+    .reply()
+}
+
+/// One checked entry of a limits push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitEntry {
+    /// The key.
+    pub key_id: KeyId,
+    /// Its policy.
+    pub policy: Policy,
+    /// The policy's version.
+    pub version: u64,
+}
+
+fn invalid_push(reason: &'static str, detail: impl Into<String>) -> Reply {
+    Problem::new(400, "invalid_push", "Bad Request", detail)
+        .reason(reason)
+        .reply()
+}
+
+/// Checks a limits push of `body` at `now` (Unix seconds): method, size, signature, then each
+/// entry. Answers 405, 413, 401 and 400 (`invalid_push` with a `reason`).
+pub fn check_limits_push(
+    cfg: &Config,
+    method: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    now: u64,
+) -> Result<Vec<LimitEntry>, Reply> {
+    if method != "PUT" {
+        return Err(put_only());
+    }
+    if body.len() > cfg.sync_max_bytes {
+        return Err(too_large(cfg));
+    }
+    let signature = signature.ok_or_else(missing_signature)?;
+    limits::verify_push(&cfg.keyring, signature, body, now, TOLERANCE)
+        .map_err(signature_refusal)?;
+    let push: LimitPush = serde_json::from_slice(body)
+        .map_err(|_| invalid_push("malformed", "The body is not a JSON limits push."))?;
+    if push.limits.len() > MAX_PUSH_ENTRIES {
+        return Err(invalid_push(
+            "too_many_entries",
+            format!("A push has at most {MAX_PUSH_ENTRIES} entries."),
+        ));
+    }
+    push.limits
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let key_id = KeyId::parse_hex(&entry.key_id).ok_or_else(|| {
+                invalid_push(
+                    "invalid_key_id",
+                    format!("Entry {i}: the key id is not 32 lowercase hex digits."),
+                )
+            })?;
+            entry
+                .policy
+                .check()
+                .map_err(|e| invalid_push("invalid_policy", format!("Entry {i}: {e}.")))?;
+            Ok(LimitEntry {
+                key_id,
+                policy: entry.policy,
+                version: entry.version,
+            })
+        })
+        .collect()
 }
 
 /// Checks a push of `body` to shard path segment `index_text` at `now` (Unix seconds).
@@ -95,43 +205,15 @@ pub fn check_push(
     now: u64,
 ) -> Result<Push, Reply> {
     if method != "PUT" {
-        return Err(Problem::new(
-            405,
-            "method_not_allowed",
-            "Method Not Allowed",
-            "The sync endpoint accepts PUT.",
-        )
-        .header("allow", "PUT")
-        .reply());
+        return Err(put_only());
     }
     let index = parse_index(index_text, cfg)?;
     if body.len() > cfg.sync_max_bytes {
         return Err(too_large(cfg));
     }
-    let Some(signature) = signature else {
-        return Err(refuse(
-            401,
-            "missing_signature",
-            "Unauthorized",
-            "A push must carry a `Lynxo-Signature` header.",
-        ));
-    };
-    revocation::verify_push(&cfg.keyring, signature, index, body, now, TOLERANCE).map_err(|e| {
-        let reason = match e {
-            EnvelopeError::Malformed => "malformed",
-            EnvelopeError::UnknownKid(_) => "unknown_kid",
-            EnvelopeError::OutsideTolerance { .. } => "outside_tolerance",
-            _ => "bad_signature",
-        };
-        Problem::new(
-            401,
-            "invalid_signature",
-            "Unauthorized",
-            "The push's signature is not valid.",
-        )
-        .reason(reason)
-        .reply()
-    })?;
+    let signature = signature.ok_or_else(missing_signature)?;
+    revocation::verify_push(&cfg.keyring, signature, index, body, now, TOLERANCE)
+        .map_err(signature_refusal)?;
     let shard = RevocationShard::open(body, &cfg.keyring).map_err(|e| {
         Problem::new(
             422,
@@ -245,6 +327,91 @@ mod tests {
             413
         );
         assert_eq!(check_length(Some(11), &small).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn limits_push_checks() {
+        let cfg = config();
+        let id = KeyId([0xab; 16]).to_string();
+        let body =
+            format!(r#"{{"limits":[{{"key_id":"{id}","limit":5,"window":10,"version":3}}]}}"#);
+        let sig = limits::sign_push(&cfg.keyring, body.as_bytes(), NOW);
+        let check = |method, sig: Option<&str>, body: &[u8], now| {
+            check_limits_push(&cfg, method, sig, body, now)
+        };
+        let entries = check("PUT", Some(&sig), body.as_bytes(), NOW + 5).unwrap();
+        assert_eq!(
+            entries,
+            [LimitEntry {
+                key_id: KeyId([0xab; 16]),
+                policy: Policy::new(5, 10).unwrap(),
+                version: 3
+            }]
+        );
+        let status =
+            |r: Result<Vec<LimitEntry>, Reply>| r.map(|_| 204).unwrap_or_else(|e| e.status);
+        assert_eq!(status(check("POST", Some(&sig), body.as_bytes(), NOW)), 405);
+        assert_eq!(status(check("PUT", None, body.as_bytes(), NOW)), 401);
+        assert_eq!(
+            status(check(
+                "PUT",
+                Some(&sig),
+                body.as_bytes(),
+                NOW + TOLERANCE + 1
+            )),
+            401
+        );
+        // A revocation push signature does not pass for a limits push.
+        let other = sign_push(&cfg.keyring, 0, body.as_bytes(), NOW);
+        assert_eq!(
+            status(check("PUT", Some(&other), body.as_bytes(), NOW)),
+            401
+        );
+        let bad = |body: String| {
+            let sig = limits::sign_push(&cfg.keyring, body.as_bytes(), NOW);
+            let reply = check("PUT", Some(&sig), body.as_bytes(), NOW).unwrap_err();
+            let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            (reply.status, v["reason"].as_str().unwrap_or("").to_owned())
+        };
+        assert_eq!(bad("nope".into()), (400, "malformed".into()));
+        assert_eq!(
+            bad(body.replace(&id, "ABC")),
+            (400, "invalid_key_id".into())
+        );
+        assert_eq!(
+            bad(body.replace(&id, &id.to_uppercase())),
+            (400, "invalid_key_id".into())
+        );
+        assert_eq!(
+            bad(body.replace(r#""limit":5"#, r#""limit":0"#)),
+            (400, "invalid_policy".into())
+        );
+        let many = LimitPush {
+            limits: vec![
+                shared::limits::LimitUpdate {
+                    key_id: id.clone(),
+                    policy: Policy::new(1, 1).unwrap(),
+                    version: 1
+                };
+                MAX_PUSH_ENTRIES + 1
+            ],
+        };
+        assert_eq!(
+            bad(serde_json::to_string(&many).unwrap()),
+            (400, "too_many_entries".into())
+        );
+        let mut small = cfg.clone();
+        small.sync_max_bytes = 10;
+        assert_eq!(
+            status(check_limits_push(
+                &small,
+                "PUT",
+                Some(&sig),
+                body.as_bytes(),
+                NOW
+            )),
+            413
+        );
     }
 
     #[test]

@@ -1,0 +1,583 @@
+//! Usage metering: the event the worker records for each request it can attribute to a key, the
+//! isolate's buffer of events, and the `UsageMeter` Durable Object's open batch, sealing and
+//! delivery schedule. Pure: `lib.rs` moves the events and batches; the wire format of a batch
+//! is `shared::usage`.
+//!
+//! Path of an event: the isolate buffers it in memory and flushes the buffer after the response
+//! (in `ctx.wait_until`) to the meter object of the key's shard (`meter-<key id mod shards>`),
+//! when it holds [`FLUSH_AT`] events or [`FLUSH_AFTER_MS`] after the first buffered event. The
+//! object adds events to its open [`Aggregate`] in durable storage; its alarm seals the open
+//! aggregate as the next numbered [`Batch`] and posts the sealed batches in order to the control
+//! plane, deleting each only after a 2xx. A batch keeps its `(source, seq)` for ever, so the
+//! control plane applies it once however often it is sent.
+
+use serde::{Deserialize, Serialize};
+use shared::key::KeyId;
+use shared::usage::{Activity, Batch, Count, LastUsed, MAX_ACTIVITY_PER_BATCH, Outcome, truncate};
+
+/// The isolate flushes once it holds this many events.
+pub const FLUSH_AT: usize = 64;
+/// ... or this long after the first event it buffered.
+pub const FLUSH_AFTER_MS: u64 = 500;
+/// Most events an isolate holds while its meter objects cannot be reached; older ones are
+/// dropped (and logged) beyond it.
+pub const MAX_BUFFERED: usize = 20_000;
+/// Allowed (non-denial) activity entries kept per key per batch; denials are always kept.
+pub const ALLOWED_ACTIVITY_PER_KEY: u32 = 100;
+/// The meter object seals and sends its open batch this long after the first event in it.
+pub const SEAL_AFTER_MS: u64 = 1_000;
+/// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF_MS`].
+pub const MIN_BACKOFF_MS: u64 = 1_000;
+/// Longest retry delay.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
+/// Longest path kept in an activity entry, bytes.
+pub const MAX_PATH: usize = 512;
+/// Longest `User-Agent` kept, bytes.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// One request, as the worker saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The key id, 32 lowercase hex digits.
+    pub key_id: String,
+    /// The key's account.
+    pub account_id: u64,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// The method as sent.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The status the client received.
+    pub status: u16,
+    /// Its class.
+    pub outcome: Outcome,
+    /// The route's scope, when the route was looked up.
+    pub scope: Option<String>,
+    /// `CF-Connecting-IP`.
+    pub client_ip: Option<String>,
+    /// Cloudflare's country code.
+    pub country: Option<String>,
+    /// Cloudflare's data-center code.
+    pub colo: Option<String>,
+    /// `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// Who made a request and what it asked for: the parts of an event known before the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key id.
+    pub key_id: KeyId,
+    /// The key's account.
+    pub account_id: u64,
+    /// The route's scope, when the route was looked up.
+    pub scope: Option<&'static str>,
+}
+
+/// Request details an event carries, read from the request by the glue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The method as sent.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// `CF-Connecting-IP`.
+    pub client_ip: Option<String>,
+    /// Cloudflare's country code.
+    pub country: Option<String>,
+    /// Cloudflare's data-center code.
+    pub colo: Option<String>,
+    /// `User-Agent` as sent.
+    pub user_agent: Option<String>,
+}
+
+/// How an answer of the edge itself is classified (an origin answer is
+/// [`Outcome::of_origin_status`]).
+pub fn outcome_of_edge_status(status: u16) -> Outcome {
+    match status {
+        401 => Outcome::Unauthorized,
+        403 => Outcome::Forbidden,
+        429 => Outcome::RateLimited,
+        other => Outcome::of_origin_status(other),
+    }
+}
+
+/// The event of `caller`'s request answered with `status` classified as `outcome`.
+pub fn event(caller: &Caller, seen: &Seen, status: u16, outcome: Outcome, at_ms: u64) -> Event {
+    Event {
+        key_id: caller.key_id.to_string(),
+        account_id: caller.account_id,
+        at_ms,
+        method: truncate(&seen.method, 16).to_owned(),
+        path: truncate(&seen.path, MAX_PATH).to_owned(),
+        status,
+        outcome,
+        scope: caller.scope.map(str::to_owned),
+        client_ip: seen
+            .client_ip
+            .as_deref()
+            .map(|ip| truncate(ip, 64).to_owned()),
+        country: seen.country.as_deref().map(|c| truncate(c, 8).to_owned()),
+        colo: seen.colo.as_deref().map(|c| truncate(c, 8).to_owned()),
+        user_agent: seen
+            .user_agent
+            .as_deref()
+            .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned()),
+    }
+}
+
+/// The meter shard of a key: `meter-<shard>` aggregates its events.
+pub fn shard_of(key_id: &str, shards: u16) -> u16 {
+    let id = KeyId::parse_hex(key_id).map_or(0, KeyId::as_u128);
+    (id % u128::from(shards.max(1))) as u16
+}
+
+/// The name of meter object `shard`.
+pub fn object_name(shard: u16) -> String {
+    format!("meter-{shard}")
+}
+
+/// What the isolate should do after buffering an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Flush now (the buffer is full enough).
+    Now,
+    /// Start the timer: this is the first buffered event.
+    After(u64),
+    /// Nothing: a flush is already due.
+    Pending,
+}
+
+/// The isolate's buffer of events not yet handed to a meter object.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    events: Vec<Event>,
+    timer: bool,
+    dropped: u64,
+}
+
+impl Buffer {
+    /// Buffers `event` and says when to flush.
+    pub fn push(&mut self, event: Event) -> Flush {
+        if self.events.len() >= MAX_BUFFERED {
+            self.events.remove(0);
+            self.dropped += 1;
+        }
+        self.events.push(event);
+        if self.events.len() >= FLUSH_AT {
+            Flush::Now
+        } else if !self.timer {
+            self.timer = true;
+            Flush::After(FLUSH_AFTER_MS)
+        } else {
+            Flush::Pending
+        }
+    }
+
+    /// Takes every buffered event, grouped by meter shard, for a flush. Also ends the timer:
+    /// events buffered after this start a new one.
+    pub fn take(&mut self, shards: u16) -> Vec<(u16, Vec<Event>)> {
+        self.timer = false;
+        let mut groups: Vec<(u16, Vec<Event>)> = Vec::new();
+        for event in self.events.drain(..) {
+            let shard = shard_of(&event.key_id, shards);
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, events)) => events.push(event),
+                None => groups.push((shard, vec![event])),
+            }
+        }
+        groups
+    }
+
+    /// Puts back events a flush could not deliver, ahead of newer ones. Returns whether the
+    /// caller should arm a timer to retry them.
+    pub fn restore(&mut self, mut events: Vec<Event>) -> bool {
+        events.append(&mut self.events);
+        if events.len() > MAX_BUFFERED {
+            let excess = events.len() - MAX_BUFFERED;
+            events.drain(..excess);
+            self.dropped += excess as u64;
+        }
+        self.events = events;
+        let arm = !self.timer && !self.events.is_empty();
+        self.timer |= arm;
+        arm
+    }
+
+    /// Ends the timer without flushing: the next event starts a new one.
+    pub fn disarm(&mut self) {
+        self.timer = false;
+    }
+
+    /// Events dropped so far because the buffer was full (for the log).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Events buffered.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// What a worker sends a meter object (JSON body of its fetch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The object's shard number (it names its source after it).
+    pub shard: u16,
+    /// The events.
+    pub events: Vec<Event>,
+}
+
+/// Allowed activity entries kept for one key in the open batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Sampled {
+    key_id: String,
+    n: u32,
+}
+
+/// The open batch of a meter object: what its next [`Batch`] will say.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Aggregate {
+    counts: Vec<Count>,
+    last_used: Vec<LastUsed>,
+    activity: Vec<Activity>,
+    dropped_activity: u64,
+    sampled: Vec<Sampled>,
+}
+
+impl Aggregate {
+    /// Whether no event was added since the last seal.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Adds one event.
+    pub fn add(&mut self, e: &Event) {
+        let minute = e.at_ms / 60_000;
+        match self.counts.iter_mut().find(|c| {
+            c.minute == minute
+                && c.outcome == e.outcome
+                && c.key_id == e.key_id
+                && c.scope == e.scope
+        }) {
+            Some(c) => c.n += 1,
+            None => self.counts.push(Count {
+                key_id: e.key_id.clone(),
+                account_id: e.account_id,
+                minute,
+                scope: e.scope.clone(),
+                outcome: e.outcome,
+                n: 1,
+            }),
+        }
+        let last = LastUsed {
+            key_id: e.key_id.clone(),
+            account_id: e.account_id,
+            at_ms: e.at_ms,
+            client_ip: e.client_ip.clone(),
+            user_agent: e.user_agent.clone(),
+        };
+        match self.last_used.iter_mut().find(|l| l.key_id == e.key_id) {
+            Some(l) if l.at_ms <= e.at_ms => *l = last,
+            Some(_) => {}
+            None => self.last_used.push(last),
+        }
+        self.sample(e);
+    }
+
+    /// Keeps every denial and up to [`ALLOWED_ACTIVITY_PER_KEY`] other requests per key, at
+    /// most [`MAX_ACTIVITY_PER_BATCH`] in all: a denial arriving at a full batch takes the
+    /// place of the oldest allowed entry.
+    fn sample(&mut self, e: &Event) {
+        let denial = e.outcome.is_denial();
+        if !denial {
+            let i = match self.sampled.iter().position(|s| s.key_id == e.key_id) {
+                Some(i) => i,
+                None => {
+                    self.sampled.push(Sampled {
+                        key_id: e.key_id.clone(),
+                        n: 0,
+                    });
+                    self.sampled.len() - 1
+                }
+            };
+            if self.sampled[i].n >= ALLOWED_ACTIVITY_PER_KEY
+                || self.activity.len() >= MAX_ACTIVITY_PER_BATCH
+            {
+                self.dropped_activity += 1;
+                return;
+            }
+            self.sampled[i].n += 1;
+        } else if self.activity.len() >= MAX_ACTIVITY_PER_BATCH {
+            match self.activity.iter().position(|a| a.outcome.is_allowed()) {
+                Some(i) => {
+                    self.activity.remove(i);
+                    self.dropped_activity += 1;
+                }
+                None => {
+                    self.dropped_activity += 1;
+                    return;
+                }
+            }
+        }
+        self.activity.push(Activity {
+            key_id: e.key_id.clone(),
+            account_id: e.account_id,
+            at_ms: e.at_ms,
+            method: e.method.clone(),
+            path: e.path.clone(),
+            status: e.status,
+            outcome: e.outcome,
+            client_ip: e.client_ip.clone(),
+            country: e.country.clone(),
+            colo: e.colo.clone(),
+            user_agent: e.user_agent.clone(),
+        });
+    }
+
+    /// Seals the aggregate as batch `seq` of `source`.
+    pub fn seal(self, source: &str, seq: u64) -> Batch {
+        Batch {
+            source: source.to_owned(),
+            seq,
+            counts: self.counts,
+            last_used: self.last_used,
+            activity: self.activity,
+            dropped_activity: self.dropped_activity,
+        }
+    }
+}
+
+/// The storage key of sealed batch `seq`: zero-padded so a listing is in `seq` order.
+pub fn batch_key(seq: u64) -> String {
+    format!("batch/{seq:020}")
+}
+
+/// The source name of meter `shard` with its persisted random part.
+pub fn source_name(shard: u16, random_hex: &str) -> String {
+    format!("meter-{shard}-{random_hex}")
+}
+
+/// The delay before the next delivery attempt after `failures` failed ones in a row.
+pub fn backoff_ms(failures: u32) -> u64 {
+    MIN_BACKOFF_MS
+        .saturating_mul(1_u64 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn caller(n: u8) -> Caller {
+        Caller {
+            key_id: KeyId([n; 16]),
+            account_id: 9,
+            scope: Some("jobs:read"),
+        }
+    }
+
+    fn seen() -> Seen {
+        Seen {
+            method: "GET".into(),
+            path: "/v1/jobs".into(),
+            client_ip: Some("203.0.113.7".into()),
+            country: Some("NL".into()),
+            colo: Some("AMS".into()),
+            user_agent: Some("curl/8".into()),
+        }
+    }
+
+    fn ev(n: u8, outcome: Outcome, at_ms: u64) -> Event {
+        let status = match outcome {
+            Outcome::Unauthorized => 401,
+            Outcome::Forbidden => 403,
+            Outcome::RateLimited => 429,
+            _ => 200,
+        };
+        event(&caller(n), &seen(), status, outcome, at_ms)
+    }
+
+    #[test]
+    fn edge_statuses_are_classified() {
+        assert_eq!(outcome_of_edge_status(401), Outcome::Unauthorized);
+        assert_eq!(outcome_of_edge_status(403), Outcome::Forbidden);
+        assert_eq!(outcome_of_edge_status(429), Outcome::RateLimited);
+        assert_eq!(outcome_of_edge_status(404), Outcome::ClientError);
+        assert_eq!(outcome_of_edge_status(503), Outcome::ServerError);
+        assert_eq!(outcome_of_edge_status(502), Outcome::ServerError);
+    }
+
+    #[test]
+    fn events_carry_attribution_and_truncate() {
+        let mut s = seen();
+        s.user_agent = Some("é".repeat(200));
+        let e = event(&caller(1), &s, 429, Outcome::RateLimited, T0);
+        assert_eq!(e.key_id, KeyId([1; 16]).to_string());
+        assert_eq!(e.account_id, 9);
+        assert_eq!(e.scope.as_deref(), Some("jobs:read"));
+        assert_eq!(e.user_agent.as_ref().unwrap().len(), 256);
+        assert_eq!(e.country.as_deref(), Some("NL"));
+        let unscoped = Caller {
+            scope: None,
+            ..caller(1)
+        };
+        assert_eq!(
+            event(&unscoped, &seen(), 401, Outcome::Unauthorized, T0).scope,
+            None
+        );
+    }
+
+    #[test]
+    fn counts_aggregate_by_key_minute_scope_and_outcome() {
+        let mut agg = Aggregate::default();
+        for at in [T0, T0 + 1, T0 + 59_999, T0 + 60_000] {
+            agg.add(&ev(1, Outcome::Success, at));
+        }
+        agg.add(&ev(1, Outcome::RateLimited, T0 + 2));
+        agg.add(&ev(2, Outcome::Success, T0 + 3));
+        let batch = agg.seal("meter-0-ab", 7);
+        assert_eq!((batch.source.as_str(), batch.seq), ("meter-0-ab", 7));
+        let n = |key: u8, minute: u64, outcome| {
+            batch
+                .counts
+                .iter()
+                .find(|c| {
+                    c.key_id == KeyId([key; 16]).to_string()
+                        && c.minute == minute
+                        && c.outcome == outcome
+                })
+                .map_or(0, |c| c.n)
+        };
+        let m = T0 / 60_000;
+        assert_eq!(n(1, m, Outcome::Success), 3);
+        assert_eq!(n(1, m + 1, Outcome::Success), 1);
+        assert_eq!(n(1, m, Outcome::RateLimited), 1);
+        assert_eq!(n(2, m, Outcome::Success), 1);
+        assert_eq!(batch.counts.iter().map(|c| c.n).sum::<u64>(), 6);
+        assert_eq!(batch.last_used.len(), 2);
+        let last1 = batch
+            .last_used
+            .iter()
+            .find(|l| l.key_id == KeyId([1; 16]).to_string())
+            .unwrap();
+        assert_eq!(last1.at_ms, T0 + 60_000);
+        assert_eq!(batch.activity.len(), 6);
+    }
+
+    #[test]
+    fn activity_keeps_denials_and_samples_the_rest() {
+        let mut agg = Aggregate::default();
+        for i in 0..150 {
+            agg.add(&ev(1, Outcome::Success, T0 + i));
+        }
+        for i in 0..20 {
+            agg.add(&ev(1, Outcome::Forbidden, T0 + i));
+        }
+        let batch = agg.clone().seal("s", 1);
+        assert_eq!(batch.activity.len(), 120);
+        assert_eq!(batch.dropped_activity, 50);
+        // The batch cap: denials displace allowed entries, never the reverse.
+        let mut agg = Aggregate::default();
+        for key in 0..20u8 {
+            for i in 0..100 {
+                agg.add(&ev(key, Outcome::Success, T0 + i));
+            }
+        }
+        let before = agg.clone().seal("s", 1);
+        assert_eq!(before.activity.len(), MAX_ACTIVITY_PER_BATCH);
+        assert_eq!(before.dropped_activity, 1000);
+        for i in 0..1200 {
+            agg.add(&ev(3, Outcome::RateLimited, T0 + i));
+        }
+        let batch = agg.seal("s", 1);
+        assert_eq!(batch.activity.len(), MAX_ACTIVITY_PER_BATCH);
+        let denials = batch
+            .activity
+            .iter()
+            .filter(|a| a.outcome.is_denial())
+            .count();
+        assert_eq!(denials, MAX_ACTIVITY_PER_BATCH);
+        assert_eq!(batch.dropped_activity, 1000 + 1000 + 200);
+        let total: u64 = batch.counts.iter().map(|c| c.n).sum();
+        assert_eq!(total, 2000 + 1200);
+    }
+
+    #[test]
+    fn the_buffer_flushes_by_size_or_timer_and_keeps_failed_events() {
+        let mut buf = Buffer::default();
+        assert_eq!(
+            buf.push(ev(1, Outcome::Success, T0)),
+            Flush::After(FLUSH_AFTER_MS)
+        );
+        for i in 1..FLUSH_AT - 1 {
+            assert_eq!(
+                buf.push(ev(1, Outcome::Success, T0 + i as u64)),
+                Flush::Pending
+            );
+        }
+        assert_eq!(buf.push(ev(2, Outcome::Success, T0)), Flush::Now);
+        let groups = buf.take(4);
+        assert!(buf.is_empty());
+        let total: usize = groups.iter().map(|(_, e)| e.len()).sum();
+        assert_eq!(total, FLUSH_AT);
+        for (shard, events) in &groups {
+            assert!(events.iter().all(|e| shard_of(&e.key_id, 4) == *shard));
+        }
+        // A new event after a flush starts a new timer.
+        assert_eq!(
+            buf.push(ev(3, Outcome::Success, T0)),
+            Flush::After(FLUSH_AFTER_MS)
+        );
+        let newer = buf.take(4);
+        // A failed flush puts its events back, ahead of newer ones, and asks for a retry timer.
+        buf.push(ev(4, Outcome::Success, T0 + 9));
+        let (_, failed) = groups.into_iter().next().unwrap();
+        let n = failed.len();
+        assert!(
+            !buf.restore(failed),
+            "the pushed event already armed a timer"
+        );
+        assert_eq!(buf.len(), n + 1);
+        let mut empty = Buffer::default();
+        assert!(empty.restore(newer.into_iter().next().unwrap().1));
+    }
+
+    #[test]
+    fn shards_and_names() {
+        let id = KeyId([0; 16]).to_string();
+        assert_eq!(shard_of(&id, 4), 0);
+        let one = KeyId(1_u128.to_be_bytes()).to_string();
+        assert_eq!(shard_of(&one, 4), 1);
+        assert_eq!(shard_of(&one, 0), 0);
+        assert_eq!(object_name(3), "meter-3");
+        assert_eq!(source_name(3, "00ff"), "meter-3-00ff");
+        assert_eq!(batch_key(12), "batch/00000000000000000012");
+        assert!(batch_key(9) < batch_key(10));
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds() {
+        let delays: Vec<u64> = (1..=7).map(backoff_ms).collect();
+        assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+        assert_eq!(backoff_ms(0), 1_000);
+        assert_eq!(backoff_ms(u32::MAX), 30_000);
+    }
+
+    #[test]
+    fn the_aggregate_survives_storage() {
+        let mut agg = Aggregate::default();
+        agg.add(&ev(1, Outcome::Success, T0));
+        let text = serde_json::to_string(&agg).unwrap();
+        assert_eq!(serde_json::from_str::<Aggregate>(&text).unwrap(), agg);
+    }
+}

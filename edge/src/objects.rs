@@ -1,0 +1,324 @@
+//! The worker's two Durable Object classes, as thin glue around pure modules:
+//!
+//! - [`KeyLimiter`] (binding `RATE_LIMITER`, one object per key, named by the key id in hex):
+//!   the key's [`Counter`](crate::limit::Counter), persisted after every change;
+//! - [`UsageMeter`] (binding `METER`, objects `meter-0` .. `meter-<METER_SHARDS - 1>`): the open
+//!   [`Aggregate`], sealed batches and their delivery to the control plane.
+//!
+//! Every runtime error becomes an error response or a log line, never a panic.
+
+use std::cell::RefCell;
+
+use shared::usage::{INGEST_PATH, sign_batch};
+use worker::{
+    Date, DurableObject, Env, Fetch, Headers, ListOptions, Method, Request, RequestInit, Response,
+    State, console_error, console_log, console_warn, durable_object, js_sys,
+};
+
+use crate::limit::{Call, Counter, SetOutcome};
+use crate::meter::{self, Aggregate, Delivery};
+
+/// Storage key of a limiter's counter.
+const COUNTER_KEY: &str = "counter";
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+/// A 200 JSON answer from a serialized body.
+fn json(body: String) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    Ok(Response::from_bytes(body.into_bytes())?.with_headers(headers))
+}
+
+/// One key's rate-limit counter.
+#[durable_object]
+pub struct KeyLimiter {
+    state: State,
+    counter: RefCell<Option<Counter>>,
+}
+
+impl DurableObject for KeyLimiter {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            state,
+            counter: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let call: Call = match serde_json::from_str(&req.text().await?) {
+            Ok(call) => call,
+            Err(_) => return Response::error("not a limiter call", 400),
+        };
+        let storage = self.state.storage();
+        if self.counter.borrow().is_none() {
+            let stored: Option<String> = storage.get(COUNTER_KEY).await?;
+            let loaded = match stored.map(|s| serde_json::from_str::<Counter>(&s)) {
+                Some(Ok(counter)) => counter,
+                Some(Err(e)) => {
+                    // Never seen in practice; counting from zero under-protects one window.
+                    console_error!("lynxo-edge: limiter state unreadable, starting over: {e}");
+                    Counter::default()
+                }
+                None => Counter::default(),
+            };
+            // Another call may have loaded it while this one waited: keep that one.
+            self.counter.borrow_mut().get_or_insert(loaded);
+        }
+        let now = now_ms();
+        // Decided synchronously: no other call can interleave between reading and counting.
+        let (answer, snapshot) = {
+            let mut slot = self.counter.borrow_mut();
+            let counter = slot.get_or_insert_with(Counter::default);
+            let answer = match call {
+                Call::Take { default, want } => {
+                    serde_json::to_string(&counter.take(default, want, now))?
+                }
+                Call::Set {
+                    policy,
+                    version,
+                    returned,
+                    lease_reset_ms,
+                } => {
+                    let applied = counter.set(policy, version, returned, lease_reset_ms, now);
+                    serde_json::to_string(&SetOutcome { applied })?
+                }
+            };
+            (answer, *counter)
+        };
+        storage
+            .put(COUNTER_KEY, serde_json::to_string(&snapshot)?)
+            .await?;
+        json(answer)
+    }
+}
+
+/// What a meter object keeps in memory, mirrored in its storage.
+#[derive(Debug, Default)]
+struct MeterState {
+    open: Aggregate,
+    /// Number of the last sealed batch.
+    seq: u64,
+    /// `meter-<shard>-<random>`, made once and persisted.
+    source: Option<String>,
+    /// Failed deliveries in a row.
+    failures: u32,
+}
+
+/// One shard's usage aggregation and delivery.
+#[durable_object]
+pub struct UsageMeter {
+    state: State,
+    env: Env,
+    mem: RefCell<Option<MeterState>>,
+}
+
+fn random_hex() -> String {
+    (0..4)
+        .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32))
+        .collect()
+}
+
+impl UsageMeter {
+    async fn load(&self) -> worker::Result<()> {
+        if self.mem.borrow().is_some() {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let open: Option<String> = storage.get("open").await?;
+        let seq: Option<String> = storage.get("seq").await?;
+        let source: Option<String> = storage.get("source").await?;
+        let state = MeterState {
+            open: open
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            seq: seq.and_then(|s| s.parse().ok()).unwrap_or(0),
+            source,
+            failures: 0,
+        };
+        self.mem.borrow_mut().get_or_insert(state);
+        Ok(())
+    }
+
+    async fn record(&self, delivery: Delivery) -> worker::Result<()> {
+        self.load().await?;
+        let storage = self.state.storage();
+        let new_source = {
+            let mut mem = self.mem.borrow_mut();
+            let Some(mem) = mem.as_mut() else {
+                return Err("meter state not loaded".into());
+            };
+            let new_source = match mem.source {
+                Some(_) => None,
+                None => {
+                    let source = meter::source_name(delivery.shard, &random_hex());
+                    mem.source = Some(source.clone());
+                    Some(source)
+                }
+            };
+            for event in &delivery.events {
+                mem.open.add(event);
+            }
+            (new_source, serde_json::to_string(&mem.open)?)
+        };
+        if let Some(source) = &new_source.0 {
+            storage.put("source", source.clone()).await?;
+        }
+        storage.put("open", new_source.1).await?;
+        if storage.get_alarm().await?.is_none() {
+            storage.set_alarm(meter::SEAL_AFTER_MS as i64).await?;
+        }
+        Ok(())
+    }
+
+    /// Seals the open aggregate (if any) as the next batch.
+    async fn seal(&self) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let sealed = {
+            let mut mem = self.mem.borrow_mut();
+            let Some(mem) = mem.as_mut() else {
+                return Err("meter state not loaded".into());
+            };
+            if mem.open.is_empty() {
+                return Ok(());
+            }
+            let Some(source) = mem.source.clone() else {
+                return Err("meter has events but no source".into());
+            };
+            let open = std::mem::take(&mut mem.open);
+            mem.seq += 1;
+            let batch = open.seal(&source, mem.seq);
+            (mem.seq, serde_json::to_string(&batch)?)
+        };
+        let (seq, body) = sealed;
+        // One atomic write: the batch, its number, and the emptied open aggregate.
+        let values = js_sys::Object::new();
+        let set = |k: &str, v: &str| js_sys::Reflect::set(&values, &k.into(), &v.into());
+        set(&meter::batch_key(seq), &body)?;
+        set("seq", &seq.to_string())?;
+        set("open", &serde_json::to_string(&Aggregate::default())?)?;
+        storage.put_multiple_raw(values).await
+    }
+
+    /// Posts every sealed batch in order; returns whether all were acknowledged.
+    async fn deliver(&self, control_url: &str, keyring: &shared::mac::Keyring) -> bool {
+        let storage = self.state.storage();
+        let listed = match storage
+            .list_with_options(ListOptions::new().prefix("batch/"))
+            .await
+        {
+            Ok(listed) => listed,
+            Err(e) => {
+                console_error!("lynxo-edge: meter: listing batches failed: {e}");
+                return false;
+            }
+        };
+        let mut batches: Vec<(String, String)> = Vec::new();
+        listed.for_each(&mut |value, key| {
+            if let (Some(k), Some(v)) = (key.as_string(), value.as_string()) {
+                batches.push((k, v));
+            }
+        });
+        batches.sort();
+        let url = format!("{control_url}{INGEST_PATH}");
+        for (key, body) in batches {
+            let signature = sign_batch(keyring, body.as_bytes(), now_ms() / 1000);
+            let sent = async {
+                let headers = Headers::new();
+                headers.set("content-type", "application/json")?;
+                headers.set("lynxo-signature", &signature)?;
+                let mut init = RequestInit::new();
+                init.with_method(Method::Post)
+                    .with_headers(headers)
+                    .with_body(Some(body.clone().into()));
+                let response = Fetch::Request(Request::new_with_init(&url, &init)?)
+                    .send()
+                    .await?;
+                Ok::<u16, worker::Error>(response.status_code())
+            }
+            .await;
+            match sent {
+                Ok(200..=299) => {
+                    if let Err(e) = storage.delete(&key).await {
+                        // Sent again later under the same seq: the control plane acknowledges
+                        // it without counting it twice.
+                        console_error!("lynxo-edge: meter: deleting sent {key} failed: {e}");
+                        return false;
+                    }
+                }
+                Ok(status) => {
+                    console_warn!("lynxo-edge: meter: control plane answered {status} to {key}");
+                    return false;
+                }
+                Err(e) => {
+                    console_warn!("lynxo-edge: meter: control plane unreachable for {key}: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl DurableObject for UsageMeter {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            mem: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let delivery: Delivery = match serde_json::from_str(&req.text().await?) {
+            Ok(delivery) => delivery,
+            Err(_) => return Response::error("not a meter delivery", 400),
+        };
+        self.record(delivery).await?;
+        Ok(Response::empty()?.with_status(204))
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        let cfg = match crate::load_config(&self.env) {
+            Ok(cfg) => cfg,
+            Err(_) => {
+                // Logged by load_config; try again later, keeping every batch.
+                storage.set_alarm(meter::MAX_BACKOFF_MS as i64).await?;
+                return Response::empty();
+            }
+        };
+        let Some(control_url) = cfg.control_url.clone() else {
+            console_log!("lynxo-edge: meter: CONTROL_URL unset; batches kept, not sent");
+            return Response::empty();
+        };
+        self.load().await?;
+        if let Err(e) = self.seal().await {
+            // Storage still holds the open aggregate and seq as they were: read them again.
+            console_error!("lynxo-edge: meter: sealing failed: {e}");
+            *self.mem.borrow_mut() = None;
+        }
+        let delivered = self.deliver(&control_url, &cfg.keyring).await;
+        let delay = {
+            let mut mem = self.mem.borrow_mut();
+            match mem.as_mut() {
+                Some(mem) if !delivered => {
+                    mem.failures = mem.failures.saturating_add(1);
+                    Some(meter::backoff_ms(mem.failures))
+                }
+                Some(mem) => {
+                    mem.failures = 0;
+                    // Events that arrived while this alarm ran.
+                    (!mem.open.is_empty()).then_some(meter::SEAL_AFTER_MS)
+                }
+                None => Some(meter::MIN_BACKOFF_MS),
+            }
+        };
+        if let Some(delay) = delay {
+            storage.set_alarm(delay as i64).await?;
+        }
+        Response::empty()
+    }
+}
