@@ -183,27 +183,35 @@ export function curlLine(secret, scopes) {
 
 /**
  * Wires a <dialog>: [data-close] buttons close it, focus returns to the opener, and
- * `onClose` runs however it closed (button, Escape, or code).
+ * `onClose` runs once however it closed (button, Escape, or code). Closing from code runs it
+ * at once, not in the later `close` event, so a secret is gone as soon as `close()` returns.
  */
 export function dialog(node, { onClose } = {}) {
   let opener = null;
-  for (const b of node.querySelectorAll('[data-close]')) {
-    b.addEventListener('click', () => node.close());
-  }
-  node.addEventListener('close', () => {
+  let active = false;
+  function finish() {
+    if (!active) return;
+    active = false;
     if (onClose) onClose();
     if (opener && document.contains(opener)) opener.focus();
-  });
+  }
+  function close() {
+    if (node.open) node.close();
+    finish();
+  }
+  for (const b of node.querySelectorAll('[data-close]')) {
+    b.addEventListener('click', close);
+  }
+  node.addEventListener('close', finish);
   return {
     open(first) {
       opener = document.activeElement;
       node.showModal();
+      active = true;
       const target = first || node.querySelector('input:not([type=hidden]), select, textarea, button');
       if (target) target.focus();
     },
-    close() {
-      node.close();
-    },
+    close,
   };
 }
 
