@@ -9,8 +9,12 @@
 #   - wasm-bindgen-cli (wasm-bindgen, wasm-bindgen-test-runner) at exactly the version of the
 #     wasm-bindgen crate in Cargo.lock, and worker-build at the version of the worker crate in
 #     Cargo.lock, both under $LYNXO_TOOLS/bin (scripts/env.sh says where and why);
-#   - the npm packages of package-lock.json (wrangler and its workerd, esbuild) in node_modules.
-# Fuzzing and browser tools are installed by the scripts that use them, not here.
+#   - the npm packages of package-lock.json (wrangler and its workerd, esbuild; playwright-core for
+#     the dashboard's browser tests) in node_modules;
+#   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
+#     browser of its own (`npx playwright install` cannot work offline): the tests point it at
+#     /usr/bin/chromium.
+# Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
 
@@ -87,6 +91,19 @@ else
   log "npm packages: npm ci"
   npm ci --no-audit --no-fund
   printf '%s\n' "$want_stamp" >"$stamp"
+fi
+
+# --- Chromium for the dashboard's browser tests (tests/tests/dashboard.rs) ----------------------
+if [[ -x /usr/bin/chromium ]]; then
+  log "chromium: present ($(/usr/bin/chromium --version 2>/dev/null | head -n1))"
+else
+  command -v apt-get >/dev/null || die "chromium is missing and apt-get is not available: install Debian's chromium"
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "chromium: installing Debian's package"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  [[ -x /usr/bin/chromium ]] || die "apt-get installed chromium but /usr/bin/chromium is missing"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \
