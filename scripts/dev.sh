@@ -70,7 +70,8 @@ pids+=($!)
 setsid npx --no-install wrangler dev --env development --port "$EDGE_PORT" --ip 127.0.0.1 \
   --persist-to "$DEV/wrangler" \
   --var "LYNXO_KEYRING:$keyring" --var "ORIGIN_KEYRING:$origin_keyring" \
-  --var "ORIGIN_URL:http://127.0.0.1:$ORIGIN_PORT" >"$DEV/edge.log" 2>&1 &
+  --var "ORIGIN_URL:http://127.0.0.1:$ORIGIN_PORT" \
+  --var "CONTROL_URL:http://127.0.0.1:$CONTROL_PORT" >"$DEV/edge.log" 2>&1 &
 pids+=($!)
 
 wait_for() { # url, name, log; wrangler dev reruns the (incremental) worker build first

@@ -42,7 +42,7 @@ pub struct Options {
     pub vars: Vec<(&'static str, String)>,
     /// The worker build to run, relative to the workspace root: `edge/build` (kept fresh by the
     /// harness), or a benchmark baseline built elsewhere.
-    pub build_dir: &'static str,
+    pub build_dir: String,
 }
 
 impl Default for Options {
@@ -51,7 +51,7 @@ impl Default for Options {
             cache_ms: 1_000,
             sync_max_bytes: 64 * 1024,
             vars: Vec::new(),
-            build_dir: "edge/build",
+            build_dir: "edge/build".to_owned(),
         }
     }
 }
@@ -241,7 +241,7 @@ impl Stack {
 
     /// Builds the worker if needed, copies it, and writes the config `wrangler dev` runs.
     fn prepare_worker(&self) -> PathBuf {
-        let build = self.root.join(self.options.build_dir);
+        let build = self.root.join(&self.options.build_dir);
         if self.options.build_dir == "edge/build" && !prebuilt_is_fresh(&self.root) {
             let status = Command::new("bash")
                 .arg(self.root.join("scripts/build-edge.sh"))
