@@ -129,6 +129,8 @@ export function initKey() {
   let activityCursor = null;
   async function loadActivity(more = false) {
     const q = new URLSearchParams({ limit: '50' });
+    const outcome = $('activity-outcome').value;
+    if (outcome) q.set('outcome', outcome);
     if (more && activityCursor) q.set('before', activityCursor);
     const r = await api('GET', `/v1/keys/${id}/activity?${q}`);
     const body = $('activity-body');
@@ -145,11 +147,12 @@ export function initKey() {
       ['User agent', el('span', { class: 'ua' }, a.user_agent || '—')],
     ], { class: 'activity' }));
     if (more) body.append(...rows);
-    else fill(body, rows.length ? rows : emptyRow(6, 'No requests recorded yet.'));
+    else fill(body, rows.length ? rows : emptyRow(6, outcome ? 'No request with this outcome.' : 'No requests recorded yet.'));
     activityCursor = r.body.next_cursor;
     $('activity-more').hidden = !activityCursor;
   }
   $('activity-more').addEventListener('click', () => loadActivity(true));
+  $('activity-outcome').addEventListener('change', () => loadActivity());
 
   // The audit API has no target filter: read the newest events and keep this key's.
   async function loadEvents() {

@@ -41,7 +41,7 @@ export function showSecret(panel, secret, curl) {
       status.textContent = copied ? 'Copied to the clipboard.' : 'Selected: press Ctrl+C (⌘C) to copy.';
     }
   };
-  const heading = panel.querySelector('h2');
+  const heading = panel.querySelector('h3');
   if (heading) heading.focus();
   return () => clear(state);
 }

@@ -236,6 +236,15 @@ try {
   await screenshot('key-page-with-usage.png', { fullPage: true });
   step(`usage and activity on the key page after ${Date.now() - t0} ms`);
 
+  // The activity log filters by outcome.
+  await page.selectOption('#activity-outcome', 'denied');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#activity-body tr.activity')];
+    return rows.length > 0 && rows.every((r) => r.textContent.includes('403'));
+  });
+  await page.selectOption('#activity-outcome', '');
+  await page.locator('section[aria-labelledby="usage-title"]').screenshot({ path: join(SHOTS, 'key-usage-chart.png') });
+
   // The key's audit events are listed on its page.
   const events = await page.textContent('#events-body');
   check(events.includes('key.created'), 'the key page lists its key.created event');
@@ -372,6 +381,34 @@ try {
   const after = await page.evaluate(async () => (await (await fetch('/v1/keys?limit=1000')).json()).data);
   check(after.length === before && !after.some((k) => k.name === 'csrf'), 'no key was created');
   step('a cross-site form post with the session cookie: 403 cross_site_request, no key created');
+
+  // --- The 50-key limit ------------------------------------------------------------------
+  // Fill the plan with keys made through the API (they are never shown in the dashboard), then
+  // the page and the create form explain the limit and point at idle keys.
+  const made = await page.evaluate(async () => {
+    const list = await (await fetch('/v1/keys?status=active&limit=1000')).json();
+    let n = 0;
+    for (let i = list.active_keys; i < list.max_active_keys; i += 1) {
+      const r = await fetch('/v1/keys', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name: `filler ${i + 1}`, environment: 'development', permission: 'read_only' }),
+      });
+      if (r.status === 201) n += 1;
+    }
+    return n;
+  });
+  await page.reload();
+  await page.waitForSelector('#limit-notice:not([hidden])');
+  check((await page.textContent('#limit-notice')).includes('all of them are in use'), 'the page explains the limit');
+  await page.click('#create-open');
+  check(await page.isVisible('#create-limit'), 'the create form explains the limit');
+  check(await page.isDisabled('#create-submit'), 'and does not offer to create');
+  const idleLinks = await page.locator('#create-limit a[href^="/dashboard/keys/"]').count();
+  check(idleLinks > 0, 'the create form links to idle keys');
+  await screenshot('create-dialog-at-limit.png');
+  await page.keyboard.press('Escape');
+  step(`at the 50-key limit (${made} keys added through the API) the form explains why and links ${idleLinks} idle keys`);
 
   // --- Sign out -------------------------------------------------------------------------
   await page.click('#sign-out');

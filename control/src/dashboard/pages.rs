@@ -195,7 +195,7 @@ fn title_case(word: &str) -> String {
 fn secret_panel(id: &str, heading: &str) -> String {
     format!(
         r#"<section class="secret" id="{id}" hidden aria-labelledby="{id}-title">
-  <h2 id="{id}-title" tabindex="-1">{heading}</h2>
+  <h3 id="{id}-title" tabindex="-1">{heading}</h3>
   <p class="warning" role="note"><strong>Copy this key now and store it securely.</strong> It will not be shown again: Lynxo keeps only a hint of it. If you lose it, rotate or revoke the key.</p>
   <div class="secret-row">
     <code class="secret-value" data-secret aria-label="The new API key"></code>
@@ -364,7 +364,19 @@ pub fn key(account: &Account, id: &str) -> String {
 </section>
 
 <section class="card" aria-labelledby="activity-title">
-  <h2 id="activity-title">Recent activity</h2>
+  <div class="title-row"><h2 id="activity-title">Recent activity</h2>
+    <p class="field inline"><label for="activity-outcome">Outcome</label>
+      <select id="activity-outcome" name="outcome">
+        <option value="">All requests</option>
+        <option value="denied">Denied (401, 403, 429)</option>
+        <option value="2xx">2xx success</option>
+        <option value="3xx">3xx redirect</option>
+        <option value="4xx">4xx client error</option>
+        <option value="5xx">5xx origin error</option>
+        <option value="401">401 unauthenticated</option>
+        <option value="403">403 forbidden</option>
+        <option value="429">429 rate limited</option>
+      </select></p></div>
   <div class="table-wrap">
   <table class="stack" id="activity-table">
     <caption class="visually-hidden">The key's most recent requests, newest first</caption>
