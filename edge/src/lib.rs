@@ -345,10 +345,15 @@ fn to_response(reply: &Reply) -> Response {
             console_error!("lynxo-edge: header {name} refused by the runtime");
         }
     }
-    ResponseBuilder::new()
+    let builder = ResponseBuilder::new()
         .with_status(reply.status)
-        .with_headers(headers)
-        .fixed(reply.body.as_bytes().to_vec())
+        .with_headers(headers);
+    if reply.body.is_empty() {
+        // A null body: a 204 with a zero-length body draws a runtime warning per response.
+        builder.empty()
+    } else {
+        builder.fixed(reply.body.as_bytes().to_vec())
+    }
 }
 
 fn now_ms() -> u64 {

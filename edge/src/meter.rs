@@ -24,6 +24,8 @@ pub const FLUSH_AFTER_MS: u64 = 500;
 pub const MAX_BUFFERED: usize = 20_000;
 /// Allowed (non-denial) activity entries kept per key per batch; denials are always kept.
 pub const ALLOWED_ACTIVITY_PER_KEY: u32 = 100;
+/// Allowed activity entries kept per batch in all: the rest of the batch's room is for denials.
+pub const MAX_ALLOWED_ACTIVITY_PER_BATCH: usize = MAX_ACTIVITY_PER_BATCH / 2;
 /// The meter object seals and sends its open batch this long after the first event in it.
 pub const SEAL_AFTER_MS: u64 = 1_000;
 /// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF_MS`].
@@ -243,13 +245,26 @@ struct Sampled {
 }
 
 /// The open batch of a meter object: what its next [`Batch`] will say.
+///
+/// Stored in two parts so a delivery of a few events does not rewrite a thousand activity
+/// entries: the aggregate itself (counts, last use, sampling state: small) under one storage
+/// key, and the activity entries each delivery kept as a numbered chunk ([`chunk_key`]).
+/// Chunks `chunk_floor..chunk_next` belong to the open batch; sealing moves the floor up in the
+/// same write that stores the batch, so a chunk is in exactly one batch.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Aggregate {
     counts: Vec<Count>,
     last_used: Vec<LastUsed>,
-    activity: Vec<Activity>,
     dropped_activity: u64,
     sampled: Vec<Sampled>,
+    allowed_kept: usize,
+    /// First activity chunk of this batch.
+    pub chunk_floor: u64,
+    /// Number of the next activity chunk.
+    pub chunk_next: u64,
+    /// The activity entries of the chunks, in memory.
+    #[serde(skip)]
+    activity: Vec<Activity>,
 }
 
 impl Aggregate {
@@ -258,8 +273,8 @@ impl Aggregate {
         self.counts.is_empty()
     }
 
-    /// Adds one event.
-    pub fn add(&mut self, e: &Event) {
+    /// Adds one event; returns its activity entry when the activity log keeps it.
+    pub fn add(&mut self, e: &Event) -> Option<Activity> {
         let minute = e.at_ms / 60_000;
         match self.counts.iter_mut().find(|c| {
             c.minute == minute
@@ -289,15 +304,18 @@ impl Aggregate {
             Some(_) => {}
             None => self.last_used.push(last),
         }
-        self.sample(e);
+        self.sample(e)
     }
 
-    /// Keeps every denial and up to [`ALLOWED_ACTIVITY_PER_KEY`] other requests per key, at
-    /// most [`MAX_ACTIVITY_PER_BATCH`] in all: a denial arriving at a full batch takes the
-    /// place of the oldest allowed entry.
-    fn sample(&mut self, e: &Event) {
-        let denial = e.outcome.is_denial();
-        if !denial {
+    /// Keeps every denial and up to [`ALLOWED_ACTIVITY_PER_KEY`] other requests per key (at
+    /// most [`MAX_ALLOWED_ACTIVITY_PER_BATCH`] in all, so denials always have room), at most
+    /// [`MAX_ACTIVITY_PER_BATCH`] entries in all.
+    fn sample(&mut self, e: &Event) -> Option<Activity> {
+        if self.activity.len() >= MAX_ACTIVITY_PER_BATCH {
+            self.dropped_activity += 1;
+            return None;
+        }
+        if e.outcome.is_allowed() {
             let i = match self.sampled.iter().position(|s| s.key_id == e.key_id) {
                 Some(i) => i,
                 None => {
@@ -309,25 +327,15 @@ impl Aggregate {
                 }
             };
             if self.sampled[i].n >= ALLOWED_ACTIVITY_PER_KEY
-                || self.activity.len() >= MAX_ACTIVITY_PER_BATCH
+                || self.allowed_kept >= MAX_ALLOWED_ACTIVITY_PER_BATCH
             {
                 self.dropped_activity += 1;
-                return;
+                return None;
             }
             self.sampled[i].n += 1;
-        } else if self.activity.len() >= MAX_ACTIVITY_PER_BATCH {
-            match self.activity.iter().position(|a| a.outcome.is_allowed()) {
-                Some(i) => {
-                    self.activity.remove(i);
-                    self.dropped_activity += 1;
-                }
-                None => {
-                    self.dropped_activity += 1;
-                    return;
-                }
-            }
+            self.allowed_kept += 1;
         }
-        self.activity.push(Activity {
+        let entry = Activity {
             key_id: e.key_id.clone(),
             account_id: e.account_id,
             at_ms: e.at_ms,
@@ -339,20 +347,68 @@ impl Aggregate {
             country: e.country.clone(),
             colo: e.colo.clone(),
             user_agent: e.user_agent.clone(),
-        });
+        };
+        self.activity.push(entry.clone());
+        Some(entry)
     }
 
-    /// Seals the aggregate as batch `seq` of `source`.
-    pub fn seal(self, source: &str, seq: u64) -> Batch {
-        Batch {
+    /// Takes the number for the chunk of activity entries the current delivery kept.
+    pub fn next_chunk(&mut self) -> u64 {
+        let n = self.chunk_next;
+        self.chunk_next += 1;
+        n
+    }
+
+    /// Puts back, after a restart, the activity entries of stored chunks: those of this batch
+    /// (`chunk_floor..chunk_next`), in chunk order. Returns the numbers of chunks that belong
+    /// to no open batch (already sealed), for the caller to delete.
+    pub fn restore_chunks(&mut self, mut chunks: Vec<(u64, Vec<Activity>)>) -> Vec<u64> {
+        chunks.sort_by_key(|(n, _)| *n);
+        let mut stale = Vec::new();
+        self.activity.clear();
+        for (n, entries) in chunks {
+            if (self.chunk_floor..self.chunk_next).contains(&n) {
+                self.activity.extend(entries);
+            } else {
+                stale.push(n);
+            }
+        }
+        stale
+    }
+
+    /// Seals the aggregate as batch `seq` of `source`, leaving it empty with its chunk floor
+    /// past every chunk the batch took. Returns the batch and the chunks to delete once the
+    /// seal is stored.
+    pub fn seal(&mut self, source: &str, seq: u64) -> (Batch, std::ops::Range<u64>) {
+        let chunks = self.chunk_floor..self.chunk_next;
+        let open = std::mem::replace(
+            self,
+            Self {
+                chunk_floor: self.chunk_next,
+                chunk_next: self.chunk_next,
+                ..Self::default()
+            },
+        );
+        let batch = Batch {
             source: source.to_owned(),
             seq,
-            counts: self.counts,
-            last_used: self.last_used,
-            activity: self.activity,
-            dropped_activity: self.dropped_activity,
-        }
+            counts: open.counts,
+            last_used: open.last_used,
+            activity: open.activity,
+            dropped_activity: open.dropped_activity,
+        };
+        (batch, chunks)
     }
+}
+
+/// The storage key of activity chunk `n`: zero-padded so a listing is in order.
+pub fn chunk_key(n: u64) -> String {
+    format!("act/{n:020}")
+}
+
+/// The chunk number of a storage key made by [`chunk_key`].
+pub fn chunk_number(key: &str) -> Option<u64> {
+    key.strip_prefix("act/")?.parse().ok()
 }
 
 /// The storage key of sealed batch `seq`: zero-padded so a listing is in `seq` order.
@@ -445,8 +501,9 @@ mod tests {
         }
         agg.add(&ev(1, Outcome::RateLimited, T0 + 2));
         agg.add(&ev(2, Outcome::Success, T0 + 3));
-        let batch = agg.seal("meter-0-ab", 7);
+        let (batch, _) = agg.seal("meter-0-ab", 7);
         assert_eq!((batch.source.as_str(), batch.seq), ("meter-0-ab", 7));
+        assert!(agg.is_empty());
         let n = |key: u8, minute: u64, outcome| {
             batch
                 .counts
@@ -477,39 +534,70 @@ mod tests {
     #[test]
     fn activity_keeps_denials_and_samples_the_rest() {
         let mut agg = Aggregate::default();
-        for i in 0..150 {
-            agg.add(&ev(1, Outcome::Success, T0 + i));
-        }
+        let kept = (0..150)
+            .filter_map(|i| agg.add(&ev(1, Outcome::Success, T0 + i)))
+            .count();
+        assert_eq!(kept, 100);
         for i in 0..20 {
-            agg.add(&ev(1, Outcome::Forbidden, T0 + i));
+            assert!(agg.add(&ev(1, Outcome::Forbidden, T0 + i)).is_some());
         }
-        let batch = agg.clone().seal("s", 1);
+        let (batch, _) = agg.clone().seal("s", 1);
         assert_eq!(batch.activity.len(), 120);
         assert_eq!(batch.dropped_activity, 50);
-        // The batch cap: denials displace allowed entries, never the reverse.
+        // Allowed entries take at most half of a batch: denials always have room.
         let mut agg = Aggregate::default();
         for key in 0..20u8 {
             for i in 0..100 {
                 agg.add(&ev(key, Outcome::Success, T0 + i));
             }
         }
-        let before = agg.clone().seal("s", 1);
-        assert_eq!(before.activity.len(), MAX_ACTIVITY_PER_BATCH);
-        assert_eq!(before.dropped_activity, 1000);
-        for i in 0..1200 {
+        let (before, _) = agg.clone().seal("s", 1);
+        assert_eq!(before.activity.len(), MAX_ALLOWED_ACTIVITY_PER_BATCH);
+        assert_eq!(before.dropped_activity, 1500);
+        for i in 0..600 {
             agg.add(&ev(3, Outcome::RateLimited, T0 + i));
         }
-        let batch = agg.seal("s", 1);
+        let (batch, _) = agg.seal("s", 1);
         assert_eq!(batch.activity.len(), MAX_ACTIVITY_PER_BATCH);
         let denials = batch
             .activity
             .iter()
             .filter(|a| a.outcome.is_denial())
             .count();
-        assert_eq!(denials, MAX_ACTIVITY_PER_BATCH);
-        assert_eq!(batch.dropped_activity, 1000 + 1000 + 200);
+        assert_eq!(denials, 500);
+        assert_eq!(batch.dropped_activity, 1500 + 100);
         let total: u64 = batch.counts.iter().map(|c| c.n).sum();
-        assert_eq!(total, 2000 + 1200);
+        assert_eq!(total, 2000 + 600);
+    }
+
+    #[test]
+    fn chunks_belong_to_exactly_one_batch() {
+        let mut agg = Aggregate::default();
+        let mut stored: Vec<(u64, Vec<Activity>)> = Vec::new();
+        for delivery in 0..3 {
+            let kept: Vec<Activity> = (0..4)
+                .filter_map(|i| agg.add(&ev(1, Outcome::Forbidden, T0 + delivery * 10 + i)))
+                .collect();
+            stored.push((agg.next_chunk(), kept));
+        }
+        // A restart: the aggregate comes back from storage, its activity from the chunks.
+        let mut reloaded: Aggregate =
+            serde_json::from_str(&serde_json::to_string(&agg).unwrap()).unwrap();
+        assert!(reloaded.restore_chunks(stored.clone()).is_empty());
+        let (batch, chunks) = reloaded.seal("s", 1);
+        assert_eq!(batch.activity.len(), 12);
+        assert_eq!(chunks, 0..3);
+        assert_eq!((reloaded.chunk_floor, reloaded.chunk_next), (3, 3));
+        // Chunks of the sealed batch left in storage are not counted again.
+        reloaded.add(&ev(1, Outcome::Forbidden, T0 + 99));
+        let n = reloaded.next_chunk();
+        let mut later = stored;
+        later.push((n, vec![]));
+        let mut again: Aggregate =
+            serde_json::from_str(&serde_json::to_string(&reloaded).unwrap()).unwrap();
+        assert_eq!(again.restore_chunks(later), [0, 1, 2]);
+        assert_eq!(chunk_number(&chunk_key(12)), Some(12));
+        assert_eq!(chunk_number("batch/1"), None);
     }
 
     #[test]
@@ -571,13 +659,5 @@ mod tests {
         assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
         assert_eq!(backoff_ms(0), 1_000);
         assert_eq!(backoff_ms(u32::MAX), 30_000);
-    }
-
-    #[test]
-    fn the_aggregate_survives_storage() {
-        let mut agg = Aggregate::default();
-        agg.add(&ev(1, Outcome::Success, T0));
-        let text = serde_json::to_string(&agg).unwrap();
-        assert_eq!(serde_json::from_str::<Aggregate>(&text).unwrap(), agg);
     }
 }

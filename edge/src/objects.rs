@@ -121,6 +121,33 @@ fn random_hex() -> String {
         .collect()
 }
 
+/// Writes `values` (storage key, JSON text) in one atomic call.
+async fn put_all(storage: &worker::Storage, values: &[(String, String)]) -> worker::Result<()> {
+    let object = js_sys::Object::new();
+    for (key, value) in values {
+        js_sys::Reflect::set(&object, &key.into(), &value.into())?;
+    }
+    storage.put_multiple_raw(object).await
+}
+
+/// Every `(key, string value)` under `prefix`, in key order.
+async fn list_strings(
+    storage: &worker::Storage,
+    prefix: &str,
+) -> worker::Result<Vec<(String, String)>> {
+    let listed = storage
+        .list_with_options(ListOptions::new().prefix(prefix))
+        .await?;
+    let mut entries: Vec<(String, String)> = Vec::new();
+    listed.for_each(&mut |value, key| {
+        if let (Some(k), Some(v)) = (key.as_string(), value.as_string()) {
+            entries.push((k, v));
+        }
+    });
+    entries.sort();
+    Ok(entries)
+}
+
 impl UsageMeter {
     async fn load(&self) -> worker::Result<()> {
         if self.mem.borrow().is_some() {
@@ -130,10 +157,30 @@ impl UsageMeter {
         let open: Option<String> = storage.get("open").await?;
         let seq: Option<String> = storage.get("seq").await?;
         let source: Option<String> = storage.get("source").await?;
+        let mut open: Aggregate = match open.map(|s| serde_json::from_str(&s)) {
+            Some(Ok(open)) => open,
+            Some(Err(e)) => return Err(format!("open aggregate unreadable: {e}").into()),
+            None => Aggregate::default(),
+        };
+        let mut chunks = Vec::new();
+        for (key, value) in list_strings(&storage, "act/").await? {
+            if let (Some(n), Ok(entries)) =
+                (meter::chunk_number(&key), serde_json::from_str(&value))
+            {
+                chunks.push((n, entries));
+            }
+        }
+        let stale: Vec<String> = open
+            .restore_chunks(chunks)
+            .into_iter()
+            .map(meter::chunk_key)
+            .collect();
+        if !stale.is_empty() {
+            // Chunks of batches already sealed, left by an interrupted clean-up.
+            storage.delete_multiple(stale).await?;
+        }
         let state = MeterState {
-            open: open
-                .and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or_default(),
+            open,
             seq: seq.and_then(|s| s.parse().ok()).unwrap_or(0),
             source,
             failures: 0,
@@ -145,28 +192,35 @@ impl UsageMeter {
     async fn record(&self, delivery: Delivery) -> worker::Result<()> {
         self.load().await?;
         let storage = self.state.storage();
-        let new_source = {
+        let writes = {
             let mut mem = self.mem.borrow_mut();
             let Some(mem) = mem.as_mut() else {
                 return Err("meter state not loaded".into());
             };
-            let new_source = match mem.source {
-                Some(_) => None,
-                None => {
-                    let source = meter::source_name(delivery.shard, &random_hex());
-                    mem.source = Some(source.clone());
-                    Some(source)
-                }
-            };
-            for event in &delivery.events {
-                mem.open.add(event);
+            let mut writes = Vec::new();
+            if mem.source.is_none() {
+                let source = meter::source_name(delivery.shard, &random_hex());
+                mem.source = Some(source.clone());
+                writes.push(("source".to_owned(), source));
             }
-            (new_source, serde_json::to_string(&mem.open)?)
+            let kept: Vec<_> = delivery
+                .events
+                .iter()
+                .filter_map(|event| mem.open.add(event))
+                .collect();
+            if !kept.is_empty() {
+                let n = mem.open.next_chunk();
+                writes.push((meter::chunk_key(n), serde_json::to_string(&kept)?));
+            }
+            writes.push(("open".to_owned(), serde_json::to_string(&mem.open)?));
+            writes
         };
-        if let Some(source) = &new_source.0 {
-            storage.put("source", source.clone()).await?;
+        // The events, their activity chunk and (the first time) the source: one atomic write.
+        if let Err(e) = put_all(&storage, &writes).await {
+            // Memory is ahead of storage: read it back, so the worker's retry counts once.
+            *self.mem.borrow_mut() = None;
+            return Err(e);
         }
-        storage.put("open", new_source.1).await?;
         if storage.get_alarm().await?.is_none() {
             storage.set_alarm(meter::SEAL_AFTER_MS as i64).await?;
         }
@@ -176,7 +230,7 @@ impl UsageMeter {
     /// Seals the open aggregate (if any) as the next batch.
     async fn seal(&self) -> worker::Result<()> {
         let storage = self.state.storage();
-        let sealed = {
+        let (writes, chunks) = {
             let mut mem = self.mem.borrow_mut();
             let Some(mem) = mem.as_mut() else {
                 return Err("meter state not loaded".into());
@@ -187,41 +241,38 @@ impl UsageMeter {
             let Some(source) = mem.source.clone() else {
                 return Err("meter has events but no source".into());
             };
-            let open = std::mem::take(&mut mem.open);
             mem.seq += 1;
-            let batch = open.seal(&source, mem.seq);
-            (mem.seq, serde_json::to_string(&batch)?)
+            let (batch, chunks) = mem.open.seal(&source, mem.seq);
+            let writes = vec![
+                (meter::batch_key(mem.seq), serde_json::to_string(&batch)?),
+                ("seq".to_owned(), mem.seq.to_string()),
+                ("open".to_owned(), serde_json::to_string(&mem.open)?),
+            ];
+            (writes, chunks)
         };
-        let (seq, body) = sealed;
-        // One atomic write: the batch, its number, and the emptied open aggregate.
-        let values = js_sys::Object::new();
-        let set = |k: &str, v: &str| js_sys::Reflect::set(&values, &k.into(), &v.into());
-        set(&meter::batch_key(seq), &body)?;
-        set("seq", &seq.to_string())?;
-        set("open", &serde_json::to_string(&Aggregate::default())?)?;
-        storage.put_multiple_raw(values).await
+        // One atomic write: the batch, its number, and the emptied aggregate whose chunk floor
+        // excludes the chunks the batch took.
+        put_all(&storage, &writes).await?;
+        let stale: Vec<String> = chunks.map(meter::chunk_key).collect();
+        if !stale.is_empty() {
+            if let Err(e) = storage.delete_multiple(stale).await {
+                // Harmless: below the floor, the next load deletes them.
+                console_warn!("lynxo-edge: meter: deleting sealed chunks failed: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Posts every sealed batch in order; returns whether all were acknowledged.
     async fn deliver(&self, control_url: &str, keyring: &shared::mac::Keyring) -> bool {
         let storage = self.state.storage();
-        let listed = match storage
-            .list_with_options(ListOptions::new().prefix("batch/"))
-            .await
-        {
-            Ok(listed) => listed,
+        let batches = match list_strings(&storage, "batch/").await {
+            Ok(batches) => batches,
             Err(e) => {
                 console_error!("lynxo-edge: meter: listing batches failed: {e}");
                 return false;
             }
         };
-        let mut batches: Vec<(String, String)> = Vec::new();
-        listed.for_each(&mut |value, key| {
-            if let (Some(k), Some(v)) = (key.as_string(), value.as_string()) {
-                batches.push((k, v));
-            }
-        });
-        batches.sort();
         let url = format!("{control_url}{INGEST_PATH}");
         for (key, body) in batches {
             let signature = sign_batch(keyring, body.as_bytes(), now_ms() / 1000);
@@ -294,8 +345,9 @@ impl DurableObject for UsageMeter {
             console_log!("lynxo-edge: meter: CONTROL_URL unset; batches kept, not sent");
             return Response::empty();
         };
-        self.load().await?;
-        if let Err(e) = self.seal().await {
+        if let Err(e) = self.load().await {
+            console_error!("lynxo-edge: meter: loading state failed: {e}");
+        } else if let Err(e) = self.seal().await {
             // Storage still holds the open aggregate and seq as they were: read them again.
             console_error!("lynxo-edge: meter: sealing failed: {e}");
             *self.mem.borrow_mut() = None;
