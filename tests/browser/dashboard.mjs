@@ -251,9 +251,11 @@ try {
 
   // --- Settings ------------------------------------------------------------------------
   await page.fill('#set-description', 'described in the browser');
+  await page.fill('#set-rate', '120');
   await page.click('#settings-form button[type=submit]');
   await page.waitForFunction(() => document.getElementById('settings-ok').textContent === 'Saved.');
-  step('settings saved with PATCH');
+  await page.waitForFunction(() => document.getElementById('key-details').textContent.includes('120 requests per minute'));
+  step('settings saved with PATCH (description, rate limit 120/min)');
 
   // --- Rotate --------------------------------------------------------------------------
   await page.click('#rotate-open');
@@ -313,6 +315,11 @@ try {
     await page.fill('#key-name', n);
     await page.selectOption('#key-environment', envName);
     await page.check(`#${level}`);
+    if (n === 'nightly export') {
+      await page.click('#create-form details.advanced summary');
+      await page.fill('#key-rate', '5000');
+      await page.selectOption('#key-window', '3600');
+    }
     await page.click('#create-submit');
     await page.waitForSelector('#created:not([hidden])');
     remember((await page.textContent('#created [data-secret]')).trim());
@@ -320,6 +327,8 @@ try {
   }
   await page.waitForFunction(() => document.querySelectorAll('#keys-body tr[data-key-id]').length === 4);
   await assertNoSecretStored('keys page after creating more keys');
+  const nightly = await page.evaluate(async () => (await (await fetch('/v1/keys?search=nightly')).json()).data[0]);
+  check(nightly.rate_limit === 5000 && nightly.rate_limit_window === 3600, `rate limit from the form: ${nightly.rate_limit}/${nightly.rate_limit_window}`);
   await screenshot('keys-list.png', { fullPage: true });
   await page.setViewportSize({ width: 375, height: 800 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth);

@@ -278,13 +278,14 @@ pub fn keys(account: &Account) -> String {
         <span class="hint" id="key-expiry-hint">Leave empty for a key that does not expire. It stops working at the start of that day (UTC).</span></p>
       <div class="field-row">
         <p class="field"><label for="key-rate">Rate limit <span class="optional">(optional)</span></label>
-          <input id="key-rate" name="rate_limit" type="number" min="1" max="{max_rate}" inputmode="numeric" aria-describedby="key-rate-hint">
-          <span class="hint" id="key-rate-hint">Requests per window; empty for the plan's default ({default_rate} per minute, at most {max_rate}).</span></p>
+          <input id="key-rate" name="rate_limit" type="number" min="1" inputmode="numeric" aria-describedby="key-rate-hint">
+          <span class="hint" id="key-rate-hint">Requests per window; empty for the plan's default ({default_rate} per minute, scaled to the window). The plan allows at most {max_rate} per minute.</span></p>
         <p class="field"><label for="key-window">Window</label>
           <select id="key-window" name="rate_limit_window">
             <option value="1">per second</option>
             <option value="60" selected>per minute</option>
             <option value="3600">per hour</option>
+            <option value="86400">per day</option>
           </select></p>
       </div>
     </details>
@@ -328,14 +329,16 @@ pub fn key(account: &Account, id: &str) -> String {
       <textarea id="set-description" name="description" maxlength="1000" rows="2"></textarea></p>
     <div class="field-row">
       <p class="field"><label for="set-rate">Rate limit</label>
-        <input id="set-rate" name="rate_limit" type="number" min="1" max="{max_rate}" inputmode="numeric"></p>
+        <input id="set-rate" name="rate_limit" type="number" min="1" inputmode="numeric" aria-describedby="set-rate-hint"></p>
       <p class="field"><label for="set-window">Window</label>
         <select id="set-window" name="rate_limit_window">
           <option value="1">per second</option>
           <option value="60">per minute</option>
           <option value="3600">per hour</option>
+          <option value="86400">per day</option>
         </select></p>
     </div>
+    <p class="hint" id="set-rate-hint">A new limit reaches the edge within seconds; the key itself does not change. The plan allows at most {max_rate} requests per minute.</p>
     <p class="hint" id="rate-pending" hidden></p>
     <p class="error" id="settings-error" role="alert" hidden></p>
     <p class="ok" id="settings-ok" role="status" aria-live="polite"></p>
