@@ -14,8 +14,6 @@ export const OUTCOMES = [
   ['429', '429 rate limited'],
 ];
 
-const W = 720;
-const H = 240;
 const PAD = { top: 12, right: 8, bottom: 28, left: 44 };
 
 function label(start, granularity) {
@@ -34,6 +32,9 @@ function niceMax(n) {
 
 /** Draws `usage` (the API's usage answer) into `figure`, and its table into `tableBox`. */
 export function drawUsage(figure, tableBox, usage, rangeLabel) {
+  // The drawing is as wide as its box, so the axis text stays at its CSS size on a phone.
+  const W = Math.round(Math.max(300, Math.min(1200, figure.clientWidth || 720)));
+  const H = W < 500 ? 200 : 240;
   const series = usage.series || [];
   const total = usage.totals?.requests ?? series.reduce((s, b) => s + (b.requests || 0), 0);
   const peak = Math.max(0, ...series.map((b) => b.requests || 0));
@@ -86,8 +87,9 @@ export function drawUsage(figure, tableBox, usage, rangeLabel) {
     }
     chart.append(g);
   });
-  // A few x labels: first, middle, last.
-  const marks = series.length ? [...new Set([0, Math.floor(series.length / 2), series.length - 1])] : [];
+  // A few x labels: first, middle (when there is room) and last.
+  const middle = W < 500 ? [] : [Math.floor(series.length / 2)];
+  const marks = series.length ? [...new Set([0, ...middle, series.length - 1])] : [];
   for (const i of marks) {
     const x = PAD.left + i * slot + slot / 2;
     const anchor = i === 0 ? 'start' : i === series.length - 1 ? 'end' : 'middle';
@@ -100,6 +102,7 @@ export function drawUsage(figure, tableBox, usage, rangeLabel) {
       el('span', { class: `swatch o-${key}`, 'aria-hidden': 'true' }),
       `${name}: ${num(usage.totals?.by_outcome?.[key] ?? 0)}`)));
   fill(figure, chart, el('figcaption', {}, summary), legend);
+  last = [figure, tableBox, usage, rangeLabel];
 
   // The accessible alternative: every non-empty bucket as a table row.
   const rows = series.filter((b) => b.requests);
@@ -113,3 +116,13 @@ export function drawUsage(figure, tableBox, usage, rangeLabel) {
         OUTCOMES.map(([key]) => el('td', {}, num(b.by_outcome?.[key] || 0)))))))
     : el('p', {}, 'No requests in this range.'));
 }
+
+// Redraw at the new width when the window is resized.
+let last = null;
+let resizeTimer = null;
+addEventListener('resize', () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    if (last) drawUsage(...last);
+  }, 150);
+});
