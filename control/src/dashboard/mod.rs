@@ -188,7 +188,130 @@ async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{HeaderMap, Request as HttpRequest};
+    use http_body_util::BodyExt as _;
+    use shared::mac::Keyring;
+    use tower::ServiceExt as _;
+
     use super::*;
+    use crate::store::Store;
+    use crate::{ManualClock, Settings, app, auth};
+
+    /// An app with one account; returns it, the account's management token, and the database's
+    /// folder (kept alive by the caller).
+    fn test_app() -> (Router, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("control.sqlite3")).unwrap();
+        let settings = Settings {
+            argon2: argon2::Params::new(8, 1, 1, None).unwrap(),
+            ..Settings::default()
+        };
+        let boot = auth::bootstrap(
+            &store,
+            &settings,
+            "Acme",
+            "a@example.com",
+            "long enough password",
+            1_700_000_000,
+        )
+        .unwrap();
+        let keyring = Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap();
+        let clock = Arc::new(ManualClock::at(1_700_000_000));
+        let state = AppState::new(store, keyring, clock, settings);
+        (app(state), boot.token, dir)
+    }
+
+    async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut request = HttpRequest::get(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn assert_hardened(headers: &HeaderMap) {
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP);
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+    }
+
+    #[tokio::test]
+    async fn pages_redirect_to_sign_in_without_a_session() {
+        let (app, _token, _dir) = test_app();
+        for path in [
+            "/",
+            "/dashboard/keys",
+            "/dashboard/audit",
+            "/dashboard/tokens",
+        ] {
+            let (status, headers, _) = get(&app, path, None).await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+            assert_eq!(headers[header::LOCATION], "/sign-in", "{path}");
+            assert_hardened(&headers);
+        }
+        let (status, headers, body) = get(&app, "/sign-in", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(body.contains(r#"id="sign-in-form""#));
+    }
+
+    #[tokio::test]
+    async fn signed_in_pages_are_no_store_html() {
+        let (app, token, _dir) = test_app();
+        let (status, headers, body) = get(&app, "/dashboard/keys", Some(&token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_hardened(&headers);
+        assert!(body.contains("Create New API Key") && body.contains("50 active keys"));
+        let (status, _, _) = get(&app, "/sign-in", Some(&token)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let id = "00112233445566778899aabbccddeeff";
+        let (status, _, body) = get(&app, &format!("/dashboard/keys/{id}"), Some(&token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(&format!(r#"data-key-id="{id}""#)));
+        let (status, _, body) = get(&app, "/dashboard/keys/%3Cscript%3E", Some(&token)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!body.contains("<script>"));
+    }
+
+    #[tokio::test]
+    async fn assets_are_immutable_under_their_version_only() {
+        let (app, _token, _dir) = test_app();
+        let v = assets::version();
+        let (status, headers, body) = get(&app, &format!("/assets/{v}/app.js"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            headers[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        assert_hardened(&headers);
+        assert!(body.contains("data-page") || body.contains("dataset.page"));
+        for path in [
+            "/assets/0000000000000000/app.js".to_owned(),
+            format!("/assets/{v}/missing.js"),
+            format!("/assets/{v}/..%2Fsrc%2Flib.rs"),
+        ] {
+            let (status, headers, _) = get(&app, &path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-store", "{path}");
+        }
+    }
 
     #[test]
     fn every_page_names_only_existing_assets() {
