@@ -137,7 +137,7 @@ struct Attributed {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let mut attributed = None;
-    let answer = match handle(req, &env, &mut attributed).await {
+    let answer = match handle(req, &env, &ctx, &mut attributed).await {
         Ok(answer) => answer,
         Err(e) => {
             // Logged once, here; the caller learns nothing about the edge's internals.
@@ -256,9 +256,36 @@ async fn call_limiter<T: serde::de::DeserializeOwned>(
 /// The rate-limit decision for an admitted request of `key`: a local token when there is one,
 /// else a lease from the key's object. `None` when the object failed: fail open (the key itself
 /// was verified), logged, without RateLimit headers.
-async fn rate_limit(env: &Env, cfg: &Config, key: KeyId, now_ms: u64) -> Option<Decision> {
+async fn rate_limit(
+    env: &Env,
+    ctx: &Context,
+    cfg: &Config,
+    key: KeyId,
+    now_ms: u64,
+) -> Option<Decision> {
     let want = match LEASES.with_borrow_mut(|l| l.take(key, now_ms)) {
-        Local::Allowed(status) => return Some(Decision::Allowed(status)),
+        Local::Allowed { status, refill } => {
+            if let Some(want) = refill {
+                let call = Call::Take {
+                    default: cfg.rate_limit_default,
+                    want,
+                };
+                let env = env.clone();
+                // After the response: the next lease arrives before this one runs out.
+                ctx.wait_until(async move {
+                    match call_limiter::<Grant>(&env, key, &call).await {
+                        Ok(grant) => {
+                            LEASES.with_borrow_mut(|l| l.refilled(key, &grant, crate::now_ms()))
+                        }
+                        Err(e) => {
+                            console_error!("lynxo-edge: rate limiter refill failed: {e}");
+                            LEASES.with_borrow_mut(|l| l.refill_failed(key));
+                        }
+                    }
+                });
+            }
+            return Some(Decision::Allowed(status));
+        }
         Local::Limited(status) => return Some(Decision::Limited(status)),
         Local::Ask { want } => want,
     };
@@ -363,6 +390,7 @@ fn now_ms() -> u64 {
 async fn handle(
     req: Request,
     env: &Env,
+    ctx: &Context,
     attributed: &mut Option<Attributed>,
 ) -> worker::Result<Answer> {
     let url = req.url()?;
@@ -382,7 +410,7 @@ async fn handle(
             Err(reply) => Ok(reply.into()),
         },
         Endpoint::Api => match load_config(env) {
-            Ok(cfg) => api(req, env, &cfg, &method, &url, attributed).await,
+            Ok(cfg) => api(req, env, ctx, &cfg, &method, &url, attributed).await,
             Err(reply) => Ok(reply.into()),
         },
     }
@@ -467,6 +495,7 @@ async fn refresh_shard(env: &Env, cfg: &Config, index: u16, now_ms: u64) {
 async fn api(
     req: Request,
     env: &Env,
+    ctx: &Context,
     cfg: &Config,
     method: &str,
     url: &Url,
@@ -543,7 +572,7 @@ async fn api(
     }
     // Only requests that would be forwarded count against the key's limit.
     let rate = if LIMITS {
-        match rate_limit(env, cfg, admitted.identity.key_id, now_ms).await {
+        match rate_limit(env, ctx, cfg, admitted.identity.key_id, now_ms).await {
             Some(Decision::Allowed(status)) => Some(status),
             Some(Decision::Limited(status)) => {
                 return Ok(limit::exceeded(&status, now_ms).into());

@@ -18,6 +18,10 @@
 //! `remaining / 16` spreads what is left over the isolates that ask; `want` doubles each lease
 //! (1, 2, 4, 8, ...) so an isolate that sees one request of a key never holds more than that one
 //! token, and an isolate never strands more tokens than it already spent in the window.
+//!
+//! To keep the object's round trip off the hot path, an isolate that has spent half of its
+//! latest lease asks for the next one in the background ([`Local::Allowed`]'s `refill`), one
+//! such call at a time per key; a request waits for the object only when the lease is empty.
 //! `docs/rate-limits.md` has the arithmetic.
 
 use std::collections::HashMap;
@@ -30,6 +34,11 @@ use crate::problem::{Problem, Reply};
 
 /// Share of the remaining budget one lease may take, as a divisor.
 pub const LEASE_DIVISOR: u32 = 16;
+
+/// How long an isolate answers 429 from memory after the object said the window's budget is
+/// spent, before it asks again (a limit raised in the control plane then reaches every isolate
+/// within this time, not only at the next window).
+pub const EXHAUSTED_RECHECK_MS: u64 = 1_000;
 
 /// Most keys an isolate keeps leases for before it forgets expired ones (memory bound).
 pub const MAX_LOCAL_KEYS: usize = 10_000;
@@ -205,8 +214,14 @@ impl Status {
 /// What the isolate decides for one request without calling the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Local {
-    /// A token of the local lease was spent: forward.
-    Allowed(Status),
+    /// A token of the local lease was spent: forward. With `refill`, also ask the object for
+    /// a lease of up to that many tokens in the background, then [`Leases::refilled`].
+    Allowed {
+        /// The numbers for the headers.
+        status: Status,
+        /// The slow-start size of a background lease to ask for, if one is due.
+        refill: Option<u32>,
+    },
     /// The object said the window's budget is spent: 429 until `reset_ms`.
     Limited(Status),
     /// No token here: ask the object for a lease of up to `want`.
@@ -247,6 +262,12 @@ struct Lease {
     remote: u32,
     /// Tokens this isolate was granted for the key in this window (for slow start).
     granted: u32,
+    /// With `remote == 0`: until when 429s are answered without asking the object.
+    recheck_ms: u64,
+    /// Size of the latest lease (a refill is due when half of it is spent).
+    last: u32,
+    /// Whether a background refill is in flight.
+    refilling: bool,
 }
 
 impl Lease {
@@ -274,8 +295,15 @@ impl Leases {
             Some(lease) if now_ms < lease.reset_ms => {
                 if lease.tokens > 0 {
                     lease.tokens -= 1;
-                    Local::Allowed(lease.status())
-                } else if lease.remote == 0 {
+                    let due = !lease.refilling
+                        && lease.remote > 0
+                        && u64::from(lease.tokens) * 2 <= u64::from(lease.last);
+                    lease.refilling |= due;
+                    Local::Allowed {
+                        status: lease.status(),
+                        refill: due.then(|| lease.granted.saturating_add(1)),
+                    }
+                } else if lease.remote == 0 && now_ms < lease.recheck_ms {
                     Local::Limited(lease.status())
                 } else {
                     Local::Ask {
@@ -303,6 +331,9 @@ impl Leases {
             window: grant.window,
             remote: grant.remaining_after,
             granted: 0,
+            recheck_ms: 0,
+            last: 0,
+            refilling: false,
         };
         let lease = self.map.entry(key).or_insert(fresh);
         if lease.reset_ms < grant.reset_ms || now_ms >= lease.reset_ms {
@@ -311,6 +342,7 @@ impl Leases {
         if grant.granted == 0 {
             if grant.reset_ms == lease.reset_ms {
                 lease.remote = 0;
+                lease.recheck_ms = now_ms.saturating_add(EXHAUSTED_RECHECK_MS);
                 return Decision::Limited(lease.status());
             }
             // A refusal for a window already over: refuse, keep the newer lease.
@@ -324,7 +356,9 @@ impl Leases {
         if grant.reset_ms == lease.reset_ms && now_ms < grant.reset_ms {
             lease.tokens = lease.tokens.saturating_add(grant.granted - 1);
             lease.granted = lease.granted.saturating_add(grant.granted);
-            lease.remote = lease.remote.min(grant.remaining_after);
+            lease.last = grant.granted;
+            // The object's latest word (a raised limit can increase it).
+            lease.remote = grant.remaining_after;
             lease.limit = grant.limit;
             lease.window = grant.window;
             Decision::Allowed(lease.status())
@@ -337,6 +371,37 @@ impl Leases {
                 remaining: grant.remaining_after,
                 reset_ms: grant.reset_ms,
             })
+        }
+    }
+
+    /// Records the answer to a background refill at `now_ms`: its tokens join the lease (none
+    /// is spent: no request waited for it).
+    pub fn refilled(&mut self, key: KeyId, grant: &Grant, now_ms: u64) {
+        let Some(lease) = self.map.get_mut(&key) else {
+            return;
+        };
+        if grant.reset_ms != lease.reset_ms || now_ms >= lease.reset_ms {
+            // Another window's lease by now: its tokens are void, the refill is over.
+            if grant.reset_ms <= lease.reset_ms {
+                lease.refilling = false;
+            }
+            return;
+        }
+        lease.refilling = false;
+        lease.remote = grant.remaining_after;
+        if grant.granted == 0 {
+            lease.recheck_ms = now_ms.saturating_add(EXHAUSTED_RECHECK_MS);
+            return;
+        }
+        lease.tokens = lease.tokens.saturating_add(grant.granted);
+        lease.granted = lease.granted.saturating_add(grant.granted);
+        lease.last = grant.granted;
+    }
+
+    /// A background refill failed: the next request may start another.
+    pub fn refill_failed(&mut self, key: KeyId) {
+        if let Some(lease) = self.map.get_mut(&key) {
+            lease.refilling = false;
         }
     }
 
@@ -419,10 +484,17 @@ mod tests {
         KeyId([n; 16])
     }
 
-    /// One isolate in front of one object: asks whenever its lease is spent.
+    /// One isolate in front of one object: asks whenever its lease is spent, and refills in
+    /// the background (here: at once) when due.
     fn request(leases: &mut Leases, obj: &mut Counter, default: Policy, now: u64) -> Decision {
         match leases.take(key(1), now) {
-            Local::Allowed(s) => Decision::Allowed(s),
+            Local::Allowed { status, refill } => {
+                if let Some(want) = refill {
+                    let grant = obj.take(default, want, now);
+                    leases.refilled(key(1), &grant, now);
+                }
+                Decision::Allowed(status)
+            }
             Local::Limited(s) => Decision::Limited(s),
             Local::Ask { want } => {
                 let grant = obj.take(default, want, now);
@@ -482,8 +554,18 @@ mod tests {
             request(&mut leases, &mut obj, default, T0),
             Decision::Limited(_)
         ));
-        // No more calls: the lease says the budget is spent.
+        // No more calls: the lease says the budget is spent...
         assert!(matches!(leases.take(key(1), T0 + 1), Local::Limited(_)));
+        // ...until it is time to ask again (a raised limit reaches this isolate).
+        assert!(matches!(
+            leases.take(key(1), T0 + EXHAUSTED_RECHECK_MS),
+            Local::Ask { .. }
+        ));
+        obj.set(policy(5, 60), 1, 0, 0, T0 + EXHAUSTED_RECHECK_MS);
+        assert!(matches!(
+            request(&mut leases, &mut obj, default, T0 + EXHAUSTED_RECHECK_MS),
+            Decision::Allowed(s) if s.remaining == 1
+        ));
     }
 
     #[test]
@@ -522,6 +604,16 @@ mod tests {
         let next = start + 10_000;
         assert_eq!(leases.status(key(1), next), None);
         assert_eq!(leases.take(key(1), next), Local::Ask { want: 1 });
+        // A refill answered after its window ended adds nothing.
+        let stale = Grant {
+            granted: 5,
+            limit: 10,
+            window: 10,
+            reset_ms: next,
+            remaining_after: 1,
+        };
+        leases.refilled(key(1), &stale, next);
+        assert_eq!(leases.status(key(1), next), None);
         let g = obj.take(p, 1, next);
         assert_eq!(
             (g.granted, g.remaining_after, g.reset_ms),
@@ -664,14 +756,26 @@ mod tests {
     /// exceed grants.
     #[derive(Debug, Clone)]
     enum Step {
-        Request { isolate: usize, advance_ms: u64 },
-        Change { limit: u32, from: usize },
+        Request {
+            isolate: usize,
+            advance_ms: u64,
+        },
+        Change {
+            limit: u32,
+            from: usize,
+        },
+        /// The oldest pending background refill of an isolate completes (or fails).
+        Refill {
+            isolate: usize,
+            fail: bool,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             20 => (0..8usize, 0..400u64).prop_map(|(isolate, advance_ms)| Step::Request { isolate, advance_ms }),
             1 => (1..200u32, 0..8usize).prop_map(|(limit, from)| Step::Change { limit, from }),
+            6 => (0..8usize, prop::bool::weighted(0.1)).prop_map(|(isolate, fail)| Step::Refill { isolate, fail }),
         ]
     }
 
@@ -688,8 +792,25 @@ mod tests {
             let mut granted: HashMap<u64, u32> = HashMap::new();
             let mut ceiling: HashMap<u64, u32> = HashMap::new();
             let mut current_limit = limit;
+            let mut pending: Vec<Vec<u32>> = vec![Vec::new(); 8];
             for s in steps {
                 match s {
+                    Step::Refill { isolate, fail } => {
+                        if pending[isolate].is_empty() {
+                            continue;
+                        }
+                        let want = pending[isolate].remove(0);
+                        if fail {
+                            isolates[isolate].refill_failed(key(1));
+                            continue;
+                        }
+                        let window = default.window_start_ms(now);
+                        let g = obj.take(default, want, now);
+                        *granted.entry(window).or_default() += g.granted;
+                        let c = ceiling.entry(window).or_insert(current_limit);
+                        *c = (*c).max(current_limit);
+                        isolates[isolate].refilled(key(1), &g, now);
+                    }
                     Step::Request { isolate, advance_ms } => {
                         now += advance_ms;
                         let window = default.window_start_ms(now);
@@ -697,7 +818,12 @@ mod tests {
                         *c = (*c).max(current_limit);
                         let leases = &mut isolates[isolate];
                         let decision = match leases.take(key(1), now) {
-                            Local::Allowed(_) => true,
+                            Local::Allowed { refill, .. } => {
+                                if let Some(want) = refill {
+                                    pending[isolate].push(want);
+                                }
+                                true
+                            }
                             Local::Limited(_) => false,
                             Local::Ask { want } => {
                                 let g = obj.take(default, want, now);
