@@ -1,7 +1,7 @@
 // Sign-in, the account's audit log, and management tokens.
 
 import {
-  api, busy, dialog, el, emptyRow, fill, problemText, row, showError, timeEl,
+  api, busy, detailsText, dialog, el, emptyRow, fill, problemText, row, showError, timeEl,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -53,11 +53,11 @@ export function initAudit() {
       ['Time', timeEl(e.at)],
       ['Event', el('code', {}, e.action)],
       ['Target', e.target && e.action.startsWith('key.')
-        ? el('a', { href: `/dashboard/keys/${e.target}` }, e.target)
+        ? el('a', { href: `/dashboard/keys/${e.target}`, title: e.target }, el('code', {}, `${e.target.slice(0, 12)}…`))
         : (e.target || '—')],
       ['By', e.actor],
       ['From', e.source || '—'],
-      ['Details', el('code', { class: 'details-json' }, JSON.stringify(e.details))],
+      ['Details', el('span', { class: 'details-text' }, detailsText(e.details))],
     ]));
     if (append) body.append(...rows);
     else fill(body, rows.length ? rows : emptyRow(7, 'No events yet.'));

@@ -2,7 +2,7 @@
 // events, Rotate (shown-once new key) and Revoke (typed-name confirmation).
 
 import {
-  api, busy, catalog, curlLine, dialog, el, emptyRow, ENVIRONMENTS, fill, missingRoute, num,
+  api, busy, catalog, curlLine, detailsText, dialog, el, emptyRow, ENVIRONMENTS, fill, missingRoute, num,
   PERMISSIONS, problemText, row, showError, statusBadges, timeEl, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
@@ -167,7 +167,7 @@ export function initKey() {
       ['Time', timeEl(e.at)],
       ['Event', el('code', {}, e.action)],
       ['By', e.actor],
-      ['Details', el('code', { class: 'details-json' }, JSON.stringify(e.details))],
+      ['Details', el('span', { class: 'details-text' }, detailsText(e.details))],
     ])) : emptyRow(4, 'No events among the newest 1000.'));
   }
 

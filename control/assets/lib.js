@@ -155,6 +155,14 @@ export function statusBadges(key) {
   return out;
 }
 
+/** An audit event's details as "name: value" lines, for people rather than parsers. */
+export function detailsText(details) {
+  if (!details || typeof details !== 'object') return '';
+  return Object.entries(details)
+    .map(([k, v]) => `${k}: ${v === null ? '—' : typeof v === 'object' ? (Array.isArray(v) ? v.join(', ') : JSON.stringify(v)) : v}`)
+    .join('\n');
+}
+
 /** Shows or hides an error paragraph. */
 export function showError(node, text) {
   node.textContent = text || '';

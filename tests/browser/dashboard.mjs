@@ -131,6 +131,7 @@ try {
   await page.fill('#password', 'not the password');
   await page.click('#sign-in-form button[type=submit]');
   await page.waitForSelector('#sign-in-error:not([hidden])');
+  await screenshot('sign-in-refused.png');
   await page.fill('#password', PASSWORD);
   await page.click('#sign-in-form button[type=submit]');
   await page.waitForURL(`${BASE}/dashboard/keys`);
@@ -346,6 +347,7 @@ try {
   // --- Audit log and management tokens ----------------------------------------------------
   await page.goto(`${BASE}/dashboard/audit`);
   await page.waitForFunction(() => document.querySelector('#audit-body').textContent.includes('key.revoked'));
+  await screenshot('audit-log.png');
   await page.goto(`${BASE}/dashboard/tokens`);
   await page.waitForSelector('#tokens-body tr td[data-label="Name"]');
   await page.click('#token-open');
@@ -355,6 +357,7 @@ try {
   const token = (await page.textContent('#token-created [data-secret]')).trim();
   check(/^lnxm_[0-9a-f]{64}$/.test(token), 'a management token is shown once');
   remember(token);
+  await screenshot('token-created-shown-once.png');
   await page.click('#token-created [data-done]');
   await page.click('button[aria-label="Revoke token browser test token"]');
   await page.click('#token-revoke-form button[type=submit]');

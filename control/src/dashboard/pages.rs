@@ -505,11 +505,11 @@ pub fn tokens(account: &Account) -> String {
   </form>
 </dialog>"#,
         secret = secret_panel("token-created", "Your new management token")
-            .replace("API key", "token")
-            .replace("the key", "the token")
+            .replace("rotate or revoke the key", "revoke it and create another")
+            .replace("The new API key", "The new management token")
+            .replace("this key", "this token")
             .replace("Copy key", "Copy token")
-            .replace("I have stored the key", "I have stored the token")
-            .replace("rotate or revoke the key", "revoke it and create another"),
+            .replace("I have stored the key", "I have stored the token"),
     );
     layout("Management tokens", "tokens", Some(account), "", &main)
 }
