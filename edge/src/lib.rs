@@ -111,6 +111,8 @@ thread_local! {
     static LEASES: RefCell<Leases> = RefCell::new(Leases::default());
     /// Usage events not yet handed to a meter object.
     static METER: RefCell<Buffer> = RefCell::new(Buffer::default());
+    /// Names this isolate's meter deliveries (random, made once per isolate).
+    static NONCE: String = objects::random_hex();
     /// Whether "metering is off" was logged in this isolate.
     static METER_OFF_LOGGED: Cell<bool> = const { Cell::new(false) };
 }
@@ -131,6 +133,8 @@ impl From<Reply> for Answer {
 struct Attributed {
     caller: Caller,
     seen: Seen,
+    /// `METER_SHARDS`.
+    shards: u16,
 }
 
 /// Workers entry point for HTTP requests.
@@ -154,7 +158,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     };
     if let Some(a) = attributed {
         let event = meter::event(&a.caller, &a.seen, status, outcome, now_ms());
-        record(&ctx, &env, event);
+        record(&ctx, &env, a.shards, event);
     }
     Ok(match answer {
         Answer::Origin(response) => response,
@@ -163,17 +167,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 }
 
 /// Buffers a usage event and schedules its flush after the response.
-fn record(ctx: &Context, env: &Env, event: Event) {
-    let Ok(cfg) = load_config(env) else {
-        return;
-    };
-    if cfg.control_url.is_none() {
-        if !METER_OFF_LOGGED.replace(true) {
-            console_log!("lynxo-edge: CONTROL_URL is not set: usage metering is off");
-        }
-        return;
-    }
-    let shards = cfg.meter_shards;
+fn record(ctx: &Context, env: &Env, shards: u16, event: Event) {
     match METER.with_borrow_mut(|b| b.push(event)) {
         Flush::Now => ctx.wait_until(flush(env.clone(), shards)),
         Flush::After(ms) => {
@@ -189,16 +183,18 @@ fn record(ctx: &Context, env: &Env, event: Event) {
 
 /// Hands the buffered events to their meter objects; keeps (and retries) what failed.
 async fn flush(env: Env, shards: u16) {
+    let nonce = NONCE.with(|n| n.clone());
     for attempt in 0..4_u32 {
-        let groups = METER.with_borrow_mut(|b| b.take(shards));
+        let deliveries = METER.with_borrow_mut(|b| b.take(shards, now_ms(), &nonce));
         let mut retry = false;
-        for (shard, events) in groups {
-            if let Err(e) = deliver(&env, shard, &events).await {
+        for delivery in deliveries {
+            if let Err(e) = deliver(&env, &delivery).await {
                 console_error!(
-                    "lynxo-edge: meter-{shard} unreachable, {} events kept: {e}",
-                    events.len()
+                    "lynxo-edge: meter-{} unreachable, {} events kept: {e}",
+                    delivery.shard,
+                    delivery.events.len()
                 );
-                retry |= METER.with_borrow_mut(|b| b.restore(events));
+                retry |= METER.with_borrow_mut(|b| b.restore(delivery));
             }
         }
         let dropped = METER.with_borrow_mut(|b| b.take_dropped());
@@ -214,16 +210,14 @@ async fn flush(env: Env, shards: u16) {
     METER.with_borrow_mut(|b| b.disarm());
 }
 
-async fn deliver(env: &Env, shard: u16, events: &[Event]) -> worker::Result<()> {
+async fn deliver(env: &Env, delivery: &Delivery) -> worker::Result<()> {
     let ns = env.durable_object(METER_BINDING)?;
-    let stub = ns.id_from_name(&meter::object_name(shard))?.get_stub()?;
-    let body = serde_json::to_string(&Delivery {
-        shard,
-        events: events.to_vec(),
-    })?;
+    let stub = ns
+        .id_from_name(&meter::object_name(delivery.shard))?
+        .get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(worker::Method::Post)
-        .with_body(Some(body.into()));
+        .with_body(Some(serde_json::to_string(delivery)?.into()));
     let response = stub
         .fetch_with_request(Request::new_with_init("https://meter/events", &init)?)
         .await?;
@@ -511,6 +505,9 @@ async fn api(
         authorization: authorization.as_deref(),
     };
     let metering = LIMITS && cfg.control_url.is_some();
+    if LIMITS && !metering && !METER_OFF_LOGGED.replace(true) {
+        console_log!("lynxo-edge: CONTROL_URL is not set: usage metering is off");
+    }
     let attribute = |attributed: &mut Option<Attributed>, claims: &shared::key::Claims| {
         if metering {
             *attributed = Some(Attributed {
@@ -520,6 +517,7 @@ async fn api(
                     scope: None,
                 },
                 seen: seen(&req, method, url.path()),
+                shards: cfg.meter_shards,
             });
         }
     };

@@ -155,6 +155,8 @@ pub enum Flush {
 #[derive(Debug, Default)]
 pub struct Buffer {
     events: Vec<Event>,
+    retry: Vec<Delivery>,
+    counter: u64,
     timer: bool,
     dropped: u64,
 }
@@ -162,11 +164,8 @@ pub struct Buffer {
 impl Buffer {
     /// Buffers `event` and says when to flush.
     pub fn push(&mut self, event: Event) -> Flush {
-        if self.events.len() >= MAX_BUFFERED {
-            self.events.remove(0);
-            self.dropped += 1;
-        }
         self.events.push(event);
+        self.trim();
         if self.events.len() >= FLUSH_AT {
             Flush::Now
         } else if !self.timer {
@@ -177,32 +176,51 @@ impl Buffer {
         }
     }
 
-    /// Takes every buffered event, grouped by meter shard, for a flush. Also ends the timer:
-    /// events buffered after this start a new one.
-    pub fn take(&mut self, shards: u16) -> Vec<(u16, Vec<Event>)> {
-        self.timer = false;
-        let mut groups: Vec<(u16, Vec<Event>)> = Vec::new();
-        for event in self.events.drain(..) {
-            let shard = shard_of(&event.key_id, shards);
-            match groups.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, events)) => events.push(event),
-                None => groups.push((shard, vec![event])),
+    /// Drops the oldest events beyond [`MAX_BUFFERED`] (deliveries to retry first).
+    fn trim(&mut self) {
+        while self.len() > MAX_BUFFERED {
+            if let Some(first) = self.retry.first_mut() {
+                first.events.remove(0);
+                if first.events.is_empty() {
+                    self.retry.remove(0);
+                }
+            } else {
+                self.events.remove(0);
             }
+            self.dropped += 1;
         }
-        groups
     }
 
-    /// Puts back events a flush could not deliver, ahead of newer ones. Returns whether the
-    /// caller should arm a timer to retry them.
-    pub fn restore(&mut self, mut events: Vec<Event>) -> bool {
-        events.append(&mut self.events);
-        if events.len() > MAX_BUFFERED {
-            let excess = events.len() - MAX_BUFFERED;
-            events.drain(..excess);
-            self.dropped += excess as u64;
+    /// Takes everything to send: first the deliveries to retry (under their names), then the
+    /// new events grouped by meter shard, each group named `delivery_id(now_ms, nonce, n)`.
+    /// Also ends the timer: events buffered after this start a new one.
+    pub fn take(&mut self, shards: u16, now_ms: u64, nonce: &str) -> Vec<Delivery> {
+        self.timer = false;
+        let mut out = std::mem::take(&mut self.retry);
+        let first_new = out.len();
+        for event in self.events.drain(..) {
+            let shard = shard_of(&event.key_id, shards);
+            match out[first_new..].iter_mut().find(|d| d.shard == shard) {
+                Some(d) => d.events.push(event),
+                None => {
+                    self.counter += 1;
+                    out.push(Delivery {
+                        shard,
+                        id: delivery_id(now_ms, nonce, self.counter),
+                        events: vec![event],
+                    });
+                }
+            }
         }
-        self.events = events;
-        let arm = !self.timer && !self.events.is_empty();
+        out
+    }
+
+    /// Keeps a delivery that failed, to send again under the same name (the meter object
+    /// ignores a name it has stored). Returns whether the caller should arm a timer to retry.
+    pub fn restore(&mut self, delivery: Delivery) -> bool {
+        self.retry.push(delivery);
+        self.trim();
+        let arm = !self.timer && !self.is_empty();
         self.timer |= arm;
         arm
     }
@@ -217,24 +235,46 @@ impl Buffer {
         std::mem::take(&mut self.dropped)
     }
 
-    /// Events buffered.
+    /// Events buffered, new or to retry.
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.events.len() + self.retry.iter().map(|d| d.events.len()).sum::<usize>()
     }
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 }
 
-/// What a worker sends a meter object (JSON body of its fetch).
+/// What a worker sends a meter object (JSON body of its fetch): events for one shard, under a
+/// name unique to this isolate and flush, kept when the delivery is retried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// The object's shard number (it names its source after it).
     pub shard: u16,
+    /// `<first attempt, ms, 13 digits>-<isolate nonce>-<counter>`.
+    pub id: String,
     /// The events.
     pub events: Vec<Event>,
+}
+
+/// How long a meter object remembers a delivery's name, so a retry of a delivery it stored
+/// (whose answer was lost) is not counted twice.
+pub const DEDUPE_MS: u64 = 600_000;
+
+/// The name of a delivery first attempted at `at_ms` by the isolate `nonce`.
+pub fn delivery_id(at_ms: u64, nonce: &str, n: u64) -> String {
+    format!("{at_ms:013}-{nonce}-{n}")
+}
+
+/// The storage key recording that delivery `id` was stored; keys sort by first attempt time.
+pub fn seen_key(id: &str) -> String {
+    format!("seen/{id}")
+}
+
+/// Storage keys of delivery names older than [`DEDUPE_MS`] at `now_ms` sort below this.
+pub fn seen_cutoff(now_ms: u64) -> String {
+    format!("seen/{:013}", now_ms.saturating_sub(DEDUPE_MS))
 }
 
 /// Allowed activity entries kept for one key in the open batch.
@@ -614,30 +654,57 @@ mod tests {
             );
         }
         assert_eq!(buf.push(ev(2, Outcome::Success, T0)), Flush::Now);
-        let groups = buf.take(4);
+        let deliveries = buf.take(4, T0, "n1");
         assert!(buf.is_empty());
-        let total: usize = groups.iter().map(|(_, e)| e.len()).sum();
+        let total: usize = deliveries.iter().map(|d| d.events.len()).sum();
         assert_eq!(total, FLUSH_AT);
-        for (shard, events) in &groups {
-            assert!(events.iter().all(|e| shard_of(&e.key_id, 4) == *shard));
+        for d in &deliveries {
+            assert!(d.events.iter().all(|e| shard_of(&e.key_id, 4) == d.shard));
         }
+        let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["1800000000000-n1-1", "1800000000000-n1-2"]);
         // A new event after a flush starts a new timer.
         assert_eq!(
             buf.push(ev(3, Outcome::Success, T0)),
             Flush::After(FLUSH_AFTER_MS)
         );
-        let newer = buf.take(4);
-        // A failed flush puts its events back, ahead of newer ones, and asks for a retry timer.
-        buf.push(ev(4, Outcome::Success, T0 + 9));
-        let (_, failed) = groups.into_iter().next().unwrap();
-        let n = failed.len();
+        // A failed delivery is kept whole and sent again first, under the same name.
+        let failed = deliveries[0].clone();
         assert!(
-            !buf.restore(failed),
+            !buf.restore(failed.clone()),
             "the pushed event already armed a timer"
         );
-        assert_eq!(buf.len(), n + 1);
+        assert_eq!(buf.len(), failed.events.len() + 1);
+        let again = buf.take(4, T0 + 5_000, "n1");
+        assert_eq!(again[0], failed);
+        assert!(again[1].id.starts_with("1800000005000-n1-"));
         let mut empty = Buffer::default();
-        assert!(empty.restore(newer.into_iter().next().unwrap().1));
+        assert!(empty.restore(failed));
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest() {
+        let mut buf = Buffer::default();
+        for i in 0..MAX_BUFFERED as u64 {
+            buf.push(ev(1, Outcome::Success, T0 + i));
+        }
+        let mut all = buf.take(1, T0, "n");
+        let old = all.remove(0);
+        assert!(buf.restore(old));
+        buf.push(ev(1, Outcome::Success, T0 + 99_999_999));
+        assert_eq!(buf.len(), MAX_BUFFERED);
+        assert_eq!(buf.take_dropped(), 1);
+        let out = buf.take(1, T0, "n");
+        assert_eq!(out[0].events[0].at_ms, T0 + 1, "the oldest event went");
+    }
+
+    #[test]
+    fn delivery_names_sort_by_time() {
+        let a = seen_key(&delivery_id(T0, "zz", 9));
+        let b = seen_key(&delivery_id(T0 + 1, "aa", 1));
+        assert!(a < b);
+        assert!(a < seen_cutoff(T0 + DEDUPE_MS + 1));
+        assert!(a >= seen_cutoff(T0 + DEDUPE_MS));
     }
 
     #[test]

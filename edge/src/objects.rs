@@ -115,7 +115,8 @@ pub struct UsageMeter {
     mem: RefCell<Option<MeterState>>,
 }
 
-fn random_hex() -> String {
+/// 128 random bits in hex (`Math.random`, seeded by the runtime: unique, not secret).
+pub(crate) fn random_hex() -> String {
     (0..4)
         .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32))
         .collect()
@@ -192,12 +193,17 @@ impl UsageMeter {
     async fn record(&self, delivery: Delivery) -> worker::Result<()> {
         self.load().await?;
         let storage = self.state.storage();
+        let seen = meter::seen_key(&delivery.id);
+        if storage.get::<String>(&seen).await?.is_some() {
+            // A retry of a delivery stored before (its answer was lost): counted already.
+            return Ok(());
+        }
         let writes = {
             let mut mem = self.mem.borrow_mut();
             let Some(mem) = mem.as_mut() else {
                 return Err("meter state not loaded".into());
             };
-            let mut writes = Vec::new();
+            let mut writes = vec![(seen, now_ms().to_string())];
             if mem.source.is_none() {
                 let source = meter::source_name(delivery.shard, &random_hex());
                 mem.source = Some(source.clone());
@@ -215,7 +221,8 @@ impl UsageMeter {
             writes.push(("open".to_owned(), serde_json::to_string(&mem.open)?));
             writes
         };
-        // The events, their activity chunk and (the first time) the source: one atomic write.
+        // The events, their activity chunk, the delivery's name and (the first time) the
+        // source: one atomic write.
         if let Err(e) = put_all(&storage, &writes).await {
             // Memory is ahead of storage: read it back, so the worker's retry counts once.
             *self.mem.borrow_mut() = None;
@@ -259,6 +266,25 @@ impl UsageMeter {
                 // Harmless: below the floor, the next load deletes them.
                 console_warn!("lynxo-edge: meter: deleting sealed chunks failed: {e}");
             }
+        }
+        Ok(())
+    }
+
+    /// Deletes delivery names older than [`meter::DEDUPE_MS`].
+    async fn forget_old_deliveries(&self) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let cutoff = meter::seen_cutoff(now_ms());
+        let listed = storage
+            .list_with_options(ListOptions::new().start("seen/").end(&cutoff).limit(512))
+            .await?;
+        let mut old: Vec<String> = Vec::new();
+        listed.for_each(&mut |_, key| {
+            if let Some(k) = key.as_string() {
+                old.push(k);
+            }
+        });
+        for chunk in old.chunks(128) {
+            storage.delete_multiple(chunk.to_vec()).await?;
         }
         Ok(())
     }
@@ -353,6 +379,9 @@ impl DurableObject for UsageMeter {
             *self.mem.borrow_mut() = None;
         }
         let delivered = self.deliver(&control_url, &cfg.keyring).await;
+        if let Err(e) = self.forget_old_deliveries().await {
+            console_warn!("lynxo-edge: meter: forgetting old delivery names failed: {e}");
+        }
         let delay = {
             let mut mem = self.mem.borrow_mut();
             match mem.as_mut() {
