@@ -184,4 +184,56 @@ proptest! {
         let _ = cache.record_read(0, cfg.shard_count, Some(&body), &cfg.keyring, now);
         let _ = cache.status(0, KeyId([0; 16]), now);
     }
+
+    /// Arbitrary limits pushes never panic; a signed one is either refused with a problem or
+    /// yields only entries that are valid (a key id and a checked policy).
+    #[test]
+    fn limits_pushes_never_panic(
+        method in prop_oneof![Just("PUT".to_owned()), method()],
+        signature in proptest::option::of(any::<String>()),
+        body in prop_oneof![
+            any::<String>(),
+            r#"\{"limits":\[(\{"key_id":"[0-9a-fA-F]{0,33}","limit":-?[0-9]{1,11},"window":-?[0-9]{1,7},"version":[0-9]{1,21}\},?){0,3}\]\}"#,
+        ],
+        now in any::<u64>(),
+    ) {
+        let cfg = config();
+        let _ = sync::check_limits_push(&cfg, &method, signature.as_deref(), body.as_bytes(), now);
+        let signed = shared::limits::sign_push(&cfg.keyring, body.as_bytes(), NOW);
+        match sync::check_limits_push(&cfg, "PUT", Some(&signed), body.as_bytes(), NOW) {
+            Ok(entries) => {
+                for entry in entries {
+                    prop_assert!(entry.policy.check().is_ok());
+                    prop_assert!(body.contains(&entry.key_id.to_string()));
+                }
+            }
+            Err(reply) => {
+                prop_assert_eq!(reply.status, 400);
+                assert_problem(&reply);
+            }
+        }
+    }
+
+    /// The RateLimit header fields and the 429 are well-formed for any numbers.
+    #[test]
+    fn rate_limit_answers_are_well_formed(
+        limit in 1..u32::MAX,
+        window in 1..=shared::limits::MAX_WINDOW,
+        remaining in any::<u32>(),
+        reset_ms in any::<u64>(),
+        now_ms in any::<u64>(),
+    ) {
+        let status = edge::limit::Status { limit, window, remaining, reset_ms };
+        let [(_, policy), (_, current)] = status.headers(now_ms);
+        prop_assert_eq!(policy, format!("\"default\";q={limit};w={window}"));
+        prop_assert!(current.starts_with("\"default\";r="));
+        let reply = edge::limit::exceeded(&status, now_ms);
+        prop_assert_eq!(reply.status, 429);
+        prop_assert_eq!(reply.header("content-type"), Some(PROBLEM_JSON));
+        let retry: u64 = reply.header("retry-after").unwrap_or("").parse().unwrap_or(0);
+        prop_assert!(retry >= 1);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+        prop_assert_eq!(&body["code"], "rate_limit_exceeded");
+        prop_assert_eq!(body["retry_after"].as_u64(), Some(retry));
+    }
 }
