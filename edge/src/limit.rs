@@ -89,6 +89,9 @@ pub struct Grant {
     pub reset_ms: u64,
     /// What the object has left in the window after this grant.
     pub remaining_after: u32,
+    /// The object's count of answers so far: orders answers that arrive out of order.
+    #[serde(default)]
+    pub serial: u64,
 }
 
 /// The object's answer to [`Call::Set`].
@@ -112,6 +115,9 @@ pub struct Counter {
     pub window_end_ms: u64,
     /// Tokens granted in that window.
     pub count: u32,
+    /// Leases answered so far (all windows).
+    #[serde(default)]
+    pub serial: u64,
 }
 
 impl Counter {
@@ -141,12 +147,14 @@ impl Counter {
             .min((remaining / LEASE_DIVISOR).max(1))
             .min(want.max(1));
         self.count += granted;
+        self.serial += 1;
         Grant {
             granted,
             limit: policy.limit,
             window: policy.window,
             reset_ms: self.window_end_ms,
             remaining_after: remaining - granted,
+            serial: self.serial,
         }
     }
 
@@ -258,8 +266,10 @@ struct Lease {
     reset_ms: u64,
     limit: u32,
     window: u32,
-    /// The object's remaining budget at its latest answer.
+    /// The object's remaining budget at its latest answer (by serial).
     remote: u32,
+    /// The serial of that answer.
+    serial: u64,
     /// Tokens this isolate was granted for the key in this window (for slow start).
     granted: u32,
     /// With `remote == 0`: until when 429s are answered without asking the object.
@@ -271,6 +281,15 @@ struct Lease {
 }
 
 impl Lease {
+    /// Takes the object's remaining budget from `grant` unless a later answer (a higher
+    /// serial: concurrent calls can answer out of order) already said it.
+    fn note_remote(&mut self, grant: &Grant) {
+        if grant.serial >= self.serial {
+            self.remote = grant.remaining_after;
+            self.serial = grant.serial;
+        }
+    }
+
     fn status(&self) -> Status {
         Status {
             limit: self.limit,
@@ -330,6 +349,7 @@ impl Leases {
             limit: grant.limit,
             window: grant.window,
             remote: grant.remaining_after,
+            serial: grant.serial,
             granted: 0,
             recheck_ms: 0,
             last: 0,
@@ -342,6 +362,7 @@ impl Leases {
         if grant.granted == 0 {
             if grant.reset_ms == lease.reset_ms {
                 lease.remote = 0;
+                lease.serial = lease.serial.max(grant.serial);
                 lease.recheck_ms = now_ms.saturating_add(EXHAUSTED_RECHECK_MS);
                 return Decision::Limited(lease.status());
             }
@@ -357,8 +378,7 @@ impl Leases {
             lease.tokens = lease.tokens.saturating_add(grant.granted - 1);
             lease.granted = lease.granted.saturating_add(grant.granted);
             lease.last = grant.granted;
-            // The object's latest word (a raised limit can increase it).
-            lease.remote = grant.remaining_after;
+            lease.note_remote(grant);
             lease.limit = grant.limit;
             lease.window = grant.window;
             Decision::Allowed(lease.status())
@@ -388,7 +408,7 @@ impl Leases {
             return;
         }
         lease.refilling = false;
-        lease.remote = grant.remaining_after;
+        lease.note_remote(grant);
         if grant.granted == 0 {
             lease.recheck_ms = now_ms.saturating_add(EXHAUSTED_RECHECK_MS);
             return;
@@ -611,6 +631,7 @@ mod tests {
             window: 10,
             reset_ms: next,
             remaining_after: 1,
+            serial: 0,
         };
         leases.refilled(key(1), &stale, next);
         assert_eq!(leases.status(key(1), next), None);
@@ -619,6 +640,26 @@ mod tests {
             (g.granted, g.remaining_after, g.reset_ms),
             (1, 9, next + 10_000)
         );
+    }
+
+    #[test]
+    fn answers_out_of_order_keep_the_latest_remaining() {
+        let p = policy(1000, 60);
+        let (mut leases, mut obj) = (Leases::default(), Counter::default());
+        let first = obj.take(p, 1, T0);
+        leases.record(key(1), &first, T0);
+        // A background refill and a foreground lease in flight at once; the later answer
+        // (higher serial) arrives first.
+        let refill = obj.take(p, 2, T0);
+        let ask = obj.take(p, 4, T0);
+        assert!(ask.serial > refill.serial);
+        let Decision::Allowed(after_ask) = leases.record(key(1), &ask, T0) else {
+            panic!("allowed");
+        };
+        leases.refilled(key(1), &refill, T0);
+        let status = leases.status(key(1), T0).unwrap();
+        assert_eq!(status.remaining, 1000 - 2, "two requests admitted");
+        assert_eq!(after_ask.remaining, ask.remaining_after + ask.granted - 1);
     }
 
     #[test]
