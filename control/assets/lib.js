@@ -89,7 +89,8 @@ export function fill(node, ...children) {
 
 /** A table row: each cell is [label, content] so narrow screens can show the label. */
 export function row(cells, attrs = {}) {
-  return el('tr', attrs, cells.map(([label, ...content]) => el('td', { 'data-label': label }, ...content)));
+  // One wrapper per cell: on phones the cell is a two-column grid (label, value).
+  return el('tr', attrs, cells.map(([label, ...content]) => el('td', { 'data-label': label }, el('div', { class: 'cell' }, ...content))));
 }
 
 /** One row across the whole table, for "no keys" and similar. */
