@@ -114,6 +114,51 @@ async function assertNoSecretStored(where, { onScreen = false } = {}) {
   }
 }
 
+/**
+ * Text whose colour has less than 4.5:1 contrast with the background behind it (3:1 for large
+ * text), per WCAG 2's relative luminance; disabled controls and SVG are left out.
+ */
+async function lowContrast() {
+  return page.evaluate(() => {
+    const rgba = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => {
+        const x = v / 255;
+        return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+      };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (node) => {
+      for (let n = node; n; n = n.parentElement) {
+        const c = rgba(getComputedStyle(n).backgroundColor);
+        if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+      }
+      return [255, 255, 255];
+    };
+    const bad = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const seen = new Set();
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      const node = t.parentElement;
+      if (!t.textContent.trim() || seen.has(node) || node.closest('svg, [disabled], [hidden]')) continue;
+      seen.add(node);
+      const box = node.getBoundingClientRect();
+      const style = getComputedStyle(node);
+      if (!box.width || !box.height || style.visibility === 'hidden') continue;
+      // Text inside an open modal dialog is checked; text behind it is not visible anyway.
+      const modal = document.querySelector('dialog[open]');
+      if (modal && !modal.contains(node)) continue;
+      const fg = lum(rgba(style.color));
+      const bg = lum(background(node));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      const size = parseFloat(style.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) bad.push(`${t.textContent.trim().slice(0, 30)} (${ratio.toFixed(2)})`);
+    }
+    return bad;
+  });
+}
+
 async function screenshot(name, options = {}) {
   await page.screenshot({ path: join(SHOTS, name), ...options });
 }
@@ -132,6 +177,8 @@ try {
   await page.click('#sign-in-form button[type=submit]');
   await page.waitForSelector('#sign-in-error:not([hidden])');
   await screenshot('sign-in-refused.png');
+  const signInContrast = await lowContrast();
+  check(signInContrast.length === 0, `low contrast on the sign-in page: ${signInContrast}`);
   await page.fill('#password', PASSWORD);
   await page.click('#sign-in-form button[type=submit]');
   await page.waitForURL(`${BASE}/dashboard/keys`);
@@ -174,6 +221,8 @@ try {
   const clipboard = await page.evaluate(() => navigator.clipboard.readText());
   check(clipboard === key, 'the copy button put the key on the clipboard');
   await screenshot('create-dialog-shown-once.png');
+  const dialogContrast = await lowContrast();
+  check(dialogContrast.length === 0, `low contrast in the shown-once dialog: ${dialogContrast}`);
   step('created a custom-scope key; shown once, copied to the clipboard');
 
   // Leaving the page while the key is on screen, then coming back, shows it nowhere.
@@ -249,6 +298,8 @@ try {
     await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('24 hours'));
     await page.waitForSelector('svg.usage-chart rect.bar');
     await screenshot('key-page-with-usage.png', { fullPage: true });
+    const keyContrast = await lowContrast();
+    check(keyContrast.length === 0, `low contrast on the key page: ${keyContrast}`);
     step(`usage and activity on the key page after ${Date.now() - t0} ms`);
 
     // The activity log filters by outcome.
@@ -264,6 +315,8 @@ try {
     await page.goto(keyUrl);
     await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('not available'));
     await screenshot('key-page-with-usage.png', { fullPage: true });
+    const keyContrast = await lowContrast();
+    check(keyContrast.length === 0, `low contrast on the key page: ${keyContrast}`);
     step('SKIPPED the usage chart and activity checks: this control plane has no usage API (issue #5)');
   }
 
@@ -356,6 +409,8 @@ try {
     check(nightly.rate_limit === 5000 && nightly.rate_limit_window === 3600, `rate limit from the form: ${nightly.rate_limit}/${nightly.rate_limit_window}`);
   }
   await screenshot('keys-list.png', { fullPage: true });
+  const listContrast = await lowContrast();
+  check(listContrast.length === 0, `low contrast on the keys page: ${listContrast}`);
   await page.setViewportSize({ width: 375, height: 800 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
   check(overflow <= 375, `the keys page fits 375 px (scroll width ${overflow})`);
@@ -373,6 +428,8 @@ try {
   await page.goto(`${BASE}/dashboard/audit`);
   await page.waitForFunction(() => document.querySelector('#audit-body').textContent.includes('key.revoked'));
   await screenshot('audit-log.png');
+  const auditContrast = await lowContrast();
+  check(auditContrast.length === 0, `low contrast on the audit page: ${auditContrast}`);
   await page.goto(`${BASE}/dashboard/tokens`);
   await page.waitForSelector('#tokens-body tr td[data-label="Name"]');
   await page.click('#token-open');
