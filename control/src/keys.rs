@@ -23,6 +23,7 @@ use crate::AppState;
 use crate::auth::{Caller, random_bytes};
 use crate::error::{AppError, IdPath, Json, Query, Result};
 use crate::store::keys::{self as db, KeyRow, ListFilter};
+use crate::store::usage::{self as usage_db, KeyStats};
 use crate::store::{accounts, audit, revocations};
 
 /// Longest key name, in characters.
@@ -35,6 +36,11 @@ pub const MAX_REASON_CHARS: usize = 500;
 pub const ROTATION_DUE_AFTER: u64 = 90 * 86_400;
 /// Longest rotation grace period (seconds).
 pub const MAX_GRACE: u64 = 30 * 86_400;
+/// A key neither used nor created for this long (seconds) is `idle`; scope use is observed over
+/// the same span.
+pub const IDLE_AFTER: u64 = 30 * 86_400;
+/// The window a rate limit gets when none is given, seconds (plans express limits per minute).
+pub const DEFAULT_WINDOW: u32 = 60;
 /// How many retirement candidates the limit error lists.
 const CANDIDATES: u32 = 5;
 
@@ -55,8 +61,12 @@ pub struct KeyView {
     pub scopes: Vec<&'static str>,
     /// Non-secret reminder of the key: prefix and last characters.
     pub hint: String,
-    /// Requests per minute.
+    /// Requests per `rate_limit_window` seconds.
     pub rate_limit: u32,
+    /// The rate limit's window, seconds (fixed windows aligned to the Unix epoch).
+    pub rate_limit_window: u32,
+    /// The edge has not acknowledged the current rate limit yet.
+    pub rate_limit_pending: bool,
     /// `active`, `expired`, `rotating` (revocation scheduled) or `revoked`.
     pub status: &'static str,
     /// Active and older than 90 days.
@@ -67,6 +77,19 @@ pub struct KeyView {
     pub expires_at: Option<u64>,
     /// Unix seconds of the last use seen, if any.
     pub last_used_at: Option<u64>,
+    /// Client address of the last use.
+    pub last_used_ip: Option<String>,
+    /// `User-Agent` of the last use.
+    pub last_used_user_agent: Option<String>,
+    /// Requests in the last 24 hours (every outcome).
+    pub requests_24h: u64,
+    /// Active, and neither used nor created in the last 30 days.
+    pub idle: bool,
+    /// Scopes the key holds (every catalog scope for Full Access) with no allowed request since
+    /// `unused_scopes_since`: candidates to narrow the key.
+    pub unused_scopes: Vec<&'static str>,
+    /// Unix seconds: the later of the key's creation and 30 days ago.
+    pub unused_scopes_since: u64,
     /// When the revocation took (or takes) effect.
     pub revoked_at: Option<u64>,
     /// Why it was revoked.
@@ -98,10 +121,15 @@ fn scope_names(scopes: ScopeSet) -> Vec<&'static str> {
     }
 }
 
+fn rotation_due(k: &KeyRow, now: u64) -> bool {
+    status(k, now) == "active" && now >= k.created_at + ROTATION_DUE_AFTER
+}
+
 impl KeyView {
-    /// The view of a stored key at `now`.
-    pub fn new(k: &KeyRow, now: u64) -> Self {
+    /// The view of a stored key at `now`, with its recent use.
+    pub fn new(k: &KeyRow, now: u64, stats: &KeyStats) -> Self {
         let status = status(k, now);
+        let idle_since = now.saturating_sub(IDLE_AFTER);
         Self {
             id: k.id.to_string(),
             name: k.name.clone(),
@@ -111,11 +139,26 @@ impl KeyView {
             scopes: scope_names(k.scopes),
             hint: k.hint.clone(),
             rate_limit: k.rate_limit,
+            rate_limit_window: k.rate_limit_window,
+            rate_limit_pending: k.limit_pending,
             status,
-            rotation_due: status == "active" && now >= k.created_at + ROTATION_DUE_AFTER,
+            rotation_due: rotation_due(k, now),
             created_at: k.created_at,
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
+            last_used_ip: k.last_used_ip.clone(),
+            last_used_user_agent: k.last_used_user_agent.clone(),
+            requests_24h: stats.requests_24h,
+            idle: status == "active"
+                && k.created_at < idle_since
+                && k.last_used_at.is_none_or(|at| at < idle_since),
+            unused_scopes: k
+                .scopes
+                .iter()
+                .filter(|s| !stats.used_scopes.contains(s.name()))
+                .map(Scope::name)
+                .collect(),
+            unused_scopes_since: k.created_at.max(idle_since),
             revoked_at: k.revoked_at,
             revoke_reason: k.revoke_reason.clone(),
             revocation_version: k.revocation_version,
@@ -124,6 +167,26 @@ impl KeyView {
             grace_until: k.grace_until,
         }
     }
+}
+
+/// Recent use of each key in `rows`, with grouped queries (not one per key).
+fn stats_of(
+    conn: &rusqlite::Connection,
+    rows: &[KeyRow],
+    now: u64,
+) -> Result<std::collections::HashMap<KeyId, KeyStats>> {
+    let ids: Vec<KeyId> = rows.iter().map(|r| r.id).collect();
+    usage_db::key_stats(conn, &ids, now, now.saturating_sub(IDLE_AFTER))
+}
+
+/// The view of one stored key, with its recent use read from `conn`.
+fn view_of(conn: &rusqlite::Connection, row: &KeyRow, now: u64) -> Result<KeyView> {
+    let stats = stats_of(conn, std::slice::from_ref(row), now)?;
+    Ok(KeyView::new(
+        row,
+        now,
+        stats.get(&row.id).unwrap_or(&KeyStats::default()),
+    ))
 }
 
 /// A new key with its secret: the only response that ever holds the key string.
@@ -155,9 +218,17 @@ pub struct CreateKey {
     /// Unix seconds; absent: never expires.
     #[serde(default, deserialize_with = "whole::opt_u64")]
     pub expires_at: Option<u64>,
-    /// Requests per minute; absent: the plan's default.
+    /// Requests per `rate_limit_window`; absent: the plan's default rate for that window.
     #[serde(default, deserialize_with = "whole::opt_u32")]
     pub rate_limit: Option<u32>,
+    /// Seconds, 1 to 86400; absent: 60. (Absent from the idempotency hash when absent, so a
+    /// request hashes as it did before windows existed.)
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rate_limit_window: Option<u32>,
 }
 
 /// A validated create request.
@@ -169,6 +240,7 @@ struct KeySpec {
     scopes: ScopeSet,
     expires_at: Option<u64>,
     rate_limit: Option<u32>,
+    rate_limit_window: u32,
 }
 
 fn clean_name(name: &str) -> Result<String> {
@@ -268,6 +340,7 @@ impl CreateKey {
             scopes,
             expires_at: self.expires_at,
             rate_limit: self.rate_limit,
+            rate_limit_window: check_window(self.rate_limit_window)?,
         })
     }
 }
@@ -304,6 +377,12 @@ mod whole {
             .map(|n| u32::try_from(n).map_err(|_| expected()))
             .transpose()
     }
+
+    /// A PATCH field: absent is `None` (via `default`), `null` is refused.
+    pub fn some_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let n = u64(d)?;
+        u32::try_from(n).map(Some).map_err(|_| expected())
+    }
 }
 
 fn parse_id(id: &str) -> Result<KeyId> {
@@ -336,7 +415,7 @@ fn limit_reached(active: u32, plan: &accounts::Plan, candidates: &[KeyRow], now:
                 "hint": k.hint,
                 "created_at": k.created_at,
                 "last_used_at": k.last_used_at,
-                "rotation_due": KeyView::new(k, now).rotation_due,
+                "rotation_due": rotation_due(k, now),
             })
         })
         .collect();
@@ -355,18 +434,42 @@ fn limit_reached(active: u32, plan: &accounts::Plan, candidates: &[KeyRow], now:
     .with_field("candidates", listed)
 }
 
-/// Checks the plan's bounds and returns the rate limit to store.
-fn rate_limit(requested: Option<u32>, plan: &accounts::Plan) -> Result<u32> {
-    match requested {
-        None => Ok(plan.default_rate_limit),
-        Some(r) if (1..=plan.max_rate_limit).contains(&r) => Ok(r),
-        Some(_) => Err(AppError::validation(format!(
-            "rate_limit must be between 1 and {} requests per minute on this plan",
+/// Checks a requested window (absent: [`DEFAULT_WINDOW`]).
+fn check_window(window: Option<u32>) -> Result<u32> {
+    let window = window.unwrap_or(DEFAULT_WINDOW);
+    if window == 0 || window > shared::limits::MAX_WINDOW {
+        return Err(AppError::validation(format!(
+            "rate_limit_window must be between 1 and {} seconds",
+            shared::limits::MAX_WINDOW
+        ))
+        .with_field("field", "rate_limit_window"));
+    }
+    Ok(window)
+}
+
+/// The plan's default rate (per minute) scaled to `window`, at least 1.
+fn default_limit(plan: &accounts::Plan, window: u32) -> u32 {
+    let scaled = u64::from(plan.default_rate_limit) * u64::from(window) / 60;
+    u32::try_from(scaled.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Checks `limit` per `window` against the plan, whose cap is per minute: at most
+/// `max_rate_limit * window / 60` requests per window.
+fn check_rate_limit(limit: u32, window: u32, plan: &accounts::Plan) -> Result<()> {
+    let max_for_window = u64::from(plan.max_rate_limit) * u64::from(window) / 60;
+    if limit == 0 || u64::from(limit) * 60 > u64::from(plan.max_rate_limit) * u64::from(window) {
+        return Err(AppError::validation(format!(
+            "rate_limit must be between 1 and {max_for_window} requests per {window} s on this \
+             plan (at most {} per minute)",
             plan.max_rate_limit
         ))
         .with_field("field", "rate_limit")
-        .with_field("max_rate_limit", plan.max_rate_limit)),
+        .with_field("max_rate_limit", plan.max_rate_limit)
+        .with_field("max_rate_limit_for_window", max_for_window)
+        .with_field("rate_limit", limit)
+        .with_field("rate_limit_window", window));
     }
+    Ok(())
 }
 
 /// Issues a key string for a new row; the string leaves this function only in the response.
@@ -399,7 +502,7 @@ fn no_store(mut response: Response) -> Response {
 
 enum Created {
     New(Box<KeyRow>, PlainKey),
-    Replayed(Box<KeyRow>),
+    Replayed(Box<KeyView>),
 }
 
 /// `POST /v1/keys`.
@@ -409,7 +512,8 @@ pub async fn create_key(
     headers: HeaderMap,
     Json(body): Json<CreateKey>,
 ) -> Result<Response> {
-    let now = state.clock.now();
+    let now_ms = state.clock.now_ms();
+    let now = now_ms / 1000;
     let spec = body.validate(now)?;
     let idem = idempotency_key(&headers)?;
     let request_hash =
@@ -430,11 +534,16 @@ pub async fn create_key(
                         ));
                     }
                     let row = db::get(tx, account, key_id)?.ok_or_else(AppError::not_found)?;
-                    return Ok(Created::Replayed(Box::new(row)));
+                    let view = view_of(tx, &row, now)?;
+                    return Ok(Created::Replayed(Box::new(view)));
                 }
             }
             let plan = accounts::plan(tx, account)?;
-            let rate_limit = rate_limit(spec.rate_limit, &plan)?;
+            let window = spec.rate_limit_window;
+            let rate_limit = spec
+                .rate_limit
+                .unwrap_or_else(|| default_limit(&plan, window));
+            check_rate_limit(rate_limit, window, &plan)?;
             let active = db::count_active(tx, account, now)?;
             if active >= plan.max_active_keys {
                 let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
@@ -450,19 +559,25 @@ pub async fn create_key(
                 kid: st.keyring.active_kid(),
                 hint: String::new(),
                 rate_limit,
+                rate_limit_window: window,
+                policy_version: now_ms,
                 created_at: now,
                 expires_at: spec.expires_at,
                 last_used_at: None,
+                last_used_ip: None,
+                last_used_user_agent: None,
                 revoked_at: None,
                 revoke_reason: None,
                 revocation_version: None,
                 rotated_from: None,
                 rotated_to: None,
                 grace_until: None,
+                limit_pending: true,
             };
             let plain = mint(&st, &row)?;
             row.hint = plain.hint();
             db::insert(tx, &row)?;
+            db::enqueue_limit(tx, id, now_ms)?;
             if let Some(idem) = &idem {
                 db::insert_idempotency(tx, account, idem, &request_hash, id, now)?;
             }
@@ -480,6 +595,7 @@ pub async fn create_key(
                     "scopes": scope_names(row.scopes),
                     "expires_at": row.expires_at,
                     "rate_limit": row.rate_limit,
+                    "rate_limit_window": row.rate_limit_window,
                 }),
             )?;
             Ok(Created::New(Box::new(row), plain))
@@ -488,14 +604,15 @@ pub async fn create_key(
     Ok(match outcome {
         Created::New(row, plain) => {
             tracing::info!(key_id = %row.id, account_id = account, "key created");
+            state.publish.wake_limits();
             let body = CreatedKey {
                 key: plain.into_inner(),
-                record: KeyView::new(&row, now),
+                record: KeyView::new(&row, now, &KeyStats::default()),
             };
             no_store((StatusCode::CREATED, Json(body)).into_response())
         }
-        Created::Replayed(row) => {
-            let mut response = Json(KeyView::new(&row, now)).into_response();
+        Created::Replayed(view) => {
+            let mut response = Json(*view).into_response();
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -518,6 +635,9 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     /// Continue after this cursor (`next_cursor` of the previous page).
     pub cursor: Option<String>,
+    /// `true`: only idle keys (active, neither used nor created in 30 days); `false`: only the
+    /// others.
+    pub idle: Option<bool>,
 }
 
 /// A list of keys.
@@ -593,15 +713,19 @@ pub async fn list_keys(
         environment,
         search,
         status,
+        idle: q.idle.map(|idle| (idle, now.saturating_sub(IDLE_AFTER))),
         after,
         limit,
     };
     let account = caller.account_id;
-    let (rows, active, plan) = state
+    let (rows, stats, active, plan) = state
         .store
         .read(move |c| {
+            let rows = db::list(c, account, &filter, now)?;
+            let stats = stats_of(c, &rows, now)?;
             Ok((
-                db::list(c, account, &filter, now)?,
+                rows,
+                stats,
                 db::count_active(c, account, now)?,
                 accounts::plan(c, account)?,
             ))
@@ -610,7 +734,11 @@ pub async fn list_keys(
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("{}.{}", r.created_at, r.id)))
         .flatten();
-    let data = rows.iter().map(|r| KeyView::new(r, now)).collect();
+    let none = KeyStats::default();
+    let data = rows
+        .iter()
+        .map(|r| KeyView::new(r, now, stats.get(&r.id).unwrap_or(&none)))
+        .collect();
     Ok(Json(KeyList {
         data,
         active_keys: active,
@@ -628,12 +756,16 @@ pub async fn get_key(
     let id = parse_id(&id)?;
     let now = state.clock.now();
     let account = caller.account_id;
-    let row = state
+    let view = state
         .store
-        .read(move |c| db::get(c, account, id))
+        .read(move |c| {
+            db::get(c, account, id)?
+                .map(|row| view_of(c, &row, now))
+                .transpose()
+        })
         .await?
         .ok_or_else(AppError::not_found)?;
-    Ok(Json(KeyView::new(&row, now)))
+    Ok(Json(view))
 }
 
 /// Body of `PATCH /v1/keys/{id}`.
@@ -646,6 +778,12 @@ pub struct UpdateKey {
     /// New description; an empty string clears it.
     #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
+    /// New rate limit, requests per window (the window stays unless sent too).
+    #[serde(default, deserialize_with = "whole::some_u32")]
+    pub rate_limit: Option<u32>,
+    /// New window, seconds (the limit stays unless sent too).
+    #[serde(default, deserialize_with = "whole::some_u32")]
+    pub rate_limit_window: Option<u32>,
 }
 
 /// A PATCH field may be absent (unchanged) but not `null`: a client sending `null` to clear a
@@ -656,7 +794,9 @@ fn present<'de, D: serde::Deserializer<'de>>(
     String::deserialize(d).map(Some)
 }
 
-/// `PATCH /v1/keys/{id}`: name and description only; a key's powers never change after issue.
+/// `PATCH /v1/keys/{id}`: name, description and rate limit. The scopes, environment and expiry
+/// are signed into the key and never change; the rate limit lives in the record and reaches the
+/// edge through the limits outbox (a new policy version), so it changes without a new key.
 pub async fn update_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -664,8 +804,17 @@ pub async fn update_key(
     Json(body): Json<UpdateKey>,
 ) -> Result<Json<KeyView>> {
     let id = parse_id(&id)?;
-    if body.name.is_none() && body.description.is_none() {
-        return Err(AppError::validation("send `name` and/or `description`"));
+    if body.name.is_none()
+        && body.description.is_none()
+        && body.rate_limit.is_none()
+        && body.rate_limit_window.is_none()
+    {
+        return Err(AppError::validation(
+            "send at least one of `name`, `description`, `rate_limit`, `rate_limit_window`",
+        ));
+    }
+    if body.rate_limit_window.is_some() {
+        check_window(body.rate_limit_window)?;
     }
     let name = body.name.as_deref().map(clean_name).transpose()?;
     let description = body
@@ -673,13 +822,22 @@ pub async fn update_key(
         .as_deref()
         .map(|d| clean_description(Some(d)))
         .transpose()?;
-    let now = state.clock.now();
+    let now_ms = state.clock.now_ms();
+    let now = now_ms / 1000;
     let account = caller.account_id;
-    let row = state
+    let (view, limit_changed) = state
         .store
         .write(move |tx| {
             let mut row = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
-            let before = json!({ "name": row.name, "description": row.description });
+            let snapshot = |row: &KeyRow| {
+                json!({
+                    "name": row.name,
+                    "description": row.description,
+                    "rate_limit": row.rate_limit,
+                    "rate_limit_window": row.rate_limit_window,
+                })
+            };
+            let before = snapshot(&row);
             if let Some(name) = name {
                 row.name = name;
             }
@@ -687,6 +845,20 @@ pub async fn update_key(
                 row.description = description;
             }
             db::update_details(tx, id, &row.name, row.description.as_deref())?;
+            let limit = body.rate_limit.unwrap_or(row.rate_limit);
+            let window = body.rate_limit_window.unwrap_or(row.rate_limit_window);
+            let limit_changed = (limit, window) != (row.rate_limit, row.rate_limit_window);
+            if limit_changed {
+                check_rate_limit(limit, window, &accounts::plan(tx, account)?)?;
+                row.policy_version = db::set_rate_limit(tx, id, limit, window, now_ms)?;
+                row.rate_limit = limit;
+                row.rate_limit_window = window;
+                row.limit_pending = true;
+            }
+            let mut details = json!({ "before": before, "after": snapshot(&row) });
+            if limit_changed {
+                details["policy_version"] = json!(row.policy_version);
+            }
             audit::append(
                 tx,
                 now,
@@ -694,15 +866,16 @@ pub async fn update_key(
                 &caller.actor,
                 "key.updated",
                 Some(&id.to_string()),
-                &json!({
-                    "before": before,
-                    "after": { "name": row.name, "description": row.description },
-                }),
+                &details,
             )?;
-            Ok(row)
+            Ok((view_of(tx, &row, now)?, limit_changed))
         })
         .await?;
-    Ok(Json(KeyView::new(&row, now)))
+    if limit_changed {
+        tracing::info!(key_id = %id, account_id = account, "key rate limit changed");
+        state.publish.wake_limits();
+    }
+    Ok(Json(view))
 }
 
 /// Body of `POST /v1/keys/{id}/revoke`.
@@ -747,13 +920,13 @@ pub async fn revoke_key(
     let reason = clean_reason(&body.reason)?;
     let now = state.clock.now();
     let account = caller.account_id;
-    let (row, version, changed) = state
+    let (view, version, changed) = state
         .store
         .write(move |tx| {
             let mut row = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
             if let (Some(at), Some(version)) = (row.revoked_at, row.revocation_version) {
                 if at <= now {
-                    return Ok((row, version, false));
+                    return Ok((view_of(tx, &row, now)?, version, false));
                 }
             }
             let version = revocations::next_version(tx, now)?;
@@ -771,7 +944,7 @@ pub async fn revoke_key(
             row.revoked_at = Some(now);
             row.revoke_reason = Some(reason);
             row.revocation_version = Some(version);
-            Ok((row, version, true))
+            Ok((view_of(tx, &row, now)?, version, true))
         })
         .await?;
     if changed {
@@ -779,7 +952,7 @@ pub async fn revoke_key(
         state.publish.wake();
     }
     Ok(Json(Revoked {
-        key: KeyView::new(&row, now),
+        key: view,
         list_version: version,
         changed,
     }))
@@ -820,7 +993,8 @@ pub async fn rotate_key(
         ))
         .with_field("field", "grace_period_seconds"));
     }
-    let now = state.clock.now();
+    let now_ms = state.clock.now_ms();
+    let now = now_ms / 1000;
     let grace_until = now + body.grace_period_seconds;
     let new_id = new_key_id()?;
     let account = caller.account_id;
@@ -845,11 +1019,16 @@ pub async fn rotate_key(
                 rotated_from: Some(id),
                 hint: String::new(),
                 last_used_at: None,
+                last_used_ip: None,
+                last_used_user_agent: None,
+                policy_version: now_ms,
+                limit_pending: true,
                 ..old.clone()
             };
             let plain = mint(&st, &new)?;
             new.hint = plain.hint();
             db::insert(tx, &new)?;
+            db::enqueue_limit(tx, new_id, now_ms)?;
             let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
             db::set_rotated_to(tx, id, new_id)?;
@@ -872,17 +1051,19 @@ pub async fn rotate_key(
             old.revocation_version = Some(version);
             old.grace_until = Some(grace_until);
             old.rotated_to = Some(new_id);
+            let old = view_of(tx, &old, now)?;
             Ok((old, new, plain, version))
         })
         .await?;
     tracing::info!(key_id = %id, new_key_id = %new_id, account_id = account, grace_until, "key rotated");
     state.publish.wake();
+    state.publish.wake_limits();
     let body = Rotated {
         key: CreatedKey {
             key: plain.into_inner(),
-            record: KeyView::new(&new, now),
+            record: KeyView::new(&new, now, &KeyStats::default()),
         },
-        previous: KeyView::new(&old, now),
+        previous: old,
         list_version: version,
     };
     Ok(no_store((StatusCode::CREATED, Json(body)).into_response()))
@@ -1058,9 +1239,14 @@ mod tests {
             kid: 1,
             hint: String::new(),
             rate_limit: 1,
+            rate_limit_window: 60,
+            policy_version: 1,
             created_at: 0,
             expires_at: None,
             last_used_at: None,
+            last_used_ip: None,
+            last_used_user_agent: None,
+            limit_pending: false,
             revoked_at: None,
             revoke_reason: None,
             revocation_version: None,
@@ -1080,6 +1266,6 @@ mod tests {
             ..row
         };
         assert_eq!(status(&expired, 5), "expired");
-        assert!(!KeyView::new(&expired, ROTATION_DUE_AFTER).rotation_due);
+        assert!(!rotation_due(&expired, ROTATION_DUE_AFTER));
     }
 }

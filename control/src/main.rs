@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use control::config::{Cli, Command, LogFormat, ServeArgs};
-use control::publish::Publisher;
+use control::publish::{LimitPublisher, Publisher};
 use control::store::{Store, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use tracing_subscriber::EnvFilter;
@@ -76,6 +76,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     let state = AppState::new(store.clone(), keyring, clock.clone(), settings);
     let sink = args.sink(Arc::clone(&state.keyring))?;
+    let limit_publisher = LimitPublisher::new(store.clone(), clock.clone(), Arc::clone(&sink));
     let publisher = Publisher::new(
         store,
         Arc::clone(&state.keyring),
@@ -90,6 +91,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // The first pass also repairs what a crash left in the outbox.
     tokio::spawn(publisher.run(state.publish.clone()));
+    // Its own loop: a failing limits push must not delay revocations.
+    tokio::spawn(limit_publisher.run(state.publish.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

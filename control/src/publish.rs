@@ -18,36 +18,56 @@
 //! Two [`Sink`]s write shards: the Cloudflare KV REST API ([`KvRestSink`]) and the edge worker's
 //! signed sync endpoint ([`EdgeSyncSink`]). Both build an `http::Request` first, so tests check
 //! the request without a network.
+//!
+//! Rate limits take a separate loop, [`LimitPublisher`], with its own trigger and backoff, so a
+//! failing limits push never delays a revocation. It pushes the keys queued in the limits outbox
+//! (`store::limits`) to the edge's `PUT /_lynxo/sync/limits` and deletes the rows whose version
+//! the edge acknowledged. Only [`EdgeSyncSink`] has that path: with the KV REST sink (or none),
+//! policies stay queued and the keys show `rate_limit_pending`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::limits::{self, LimitPush};
 use shared::mac::Keyring;
 use shared::revocation::{self, RevocationShard, ShardHeader};
 use tokio::sync::Notify;
 
 use crate::Clock;
 use crate::error::AppError;
-use crate::store::{Store, revocations};
+use crate::store::{Store, limits as limits_db, revocations};
 
 /// Shortest sleep between passes, so a clock that reads a little behind cannot spin the loop.
 const MIN_IDLE: Duration = Duration::from_millis(5);
 /// Sleep after a failed pass or a failed write.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// Wakes the publisher loop (after a revocation commits).
+/// Wakes the publisher loops: the revocation loop after a revocation commits, the limits loop
+/// after a rate-limit policy changes.
 #[derive(Debug, Clone, Default)]
-pub struct Trigger(Arc<Notify>);
+pub struct Trigger {
+    revocations: Arc<Notify>,
+    limits: Arc<Notify>,
+}
 
 impl Trigger {
-    /// Asks for a publish pass soon.
+    /// Asks for a revocation publish pass soon.
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.revocations.notify_one();
+    }
+
+    /// Asks for a limits push soon.
+    pub fn wake_limits(&self) {
+        self.limits.notify_one();
     }
 
     async fn wait(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.0.notified()).await;
+        let _ = tokio::time::timeout(timeout, self.revocations.notified()).await;
+    }
+
+    async fn wait_limits(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.limits.notified()).await;
     }
 }
 
@@ -66,6 +86,9 @@ pub enum SinkError {
         /// Start of the response body.
         body: String,
     },
+    /// This sink has no way to deliver that (the KV REST API has no limits path).
+    #[error("this sink cannot deliver rate limits")]
+    Unsupported,
 }
 
 /// Where shards are written. Blocking: called from `spawn_blocking`.
@@ -74,6 +97,14 @@ pub trait Sink: Send + Sync + 'static {
     fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError>;
     /// A short name for logs.
     fn name(&self) -> &'static str;
+    /// Whether [`Sink::put_limits`] can deliver.
+    fn supports_limits(&self) -> bool {
+        false
+    }
+    /// Pushes a JSON [`LimitPush`] body at `now`.
+    fn put_limits(&self, _body: &[u8], _now: u64) -> Result<(), SinkError> {
+        Err(SinkError::Unsupported)
+    }
 }
 
 /// Sends a built request with a shared agent and maps non-2xx answers to errors.
@@ -184,6 +215,20 @@ impl EdgeSyncSink {
             .body(body.to_vec())
             .map_err(|e| SinkError::Transport(e.to_string()))
     }
+
+    /// The signed request that pushes a JSON [`LimitPush`] body at `now`.
+    pub fn limits_request(
+        &self,
+        body: &[u8],
+        now: u64,
+    ) -> Result<http::Request<Vec<u8>>, SinkError> {
+        let signature = limits::sign_push(&self.keyring, body, now);
+        http::Request::put(format!("{}{}", self.base_url, limits::SYNC_PATH))
+            .header("lynxo-signature", signature)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .map_err(|e| SinkError::Transport(e.to_string()))
+    }
 }
 
 impl Sink for EdgeSyncSink {
@@ -193,6 +238,14 @@ impl Sink for EdgeSyncSink {
 
     fn name(&self) -> &'static str {
         "edge-sync"
+    }
+
+    fn supports_limits(&self) -> bool {
+        true
+    }
+
+    fn put_limits(&self, body: &[u8], now: u64) -> Result<(), SinkError> {
+        send(&self.agent, self.limits_request(body, now)?)
     }
 }
 
@@ -239,6 +292,14 @@ impl<T: Sink> Sink for Arc<T> {
 
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn supports_limits(&self) -> bool {
+        (**self).supports_limits()
+    }
+
+    fn put_limits(&self, body: &[u8], now: u64) -> Result<(), SinkError> {
+        (**self).put_limits(body, now)
     }
 }
 
@@ -405,6 +466,131 @@ impl Publisher {
                 }
             };
             trigger.wait(wait).await;
+        }
+    }
+}
+
+/// First wait after a failed limits push; doubles per failure up to [`LIMITS_MAX_BACKOFF`].
+pub const LIMITS_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between failed limits pushes.
+pub const LIMITS_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest sleep of the limits loop with nothing to push (a safety net: commits wake it).
+const LIMITS_IDLE: Duration = Duration::from_secs(30);
+
+/// What a limits pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LimitPass {
+    /// Policies the edge acknowledged (and whose outbox rows were deleted if still current).
+    pub pushed: usize,
+    /// A push failed; the rows stay.
+    pub failed: bool,
+    /// Policies still queued after the pass.
+    pub pending: u64,
+}
+
+/// The limits publishing loop's state.
+pub struct LimitPublisher {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn Sink>,
+    backoff: Duration,
+}
+
+impl LimitPublisher {
+    /// A publisher that pushes through `sink` (only [`EdgeSyncSink`] can deliver limits).
+    pub fn new(store: Store, clock: Arc<dyn Clock>, sink: Arc<dyn Sink>) -> Self {
+        Self {
+            store,
+            clock,
+            sink,
+            backoff: LIMITS_FIRST_BACKOFF,
+        }
+    }
+
+    /// One pass: pushes every queued policy, [`limits::MAX_PUSH_ENTRIES`] per request, and
+    /// deletes the rows the edge acknowledged. Stops at the first failed push.
+    pub async fn run_once(&mut self) -> Result<LimitPass, AppError> {
+        let mut pass = LimitPass::default();
+        if !self.sink.supports_limits() {
+            pass.pending = self.store.read(limits_db::pending_count).await?;
+            return Ok(pass);
+        }
+        loop {
+            let batch = self
+                .store
+                .read(|c| limits_db::pending(c, limits::MAX_PUSH_ENTRIES))
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == limits::MAX_PUSH_ENTRIES;
+            let push = LimitPush { limits: batch };
+            let body = serde_json::to_vec(&push).map_err(AppError::internal)?;
+            let now = self.clock.now();
+            let sink = Arc::clone(&self.sink);
+            let sent = tokio::task::spawn_blocking(move || sink.put_limits(&body, now))
+                .await
+                .map_err(AppError::internal)?;
+            if let Err(e) = sent {
+                tracing::warn!(sink = self.sink.name(), error = %e, entries = push.limits.len(), "limits push failed");
+                pass.failed = true;
+                break;
+            }
+            let entries = push.limits.len();
+            let deleted = self
+                .store
+                .write(move |tx| limits_db::acknowledged(tx, &push.limits))
+                .await?;
+            tracing::info!(entries, deleted, sink = self.sink.name(), "limits pushed");
+            pass.pushed += entries;
+            // A row changed during the push stays queued: push again only when the batch was
+            // full, otherwise the next wake-up takes the newer version.
+            if !full {
+                break;
+            }
+        }
+        pass.pending = self.store.read(limits_db::pending_count).await?;
+        Ok(pass)
+    }
+
+    /// How long to wait after `pass`: the backoff after a failure (doubling each time), else
+    /// until woken, at most 30 s. Changes the backoff state.
+    pub fn idle_after(&mut self, pass: &Result<LimitPass, AppError>) -> Duration {
+        match pass {
+            Ok(p) if !p.failed => {
+                self.backoff = LIMITS_FIRST_BACKOFF;
+                if p.pending > 0 && self.sink.supports_limits() {
+                    // Rows changed while they were pushed: take them now.
+                    MIN_IDLE
+                } else {
+                    LIMITS_IDLE
+                }
+            }
+            _ => {
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(LIMITS_MAX_BACKOFF);
+                wait
+            }
+        }
+    }
+
+    /// Runs passes forever: when woken by a policy change, after a backoff when a push failed,
+    /// and at least every 30 s.
+    pub async fn run(mut self, trigger: Trigger) {
+        if !self.sink.supports_limits() {
+            tracing::warn!(
+                sink = self.sink.name(),
+                "this publisher cannot push rate limits (only --edge-sync-url can): key policies \
+                 stay pending"
+            );
+        }
+        loop {
+            let pass = self.run_once().await;
+            if let Err(e) = &pass {
+                tracing::warn!(code = e.code(), "limits pass failed");
+            }
+            let wait = self.idle_after(&pass);
+            trigger.wait_limits(wait).await;
         }
     }
 }

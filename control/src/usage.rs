@@ -1,15 +1,683 @@
 //! Usage, activity and rate limits: the edge's usage batches in, the usage and activity API out.
+//!
+//! - `POST /_lynxo/usage` (internal, signed by the edge with the keyring's usage subkey): one
+//!   batch per request, applied exactly once per `(source, seq)` in one transaction. Entries for
+//!   a key the database does not know, or naming another account than the key's, are skipped
+//!   and counted in the answer: usage is never attributed to the wrong account.
+//! - `GET /v1/keys/{id}/usage`, `GET /v1/usage`: dense series of request counts per outcome,
+//!   with totals and per-scope counts; `GET /v1/keys/{id}/activity`: recent requests.
+//!
+//! Rate-limit policies are part of the key record (`keys`) and reach the edge through the limits
+//! outbox and `publish::LimitPublisher`.
+
+use std::collections::BTreeMap;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use shared::key::KeyId;
+use shared::usage::{self as wire, Batch, Outcome};
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, IdPath, Json, Query, Result};
+use crate::store::keys as keys_db;
+use crate::store::usage::{self as db, ByOutcome, Granularity, Subject};
+
+/// Largest usage batch body, in bytes (a batch of 1000 activity entries is about 1 MiB).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How far a batch's signature time may be from ours, in seconds.
+pub const SIGNATURE_TOLERANCE: u64 = 300;
+/// Most buckets one usage query answers.
+pub const MAX_BUCKETS: u64 = 1500;
+/// Keys listed in account usage.
+pub const TOP_KEYS: u32 = 20;
+/// Latest time a query accepts (9999-12-31T23:59:59Z).
+const MAX_TIME: u64 = 253_402_300_799;
+/// How far ahead of our clock a batch's times may be (the edge's clock may run ahead).
+const FUTURE_SLACK_SECS: u64 = 3600;
 
 /// Routes under `/v1` (usage and activity of keys and of the account).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/keys/{id}/usage", get(get_key_usage))
+        .route("/keys/{id}/activity", get(list_key_activity))
+        .route("/usage", get(get_account_usage))
 }
 
-/// Routes at the root: the edge's signed usage ingestion.
+/// Routes at the root: the edge's signed usage ingestion, with its own body limit.
 pub fn ingest_routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route(
+        wire::INGEST_PATH,
+        post(ingest_usage).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+    )
+}
+
+/// Answer of the ingestion endpoint.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestAnswer {
+    /// False: this batch (`source`, `seq`) was applied before and nothing changed.
+    pub applied: bool,
+    /// Count entries applied.
+    pub counts: u64,
+    /// Activity entries stored.
+    pub activity: u64,
+    /// Entries skipped: unknown key, or not the key's account.
+    pub skipped: u64,
+}
+
+fn bad_signature(detail: &str) -> AppError {
+    AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        "The batch signature is missing or invalid",
+    )
+    .with_detail(detail.to_owned())
+}
+
+fn invalid(field: String, detail: &str) -> AppError {
+    AppError::validation(detail.to_owned()).with_field("field", field)
+}
+
+fn check_text(field: impl Fn() -> String, text: &str, min: usize, max: usize) -> Result<()> {
+    if text.len() < min || text.len() > max || text.chars().any(char::is_control) {
+        return Err(invalid(
+            field(),
+            &format!("must be {min} to {max} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_opt(field: impl Fn() -> String, text: Option<&str>, max: usize) -> Result<()> {
+    text.map_or(Ok(()), |t| check_text(field, t, 0, max))
+}
+
+fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<()> {
+    KeyId::parse_hex(key_id)
+        .map(|_| ())
+        .ok_or_else(|| invalid(field(), "must be 32 lowercase hex digits"))
+}
+
+/// Checks a decoded batch: ids, bounds and string sizes (the edge truncates to these).
+fn validate(batch: &Batch, now: u64) -> Result<()> {
+    check_text(|| "source".into(), &batch.source, 1, 128)?;
+    if batch.seq == 0 {
+        return Err(invalid("seq".into(), "must be at least 1"));
+    }
+    if batch.activity.len() > wire::MAX_ACTIVITY_PER_BATCH {
+        return Err(invalid(
+            "activity".into(),
+            &format!("at most {} entries", wire::MAX_ACTIVITY_PER_BATCH),
+        ));
+    }
+    let latest_ms = (now + FUTURE_SLACK_SECS) * 1000;
+    for (i, c) in batch.counts.iter().enumerate() {
+        let f = |name: &str| format!("counts[{i}].{name}");
+        check_key(|| f("key_id"), &c.key_id)?;
+        if c.n == 0 || c.n > 1 << 40 {
+            return Err(invalid(f("n"), "must be 1 to 2^40"));
+        }
+        if c.minute > (now + FUTURE_SLACK_SECS) / 60 {
+            return Err(invalid(f("minute"), "is in the future"));
+        }
+        if let Some(scope) = &c.scope {
+            check_text(|| f("scope"), scope, 1, 64)?;
+        }
+    }
+    for (i, l) in batch.last_used.iter().enumerate() {
+        let f = |name: &str| format!("last_used[{i}].{name}");
+        check_key(|| f("key_id"), &l.key_id)?;
+        if l.at_ms > latest_ms {
+            return Err(invalid(f("at_ms"), "is in the future"));
+        }
+        check_opt(|| f("client_ip"), l.client_ip.as_deref(), 64)?;
+        check_opt(|| f("user_agent"), l.user_agent.as_deref(), 256)?;
+    }
+    for (i, a) in batch.activity.iter().enumerate() {
+        let f = |name: &str| format!("activity[{i}].{name}");
+        check_key(|| f("key_id"), &a.key_id)?;
+        if a.at_ms > latest_ms {
+            return Err(invalid(f("at_ms"), "is in the future"));
+        }
+        check_text(|| f("method"), &a.method, 1, 32)?;
+        check_text(|| f("path"), &a.path, 0, 512)?;
+        if !(100..=599).contains(&a.status) {
+            return Err(invalid(f("status"), "must be 100 to 599"));
+        }
+        check_opt(|| f("client_ip"), a.client_ip.as_deref(), 64)?;
+        check_opt(|| f("country"), a.country.as_deref(), 8)?;
+        check_opt(|| f("colo"), a.colo.as_deref(), 16)?;
+        check_opt(|| f("user_agent"), a.user_agent.as_deref(), 256)?;
+    }
+    Ok(())
+}
+
+/// `POST /_lynxo/usage`: one signed batch from an edge meter. Answers `200` once the batch is
+/// committed (so an acknowledged batch survives a crash), `applied: false` for a batch applied
+/// before. 401 for a bad signature, 400 for a body that is not JSON, 422 for an invalid batch.
+pub async fn ingest_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestAnswer>> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large",
+            )
+            .with_field("max_bytes", MAX_BATCH_BYTES)
+        } else {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "The request body could not be read",
+            )
+        }
+    })?;
+    let now_ms = state.clock.now_ms();
+    let now = now_ms / 1000;
+    let signature = headers
+        .get("lynxo-signature")
+        .ok_or_else(|| bad_signature("send the Lynxo-Signature header"))?
+        .to_str()
+        .map_err(|_| bad_signature("the Lynxo-Signature header is malformed"))?;
+    if let Err(e) = wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
+        tracing::warn!(error = %e, "usage batch refused: bad signature");
+        return Err(bad_signature("the signature does not verify"));
+    }
+    let batch: Batch = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => AppError::validation(e.to_string()),
+        _ => AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "The body is not valid JSON",
+        )
+        .with_detail(e.to_string()),
+    })?;
+    validate(&batch, now)?;
+    let (source, seq) = (batch.source.clone(), batch.seq);
+    let applied = state
+        .store
+        .write(move |tx| db::apply_batch(tx, &batch, now_ms))
+        .await?;
+    tracing::info!(
+        source,
+        seq,
+        applied = applied.applied,
+        counts = applied.counts,
+        activity = applied.activity,
+        skipped = applied.skipped,
+        "usage batch"
+    );
+    Ok(Json(IngestAnswer {
+        applied: applied.applied,
+        counts: applied.counts,
+        activity: applied.activity,
+        skipped: applied.skipped,
+    }))
+}
+
+/// Query of the usage endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Unix seconds; default `to` minus 24 hours. Rounded down to a bucket edge.
+    pub from: Option<u64>,
+    /// Unix seconds, exclusive; rounded up to a bucket edge. Default: the end of the bucket
+    /// holding now.
+    pub to: Option<u64>,
+    /// `minute`, `hour` (default) or `day` (UTC days).
+    pub granularity: Option<String>,
+}
+
+/// A resolved range: `[from, to)` in whole buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    from: u64,
+    to: u64,
+    granularity: Granularity,
+}
+
+fn resolve(q: &UsageQuery, now: u64) -> Result<Range> {
+    let granularity = match q.granularity.as_deref() {
+        None => Granularity::Hour,
+        Some(name) => Granularity::from_name(name).ok_or_else(|| {
+            invalid(
+                "granularity".into(),
+                "granularity must be minute, hour or day",
+            )
+        })?,
+    };
+    for (name, value) in [("from", q.from), ("to", q.to)] {
+        if value.is_some_and(|v| v > MAX_TIME) {
+            return Err(invalid(
+                name.into(),
+                "must be a Unix time before the year 10000",
+            ));
+        }
+    }
+    let g = granularity.seconds();
+    // Default: up to the end of the bucket holding now, so the current bucket is shown.
+    let to = q.to.unwrap_or((now / g + 1) * g);
+    let from = q.from.unwrap_or(to.saturating_sub(86_400));
+    if from > to {
+        return Err(invalid("from".into(), "from must not be after to"));
+    }
+    let (from, to) = (from / g * g, to.div_ceil(g) * g);
+    let buckets = (to - from) / g;
+    if buckets > MAX_BUCKETS {
+        return Err(AppError::validation(format!(
+            "the range holds {buckets} {} buckets; at most {MAX_BUCKETS}",
+            granularity.name()
+        ))
+        .with_field("field", "from")
+        .with_field("max_buckets", MAX_BUCKETS));
+    }
+    Ok(Range {
+        from,
+        to,
+        granularity,
+    })
+}
+
+/// Requests per outcome class.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Forwarded, origin answered 1xx/2xx.
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    /// Forwarded, origin answered 3xx.
+    #[serde(rename = "3xx")]
+    pub redirect: u64,
+    /// Forwarded, origin answered 4xx.
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    /// Forwarded, origin answered 5xx or could not be reached.
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+    /// Refused by the edge: revoked, expired or wrong environment.
+    #[serde(rename = "401")]
+    pub unauthorized: u64,
+    /// Refused by the edge: missing scope.
+    #[serde(rename = "403")]
+    pub forbidden: u64,
+    /// Refused by the edge: over the rate limit.
+    #[serde(rename = "429")]
+    pub rate_limited: u64,
+}
+
+impl From<ByOutcome> for OutcomeCounts {
+    fn from(c: ByOutcome) -> Self {
+        let [
+            success,
+            redirect,
+            client_error,
+            server_error,
+            unauthorized,
+            forbidden,
+            rate_limited,
+        ] = c;
+        Self {
+            success,
+            redirect,
+            client_error,
+            server_error,
+            unauthorized,
+            forbidden,
+            rate_limited,
+        }
+    }
+}
+
+/// Sums of a range.
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    /// Every request.
+    pub requests: u64,
+    /// 2xx + 3xx + 4xx + 5xx: passed the edge.
+    pub allowed: u64,
+    /// 401 + 403 + 429: refused by the edge.
+    pub denied: u64,
+    /// Per outcome.
+    pub by_outcome: OutcomeCounts,
+}
+
+/// One bucket of a series.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    /// Unix seconds of the bucket's start.
+    pub start: u64,
+    /// Requests in it.
+    pub requests: u64,
+    /// Per outcome, zeros included.
+    pub by_outcome: OutcomeCounts,
+}
+
+/// The part of a usage answer common to a key and an account.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    /// `minute`, `hour` or `day`.
+    pub granularity: &'static str,
+    /// Start of the first bucket, Unix seconds.
+    pub from: u64,
+    /// End of the last bucket (exclusive), Unix seconds.
+    pub to: u64,
+    /// Sums over the range.
+    pub totals: Totals,
+    /// Every bucket of the range, oldest first, zeros included.
+    pub series: Vec<Bucket>,
+    /// Requests per route scope (requests that matched no route, such as most 401s, are not
+    /// in it).
+    pub by_scope: BTreeMap<String, u64>,
+}
+
+fn report(range: Range, usage: &db::Usage) -> UsageReport {
+    let g = range.granularity.seconds();
+    let mut total: ByOutcome = [0; 7];
+    let series = usage
+        .series
+        .iter()
+        .zip(0..)
+        .map(|(counts, i)| {
+            for (t, c) in total.iter_mut().zip(counts) {
+                *t += c;
+            }
+            Bucket {
+                start: range.from + i * g,
+                requests: counts.iter().sum(),
+                by_outcome: OutcomeCounts::from(*counts),
+            }
+        })
+        .collect();
+    let denied: u64 = Outcome::ALL
+        .iter()
+        .zip(total)
+        .filter(|(o, _)| o.is_denial())
+        .map(|(_, n)| n)
+        .sum();
+    let requests: u64 = total.iter().sum();
+    UsageReport {
+        granularity: range.granularity.name(),
+        from: range.from,
+        to: range.to,
+        totals: Totals {
+            requests,
+            allowed: requests - denied,
+            denied,
+            by_outcome: OutcomeCounts::from(total),
+        },
+        series,
+        by_scope: usage.by_scope.clone(),
+    }
+}
+
+/// Answer of `GET /v1/keys/{id}/usage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyUsage {
+    /// The key.
+    pub key_id: String,
+    /// The usage.
+    #[serde(flatten)]
+    pub report: UsageReport,
+}
+
+/// A key in the account usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopKey {
+    /// Key id.
+    pub key_id: String,
+    /// Its name.
+    pub name: String,
+    /// Requests in the range.
+    pub requests: u64,
+}
+
+/// Answer of `GET /v1/usage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountUsage {
+    /// The usage of every key of the account.
+    #[serde(flatten)]
+    pub report: UsageReport,
+    /// The keys with the most requests in the range, at most 20, most first.
+    pub keys: Vec<TopKey>,
+}
+
+fn parse_id(id: &str) -> Result<KeyId> {
+    KeyId::parse_hex(id).ok_or_else(AppError::not_found)
+}
+
+/// `GET /v1/keys/{id}/usage`.
+pub async fn get_key_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<KeyUsage>> {
+    let id = parse_id(&id)?;
+    let range = resolve(&q, state.clock.now())?;
+    let account = caller.account_id;
+    let usage = state
+        .store
+        .read(move |c| {
+            keys_db::get(c, account, id)?.ok_or_else(AppError::not_found)?;
+            db::usage(
+                c,
+                Subject::Key(account, id),
+                range.from,
+                range.to,
+                range.granularity,
+                0,
+            )
+        })
+        .await?;
+    Ok(Json(KeyUsage {
+        key_id: id.to_string(),
+        report: report(range, &usage),
+    }))
+}
+
+/// `GET /v1/usage`: every key of the account.
+pub async fn get_account_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<AccountUsage>> {
+    let range = resolve(&q, state.clock.now())?;
+    let account = caller.account_id;
+    let usage = state
+        .store
+        .read(move |c| {
+            db::usage(
+                c,
+                Subject::Account(account),
+                range.from,
+                range.to,
+                range.granularity,
+                TOP_KEYS,
+            )
+        })
+        .await?;
+    let keys = usage
+        .top_keys
+        .iter()
+        .map(|(key_id, name, requests)| TopKey {
+            key_id: key_id.clone(),
+            name: name.clone(),
+            requests: *requests,
+        })
+        .collect();
+    Ok(Json(AccountUsage {
+        report: report(range, &usage),
+        keys,
+    }))
+}
+
+/// Query of `GET /v1/keys/{id}/activity`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityQuery {
+    /// 1 to 500, default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub before: Option<String>,
+    /// Only this outcome (`2xx` ... `429`), or `denied` (401, 403 and 429).
+    pub outcome: Option<String>,
+}
+
+/// One request in the activity log.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityEntry {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Request method.
+    pub method: String,
+    /// Path, without the query string.
+    pub path: String,
+    /// Status the client received.
+    pub status: u16,
+    /// `2xx`, `3xx`, `4xx`, `5xx`, `401`, `403` or `429`.
+    pub outcome: String,
+    /// Client address, when known.
+    pub client_ip: Option<String>,
+    /// ISO country code, when known.
+    pub country: Option<String>,
+    /// Cloudflare data center, when known.
+    pub colo: Option<String>,
+    /// User agent, when sent.
+    pub user_agent: Option<String>,
+}
+
+/// A page of activity.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityPage {
+    /// Newest first.
+    pub data: Vec<ActivityEntry>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_cursor(cursor: &str) -> Option<(u64, i64)> {
+    let (at, id) = cursor.split_once('.')?;
+    Some((at.parse().ok()?, id.parse().ok()?))
+}
+
+/// `GET /v1/keys/{id}/activity`: the key's recent requests (kept 30 days: the latest 200
+/// forwarded ones, every denial).
+pub async fn list_key_activity(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    Query(q): Query<ActivityQuery>,
+) -> Result<Json<ActivityPage>> {
+    let id = parse_id(&id)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(invalid("limit".into(), "limit must be between 1 and 500"));
+    }
+    let before = q
+        .before
+        .as_deref()
+        .map(|c| {
+            parse_cursor(c)
+                .ok_or_else(|| invalid("before".into(), "before is not a cursor this API returned"))
+        })
+        .transpose()?;
+    const DENIED: [&str; 3] = ["401", "403", "429"];
+    let outcomes: Option<Vec<&'static str>> = match q.outcome.as_deref() {
+        None => None,
+        Some("denied") => Some(DENIED.to_vec()),
+        Some(name) => Some(vec![
+            Outcome::from_name(name)
+                .ok_or_else(|| {
+                    invalid(
+                        "outcome".into(),
+                        "outcome must be 2xx, 3xx, 4xx, 5xx, 401, 403, 429 or denied",
+                    )
+                })?
+                .name(),
+        ]),
+    };
+    let since_ms = state
+        .clock
+        .now_ms()
+        .saturating_sub(db::ACTIVITY_RETENTION * 1000);
+    let account = caller.account_id;
+    let rows = state
+        .store
+        .read(move |c| {
+            keys_db::get(c, account, id)?.ok_or_else(AppError::not_found)?;
+            db::activity(c, account, id, since_ms, before, outcomes.as_deref(), limit)
+        })
+        .await?;
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.at_ms, r.id)))
+        .flatten();
+    let data = rows
+        .into_iter()
+        .map(|r| ActivityEntry {
+            at_ms: r.at_ms,
+            method: r.method,
+            path: r.path,
+            status: r.status,
+            outcome: r.outcome,
+            client_ip: r.client_ip,
+            country: r.country,
+            colo: r.colo,
+            user_agent: r.user_agent,
+        })
+        .collect();
+    Ok(Json(ActivityPage { data, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(from: Option<u64>, to: Option<u64>, g: Option<&str>) -> UsageQuery {
+        UsageQuery {
+            from,
+            to,
+            granularity: g.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn ranges_align_to_bucket_edges() {
+        let now = 1_767_225_600 + 1800; // half past midnight
+        let r = resolve(&q(None, None, None), now).unwrap();
+        assert_eq!((r.from, r.to), (now + 1800 - 86_400, now + 1800));
+        assert_eq!((r.to - r.from) / 3600, 24, "the current hour is the last");
+        let r = resolve(&q(None, None, None), now - 1800).unwrap();
+        assert_eq!(r.to, now + 1800, "a bucket that just began is shown");
+        let r = resolve(&q(None, Some(now), None), now).unwrap();
+        assert_eq!((r.from, r.to), (now - 1800 - 86_400, now + 1800));
+        let r = resolve(&q(Some(61), Some(120), Some("minute")), now).unwrap();
+        assert_eq!((r.from, r.to), (60, 120));
+        let r = resolve(&q(Some(5), Some(5), Some("day")), now).unwrap();
+        assert_eq!((r.from, r.to), (0, 86_400));
+        let r = resolve(&q(Some(0), Some(0), Some("day")), now).unwrap();
+        assert_eq!((r.from, r.to), (0, 0));
+    }
+
+    #[test]
+    fn ranges_are_bounded() {
+        let now = 1_767_225_600;
+        assert_eq!(
+            resolve(&q(Some(10), Some(5), None), now)
+                .unwrap_err()
+                .status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert!(resolve(&q(Some(0), Some(1500 * 60), Some("minute")), now).is_ok());
+        assert!(resolve(&q(Some(0), Some(1500 * 60 + 1), Some("minute")), now).is_err());
+        assert!(resolve(&q(None, None, Some("week")), now).is_err());
+        assert!(resolve(&q(Some(MAX_TIME + 1), None, None), now).is_err());
+    }
 }

@@ -26,14 +26,22 @@ pub struct KeyRow {
     pub kid: u8,
     /// Non-secret reminder: `lnx_live_…abcd`.
     pub hint: String,
-    /// Requests per minute.
+    /// Requests per `rate_limit_window` seconds.
     pub rate_limit: u32,
+    /// The rate limit's window, seconds.
+    pub rate_limit_window: u32,
+    /// Increases with every change of the limit; the edge keeps the highest it has seen.
+    pub policy_version: u64,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds; `None` never expires.
     pub expires_at: Option<u64>,
-    /// Last request seen by the edge.
+    /// Last request seen by the edge, Unix seconds.
     pub last_used_at: Option<u64>,
+    /// The client address of that request.
+    pub last_used_ip: Option<String>,
+    /// The `User-Agent` of that request.
+    pub last_used_user_agent: Option<String>,
     /// When the revocation takes (took) effect; in the future during a rotation's grace.
     pub revoked_at: Option<u64>,
     /// Why.
@@ -46,6 +54,8 @@ pub struct KeyRow {
     pub rotated_to: Option<KeyId>,
     /// End of the rotation grace period.
     pub grace_until: Option<u64>,
+    /// Read only: the edge has not acknowledged the current policy version yet.
+    pub limit_pending: bool,
 }
 
 /// The top 16 bits of an id: which revocation shard range it falls in.
@@ -53,9 +63,17 @@ pub fn id_top(id: KeyId) -> i64 {
     i64::from(u16::from_be_bytes([id.0[0], id.0[1]]))
 }
 
+const INSERT_COLUMNS: &str = "id, account_id, name, description, environment, scopes, kid, hint, \
+    rate_limit, created_at, expires_at, last_used_at, revoked_at, revoke_reason, \
+    revocation_version, rotated_from, rotated_to, grace_until, rate_limit_window, \
+    policy_version, last_used_ip, last_used_user_agent";
+
+/// What a read selects: the stored columns, then whether the policy waits in the outbox.
 const COLUMNS: &str = "id, account_id, name, description, environment, scopes, kid, hint, \
     rate_limit, created_at, expires_at, last_used_at, revoked_at, revoke_reason, \
-    revocation_version, rotated_from, rotated_to, grace_until";
+    revocation_version, rotated_from, rotated_to, grace_until, rate_limit_window, \
+    policy_version, last_used_ip, last_used_user_agent, \
+    EXISTS (SELECT 1 FROM limits_outbox o WHERE o.key_id = api_keys.id)";
 
 fn bad(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -95,6 +113,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
         rotated_from: key_id(15, r.get(15)?)?,
         rotated_to: key_id(16, r.get(16)?)?,
         grace_until: opt_u64(r.get(17)?)?,
+        rate_limit_window: r.get(18)?,
+        policy_version: to_u64(r.get(19)?)?,
+        last_used_ip: r.get(20)?,
+        last_used_user_agent: r.get(21)?,
+        limit_pending: r.get(22)?,
     })
 }
 
@@ -102,8 +125,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
 pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
     tx.execute(
         &format!(
-            "INSERT INTO api_keys ({COLUMNS}, id_top) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+            "INSERT INTO api_keys ({INSERT_COLUMNS}, id_top) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
         ),
         params![
             k.id.to_string(),
@@ -124,6 +147,10 @@ pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
             k.rotated_from.map(|id| id.to_string()),
             k.rotated_to.map(|id| id.to_string()),
             k.grace_until.map(to_i64),
+            k.rate_limit_window,
+            to_i64(k.policy_version),
+            k.last_used_ip,
+            k.last_used_user_agent,
             id_top(k.id),
         ],
     )?;
@@ -149,6 +176,9 @@ pub struct ListFilter {
     pub search: Option<String>,
     /// Only keys with this status at `now`: `active`, `expired`, `rotating` or `revoked`.
     pub status: Option<&'static str>,
+    /// Only idle keys (`Some(true)`: active, neither used nor created since this time) or only
+    /// keys that are not: `(idle, since)`.
+    pub idle: Option<(bool, u64)>,
     /// Only keys after this one in list order: `(created_at, id)` of the last key seen.
     pub after: Option<(u64, KeyId)>,
     /// At most this many.
@@ -168,6 +198,12 @@ fn status_sql(status: &str) -> &'static str {
         _ => "1",
     }
 }
+
+/// Idle: active at `?4`, and neither used nor created after `?8`.
+const IDLE: &str = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4) \
+    AND max(coalesce(last_used_at, 0), created_at) < ?8";
+const NOT_IDLE: &str = "NOT (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4) \
+    AND max(coalesce(last_used_at, 0), created_at) < ?8)";
 
 /// A page of an account's keys, newest first.
 pub fn list(
@@ -192,8 +228,15 @@ pub fn list(
          AND (?3 IS NULL OR name LIKE ?3 ESCAPE '\\') \
          AND ({}) \
          AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6)) \
+         AND ({}) \
          ORDER BY created_at DESC, id LIMIT ?7",
-        filter.status.map_or("1", status_sql)
+        filter.status.map_or("1", status_sql),
+        match filter.idle {
+            // ?8 must appear in the statement for the parameter count to match.
+            None => "?8 IS NULL",
+            Some((true, _)) => IDLE,
+            Some((false, _)) => NOT_IDLE,
+        }
     ))?;
     let rows = stmt.query_map(
         params![
@@ -203,7 +246,8 @@ pub fn list(
             to_i64(now),
             after_at,
             after_id,
-            filter.limit
+            filter.limit,
+            filter.idle.map(|(_, since)| to_i64(since)),
         ],
         from_row,
     )?;
@@ -331,6 +375,36 @@ pub fn insert_idempotency(
             key_id.to_string(),
             to_i64(now)
         ],
+    )?;
+    Ok(())
+}
+
+/// Sets a key's rate limit and takes its next policy version, `max(previous + 1, now in ms)`
+/// (like revocation-list versions: a restored database still pushes above what the edge has
+/// seen), and queues the policy for the edge. Returns the version.
+pub fn set_rate_limit(
+    tx: &Transaction<'_>,
+    id: KeyId,
+    limit: u32,
+    window: u32,
+    now_ms: u64,
+) -> Result<u64> {
+    let version = to_u64(tx.query_row(
+        "UPDATE api_keys SET rate_limit = ?2, rate_limit_window = ?3, \
+         policy_version = max(policy_version + 1, ?4) WHERE id = ?1 RETURNING policy_version",
+        params![id.to_string(), limit, window, to_i64(now_ms)],
+        |r| r.get(0),
+    )?)?;
+    enqueue_limit(tx, id, version)?;
+    Ok(version)
+}
+
+/// Queues `version` of a key's policy for the edge (replacing an older queued version).
+pub fn enqueue_limit(tx: &Transaction<'_>, id: KeyId, version: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO limits_outbox (key_id, version) VALUES (?1, ?2) \
+         ON CONFLICT (key_id) DO UPDATE SET version = max(version, excluded.version)",
+        params![id.to_string(), to_i64(version)],
     )?;
     Ok(())
 }

@@ -15,7 +15,9 @@
 pub mod accounts;
 pub mod audit;
 pub mod keys;
+pub mod limits;
 pub mod revocations;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -27,7 +29,10 @@ use crate::error::{AppError, Result};
 
 /// The schema, in order. Applied ones are counted in `PRAGMA user_version`; never edit an entry
 /// that has shipped, add a new one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_usage_and_limits.sql"),
+];
 
 /// Readers kept open between calls.
 const READER_POOL: usize = 4;

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use control::publish::{MemorySink, Publisher};
 use control::store::Store;
-use control::{AppState, ManualClock, Settings, app, auth};
+use control::{AppState, Clock as _, ManualClock, Settings, app, auth};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use shared::mac::Keyring;
@@ -193,6 +193,16 @@ impl TestApp {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .unwrap()
+    }
+
+    /// Posts a usage batch to the ingestion endpoint, signed now with the test keyring.
+    pub async fn ingest(&self, batch: &shared::usage::Batch) -> Resp {
+        let body = serde_json::to_vec(batch).unwrap();
+        let signature = shared::usage::sign_batch(&self.state.keyring, &body, self.clock.now());
+        self.anonymous()
+            .header("lynxo-signature", &signature)
+            .send(Method::POST, shared::usage::INGEST_PATH, Some(body))
+            .await
     }
 
     /// Alice creates a key with these fields on top of a valid default body.

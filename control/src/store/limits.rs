@@ -1,0 +1,53 @@
+//! The limits outbox: key policies the edge has not acknowledged yet.
+//!
+//! A change of a key's rate limit (and a new key) takes a new policy version and puts
+//! `(key_id, version)` here in the same transaction (`keys::set_rate_limit`,
+//! `keys::enqueue_limit`). The limits publisher pushes the current policy of queued keys and then
+//! deletes each row only if its version is still the one pushed: a change made during the push
+//! stays queued for the next one.
+
+use rusqlite::{Connection, Transaction, params};
+use shared::limits::{LimitUpdate, Policy};
+
+use super::{to_i64, to_u64};
+use crate::error::Result;
+
+/// Up to `max` queued policies, oldest versions first.
+pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.key_id, k.rate_limit, k.rate_limit_window, o.version \
+         FROM limits_outbox o JOIN api_keys k ON k.id = o.key_id \
+         ORDER BY o.version, o.key_id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+        Ok(LimitUpdate {
+            key_id: r.get(0)?,
+            policy: Policy {
+                limit: r.get(1)?,
+                window: r.get(2)?,
+            },
+            version: to_u64(r.get(3)?)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many policies wait for the edge.
+pub fn pending_count(conn: &Connection) -> Result<u64> {
+    Ok(to_u64(conn.query_row(
+        "SELECT count(*) FROM limits_outbox o JOIN api_keys k ON k.id = o.key_id",
+        [],
+        |r| r.get(0),
+    )?)?)
+}
+
+/// The edge acknowledged these versions: deletes the rows still at them.
+pub fn acknowledged(tx: &Transaction<'_>, pushed: &[LimitUpdate]) -> Result<u64> {
+    let mut stmt =
+        tx.prepare_cached("DELETE FROM limits_outbox WHERE key_id = ?1 AND version = ?2")?;
+    let mut deleted = 0;
+    for u in pushed {
+        deleted += stmt.execute(params![u.key_id, to_i64(u.version)])? as u64;
+    }
+    Ok(deleted)
+}

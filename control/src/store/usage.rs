@@ -1,0 +1,476 @@
+//! Usage counters, last use and the activity log, as the edge's batches report them.
+//!
+//! A batch is applied in one transaction together with its name `(source, seq)` in
+//! `usage_batches`: a retried batch finds its name and changes nothing, so retries never count
+//! twice, and an acknowledged batch is committed. Counts go to per-minute rows and to per-hour
+//! rollups in the same transaction; hour and day queries read the rollups.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use shared::key::KeyId;
+use shared::usage::{Batch, Outcome};
+
+use super::{to_i64, to_u64};
+use crate::error::Result;
+
+/// Non-denial activity rows kept per key.
+pub const ACTIVITY_KEEP: i64 = 200;
+/// Activity (denials included) is kept this long, in seconds.
+pub const ACTIVITY_RETENTION: u64 = 30 * 86_400;
+/// Usage counters older than this (seconds) are deleted.
+pub const USAGE_RETENTION: u64 = 400 * 86_400;
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// False: this `(source, seq)` was applied before; nothing changed.
+    pub applied: bool,
+    /// Count entries applied.
+    pub counts: u64,
+    /// Activity entries stored.
+    pub activity: u64,
+    /// Entries (counts, last uses, activity) skipped: unknown key, or a key of another account.
+    pub skipped: u64,
+}
+
+/// Applies a validated batch at `now_ms`, once per `(source, seq)`.
+pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<Applied> {
+    let fresh = tx
+        .prepare_cached(
+            "INSERT INTO usage_batches (source, seq, applied_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            batch.source,
+            to_i64(batch.seq),
+            to_i64(now_ms / 1000)
+        ])?;
+    if fresh == 0 {
+        return Ok(Applied::default());
+    }
+    let mut owners: HashMap<&str, Option<u64>> = HashMap::new();
+    let mut owner_stmt = tx.prepare_cached("SELECT account_id FROM api_keys WHERE id = ?1")?;
+    let ids = batch
+        .counts
+        .iter()
+        .map(|c| c.key_id.as_str())
+        .chain(batch.last_used.iter().map(|l| l.key_id.as_str()))
+        .chain(batch.activity.iter().map(|a| a.key_id.as_str()));
+    for id in ids {
+        if !owners.contains_key(id) {
+            let owner: Option<i64> = owner_stmt.query_row([id], |r| r.get(0)).optional()?;
+            owners.insert(id, owner.map(to_u64).transpose()?);
+        }
+    }
+    let owns = |key_id: &str, account_id: u64| owners.get(key_id) == Some(&Some(account_id));
+    let mut result = Applied {
+        applied: true,
+        ..Applied::default()
+    };
+    let mut touched: HashSet<&str> = HashSet::new();
+
+    let mut minute_stmt = tx.prepare_cached(
+        "INSERT INTO usage_minutes (key_id, account_id, minute, scope, outcome, n) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (key_id, minute, scope, outcome) DO UPDATE SET n = n + excluded.n",
+    )?;
+    let mut hour_stmt = tx.prepare_cached(
+        "INSERT INTO usage_hours (key_id, account_id, hour, scope, outcome, n) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (key_id, hour, scope, outcome) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for c in &batch.counts {
+        if !owns(&c.key_id, c.account_id) {
+            result.skipped += 1;
+            continue;
+        }
+        let scope = c.scope.as_deref().unwrap_or("");
+        let account = to_i64(c.account_id);
+        let n = to_i64(c.n);
+        minute_stmt.execute(params![
+            c.key_id,
+            account,
+            to_i64(c.minute),
+            scope,
+            c.outcome.name(),
+            n
+        ])?;
+        hour_stmt.execute(params![
+            c.key_id,
+            account,
+            to_i64(c.minute / 60),
+            scope,
+            c.outcome.name(),
+            n
+        ])?;
+        result.counts += 1;
+        touched.insert(&c.key_id);
+    }
+
+    let mut last_stmt = tx.prepare_cached(
+        "UPDATE api_keys SET last_used_at = ?3 / 1000, last_used_at_ms = ?3, last_used_ip = ?4, \
+         last_used_user_agent = ?5 \
+         WHERE id = ?1 AND account_id = ?2 AND coalesce(last_used_at_ms, -1) < ?3",
+    )?;
+    for l in &batch.last_used {
+        if !owns(&l.key_id, l.account_id) {
+            result.skipped += 1;
+            continue;
+        }
+        last_stmt.execute(params![
+            l.key_id,
+            to_i64(l.account_id),
+            to_i64(l.at_ms),
+            l.client_ip,
+            l.user_agent
+        ])?;
+    }
+
+    let mut activity_stmt = tx.prepare_cached(
+        "INSERT INTO activity (key_id, account_id, at_ms, method, path, status, outcome, \
+         client_ip, country, colo, user_agent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let mut pruned: HashSet<&str> = HashSet::new();
+    for a in &batch.activity {
+        if !owns(&a.key_id, a.account_id) {
+            result.skipped += 1;
+            continue;
+        }
+        activity_stmt.execute(params![
+            a.key_id,
+            to_i64(a.account_id),
+            to_i64(a.at_ms),
+            a.method,
+            a.path,
+            a.status,
+            a.outcome.name(),
+            a.client_ip,
+            a.country,
+            a.colo,
+            a.user_agent
+        ])?;
+        result.activity += 1;
+        pruned.insert(&a.key_id);
+    }
+
+    let now = now_ms / 1000;
+    let activity_cutoff_ms = to_i64(now.saturating_sub(ACTIVITY_RETENTION) * 1000);
+    let usage_cutoff_minute = to_i64(now.saturating_sub(USAGE_RETENTION) / 60);
+    let mut keep_stmt = tx.prepare_cached(
+        "DELETE FROM activity WHERE key_id = ?1 AND outcome NOT IN ('401', '403', '429') \
+         AND id NOT IN (SELECT id FROM activity WHERE key_id = ?1 \
+                        AND outcome NOT IN ('401', '403', '429') \
+                        ORDER BY at_ms DESC, id DESC LIMIT ?2)",
+    )?;
+    for key in &pruned {
+        keep_stmt.execute(params![key, ACTIVITY_KEEP])?;
+    }
+    tx.prepare_cached("DELETE FROM activity WHERE at_ms < ?1")?
+        .execute([activity_cutoff_ms])?;
+    let mut old_minutes =
+        tx.prepare_cached("DELETE FROM usage_minutes WHERE key_id = ?1 AND minute < ?2")?;
+    let mut old_hours =
+        tx.prepare_cached("DELETE FROM usage_hours WHERE key_id = ?1 AND hour < ?2")?;
+    for key in &touched {
+        old_minutes.execute(params![key, usage_cutoff_minute])?;
+        old_hours.execute(params![key, usage_cutoff_minute / 60])?;
+    }
+    if result.skipped > 0 {
+        tracing::warn!(
+            source = batch.source,
+            seq = batch.seq,
+            skipped = result.skipped,
+            "usage entries for unknown keys or the wrong account were skipped"
+        );
+    }
+    Ok(result)
+}
+
+/// Bucket sizes of the usage API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// 60 s, from the per-minute rows.
+    Minute,
+    /// 3600 s, from the hourly rollups.
+    Hour,
+    /// 86400 s (UTC days), from the hourly rollups.
+    Day,
+}
+
+impl Granularity {
+    /// Parses `minute`, `hour` or `day`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "minute" => Some(Self::Minute),
+            "hour" => Some(Self::Hour),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+
+    /// The name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+
+    /// Bucket length in seconds.
+    pub const fn seconds(self) -> u64 {
+        match self {
+            Self::Minute => 60,
+            Self::Hour => 3600,
+            Self::Day => 86_400,
+        }
+    }
+}
+
+/// Whose usage: one key (of an account) or a whole account.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject {
+    /// One key; the account is checked too.
+    Key(u64, KeyId),
+    /// Every key of the account.
+    Account(u64),
+}
+
+/// Counts per outcome, in [`Outcome::ALL`] order.
+pub type ByOutcome = [u64; 7];
+
+/// Usage in a range of buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// One entry per bucket, oldest first, zeros included.
+    pub series: Vec<ByOutcome>,
+    /// Requests per route scope (requests with no matched route are not in it).
+    pub by_scope: BTreeMap<String, u64>,
+    /// Top keys by requests (account queries only): id, name, requests.
+    pub top_keys: Vec<(String, String, u64)>,
+}
+
+fn outcome_index(name: &str) -> Option<usize> {
+    let outcome = Outcome::from_name(name)?;
+    Outcome::ALL.iter().position(|o| *o == outcome)
+}
+
+/// Usage of `subject` in the buckets `[from, to)` of `granularity` (`from` and `to` aligned).
+pub fn usage(
+    conn: &Connection,
+    subject: Subject,
+    from: u64,
+    to: u64,
+    granularity: Granularity,
+    top: u32,
+) -> Result<Usage> {
+    let g = granularity.seconds();
+    let buckets = usize::try_from((to - from) / g).unwrap_or(0);
+    let (table, unit_col, unit) = match granularity {
+        Granularity::Minute => ("usage_minutes", "minute", 60),
+        Granularity::Hour | Granularity::Day => ("usage_hours", "hour", 3600),
+    };
+    let (filter, account, key) = match subject {
+        Subject::Key(account, id) => (
+            "u.key_id = ?6 AND u.account_id = ?1",
+            account,
+            Some(id.to_string()),
+        ),
+        Subject::Account(account) => ("u.account_id = ?1 AND ?6 IS NULL", account, None),
+    };
+    let range = format!("{filter} AND u.{unit_col} >= ?2 AND u.{unit_col} < ?3");
+    let args = params![
+        to_i64(account),
+        to_i64(from / unit),
+        to_i64(to / unit),
+        to_i64(from),
+        to_i64(g),
+        key
+    ];
+    let mut usage = Usage {
+        series: vec![[0; 7]; buckets],
+        ..Usage::default()
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT (u.{unit_col} * {unit} - ?4) / ?5 AS b, u.outcome, sum(u.n) FROM {table} u \
+         WHERE {range} GROUP BY b, u.outcome"
+    ))?;
+    let mut rows = stmt.query(args)?;
+    while let Some(r) = rows.next()? {
+        let b: i64 = r.get(0)?;
+        let outcome: String = r.get(1)?;
+        let n = to_u64(r.get(2)?)?;
+        let slot = usize::try_from(b)
+            .ok()
+            .and_then(|b| usage.series.get_mut(b));
+        if let (Some(slot), Some(i)) = (slot, outcome_index(&outcome)) {
+            slot[i] += n;
+        }
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT u.scope, sum(u.n) FROM {table} u WHERE {range} AND u.scope != '' \
+         AND ?4 IS NOT NULL AND ?5 IS NOT NULL GROUP BY u.scope"
+    ))?;
+    let mut rows = stmt.query(args)?;
+    while let Some(r) = rows.next()? {
+        usage.by_scope.insert(r.get(0)?, to_u64(r.get(1)?)?);
+    }
+    if matches!(subject, Subject::Account(_)) && top > 0 {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT u.key_id, k.name, sum(u.n) AS requests FROM {table} u \
+             JOIN api_keys k ON k.id = u.key_id \
+             WHERE {range} AND ?4 IS NOT NULL AND ?5 IS NOT NULL \
+             GROUP BY u.key_id ORDER BY requests DESC, u.key_id LIMIT {top}"
+        ))?;
+        let mut rows = stmt.query(args)?;
+        while let Some(r) = rows.next()? {
+            usage
+                .top_keys
+                .push((r.get(0)?, r.get(1)?, to_u64(r.get(2)?)?));
+        }
+    }
+    Ok(usage)
+}
+
+/// What the key views show about recent use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Requests in the last 1440 minutes (the current one included).
+    pub requests_24h: u64,
+    /// Scopes with at least one allowed request since the cut-off.
+    pub used_scopes: HashSet<String>,
+}
+
+/// [`KeyStats`] of a page of keys at `now`, with three grouped queries whatever the page size.
+/// Scope use counts allowed requests in the hours from `scopes_since` (rounded down to its
+/// hour).
+pub fn key_stats(
+    conn: &Connection,
+    ids: &[KeyId],
+    now: u64,
+    scopes_since: u64,
+) -> Result<HashMap<KeyId, KeyStats>> {
+    let mut stats: HashMap<KeyId, KeyStats> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(stats);
+    }
+    let list = serde_json::Value::from(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .to_string();
+    // The last 1440 minutes: whole hours from the rollups, the first partial hour from minutes.
+    let first_minute = (now / 60).saturating_sub(1439);
+    let first_hour = first_minute.div_ceil(60);
+    let mut add = |sql: &str, a: u64, b: u64| -> Result<()> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![list, to_i64(a), to_i64(b)])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            if let Some(id) = KeyId::parse_hex(&id) {
+                stats.entry(id).or_default().requests_24h += to_u64(r.get(1)?)?;
+            }
+        }
+        Ok(())
+    };
+    add(
+        "SELECT key_id, sum(n) FROM usage_hours \
+         WHERE key_id IN (SELECT value FROM json_each(?1)) AND hour >= ?2 AND ?3 IS NOT NULL \
+         GROUP BY key_id",
+        first_hour,
+        0,
+    )?;
+    add(
+        "SELECT key_id, sum(n) FROM usage_minutes \
+         WHERE key_id IN (SELECT value FROM json_each(?1)) AND minute >= ?2 AND minute < ?3 \
+         GROUP BY key_id",
+        first_minute,
+        first_hour * 60,
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT key_id, scope FROM usage_hours \
+         WHERE key_id IN (SELECT value FROM json_each(?1)) AND hour >= ?2 AND scope != '' \
+         AND outcome IN ('2xx', '3xx', '4xx', '5xx')",
+    )?;
+    let mut rows = stmt.query(params![list, to_i64(scopes_since / 3600)])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        if let Some(id) = KeyId::parse_hex(&id) {
+            stats.entry(id).or_default().used_scopes.insert(r.get(1)?);
+        }
+    }
+    Ok(stats)
+}
+
+/// One activity-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRow {
+    /// Row id: with `at_ms`, the cursor.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Request method.
+    pub method: String,
+    /// Request path, no query.
+    pub path: String,
+    /// Status the client got.
+    pub status: u16,
+    /// Outcome class.
+    pub outcome: String,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// ISO country code.
+    pub country: Option<String>,
+    /// Cloudflare colo.
+    pub colo: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+}
+
+/// A page of one key's activity, newest first: entries at or after `since_ms`, before the
+/// cursor `(at_ms, id)`, with one of `outcomes` (all when `None`).
+pub fn activity(
+    conn: &Connection,
+    account_id: u64,
+    key: KeyId,
+    since_ms: u64,
+    before: Option<(u64, i64)>,
+    outcomes: Option<&[&str]>,
+    limit: u32,
+) -> Result<Vec<ActivityRow>> {
+    let outcomes = outcomes.map(|o| serde_json::Value::from(o.to_vec()).to_string());
+    let (before_at, before_id) =
+        before.map_or((None, None), |(at, id)| (Some(to_i64(at)), Some(id)));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at_ms, method, path, status, outcome, client_ip, country, colo, user_agent \
+         FROM activity WHERE key_id = ?1 AND account_id = ?2 AND at_ms >= ?3 \
+         AND (?4 IS NULL OR at_ms < ?4 OR (at_ms = ?4 AND id < ?5)) \
+         AND (?6 IS NULL OR outcome IN (SELECT value FROM json_each(?6))) \
+         ORDER BY at_ms DESC, id DESC LIMIT ?7",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            key.to_string(),
+            to_i64(account_id),
+            to_i64(since_ms),
+            before_at,
+            before_id,
+            outcomes,
+            limit
+        ],
+        |r| {
+            Ok(ActivityRow {
+                id: r.get(0)?,
+                at_ms: to_u64(r.get(1)?)?,
+                method: r.get(2)?,
+                path: r.get(3)?,
+                status: r.get(4)?,
+                outcome: r.get(5)?,
+                client_ip: r.get(6)?,
+                country: r.get(7)?,
+                colo: r.get(8)?,
+                user_agent: r.get(9)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
