@@ -66,7 +66,7 @@ pub struct IngestAnswer {
     pub counts: u64,
     /// Activity entries stored.
     pub activity: u64,
-    /// Entries skipped: unknown key, or not the key's account.
+    /// Entries skipped: unknown key, not the key's account, or dated over an hour ahead.
     pub skipped: u64,
 }
 
@@ -83,29 +83,23 @@ fn invalid(field: String, detail: &str) -> AppError {
     AppError::validation(detail.to_owned()).with_field("field", field)
 }
 
-fn check_text(field: impl Fn() -> String, text: &str, min: usize, max: usize) -> Result<()> {
-    if text.len() < min || text.len() > max || text.chars().any(char::is_control) {
-        return Err(invalid(
-            field(),
-            &format!("must be {min} to {max} bytes without control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_opt(field: impl Fn() -> String, text: Option<&str>, max: usize) -> Result<()> {
-    text.map_or(Ok(()), |t| check_text(field, t, 0, max))
-}
-
 fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<()> {
     KeyId::parse_hex(key_id)
         .map(|_| ())
         .ok_or_else(|| invalid(field(), "must be 32 lowercase hex digits"))
 }
 
-/// Checks a decoded batch: ids, bounds and string sizes (the edge truncates to these).
-fn validate(batch: &Batch, now: u64) -> Result<()> {
-    check_text(|| "source".into(), &batch.source, 1, 128)?;
+/// Refuses a batch that no retry can fix: a bad name, a key id that is not one, an impossible
+/// count or status. Everything else is repaired by [`sanitize`] instead, because the edge keeps
+/// retrying a refused batch and would stall behind it.
+fn validate(batch: &Batch) -> Result<()> {
+    let source = &batch.source;
+    if source.is_empty() || source.len() > 128 || source.chars().any(char::is_control) {
+        return Err(invalid(
+            "source".into(),
+            "must be 1 to 128 bytes without control characters",
+        ));
+    }
     if batch.seq == 0 {
         return Err(invalid("seq".into(), "must be at least 1"));
     }
@@ -115,51 +109,73 @@ fn validate(batch: &Batch, now: u64) -> Result<()> {
             &format!("at most {} entries", wire::MAX_ACTIVITY_PER_BATCH),
         ));
     }
-    let latest_ms = (now + FUTURE_SLACK_SECS) * 1000;
     for (i, c) in batch.counts.iter().enumerate() {
-        let f = |name: &str| format!("counts[{i}].{name}");
-        check_key(|| f("key_id"), &c.key_id)?;
+        check_key(|| format!("counts[{i}].key_id"), &c.key_id)?;
         if c.n == 0 || c.n > 1 << 40 {
-            return Err(invalid(f("n"), "must be 1 to 2^40"));
-        }
-        if c.minute > (now + FUTURE_SLACK_SECS) / 60 {
-            return Err(invalid(f("minute"), "is in the future"));
-        }
-        if let Some(scope) = &c.scope {
-            check_text(|| f("scope"), scope, 1, 64)?;
+            return Err(invalid(format!("counts[{i}].n"), "must be 1 to 2^40"));
         }
     }
     for (i, l) in batch.last_used.iter().enumerate() {
-        let f = |name: &str| format!("last_used[{i}].{name}");
-        check_key(|| f("key_id"), &l.key_id)?;
-        if l.at_ms > latest_ms {
-            return Err(invalid(f("at_ms"), "is in the future"));
-        }
-        check_opt(|| f("client_ip"), l.client_ip.as_deref(), 64)?;
-        check_opt(|| f("user_agent"), l.user_agent.as_deref(), 256)?;
+        check_key(|| format!("last_used[{i}].key_id"), &l.key_id)?;
     }
     for (i, a) in batch.activity.iter().enumerate() {
-        let f = |name: &str| format!("activity[{i}].{name}");
-        check_key(|| f("key_id"), &a.key_id)?;
-        if a.at_ms > latest_ms {
-            return Err(invalid(f("at_ms"), "is in the future"));
-        }
-        check_text(|| f("method"), &a.method, 1, 32)?;
-        check_text(|| f("path"), &a.path, 0, 512)?;
+        check_key(|| format!("activity[{i}].key_id"), &a.key_id)?;
         if !(100..=599).contains(&a.status) {
-            return Err(invalid(f("status"), "must be 100 to 599"));
+            return Err(invalid(
+                format!("activity[{i}].status"),
+                "must be 100 to 599",
+            ));
         }
-        check_opt(|| f("client_ip"), a.client_ip.as_deref(), 64)?;
-        check_opt(|| f("country"), a.country.as_deref(), 8)?;
-        check_opt(|| f("colo"), a.colo.as_deref(), 16)?;
-        check_opt(|| f("user_agent"), a.user_agent.as_deref(), 256)?;
     }
     Ok(())
 }
 
+fn cut(text: &mut String, max: usize) {
+    let end = wire::truncate(text, max).len();
+    text.truncate(end);
+}
+
+fn cut_opt(text: &mut Option<String>, max: usize) {
+    if let Some(t) = text {
+        cut(t, max);
+    }
+}
+
+/// Truncates strings to what the store keeps and drops entries dated more than an hour ahead
+/// of our clock (a sender's broken clock must not pin `last_used_at` in the future). Returns
+/// how many entries it dropped.
+fn sanitize(batch: &mut Batch, now: u64) -> u64 {
+    let latest_minute = (now + FUTURE_SLACK_SECS) / 60;
+    let latest_ms = (now + FUTURE_SLACK_SECS) * 1000;
+    let before = batch.counts.len() + batch.last_used.len() + batch.activity.len();
+    batch.counts.retain(|c| c.minute <= latest_minute);
+    batch.last_used.retain(|l| l.at_ms <= latest_ms);
+    batch.activity.retain(|a| a.at_ms <= latest_ms);
+    for c in &mut batch.counts {
+        if let Some(scope) = &mut c.scope {
+            cut(scope, 64);
+        }
+    }
+    for l in &mut batch.last_used {
+        cut_opt(&mut l.client_ip, 64);
+        cut_opt(&mut l.user_agent, 256);
+    }
+    for a in &mut batch.activity {
+        cut(&mut a.method, 32);
+        cut(&mut a.path, 512);
+        cut_opt(&mut a.client_ip, 64);
+        cut_opt(&mut a.country, 8);
+        cut_opt(&mut a.colo, 16);
+        cut_opt(&mut a.user_agent, 256);
+    }
+    let after = batch.counts.len() + batch.last_used.len() + batch.activity.len();
+    (before - after) as u64
+}
+
 /// `POST /_lynxo/usage`: one signed batch from an edge meter. Answers `200` once the batch is
 /// committed (so an acknowledged batch survives a crash), `applied: false` for a batch applied
-/// before. 401 for a bad signature, 400 for a body that is not JSON, 422 for an invalid batch.
+/// before. 401 for a bad signature, 400 for a body that is not JSON, 422 for a batch that no
+/// retry can fix.
 pub async fn ingest_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -201,12 +217,17 @@ pub async fn ingest_usage(
         )
         .with_detail(e.to_string()),
     })?;
-    validate(&batch, now)?;
+    let mut batch = batch;
+    validate(&batch)?;
+    let dropped = sanitize(&mut batch, now);
     let (source, seq) = (batch.source.clone(), batch.seq);
-    let applied = state
+    let mut applied = state
         .store
         .write(move |tx| db::apply_batch(tx, &batch, now_ms))
         .await?;
+    if applied.applied {
+        applied.skipped += dropped;
+    }
     tracing::info!(
         source,
         seq,

@@ -156,13 +156,6 @@ async fn invalid_batches_are_refused() {
     app.ingest(&zero)
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let future = batch(
-        1,
-        vec![count(&id, a, MINUTE + 24 * 60, None, Outcome::Success, 1)],
-    );
-    app.ingest(&future)
-        .await
-        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let no_seq = batch(0, vec![]);
     app.ingest(&no_seq)
         .await
@@ -176,6 +169,32 @@ async fn invalid_batches_are_refused() {
         .problem(StatusCode::BAD_REQUEST, "invalid_json");
     // None of them took a name.
     assert_eq!(app.ingest(&batch(1, vec![])).await.body["applied"], true);
+    // What a retry could never fix is refused; what can be repaired is: entries dated over an
+    // hour ahead are skipped, long strings are cut.
+    let mut b = batch(
+        2,
+        vec![
+            count(&id, a, MINUTE + 24 * 60, None, Outcome::Success, 1),
+            count(&id, a, MINUTE, None, Outcome::Success, 1),
+        ],
+    );
+    let mut long = activity(&id, a, START * 1000, 200, Outcome::Success);
+    long.user_agent = Some("é".repeat(300));
+    long.method = "X".repeat(100);
+    b.activity.push(long);
+    let r = app.ingest(&b).await.expect(StatusCode::OK).body;
+    assert_eq!(
+        (r["counts"].as_u64(), r["skipped"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let page = app
+        .alice()
+        .get(&format!("/v1/keys/{id}/activity"))
+        .await
+        .body;
+    let entry = &page["data"][0];
+    assert_eq!(entry["user_agent"].as_str().unwrap().len(), 256);
+    assert_eq!(entry["method"].as_str().unwrap().len(), 32);
 }
 
 #[tokio::test]
