@@ -367,3 +367,40 @@ fn the_limits_request_is_a_signed_put_of_the_push() {
     );
     assert!(shared::limits::verify_push(&ring, signature, b"{}", START, 300).is_err());
 }
+
+#[test]
+fn migration_0002_keeps_old_limits_per_minute_and_queues_every_working_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../src/store/migrations/0001_initial.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO accounts (id, name, plan_id, created_at) VALUES (1, 'a', 'standard', 1);
+             INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, kid, hint,
+                                   rate_limit, created_at)
+             VALUES ('00000000000000000000000000000001', 0, 1, 'live', 'production', 1, 1, 'h',
+                     120, 1);
+             INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, kid, hint,
+                                   rate_limit, created_at, revoked_at)
+             VALUES ('00000000000000000000000000000002', 0, 1, 'gone', 'production', 1, 1, 'h',
+                     120, 1, 2);",
+        )
+        .unwrap();
+    }
+    let store = control::store::Store::open(&path).unwrap();
+    let live = KeyId::parse_hex("00000000000000000000000000000001").unwrap();
+    let row = store
+        .read_blocking(move |c| keys_db::get(c, 1, live))
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.rate_limit, row.rate_limit_window), (120, 60));
+    assert!(row.limit_pending);
+    let queued = store
+        .read_blocking(|c| limits_db::pending(c, 1000))
+        .unwrap();
+    assert_eq!(queued.len(), 1, "revoked keys are not pushed");
+    assert_eq!(queued[0].key_id, live.to_string());
+}
