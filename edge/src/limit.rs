@@ -324,6 +324,12 @@ impl Leases {
                     }
                 } else if lease.remote == 0 && now_ms < lease.recheck_ms {
                     Local::Limited(lease.status())
+                } else if lease.remote == 0 {
+                    // One request asks again; the others keep their 429 until it has answered.
+                    lease.recheck_ms = now_ms.saturating_add(EXHAUSTED_RECHECK_MS);
+                    Local::Ask {
+                        want: lease.granted.saturating_add(1),
+                    }
                 } else {
                     Local::Ask {
                         want: lease.granted.saturating_add(1),
@@ -576,14 +582,20 @@ mod tests {
         ));
         // No more calls: the lease says the budget is spent...
         assert!(matches!(leases.take(key(1), T0 + 1), Local::Limited(_)));
-        // ...until it is time to ask again (a raised limit reaches this isolate).
+        // ...until it is time to ask again (a raised limit reaches this isolate), and then
+        // only one request asks.
         assert!(matches!(
             leases.take(key(1), T0 + EXHAUSTED_RECHECK_MS),
             Local::Ask { .. }
         ));
+        assert!(matches!(
+            leases.take(key(1), T0 + EXHAUSTED_RECHECK_MS),
+            Local::Limited(_)
+        ));
+        // The limit is raised in another isolate; this one learns it at its next recheck.
         obj.set(policy(5, 60), 1, 0, 0, T0 + EXHAUSTED_RECHECK_MS);
         assert!(matches!(
-            request(&mut leases, &mut obj, default, T0 + EXHAUSTED_RECHECK_MS),
+            request(&mut leases, &mut obj, default, T0 + 2 * EXHAUSTED_RECHECK_MS),
             Decision::Allowed(s) if s.remaining == 1
         ));
     }
