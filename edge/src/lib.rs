@@ -113,6 +113,8 @@ thread_local! {
     static METER: RefCell<Buffer> = RefCell::new(Buffer::default());
     /// Names this isolate's meter deliveries (random, made once per isolate).
     static NONCE: String = objects::random_hex();
+    /// When a limiter failure was last logged, and how many were not logged since.
+    static LIMITER_LOG: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// Whether "metering is off" was logged in this isolate.
     static METER_OFF_LOGGED: Cell<bool> = const { Cell::new(false) };
 }
@@ -227,6 +229,19 @@ async fn deliver(env: &Env, delivery: &Delivery) -> worker::Result<()> {
     }
 }
 
+/// Logs a limiter failure, at most once a second per isolate (an outage fails every request
+/// open; one line per request would flood the log), with the count of those not logged.
+fn limiter_failed(what: &str) {
+    let now = now_ms();
+    let (last, quiet) = LIMITER_LOG.get();
+    if now.saturating_sub(last) >= 1_000 {
+        LIMITER_LOG.set((now, 0));
+        console_error!("lynxo-edge: rate limiter {what} ({quiet} more since the last report)");
+    } else {
+        LIMITER_LOG.set((last, quiet + 1));
+    }
+}
+
 /// Asks `key`'s limiter object for a lease.
 async fn call_limiter<T: serde::de::DeserializeOwned>(
     env: &Env,
@@ -272,7 +287,7 @@ async fn rate_limit(
                             LEASES.with_borrow_mut(|l| l.refilled(key, &grant, crate::now_ms()))
                         }
                         Err(e) => {
-                            console_error!("lynxo-edge: rate limiter refill failed: {e}");
+                            limiter_failed(&format!("refill failed: {e}"));
                             LEASES.with_borrow_mut(|l| l.refill_failed(key));
                         }
                     }
@@ -291,7 +306,7 @@ async fn rate_limit(
         // The clock after the call: a lease is void once its window is over.
         Ok(grant) => Some(LEASES.with_borrow_mut(|l| l.record(key, &grant, crate::now_ms()))),
         Err(e) => {
-            console_error!("lynxo-edge: rate limiter unavailable, request let through: {e}");
+            limiter_failed(&format!("unavailable, request let through: {e}"));
             None
         }
     }
