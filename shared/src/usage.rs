@@ -34,7 +34,8 @@ pub enum Outcome {
     /// Forwarded; the origin answered 3xx.
     #[serde(rename = "3xx")]
     Redirect,
-    /// Forwarded; the origin answered 4xx.
+    /// Forwarded and the origin answered 4xx, or the edge answered 404/405 to a verified key
+    /// calling a route that does not exist.
     #[serde(rename = "4xx")]
     ClientError,
     /// Forwarded and the origin answered 5xx, or the origin could not be reached, or the edge
