@@ -2,7 +2,10 @@
 //! (WAL, `synchronous=FULL`) on a real file:
 //!
 //! - key creations per second under 32 concurrent clients;
-//! - p50/p99 latency of listing an account's 50 keys.
+//! - p50/p99 latency of listing an account's 50 keys;
+//! - usage ingestion (signed batches of per-minute counts) in counts per second, then the same
+//!   list with 24 hours of per-minute usage behind every key (`requests_24h`, unused scopes),
+//!   and the usage queries.
 //!
 //! `cargo bench -p control --bench api`. Prints a small report; not a criterion benchmark
 //! because the quantity is a rate under concurrency, not the time of one call.
@@ -59,6 +62,8 @@ fn main() -> anyhow::Result<()> {
     // Every account on the standard plan (50 active keys): CREATES / 50 accounts, so the limit
     // check counts what it counts in production.
     let mut tokens = Vec::new();
+    // The last account's: it lists 50 keys below.
+    let mut fifty_account = 0;
     for i in 0..=CREATES / 50 {
         let created = auth::bootstrap(
             &store,
@@ -70,10 +75,12 @@ fn main() -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("{}", e.code()))?;
         tokens.push(created.token);
+        fifty_account = created.account_id;
     }
     let fifty = tokens.pop().unwrap_or_default();
     let tokens = Arc::new(tokens);
     let keyring = Keyring::from_config(&format!("active=1;1:{}", "5a".repeat(32)))?;
+    let ring = keyring.clone();
     let state = AppState::new(store, keyring, Arc::new(SystemClock), settings);
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -148,6 +155,130 @@ fn main() -> anyhow::Result<()> {
         percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0
     );
+
+    usage(&agent, &base, &fifty, fifty_account, &ring, now)?;
     runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+fn get(agent: &ureq::Agent, url: &str, token: &str) -> anyhow::Result<(Duration, Vec<u8>)> {
+    let t = Instant::now();
+    let mut r = agent
+        .get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .call()?;
+    anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
+    let body = r.body_mut().read_to_vec()?;
+    Ok((t.elapsed(), body))
+}
+
+fn report(what: &str, mut latencies: Vec<Duration>) {
+    latencies.sort();
+    println!(
+        "{what}: {} sequential requests, p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+    );
+}
+
+/// 24 hours of per-minute usage for each of the 50 keys (two scopes, two outcomes each), sent
+/// as signed batches, then the list and usage queries over it.
+fn usage(
+    agent: &ureq::Agent,
+    base: &str,
+    token: &str,
+    account: u64,
+    ring: &Keyring,
+    now: u64,
+) -> anyhow::Result<()> {
+    use shared::usage::{Batch, Count, Outcome};
+    let (_, body) = get(agent, &format!("{base}/v1/keys?limit=50"), token)?;
+    let list: serde_json::Value = serde_json::from_slice(&body)?;
+    let ids: Vec<String> = list["data"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    anyhow::ensure!(ids.len() == 50, "50 keys expected");
+    let mut counts = Vec::new();
+    for id in &ids {
+        for m in 0..1440 {
+            for (scope, outcome) in [
+                ("jobs:read", Outcome::Success),
+                ("jobs:read", Outcome::RateLimited),
+                ("files:read", Outcome::Success),
+                ("files:write", Outcome::Forbidden),
+            ] {
+                counts.push(Count {
+                    key_id: id.clone(),
+                    account_id: account,
+                    minute: now / 60 - m,
+                    scope: Some(scope.into()),
+                    outcome,
+                    n: 3,
+                });
+            }
+        }
+    }
+    let total = counts.len();
+    let started = Instant::now();
+    for (seq, chunk) in counts.chunks(10_000).enumerate() {
+        let batch = Batch {
+            source: "bench".into(),
+            seq: seq as u64 + 1,
+            counts: chunk.to_vec(),
+            ..Batch::default()
+        };
+        let body = serde_json::to_vec(&batch)?;
+        let signature = shared::usage::sign_batch(ring, &body, now);
+        let status = agent
+            .post(format!("{base}{}", shared::usage::INGEST_PATH))
+            .header("lynxo-signature", signature)
+            .content_type("application/json")
+            .send(&body[..])
+            .map(|r| r.status().as_u16())?;
+        anyhow::ensure!(status == 200, "ingest answered {status}");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "ingest: {total} per-minute counts in batches of 10,000, {:.0} counts/s, durable commits",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    let rounds = 500;
+    let mut list = Vec::new();
+    let mut minutes = Vec::new();
+    let mut account_days = Vec::new();
+    for i in 0..rounds {
+        let (t, body) = get(agent, &format!("{base}/v1/keys?limit=50"), token)?;
+        if i == 0 {
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            anyhow::ensure!(v["data"][0]["requests_24h"].as_u64() == Some(12 * 1440));
+        }
+        list.push(t);
+        let id = &ids[i % ids.len()];
+        minutes.push(
+            get(
+                agent,
+                &format!("{base}/v1/keys/{id}/usage?granularity=minute"),
+                token,
+            )?
+            .0,
+        );
+        account_days.push(
+            get(
+                agent,
+                &format!("{base}/v1/usage?granularity=hour&from={}", now - 86_400),
+                token,
+            )?
+            .0,
+        );
+    }
+    report("list (50 keys, 24 h of per-minute usage each)", list);
+    report("key usage (1441 minute buckets)", minutes);
+    report("account usage (25 hour buckets, 50 keys)", account_days);
     Ok(())
 }

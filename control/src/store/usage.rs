@@ -318,11 +318,13 @@ pub fn usage(
         usage.by_scope.insert(r.get(0)?, to_u64(r.get(1)?)?);
     }
     if matches!(subject, Subject::Account(_)) && top > 0 {
+        // Sum first, then look up the names of the few keys kept.
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT u.key_id, k.name, sum(u.n) AS requests FROM {table} u \
-             JOIN api_keys k ON k.id = u.key_id \
-             WHERE {range} AND ?4 IS NOT NULL AND ?5 IS NOT NULL \
-             GROUP BY u.key_id ORDER BY requests DESC, u.key_id LIMIT {top}"
+            "SELECT t.key_id, k.name, t.requests FROM \
+             (SELECT u.key_id, sum(u.n) AS requests FROM {table} u \
+              WHERE {range} AND ?4 IS NOT NULL AND ?5 IS NOT NULL \
+              GROUP BY u.key_id ORDER BY requests DESC, u.key_id LIMIT {top}) t \
+             JOIN api_keys k ON k.id = t.key_id ORDER BY t.requests DESC, t.key_id"
         ))?;
         let mut rows = stmt.query(args)?;
         while let Some(r) = rows.next()? {
