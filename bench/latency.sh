@@ -1,26 +1,218 @@
 #!/usr/bin/env bash
 # What rate limiting and usage metering add to a request's latency (issue 5), side by side in
-# one run: the release worker against the same worker built with `--features bench-no-limits`,
-# both under `wrangler dev`, called alternately with one key, one request at a time; p50 and p99
-# of each (tests/tests/latency.rs).
+# one run:
+#   on:  the release worker: key check, revocation, scope, then the per-key rate limit (lease
+#        from its KeyLimiter object) and the usage event (buffered, flushed to a UsageMeter
+#        object after the response, batches posted to an ingest stand-in);
+#   off: the same worker built with `--features bench-no-limits` (no limit, no metering).
+# Both are served by the `workerd` binary that the wrangler package ships (wrangler dev's proxy
+# adds milliseconds of its own), with Durable Objects on local disk, a stand-in KV holding
+# signed revocation shards, and a stand-in control plane that acknowledges every batch.
+# Load: wrk with ONE connection, so each figure is one request's latency, not queueing; the two
+# workers are measured in alternating rounds.
 #
-#   bash bench/latency.sh [rounds, default 3000]
+#   bash bench/latency.sh [seconds per run, default 10] [rounds, default 5]
 #
-# Needs scripts/bootstrap.sh. Writes bench/out/latency.txt.
+# Needs scripts/bootstrap.sh and wrk (Debian: apt-get install wrk). Writes bench/out/latency/.
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$LYNXO_ROOT"
 
-rounds="${1:-3000}"
-baseline="edge/build-bench-no-limits"
-mkdir -p bench/out
+seconds="${1:-10}"
+rounds="${2:-5}"
+out="$LYNXO_ROOT/bench/out/latency"
+workerd="node_modules/@cloudflare/workerd-linux-64/bin/workerd"
+die() { printf 'latency: error: %s\n' "$*" >&2; exit 1; }
+command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
+[[ -x "$workerd" ]] || die "workerd not found at $workerd: run scripts/bootstrap.sh"
+
+rm -rf "$out"
+mkdir -p "$out/on" "$out/off" "$out/kv" "$out/do-on" "$out/do-off"
 
 bash scripts/build-edge.sh
+cp edge/build/index.js edge/build/index_bg.wasm "$out/on/"
 EDGE_FEATURES=bench-no-limits EDGE_OUT_DIR=build-bench-no-limits bash scripts/build-edge.sh
-trap 'rm -rf "$LYNXO_ROOT/$baseline"' EXIT
+cp edge/build-bench-no-limits/index.js edge/build-bench-no-limits/index_bg.wasm "$out/off/"
+rm -rf edge/build-bench-no-limits
 
-LYNXO_BASELINE_BUILD="$baseline" LYNXO_LATENCY_ROUNDS="$rounds" \
-  cargo test --quiet --release -p e2e --test latency -- --ignored --nocapture 2>&1 |
-  tee bench/out/latency.txt
+cargo build --quiet --release -p e2e --bin bench_origin --bin bench_fixtures
+target/release/bench_fixtures "$out/kv"
+key="$(cat "$out/kv/key.txt")"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+target/release/bench_origin --port 0 >"$out/origin.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$out/origin.log" && break; sleep 0.1; done
+origin="$(sed -n 's/.*listening on //p' "$out/origin.log")"
+[[ -n "$origin" ]] || die "bench origin did not start"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+on_port="$(free_port)"
+off_port="$(free_port)"
+ingest_port="$(free_port)"
+keyring="active=1;1:$(printf '11%.0s' {1..32})"
+origin_keyring="active=3;3:$(printf '33%.0s' {1..32})"
+
+bindings() { # name of the worker's Durable Object namespaces' service
+  cat <<EOB
+    bindings = [
+      (name = "LYNXO_ENV", text = "development"),
+      (name = "LYNXO_KEYRING", text = "$keyring"),
+      (name = "ORIGIN_KEYRING", text = "$origin_keyring"),
+      (name = "ORIGIN_URL", text = "$origin"),
+      (name = "REVOCATION_SHARDS", text = "16"),
+      (name = "REVOCATION_CACHE_MS", text = "2000"),
+      (name = "CONTROL_URL", text = "http://127.0.0.1:$ingest_port"),
+      (name = "METER_SHARDS", text = "4"),
+      (name = "RATE_LIMIT_DEFAULT", text = "1000000000/60"),
+      (name = "REVOCATIONS", kvNamespace = (name = "kv")),
+      (name = "RATE_LIMITER", durableObjectNamespace = "KeyLimiter"),
+      (name = "METER", durableObjectNamespace = "UsageMeter"),
+    ],
+    durableObjectNamespaces = [
+      (className = "KeyLimiter", uniqueKey = "lynxo-bench-key-limiter-$1", enableSql = true),
+      (className = "UsageMeter", uniqueKey = "lynxo-bench-usage-meter-$1", enableSql = true),
+    ],
+    durableObjectStorage = (localDisk = "do-$1"),
+EOB
+}
+
+shard_bindings=""
+for n in $(seq 0 15); do
+  shard_bindings+="      (name = \"S$n\", data = embed \"kv/shard-$n.bin\"),"$'\n'
+done
+
+cat >"$out/kv.js" <<'EOJ'
+// Stand-in for Workers KV: serves revocations/v1/<n> from data bindings S<n>.
+export default {
+  async fetch(request, env) {
+    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
+    const match = /^revocations\/v1\/(\d+)$/.exec(key);
+    const value = match && env["S" + match[1]];
+    return value ? new Response(value) : new Response(null, { status: 404 });
+  },
+};
+EOJ
+
+cat >"$out/ingest.js" <<'EOJ'
+// Stand-in for the control plane's usage ingestion: reads each batch and acknowledges it.
+export default {
+  async fetch(request) {
+    await request.arrayBuffer();
+    return Response.json({ applied: true });
+  },
+};
+EOJ
+
+cat >"$out/config.capnp" <<EOC
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "on", worker = .onWorker),
+    (name = "off", worker = .offWorker),
+    (name = "kv", worker = .kvWorker),
+    (name = "ingest", worker = .ingestWorker),
+    (name = "do-on", disk = (path = "$out/do-on", writable = true)),
+    (name = "do-off", disk = (path = "$out/do-off", writable = true)),
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [
+    (name = "on", address = "127.0.0.1:$on_port", http = (), service = "on"),
+    (name = "off", address = "127.0.0.1:$off_port", http = (), service = "off"),
+    (name = "ingest", address = "127.0.0.1:$ingest_port", http = (), service = "ingest"),
+  ],
+);
+
+const onWorker :Workerd.Worker = (
+  modules = [
+    (name = "index.js", esModule = embed "on/index.js"),
+    (name = "index_bg.wasm", wasm = embed "on/index_bg.wasm"),
+  ],
+  compatibilityDate = "2026-04-01",
+$(bindings on)
+  globalOutbound = "internet",
+);
+
+const offWorker :Workerd.Worker = (
+  modules = [
+    (name = "index.js", esModule = embed "off/index.js"),
+    (name = "index_bg.wasm", wasm = embed "off/index_bg.wasm"),
+  ],
+  compatibilityDate = "2026-04-01",
+$(bindings off)
+  globalOutbound = "internet",
+);
+
+const kvWorker :Workerd.Worker = (
+  modules = [(name = "kv.js", esModule = embed "kv.js")],
+  compatibilityDate = "2026-04-01",
+  bindings = [
+$shard_bindings  ],
+);
+
+const ingestWorker :Workerd.Worker = (
+  modules = [(name = "ingest.js", esModule = embed "ingest.js")],
+  compatibilityDate = "2026-04-01",
+);
+EOC
+
+"$workerd" serve --experimental "$out/config.capnp" >"$out/workerd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$on_port/healthz" && break
+  sleep 0.1
+done
+
+# Both must forward before they are measured, and only "on" limits.
+for port in "$on_port" "$off_port"; do
+  got="$(curl -s -D "$out/headers-$port" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "http://127.0.0.1:$port/v1/jobs")"
+  [[ "$got" == 200 ]] || { cat "$out/workerd.log"; die "worker on $port answered $got"; }
+done
+grep -qi '^ratelimit-policy: "default";q=1000000000;w=60' "$out/headers-$on_port" ||
+  { cat "$out/headers-$on_port" "$out/workerd.log"; die "the limited worker sent no RateLimit-Policy"; }
+! grep -qi '^ratelimit' "$out/headers-$off_port" || die "the baseline worker limits"
+
+run() { # name port
+  local name="$1" port="$2"
+  wrk -t1 -c1 -d2s -H "Authorization: Bearer $key" "http://127.0.0.1:$port/v1/jobs" >/dev/null
+  wrk -t1 -c1 -d"${seconds}s" --latency -H "Authorization: Bearer $key" \
+    "http://127.0.0.1:$port/v1/jobs" >"$out/$name.wrk"
+  local rps p50 p99 non2xx
+  rps="$(awk '/^Requests\/sec/ { print $2 }' "$out/$name.wrk")"
+  p50="$(awk '$1 == "50%" { print $2 }' "$out/$name.wrk")"
+  p99="$(awk '$1 == "99%" { print $2 }' "$out/$name.wrk")"
+  non2xx="$(awk '/Non-2xx/ { print $NF }' "$out/$name.wrk")"
+  [[ -z "$non2xx" ]] || die "$name: $non2xx non-2xx answers"
+  printf '%-6s %9s req/s   p50 %9s   p99 %9s\n' "$name" "$rps" "$p50" "$p99"
+  printf '%s %s\n' "$(to_us "$p50")" "$(to_us "$p99")" >"$out/$name.lat"
+}
+to_us() { # wrk prints 812.00us, 1.23ms or 1.02s
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000
+  }'
+}
+
+printf 'latency: %s rounds of %s s per worker, alternating; 1 connection; workerd %s\n' \
+  "$rounds" "$seconds" "$("$workerd" --version 2>/dev/null | head -1)"
+for round in $(seq "$rounds"); do
+  run "off-$round" "$off_port"
+  run "on-$round" "$on_port"
+done
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+on50="$(awk '{ print $1 }' "$out"/on-*.lat | median)"
+on99="$(awk '{ print $2 }' "$out"/on-*.lat | median)"
+off50="$(awk '{ print $1 }' "$out"/off-*.lat | median)"
+off99="$(awk '{ print $2 }' "$out"/off-*.lat | median)"
+awk -v a="$on50" -v b="$on99" -v c="$off50" -v d="$off99" 'BEGIN {
+  printf "median over rounds: on p50 %.0f us p99 %.0f us; off p50 %.0f us p99 %.0f us; added p50 %+.0f us, p99 %+.0f us\n", a, b, c, d, a - c, b - d
+}'

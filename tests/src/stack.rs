@@ -40,9 +40,6 @@ pub struct Options {
     pub sync_max_bytes: usize,
     /// Other worker vars, overriding the defaults (`ORIGIN_URL`, the keyrings, ...).
     pub vars: Vec<(&'static str, String)>,
-    /// The worker build to run, relative to the workspace root: `edge/build` (kept fresh by the
-    /// harness), or a benchmark baseline built elsewhere.
-    pub build_dir: String,
 }
 
 impl Default for Options {
@@ -51,7 +48,6 @@ impl Default for Options {
             cache_ms: 1_000,
             sync_max_bytes: 64 * 1024,
             vars: Vec::new(),
-            build_dir: "edge/build".to_owned(),
         }
     }
 }
@@ -241,8 +237,8 @@ impl Stack {
 
     /// Builds the worker if needed, copies it, and writes the config `wrangler dev` runs.
     fn prepare_worker(&self) -> PathBuf {
-        let build = self.root.join(&self.options.build_dir);
-        if self.options.build_dir == "edge/build" && !prebuilt_is_fresh(&self.root) {
+        let build = self.root.join("edge/build");
+        if !prebuilt_is_fresh(&self.root) {
             let status = Command::new("bash")
                 .arg(self.root.join("scripts/build-edge.sh"))
                 .current_dir(&self.root)
