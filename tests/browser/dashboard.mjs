@@ -255,71 +255,48 @@ try {
 
   // --- Usage chart and activity log -----------------------------------------------------
   const keyUrl = `${BASE}/dashboard/keys/${keyId}`;
-  // Issue #5's usage API and per-key rate-limit windows: checked strictly when this control
-  // plane has them; a build without them skips those checks and says so (REQUIRE_USAGE=1
-  // makes their absence a failure).
-  const features = await page.evaluate(async (id) => {
-    const view = await (await fetch(`/v1/keys/${id}`)).json();
-    const r = await fetch(`/v1/keys/${id}/usage?from=0&to=3600&granularity=hour`);
-    const body = r.status === 404 ? await r.json() : {};
-    return {
-      usage: !(r.status === 404 && String(body.detail || '').startsWith('no route')),
-      windows: 'rate_limit_window' in view,
-    };
-  }, keyId);
-  if (!features.usage && process.env.REQUIRE_USAGE === '1') throw new Error('the usage API is missing');
-  if (features.usage) {
-    const t0 = Date.now();
-    let seen = null;
-    while (Date.now() - t0 < USAGE_DEADLINE_MS) {
-      await page.goto(keyUrl);
-      await page.waitForFunction(() => document.getElementById('usage-totals').textContent !== 'Loading…');
-      await page.waitForFunction(() => !document.querySelector('#activity-body').textContent.includes('Loading'));
-      const totals = await page.textContent('#usage-totals');
-      check(!totals.includes('not available'), `the usage API answers: ${totals}`);
-      seen = await page.evaluate(() => ({
-        bars: [...document.querySelectorAll('svg.usage-chart rect.bar')].map((r) => [r.dataset.outcome, Number(r.dataset.count)]),
-        activity: [...document.querySelectorAll('#activity-body tr.activity')].map((r) => r.textContent),
-        label: document.querySelector('svg.usage-chart')?.getAttribute('aria-label') || '',
-      }));
-      const ok = seen.bars.some(([o, n]) => o === '2xx' && n > 0)
-        && seen.activity.some((t) => t.includes('GET /v1/jobs'));
-      if (ok) break;
-      seen = null;
-      await sleep(1000);
-    }
-    check(seen, `the request did not appear in the usage chart and activity log within ${USAGE_DEADLINE_MS} ms`);
-    check(seen.bars.some(([o, n]) => o === '403' && n > 0), 'the 403 is in the chart too');
-    check(seen.activity.some((t) => t.includes('POST /v1/jobs') && t.includes('403')), 'the 403 is in the activity log');
-    check(/requests/.test(seen.label), 'the chart has a text alternative');
-    check(await page.locator('#usage-table table').count() === 1, 'the chart has a table alternative');
-    await page.click('[data-range="7d"]');
-    await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('7 days'));
-    await page.click('[data-range="24h"]');
-    await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('24 hours'));
-    await page.waitForSelector('svg.usage-chart rect.bar');
-    await screenshot('key-page-with-usage.png', { fullPage: true });
-    const keyContrast = await lowContrast();
-    check(keyContrast.length === 0, `low contrast on the key page: ${keyContrast}`);
-    step(`usage and activity on the key page after ${Date.now() - t0} ms`);
-
-    // The activity log filters by outcome.
-    await page.selectOption('#activity-outcome', 'denied');
-    await page.waitForFunction(() => {
-      const rows = [...document.querySelectorAll('#activity-body tr.activity')];
-      return rows.length > 0 && rows.every((r) => r.textContent.includes('403'));
-    });
-    await page.selectOption('#activity-outcome', '');
-    await page.locator('section[aria-labelledby="usage-title"]').screenshot({ path: join(SHOTS, 'key-usage-chart.png') });
-
-  } else {
+  const t0 = Date.now();
+  let seen = null;
+  while (Date.now() - t0 < USAGE_DEADLINE_MS) {
     await page.goto(keyUrl);
-    await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('not available'));
-    await screenshot('key-page-with-usage.png', { fullPage: true });
-    const keyContrast = await lowContrast();
-    check(keyContrast.length === 0, `low contrast on the key page: ${keyContrast}`);
-    step('SKIPPED the usage chart and activity checks: this control plane has no usage API (issue #5)');
+    await page.waitForFunction(() => document.getElementById('usage-totals').textContent !== 'Loading…');
+    await page.waitForFunction(() => !document.querySelector('#activity-body').textContent.includes('Loading'));
+    const totals = await page.textContent('#usage-totals');
+    check(!totals.includes('not available'), `the usage API answers: ${totals}`);
+    seen = await page.evaluate(() => ({
+      bars: [...document.querySelectorAll('svg.usage-chart rect.bar')].map((r) => [r.dataset.outcome, Number(r.dataset.count)]),
+      activity: [...document.querySelectorAll('#activity-body tr.activity')].map((r) => r.textContent),
+      label: document.querySelector('svg.usage-chart')?.getAttribute('aria-label') || '',
+    }));
+    const ok = seen.bars.some(([o, n]) => o === '2xx' && n > 0)
+      && seen.activity.some((t) => t.includes('GET /v1/jobs'));
+    if (ok) break;
+    seen = null;
+    await sleep(1000);
   }
+  check(seen, `the request did not appear in the usage chart and activity log within ${USAGE_DEADLINE_MS} ms`);
+  check(seen.bars.some(([o, n]) => o === '403' && n > 0), 'the 403 is in the chart too');
+  check(seen.activity.some((t) => t.includes('POST /v1/jobs') && t.includes('403')), 'the 403 is in the activity log');
+  check(/requests/.test(seen.label), 'the chart has a text alternative');
+  check(await page.locator('#usage-table table').count() === 1, 'the chart has a table alternative');
+  await page.click('[data-range="7d"]');
+  await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('7 days'));
+  await page.click('[data-range="24h"]');
+  await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('24 hours'));
+  await page.waitForSelector('svg.usage-chart rect.bar');
+  await screenshot('key-page-with-usage.png', { fullPage: true });
+  const keyContrast = await lowContrast();
+  check(keyContrast.length === 0, `low contrast on the key page: ${keyContrast}`);
+  step(`usage and activity on the key page after ${Date.now() - t0} ms`);
+
+  // The activity log filters by outcome.
+  await page.selectOption('#activity-outcome', 'denied');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#activity-body tr.activity')];
+    return rows.length > 0 && rows.every((r) => r.textContent.includes('403'));
+  });
+  await page.selectOption('#activity-outcome', '');
+  await page.locator('section[aria-labelledby="usage-title"]').screenshot({ path: join(SHOTS, 'key-usage-chart.png') });
 
   // The key's audit events are listed on its page.
   const events = await page.textContent('#events-body');
@@ -327,13 +304,11 @@ try {
 
   // --- Settings ------------------------------------------------------------------------
   await page.fill('#set-description', 'described in the browser');
-  if (features.windows) await page.fill('#set-rate', '120');
+  await page.fill('#set-rate', '120');
   await page.click('#settings-form button[type=submit]');
   await page.waitForFunction(() => document.getElementById('settings-ok').textContent === 'Saved.');
-  if (features.windows) {
-    await page.waitForFunction(() => document.getElementById('key-details').textContent.includes('120 requests per minute'));
-  }
-  step(`settings saved with PATCH (description${features.windows ? ', rate limit 120/min' : ''})`);
+  await page.waitForFunction(() => document.getElementById('key-details').textContent.includes('120 requests per minute'));
+  step('settings saved with PATCH (description, rate limit 120/min)');
 
   // --- Rotate --------------------------------------------------------------------------
   await page.click('#rotate-open');
@@ -393,7 +368,7 @@ try {
     await page.fill('#key-name', n);
     await page.selectOption('#key-environment', envName);
     await page.check(`#${level}`);
-    if (n === 'nightly export' && features.windows) {
+    if (n === 'nightly export') {
       await page.click('#create-form details.advanced summary');
       await page.fill('#key-rate', '5000');
       await page.selectOption('#key-window', '3600');
@@ -406,9 +381,7 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('#keys-body tr[data-key-id]').length === 4);
   await assertNoSecretStored('keys page after creating more keys');
   const nightly = await page.evaluate(async () => (await (await fetch('/v1/keys?search=nightly')).json()).data[0]);
-  if (features.windows) {
-    check(nightly.rate_limit === 5000 && nightly.rate_limit_window === 3600, `rate limit from the form: ${nightly.rate_limit}/${nightly.rate_limit_window}`);
-  }
+  check(nightly.rate_limit === 5000 && nightly.rate_limit_window === 3600, `rate limit from the form: ${nightly.rate_limit}/${nightly.rate_limit_window}`);
   await screenshot('keys-list.png', { fullPage: true });
   const listContrast = await lowContrast();
   check(listContrast.length === 0, `low contrast on the keys page: ${listContrast}`);
@@ -417,7 +390,7 @@ try {
   check(overflow <= 375, `the keys page fits 375 px (scroll width ${overflow})`);
   await screenshot('keys-list-375px.png', { fullPage: true });
   await page.goto(keyUrl);
-  await page.waitForSelector(features.usage ? 'svg.usage-chart' : '#key-details dt');
+  await page.waitForSelector('svg.usage-chart');
   const keyOverflow = await page.evaluate(() => document.documentElement.scrollWidth);
   check(keyOverflow <= 375, `the key page fits 375 px (scroll width ${keyOverflow})`);
   await screenshot('key-page-375px.png');
