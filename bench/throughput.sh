@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Throughput and latency through the edge worker (issue 4 acceptance), side by side in one run:
-#   auth:    the release worker: key verify + revocation (shards in KV, cached) + scope, then
+#   auth:    the release worker: key verify + revocation (shards in KV, cached) + scope + rate
+#            limit (leased from its Durable Object) + usage metering (flushed after the
+#            response to a Durable Object, batches to a stand-in control plane), then
 #            forwarding with a signed identity to a trivial origin;
 #   no-auth: the same worker built with the `bench-no-auth` feature (forwards without checking
 #            any key) in front of the same origin.
@@ -27,7 +29,7 @@ command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
 [[ -x "$workerd" ]] || die "workerd not found at $workerd: run scripts/bootstrap.sh"
 
 rm -rf "$out"
-mkdir -p "$out/auth" "$out/no-auth" "$out/kv"
+mkdir -p "$out/auth" "$out/no-auth" "$out/kv" "$out/do-auth" "$out/do-no-auth"
 
 # The two builds. worker-build writes relative to the crate; move the baseline out of edge/.
 bash scripts/build-edge.sh
@@ -58,10 +60,11 @@ origin="$(sed -n 's/.*listening on //p' "$out/origin.log")"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 auth_port="$(free_port)"
 noauth_port="$(free_port)"
+ingest_port="$(free_port)"
 keyring="active=1;1:$(printf '11%.0s' {1..32})"
 origin_keyring="active=3;3:$(printf '33%.0s' {1..32})"
 
-bindings() {
+bindings() { # the worker's name, for its Durable Object storage
   cat <<EOB
     bindings = [
       (name = "LYNXO_ENV", text = "development"),
@@ -70,8 +73,17 @@ bindings() {
       (name = "ORIGIN_URL", text = "$origin"),
       (name = "REVOCATION_SHARDS", text = "16"),
       (name = "REVOCATION_CACHE_MS", text = "2000"),
+      (name = "CONTROL_URL", text = "http://127.0.0.1:$ingest_port"),
+      (name = "RATE_LIMIT_DEFAULT", text = "1000000000/60"),
       (name = "REVOCATIONS", kvNamespace = (name = "kv")),
+      (name = "RATE_LIMITER", durableObjectNamespace = "KeyLimiter"),
+      (name = "METER", durableObjectNamespace = "UsageMeter"),
     ],
+    durableObjectNamespaces = [
+      (className = "KeyLimiter", uniqueKey = "lynxo-bench-key-limiter-$1", enableSql = true),
+      (className = "UsageMeter", uniqueKey = "lynxo-bench-usage-meter-$1", enableSql = true),
+    ],
+    durableObjectStorage = (localDisk = "do-$1"),
 EOB
 }
 
@@ -93,6 +105,16 @@ export default {
 };
 EOJ
 
+cat >"$out/ingest.js" <<'EOJ'
+// Stand-in for the control plane's usage ingestion: reads each batch and acknowledges it.
+export default {
+  async fetch(request) {
+    await request.arrayBuffer();
+    return Response.json({ applied: true });
+  },
+};
+EOJ
+
 cat >"$out/config.capnp" <<EOC
 using Workerd = import "/workerd/workerd.capnp";
 
@@ -101,11 +123,15 @@ const config :Workerd.Config = (
     (name = "auth", worker = .authWorker),
     (name = "no-auth", worker = .noAuthWorker),
     (name = "kv", worker = .kvWorker),
+    (name = "ingest", worker = .ingestWorker),
+    (name = "do-auth", disk = (path = "$out/do-auth", writable = true)),
+    (name = "do-no-auth", disk = (path = "$out/do-no-auth", writable = true)),
     (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [
     (name = "auth", address = "127.0.0.1:$auth_port", http = (), service = "auth"),
     (name = "no-auth", address = "127.0.0.1:$noauth_port", http = (), service = "no-auth"),
+    (name = "ingest", address = "127.0.0.1:$ingest_port", http = (), service = "ingest"),
   ],
 );
 
@@ -115,7 +141,7 @@ const authWorker :Workerd.Worker = (
     (name = "index_bg.wasm", wasm = embed "auth/index_bg.wasm"),
   ],
   compatibilityDate = "2026-04-01",
-$(bindings)
+$(bindings auth)
   globalOutbound = "internet",
 );
 
@@ -125,7 +151,7 @@ const noAuthWorker :Workerd.Worker = (
     (name = "index_bg.wasm", wasm = embed "no-auth/index_bg.wasm"),
   ],
   compatibilityDate = "2026-04-01",
-$(bindings)
+$(bindings no-auth)
   globalOutbound = "internet",
 );
 
@@ -135,9 +161,14 @@ const kvWorker :Workerd.Worker = (
   bindings = [
 $shard_bindings  ],
 );
+
+const ingestWorker :Workerd.Worker = (
+  modules = [(name = "ingest.js", esModule = embed "ingest.js")],
+  compatibilityDate = "2026-04-01",
+);
 EOC
 
-"$workerd" serve "$out/config.capnp" >"$out/workerd.log" 2>&1 &
+"$workerd" serve --experimental "$out/config.capnp" >"$out/workerd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   curl -s -o /dev/null "http://127.0.0.1:$auth_port/healthz" && break
