@@ -15,12 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::control::Control;
+use e2e::control::{Control, EMAIL, PASSWORD};
 use e2e::stack::{Options, Stack, workspace_root};
 
-/// The user `Control::start` creates with `control init`.
-const EMAIL: &str = "e2e@example.com";
-const PASSWORD: &str = "e2e-password-long-enough";
 /// The whole browser script, generously: it takes well under a minute when usage arrives fast.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
 
