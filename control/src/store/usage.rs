@@ -273,8 +273,10 @@ pub fn usage(
         Granularity::Hour | Granularity::Day => ("usage_hours", "hour", 3600),
     };
     let (filter, account, key) = match subject {
+        // `+` keeps the planner on the primary key (one key's rows): the account index covers
+        // these queries too and would read every key of the account.
         Subject::Key(account, id) => (
-            "u.key_id = ?6 AND u.account_id = ?1",
+            "u.key_id = ?6 AND +u.account_id = ?1",
             account,
             Some(id.to_string()),
         ),
