@@ -10,7 +10,7 @@
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
 //! - [`sync`]: the control plane's signed pushes of revocation shards and rate limits;
 //! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
-//! - [`meter`]: usage events, the isolate's buffer and the `UsageMeter` object's batches;
+//! - [`meter`]: usage counts pre-aggregated in the isolate, the `UsageMeter` object's batches;
 //! - [`objects`]: the two Durable Object classes;
 //! - [`problem`]: every answer the edge makes itself, as RFC 9457 problem documents.
 //!
@@ -52,7 +52,7 @@ use crate::cache::{Outcome, ShardCache};
 use crate::config::{BINDINGS, Config};
 use crate::decide::Incoming;
 use crate::limit::{Call, Decision, Grant, Leases, Local, SetOutcome, Status};
-use crate::meter::{Buffer, Caller, Delivery, Event, Flush, Seen};
+use crate::meter::{Answered, Buffer, Caller, Delivery, Flush, Seen};
 use crate::problem::{Problem, Reply};
 
 pub use crate::objects::{KeyLimiter, UsageMeter};
@@ -109,7 +109,7 @@ thread_local! {
     static SHARDS: RefCell<ShardCache> = RefCell::new(ShardCache::default());
     /// Rate-limit leases of this isolate.
     static LEASES: RefCell<Leases> = RefCell::new(Leases::default());
-    /// Usage events not yet handed to a meter object.
+    /// Usage counts and activity not yet handed to a meter object.
     static METER: RefCell<Buffer> = RefCell::new(Buffer::default());
     /// Names this isolate's meter deliveries (random, made once per isolate).
     static NONCE: String = objects::random_hex();
@@ -131,7 +131,7 @@ impl From<Reply> for Answer {
     }
 }
 
-/// A request that belongs to a key: what its usage event says besides the answer.
+/// A request that belongs to a key: what its usage record says besides the answer.
 struct Attributed {
     caller: Caller,
     seen: Seen,
@@ -159,8 +159,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         Answer::Reply(reply) => (reply.status, meter::outcome_of_edge_status(reply.status)),
     };
     if let Some(a) = attributed {
-        let event = meter::event(&a.caller, &a.seen, status, outcome, now_ms());
-        record(&ctx, &env, a.shards, event);
+        let answered = Answered {
+            status,
+            outcome,
+            at_ms: now_ms(),
+        };
+        record(&ctx, &env, &a, answered);
     }
     Ok(match answer {
         Answer::Origin(response) => response,
@@ -168,47 +172,47 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     })
 }
 
-/// Buffers a usage event and schedules its flush after the response.
-fn record(ctx: &Context, env: &Env, shards: u16, event: Event) {
-    match METER.with_borrow_mut(|b| b.push(event)) {
-        Flush::Now => ctx.wait_until(flush(env.clone(), shards)),
+/// Counts a request in the isolate's buffer and schedules its flush after the response.
+fn record(ctx: &Context, env: &Env, a: &Attributed, answered: Answered) {
+    match METER.with_borrow_mut(|b| b.push(a.shards, &a.caller, &a.seen, answered)) {
+        Flush::Now => ctx.wait_until(flush(env.clone())),
         Flush::After(ms) => {
             let env = env.clone();
             ctx.wait_until(async move {
                 Delay::from(Duration::from_millis(ms)).await;
-                flush(env, shards).await;
+                flush(env).await;
             });
         }
         Flush::Pending => {}
     }
 }
 
-/// Hands the buffered events to their meter objects; keeps (and retries) what failed.
-async fn flush(env: Env, shards: u16) {
+/// Hands the buffered parts to their meter objects; keeps (and retries) what failed.
+async fn flush(env: Env) {
     let nonce = NONCE.with(|n| n.clone());
     for attempt in 0..4_u32 {
-        let deliveries = METER.with_borrow_mut(|b| b.take(shards, now_ms(), &nonce));
+        let deliveries = METER.with_borrow_mut(|b| b.take(now_ms(), &nonce));
         let mut retry = false;
         for delivery in deliveries {
             if let Err(e) = deliver(&env, &delivery).await {
                 console_error!(
-                    "lynxo-edge: meter-{} unreachable, {} events kept: {e}",
+                    "lynxo-edge: meter-{} unreachable, {} requests kept: {e}",
                     delivery.shard,
-                    delivery.events.len()
+                    delivery.requests()
                 );
                 retry |= METER.with_borrow_mut(|b| b.restore(delivery));
             }
         }
         let dropped = METER.with_borrow_mut(|b| b.take_dropped());
         if dropped > 0 {
-            console_error!("lynxo-edge: meter buffer full: {dropped} events dropped");
+            console_error!("lynxo-edge: meter buffer full: {dropped} requests dropped");
         }
         if !retry {
             return;
         }
-        Delay::from(Duration::from_millis(meter::FLUSH_AFTER_MS << attempt)).await;
+        Delay::from(Duration::from_millis(meter::RETRY_AFTER_MS << attempt)).await;
     }
-    // Still failing: the next event starts a new timer for what is left.
+    // Still failing: the next request starts a new timer for what is left.
     METER.with_borrow_mut(|b| b.disarm());
 }
 
@@ -351,7 +355,7 @@ fn origin_with_rate_headers(response: Response, status: &Status, now_ms: u64) ->
         .body(body)
 }
 
-/// The request details a usage event carries.
+/// The request details for the activity log and a key's last use.
 fn seen(req: &Request, method: &str, path: &str) -> Seen {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let cf_field = |name: &str| {

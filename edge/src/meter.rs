@@ -1,32 +1,40 @@
-//! Usage metering: the event the worker records for each request it can attribute to a key, the
-//! isolate's buffer of events, and the `UsageMeter` Durable Object's open batch, sealing and
-//! delivery schedule. Pure: `lib.rs` moves the events and batches; the wire format of a batch
-//! is `shared::usage`.
+//! Usage metering: what the isolate counts for each request it can attribute to a key, its
+//! buffer of pre-aggregated parts of a batch, and the `UsageMeter` Durable Object's open batch,
+//! sealing and delivery schedule. Pure: `lib.rs` moves the parts and batches; the wire format
+//! of a batch is `shared::usage`.
 //!
-//! Path of an event: the isolate buffers it in memory and flushes the buffer after the response
-//! (in `ctx.wait_until`) to the meter object of the key's shard (`meter-<key id mod shards>`),
-//! when it holds [`FLUSH_AT`] events or [`FLUSH_AFTER_MS`] after the first buffered event. The
-//! object adds events to its open [`Aggregate`] in durable storage; its alarm seals the open
-//! aggregate as the next numbered [`Batch`] and posts the sealed batches in order to the control
-//! plane, deleting each only after a 2xx. A batch keeps its `(source, seq)` for ever, so the
-//! control plane applies it once however often it is sent.
+//! The request path only increments a counter: the isolate's [`Buffer`] keeps, per meter shard,
+//! the counts per (key, minute, scope, outcome), each key's last use, and the activity entries
+//! the batch would keep anyway (built only when kept). After the response (in `ctx.wait_until`)
+//! it flushes each shard's part as one named [`Delivery`] to the meter object of that shard
+//! (`meter-<key id mod shards>`), [`FLUSH_AFTER_MS`] after the first buffered request or when
+//! [`FLUSH_AT`] entries are buffered. The object merges a delivery into its open [`Aggregate`]
+//! in durable storage; its alarm seals the open aggregate as the next numbered [`Batch`] and
+//! posts the sealed batches in order to the control plane, deleting each only after a 2xx. A
+//! batch keeps its `(source, seq)` for ever, so the control plane applies it once however often
+//! it is sent.
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use shared::key::KeyId;
 use shared::usage::{Activity, Batch, Count, LastUsed, MAX_ACTIVITY_PER_BATCH, Outcome, truncate};
 
-/// The isolate flushes once it holds this many events.
-pub const FLUSH_AT: usize = 64;
-/// ... or this long after the first event it buffered.
-pub const FLUSH_AFTER_MS: u64 = 500;
-/// Most events an isolate holds while its meter objects cannot be reached; older ones are
-/// dropped (and logged) beyond it.
+/// The isolate flushes this long after the first request it buffered ...
+pub const FLUSH_AFTER_MS: u64 = 1_000;
+/// ... or at once when its new parts hold this many entries (counts and activity entries).
+pub const FLUSH_AT: usize = 500;
+/// First retry of a failed flush; the next ones wait twice as long each.
+pub const RETRY_AFTER_MS: u64 = 500;
+/// Most entries (counts and activity entries) an isolate holds while its meter objects cannot
+/// be reached; the oldest failed deliveries are dropped whole (and logged) beyond it.
 pub const MAX_BUFFERED: usize = 20_000;
-/// Allowed (non-denial) activity entries kept per key per batch; denials are always kept.
+/// Allowed (non-denial) activity entries kept per key per batch, and per key per flush of an
+/// isolate; denials are always kept.
 pub const ALLOWED_ACTIVITY_PER_KEY: u32 = 100;
 /// Allowed activity entries kept per batch in all: the rest of the batch's room is for denials.
 pub const MAX_ALLOWED_ACTIVITY_PER_BATCH: usize = MAX_ACTIVITY_PER_BATCH / 2;
-/// The meter object seals and sends its open batch this long after the first event in it.
+/// The meter object seals and sends its open batch this long after the first delivery in it.
 pub const SEAL_AFTER_MS: u64 = 1_000;
 /// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF_MS`].
 pub const MIN_BACKOFF_MS: u64 = 1_000;
@@ -37,36 +45,8 @@ pub const MAX_PATH: usize = 512;
 /// Longest `User-Agent` kept, bytes.
 pub const MAX_USER_AGENT: usize = 256;
 
-/// One request, as the worker saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// The key id, 32 lowercase hex digits.
-    pub key_id: String,
-    /// The key's account.
-    pub account_id: u64,
-    /// When, Unix milliseconds.
-    pub at_ms: u64,
-    /// The method as sent.
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// The status the client received.
-    pub status: u16,
-    /// Its class.
-    pub outcome: Outcome,
-    /// The route's scope, when the route was looked up.
-    pub scope: Option<String>,
-    /// `CF-Connecting-IP`.
-    pub client_ip: Option<String>,
-    /// Cloudflare's country code.
-    pub country: Option<String>,
-    /// Cloudflare's data-center code.
-    pub colo: Option<String>,
-    /// `User-Agent`, truncated.
-    pub user_agent: Option<String>,
-}
-
-/// Who made a request and what it asked for: the parts of an event known before the answer.
+/// Who made a request and what it asked for: the parts of a request's record known before the
+/// answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The key id.
@@ -77,7 +57,8 @@ pub struct Caller {
     pub scope: Option<&'static str>,
 }
 
-/// Request details an event carries, read from the request by the glue.
+/// Request details for the activity log and the key's last use, read from the request by the
+/// glue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
     /// The method as sent.
@@ -105,34 +86,48 @@ pub fn outcome_of_edge_status(status: u16) -> Outcome {
     }
 }
 
-/// The event of `caller`'s request answered with `status` classified as `outcome`.
-pub fn event(caller: &Caller, seen: &Seen, status: u16, outcome: Outcome, at_ms: u64) -> Event {
-    Event {
-        key_id: caller.key_id.to_string(),
-        account_id: caller.account_id,
-        at_ms,
-        method: truncate(&seen.method, 16).to_owned(),
-        path: truncate(&seen.path, MAX_PATH).to_owned(),
-        status,
-        outcome,
-        scope: caller.scope.map(str::to_owned),
-        client_ip: seen
-            .client_ip
-            .as_deref()
-            .map(|ip| truncate(ip, 64).to_owned()),
-        country: seen.country.as_deref().map(|c| truncate(c, 8).to_owned()),
-        colo: seen.colo.as_deref().map(|c| truncate(c, 8).to_owned()),
-        user_agent: seen
-            .user_agent
-            .as_deref()
-            .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned()),
+/// One answered request, as the buffer records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// The status the client received.
+    pub status: u16,
+    /// Its class.
+    pub outcome: Outcome,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+fn owned(text: Option<&str>, max: usize) -> Option<String> {
+    text.map(|t| truncate(t, max).to_owned())
+}
+
+fn replace_if_changed(slot: &mut Option<String>, text: Option<&str>, max: usize) {
+    let text = text.map(|t| truncate(t, max));
+    if slot.as_deref() != text {
+        *slot = text.map(str::to_owned);
     }
 }
 
-/// The meter shard of a key: `meter-<shard>` aggregates its events.
-pub fn shard_of(key_id: &str, shards: u16) -> u16 {
-    let id = KeyId::parse_hex(key_id).map_or(0, KeyId::as_u128);
-    (id % u128::from(shards.max(1))) as u16
+/// The activity entry of a request (allocates: only for an entry that is kept).
+fn activity(caller: &Caller, seen: &Seen, answered: Answered) -> Activity {
+    Activity {
+        key_id: caller.key_id.to_string(),
+        account_id: caller.account_id,
+        at_ms: answered.at_ms,
+        method: truncate(&seen.method, 16).to_owned(),
+        path: truncate(&seen.path, MAX_PATH).to_owned(),
+        status: answered.status,
+        outcome: answered.outcome,
+        client_ip: owned(seen.client_ip.as_deref(), 64),
+        country: owned(seen.country.as_deref(), 8),
+        colo: owned(seen.colo.as_deref(), 8),
+        user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
+    }
+}
+
+/// The meter shard of a key: `meter-<shard>` aggregates its requests.
+pub fn shard_of(key_id: KeyId, shards: u16) -> u16 {
+    (key_id.as_u128() % u128::from(shards.max(1))) as u16
 }
 
 /// The name of meter object `shard`.
@@ -140,33 +135,200 @@ pub fn object_name(shard: u16) -> String {
     format!("meter-{shard}")
 }
 
-/// What the isolate should do after buffering an event.
+/// The activity sampling rule of a batch, shared by the isolate's parts and the object's open
+/// batch: every denial and up to [`ALLOWED_ACTIVITY_PER_KEY`] other requests per key (at most
+/// [`MAX_ALLOWED_ACTIVITY_PER_BATCH`] in all, so denials always have room), at most
+/// [`MAX_ACTIVITY_PER_BATCH`] entries in all. `kept_of_key` is the key's allowed entries kept
+/// so far; both counters move when the entry is kept.
+fn keep(entries: usize, outcome: Outcome, kept_of_key: &mut u32, allowed_kept: &mut usize) -> bool {
+    if entries >= MAX_ACTIVITY_PER_BATCH {
+        return false;
+    }
+    if outcome.is_allowed() {
+        if *kept_of_key >= ALLOWED_ACTIVITY_PER_KEY
+            || *allowed_kept >= MAX_ALLOWED_ACTIVITY_PER_BATCH
+        {
+            return false;
+        }
+        *kept_of_key += 1;
+        *allowed_kept += 1;
+    }
+    true
+}
+
+/// What a count is kept under in the isolate: small `Copy` values, no allocation per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CountKey {
+    key_id: KeyId,
+    account_id: u64,
+    minute: u64,
+    scope: Option<&'static str>,
+    outcome: Outcome,
+}
+
+/// A key's latest request in a part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Last {
+    account_id: u64,
+    at_ms: u64,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// One shard's requests not yet handed to its meter object: a batch in miniature.
+#[derive(Debug, Default)]
+struct Part {
+    counts: HashMap<CountKey, u64>,
+    last_used: HashMap<KeyId, Last>,
+    activity: Vec<Activity>,
+    allowed_of_key: HashMap<KeyId, u32>,
+    allowed_kept: usize,
+    dropped_activity: u64,
+}
+
+impl Part {
+    /// Counts one request; returns how many entries (counts and activity) it added.
+    fn add(&mut self, caller: &Caller, seen: &Seen, answered: Answered) -> usize {
+        let mut added = 0;
+        let n = self
+            .counts
+            .entry(CountKey {
+                key_id: caller.key_id,
+                account_id: caller.account_id,
+                minute: answered.at_ms / 60_000,
+                scope: caller.scope,
+                outcome: answered.outcome,
+            })
+            .or_insert_with(|| {
+                added += 1;
+                0
+            });
+        *n += 1;
+        match self.last_used.get_mut(&caller.key_id) {
+            Some(last) if last.at_ms > answered.at_ms => {}
+            Some(last) => {
+                last.account_id = caller.account_id;
+                last.at_ms = answered.at_ms;
+                // A key's requests mostly come from one client: allocate only on a change.
+                replace_if_changed(&mut last.client_ip, seen.client_ip.as_deref(), 64);
+                replace_if_changed(
+                    &mut last.user_agent,
+                    seen.user_agent.as_deref(),
+                    MAX_USER_AGENT,
+                );
+            }
+            None => {
+                self.last_used.insert(
+                    caller.key_id,
+                    Last {
+                        account_id: caller.account_id,
+                        at_ms: answered.at_ms,
+                        client_ip: owned(seen.client_ip.as_deref(), 64),
+                        user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
+                    },
+                );
+            }
+        }
+        let mut none = 0;
+        let kept_of_key = if answered.outcome.is_allowed() {
+            self.allowed_of_key.entry(caller.key_id).or_insert(0)
+        } else {
+            &mut none
+        };
+        if keep(
+            self.activity.len(),
+            answered.outcome,
+            kept_of_key,
+            &mut self.allowed_kept,
+        ) {
+            self.activity.push(activity(caller, seen, answered));
+            added += 1;
+        } else {
+            self.dropped_activity += 1;
+        }
+        added
+    }
+
+    fn into_delivery(self, shard: u16, id: String) -> Delivery {
+        let mut counts: Vec<Count> = self
+            .counts
+            .into_iter()
+            .map(|(k, n)| Count {
+                key_id: k.key_id.to_string(),
+                account_id: k.account_id,
+                minute: k.minute,
+                scope: k.scope.map(str::to_owned),
+                outcome: k.outcome,
+                n,
+            })
+            .collect();
+        counts.sort_by(|a, b| {
+            (&a.key_id, a.minute, &a.scope, a.outcome)
+                .cmp(&(&b.key_id, b.minute, &b.scope, b.outcome))
+        });
+        let mut last_used: Vec<LastUsed> = self
+            .last_used
+            .into_iter()
+            .map(|(key_id, l)| LastUsed {
+                key_id: key_id.to_string(),
+                account_id: l.account_id,
+                at_ms: l.at_ms,
+                client_ip: l.client_ip,
+                user_agent: l.user_agent,
+            })
+            .collect();
+        last_used.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        Delivery {
+            shard,
+            id,
+            counts,
+            last_used,
+            activity: self.activity,
+            dropped_activity: self.dropped_activity,
+        }
+    }
+}
+
+/// What the isolate should do after buffering a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flush {
     /// Flush now (the buffer is full enough).
     Now,
-    /// Start the timer: this is the first buffered event.
+    /// Start the timer: this is the first buffered request.
     After(u64),
     /// Nothing: a flush is already due.
     Pending,
 }
 
-/// The isolate's buffer of events not yet handed to a meter object.
+/// The isolate's requests not yet handed to a meter object: one [`Part`] per shard, and the
+/// deliveries that failed, kept whole to be sent again under their names.
 #[derive(Debug, Default)]
 pub struct Buffer {
-    events: Vec<Event>,
+    parts: BTreeMap<u16, Part>,
+    /// Entries in `parts`.
+    entries: usize,
     retry: Vec<Delivery>,
+    /// Entries in `retry`.
+    retry_entries: usize,
     counter: u64,
     timer: bool,
+    now_due: bool,
     dropped: u64,
 }
 
 impl Buffer {
-    /// Buffers `event` and says when to flush.
-    pub fn push(&mut self, event: Event) -> Flush {
-        self.events.push(event);
+    /// Counts `caller`'s request, answered as `answered`, for meter shard
+    /// `shard_of(key, shards)`, and says when to flush.
+    pub fn push(&mut self, shards: u16, caller: &Caller, seen: &Seen, answered: Answered) -> Flush {
+        let shard = shard_of(caller.key_id, shards);
+        self.entries += self
+            .parts
+            .entry(shard)
+            .or_default()
+            .add(caller, seen, answered);
         self.trim();
-        if self.events.len() >= FLUSH_AT {
+        if self.entries >= FLUSH_AT && !self.now_due {
+            self.now_due = true;
             Flush::Now
         } else if !self.timer {
             self.timer = true;
@@ -176,41 +338,28 @@ impl Buffer {
         }
     }
 
-    /// Drops the oldest events beyond [`MAX_BUFFERED`] (deliveries to retry first).
+    /// Drops the oldest failed deliveries, whole, while more than [`MAX_BUFFERED`] entries wait.
+    /// New parts are never dropped: they flush at [`FLUSH_AT`] entries.
     fn trim(&mut self) {
-        while self.len() > MAX_BUFFERED {
-            if let Some(first) = self.retry.first_mut() {
-                first.events.remove(0);
-                if first.events.is_empty() {
-                    self.retry.remove(0);
-                }
-            } else {
-                self.events.remove(0);
-            }
-            self.dropped += 1;
+        while self.entries + self.retry_entries > MAX_BUFFERED && !self.retry.is_empty() {
+            let old = self.retry.remove(0);
+            self.retry_entries -= old.entries();
+            self.dropped += old.requests();
         }
     }
 
-    /// Takes everything to send: first the deliveries to retry (under their names), then the
-    /// new events grouped by meter shard, each group named `delivery_id(now_ms, nonce, n)`.
-    /// Also ends the timer: events buffered after this start a new one.
-    pub fn take(&mut self, shards: u16, now_ms: u64, nonce: &str) -> Vec<Delivery> {
+    /// Takes everything to send: first the deliveries to retry (under their names), then one
+    /// delivery per shard of the new parts, each named `delivery_id(now_ms, nonce, n)`. Also
+    /// ends the timer: requests buffered after this start a new one.
+    pub fn take(&mut self, now_ms: u64, nonce: &str) -> Vec<Delivery> {
         self.timer = false;
+        self.now_due = false;
+        self.entries = 0;
+        self.retry_entries = 0;
         let mut out = std::mem::take(&mut self.retry);
-        let first_new = out.len();
-        for event in self.events.drain(..) {
-            let shard = shard_of(&event.key_id, shards);
-            match out[first_new..].iter_mut().find(|d| d.shard == shard) {
-                Some(d) => d.events.push(event),
-                None => {
-                    self.counter += 1;
-                    out.push(Delivery {
-                        shard,
-                        id: delivery_id(now_ms, nonce, self.counter),
-                        events: vec![event],
-                    });
-                }
-            }
+        for (shard, part) in std::mem::take(&mut self.parts) {
+            self.counter += 1;
+            out.push(part.into_delivery(shard, delivery_id(now_ms, nonce, self.counter)));
         }
         out
     }
@@ -218,6 +367,7 @@ impl Buffer {
     /// Keeps a delivery that failed, to send again under the same name (the meter object
     /// ignores a name it has stored). Returns whether the caller should arm a timer to retry.
     pub fn restore(&mut self, delivery: Delivery) -> bool {
+        self.retry_entries += delivery.entries();
         self.retry.push(delivery);
         self.trim();
         let arm = !self.timer && !self.is_empty();
@@ -225,37 +375,55 @@ impl Buffer {
         arm
     }
 
-    /// Ends the timer without flushing: the next event starts a new one.
+    /// Ends the timer without flushing: the next request starts a new one.
     pub fn disarm(&mut self) {
         self.timer = false;
     }
 
-    /// Events dropped so far because the buffer was full (for the log).
+    /// Requests dropped so far because the buffer was full (for the log).
     pub fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
     }
 
-    /// Events buffered, new or to retry.
+    /// Entries (counts and activity entries) buffered, new or to retry.
     pub fn len(&self) -> usize {
-        self.events.len() + self.retry.iter().map(|d| d.events.len()).sum::<usize>()
+        self.entries + self.retry_entries
     }
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.parts.is_empty() && self.retry.is_empty()
     }
 }
 
-/// What a worker sends a meter object (JSON body of its fetch): events for one shard, under a
-/// name unique to this isolate and flush, kept when the delivery is retried.
+/// What a worker sends a meter object (JSON body of its fetch): one shard's part of a batch,
+/// under a name unique to this isolate and flush, kept when the delivery is retried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// The object's shard number (it names its source after it).
     pub shard: u16,
     /// `<first attempt, ms, 13 digits>-<isolate nonce>-<counter>`.
     pub id: String,
-    /// The events.
-    pub events: Vec<Event>,
+    /// Requests per (key, minute, scope, outcome), one entry each.
+    pub counts: Vec<Count>,
+    /// Each key's latest request.
+    pub last_used: Vec<LastUsed>,
+    /// The activity entries the isolate kept.
+    pub activity: Vec<Activity>,
+    /// Requests the isolate left out of `activity`.
+    pub dropped_activity: u64,
+}
+
+impl Delivery {
+    /// The requests it counts.
+    pub fn requests(&self) -> u64 {
+        self.counts.iter().map(|c| c.n).sum()
+    }
+
+    /// Its size in buffer entries.
+    fn entries(&self) -> usize {
+        self.counts.len() + self.activity.len()
+    }
 }
 
 /// How long a meter object remembers a delivery's name, so a retry of a delivery it stored
@@ -286,11 +454,11 @@ struct Sampled {
 
 /// The open batch of a meter object: what its next [`Batch`] will say.
 ///
-/// Stored in two parts so a delivery of a few events does not rewrite a thousand activity
-/// entries: the aggregate itself (counts, last use, sampling state: small) under one storage
-/// key, and the activity entries each delivery kept as a numbered chunk ([`chunk_key`]).
-/// Chunks `chunk_floor..chunk_next` belong to the open batch; sealing moves the floor up in the
-/// same write that stores the batch, so a chunk is in exactly one batch.
+/// Stored in two parts so a delivery does not rewrite a thousand activity entries: the
+/// aggregate itself (counts, last use, sampling state: small) under one storage key, and the
+/// activity entries each delivery kept as a numbered chunk ([`chunk_key`]). Chunks
+/// `chunk_floor..chunk_next` belong to the open batch; sealing moves the floor up in the same
+/// write that stores the batch, so a chunk is in exactly one batch.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Aggregate {
     counts: Vec<Count>,
@@ -308,88 +476,85 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// Whether no event was added since the last seal.
+    /// Whether nothing was merged since the last seal.
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
     }
 
-    /// Adds one event; returns its activity entry when the activity log keeps it.
-    pub fn add(&mut self, e: &Event) -> Option<Activity> {
-        let minute = e.at_ms / 60_000;
-        match self.counts.iter_mut().find(|c| {
-            c.minute == minute
-                && c.outcome == e.outcome
-                && c.key_id == e.key_id
-                && c.scope == e.scope
-        }) {
-            Some(c) => c.n += 1,
-            None => self.counts.push(Count {
-                key_id: e.key_id.clone(),
-                account_id: e.account_id,
-                minute,
-                scope: e.scope.clone(),
-                outcome: e.outcome,
-                n: 1,
-            }),
-        }
-        let last = LastUsed {
-            key_id: e.key_id.clone(),
-            account_id: e.account_id,
-            at_ms: e.at_ms,
-            client_ip: e.client_ip.clone(),
-            user_agent: e.user_agent.clone(),
+    /// Merges an isolate's part of a batch; returns the activity entries the batch keeps (by
+    /// the same rule as the isolate, now over the whole batch; the rest are counted dropped).
+    pub fn merge(&mut self, part: Delivery) -> Vec<Activity> {
+        let found: Vec<Option<usize>> = {
+            let index: HashMap<(&str, u64, Option<&str>, Outcome), usize> = self
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    (
+                        (c.key_id.as_str(), c.minute, c.scope.as_deref(), c.outcome),
+                        i,
+                    )
+                })
+                .collect();
+            part.counts
+                .iter()
+                .map(|c| {
+                    index
+                        .get(&(c.key_id.as_str(), c.minute, c.scope.as_deref(), c.outcome))
+                        .copied()
+                })
+                .collect()
         };
-        match self.last_used.iter_mut().find(|l| l.key_id == e.key_id) {
-            Some(l) if l.at_ms <= e.at_ms => *l = last,
-            Some(_) => {}
-            None => self.last_used.push(last),
+        for (count, at) in part.counts.into_iter().zip(found) {
+            match at {
+                Some(i) => self.counts[i].n += count.n,
+                None => self.counts.push(count),
+            }
         }
-        self.sample(e)
+        for last in part.last_used {
+            match self.last_used.iter_mut().find(|l| l.key_id == last.key_id) {
+                Some(l) if l.at_ms <= last.at_ms => *l = last,
+                Some(_) => {}
+                None => self.last_used.push(last),
+            }
+        }
+        self.dropped_activity += part.dropped_activity;
+        let mut kept = Vec::new();
+        for entry in part.activity {
+            if self.sample(&entry) {
+                self.activity.push(entry.clone());
+                kept.push(entry);
+            } else {
+                self.dropped_activity += 1;
+            }
+        }
+        kept
     }
 
-    /// Keeps every denial and up to [`ALLOWED_ACTIVITY_PER_KEY`] other requests per key (at
-    /// most [`MAX_ALLOWED_ACTIVITY_PER_BATCH`] in all, so denials always have room), at most
-    /// [`MAX_ACTIVITY_PER_BATCH`] entries in all.
-    fn sample(&mut self, e: &Event) -> Option<Activity> {
-        if self.activity.len() >= MAX_ACTIVITY_PER_BATCH {
-            self.dropped_activity += 1;
-            return None;
-        }
-        if e.outcome.is_allowed() {
-            let i = match self.sampled.iter().position(|s| s.key_id == e.key_id) {
+    /// Whether the batch keeps `entry` (see [`keep`]).
+    fn sample(&mut self, entry: &Activity) -> bool {
+        let mut none = 0;
+        let kept_of_key = if entry.outcome.is_allowed() {
+            let i = match self.sampled.iter().position(|s| s.key_id == entry.key_id) {
                 Some(i) => i,
                 None => {
                     self.sampled.push(Sampled {
-                        key_id: e.key_id.clone(),
+                        key_id: entry.key_id.clone(),
                         n: 0,
                     });
                     self.sampled.len() - 1
                 }
             };
-            if self.sampled[i].n >= ALLOWED_ACTIVITY_PER_KEY
-                || self.allowed_kept >= MAX_ALLOWED_ACTIVITY_PER_BATCH
-            {
-                self.dropped_activity += 1;
-                return None;
-            }
-            self.sampled[i].n += 1;
-            self.allowed_kept += 1;
-        }
-        let entry = Activity {
-            key_id: e.key_id.clone(),
-            account_id: e.account_id,
-            at_ms: e.at_ms,
-            method: e.method.clone(),
-            path: e.path.clone(),
-            status: e.status,
-            outcome: e.outcome,
-            client_ip: e.client_ip.clone(),
-            country: e.country.clone(),
-            colo: e.colo.clone(),
-            user_agent: e.user_agent.clone(),
+            &mut self.sampled[i].n
+        } else {
+            &mut none
         };
-        self.activity.push(entry.clone());
-        Some(entry)
+        keep(
+            self.activity.len(),
+            entry.outcome,
+            kept_of_key,
+            &mut self.allowed_kept,
+        )
     }
 
     /// Takes the number for the chunk of activity entries the current delivery kept.
@@ -493,14 +658,34 @@ mod tests {
         }
     }
 
-    fn ev(n: u8, outcome: Outcome, at_ms: u64) -> Event {
+    fn answered(outcome: Outcome, at_ms: u64) -> Answered {
         let status = match outcome {
             Outcome::Unauthorized => 401,
             Outcome::Forbidden => 403,
             Outcome::RateLimited => 429,
             _ => 200,
         };
-        event(&caller(n), &seen(), status, outcome, at_ms)
+        Answered {
+            status,
+            outcome,
+            at_ms,
+        }
+    }
+
+    /// Pushes one request of key `n` to a one-shard buffer.
+    fn push(buf: &mut Buffer, n: u8, outcome: Outcome, at_ms: u64) -> Flush {
+        buf.push(1, &caller(n), &seen(), answered(outcome, at_ms))
+    }
+
+    /// Everything buffered, as one shard's delivery.
+    fn part(buf: &mut Buffer) -> Delivery {
+        let mut out = buf.take(T0, "n");
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    fn seal(agg: &mut Aggregate) -> Batch {
+        agg.seal("meter-0-ab", 7).0
     }
 
     #[test]
@@ -514,34 +699,43 @@ mod tests {
     }
 
     #[test]
-    fn events_carry_attribution_and_truncate() {
+    fn activity_entries_carry_attribution_and_truncate() {
         let mut s = seen();
         s.user_agent = Some("é".repeat(200));
-        let e = event(&caller(1), &s, 429, Outcome::RateLimited, T0);
-        assert_eq!(e.key_id, KeyId([1; 16]).to_string());
-        assert_eq!(e.account_id, 9);
-        assert_eq!(e.scope.as_deref(), Some("jobs:read"));
-        assert_eq!(e.user_agent.as_ref().unwrap().len(), 256);
-        assert_eq!(e.country.as_deref(), Some("NL"));
+        s.path = "/".repeat(600);
+        let mut buf = Buffer::default();
+        buf.push(1, &caller(1), &s, answered(Outcome::RateLimited, T0));
         let unscoped = Caller {
             scope: None,
             ..caller(1)
         };
-        assert_eq!(
-            event(&unscoped, &seen(), 401, Outcome::Unauthorized, T0).scope,
-            None
-        );
+        buf.push(1, &unscoped, &s, answered(Outcome::Unauthorized, T0 + 1));
+        let d = part(&mut buf);
+        let a = &d.activity[0];
+        assert_eq!(a.key_id, KeyId([1; 16]).to_string());
+        assert_eq!((a.account_id, a.status, a.at_ms), (9, 429, T0));
+        assert_eq!(a.user_agent.as_ref().unwrap().len(), 256);
+        assert_eq!(a.path.len(), MAX_PATH);
+        assert_eq!(a.country.as_deref(), Some("NL"));
+        let scopes: Vec<Option<&str>> = d.counts.iter().map(|c| c.scope.as_deref()).collect();
+        assert_eq!(scopes, [None, Some("jobs:read")], "sorted");
+        assert_eq!(d.last_used[0].user_agent.as_ref().unwrap().len(), 256);
+        assert_eq!(d.last_used[0].at_ms, T0 + 1);
     }
 
     #[test]
     fn counts_aggregate_by_key_minute_scope_and_outcome() {
-        let mut agg = Aggregate::default();
+        let mut buf = Buffer::default();
         for at in [T0, T0 + 1, T0 + 59_999, T0 + 60_000] {
-            agg.add(&ev(1, Outcome::Success, at));
+            push(&mut buf, 1, Outcome::Success, at);
         }
-        agg.add(&ev(1, Outcome::RateLimited, T0 + 2));
-        agg.add(&ev(2, Outcome::Success, T0 + 3));
-        let (batch, _) = agg.seal("meter-0-ab", 7);
+        push(&mut buf, 1, Outcome::RateLimited, T0 + 2);
+        push(&mut buf, 2, Outcome::Success, T0 + 3);
+        let d = part(&mut buf);
+        assert_eq!(d.requests(), 6);
+        let mut agg = Aggregate::default();
+        assert_eq!(agg.merge(d).len(), 6);
+        let batch = seal(&mut agg);
         assert_eq!((batch.source.as_str(), batch.seq), ("meter-0-ab", 7));
         assert!(agg.is_empty());
         let n = |key: u8, minute: u64, outcome| {
@@ -560,7 +754,7 @@ mod tests {
         assert_eq!(n(1, m + 1, Outcome::Success), 1);
         assert_eq!(n(1, m, Outcome::RateLimited), 1);
         assert_eq!(n(2, m, Outcome::Success), 1);
-        assert_eq!(batch.counts.iter().map(|c| c.n).sum::<u64>(), 6);
+        assert_eq!(batch.counts.len(), 4);
         assert_eq!(batch.last_used.len(), 2);
         let last1 = batch
             .last_used
@@ -572,32 +766,108 @@ mod tests {
     }
 
     #[test]
-    fn activity_keeps_denials_and_samples_the_rest() {
-        let mut agg = Aggregate::default();
-        let kept = (0..150)
-            .filter_map(|i| agg.add(&ev(1, Outcome::Success, T0 + i)))
-            .count();
-        assert_eq!(kept, 100);
-        for i in 0..20 {
-            assert!(agg.add(&ev(1, Outcome::Forbidden, T0 + i)).is_some());
+    fn last_use_is_the_latest_request_in_isolate_and_object() {
+        let mut buf = Buffer::default();
+        let mut s = seen();
+        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 5));
+        s.client_ip = Some("198.51.100.1".into());
+        // An older request (another request's clock) does not replace the latest.
+        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 4));
+        let first = part(&mut buf);
+        assert_eq!(first.last_used[0].client_ip.as_deref(), Some("203.0.113.7"));
+        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 9));
+        let second = part(&mut buf);
+        assert_eq!(
+            second.last_used[0].client_ip.as_deref(),
+            Some("198.51.100.1")
+        );
+        // Merged in either order, the batch says the latest.
+        for parts in [[first.clone(), second.clone()], [second, first]] {
+            let mut agg = Aggregate::default();
+            for p in parts {
+                agg.merge(p);
+            }
+            let batch = seal(&mut agg);
+            assert_eq!(batch.last_used.len(), 1);
+            assert_eq!(batch.last_used[0].at_ms, T0 + 9);
+            assert_eq!(
+                batch.last_used[0].client_ip.as_deref(),
+                Some("198.51.100.1")
+            );
         }
-        let (batch, _) = agg.clone().seal("s", 1);
-        assert_eq!(batch.activity.len(), 120);
-        assert_eq!(batch.dropped_activity, 50);
-        // Allowed entries take at most half of a batch: denials always have room.
-        let mut agg = Aggregate::default();
+    }
+
+    #[test]
+    fn the_isolate_keeps_denials_and_samples_the_rest() {
+        let mut buf = Buffer::default();
+        for i in 0..150 {
+            push(&mut buf, 1, Outcome::Success, T0 + i);
+        }
+        for i in 0..20 {
+            push(&mut buf, 1, Outcome::Forbidden, T0 + i);
+        }
+        let d = part(&mut buf);
+        assert_eq!(d.activity.len(), 120);
+        assert_eq!(d.dropped_activity, 50);
+        assert_eq!(d.requests(), 170);
+        // The per-key allowance starts again with the next flush.
+        for i in 0..150 {
+            push(&mut buf, 1, Outcome::Success, T0 + i);
+        }
+        assert_eq!(part(&mut buf).activity.len(), 100);
+        // Allowed entries take at most half of a part: denials always have room.
         for key in 0..20u8 {
             for i in 0..100 {
-                agg.add(&ev(key, Outcome::Success, T0 + i));
+                push(&mut buf, key, Outcome::Success, T0 + i);
             }
         }
-        let (before, _) = agg.clone().seal("s", 1);
-        assert_eq!(before.activity.len(), MAX_ALLOWED_ACTIVITY_PER_BATCH);
-        assert_eq!(before.dropped_activity, 1500);
         for i in 0..600 {
-            agg.add(&ev(3, Outcome::RateLimited, T0 + i));
+            push(&mut buf, 3, Outcome::RateLimited, T0 + i);
         }
-        let (batch, _) = agg.seal("s", 1);
+        let d = part(&mut buf);
+        assert_eq!(d.activity.len(), MAX_ACTIVITY_PER_BATCH);
+        let denials = d.activity.iter().filter(|a| a.outcome.is_denial()).count();
+        assert_eq!(denials, 500);
+        assert_eq!(d.dropped_activity, 1500 + 100);
+        assert_eq!(d.requests(), 2000 + 600);
+    }
+
+    #[test]
+    fn the_object_applies_the_caps_over_the_whole_batch() {
+        // Two isolates' parts, each within its own caps: the batch still keeps 100 allowed
+        // entries per key and every denial.
+        let mut agg = Aggregate::default();
+        let mut kept = 0;
+        for isolate in 0..2 {
+            let mut buf = Buffer::default();
+            for i in 0..80 {
+                push(&mut buf, 1, Outcome::Success, T0 + i);
+            }
+            for i in 0..10 {
+                push(&mut buf, 1, Outcome::RateLimited, T0 + isolate * 100 + i);
+            }
+            kept += agg.merge(part(&mut buf)).len();
+        }
+        let batch = seal(&mut agg);
+        assert_eq!(kept, 120);
+        assert_eq!(batch.activity.len(), 120);
+        assert_eq!(batch.dropped_activity, 60);
+        assert_eq!(batch.counts.iter().map(|c| c.n).sum::<u64>(), 180);
+        // Allowed entries of many keys fill half a batch; denials the other half.
+        let mut agg = Aggregate::default();
+        for key in 0..20u8 {
+            let mut buf = Buffer::default();
+            for i in 0..100 {
+                push(&mut buf, key, Outcome::Success, T0 + i);
+            }
+            agg.merge(part(&mut buf));
+        }
+        let mut buf = Buffer::default();
+        for i in 0..600 {
+            push(&mut buf, 3, Outcome::RateLimited, T0 + i);
+        }
+        agg.merge(part(&mut buf));
+        let batch = seal(&mut agg);
         assert_eq!(batch.activity.len(), MAX_ACTIVITY_PER_BATCH);
         let denials = batch
             .activity
@@ -606,18 +876,18 @@ mod tests {
             .count();
         assert_eq!(denials, 500);
         assert_eq!(batch.dropped_activity, 1500 + 100);
-        let total: u64 = batch.counts.iter().map(|c| c.n).sum();
-        assert_eq!(total, 2000 + 600);
     }
 
     #[test]
     fn chunks_belong_to_exactly_one_batch() {
         let mut agg = Aggregate::default();
         let mut stored: Vec<(u64, Vec<Activity>)> = Vec::new();
+        let mut buf = Buffer::default();
         for delivery in 0..3 {
-            let kept: Vec<Activity> = (0..4)
-                .filter_map(|i| agg.add(&ev(1, Outcome::Forbidden, T0 + delivery * 10 + i)))
-                .collect();
+            for i in 0..4 {
+                push(&mut buf, 1, Outcome::Forbidden, T0 + delivery * 10 + i);
+            }
+            let kept = agg.merge(part(&mut buf));
             stored.push((agg.next_chunk(), kept));
         }
         // A restart: the aggregate comes back from storage, its activity from the chunks.
@@ -629,7 +899,8 @@ mod tests {
         assert_eq!(chunks, 0..3);
         assert_eq!((reloaded.chunk_floor, reloaded.chunk_next), (3, 3));
         // Chunks of the sealed batch left in storage are not counted again.
-        reloaded.add(&ev(1, Outcome::Forbidden, T0 + 99));
+        push(&mut buf, 1, Outcome::Forbidden, T0 + 99);
+        reloaded.merge(part(&mut buf));
         let n = reloaded.next_chunk();
         let mut later = stored;
         later.push((n, vec![]));
@@ -641,41 +912,70 @@ mod tests {
     }
 
     #[test]
-    fn the_buffer_flushes_by_size_or_timer_and_keeps_failed_events() {
+    fn the_buffer_flushes_by_timer_or_size_and_keeps_failed_deliveries() {
         let mut buf = Buffer::default();
         assert_eq!(
-            buf.push(ev(1, Outcome::Success, T0)),
+            push(&mut buf, 1, Outcome::Success, T0),
             Flush::After(FLUSH_AFTER_MS)
         );
-        for i in 1..FLUSH_AT - 1 {
+        // Allowed requests of one key add no entry once its sample is full: only the timer.
+        for i in 1..10_000 {
             assert_eq!(
-                buf.push(ev(1, Outcome::Success, T0 + i as u64)),
+                push(&mut buf, 1, Outcome::Success, T0 + i % 100),
                 Flush::Pending
             );
         }
-        assert_eq!(buf.push(ev(2, Outcome::Success, T0)), Flush::Now);
-        let deliveries = buf.take(4, T0, "n1");
+        // Denials are kept, so they fill the buffer: flush at once, once.
+        let mut now = 0;
+        for i in 0..FLUSH_AT as u64 {
+            if push(&mut buf, 1, Outcome::RateLimited, T0 + i) == Flush::Now {
+                now += 1;
+            }
+        }
+        assert_eq!(now, 1);
+        push(&mut buf, 2, Outcome::Success, T0);
+        let deliveries = buf.take(T0, "n1");
         assert!(buf.is_empty());
-        let total: usize = deliveries.iter().map(|d| d.events.len()).sum();
-        assert_eq!(total, FLUSH_AT);
+        assert_eq!(buf.len(), 0);
+        assert_eq!(deliveries.len(), 1, "one shard: one delivery");
+        assert_eq!(deliveries[0].requests(), 10_000 + FLUSH_AT as u64 + 1);
+        let mut buf = Buffer::default();
+        for key in 0..8 {
+            buf.push(4, &caller(key), &seen(), answered(Outcome::Success, T0));
+        }
+        let deliveries = buf.take(T0, "n1");
+        let shards: Vec<u16> = deliveries.iter().map(|d| d.shard).collect();
+        assert_eq!(shards, [0, 1, 2, 3]);
         for d in &deliveries {
-            assert!(d.events.iter().all(|e| shard_of(&e.key_id, 4) == d.shard));
+            assert!(
+                d.counts
+                    .iter()
+                    .all(|c| shard_of(KeyId::parse_hex(&c.key_id).unwrap(), 4) == d.shard)
+            );
         }
         let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, ["1800000000000-n1-1", "1800000000000-n1-2"]);
-        // A new event after a flush starts a new timer.
         assert_eq!(
-            buf.push(ev(3, Outcome::Success, T0)),
+            ids,
+            [
+                "1800000000000-n1-1",
+                "1800000000000-n1-2",
+                "1800000000000-n1-3",
+                "1800000000000-n1-4"
+            ]
+        );
+        // A new request after a flush starts a new timer.
+        assert_eq!(
+            buf.push(4, &caller(3), &seen(), answered(Outcome::Success, T0)),
             Flush::After(FLUSH_AFTER_MS)
         );
         // A failed delivery is kept whole and sent again first, under the same name.
         let failed = deliveries[0].clone();
         assert!(
             !buf.restore(failed.clone()),
-            "the pushed event already armed a timer"
+            "the pushed request already armed a timer"
         );
-        assert_eq!(buf.len(), failed.events.len() + 1);
-        let again = buf.take(4, T0 + 5_000, "n1");
+        assert_eq!(buf.len(), failed.counts.len() + failed.activity.len() + 2);
+        let again = buf.take(T0 + 5_000, "n1");
         assert_eq!(again[0], failed);
         assert!(again[1].id.starts_with("1800000005000-n1-"));
         let mut empty = Buffer::default();
@@ -683,19 +983,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_buffer_drops_the_oldest() {
+    fn a_full_buffer_drops_the_oldest_failed_deliveries() {
         let mut buf = Buffer::default();
-        for i in 0..MAX_BUFFERED as u64 {
-            buf.push(ev(1, Outcome::Success, T0 + i));
+        let mut failed = Vec::new();
+        // Failed deliveries of 1 count and 100 activity entries each, one past the cap.
+        for round in 0..(MAX_BUFFERED / 101) as u64 + 1 {
+            let mut other = Buffer::default();
+            for i in 0..100 {
+                push(&mut other, 1, Outcome::Success, T0 + round * 1_000 + i);
+            }
+            let d = part(&mut other);
+            failed.push(d.clone());
+            buf.restore(d);
         }
-        let mut all = buf.take(1, T0, "n");
-        let old = all.remove(0);
-        assert!(buf.restore(old));
-        buf.push(ev(1, Outcome::Success, T0 + 99_999_999));
-        assert_eq!(buf.len(), MAX_BUFFERED);
-        assert_eq!(buf.take_dropped(), 1);
-        let out = buf.take(1, T0, "n");
-        assert_eq!(out[0].events[0].at_ms, T0 + 1, "the oldest event went");
+        assert!(buf.len() <= MAX_BUFFERED);
+        assert_eq!(buf.take_dropped(), 100, "one delivery of 100 requests went");
+        // A new part is never dropped for an old one.
+        push(&mut buf, 2, Outcome::Success, T0);
+        let left = buf.take(T0, "n");
+        assert_eq!(left.len(), failed.len());
+        assert_eq!(left[0].activity[0].at_ms, T0 + 1_000, "the oldest went");
+        assert_eq!(left.last().unwrap().requests(), 1);
     }
 
     #[test]
@@ -709,11 +1017,10 @@ mod tests {
 
     #[test]
     fn shards_and_names() {
-        let id = KeyId([0; 16]).to_string();
-        assert_eq!(shard_of(&id, 4), 0);
-        let one = KeyId(1_u128.to_be_bytes()).to_string();
-        assert_eq!(shard_of(&one, 4), 1);
-        assert_eq!(shard_of(&one, 0), 0);
+        assert_eq!(shard_of(KeyId([0; 16]), 4), 0);
+        let one = KeyId(1_u128.to_be_bytes());
+        assert_eq!(shard_of(one, 4), 1);
+        assert_eq!(shard_of(one, 0), 0);
         assert_eq!(object_name(3), "meter-3");
         assert_eq!(source_name(3, "00ff"), "meter-3-00ff");
         assert_eq!(batch_key(12), "batch/00000000000000000012");

@@ -209,11 +209,7 @@ impl UsageMeter {
                 mem.source = Some(source.clone());
                 writes.push(("source".to_owned(), source));
             }
-            let kept: Vec<_> = delivery
-                .events
-                .iter()
-                .filter_map(|event| mem.open.add(event))
-                .collect();
+            let kept = mem.open.merge(delivery);
             if !kept.is_empty() {
                 let n = mem.open.next_chunk();
                 writes.push((meter::chunk_key(n), serde_json::to_string(&kept)?));
@@ -221,7 +217,7 @@ impl UsageMeter {
             writes.push(("open".to_owned(), serde_json::to_string(&mem.open)?));
             writes
         };
-        // The events, their activity chunk, the delivery's name and (the first time) the
+        // The merged counts, the activity chunk, the delivery's name and (the first time) the
         // source: one atomic write.
         if let Err(e) = put_all(&storage, &writes).await {
             // Memory is ahead of storage: read it back, so the worker's retry counts once.

@@ -1,0 +1,211 @@
+//! Property tests of usage metering end to end, natively: requests counted in isolates'
+//! buffers, flushed as named parts (some lost, some stored without an answer, all retried),
+//! merged by a model of the meter object (which remembers the names it stored, restarts from
+//! its storage and seals batches) give exactly the counts of the requests sent: none lost, none
+//! counted twice, and every request either in the activity log or counted as dropped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use edge::meter::{Aggregate, Answered, Buffer, Caller, Delivery, Seen, outcome_of_edge_status};
+use proptest::prelude::*;
+use shared::key::KeyId;
+use shared::usage::{Activity, Batch, MAX_ACTIVITY_PER_BATCH, Outcome};
+
+const T0: u64 = 1_800_000_000_000;
+const SHARDS: u16 = 3;
+const STATUSES: [u16; 7] = [200, 302, 404, 502, 401, 403, 429];
+const SCOPES: [Option<&str>; 3] = [None, Some("jobs:read"), Some("jobs:write")];
+
+/// What happens to one delivery attempt.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    /// Stored and acknowledged.
+    Stored,
+    /// Never reached the object.
+    Lost,
+    /// Stored, but the answer was lost: the isolate retries it.
+    Unanswered,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A request of key `key` from isolate `isolate`, `at` ms after T0.
+    Request {
+        isolate: usize,
+        key: u8,
+        scope: usize,
+        status: usize,
+        at: u64,
+    },
+    /// Isolate `isolate` flushes; its deliveries meet `fates` in turn (cycled).
+    Flush { isolate: usize, fates: Vec<Fate> },
+    /// A meter object's alarm seals its open batch.
+    Seal { shard: u16 },
+    /// A meter object is evicted and loads again from its storage.
+    Restart { shard: u16 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let fate = prop_oneof![Just(Fate::Stored), Just(Fate::Lost), Just(Fate::Unanswered)];
+    prop_oneof![
+        8 => (0..2_usize, 0..5_u8, 0..3_usize, 0..7_usize, 0..180_000_u64).prop_map(
+            |(isolate, key, scope, status, at)| Op::Request { isolate, key, scope, status, at }
+        ),
+        2 => (0..2_usize, proptest::collection::vec(fate, 1..4))
+            .prop_map(|(isolate, fates)| Op::Flush { isolate, fates }),
+        1 => (0..SHARDS).prop_map(|shard| Op::Seal { shard }),
+        1 => (0..SHARDS).prop_map(|shard| Op::Restart { shard }),
+    ]
+}
+
+/// A meter object: what it holds in memory, and what its storage holds.
+#[derive(Default)]
+struct Object {
+    open: Aggregate,
+    stored_open: String,
+    chunks: BTreeMap<u64, Vec<Activity>>,
+    seen: BTreeSet<String>,
+    seq: u64,
+    batches: Vec<Batch>,
+}
+
+impl Object {
+    /// `UsageMeter::record`: a name it stored is acknowledged without counting it again.
+    fn record(&mut self, delivery: Delivery) {
+        if !self.seen.insert(delivery.id.clone()) {
+            return;
+        }
+        let kept = self.open.merge(delivery);
+        if !kept.is_empty() {
+            let n = self.open.next_chunk();
+            self.chunks.insert(n, kept);
+        }
+        self.stored_open = serde_json::to_string(&self.open).unwrap();
+    }
+
+    fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        self.seq += 1;
+        let (batch, chunks) = self.open.seal("meter-x", self.seq);
+        self.stored_open = serde_json::to_string(&self.open).unwrap();
+        for n in chunks {
+            self.chunks.remove(&n);
+        }
+        self.batches.push(batch);
+    }
+
+    fn restart(&mut self) {
+        self.open = if self.stored_open.is_empty() {
+            Aggregate::default()
+        } else {
+            serde_json::from_str(&self.stored_open).unwrap()
+        };
+        let chunks = self.chunks.iter().map(|(n, c)| (*n, c.clone())).collect();
+        assert!(self.open.restore_chunks(chunks).is_empty());
+    }
+}
+
+type CountKey = (String, u64, Option<String>, Outcome);
+
+fn flush(buffer: &mut Buffer, objects: &mut [Object], fates: &[Fate], now_ms: u64, nonce: &str) {
+    for (i, delivery) in buffer.take(now_ms, nonce).into_iter().enumerate() {
+        let object = &mut objects[usize::from(delivery.shard)];
+        match fates[i % fates.len()] {
+            Fate::Stored => object.record(delivery),
+            Fate::Lost => {
+                buffer.restore(delivery);
+            }
+            Fate::Unanswered => {
+                object.record(delivery.clone());
+                buffer.restore(delivery);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_request_is_counted_exactly_once(ops in proptest::collection::vec(op(), 0..400)) {
+        let mut buffers = [Buffer::default(), Buffer::default()];
+        let mut objects: Vec<Object> = (0..SHARDS).map(|_| Object::default()).collect();
+        let mut expected: HashMap<CountKey, u64> = HashMap::new();
+        let mut latest: HashMap<String, u64> = HashMap::new();
+        let mut requests = 0_u64;
+        let mut denials = 0_u64;
+        let mut clock = T0;
+        for op in ops {
+            clock += 1;
+            match op {
+                Op::Request { isolate, key, scope, status, at } => {
+                    let status = STATUSES[status];
+                    let outcome = outcome_of_edge_status(status);
+                    let caller = Caller {
+                        key_id: KeyId([key; 16]),
+                        account_id: u64::from(key) + 100,
+                        scope: SCOPES[scope],
+                    };
+                    let seen = Seen {
+                        method: "GET".into(),
+                        path: format!("/v1/jobs/{at}"),
+                        client_ip: Some(format!("192.0.2.{}", at % 7)),
+                        ..Seen::default()
+                    };
+                    let at_ms = T0 + at;
+                    buffers[isolate].push(SHARDS, &caller, &seen, Answered { status, outcome, at_ms });
+                    let id = caller.key_id.to_string();
+                    *expected
+                        .entry((id.clone(), at_ms / 60_000, caller.scope.map(str::to_owned), outcome))
+                        .or_default() += 1;
+                    let last = latest.entry(id).or_default();
+                    *last = (*last).max(at_ms);
+                    requests += 1;
+                    denials += u64::from(outcome.is_denial());
+                }
+                Op::Flush { isolate, fates } => {
+                    flush(&mut buffers[isolate], &mut objects, &fates, clock, &format!("i{isolate}"));
+                }
+                Op::Seal { shard } => objects[usize::from(shard)].seal(),
+                Op::Restart { shard } => objects[usize::from(shard)].restart(),
+            }
+        }
+        // Everything left is eventually delivered.
+        for (isolate, buffer) in buffers.iter_mut().enumerate() {
+            flush(buffer, &mut objects, &[Fate::Stored], clock, &format!("i{isolate}"));
+            prop_assert!(buffer.is_empty());
+            prop_assert_eq!(buffer.take_dropped(), 0);
+        }
+        let mut counted: HashMap<CountKey, u64> = HashMap::new();
+        let mut last_used: HashMap<String, u64> = HashMap::new();
+        let (mut in_activity, mut denials_in_activity, mut dropped) = (0_u64, 0_u64, 0_u64);
+        for object in &mut objects {
+            object.seal();
+            for batch in &object.batches {
+                let mut keys = BTreeSet::new();
+                for c in &batch.counts {
+                    prop_assert!(c.n >= 1);
+                    let key = (c.key_id.clone(), c.minute, c.scope.clone(), c.outcome);
+                    prop_assert!(keys.insert(key.clone()), "one entry per count key in a batch");
+                    *counted.entry(key).or_default() += c.n;
+                }
+                for l in &batch.last_used {
+                    let at = last_used.entry(l.key_id.clone()).or_default();
+                    *at = (*at).max(l.at_ms);
+                }
+                prop_assert!(batch.activity.len() <= MAX_ACTIVITY_PER_BATCH);
+                in_activity += batch.activity.len() as u64;
+                denials_in_activity +=
+                    batch.activity.iter().filter(|a| a.outcome.is_denial()).count() as u64;
+                dropped += batch.dropped_activity;
+            }
+        }
+        prop_assert_eq!(counted, expected);
+        prop_assert_eq!(last_used, latest);
+        prop_assert_eq!(in_activity + dropped, requests);
+        // Fewer denials than a batch's room for them: every one is in the log.
+        prop_assert_eq!(denials_in_activity, denials);
+    }
+}
