@@ -154,21 +154,24 @@ export function initKey() {
   $('activity-more').addEventListener('click', () => loadActivity(true));
   $('activity-outcome').addEventListener('change', () => loadActivity());
 
-  // The audit API has no target filter: read the newest events and keep this key's.
+  // This key's events, and the rotation that made it (an event of the key it replaces).
   async function loadEvents() {
-    const r = await api('GET', '/v1/audit-events?limit=1000');
     const body = $('events-body');
-    if (r.status !== 200) {
-      fill(body, emptyRow(4, problemText(r)));
+    const q = (target) => api('GET', `/v1/audit-events?limit=1000&target=${encodeURIComponent(target)}`);
+    const [own, parent] = await Promise.all([q(id), key?.rotated_from ? q(key.rotated_from) : null]);
+    const failed = [own, parent].find((r) => r && r.status !== 200);
+    if (failed) {
+      fill(body, emptyRow(4, problemText(failed)));
       return;
     }
-    const mine = r.body.data.filter((e) => e.target === id || e.details?.new_key_id === id);
+    const made = parent ? parent.body.data.filter((e) => e.details?.new_key_id === id) : [];
+    const mine = own.body.data.concat(made).sort((a, b) => b.seq - a.seq);
     fill(body, mine.length ? mine.map((e) => row([
       ['Time', timeEl(e.at)],
       ['Event', el('code', {}, e.action)],
       ['By', e.actor],
       ['Details', el('span', { class: 'details-text' }, detailsText(e.details))],
-    ])) : emptyRow(4, 'No events among the newest 1000.'));
+    ])) : emptyRow(4, 'No events.'));
   }
 
   async function loadAll() {

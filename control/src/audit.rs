@@ -18,6 +18,8 @@ pub struct AuditQuery {
     pub before: Option<String>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<u32>,
+    /// Only events about this target (a key id, a token id).
+    pub target: Option<String>,
 }
 
 /// A page of events.
@@ -49,10 +51,18 @@ pub async fn list_audit_events(
                 .with_field("field", "before"));
         }
     };
+    if q.target
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.len() > 64)
+    {
+        return Err(
+            AppError::validation("target must be 1 to 64 characters").with_field("field", "target")
+        );
+    }
     let account = caller.account_id;
     let data = state
         .store
-        .read(move |c| audit::list(c, account, before, limit))
+        .read(move |c| audit::list(c, account, q.target.as_deref(), before, limit))
         .await?;
     let next_before = (data.len() == limit as usize)
         .then(|| data.last().map(|e| e.seq))

@@ -3,6 +3,7 @@
 //! - [`store`]: SQLite storage, the only module that speaks SQL.
 //! - [`error`]: the one error type and the extractors that produce it.
 //! - [`auth`]: management tokens, sign-in, sessions and CSRF.
+//! - [`account`]: the account API (name, plan, keys in use).
 //! - [`keys`]: the keys API (create, list, get, update, revoke, rotate, verify).
 //! - [`audit`]: the audit-trail API.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
@@ -17,6 +18,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -160,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .route("/keys/{id}", get(keys::get_key).patch(keys::update_key))
         .route("/keys/{id}/revoke", post(keys::revoke_key))
         .route("/keys/{id}/rotate", post(keys::rotate_key))
+        .route("/account", get(account::get_account))
         .route("/audit-events", get(audit::list_audit_events))
         .route(
             "/management-tokens",

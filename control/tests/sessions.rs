@@ -410,3 +410,86 @@ async fn another_accounts_token_is_404_and_stays_valid() {
         .problem(StatusCode::NOT_FOUND, "not_found");
     app.bob().get("/v1/keys").await.expect(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_account_api_names_the_account_its_plan_and_keys_in_use() {
+    let app = TestApp::new();
+    for i in 0..2 {
+        app.create_key(json!({ "name": format!("k{i}") })).await;
+    }
+    let me = app
+        .alice()
+        .get("/v1/account")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(me["id"], app.alice_account, "{me}");
+    assert_eq!(me["name"], "Alice Inc", "{me}");
+    assert_eq!(me["plan_id"], "standard", "{me}");
+    assert_eq!(me["plan"]["max_active_keys"], 50, "{me}");
+    assert_eq!(me["plan"]["default_rate_limit"], 600, "{me}");
+    assert_eq!(me["active_keys"], 2, "{me}");
+    let bob = app
+        .bob()
+        .get("/v1/account")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(bob["name"], "Bob Ltd", "{bob}");
+    assert_eq!(bob["active_keys"], 0, "{bob}");
+    app.anonymous()
+        .get("/v1/account")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn the_audit_api_filters_by_target_within_the_account() {
+    let app = TestApp::new();
+    let first = app.create_key(json!({ "name": "first" })).await;
+    let second = app.create_key(json!({ "name": "second" })).await;
+    let id = first["id"].as_str().unwrap();
+    app.alice()
+        .post(
+            &format!("/v1/keys/{id}/revoke"),
+            json!({ "reason": "test" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    let page = app
+        .alice()
+        .get(&format!("/v1/audit-events?target={id}"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let actions: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["target"], id, "{e}");
+            e["action"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(actions, ["key.revoked", "key.created"]);
+    let other = second["id"].as_str().unwrap();
+    let page = app
+        .alice()
+        .get(&format!("/v1/audit-events?target={other}&limit=1"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(page["data"][0]["target"], other);
+    // Another account's events of the same target are never shown.
+    let theirs = app
+        .bob()
+        .get(&format!("/v1/audit-events?target={id}"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(theirs["data"], json!([]));
+    app.alice()
+        .get(&format!("/v1/audit-events?target={}", "x".repeat(65)))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+}

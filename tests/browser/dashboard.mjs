@@ -184,6 +184,8 @@ try {
   await page.waitForURL(`${BASE}/dashboard/keys`);
   await page.waitForSelector('#key-count:not(:empty)');
   step('signed in (a wrong password first: refused)');
+  check((await page.textContent('.account-name')).trim() === 'Default account', 'the header names the account');
+  check((await page.textContent('.plan')).includes('Standard plan'), 'the header names the plan');
 
   // --- Create a key with custom scopes ---------------------------------------------------
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
@@ -330,6 +332,8 @@ try {
   // --- Revoke with the typed-name confirmation -------------------------------------------
   await page.goto(`${BASE}/dashboard/keys/${newId}`);
   await page.waitForFunction((n) => document.getElementById('key-title').textContent === n, name);
+  await page.waitForFunction(() => document.getElementById('events-body').textContent.includes('key.rotated'));
+  step('the new key\'s page lists the rotation that made it');
   await page.click('#revoke-open');
   check((await page.textContent('#revoke-dialog')).includes('cannot be undone'), 'the dialog says it cannot be undone');
   await page.fill('#revoke-confirm', 'not the name');

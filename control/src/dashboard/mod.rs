@@ -70,13 +70,8 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// What every signed-in page shows in its header.
-pub(crate) struct Account {
-    /// The account's id.
-    pub id: u64,
-    /// Its plan's limits.
-    pub plan: accounts::Plan,
-}
+/// What every signed-in page shows in its header: the account's name and plan.
+pub(crate) type Account = accounts::AccountInfo;
 
 /// The signed-in account, or a redirect to the sign-in page.
 async fn signed_in(
@@ -87,8 +82,8 @@ async fn signed_in(
         return Err(Redirect::to("/sign-in").into_response());
     };
     let id = caller.account_id;
-    match state.store.read(move |c| accounts::plan(c, id)).await {
-        Ok(plan) => Ok(Account { id, plan }),
+    match state.store.read(move |c| accounts::account(c, id)).await {
+        Ok(account) => Ok(account),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -317,6 +312,9 @@ mod tests {
     fn every_page_names_only_existing_assets() {
         let account = Account {
             id: 7,
+            name: "<Acme & Co>".into(),
+            plan_id: "standard".into(),
+            created_at: 0,
             plan: accounts::Plan {
                 max_active_keys: 50,
                 default_rate_limit: 600,
@@ -330,6 +328,15 @@ mod tests {
             pages::audit(&account),
             pages::tokens(&account),
         ];
+        // The account's name is the customer's text: escaped wherever it is shown.
+        for page in &pages[1..] {
+            assert!(
+                page.contains("&lt;Acme &amp; Co&gt;"),
+                "name not shown escaped"
+            );
+            assert!(!page.contains("<Acme"), "name not escaped");
+            assert!(page.contains("Standard plan"), "plan not shown");
+        }
         let prefix = format!("/assets/{}/", assets::version());
         for page in pages {
             let mut rest = page.as_str();

@@ -12,6 +12,14 @@ use shared::scope::{Method, Permission, ROUTES, Scope};
 use super::Account;
 use super::assets;
 
+/// `text` with its first letter in upper case (`standard` → `Standard`).
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 /// Escapes text for an HTML text node or a double- or single-quoted attribute value.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -55,12 +63,13 @@ fn layout(title: &str, page: &str, account: Option<&Account>, attrs: &str, main:
   <a class="brand" href="/dashboard/keys"><img src="/assets/{v}/logo.svg" alt="" width="28" height="28"> Lynxo Keys</a>
   <nav aria-label="Developers"><span class="nav-group" id="nav-group">Developers</span><ul aria-labelledby="nav-group">{nav}</ul></nav>
   <div class="account">
-    <span class="account-name">Account {id}</span>
-    <span class="plan" title="Plan limits">Plan: {max} active keys, {rate}/min per key by default</span>
+    <span class="account-name">{name}</span>
+    <span class="plan" title="Plan limits">{plan_id} plan: {max} active keys, {rate}/min per key by default</span>
     <button type="button" class="secondary" id="sign-out">Sign out</button>
   </div>
 </header>"#,
-            id = account.id,
+            name = escape(&account.name),
+            plan_id = escape(&capitalized(&account.plan_id)),
             max = plan.max_active_keys,
             rate = plan.default_rate_limit,
         );

@@ -20,6 +20,44 @@ pub struct Plan {
     pub max_rate_limit: u32,
 }
 
+/// An account as its members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountInfo {
+    /// The account's id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its plan's id (`standard`).
+    pub plan_id: String,
+    /// Its plan's limits.
+    pub plan: Plan,
+    /// When it was created, Unix seconds.
+    pub created_at: u64,
+}
+
+/// The account `account_id`.
+pub fn account(conn: &Connection, account_id: u64) -> Result<AccountInfo> {
+    Ok(conn.query_row(
+        "SELECT a.name, a.plan_id, a.created_at, \
+                p.max_active_keys, p.default_rate_limit, p.max_rate_limit \
+         FROM accounts a JOIN plans p ON p.id = a.plan_id WHERE a.id = ?1",
+        [to_i64(account_id)],
+        |r| {
+            Ok(AccountInfo {
+                id: account_id,
+                name: r.get(0)?,
+                plan_id: r.get(1)?,
+                created_at: to_u64(r.get(2)?)?,
+                plan: Plan {
+                    max_active_keys: r.get(3)?,
+                    default_rate_limit: r.get(4)?,
+                    max_rate_limit: r.get(5)?,
+                },
+            })
+        },
+    )?)
+}
+
 /// The plan every new account gets.
 pub const DEFAULT_PLAN: &str = "standard";
 

@@ -151,18 +151,24 @@ pub fn head(conn: &Connection) -> Result<Option<(u64, String)>> {
 pub fn list(
     conn: &Connection,
     account_id: u64,
+    target: Option<&str>,
     before_seq: Option<u64>,
     limit: u32,
 ) -> Result<Vec<AuditEvent>> {
-    let mut stmt = conn.prepare_cached(
+    // Two statements rather than `?4 IS NULL OR target = ?4`, so each uses its index.
+    let mut stmt = conn.prepare_cached(if target.is_some() {
         "SELECT seq, at, account_id, actor, action, target, source, details FROM audit_events \
-         WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-    )?;
+         WHERE account_id = ?1 AND target = ?4 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    } else {
+        "SELECT seq, at, account_id, actor, action, target, source, details FROM audit_events \
+         WHERE account_id = ?1 AND seq < ?2 AND ?4 IS NULL ORDER BY seq DESC LIMIT ?3"
+    })?;
     let rows = stmt.query_map(
         params![
             to_i64(account_id),
             before_seq.map_or(i64::MAX, to_i64),
-            limit
+            limit,
+            target
         ],
         |r| {
             let details: String = r.get(7)?;

@@ -32,6 +32,7 @@ use crate::error::{AppError, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_usage_and_limits.sql"),
+    include_str!("migrations/0003_audit_by_target.sql"),
 ];
 
 /// Readers kept open between calls.

@@ -1,0 +1,39 @@
+//! The account API: who the caller acts for, its plan, and how much of it is in use.
+
+use axum::extract::State;
+use serde::Serialize;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{Json, Result};
+use crate::store::accounts::{self, AccountInfo};
+use crate::store::keys;
+
+/// `GET /v1/account`.
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    /// The account, its plan and the plan's limits.
+    #[serde(flatten)]
+    pub account: AccountInfo,
+    /// Keys active now (counted against `plan.max_active_keys`).
+    pub active_keys: u32,
+}
+
+/// `GET /v1/account`.
+pub async fn get_account(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<AccountView>> {
+    let id = caller.account_id;
+    let now = state.clock.now();
+    let view = state
+        .store
+        .read(move |c| {
+            Ok(AccountView {
+                account: accounts::account(c, id)?,
+                active_keys: keys::count_active(c, id, now)?,
+            })
+        })
+        .await?;
+    Ok(Json(view))
+}
