@@ -8,7 +8,7 @@
 //! the batch would keep anyway (built only when kept). After the response (in `ctx.wait_until`)
 //! it flushes each shard's part as one named [`Delivery`] to the meter object of that shard
 //! (`meter-<key id mod shards>`), [`FLUSH_AFTER_MS`] after the first buffered request or when
-//! [`FLUSH_AT`] entries are buffered. The object merges a delivery into its open [`Aggregate`]
+//! a shard's part is full (see [`FLUSH_AT`]). The object merges a delivery into its open [`Aggregate`]
 //! in durable storage; its alarm seals the open aggregate as the next numbered [`Batch`] and
 //! posts the sealed batches in order to the control plane, deleting each only after a 2xx. A
 //! batch keeps its `(source, seq)` for ever, so the control plane applies it once however often
@@ -22,8 +22,11 @@ use shared::usage::{Activity, Batch, Count, LastUsed, MAX_ACTIVITY_PER_BATCH, Ou
 
 /// The isolate flushes this long after the first request it buffered ...
 pub const FLUSH_AFTER_MS: u64 = 1_000;
-/// ... or at once when its new parts hold this many entries (counts and activity entries).
-pub const FLUSH_AT: usize = 500;
+/// ... or at once when a shard's part holds this many counts (many keys), or a full activity
+/// log ([`MAX_ACTIVITY_PER_BATCH`] entries: a flood of denials, which the batch may still have
+/// room for). A part whose allowed entries reached their caps is not full: a flush would only
+/// send entries the batch drops.
+pub const FLUSH_AT: usize = 1_000;
 /// First retry of a failed flush; the next ones wait twice as long each.
 pub const RETRY_AFTER_MS: u64 = 500;
 /// Most entries (counts and activity entries) an isolate holds while its meter objects cannot
@@ -321,13 +324,11 @@ impl Buffer {
     /// `shard_of(key, shards)`, and says when to flush.
     pub fn push(&mut self, shards: u16, caller: &Caller, seen: &Seen, answered: Answered) -> Flush {
         let shard = shard_of(caller.key_id, shards);
-        self.entries += self
-            .parts
-            .entry(shard)
-            .or_default()
-            .add(caller, seen, answered);
+        let part = self.parts.entry(shard).or_default();
+        self.entries += part.add(caller, seen, answered);
+        let full = part.counts.len() >= FLUSH_AT || part.activity.len() >= MAX_ACTIVITY_PER_BATCH;
         self.trim();
-        if self.entries >= FLUSH_AT && !self.now_due {
+        if full && !self.now_due {
             self.now_due = true;
             Flush::Now
         } else if !self.timer {
@@ -339,7 +340,7 @@ impl Buffer {
     }
 
     /// Drops the oldest failed deliveries, whole, while more than [`MAX_BUFFERED`] entries wait.
-    /// New parts are never dropped: they flush at [`FLUSH_AT`] entries.
+    /// New parts are never dropped: they flush when full.
     fn trim(&mut self) {
         while self.entries + self.retry_entries > MAX_BUFFERED && !self.retry.is_empty() {
             let old = self.retry.remove(0);
@@ -925,20 +926,36 @@ mod tests {
                 Flush::Pending
             );
         }
-        // Denials are kept, so they fill the buffer: flush at once, once.
-        let mut now = 0;
-        for i in 0..FLUSH_AT as u64 {
+        // Denials are kept, so they fill the activity log: flush at once, once.
+        let mut now = Vec::new();
+        for i in 0..1_000 {
             if push(&mut buf, 1, Outcome::RateLimited, T0 + i) == Flush::Now {
-                now += 1;
+                now.push(i);
             }
         }
-        assert_eq!(now, 1);
-        push(&mut buf, 2, Outcome::Success, T0);
+        assert_eq!(
+            now,
+            [MAX_ACTIVITY_PER_BATCH as u64 - ALLOWED_ACTIVITY_PER_KEY as u64 - 1]
+        );
         let deliveries = buf.take(T0, "n1");
         assert!(buf.is_empty());
         assert_eq!(buf.len(), 0);
         assert_eq!(deliveries.len(), 1, "one shard: one delivery");
-        assert_eq!(deliveries[0].requests(), 10_000 + FLUSH_AT as u64 + 1);
+        assert_eq!(deliveries[0].requests(), 10_000 + 1_000);
+        // Allowed requests of many keys fill their sample, not the buffer; their counts do.
+        let mut now = Vec::new();
+        for i in 0..FLUSH_AT as u64 {
+            let key = KeyId(u128::from(i).to_be_bytes());
+            let caller = Caller {
+                key_id: key,
+                ..caller(0)
+            };
+            if buf.push(1, &caller, &seen(), answered(Outcome::Success, T0)) == Flush::Now {
+                now.push(i);
+            }
+        }
+        assert_eq!(now, [FLUSH_AT as u64 - 1]);
+        buf.take(T0, "n1");
         let mut buf = Buffer::default();
         for key in 0..8 {
             buf.push(4, &caller(key), &seen(), answered(Outcome::Success, T0));
