@@ -552,28 +552,8 @@ pub struct ActivityQuery {
     pub outcome: Option<String>,
 }
 
-/// One request in the activity log.
-#[derive(Debug, Clone, Serialize)]
-pub struct ActivityEntry {
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    /// Request method.
-    pub method: String,
-    /// Path, without the query string.
-    pub path: String,
-    /// Status the client received.
-    pub status: u16,
-    /// `2xx`, `3xx`, `4xx`, `5xx`, `401`, `403` or `429`.
-    pub outcome: String,
-    /// Client address, when known.
-    pub client_ip: Option<String>,
-    /// ISO country code, when known.
-    pub country: Option<String>,
-    /// Cloudflare data center, when known.
-    pub colo: Option<String>,
-    /// User agent, when sent.
-    pub user_agent: Option<String>,
-}
+/// One request in the activity log (the row id, part of the cursor, is not serialized).
+pub use db::ActivityRow as ActivityEntry;
 
 /// A page of activity.
 #[derive(Debug, Clone, Serialize)]
@@ -640,21 +620,10 @@ pub async fn list_key_activity(
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("{}.{}", r.at_ms, r.id)))
         .flatten();
-    let data = rows
-        .into_iter()
-        .map(|r| ActivityEntry {
-            at_ms: r.at_ms,
-            method: r.method,
-            path: r.path,
-            status: r.status,
-            outcome: r.outcome,
-            client_ip: r.client_ip,
-            country: r.country,
-            colo: r.colo,
-            user_agent: r.user_agent,
-        })
-        .collect();
-    Ok(Json(ActivityPage { data, next_cursor }))
+    Ok(Json(ActivityPage {
+        data: rows,
+        next_cursor,
+    }))
 }
 
 #[cfg(test)]

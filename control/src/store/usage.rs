@@ -405,28 +405,29 @@ pub fn key_stats(
     Ok(stats)
 }
 
-/// One activity-log entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One activity-log entry, as the activity API serializes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ActivityRow {
-    /// Row id: with `at_ms`, the cursor.
+    /// Row id: with `at_ms`, the cursor; not serialized.
+    #[serde(skip)]
     pub id: i64,
     /// Unix milliseconds.
     pub at_ms: u64,
     /// Request method.
     pub method: String,
-    /// Request path, no query.
+    /// Path, without the query string.
     pub path: String,
-    /// Status the client got.
+    /// Status the client received.
     pub status: u16,
-    /// Outcome class.
+    /// `2xx`, `3xx`, `4xx`, `5xx`, `401`, `403` or `429`.
     pub outcome: String,
-    /// Client address.
+    /// Client address, when known.
     pub client_ip: Option<String>,
-    /// ISO country code.
+    /// ISO country code, when known.
     pub country: Option<String>,
-    /// Cloudflare colo.
+    /// Cloudflare data center, when known.
     pub colo: Option<String>,
-    /// User agent.
+    /// User agent, when sent.
     pub user_agent: Option<String>,
 }
 
