@@ -634,6 +634,30 @@ async fn api(
     }
 }
 
+/// The signature header and body of a sync push: the declared length is checked before the body
+/// is read, and only a `PUT` body is read at all (other methods are refused after the
+/// signature check, by the caller's `sync::check_*`).
+async fn read_push(
+    req: &mut Request,
+    cfg: &Config,
+    method: &str,
+) -> worker::Result<Result<(Option<String>, Vec<u8>), Reply>> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    if let Err(reply) = sync::check_length(declared, cfg) {
+        return Ok(Err(reply));
+    }
+    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
+    let body = if method == "PUT" {
+        req.bytes().await?
+    } else {
+        Vec::new()
+    };
+    Ok(Ok((signature, body)))
+}
+
 /// `PUT /_lynxo/sync/limits`: applies each entry to its key's limiter object. This isolate
 /// first gives back the unspent tokens of its lease for the key, so the new limit counts what
 /// was really admitted here.
@@ -643,18 +667,9 @@ async fn push_limits(
     cfg: &Config,
     method: &str,
 ) -> worker::Result<Answer> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|n| n.trim().parse::<usize>().ok());
-    if let Err(reply) = sync::check_length(declared, cfg) {
-        return Ok(reply.into());
-    }
-    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
-    let body = if method == "PUT" {
-        req.bytes().await?
-    } else {
-        Vec::new()
+    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
     };
     let now_ms = now_ms();
     let entries =
@@ -715,18 +730,9 @@ async fn push_revocations(
     method: &str,
     index_text: &str,
 ) -> worker::Result<Answer> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|n| n.trim().parse::<usize>().ok());
-    if let Err(reply) = sync::check_length(declared, cfg) {
-        return Ok(reply.into());
-    }
-    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
-    let body = if method == "PUT" {
-        req.bytes().await?
-    } else {
-        Vec::new()
+    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
     };
     let now_ms = now_ms();
     let push = match sync::check_push(
