@@ -95,9 +95,9 @@ api() { curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: applicatio
 if [[ ! -s $DEV/demo-key ]]; then
   api -X POST "http://127.0.0.1:$CONTROL_PORT/v1/keys" \
     -d '{"name":"Demo key","environment":"development","permission":"read_write","description":"Made by scripts/dev.sh"}' |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).key))' >"$DEV/demo-key"
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const k=JSON.parse(s);console.log(k.key+" "+k.id)})' >"$DEV/demo-key"
 fi
-key="$(cat "$DEV/demo-key")"
+read -r key key_id <"$DEV/demo-key"
 
 # The edge fails closed until the control plane has published the revocation shards.
 for _ in $(seq 1 60); do
@@ -114,7 +114,7 @@ cat <<INFO
   control plane (admin API) : http://127.0.0.1:$CONTROL_PORT   (OpenAPI: /openapi.json)
   edge (the Lynxo API)      : http://127.0.0.1:$EDGE_PORT
   demo origin               : http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
-  dashboard                 : not built yet (issue 6); use the admin API below
+  dashboard                 : http://127.0.0.1:$CONTROL_PORT/   (sign in with the demo account)
 
   demo account  : demo@lynxo.local / $(cat "$DEV/demo-password")
   management token (admin API):
@@ -122,6 +122,9 @@ cat <<INFO
 
   Call the API through the edge with the demo key:
     curl -X GET "http://127.0.0.1:$EDGE_PORT/v1/jobs" -H "Authorization: Bearer $key"
+
+  Usage of the demo key (arrives within a couple of seconds):
+    curl "http://127.0.0.1:$CONTROL_PORT/v1/keys/$key_id/usage" -H "Authorization: Bearer $token"
 
   Create another key:
     curl -X POST "http://127.0.0.1:$CONTROL_PORT/v1/keys" -H "Authorization: Bearer $token" \\
