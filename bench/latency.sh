@@ -26,13 +26,11 @@ cd "$LYNXO_ROOT"
 seconds="${1:-10}"
 rounds="${2:-5}"
 out="$LYNXO_ROOT/bench/out/latency"
-workerd="node_modules/@cloudflare/workerd-linux-64/bin/workerd"
 die() { printf 'latency: error: %s\n' "$*" >&2; exit 1; }
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
-[[ -x "$workerd" ]] || die "workerd not found at $workerd: run scripts/bootstrap.sh"
 
 rm -rf "$out"
-mkdir -p "$out/on" "$out/off" "$out/kv" "$out/do-on" "$out/do-off"
+mkdir -p "$out/on" "$out/off"
 
 bash scripts/build-edge.sh
 cp edge/build/index.js edge/build/index_bg.wasm "$out/on/"
@@ -40,140 +38,11 @@ EDGE_FEATURES=bench-no-limits EDGE_OUT_DIR=build-bench-no-limits bash scripts/bu
 cp edge/build-bench-no-limits/index.js edge/build-bench-no-limits/index_bg.wasm "$out/off/"
 rm -rf edge/build-bench-no-limits
 
-cargo build --quiet --release -p e2e --bin bench_origin --bin bench_fixtures
-target/release/bench_fixtures "$out/kv"
-key="$(cat "$out/kv/key.txt")"
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-target/release/bench_origin --port 0 >"$out/origin.log" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$out/origin.log" && break; sleep 0.1; done
-origin="$(sed -n 's/.*listening on //p' "$out/origin.log")"
-[[ -n "$origin" ]] || die "bench origin did not start"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-on_port="$(free_port)"
-off_port="$(free_port)"
-ingest_port="$(free_port)"
-keyring="active=1;1:$(printf '11%.0s' {1..32})"
-origin_keyring="active=3;3:$(printf '33%.0s' {1..32})"
-
-bindings() { # name of the worker's Durable Object namespaces' service
-  cat <<EOB
-    bindings = [
-      (name = "LYNXO_ENV", text = "development"),
-      (name = "LYNXO_KEYRING", text = "$keyring"),
-      (name = "ORIGIN_KEYRING", text = "$origin_keyring"),
-      (name = "ORIGIN_URL", text = "$origin"),
-      (name = "REVOCATION_SHARDS", text = "16"),
-      (name = "REVOCATION_CACHE_MS", text = "2000"),
-      (name = "CONTROL_URL", text = "http://127.0.0.1:$ingest_port"),
-      (name = "METER_SHARDS", text = "4"),
-      (name = "RATE_LIMIT_DEFAULT", text = "1000000000/60"),
-      (name = "REVOCATIONS", kvNamespace = (name = "kv")),
-      (name = "RATE_LIMITER", durableObjectNamespace = "KeyLimiter"),
-      (name = "METER", durableObjectNamespace = "UsageMeter"),
-    ],
-    durableObjectNamespaces = [
-      (className = "KeyLimiter", uniqueKey = "lynxo-bench-key-limiter-$1", enableSql = true),
-      (className = "UsageMeter", uniqueKey = "lynxo-bench-usage-meter-$1", enableSql = true),
-    ],
-    durableObjectStorage = (localDisk = "do-$1"),
-EOB
-}
-
-shard_bindings=""
-for n in $(seq 0 15); do
-  shard_bindings+="      (name = \"S$n\", data = embed \"kv/shard-$n.bin\"),"$'\n'
-done
-
-cat >"$out/kv.js" <<'EOJ'
-// Stand-in for Workers KV: serves revocations/v1/<n> from data bindings S<n>.
-export default {
-  async fetch(request, env) {
-    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
-    const match = /^revocations\/v1\/(\d+)$/.exec(key);
-    const value = match && env["S" + match[1]];
-    return value ? new Response(value) : new Response(null, { status: 404 });
-  },
-};
-EOJ
-
-cat >"$out/ingest.js" <<'EOJ'
-// Stand-in for the control plane's usage ingestion: reads each batch and acknowledges it.
-export default {
-  async fetch(request) {
-    await request.arrayBuffer();
-    return Response.json({ applied: true });
-  },
-};
-EOJ
-
-cat >"$out/config.capnp" <<EOC
-using Workerd = import "/workerd/workerd.capnp";
-
-const config :Workerd.Config = (
-  services = [
-    (name = "on", worker = .onWorker),
-    (name = "off", worker = .offWorker),
-    (name = "kv", worker = .kvWorker),
-    (name = "ingest", worker = .ingestWorker),
-    (name = "do-on", disk = (path = "$out/do-on", writable = true)),
-    (name = "do-off", disk = (path = "$out/do-off", writable = true)),
-    (name = "internet", network = (allow = ["public", "private", "local"])),
-  ],
-  sockets = [
-    (name = "on", address = "127.0.0.1:$on_port", http = (), service = "on"),
-    (name = "off", address = "127.0.0.1:$off_port", http = (), service = "off"),
-    (name = "ingest", address = "127.0.0.1:$ingest_port", http = (), service = "ingest"),
-  ],
-);
-
-const onWorker :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "on/index.js"),
-    (name = "index_bg.wasm", wasm = embed "on/index_bg.wasm"),
-  ],
-  compatibilityDate = "2026-04-01",
-$(bindings on)
-  globalOutbound = "internet",
-);
-
-const offWorker :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "off/index.js"),
-    (name = "index_bg.wasm", wasm = embed "off/index_bg.wasm"),
-  ],
-  compatibilityDate = "2026-04-01",
-$(bindings off)
-  globalOutbound = "internet",
-);
-
-const kvWorker :Workerd.Worker = (
-  modules = [(name = "kv.js", esModule = embed "kv.js")],
-  compatibilityDate = "2026-04-01",
-  bindings = [
-$shard_bindings  ],
-);
-
-const ingestWorker :Workerd.Worker = (
-  modules = [(name = "ingest.js", esModule = embed "ingest.js")],
-  compatibilityDate = "2026-04-01",
-);
-EOC
-
-"$workerd" serve --experimental "$out/config.capnp" >"$out/workerd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$on_port/healthz" && break
-  sleep 0.1
-done
+# shellcheck source=bench/workerd-pair.sh
+source bench/workerd-pair.sh
+workerd_pair "$out" on off
+on_port="${ports[on]}"
+off_port="${ports[off]}"
 
 # Both must forward before they are measured, and only "on" limits.
 for port in "$on_port" "$off_port"; do

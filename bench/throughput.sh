@@ -23,13 +23,11 @@ seconds="${1:-5}"
 rounds="${2:-5}"
 connections="${3:-32}"
 out="$LYNXO_ROOT/bench/out/throughput"
-workerd="node_modules/@cloudflare/workerd-linux-64/bin/workerd"
 die() { printf 'throughput: error: %s\n' "$*" >&2; exit 1; }
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
-[[ -x "$workerd" ]] || die "workerd not found at $workerd: run scripts/bootstrap.sh"
 
 rm -rf "$out"
-mkdir -p "$out/auth" "$out/no-auth" "$out/kv" "$out/do-auth" "$out/do-no-auth"
+mkdir -p "$out/auth" "$out/no-auth"
 
 # The two builds. worker-build writes relative to the crate; move the baseline out of edge/.
 bash scripts/build-edge.sh
@@ -40,140 +38,11 @@ rm -rf edge/build-bench-no-auth
 printf 'throughput: auth wasm %d bytes gzip, no-auth wasm %d bytes gzip\n' \
   "$(gzip -9 -c "$out/auth/index_bg.wasm" | wc -c)" "$(gzip -9 -c "$out/no-auth/index_bg.wasm" | wc -c)"
 
-cargo build --quiet --release -p e2e --bin bench_origin --bin bench_fixtures
-target/release/bench_fixtures "$out/kv"
-key="$(cat "$out/kv/key.txt")"
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-target/release/bench_origin --port 0 >"$out/origin.log" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$out/origin.log" && break; sleep 0.1; done
-origin="$(sed -n 's/.*listening on //p' "$out/origin.log")"
-[[ -n "$origin" ]] || die "bench origin did not start"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-auth_port="$(free_port)"
-noauth_port="$(free_port)"
-ingest_port="$(free_port)"
-keyring="active=1;1:$(printf '11%.0s' {1..32})"
-origin_keyring="active=3;3:$(printf '33%.0s' {1..32})"
-
-bindings() { # the worker's name, for its Durable Object storage
-  cat <<EOB
-    bindings = [
-      (name = "LYNXO_ENV", text = "development"),
-      (name = "LYNXO_KEYRING", text = "$keyring"),
-      (name = "ORIGIN_KEYRING", text = "$origin_keyring"),
-      (name = "ORIGIN_URL", text = "$origin"),
-      (name = "REVOCATION_SHARDS", text = "16"),
-      (name = "REVOCATION_CACHE_MS", text = "2000"),
-      (name = "CONTROL_URL", text = "http://127.0.0.1:$ingest_port"),
-      (name = "RATE_LIMIT_DEFAULT", text = "1000000000/60"),
-      (name = "REVOCATIONS", kvNamespace = (name = "kv")),
-      (name = "RATE_LIMITER", durableObjectNamespace = "KeyLimiter"),
-      (name = "METER", durableObjectNamespace = "UsageMeter"),
-    ],
-    durableObjectNamespaces = [
-      (className = "KeyLimiter", uniqueKey = "lynxo-bench-key-limiter-$1", enableSql = true),
-      (className = "UsageMeter", uniqueKey = "lynxo-bench-usage-meter-$1", enableSql = true),
-    ],
-    durableObjectStorage = (localDisk = "do-$1"),
-EOB
-}
-
-shard_bindings=""
-for n in $(seq 0 15); do
-  shard_bindings+="      (name = \"S$n\", data = embed \"kv/shard-$n.bin\"),"$'\n'
-done
-
-cat >"$out/kv.js" <<'EOJ'
-// Stand-in for Workers KV: serves revocations/v1/<n> from data bindings S<n>, as workerd's KV
-// binding asks for it (GET /<url-encoded key>).
-export default {
-  async fetch(request, env) {
-    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
-    const match = /^revocations\/v1\/(\d+)$/.exec(key);
-    const value = match && env["S" + match[1]];
-    return value ? new Response(value) : new Response(null, { status: 404 });
-  },
-};
-EOJ
-
-cat >"$out/ingest.js" <<'EOJ'
-// Stand-in for the control plane's usage ingestion: reads each batch and acknowledges it.
-export default {
-  async fetch(request) {
-    await request.arrayBuffer();
-    return Response.json({ applied: true });
-  },
-};
-EOJ
-
-cat >"$out/config.capnp" <<EOC
-using Workerd = import "/workerd/workerd.capnp";
-
-const config :Workerd.Config = (
-  services = [
-    (name = "auth", worker = .authWorker),
-    (name = "no-auth", worker = .noAuthWorker),
-    (name = "kv", worker = .kvWorker),
-    (name = "ingest", worker = .ingestWorker),
-    (name = "do-auth", disk = (path = "$out/do-auth", writable = true)),
-    (name = "do-no-auth", disk = (path = "$out/do-no-auth", writable = true)),
-    (name = "internet", network = (allow = ["public", "private", "local"])),
-  ],
-  sockets = [
-    (name = "auth", address = "127.0.0.1:$auth_port", http = (), service = "auth"),
-    (name = "no-auth", address = "127.0.0.1:$noauth_port", http = (), service = "no-auth"),
-    (name = "ingest", address = "127.0.0.1:$ingest_port", http = (), service = "ingest"),
-  ],
-);
-
-const authWorker :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "auth/index.js"),
-    (name = "index_bg.wasm", wasm = embed "auth/index_bg.wasm"),
-  ],
-  compatibilityDate = "2026-04-01",
-$(bindings auth)
-  globalOutbound = "internet",
-);
-
-const noAuthWorker :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "no-auth/index.js"),
-    (name = "index_bg.wasm", wasm = embed "no-auth/index_bg.wasm"),
-  ],
-  compatibilityDate = "2026-04-01",
-$(bindings no-auth)
-  globalOutbound = "internet",
-);
-
-const kvWorker :Workerd.Worker = (
-  modules = [(name = "kv.js", esModule = embed "kv.js")],
-  compatibilityDate = "2026-04-01",
-  bindings = [
-$shard_bindings  ],
-);
-
-const ingestWorker :Workerd.Worker = (
-  modules = [(name = "ingest.js", esModule = embed "ingest.js")],
-  compatibilityDate = "2026-04-01",
-);
-EOC
-
-"$workerd" serve --experimental "$out/config.capnp" >"$out/workerd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$auth_port/healthz" && break
-  sleep 0.1
-done
+# shellcheck source=bench/workerd-pair.sh
+source bench/workerd-pair.sh
+workerd_pair "$out" auth no-auth
+auth_port="${ports[auth]}"
+noauth_port="${ports[no-auth]}"
 
 # Both must forward before they are measured.
 got="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "http://127.0.0.1:$auth_port/v1/jobs")"
