@@ -33,6 +33,9 @@ pub enum Purpose {
     Sync,
     /// Tags of the usage batches the edge sends to the control plane.
     Usage,
+    /// The control plane's sign-in defences: keyed names for attempt budgets (so an email is
+    /// never held in clear) and the device cookies of browsers that signed in before.
+    SignIn,
 }
 
 impl Purpose {
@@ -43,6 +46,7 @@ impl Purpose {
             Self::Identity => b"lynxo-keys/v1/identity",
             Self::Sync => b"lynxo-keys/v1/sync",
             Self::Usage => b"lynxo-keys/v1/usage",
+            Self::SignIn => b"lynxo-keys/v1/sign-in",
         }
     }
 }
@@ -224,6 +228,7 @@ struct SigningKey {
     identity: MacKey,
     sync: MacKey,
     usage: MacKey,
+    sign_in: MacKey,
 }
 
 impl SigningKey {
@@ -237,6 +242,7 @@ impl SigningKey {
             identity: derive(Purpose::Identity),
             sync: derive(Purpose::Sync),
             usage: derive(Purpose::Usage),
+            sign_in: derive(Purpose::SignIn),
         }
     }
 
@@ -247,6 +253,7 @@ impl SigningKey {
             Purpose::Identity => &self.identity,
             Purpose::Sync => &self.sync,
             Purpose::Usage => &self.usage,
+            Purpose::SignIn => &self.sign_in,
         }
     }
 }
@@ -426,6 +433,7 @@ mod tests {
             Purpose::Identity,
             Purpose::Sync,
             Purpose::Usage,
+            Purpose::SignIn,
         ]
         .into_iter()
         .map(|p| ring.active_mac(p).sign(b"same message"))
