@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shared::mac::Keyring;
 
+use crate::client_addr::{ForwardedHeader, IpNet, TrustedProxies};
 use crate::publish::{EdgeSyncSink, KvRestSink, MemorySink, Sink};
 
 /// Lynxo Keys control plane.
@@ -127,6 +128,19 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "LYNXO_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated) whose forwarding header
+    /// names the client. Only their header is read, and only the hops they appended; a request
+    /// from any other peer is that peer's. Empty: every peer is the client.
+    #[arg(long, env = "LYNXO_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header the trusted proxies write the client's address into (the one they overwrite
+    /// or append to, so the right-most hops are theirs).
+    #[arg(long, env = "LYNXO_CLIENT_ADDRESS_HEADER", value_enum, default_value_t)]
+    pub client_address_header: ForwardedHeader,
+    /// Sign-in password hashes (argon2id, 19 MiB each) running at once; more are answered 429
+    /// with Retry-After. Default: the number of CPUs.
+    #[arg(long, env = "LYNXO_SIGN_IN_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub sign_in_concurrency: Option<u16>,
 }
 
 /// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
@@ -153,6 +167,11 @@ impl ServeArgs {
             "--max-body-bytes must be at least 1024"
         );
         Ok(())
+    }
+
+    /// The proxies allowed to name the client.
+    pub fn proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone(), self.client_address_header)
     }
 
     /// The shard writer the settings select: KV REST, edge sync, or (neither) memory only.
@@ -231,6 +250,41 @@ mod tests {
         assert_eq!(args.shard_count, 16);
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         assert!(args.validate().is_ok());
+        assert!(args.proxies().is_empty());
+        assert_eq!(args.sign_in_concurrency, None);
         assert!(Cli::try_parse_from(["control", "serve", "--shard-count", "0"]).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_checked_at_startup() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["control", "serve", "--keyring", "active=1;1:00"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(args) => args,
+                _ => unreachable!(),
+            })
+        };
+        let args = serve(&[
+            "--trusted-proxies",
+            "127.0.0.1,10.0.0.0/8, ::1",
+            "--client-address-header",
+            "forwarded",
+            "--sign-in-concurrency",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(args.trusted_proxies.len(), 3);
+        assert_eq!(args.client_address_header, ForwardedHeader::Forwarded);
+        assert_eq!(args.sign_in_concurrency, Some(4));
+        for bad in [
+            &["--trusted-proxies", "0.0.0.0/0"][..],
+            &["--trusted-proxies", "10.0.0.0/8,proxy.internal"],
+            &["--trusted-proxies", "10.0.0.0/40"],
+            &["--client-address-header", "x-real-ip"],
+            &["--sign-in-concurrency", "0"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
+        }
     }
 }

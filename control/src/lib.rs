@@ -2,7 +2,8 @@
 //!
 //! - [`store`]: SQLite storage, the only module that speaks SQL.
 //! - [`error`]: the one error type and the extractors that produce it.
-//! - [`auth`]: management tokens, sign-in, sessions and CSRF.
+//! - [`auth`]: management tokens, sign-in (and its defences), sessions and CSRF.
+//! - [`client_addr`]: the client's address, from a trusted proxy's header or the TCP peer.
 //! - [`account`]: the account API (name, plan, keys in use).
 //! - [`keys`]: the keys API (create, list, get, update, revoke, rotate, verify).
 //! - [`audit`]: the audit-trail API.
@@ -21,6 +22,7 @@
 pub mod account;
 pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod dashboard;
 pub mod error;
@@ -105,6 +107,15 @@ pub struct Settings {
     pub session_ttl: u64,
     /// Password hashing cost (tests use a cheap one).
     pub argon2: argon2::Params,
+    /// Sign-in password hashes that may run at once; more are answered 429.
+    pub sign_in_hashes: usize,
+    /// Proxies whose forwarding header names the client (none: the TCP peer is the client).
+    pub proxies: client_addr::TrustedProxies,
+}
+
+/// The default bound on sign-in hashes at once: one per CPU.
+pub fn default_sign_in_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 impl Default for Settings {
@@ -115,6 +126,8 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             session_ttl: 12 * 3600,
             argon2: argon2::Params::default(),
+            sign_in_hashes: default_sign_in_hashes(),
+            proxies: client_addr::TrustedProxies::default(),
         }
     }
 }
@@ -132,8 +145,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Wakes the publisher after a revocation commits.
     pub publish: publish::Trigger,
-    /// Failed sign-ins per email and per address.
-    pub sign_in_limiter: Arc<auth::SignInLimiter>,
+    /// Sign-in defences: attempt budgets and the bounded password hasher.
+    pub sign_in: Arc<auth::SignInGuard>,
 }
 
 impl AppState {
@@ -141,11 +154,11 @@ impl AppState {
     pub fn new(store: Store, keyring: Keyring, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         Self {
             store,
+            sign_in: Arc::new(auth::SignInGuard::new(&keyring, &settings)),
             keyring: Arc::new(keyring),
             clock,
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
-            sign_in_limiter: Arc::new(auth::SignInLimiter::default()),
         }
     }
 }

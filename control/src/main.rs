@@ -71,6 +71,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shard_count: args.shard_count,
         public_origin: args.public_origin.clone(),
         max_body_bytes: args.max_body_bytes,
+        sign_in_hashes: args
+            .sign_in_concurrency
+            .map_or_else(control::default_sign_in_hashes, usize::from),
+        proxies: args.proxies(),
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);
@@ -96,7 +100,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, shards = args.shard_count, "control plane listening");
+    tracing::info!(
+        listen = %args.listen,
+        shards = args.shard_count,
+        sign_in_hashes = state.sign_in.hasher.max(),
+        trusted_proxies = args.trusted_proxies.len(),
+        "control plane listening"
+    );
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
