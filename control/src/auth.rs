@@ -547,52 +547,70 @@ pub async fn create_session(
             return Err(e);
         }
     };
-    // Unknown emails are checked against a dummy hash of the same cost.
-    let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let matched = Hasher::check(ticket, body.password, phc).await?;
-    let now = state.clock.now();
+    // The check, its settlement, its log line and its audit row run in a task of their own,
+    // so a client that hangs up mid-hash is counted and recorded all the same. The answer is
+    // sent before the audit row is written: a known email answers as fast as an unknown one,
+    // which is checked against a dummy hash of the same cost and leaves no row (it would be
+    // nobody's, and the "email" may be a password typed into the wrong box).
     let actor = Actor {
         actor: "anonymous".to_owned(),
         source: client_ip.map(|ip| ip.to_string()),
     };
-    let user = match (user, matched) {
-        (Some(user), true) => user,
-        (known, _) => {
-            reservation.settle(Outcome::Failed, now).await;
-            tracing::info!(
-                email = guard.email_tag(&email),
-                client = ?client_ip,
-                known_device = device.is_some(),
-                "sign-in failed"
-            );
-            if let Some(user) = known {
-                // The user is the target, in their account's trail; the actor is whoever tried.
-                // Not awaited, so a known email answers as fast as an unknown one (which leaves
-                // no row: nobody's trail, and no place for a mistyped password to stay).
-                let store = state.store.clone();
-                tokio::spawn(async move {
-                    let written = store
-                        .write(move |tx| {
-                            audit::append(
-                                tx,
-                                now,
-                                Some(user.account_id),
-                                &actor,
-                                "user.sign_in_failed",
-                                Some(&user.id.to_string()),
-                                &json!({ "known_device": device.is_some() }),
-                            )
-                        })
-                        .await;
-                    if let Err(e) = written {
-                        tracing::error!(code = e.code(), "recording a failed sign-in");
-                    }
-                });
-            }
-            return Err(AppError::unauthenticated().with_detail("the email or password is wrong"));
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    let target = user.as_ref().map(|u| (u.id, u.account_id));
+    let (store, clock, email_tag) = (
+        state.store.clone(),
+        Arc::clone(&state.clock),
+        guard.email_tag(&email),
+    );
+    let failure_actor = actor.clone();
+    tokio::spawn(async move {
+        let matched = Hasher::check(ticket, body.password, phc).await;
+        let now = clock.now();
+        let succeeded = target.is_some() && matches!(matched, Ok(true));
+        let outcome = if succeeded {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        reservation.settle(outcome, now).await;
+        let _ = answer.send(matched.map(|_| succeeded));
+        if succeeded {
+            return;
         }
+        tracing::info!(
+            email = email_tag,
+            client = ?client_ip,
+            known_device = device.is_some(),
+            "sign-in failed"
+        );
+        let Some((user_id, account_id)) = target else {
+            return;
+        };
+        // The user is the target, in their account's trail; the actor is whoever tried.
+        let written = store
+            .write(move |tx| {
+                audit::append(
+                    tx,
+                    now,
+                    Some(account_id),
+                    &failure_actor,
+                    "user.sign_in_failed",
+                    Some(&user_id.to_string()),
+                    &json!({ "known_device": device.is_some() }),
+                )
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!(code = e.code(), "recording a failed sign-in");
+        }
+    });
+    let succeeded = answered.await.map_err(AppError::internal)??;
+    let Some(user) = user.filter(|_| succeeded) else {
+        return Err(AppError::unauthenticated().with_detail("the email or password is wrong"));
     };
-    reservation.settle(Outcome::Succeeded, now).await;
+    let now = state.clock.now();
     let actor = Actor {
         actor: format!("user:{}", user.id),
         ..actor

@@ -253,6 +253,46 @@ async fn parallel_guesses_from_one_address_hash_at_most_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guess_whose_client_hangs_up_is_counted_all_the_same() {
+    let server = serve(|s| s.argon2 = Params::new(4096, 4, 1, None).unwrap()).await;
+    let (head, body) = request(&creds("alice@example.com", "wrong password!!"), &[]);
+    let until = |done: &dyn Fn() -> bool| {
+        for _ in 0..5000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("timed out");
+    };
+    for i in 1..=u64::from(PAIR_FAILURES) {
+        // Send a guess, and hang up once its hash has started.
+        let mut stream = connect("127.0.0.2".parse().unwrap(), server.addr).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        until(&|| server.stats().started == i);
+        drop(stream);
+        until(&|| server.stats().in_flight == 0 && server.ledger.attempts_in_flight() == 0);
+    }
+    // Once the last one has settled, the address is out of guesses for alice.
+    for _ in 0..200 {
+        let r = sign_in(
+            server.addr,
+            "127.0.0.2",
+            creds("alice@example.com", PASSWORD),
+            &[],
+        )
+        .await;
+        if r.code() != "sign_in_busy" {
+            r.assert_refused("too_many_sign_in_attempts");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the last guess never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hashes_at_once_are_bounded_and_the_rest_are_refused_not_queued() {
     let server = serve(|s| s.sign_in_hashes = 2).await;
     let made_up = |i: usize| creds(&format!("nobody{i}@example.com"), "some password");

@@ -99,8 +99,8 @@ pub trait AttemptLedger: Send + Sync + 'static {
     ) -> LedgerFuture<'a, ()>;
 }
 
-/// An admitted attempt. Dropped without [`Self::settle`] (the request was cancelled, or failed
-/// after the hash started), it settles as [`Outcome::Failed`]: hanging up must not refund a guess.
+/// An admitted attempt. Dropped without [`Self::settle`] (its task panicked or was cancelled),
+/// it settles as [`Outcome::Failed`]: losing the answer must never refund a guess.
 pub struct Reservation {
     ledger: Arc<dyn AttemptLedger>,
     attempt: Option<Attempt>,
@@ -267,6 +267,11 @@ impl MemoryLedger {
     /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Attempts admitted and not yet settled.
+    pub fn attempts_in_flight(&self) -> u64 {
+        self.lock().values().map(|e| u64::from(e.in_flight)).sum()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BudgetKey, Entry>> {
