@@ -406,6 +406,21 @@ impl Ctx {
             .collect()
     }
 
+    /// [`Self::rows`] once the stack is quiet: two snapshots a meter flush period apart agree
+    /// (earlier attacks' usage may still be on its way).
+    fn quiet_rows(&self) -> BTreeMap<String, i64> {
+        let start = Instant::now();
+        let mut last = self.rows();
+        loop {
+            sleep(Duration::from_millis(1_500));
+            let now = self.rows();
+            if now == last || start.elapsed() > Duration::from_secs(15) {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     fn audit_count(&self, action: &str, target: &str) -> i64 {
         self.count(
             "SELECT count(*) FROM audit_events WHERE action = ?1 AND target = ?2",
@@ -498,6 +513,7 @@ const ATTACKS: &[(&str, &str, AttackFn)] = &[
         edge_double_and_overlong_encoding,
     ),
     ("control_encoded_ids", "own", control_encoded_ids),
+    ("control_json_bombs", "own", control_json_bombs),
     // Replays.
     (
         "identity_replayed_verbatim",
@@ -1575,6 +1591,80 @@ fn control_encoded_ids(ctx: &Ctx) {
     faults.done();
 }
 
+/// Bodies that break naive parsers: deep nesting (a recursive parser's stack), huge numbers,
+/// lone surrogates, duplicate fields, a name at the body limit, the wrong media type.
+fn control_json_bombs(ctx: &Ctx) {
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    let deep_object = format!(
+        "{{\"name\":{}1{}}}",
+        "{\"a\":".repeat(10_000),
+        "}".repeat(10_000)
+    );
+    let bodies: Vec<(&str, String, &str)> = vec![
+        ("30,000 nested arrays", deep, "application/json"),
+        ("10,000 nested objects", deep_object, "application/json"),
+        (
+            "a 400-digit rate limit",
+            format!(
+                r#"{{"name":"n","environment":"development","permission":"read_only","rate_limit":{}}}"#,
+                "9".repeat(400)
+            ),
+            "application/json",
+        ),
+        (
+            "a lone surrogate in the name",
+            r#"{"name":"\ud800","environment":"development","permission":"read_only"}"#.to_owned(),
+            "application/json",
+        ),
+        (
+            "the name twice",
+            r#"{"name":"a","name":"b","environment":"development","permission":"read_only"}"#
+                .to_owned(),
+            "application/json",
+        ),
+        (
+            "a 60 KB name",
+            format!(
+                r#"{{"name":"{}","environment":"development","permission":"read_only"}}"#,
+                "n".repeat(60_000)
+            ),
+            "application/json",
+        ),
+        (
+            "a form post",
+            "name=csrf&environment=development&permission=full_access".to_owned(),
+            "application/x-www-form-urlencoded",
+        ),
+    ];
+    let auth = format!("Bearer {}", ctx.a.account.token);
+    let before = state_of(ctx, &ctx.a);
+    let mut faults = Faults::default();
+    for (label, body, media) in &bodies {
+        let r = http::send(
+            ctx.control_addr,
+            "POST",
+            "/v1/keys",
+            &[("Authorization", &auth), ("Content-Type", media)],
+            body.as_bytes(),
+        );
+        let (status, seen) = answer(&r);
+        ctx.tried("control", format!("POST /v1/keys with {label}"), &seen);
+        faults.check((400..500).contains(&status), || format!("{label}: {seen}"));
+    }
+    let ready = ctx.call("GET", "/readyz", &[], None).status;
+    let after = state_of(ctx, &ctx.a);
+    ctx.tried(
+        "control",
+        "afterwards",
+        format!("/readyz {ready}; A {before:?} → {after:?}"),
+    );
+    faults.check(ready == 200, || format!("not ready: {ready}"));
+    faults.check(after == before, || {
+        format!("A changed: {before:?} → {after:?}")
+    });
+    faults.done();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Replays (F4, own)
 // ---------------------------------------------------------------------------------------------
@@ -1752,21 +1842,37 @@ fn underscore_identity_headers_stripped(ctx: &Ctx) {
     );
 }
 
+/// A usage batch as the edge's meter sends it: `n` requests of `key_id` and one activity row.
 fn batch(source: &str, seq: u64, key_id: &str, account_id: u64, n: u64) -> Vec<u8> {
-    let now_ms = unix_ms();
-    json!({
-        "source": source,
-        "seq": seq,
-        "counts": [{"key_id": key_id, "account_id": account_id, "minute": now_ms / 60_000,
-                    "scope": "jobs:read", "outcome": "2xx", "n": n}],
-        "last_used": [],
-        "activity": [{"key_id": key_id, "account_id": account_id, "at_ms": now_ms,
-                      "method": "GET", "path": "/v1/jobs", "status": 200, "outcome": "2xx",
-                      "client_ip": null, "country": null, "colo": null, "user_agent": "hostile"}],
-        "dropped_activity": 0,
-    })
-    .to_string()
-    .into_bytes()
+    use shared::usage::{Activity, Batch, Count, Outcome};
+    let at_ms = unix_ms();
+    let batch = Batch {
+        source: source.to_owned(),
+        seq,
+        counts: vec![Count {
+            key_id: key_id.to_owned(),
+            account_id,
+            minute: at_ms / 60_000,
+            scope: Some("jobs:read".to_owned()),
+            outcome: Outcome::Success,
+            n,
+        }],
+        activity: vec![Activity {
+            key_id: key_id.to_owned(),
+            account_id,
+            at_ms,
+            method: "GET".to_owned(),
+            path: "/v1/jobs".to_owned(),
+            status: 200,
+            outcome: Outcome::Success,
+            client_ip: None,
+            country: None,
+            colo: None,
+            user_agent: Some("hostile".to_owned()),
+        }],
+        ..Batch::default()
+    };
+    serde_json::to_vec(&batch).unwrap_or_else(|e| panic!("batch: {e}"))
 }
 
 fn post_batch(ctx: &Ctx, body: &[u8], signed_at: u64) -> Response {
@@ -1956,43 +2062,41 @@ fn sync_forged_pushes(ctx: &Ctx) {
 }
 
 fn sync_push_replays(ctx: &Ctx) {
-    // A revocation, then the shard from before it replayed to undo it.
+    // A revocation, then the shard the edge held before it replayed to undo it. The edge names
+    // the version it holds when it refuses an older push: that is the version a captured push
+    // from before the revocation carries.
     let key = ctx.create_key(
         &ctx.a,
         &json!({"name": "rollback", "environment": "development", "permission": "read_only",
                 "rate_limit": 2, "rate_limit_window": 3600}),
     );
     ctx.wait_limit_synced(&ctx.a, &key.id);
-    let r = ctx.as_token(
-        &ctx.a.account.token,
-        "POST",
-        &format!("/v1/keys/{}/revoke", key.id),
-        Some(&json!({"reason": "replay test"})),
-    );
-    let version = r.json()["list_version"].as_u64().unwrap_or(0);
-    let revoked = ctx.wait_edge(&key.key, 401);
     let id = KeyId::parse_hex(&key.id).unwrap_or_else(|| panic!("key id {}", key.id));
     let shard = shared::revocation::shard_of(id, keys::SHARDS);
     let ring = &ctx.stack.keyring;
-    let before = shard_bytes(ring, shard, version - 1, &[], 3_600);
-    let push = ctx.stack.edge(
-        "PUT",
-        &format!("/_lynxo/sync/revocations/{shard}"),
-        &[("Lynxo-Signature", &sign_push(ring, shard, &before))],
-        &before,
-    );
+    let push = |version: u64| {
+        let body = shard_bytes(ring, shard, version, &[], 3_600);
+        ctx.stack.edge(
+            "PUT",
+            &format!("/_lynxo/sync/revocations/{shard}"),
+            &[("Lynxo-Signature", &sign_push(ring, shard, &body))],
+            &body,
+        )
+    };
+    let probe = push(1);
+    let held_before = probe.json()["current_version"].as_u64();
+    ctx.revoke(&ctx.a, &key.id);
+    let revoked = ctx.wait_edge(&key.key, 401);
+    let replayed = push(held_before.unwrap_or(1));
     sleep(Duration::from_millis(ctx.stack.options.cache_ms + 300));
     let after = ctx.edge_key("GET", "/v1/jobs", &key.key).status;
     ctx.tried(
         "edge",
-        format!(
-            "shard {shard} of version {} (before the revocation) pushed again",
-            version - 1
-        ),
+        format!("shard {shard} as the edge held it before the revocation (version {held_before:?}), pushed again"),
         format!(
             "{} {}; the revoked key then {after} (was {revoked})",
-            push.status,
-            code_of(&push)
+            replayed.status,
+            code_of(&replayed)
         ),
     );
     // A limit, then an older, looser limit replayed.
@@ -2024,7 +2128,7 @@ fn sync_push_replays(ctx: &Ctx) {
     faults.check(after == 401, || {
         format!("the replayed shard un-revoked the key: {after}")
     });
-    faults.check(push.status != 204, || {
+    faults.check(replayed.status != 204, || {
         "the edge accepted an older shard".to_owned()
     });
     faults.check(statuses.iter().filter(|s| **s == 200).count() <= 2, || {
@@ -2278,27 +2382,29 @@ fn accepted_and_admitted(spent: &[Vec<u16>]) -> (usize, usize) {
 /// are gone), then for the worker's cache period.
 fn wait_revocations_published(ctx: &Ctx, ids: &[&str]) {
     let start = Instant::now();
+    let now = || i64::try_from(unix_now()).unwrap_or(i64::MAX);
     loop {
-        let due: i64 = ids
+        let db = ctx.db();
+        let due: rusqlite::Result<i64> = ids
             .iter()
             .map(|id| {
-                ctx.db()
-                    .query_row(
-                        "SELECT count(*) FROM revocation_outbox WHERE key_id = ?1 AND due_at <= ?2",
-                        rusqlite::params![id, i64::try_from(unix_now()).unwrap_or(i64::MAX)],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    // A schema without this outbox: wait one publish period instead.
-                    .unwrap_or_else(|_| {
-                        sleep(Duration::from_secs(2));
-                        0
-                    })
+                db.query_row(
+                    "SELECT count(*) FROM revocation_outbox WHERE key_id = ?1 AND due_at <= ?2",
+                    rusqlite::params![id, now()],
+                    |r| r.get::<_, i64>(0),
+                )
             })
             .sum();
-        if due == 0 || start.elapsed() > PROPAGATION {
-            break;
+        match due {
+            Ok(0) => break,
+            // A schema without this outbox: wait one publish period instead.
+            Err(_) => {
+                sleep(Duration::from_secs(2));
+                break;
+            }
+            Ok(_) if start.elapsed() > PROPAGATION => break,
+            Ok(_) => sleep(Duration::from_millis(100)),
         }
-        sleep(Duration::from_millis(100));
     }
     sleep(Duration::from_millis(ctx.stack.options.cache_ms + 300));
 }
@@ -2902,7 +3008,9 @@ fn failed_sign_in_actor(ctx: &Ctx) {
         format!("the victim is recorded as the actor: {actor}")
     });
     faults.check(
-        target.as_deref() == Some(&v.account.user_id.to_string()),
+        target.as_deref().is_some_and(|t| {
+            t == v.account.user_id.to_string() || t == format!("user:{}", v.account.user_id)
+        }),
         || format!("the target is {target:?}, not user {}", v.account.user_id),
     );
     faults.done();
@@ -2923,6 +3031,17 @@ fn grown(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> Vec<S
 
 /// Activity rows kept for 600 refused requests of one key: a bounded sample, not one per request.
 const DENIAL_ROWS: i64 = 100;
+/// Rows of any table stored for 600 refused requests of one key (a sample, counters per minute
+/// and outcome, batch names; other attacks' background writes included).
+const STORED_ROWS: i64 = 300;
+
+/// Rows added to the database between two [`Ctx::rows`] snapshots, all tables together.
+fn stored_rows(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> i64 {
+    after
+        .iter()
+        .map(|(t, n)| (n - before.get(t).copied().unwrap_or(0)).max(0))
+        .sum()
+}
 
 fn flood_missing_scope(ctx: &Ctx) {
     let key = ctx.create_key(
@@ -2931,10 +3050,12 @@ fn flood_missing_scope(ctx: &Ctx) {
                 "rate_limit": 5, "rate_limit_window": 60}),
     );
     ctx.wait_limit_synced(&ctx.a, &key.id);
+    let rows_before = ctx.rows();
     let statuses = ctx.flood(600, 16, "POST", "/v1/jobs", &key.key);
     let not_limited = statuses.iter().filter(|s| **s != 429).count();
     let totals = ctx.usage_reaching(&ctx.a, &key.id, 600);
     let rows = ctx.activity_rows(&key.id);
+    let stored = stored_rows(&rows_before, &ctx.rows());
     ctx.tried(
         "edge → control",
         "600 POST /v1/jobs (missing scope) with a key limited to 5/min",
@@ -2947,6 +3068,9 @@ fn flood_missing_scope(ctx: &Ctx) {
     let mut faults = Faults::default();
     faults.check(not_limited <= 10, || {
         format!("{not_limited} refused requests were not rate-limited")
+    });
+    faults.check(stored <= STORED_ROWS, || {
+        format!("{stored} rows stored for 600 refusals")
     });
     faults.check(rows <= DENIAL_ROWS, || {
         format!("{rows} activity rows stored for one key's refusals")
@@ -2969,10 +3093,12 @@ fn flood_revoked_key(ctx: &Ctx) {
     let base = ctx.usage_reaching(&ctx.a, &key.id, 1)["requests"]
         .as_u64()
         .unwrap_or(0);
+    let rows_before = ctx.rows();
     let statuses = ctx.flood(600, 16, "GET", "/v1/jobs", &key.key);
     let limited = statuses.iter().filter(|s| **s == 429).count();
     let totals = ctx.usage_reaching(&ctx.a, &key.id, base + 600);
     let rows = ctx.activity_rows(&key.id);
+    let stored = stored_rows(&rows_before, &ctx.rows());
     ctx.tried(
         "edge → control",
         "600 GET /v1/jobs with a revoked key",
@@ -2985,6 +3111,9 @@ fn flood_revoked_key(ctx: &Ctx) {
     let mut faults = Faults::default();
     faults.check(limited >= 300, || {
         format!("only {limited} of 600 revoked-key requests were throttled")
+    });
+    faults.check(stored <= STORED_ROWS, || {
+        format!("{stored} rows stored for 600 refusals")
     });
     faults.check(rows <= DENIAL_ROWS, || {
         format!("{rows} activity rows stored for one revoked key")
@@ -3027,7 +3156,7 @@ fn flood_edge_404_405(ctx: &Ctx) {
 }
 
 fn flood_forged_keys(ctx: &Ctx) {
-    let rows = ctx.rows();
+    let rows = ctx.quiet_rows();
     let growth = Growth::start(ctx.worker);
     let forged = forged_key();
     let mut garbage = forged.clone();
@@ -3083,7 +3212,7 @@ fn flood_forged_keys(ctx: &Ctx) {
 }
 
 fn flood_bad_management_tokens(ctx: &Ctx) {
-    let rows = ctx.rows();
+    let rows = ctx.quiet_rows();
     let proc = ctx.control_proc();
     let growth = Growth::start(proc);
     let statuses = attack::parallel(600, 16, |i| {
