@@ -495,6 +495,7 @@ const ATTACKS: &[(&str, &str, AttackFn)] = &[
         api_chunked_48mib_with_key,
     ),
     ("control_chunked_48mib", "F2", control_chunked_48mib),
+    ("sync_unsigned_bodies_held", "F2", sync_unsigned_bodies_held),
     (
         "usage_ingest_unsigned_bodies_held",
         "F2",
@@ -1062,6 +1063,57 @@ fn control_chunked_48mib(ctx: &Ctx) {
         });
     }
     faults.done();
+}
+
+/// Pushes at the size limit with a well-formed signature header (current time, a made-up MAC),
+/// held open before their last byte: each one alone is within the limit, but the worker must
+/// not hold every open connection's body at once (in production `SYNC_MAX_BYTES` is 8 MiB and
+/// an isolate has 128 MB: 16 such connections would reset it).
+fn sync_unsigned_bodies_held(ctx: &Ctx) {
+    const CONNECTIONS: usize = 200;
+    let declared = ctx.stack.options.sync_max_bytes;
+    let signature = format!("t={},kid=1,v1={}", unix_now(), "ab".repeat(32));
+    let head = format!(
+        "PUT /_lynxo/sync/revocations/0 HTTP/1.1\r\nHost: {}\r\nLynxo-Signature: {signature}\r\nContent-Length: {declared}\r\n\r\n",
+        ctx.stack.edge
+    );
+    let body = vec![b'x'; declared - 1];
+    let growth = Growth::start(ctx.worker);
+    let mut streams: Vec<TcpStream> = attack::parallel(CONNECTIONS, 16, |_| {
+        let mut s = hold(ctx.stack.edge, None, head.as_bytes())?;
+        std::io::Write::write_all(&mut s, &body).ok()?;
+        Some(s)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    sleep(Duration::from_millis(1_000));
+    let grew = growth.peak_kib();
+    let mut answered = 0;
+    for s in &mut streams {
+        if closed_by_server(s, Duration::from_millis(10)) {
+            answered += 1;
+        }
+    }
+    let held = streams.len();
+    drop(streams);
+    let _ = growth.finish();
+    let total = mib((CONNECTIONS * declared) as u64);
+    ctx.tried(
+        "edge",
+        format!(
+            "{CONNECTIONS} PUT /_lynxo/sync/revocations/0 of {} KiB with a made-up signature, held before the last byte",
+            declared / 1024
+        ),
+        format!("{held} held, {answered} answered early; workerd +{} for {total} sent", kib(grew)),
+    );
+    let bound = u64::try_from(CONNECTIONS * declared / 1024 / 4).unwrap_or(0);
+    assert!(
+        grew <= bound,
+        "workerd grew by {} holding {CONNECTIONS} unauthenticated bodies ({total} sent): the bodies \
+         of open pushes are held at once, without a bound on how many",
+        kib(grew)
+    );
 }
 
 /// Unsigned usage batches just under the 4 MiB limit, held open before their last byte: a
