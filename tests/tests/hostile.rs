@@ -633,6 +633,7 @@ const ATTACKS: &[(&str, &str, AttackFn)] = &[
         "own",
         absolute_form_and_methods,
     ),
+    ("key_text_reveals_nothing", "9e", key_text_reveals_nothing),
     // Time and rate.
     ("one_day_window_burst", "F7", one_day_window_burst),
     ("stale_shard_push", "9f", stale_shard_push),
@@ -3968,6 +3969,55 @@ fn absolute_form_and_methods(ctx: &Ctx) {
         ctx.tried("control", format!("{method} /v1/keys"), seen);
         faults.check(status < 500, || format!("control {method}: {status}"));
     }
+    faults.done();
+}
+
+/// What a third party learns from a key's text (a log line, a screenshot): keys of one account,
+/// and of two accounts, must not share more than the format's fixed prefix, nor carry long runs
+/// of one character (the zeros of a sparse claims layout).
+fn key_text_reveals_nothing(ctx: &Ctx) {
+    let spec = json!({"name": "text", "environment": "development", "permission": "read_only"});
+    let keys = [
+        ctx.create_key(&ctx.a, &spec).key,
+        ctx.create_key(&ctx.a, &spec).key,
+        ctx.create_key(&ctx.b, &spec).key,
+    ];
+    let body = |k: &str| k.splitn(3, '_').nth(2).unwrap_or("").to_owned();
+    let bodies: Vec<String> = keys.iter().map(|k| body(k)).collect();
+    let common = |x: &str, y: &str| x.chars().zip(y.chars()).take_while(|(a, b)| a == b).count();
+    let same_account = common(&bodies[0], &bodies[1]);
+    let other_account = common(&bodies[0], &bodies[2]);
+    let longest_run = bodies
+        .iter()
+        .map(|b| {
+            let chars: Vec<char> = b.chars().collect();
+            chars
+                .chunk_by(|a, b| a == b)
+                .map(<[char]>::len)
+                .max()
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    ctx.tried(
+        "control",
+        "three new keys (two of one account, one of another), read as text",
+        format!(
+            "common prefix after lnx_<env>_: {same_account} chars (same account), \
+             {other_account} (other account); longest run of one character: {longest_run}"
+        ),
+    );
+    let mut faults = Faults::default();
+    faults.check(same_account <= 3, || {
+        format!(
+            "two keys of one account share {same_account} leading characters: {} / {}",
+            &bodies[0][..same_account.min(40)],
+            &bodies[1][..same_account.min(40)]
+        )
+    });
+    faults.check(longest_run < 6, || {
+        format!("a key has a run of {longest_run} equal characters")
+    });
     faults.done();
 }
 
