@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,39 @@ pub struct Control {
     edge: SocketAddr,
     state: TempDir,
     child: Option<Child>,
+}
+
+/// An account as `control init` printed it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The account.
+    pub account_id: u64,
+    /// Its first user.
+    pub user_id: u64,
+    /// Its management token.
+    pub token: String,
+}
+
+impl Account {
+    fn from_init(printed: &str) -> Self {
+        let field = |name: &str| {
+            printed
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("control init printed no {name}: {printed}"))
+        };
+        let number = |name: &str| {
+            field(name)
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        Self {
+            account_id: number("account_id"),
+            user_id: number("user_id"),
+            token: field("management_token"),
+        }
+    }
 }
 
 /// A response from the control plane, with its body parsed as JSON (`Null` if it is not).
@@ -83,6 +116,26 @@ pub fn control_binary() -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reported no executable for the control binary"))
 }
 
+/// Runs `control init` on `database`: a new account, its user and a management token.
+fn init(bin: &Path, database: &Path, name: &str, email: &str, password: &str) -> Account {
+    let init = Command::new(bin)
+        .arg("init")
+        .arg("--database")
+        .arg(database)
+        .args(["--account-name", name, "--email", email])
+        .env("LYNXO_INIT_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
+    let printed = String::from_utf8_lossy(&init.stdout).into_owned();
+    assert!(
+        init.status.success(),
+        "control init failed: {printed}{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    Account::from_init(&printed)
+}
+
 impl Control {
     /// Initialises a fresh database and serves it, publishing to `stack`'s worker; returns once
     /// the service is ready.
@@ -93,37 +146,12 @@ impl Control {
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let database = state.path().join("control.sqlite3");
-        let init = Command::new(&bin)
-            .arg("init")
-            .arg("--database")
-            .arg(&database)
-            .args(["--email", EMAIL])
-            .env("LYNXO_INIT_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
-        let printed = String::from_utf8_lossy(&init.stdout).into_owned();
-        assert!(
-            init.status.success(),
-            "control init failed: {printed}{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let field = |name: &str| {
-            printed
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("control init printed no {name}: {printed}"))
-        };
-        let token = field("management_token");
-        let account_id = field("account_id")
-            .parse()
-            .unwrap_or_else(|e| panic!("account_id: {e}"));
+        let first = init(&bin, &database, "Default account", EMAIL, PASSWORD);
 
         let mut control = Self {
             addr: stack.control,
-            token,
-            account_id,
+            token: first.token,
+            account_id: first.account_id,
             bin,
             edge: stack.edge,
             state,
@@ -135,8 +163,20 @@ impl Control {
         control
     }
 
-    fn database(&self) -> PathBuf {
+    /// The SQLite file it serves.
+    pub fn database(&self) -> PathBuf {
         self.state.path().join("control.sqlite3")
+    }
+
+    /// The running `control serve` process.
+    pub fn process(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Adds another account with its own user (`email`, `password`) to the served database, as
+    /// `control init` does; returns it with its management token.
+    pub fn add_account(&self, name: &str, email: &str, password: &str) -> Account {
+        init(&self.bin, &self.database(), name, email, password)
     }
 
     /// Starts `control serve` on [`Self::addr`], appending to the log.

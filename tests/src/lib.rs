@@ -5,8 +5,13 @@
 //! - [`control`]: the real control plane (binary `control`) publishing to the stack's worker;
 //! - [`http`]: a raw HTTP/1.1 client that can send what ordinary clients refuse to;
 //! - [`origin`]: the demo origin (binary `demo_origin`), which checks the edge's signed identity;
-//! - [`keys`]: keys and revocation shards signed with the test keyring.
+//! - [`keys`]: keys and revocation shards signed with the test keyring;
+//! - [`attack`]: what a hostile client sends (no length, slow, from many addresses) and what it
+//!   measures (`/proc` memory of the processes under attack);
+//! - [`capture`]: a wiretap between the worker and the origin.
 
+pub mod attack;
+pub mod capture;
 pub mod control;
 pub mod http;
 pub mod keys;

@@ -313,6 +313,17 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{method} {target} to the origin: {e}"))
     }
 
+    /// The demo origin's process (the first child [`Self::start`] spawns).
+    pub fn origin_process(&self) -> Option<u32> {
+        self.children.first().map(Child::id)
+    }
+
+    /// The worker's process group: `wrangler dev` (the second child [`Self::start`] spawns)
+    /// and the `workerd` it runs.
+    pub fn worker_process_group(&self) -> Option<u32> {
+        self.children.get(1).map(Child::id)
+    }
+
     /// What wrangler and the worker logged so far.
     pub fn wrangler_log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
