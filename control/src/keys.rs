@@ -106,6 +106,9 @@ pub struct KeyView {
 
 fn status(k: &KeyRow, now: u64) -> &'static str {
     match (k.revoked_at, k.expires_at) {
+        // In force is final: a revoke stamped by a clock that ran fast is still revoked once
+        // the clock is corrected, not "rotating".
+        (Some(_), _) if k.revocation_in_force => "revoked",
         (Some(at), _) if at <= now => "revoked",
         (_, Some(exp)) if exp <= now => "expired",
         (Some(_), _) => "rotating",
@@ -573,6 +576,7 @@ pub async fn create_key(
                 rotated_to: None,
                 grace_until: None,
                 limit_pending: true,
+                revocation_in_force: false,
             };
             let plain = mint(&st, &row)?;
             row.hint = plain.hint();
@@ -924,14 +928,12 @@ pub async fn revoke_key(
         .store
         .write(move |tx| {
             let mut row = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
-            if let (Some(at), Some(version)) = (row.revoked_at, row.revocation_version) {
-                if at <= now {
-                    return Ok((view_of(tx, &row, now)?, version, false));
-                }
+            if let (Some(version), "revoked") = (row.revocation_version, status(&row, now)) {
+                return Ok((view_of(tx, &row, now)?, version, false));
             }
             let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, now, &reason, version, row.grace_until)?;
-            revocations::enqueue(tx, id, version, now)?;
+            revocations::enqueue_now(tx, id, version)?;
             audit::append(
                 tx,
                 now,
@@ -944,6 +946,7 @@ pub async fn revoke_key(
             row.revoked_at = Some(now);
             row.revoke_reason = Some(reason);
             row.revocation_version = Some(version);
+            row.revocation_in_force = true;
             Ok((view_of(tx, &row, now)?, version, true))
         })
         .await?;
@@ -1032,7 +1035,11 @@ pub async fn rotate_key(
             let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
             db::set_rotated_to(tx, id, new_id)?;
-            revocations::enqueue(tx, id, version, grace_until)?;
+            if body.grace_period_seconds == 0 {
+                revocations::enqueue_now(tx, id, version)?;
+            } else {
+                revocations::schedule(tx, id, version, grace_until)?;
+            }
             audit::append(
                 tx,
                 now,
@@ -1051,6 +1058,7 @@ pub async fn rotate_key(
             old.revocation_version = Some(version);
             old.grace_until = Some(grace_until);
             old.rotated_to = Some(new_id);
+            old.revocation_in_force = body.grace_period_seconds == 0;
             let old = view_of(tx, &old, now)?;
             Ok((old, new, plain, version))
         })
@@ -1247,6 +1255,7 @@ mod tests {
             last_used_ip: None,
             last_used_user_agent: None,
             limit_pending: false,
+            revocation_in_force: false,
             revoked_at: None,
             revoke_reason: None,
             revocation_version: None,

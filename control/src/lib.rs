@@ -32,7 +32,7 @@ pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -46,6 +46,11 @@ use crate::error::{AppError, InternalCause, Json};
 use crate::store::Store;
 
 /// The time source: a trait so tests can move time (rotation due dates, grace periods).
+///
+/// Two readings: the wall clock, for what is stored and signed (times, expiries, grace periods),
+/// and a monotonic clock, for intervals (coalescing, heartbeats, budgets), which must not
+/// stretch or shrink when the wall clock is stepped (a bad NTP server, an operator's
+/// correction). Nothing that decides whether a revocation is in force reads either.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
@@ -53,6 +58,12 @@ pub trait Clock: Send + Sync + 'static {
     /// Seconds since the Unix epoch.
     fn now(&self) -> u64 {
         self.now_ms() / 1000
+    }
+
+    /// Milliseconds on a clock that only moves forward, at the pace of real time, from an
+    /// arbitrary origin. The default is the wall clock, for clocks that never step.
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
     }
 }
 
@@ -66,28 +77,52 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
+
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let elapsed = ORIGIN.get_or_init(Instant::now).elapsed();
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to. Its monotonic reading starts equal to the wall clock
+/// and moves with [`ManualClock::advance`] only.
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualClock {
+    wall_ms: AtomicU64,
+    monotonic_ms: AtomicU64,
+}
 
 impl ManualClock {
     /// A clock stopped at `unix_seconds`.
     pub fn at(unix_seconds: u64) -> Self {
-        Self(AtomicU64::new(unix_seconds * 1000))
+        Self {
+            wall_ms: AtomicU64::new(unix_seconds * 1000),
+            monotonic_ms: AtomicU64::new(unix_seconds * 1000),
+        }
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward: real time passing.
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+        self.monotonic_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Steps the wall clock to `unix_seconds`, forward or back, as an NTP correction (or a bad
+    /// NTP server) does: no time passes, so the monotonic reading stays.
+    pub fn set(&self, unix_seconds: u64) {
+        self.wall_ms.store(unix_seconds * 1000, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.monotonic_ms.load(Ordering::SeqCst)
     }
 }
 
