@@ -258,6 +258,9 @@ pub struct ServeArgs {
     /// the list lifetime.
     #[arg(long, env = "LYNXO_HEARTBEAT_SECS", default_value_t = DEFAULT_HEARTBEAT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_secs: u64,
+    /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
+    #[arg(long, env = "LYNXO_VERIFY_RATE_LIMIT", default_value_t = crate::verify::DEFAULT_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub verify_rate_limit: u32,
     /// Largest request body, in bytes.
     #[arg(long, env = "LYNXO_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

@@ -1163,13 +1163,33 @@ fn verdict_of(denial: &Denial) -> Verdict {
 
 /// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`,
 /// the edge's decision, with the database's revocation state (which includes revocations not yet
-/// published). Any authenticated caller may ask about any key: holding the key is what is
-/// checked, and the answer reveals only the key's own claims.
+/// published).
+///
+/// It answers only about the caller's own keys: a genuine key of another account gets exactly
+/// the answer of a forged one, before anything about it (expiry, revocation, scopes) can show,
+/// and that account's audit trail records who presented it. Each account has a budget of calls
+/// (`verify::VerifyGuard`, 429 with `Retry-After`), and calls about a real key leave a trace in
+/// the audit trail, at most once per key per hour and within a cap per caller.
 pub async fn verify_key(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Json(body): Json<VerifyKey>,
 ) -> Result<Json<Verdict>> {
+    if let Err(retry_after) = state
+        .verify_guard
+        .take(caller.account_id, state.clock.monotonic_ms())
+    {
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Too many verify requests",
+        )
+        .with_detail(format!(
+            "This account may verify {} keys a minute. Retry after {retry_after} s.",
+            state.settings.verify_per_minute
+        ))
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)));
+    }
     let endpoint_env = body
         .environment
         .as_deref()
@@ -1183,6 +1203,13 @@ pub async fn verify_key(
                 ..Verdict::refuse(401, "invalid_token")
             }));
         }
+    }
+    // Whose key it is, from its tag alone (at time 0 nothing has expired): another account's key
+    // is answered as a forgery is, and the trace goes to its owner.
+    let owner = key::verify(&body.key, &state.keyring, 0).ok();
+    if let Some(foreign) = owner.filter(|o| o.account_id != caller.account_id) {
+        trace_verify(&state, &caller, foreign, now, None);
+        return Ok(Json(Verdict::refuse(401, "invalid_token")));
     }
     // The revocation lookup needs the key id, which only a verified key gives, and runs on the
     // store's threads; `gate::admit` then finishes the same decision the edge makes.
@@ -1214,7 +1241,67 @@ pub async fn verify_key(
         }
         Err(denial) => verdict_of(&denial),
     };
+    if let Some(own) = owner {
+        trace_verify(&state, &caller, own, now, Some(&verdict));
+    }
     Ok(Json(verdict))
+}
+
+/// Writes the audit trace of a verify call about the genuine key `key`, if the guard allows one
+/// now: `key.verified` in the caller's trail for its own key (with the verdict), else
+/// `key.verified_by_other_account` in the owner's. Written after the answer, so the answer's
+/// timing does not depend on it (another account's key must look like a forged one).
+fn trace_verify(
+    state: &AppState,
+    caller: &Caller,
+    key: Claims,
+    now: u64,
+    verdict: Option<&Verdict>,
+) {
+    if !state
+        .verify_guard
+        .should_trace(caller.account_id, key.key_id, now)
+    {
+        return;
+    }
+    let (action, details) = match verdict {
+        Some(v) => (
+            "key.verified",
+            json!({ "valid": v.valid, "status": v.status }),
+        ),
+        None => {
+            tracing::warn!(
+                key_id = %key.key_id,
+                owner_account_id = key.account_id,
+                caller_account_id = caller.account_id,
+                "another account's key presented to the verify endpoint"
+            );
+            (
+                "key.verified_by_other_account",
+                json!({ "caller_account_id": caller.account_id }),
+            )
+        }
+    };
+    let (store, who) = (state.store.clone(), caller.actor.clone());
+    tokio::spawn(async move {
+        let target = key.key_id.to_string();
+        let written = store
+            .write(move |tx| {
+                audit::append(
+                    tx,
+                    now,
+                    Some(key.account_id),
+                    &who,
+                    action,
+                    Some(&target),
+                    &details,
+                )
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(code = e.code(), action, "verify trace not written");
+        }
+    });
 }
 
 #[cfg(test)]

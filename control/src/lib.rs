@@ -9,6 +9,7 @@
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`verify`]: the verify endpoint's per-account budget and the trace it leaves.
 //! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
 //!
@@ -29,6 +30,7 @@ pub mod publish;
 pub mod store;
 pub mod tokens;
 pub mod usage;
+pub mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +142,8 @@ pub struct Settings {
     pub session_ttl: u64,
     /// Password hashing cost (tests use a cheap one).
     pub argon2: argon2::Params,
+    /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
+    pub verify_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -150,6 +154,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             session_ttl: 12 * 3600,
             argon2: argon2::Params::default(),
+            verify_per_minute: verify::DEFAULT_PER_MINUTE,
         }
     }
 }
@@ -169,6 +174,8 @@ pub struct AppState {
     pub publish: publish::Trigger,
     /// Failed sign-ins per email and per address.
     pub sign_in_limiter: Arc<auth::SignInLimiter>,
+    /// The verify endpoint's budget per account and its trace.
+    pub verify_guard: Arc<verify::VerifyGuard>,
 }
 
 impl AppState {
@@ -178,6 +185,7 @@ impl AppState {
             store,
             keyring: Arc::new(keyring),
             clock,
+            verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
             sign_in_limiter: Arc::new(auth::SignInLimiter::default()),

@@ -136,6 +136,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shard_count: args.shard_count,
         public_origin: args.public_origin.clone(),
         max_body_bytes: args.max_body_bytes,
+        verify_per_minute: args.verify_rate_limit,
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);
