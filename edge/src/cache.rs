@@ -98,7 +98,8 @@ impl ShardCache {
         }
         let entry = self.entries.entry(index).or_default();
         if let Some(good) = &entry.good {
-            if header.version < good.header().version {
+            // A good shard that has gone stale protects nothing: a fresh one replaces it.
+            if header.version < good.header().version && good.check(now, None).is_ok() {
                 return Outcome::Ignored("rollback");
             }
         }
@@ -282,6 +283,14 @@ mod tests {
         assert_eq!(cache.version(0), Some(5));
         assert_eq!(cache.status(0, revoked, 11_000), RevocationStatus::Revoked);
         assert_eq!(cache.status(0, id(1), 11_000), RevocationStatus::Clear);
+        // Once the good one is stale itself, a fresh shard replaces it, even of a lower version
+        // (a control plane whose list was reset): failing closed protects nobody then.
+        let reset = shard_at(3, 20_000, 30_000, &[revoked]);
+        assert_eq!(
+            cache.record_read(0, 16, Some(&reset), &ring, 20_000_000),
+            Outcome::Accepted(3)
+        );
+        assert_eq!(cache.status(0, id(1), 20_000), RevocationStatus::Clear);
     }
 
     /// The availability policy (`docs/revocation-list.md`): a shard published with the default

@@ -765,7 +765,9 @@ async fn push_revocations(
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
-    if let Err(reply) = sync::check_against_stored(&push, stored.as_deref(), &cfg.keyring) {
+    if let Err(reply) =
+        sync::check_against_stored(&push, stored.as_deref(), &cfg.keyring, now_ms / 1000)
+    {
         return Ok(reply.into());
     }
     if let Err(reply) = kv_write(&kv, cfg, &key, &body).await {

@@ -261,14 +261,19 @@ pub fn check_push(
     Ok(Push { index, shard })
 }
 
-/// Refuses a push older than the shard KV holds. A stored value that does not open (tampered,
-/// or signed by a retired kid) is replaced.
+/// Refuses a push older than the shard KV holds at `now`. A stored value that does not open
+/// (tampered, or signed by a retired kid), or that is past its next-update (no reader uses it),
+/// is replaced: a stale shard never blocks a fresh one.
 pub fn check_against_stored(
     push: &Push,
     stored: Option<&[u8]>,
     keyring: &Keyring,
+    now: u64,
 ) -> Result<(), Reply> {
-    let Some(stored) = stored.and_then(|b| RevocationShard::open(b, keyring).ok()) else {
+    let Some(stored) = stored
+        .and_then(|b| RevocationShard::open(b, keyring).ok())
+        .filter(|s| s.check(now, None).is_ok())
+    else {
         return Ok(());
     };
     let (have, new) = (stored.header().version, push.shard.header().version);
@@ -669,12 +674,15 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert!(check_against_stored(&push, None, &cfg.keyring).is_ok());
-        assert!(check_against_stored(&push, Some(&shard(3, 16, 5, &cfg)), &cfg.keyring).is_ok());
-        assert!(check_against_stored(&push, Some(&shard(3, 16, 4, &cfg)), &cfg.keyring).is_ok());
-        assert!(check_against_stored(&push, Some(b"garbage"), &cfg.keyring).is_ok());
-        let reply =
-            check_against_stored(&push, Some(&shard(3, 16, 6, &cfg)), &cfg.keyring).unwrap_err();
-        assert_eq!(reply.status, 409);
+        let check =
+            |stored: Option<&[u8]>, now| check_against_stored(&push, stored, &cfg.keyring, now);
+        assert!(check(None, NOW).is_ok());
+        assert!(check(Some(&shard(3, 16, 5, &cfg)), NOW).is_ok());
+        assert!(check(Some(&shard(3, 16, 4, &cfg)), NOW).is_ok());
+        assert!(check(Some(b"garbage"), NOW).is_ok());
+        let newer = shard(3, 16, 6, &cfg);
+        assert_eq!(check(Some(&newer), NOW).unwrap_err().status, 409);
+        // The newer one held in KV has expired (next update NOW + 3600): it blocks nothing.
+        assert!(check(Some(&newer), NOW + 3_600).is_ok());
     }
 }
