@@ -97,7 +97,7 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
         report.events, report.legacy_upto
     );
     if let Some(head) = report.head {
-        println!("head: seq={} mac={}", head.seq, hex::encode(head.value));
+        println!("head: seq={} hash={}", head.seq, hex::encode(head.value));
     }
     match anchor {
         Some(a) => println!(

@@ -338,6 +338,88 @@ mod tests {
         Store::open(&path, test_audit_keyring()).unwrap();
     }
 
+    /// A database of schema 3 (before the in-force flag) opened by this build: revocations that
+    /// were in force stay in force, the one stamped by a clock running fast included, and a
+    /// rotation still in its grace period stays scheduled. (The unkeyed audit prefix:
+    /// `audit::tests::an_unkeyed_prefix_is_sealed_and_then_protected`.)
+    #[test]
+    fn schema_4_keeps_revocations_in_force_whatever_the_clock_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (id, name, plan_id, created_at) VALUES (1, 'a', 'standard', 1)",
+                [],
+            )
+            .unwrap();
+            // (id, revoked_at, grace_until): revoked an hour ago; revoked "400 s from now" by a
+            // clock running fast; rotated, grace ended; rotated, grace running; revoked during
+            // its grace; never revoked.
+            let keys = [
+                ("a", Some(now - 3600), None),
+                ("b", Some(now + 400), None),
+                ("c", Some(now - 10), Some(now - 10)),
+                ("d", Some(now + 3600), Some(now + 3600)),
+                ("e", Some(now - 5), Some(now + 3600)),
+                ("f", None, None),
+            ];
+            for (n, (id, revoked_at, grace)) in keys.iter().enumerate() {
+                let id = id.repeat(32);
+                conn.execute(
+                    "INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, kid, \
+                     hint, rate_limit, created_at, revoked_at, grace_until) \
+                     VALUES (?1, 0, 1, 'k', 'production', 1, 1, 'h', 10, 1, ?2, ?3)",
+                    rusqlite::params![id, revoked_at, grace],
+                )
+                .unwrap();
+                if let Some(at) = revoked_at {
+                    conn.execute(
+                        "INSERT INTO revocation_outbox (key_id, id_top, version, due_at) \
+                         VALUES (?1, 0, ?2, ?3)",
+                        rusqlite::params![id, n as i64, at],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let store = Store::open(&path, test_audit_keyring()).unwrap();
+        let (in_force, due): (Vec<String>, Vec<String>) = store
+            .read_blocking(move |c| {
+                let ids = |sql: &str| -> Result<Vec<String>> {
+                    let mut stmt = c.prepare(sql)?;
+                    let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+                    Ok(rows
+                        .map(|r| r.map(|id| id[..1].to_owned()))
+                        .collect::<rusqlite::Result<_>>()?)
+                };
+                Ok((
+                    ids(
+                        "SELECT id FROM api_keys WHERE revocation_in_force = 1 AND ?1 ORDER BY id",
+                    )?,
+                    ids("SELECT key_id FROM revocation_outbox WHERE due_at <= ?1 ORDER BY key_id")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(in_force, ["a", "b", "c", "e"]);
+        assert_eq!(
+            due,
+            ["a", "b", "c", "e"],
+            "due at once, the fast-clock one included"
+        );
+    }
+
     #[test]
     fn a_failed_write_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
