@@ -333,10 +333,12 @@ async fn verify_audit_catches_rewritten_and_truncated_rows_against_the_anchor() 
         .to_owned();
     let (edge, stored) = fake_edge().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = dir.path().join("serve.log");
     let service = Service(
         control(&["serve", "--listen", &addr.to_string()], &db, Some(&edge))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("RUST_LOG", "debug")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -408,4 +410,34 @@ async fn verify_audit_catches_rewritten_and_truncated_rows_against_the_anchor() 
     assert!(text.contains("truncated"), "{text}");
 
     assert!(anchored_seq > 0, "serve anchored no checkpoint at the edge");
+
+    // The audit secret is nowhere the database's reader, the edge or the log's reader would
+    // find it: not in the file, its WAL, the log, or what the edge holds.
+    let secret_hex = AUDIT_KEYRING.rsplit(':').next().unwrap().to_owned();
+    let secret = hex::decode(&secret_hex).unwrap();
+    let mut places: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in [
+        "control.sqlite3",
+        "control.sqlite3-wal",
+        "serve.log",
+        "serve.err",
+    ] {
+        if let Ok(bytes) = std::fs::read(dir.path().join(name)) {
+            places.push((name.to_owned(), bytes));
+        }
+    }
+    places.push(("edge".into(), stored.lock().unwrap().clone().unwrap()));
+    for (name, bytes) in &places {
+        for needle in [secret.as_slice(), secret_hex.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the audit secret is in {name}"
+            );
+        }
+    }
+    assert!(
+        places.len() >= 4,
+        "{:?}",
+        places.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
 }
