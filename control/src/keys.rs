@@ -106,6 +106,9 @@ pub struct KeyView {
 
 fn status(k: &KeyRow, now: u64) -> &'static str {
     match (k.revoked_at, k.expires_at) {
+        // In force is final: a revoke stamped by a clock that ran fast is still revoked once
+        // the clock is corrected, not "rotating".
+        (Some(_), _) if k.revocation_in_force => "revoked",
         (Some(at), _) if at <= now => "revoked",
         (_, Some(exp)) if exp <= now => "expired",
         (Some(_), _) => "rotating",
@@ -573,6 +576,7 @@ pub async fn create_key(
                 rotated_to: None,
                 grace_until: None,
                 limit_pending: true,
+                revocation_in_force: false,
             };
             let plain = mint(&st, &row)?;
             row.hint = plain.hint();
@@ -924,14 +928,12 @@ pub async fn revoke_key(
         .store
         .write(move |tx| {
             let mut row = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
-            if let (Some(at), Some(version)) = (row.revoked_at, row.revocation_version) {
-                if at <= now {
-                    return Ok((view_of(tx, &row, now)?, version, false));
-                }
+            if let (Some(version), "revoked") = (row.revocation_version, status(&row, now)) {
+                return Ok((view_of(tx, &row, now)?, version, false));
             }
             let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, now, &reason, version, row.grace_until)?;
-            revocations::enqueue(tx, id, version, now)?;
+            revocations::enqueue_now(tx, id, version)?;
             audit::append(
                 tx,
                 now,
@@ -944,6 +946,7 @@ pub async fn revoke_key(
             row.revoked_at = Some(now);
             row.revoke_reason = Some(reason);
             row.revocation_version = Some(version);
+            row.revocation_in_force = true;
             Ok((view_of(tx, &row, now)?, version, true))
         })
         .await?;
@@ -1032,7 +1035,11 @@ pub async fn rotate_key(
             let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
             db::set_rotated_to(tx, id, new_id)?;
-            revocations::enqueue(tx, id, version, grace_until)?;
+            if body.grace_period_seconds == 0 {
+                revocations::enqueue_now(tx, id, version)?;
+            } else {
+                revocations::schedule(tx, id, version, grace_until)?;
+            }
             audit::append(
                 tx,
                 now,
@@ -1051,6 +1058,7 @@ pub async fn rotate_key(
             old.revocation_version = Some(version);
             old.grace_until = Some(grace_until);
             old.rotated_to = Some(new_id);
+            old.revocation_in_force = body.grace_period_seconds == 0;
             let old = view_of(tx, &old, now)?;
             Ok((old, new, plain, version))
         })
@@ -1155,13 +1163,33 @@ fn verdict_of(denial: &Denial) -> Verdict {
 
 /// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`,
 /// the edge's decision, with the database's revocation state (which includes revocations not yet
-/// published). Any authenticated caller may ask about any key: holding the key is what is
-/// checked, and the answer reveals only the key's own claims.
+/// published).
+///
+/// It answers only about the caller's own keys: a genuine key of another account gets exactly
+/// the answer of a forged one, before anything about it (expiry, revocation, scopes) can show,
+/// and that account's audit trail records who presented it. Each account has a budget of calls
+/// (`verify::VerifyGuard`, 429 with `Retry-After`), and calls about a real key leave a trace in
+/// the audit trail, at most once per key per hour and within a cap per caller.
 pub async fn verify_key(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Json(body): Json<VerifyKey>,
 ) -> Result<Json<Verdict>> {
+    if let Err(retry_after) = state
+        .verify_guard
+        .take(caller.account_id, state.clock.monotonic_ms())
+    {
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Too many verify requests",
+        )
+        .with_detail(format!(
+            "This account may verify {} keys a minute. Retry after {retry_after} s.",
+            state.settings.verify_per_minute
+        ))
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)));
+    }
     let endpoint_env = body
         .environment
         .as_deref()
@@ -1175,6 +1203,13 @@ pub async fn verify_key(
                 ..Verdict::refuse(401, "invalid_token")
             }));
         }
+    }
+    // Whose key it is, from its tag alone (at time 0 nothing has expired): another account's key
+    // is answered as a forgery is, and the trace goes to its owner.
+    let owner = key::verify(&body.key, &state.keyring, 0).ok();
+    if let Some(foreign) = owner.filter(|o| o.account_id != caller.account_id) {
+        trace_verify(&state, &caller, foreign, now, None);
+        return Ok(Json(Verdict::refuse(401, "invalid_token")));
     }
     // The revocation lookup needs the key id, which only a verified key gives, and runs on the
     // store's threads; `gate::admit` then finishes the same decision the edge makes.
@@ -1206,7 +1241,67 @@ pub async fn verify_key(
         }
         Err(denial) => verdict_of(&denial),
     };
+    if let Some(own) = owner {
+        trace_verify(&state, &caller, own, now, Some(&verdict));
+    }
     Ok(Json(verdict))
+}
+
+/// Writes the audit trace of a verify call about the genuine key `key`, if the guard allows one
+/// now: `key.verified` in the caller's trail for its own key (with the verdict), else
+/// `key.verified_by_other_account` in the owner's. Written after the answer, so the answer's
+/// timing does not depend on it (another account's key must look like a forged one).
+fn trace_verify(
+    state: &AppState,
+    caller: &Caller,
+    key: Claims,
+    now: u64,
+    verdict: Option<&Verdict>,
+) {
+    if !state
+        .verify_guard
+        .should_trace(caller.account_id, key.key_id, now)
+    {
+        return;
+    }
+    let (action, details) = match verdict {
+        Some(v) => (
+            "key.verified",
+            json!({ "valid": v.valid, "status": v.status }),
+        ),
+        None => {
+            tracing::warn!(
+                key_id = %key.key_id,
+                owner_account_id = key.account_id,
+                caller_account_id = caller.account_id,
+                "another account's key presented to the verify endpoint"
+            );
+            (
+                "key.verified_by_other_account",
+                json!({ "caller_account_id": caller.account_id }),
+            )
+        }
+    };
+    let (store, who) = (state.store.clone(), caller.actor.clone());
+    tokio::spawn(async move {
+        let target = key.key_id.to_string();
+        let written = store
+            .write(move |tx| {
+                audit::append(
+                    tx,
+                    now,
+                    Some(key.account_id),
+                    &who,
+                    action,
+                    Some(&target),
+                    &details,
+                )
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(code = e.code(), action, "verify trace not written");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -1247,6 +1342,7 @@ mod tests {
             last_used_ip: None,
             last_used_user_agent: None,
             limit_pending: false,
+            revocation_in_force: false,
             revoked_at: None,
             revoke_reason: None,
             revocation_version: None,

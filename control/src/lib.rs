@@ -10,6 +10,7 @@
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`verify`]: the verify endpoint's per-account budget and the trace it leaves.
 //! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
 //!
@@ -31,10 +32,11 @@ pub mod publish;
 pub mod store;
 pub mod tokens;
 pub mod usage;
+pub mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -48,6 +50,11 @@ use crate::error::{AppError, InternalCause, Json};
 use crate::store::Store;
 
 /// The time source: a trait so tests can move time (rotation due dates, grace periods).
+///
+/// Two readings: the wall clock, for what is stored and signed (times, expiries, grace periods),
+/// and a monotonic clock, for intervals (coalescing, heartbeats, budgets), which must not
+/// stretch or shrink when the wall clock is stepped (a bad NTP server, an operator's
+/// correction). Nothing that decides whether a revocation is in force reads either.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
@@ -55,6 +62,12 @@ pub trait Clock: Send + Sync + 'static {
     /// Seconds since the Unix epoch.
     fn now(&self) -> u64 {
         self.now_ms() / 1000
+    }
+
+    /// Milliseconds on a clock that only moves forward, at the pace of real time, from an
+    /// arbitrary origin. The default is the wall clock, for clocks that never step.
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
     }
 }
 
@@ -68,28 +81,52 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
+
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let elapsed = ORIGIN.get_or_init(Instant::now).elapsed();
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to. Its monotonic reading starts equal to the wall clock
+/// and moves with [`ManualClock::advance`] only.
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualClock {
+    wall_ms: AtomicU64,
+    monotonic_ms: AtomicU64,
+}
 
 impl ManualClock {
     /// A clock stopped at `unix_seconds`.
     pub fn at(unix_seconds: u64) -> Self {
-        Self(AtomicU64::new(unix_seconds * 1000))
+        Self {
+            wall_ms: AtomicU64::new(unix_seconds * 1000),
+            monotonic_ms: AtomicU64::new(unix_seconds * 1000),
+        }
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward: real time passing.
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+        self.monotonic_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Steps the wall clock to `unix_seconds`, forward or back, as an NTP correction (or a bad
+    /// NTP server) does: no time passes, so the monotonic reading stays.
+    pub fn set(&self, unix_seconds: u64) {
+        self.wall_ms.store(unix_seconds * 1000, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.monotonic_ms.load(Ordering::SeqCst)
     }
 }
 
@@ -111,6 +148,8 @@ pub struct Settings {
     pub sign_in_hashes: usize,
     /// Proxies whose forwarding header names the client (none: the TCP peer is the client).
     pub proxies: client_addr::TrustedProxies,
+    /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
+    pub verify_per_minute: u32,
 }
 
 /// The default bound on sign-in hashes at once: one per CPU.
@@ -128,6 +167,7 @@ impl Default for Settings {
             argon2: argon2::Params::default(),
             sign_in_hashes: default_sign_in_hashes(),
             proxies: client_addr::TrustedProxies::default(),
+            verify_per_minute: verify::DEFAULT_PER_MINUTE,
         }
     }
 }
@@ -147,6 +187,8 @@ pub struct AppState {
     pub publish: publish::Trigger,
     /// Sign-in defences: attempt budgets and the bounded password hasher.
     pub sign_in: Arc<auth::SignInGuard>,
+    /// The verify endpoint's budget per account and its trace.
+    pub verify_guard: Arc<verify::VerifyGuard>,
 }
 
 impl AppState {
@@ -157,6 +199,7 @@ impl AppState {
             sign_in: Arc::new(auth::SignInGuard::new(&keyring, &settings)),
             keyring: Arc::new(keyring),
             clock,
+            verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
         }

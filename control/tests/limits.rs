@@ -390,7 +390,7 @@ fn migration_0002_keeps_old_limits_per_minute_and_queues_every_working_key() {
         )
         .unwrap();
     }
-    let store = control::store::Store::open(&path).unwrap();
+    let store = control::store::Store::open(&path, common::audit_keyring()).unwrap();
     let live = KeyId::parse_hex("00000000000000000000000000000001").unwrap();
     let row = store
         .read_blocking(move |c| keys_db::get(c, 1, live))

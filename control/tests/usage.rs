@@ -634,7 +634,8 @@ async fn an_acknowledged_batch_survives_a_restart() {
     );
     app.ingest(&b).await.expect(StatusCode::OK);
     // "Restart": a new store on the same file (the old one's writer committed before answering).
-    let reopened = control::store::Store::open(app.state.store.path()).unwrap();
+    let reopened =
+        control::store::Store::open(app.state.store.path(), common::audit_keyring()).unwrap();
     let n: i64 = reopened
         .read_blocking(|c| Ok(c.query_row("SELECT sum(n) FROM usage_minutes", [], |r| r.get(0))?))
         .unwrap();

@@ -8,7 +8,8 @@
 //! - [`decide`]: credentials, key, revocation, route and scope: the whole admission decision;
 //! - [`cache`]: revocation shards read from KV, trusted in isolate memory for a short time;
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
-//! - [`sync`]: the control plane's signed pushes of revocation shards and rate limits;
+//! - [`sync`]: the control plane's signed pushes of revocation shards, rate limits and the audit
+//!   checkpoint;
 //! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
 //! - [`meter`]: usage counts pre-aggregated in the isolate, the `UsageMeter` object's batches;
 //! - [`objects`]: the two Durable Object classes;
@@ -81,6 +82,8 @@ pub enum Endpoint<'a> {
     SyncRevocations(&'a str),
     /// The limits sync endpoint.
     SyncLimits,
+    /// The audit checkpoint's endpoint (`GET` and `PUT`).
+    SyncCheckpoint,
     /// Anything else: an API request to authenticate and forward.
     Api,
 }
@@ -91,6 +94,8 @@ pub fn endpoint<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
         Endpoint::Health
     } else if path == shared::limits::SYNC_PATH {
         Endpoint::SyncLimits
+    } else if path == shared::audit::SYNC_PATH {
+        Endpoint::SyncCheckpoint
     } else if let Some(index) = path.strip_prefix(sync::PATH_PREFIX) {
         Endpoint::SyncRevocations(index)
     } else {
@@ -422,6 +427,10 @@ async fn handle(
             Ok(cfg) => push_limits(req, env, &cfg, &method).await,
             Err(reply) => Ok(reply.into()),
         },
+        Endpoint::SyncCheckpoint => match load_config(env) {
+            Ok(cfg) => sync_checkpoint(req, env, &cfg, &method).await,
+            Err(reply) => Ok(reply.into()),
+        },
         Endpoint::Api => match load_config(env) {
             Ok(cfg) => api(req, env, ctx, &cfg, &method, &url, attributed).await,
             Err(reply) => Ok(reply.into()),
@@ -562,6 +571,11 @@ async fn api(
         let key_id = verified.claims.key_id;
         let index = shard_of(key_id, cfg.shard_count);
         refresh_shard(env, cfg, index, now_ms).await;
+        if let Some(age) = SHARDS.with_borrow_mut(|c| c.stale_alarm(index, now)) {
+            console_error!(
+                "lynxo-edge: ALARM revocation shard {index} is {age} s old: heartbeats from the control plane are missing"
+            );
+        }
         let status = SHARDS.with_borrow(|c| c.status(index, key_id, now));
         match decide::admit(&verified, &incoming, status, cfg) {
             Ok(admitted) => admitted,
@@ -746,41 +760,72 @@ async fn push_revocations(
         Ok(push) => push,
         Err(reply) => return Ok(reply.into()),
     };
-    let kv = match env.kv(REVOCATIONS_BINDING) {
-        Ok(kv) => kv,
-        Err(e) => {
-            console_error!("lynxo-edge: KV binding {REVOCATIONS_BINDING} unavailable: {e}");
-            return Ok(kv_unavailable(cfg).into());
-        }
-    };
     let key = cache::kv_key(push.index);
-    let stored = match kv.get(&key).bytes().await {
-        Ok(stored) => stored,
-        Err(e) => {
-            console_error!("lynxo-edge: KV read of {key} failed: {e}");
-            return Ok(kv_unavailable(cfg).into());
-        }
+    let (kv, stored) = match kv_read(env, cfg, &key).await {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
     };
-    if let Err(reply) = sync::check_against_stored(&push, stored.as_deref(), &cfg.keyring) {
+    if let Err(reply) =
+        sync::check_against_stored(&push, stored.as_deref(), &cfg.keyring, now_ms / 1000)
+    {
         return Ok(reply.into());
     }
-    let written = match kv.put_bytes(&key, &body) {
-        Ok(put) => put.execute().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
-        console_error!("lynxo-edge: KV write of {key} failed: {e}");
-        return Ok(kv_unavailable(cfg).into());
+    if let Err(reply) = kv_write(&kv, cfg, &key, &body).await {
+        return Ok(reply.into());
     }
     // This isolate uses the new shard at once; others within one cache period.
     let version = push.shard.header().version;
-    SHARDS.with_borrow_mut(|c| c.offer(push.index, cfg.shard_count, push.shard));
+    SHARDS.with_borrow_mut(|c| c.offer(push.index, cfg.shard_count, push.shard, now_ms / 1000));
     Ok(Reply {
         status: 204,
         headers: vec![
             ("cache-control", "no-store".to_owned()),
             ("lynxo-shard-version", version.to_string()),
         ],
+        body: String::new(),
+    }
+    .into())
+}
+
+/// `GET` and `PUT` of the audit checkpoint: a signed read hands the stored one back, a signed
+/// push replaces it unless KV holds a later one (`sync::check_checkpoint_*`).
+async fn sync_checkpoint(
+    mut req: Request,
+    env: &Env,
+    cfg: &Config,
+    method: &str,
+) -> worker::Result<Answer> {
+    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let now = now_ms() / 1000;
+    let checked = if method == "GET" {
+        sync::check_checkpoint_read(cfg, method, signature.as_deref(), now).map(|()| None)
+    } else {
+        sync::check_checkpoint_push(cfg, method, signature.as_deref(), &body, now).map(Some)
+    };
+    let pushed = match checked {
+        Ok(pushed) => pushed,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let key = shared::audit::KV_KEY;
+    let (kv, stored) = match kv_read(env, cfg, key).await {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let Some(pushed) = pushed else {
+        return Ok(sync::checkpoint_reply(stored.as_deref()).into());
+    };
+    if let Err(reply) = sync::check_checkpoint_against_stored(&pushed, &body, stored.as_deref()) {
+        return Ok(reply.into());
+    }
+    if let Err(reply) = kv_write(&kv, cfg, key, &body).await {
+        return Ok(reply.into());
+    }
+    Ok(Reply {
+        status: 204,
+        headers: vec![("cache-control", "no-store".to_owned())],
         body: String::new(),
     }
     .into())
@@ -799,6 +844,43 @@ fn unauthenticated(cfg: &Config) -> decide::Admitted {
         route: &shared::scope::ROUTES[0],
         source: decide::Source::Header,
     }
+}
+
+/// The revocations namespace and the value under `key`; a failure is logged and becomes the
+/// 503 to answer.
+async fn kv_read(
+    env: &Env,
+    cfg: &Config,
+    key: &str,
+) -> Result<(worker::kv::KvStore, Option<Vec<u8>>), Reply> {
+    let kv = env.kv(REVOCATIONS_BINDING).map_err(|e| {
+        console_error!("lynxo-edge: KV binding {REVOCATIONS_BINDING} unavailable: {e}");
+        kv_unavailable(cfg)
+    })?;
+    match kv.get(key).bytes().await {
+        Ok(stored) => Ok((kv, stored)),
+        Err(e) => {
+            console_error!("lynxo-edge: KV read of {key} failed: {e}");
+            Err(kv_unavailable(cfg))
+        }
+    }
+}
+
+/// Writes `body` under `key`; a failure is logged and becomes the 503 to answer.
+async fn kv_write(
+    kv: &worker::kv::KvStore,
+    cfg: &Config,
+    key: &str,
+    body: &[u8],
+) -> Result<(), Reply> {
+    let written = match kv.put_bytes(key, body) {
+        Ok(put) => put.execute().await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| {
+        console_error!("lynxo-edge: KV write of {key} failed: {e}");
+        kv_unavailable(cfg)
+    })
 }
 
 fn kv_unavailable(cfg: &Config) -> Reply {
@@ -824,6 +906,10 @@ mod tests {
         );
         assert_eq!(endpoint("PUT", "/_lynxo/sync/limits"), Endpoint::SyncLimits);
         assert_eq!(endpoint("GET", "/_lynxo/sync/limits"), Endpoint::SyncLimits);
+        assert_eq!(
+            endpoint("GET", "/_lynxo/sync/audit-checkpoint"),
+            Endpoint::SyncCheckpoint
+        );
         assert_eq!(endpoint("GET", "/v1/jobs"), Endpoint::Api);
     }
 }

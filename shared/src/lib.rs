@@ -13,6 +13,7 @@
 //! - [`identity`]: the caller identity the edge forwards to the origin, and its signature.
 //! - [`limits`]: per-key rate-limit policies and their signed push to the edge.
 //! - [`usage`]: the usage batches the edge reports to the control plane.
+//! - [`audit`]: the audit keyring and the checkpoints that anchor the audit chain at the edge.
 //! - [`base62`]: the linear-time text encoding the key body uses.
 //!
 //! The formats are specified in `docs/key-format.md` and `docs/revocation-list.md`.
@@ -22,6 +23,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod audit;
 pub mod base62;
 pub mod envelope;
 pub mod gate;

@@ -310,23 +310,7 @@ impl Keyring {
     /// Parses `active=KID;KID:HEX,KID:HEX` — the form secrets take in an environment variable
     /// or a Worker secret. Example: `active=1;1:00112233...`.
     pub fn from_config(text: &str) -> Result<Self, KeyringError> {
-        let text = text.trim();
-        let (active, entries) = text
-            .strip_prefix("active=")
-            .and_then(|rest| rest.split_once(';'))
-            .ok_or(KeyringError::InvalidEntry(0))?;
-        let active: u8 = active
-            .trim()
-            .parse()
-            .map_err(|_| KeyringError::InvalidEntry(0))?;
-        let mut secrets = Vec::new();
-        for (i, entry) in entries.split(',').enumerate() {
-            let invalid = || KeyringError::InvalidEntry(i + 1);
-            let (kid, hex) = entry.trim().split_once(':').ok_or_else(invalid)?;
-            let kid: u8 = kid.parse().map_err(|_| invalid())?;
-            let bytes = decode_hex(hex).ok_or_else(invalid)?;
-            secrets.push((kid, Secret::new(bytes)?));
-        }
+        let (active, secrets) = parse_config(text)?;
         Self::new(active, &secrets)
     }
 
@@ -365,6 +349,30 @@ impl fmt::Debug for Keyring {
             .field("kids", &self.kids().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// Parses the keyring text `active=KID;KID:HEX,KID:HEX` into the active kid and the secrets,
+/// without deriving anything: [`Keyring::from_config`] builds the signing keyring from it, and
+/// other keyrings of the same form (the control plane's audit keyring) reuse it.
+pub fn parse_config(text: &str) -> Result<(u8, Vec<(u8, Secret)>), KeyringError> {
+    let text = text.trim();
+    let (active, entries) = text
+        .strip_prefix("active=")
+        .and_then(|rest| rest.split_once(';'))
+        .ok_or(KeyringError::InvalidEntry(0))?;
+    let active: u8 = active
+        .trim()
+        .parse()
+        .map_err(|_| KeyringError::InvalidEntry(0))?;
+    let mut secrets = Vec::new();
+    for (i, entry) in entries.split(',').enumerate() {
+        let invalid = || KeyringError::InvalidEntry(i + 1);
+        let (kid, hex) = entry.trim().split_once(':').ok_or_else(invalid)?;
+        let kid: u8 = kid.parse().map_err(|_| invalid())?;
+        let bytes = decode_hex(hex).ok_or_else(invalid)?;
+        secrets.push((kid, Secret::new(bytes)?));
+    }
+    Ok((active, secrets))
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {

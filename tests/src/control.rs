@@ -12,7 +12,10 @@
 //! keyring and `--edge-sync-url` pointing at the stack's worker, so revocations reach the edge
 //! through the worker's signed sync endpoint. It returns once the worker holds every shard from
 //! the publisher's first pass (before that the worker fails closed). [`Control::stop`] and
-//! [`Control::resume`] take it down and up again on the same database; `Drop` stops it.
+//! [`Control::resume`] take it down and up again on the same database; `Drop` stops it. Both
+//! `init` and `serve` get the tests' audit keyring ([`AUDIT_KEYRING`]);
+//! [`Control::verify_audit`] checks a database against the checkpoint `serve` anchored at the
+//! worker.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -28,6 +31,11 @@ use shared::scope::ScopeSet;
 
 use crate::stack::{KEYRING, Stack, workspace_root};
 use crate::{http, keys};
+
+/// The control plane's audit keyring in the tests (`LYNXO_AUDIT_KEYRING`): a test-only secret,
+/// not the signing keyring's.
+pub const AUDIT_KEYRING: &str =
+    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
 
 /// The email of the user `init` creates (dashboard tests sign in with it).
 pub const EMAIL: &str = "e2e@example.com";
@@ -46,6 +54,8 @@ pub struct Control {
     edge: SocketAddr,
     state: TempDir,
     child: Option<Child>,
+    /// Extra environment of `serve` (say, scaled-down lifetimes).
+    env: Vec<(String, String)>,
 }
 
 /// An account as `control init` printed it.
@@ -124,6 +134,7 @@ fn init(bin: &Path, database: &Path, name: &str, email: &str, password: &str) ->
         .arg(database)
         .args(["--account-name", name, "--email", email])
         .env("LYNXO_INIT_PASSWORD", password)
+        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
@@ -140,6 +151,11 @@ impl Control {
     /// Initialises a fresh database and serves it, publishing to `stack`'s worker; returns once
     /// the service is ready.
     pub fn start(stack: &Stack) -> Self {
+        Self::start_with_env(stack, &[])
+    }
+
+    /// [`Control::start`] with extra environment for `serve` (`LYNXO_LIST_LIFETIME_SECS`, ...).
+    pub fn start_with_env(stack: &Stack, env: &[(&str, &str)]) -> Self {
         let bin = control_binary();
         let state = tempfile::Builder::new()
             .prefix("lynxo-e2e-control-")
@@ -156,6 +172,10 @@ impl Control {
             edge: stack.edge,
             state,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         control.spawn();
         control.wait_ready(Duration::from_secs(30));
@@ -179,6 +199,28 @@ impl Control {
         init(&self.bin, &self.database(), name, email, password)
     }
 
+    /// Runs `control verify-audit` on `database` against the stack's worker (where `serve`
+    /// anchors the audit checkpoint): whether it passed, and what it printed.
+    pub fn verify_audit(&self, database: &std::path::Path) -> (bool, String) {
+        let out = Command::new(&self.bin)
+            .arg("verify-audit")
+            .arg("--database")
+            .arg(database)
+            .env("LYNXO_EDGE_SYNC_URL", format!("http://{}", self.edge))
+            .env("LYNXO_KEYRING", KEYRING)
+            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {:?} verify-audit: {e}", self.bin));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Starts `control serve` on [`Self::addr`], appending to the log.
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -195,6 +237,8 @@ impl Control {
             .args(["--edge-sync-url", &format!("http://{}", self.edge)])
             .args(["--public-origin", &format!("http://{}", self.addr)])
             .env("LYNXO_KEYRING", KEYRING)
+            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)

@@ -199,7 +199,11 @@ mod tests {
     /// folder (kept alive by the caller).
     fn test_app() -> (Router, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("control.sqlite3")).unwrap();
+        let store = Store::open(
+            &dir.path().join("control.sqlite3"),
+            crate::store::test_audit_keyring(),
+        )
+        .unwrap();
         let settings = Settings {
             argon2: argon2::Params::new(8, 1, 1, None).unwrap(),
             ..Settings::default()

@@ -56,6 +56,9 @@ pub struct KeyRow {
     pub grace_until: Option<u64>,
     /// Read only: the edge has not acknowledged the current policy version yet.
     pub limit_pending: bool,
+    /// Read only: the revocation is in force (set by `revocations::enqueue_now`, or by the
+    /// publisher when a grace period ends; never cleared).
+    pub revocation_in_force: bool,
 }
 
 /// The top 16 bits of an id: which revocation shard range it falls in.
@@ -73,7 +76,7 @@ const COLUMNS: &str = "id, account_id, name, description, environment, scopes, k
     rate_limit, created_at, expires_at, last_used_at, revoked_at, revoke_reason, \
     revocation_version, rotated_from, rotated_to, grace_until, rate_limit_window, \
     policy_version, last_used_ip, last_used_user_agent, \
-    EXISTS (SELECT 1 FROM limits_outbox o WHERE o.key_id = api_keys.id)";
+    EXISTS (SELECT 1 FROM limits_outbox o WHERE o.key_id = api_keys.id), revocation_in_force";
 
 fn bad(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -118,6 +121,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
         last_used_ip: r.get(20)?,
         last_used_user_agent: r.get(21)?,
         limit_pending: r.get(22)?,
+        revocation_in_force: r.get(23)?,
     })
 }
 
@@ -186,14 +190,18 @@ pub struct ListFilter {
 }
 
 /// The SQL form of each status, consistent with how the API derives a key's status: revoked
-/// (revocation in effect) first, then expired, then rotating (revocation scheduled), then active.
+/// (revocation in force, or its grace period over) first, then expired, then rotating
+/// (revocation scheduled), then active.
 fn status_sql(status: &str) -> &'static str {
     match status {
-        "revoked" => "revoked_at IS NOT NULL AND revoked_at <= ?4",
+        "revoked" => "(revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?4))",
         "expired" => {
-            "(revoked_at IS NULL OR revoked_at > ?4) AND expires_at IS NOT NULL AND expires_at <= ?4"
+            "(revoked_at IS NULL OR (revoked_at > ?4 AND revocation_in_force = 0)) \
+             AND expires_at IS NOT NULL AND expires_at <= ?4"
         }
-        "rotating" => "revoked_at > ?4 AND (expires_at IS NULL OR expires_at > ?4)",
+        "rotating" => {
+            "revoked_at > ?4 AND revocation_in_force = 0 AND (expires_at IS NULL OR expires_at > ?4)"
+        }
         "active" => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
         _ => "1",
     }
@@ -333,7 +341,8 @@ pub fn set_rotated_to(tx: &Transaction<'_>, id: KeyId, successor: KeyId) -> Resu
 pub fn is_revoked(conn: &Connection, id: KeyId, now: u64) -> Result<bool> {
     Ok(conn
         .prepare_cached(
-            "SELECT revoked_at IS NOT NULL AND revoked_at <= ?2 FROM api_keys WHERE id = ?1",
+            "SELECT revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?2) \
+             FROM api_keys WHERE id = ?1",
         )?
         .query_row(params![id.to_string(), to_i64(now)], |r| r.get(0))
         .optional()?

@@ -13,6 +13,7 @@ use control::store::Store;
 use control::{AppState, Clock as _, ManualClock, Settings, app, auth};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use shared::audit::AuditKeyring;
 use shared::mac::Keyring;
 use tower::ServiceExt as _;
 
@@ -22,6 +23,34 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn keyring() -> Keyring {
     Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap()
+}
+
+/// The audit keyring of the tests (test-only secret, not the signing keyring's).
+pub const AUDIT_KEYRING: &str =
+    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+pub fn audit_keyring() -> Arc<AuditKeyring> {
+    Arc::new(AuditKeyring::from_config(AUDIT_KEYRING).unwrap())
+}
+
+/// A child process (the real binary) killed when dropped, so a failing test leaves nothing
+/// running.
+pub struct Service(pub std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestApp {
@@ -65,7 +94,7 @@ impl Builder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("control.sqlite3")).unwrap();
+        let store = Store::open(&dir.path().join("control.sqlite3"), audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
         let mut settings = Settings {
             shard_count: self.shard_count,
