@@ -156,7 +156,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             let status = response.status_code();
             (status, shared::usage::Outcome::of_origin_status(status))
         }
-        Answer::Reply(reply) => (reply.status, meter::outcome_of_edge_status(reply.status)),
+        // The edge's own answer: never origin traffic, whatever its status.
+        Answer::Reply(reply) => (
+            reply.status,
+            shared::usage::Outcome::of_edge_status(reply.status),
+        ),
     };
     if let Some(a) = attributed {
         let answered = Answered {
