@@ -109,6 +109,9 @@ async fn a_new_key_is_pushed_with_its_policy_and_leaves_the_outbox() {
                 key_id: id.to_owned(),
                 policy: shared::limits::Policy::new(50, 10).unwrap(),
                 version: START * 1000,
+                // The standard plan's cap.
+                per_minute: Some(6000),
+                budget: None,
             }]
         }]
     );

@@ -1,4 +1,5 @@
-//! The limits outbox: key policies the edge has not acknowledged yet.
+//! The limits outbox: key policies the edge has not acknowledged yet. A pushed policy carries
+//! the plan's per-minute cap.
 //!
 //! A change of a key's rate limit (and a new key) takes a new policy version and puts
 //! `(key_id, version)` here in the same transaction (`keys::set_rate_limit`,
@@ -12,11 +13,13 @@ use shared::limits::{LimitUpdate, Policy};
 use super::{to_i64, to_u64};
 use crate::error::Result;
 
-/// Up to `max` queued policies, oldest versions first.
+/// Up to `max` queued policies, oldest versions first, each with the plan's per-minute cap.
 pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT o.key_id, k.rate_limit, k.rate_limit_window, o.version \
+        "SELECT o.key_id, k.rate_limit, k.rate_limit_window, o.version, p.max_rate_limit, \
+         NULL \
          FROM limits_outbox o JOIN api_keys k ON k.id = o.key_id \
+         JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.id = a.plan_id \
          ORDER BY o.version, o.key_id LIMIT ?1",
     )?;
     let rows = stmt.query_map([i64::try_from(max).unwrap_or(i64::MAX)], |r| {
@@ -27,6 +30,8 @@ pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
                 window: r.get(2)?,
             },
             version: to_u64(r.get(3)?)?,
+            per_minute: Some(r.get(4)?),
+            budget: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
