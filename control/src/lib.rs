@@ -105,6 +105,9 @@ pub struct Settings {
     pub session_ttl: u64,
     /// Password hashing cost (tests use a cheap one).
     pub argon2: argon2::Params,
+    /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
+    /// before it answers (zero without a publisher that can push limits).
+    pub limits_sync_wait: Duration,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             session_ttl: 12 * 3600,
             argon2: argon2::Params::default(),
+            limits_sync_wait: Duration::ZERO,
         }
     }
 }

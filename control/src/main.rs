@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -10,6 +11,10 @@ use control::publish::{LimitPublisher, Publisher};
 use control::store::{Store, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use tracing_subscriber::EnvFilter;
+
+/// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget: a
+/// push normally takes milliseconds; an edge that does not answer must not hold rotations up.
+const LIMITS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -71,6 +76,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shard_count: args.shard_count,
         public_origin: args.public_origin.clone(),
         max_body_bytes: args.max_body_bytes,
+        // Only the edge's sync endpoint takes limits pushes: a rotation waits for it.
+        limits_sync_wait: if args.edge_sync_url.is_some() {
+            LIMITS_SYNC_WAIT
+        } else {
+            Duration::ZERO
+        },
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);

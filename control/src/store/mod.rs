@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_usage_and_limits.sql"),
     include_str!("migrations/0003_audit_by_target.sql"),
+    include_str!("migrations/0004_rotation_budgets.sql"),
 ];
 
 /// Readers kept open between calls.
