@@ -380,7 +380,7 @@ pub fn key(account: &Account, id: &str) -> String {
     <p class="field inline"><label for="activity-outcome">Outcome</label>
       <select id="activity-outcome" name="outcome">
         <option value="">All requests</option>
-        <option value="denied">Answered by the edge (401, 403, 429, edge)</option>
+        <option value="denied">Denied by the edge</option>
         <option value="2xx">2xx success</option>
         <option value="3xx">3xx redirect</option>
         <option value="4xx">4xx client error</option>
@@ -388,8 +388,8 @@ pub fn key(account: &Account, id: &str) -> String {
         <option value="401">401 unauthenticated</option>
         <option value="403">403 forbidden</option>
         <option value="429">429 rate limited</option>
-        <option value="edge_4xx">Refused by the edge (404, 405)</option>
-        <option value="edge_5xx">Failed at the edge</option>
+        <option value="edge_4xx">Edge 404/405</option>
+        <option value="edge_5xx">Edge error</option>
       </select></p></div>
   <div class="table-wrap">
   <table class="stack" id="activity-table">
