@@ -150,6 +150,9 @@ pub struct Settings {
     pub proxies: client_addr::TrustedProxies,
     /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
     pub verify_per_minute: u32,
+    /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
+    /// before it answers (zero without a publisher that can push limits).
+    pub limits_sync_wait: Duration,
 }
 
 /// The default bound on sign-in hashes at once: one per CPU.
@@ -168,6 +171,7 @@ impl Default for Settings {
             sign_in_hashes: default_sign_in_hashes(),
             proxies: client_addr::TrustedProxies::default(),
             verify_per_minute: verify::DEFAULT_PER_MINUTE,
+            limits_sync_wait: Duration::ZERO,
         }
     }
 }

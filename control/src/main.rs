@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use std::time::Duration;
-
 use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
 use control::store::{Store, audit};
@@ -14,6 +13,10 @@ use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use shared::audit::Checkpoint;
 use shared::mac::Keyring;
 use tracing_subscriber::EnvFilter;
+
+/// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget: a
+/// push normally takes milliseconds; an edge that does not answer must not hold rotations up.
+const LIMITS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -141,6 +144,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_or_else(control::default_sign_in_hashes, usize::from),
         proxies: args.proxies(),
         verify_per_minute: args.verify_rate_limit,
+        // Only the edge's sync endpoint takes limits pushes: a rotation waits for it.
+        limits_sync_wait: if args.publish.edge_sync_url.is_some() {
+            LIMITS_SYNC_WAIT
+        } else {
+            Duration::ZERO
+        },
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);

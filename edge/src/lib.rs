@@ -52,7 +52,7 @@ use worker::{
 use crate::cache::{Outcome, ShardCache};
 use crate::config::{BINDINGS, Config};
 use crate::decide::Incoming;
-use crate::limit::{Call, Decision, Grant, Leases, Local, SetOutcome, Status};
+use crate::limit::{Budget, Call, Decision, Leases, Local, SetOutcome, Status, Taken};
 use crate::meter::{Answered, Buffer, Caller, Delivery, Flush, Seen};
 use crate::problem::{Problem, Reply};
 
@@ -161,7 +161,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             let status = response.status_code();
             (status, shared::usage::Outcome::of_origin_status(status))
         }
-        Answer::Reply(reply) => (reply.status, meter::outcome_of_edge_status(reply.status)),
+        // The edge's own answer: never origin traffic, whatever its status.
+        Answer::Reply(reply) => (
+            reply.status,
+            shared::usage::Outcome::of_edge_status(reply.status),
+        ),
     };
     if let Some(a) = attributed {
         let answered = Answered {
@@ -251,14 +255,14 @@ fn limiter_failed(what: &str) {
     }
 }
 
-/// Asks `key`'s limiter object for a lease.
+/// Calls `budget`'s limiter object.
 async fn call_limiter<T: serde::de::DeserializeOwned>(
     env: &Env,
-    key: KeyId,
+    budget: Budget,
     call: &Call,
 ) -> worker::Result<T> {
     let ns = env.durable_object(RATE_LIMITER_BINDING)?;
-    let stub = ns.id_from_name(&key.to_string())?.get_stub()?;
+    let stub = ns.id_from_name(&budget.object_name())?.get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(worker::Method::Post)
         .with_body(Some(serde_json::to_string(call)?.into()));
@@ -271,53 +275,137 @@ async fn call_limiter<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_str(&response.text().await?)?)
 }
 
-/// The rate-limit decision for an admitted request of `key`: a local token when there is one,
-/// else a lease from the key's object. `None` when the object failed: fail open (the key itself
-/// was verified), logged, without RateLimit headers.
+/// Asks `budget`'s object, in the background, for the next lease of up to `want` tokens.
+fn refill(env: &Env, ctx: &Context, budget: Budget, default: shared::limits::Policy, want: u32) {
+    let env = env.clone();
+    // After the response: the next lease arrives before this one runs out.
+    ctx.wait_until(async move {
+        let returned = LEASES.with_borrow_mut(|l| l.returns(budget));
+        let call = Call::Take {
+            default,
+            want,
+            returned,
+        };
+        let sent = now_ms();
+        match call_limiter::<Taken>(&env, budget, &call).await {
+            Ok(Taken::Granted(grant)) => {
+                LEASES.with_borrow_mut(|l| l.refilled(budget, &grant, sent, now_ms()))
+            }
+            Ok(Taken::Redirect { .. }) => LEASES.with_borrow_mut(|l| l.refill_failed(budget)),
+            Err(e) => {
+                limiter_failed(&format!("refill failed: {e}"));
+                LEASES.with_borrow_mut(|l| l.refill_failed(budget));
+            }
+        }
+    });
+}
+
+/// The rate-limit decision for a request the edge attributes to a key: `Budget::Key` for a
+/// working key (every request, refused ones included), `Budget::Refused` for a revoked or
+/// expired one. A local token when there is one, else a lease from the budget's object; a key
+/// whose object answers with a redirect counts at its rotation chain's budget from then on.
+/// `None` when the object failed: fail open (the key itself was verified), logged, without
+/// RateLimit headers.
 async fn rate_limit(
     env: &Env,
     ctx: &Context,
     cfg: &Config,
-    key: KeyId,
+    budget: Budget,
     now_ms: u64,
 ) -> Option<Decision> {
-    let want = match LEASES.with_borrow_mut(|l| l.take(key, now_ms)) {
-        Local::Allowed { status, refill } => {
-            if let Some(want) = refill {
-                let call = Call::Take {
-                    default: cfg.rate_limit_default,
-                    want,
-                };
-                let env = env.clone();
-                // After the response: the next lease arrives before this one runs out.
-                ctx.wait_until(async move {
-                    match call_limiter::<Grant>(&env, key, &call).await {
-                        Ok(grant) => {
-                            LEASES.with_borrow_mut(|l| l.refilled(key, &grant, crate::now_ms()))
-                        }
-                        Err(e) => {
-                            limiter_failed(&format!("refill failed: {e}"));
-                            LEASES.with_borrow_mut(|l| l.refill_failed(key));
-                        }
-                    }
-                });
+    let (key, default) = match budget {
+        Budget::Key(key) => (Some(key), cfg.rate_limit_default),
+        Budget::Refused(_) => (None, limit::REFUSED_KEY_POLICY),
+    };
+    let mut budget = match key {
+        Some(key) => LEASES.with_borrow(|l| l.budget_of(key)),
+        None => budget,
+    };
+    // At most: a redirect, a lease that ended before its answer, and one more try.
+    for _ in 0..3 {
+        let want = match LEASES.with_borrow_mut(|l| l.take(budget, crate::now_ms())) {
+            Local::Allowed { status, refill } => {
+                if let Some(want) = refill {
+                    self::refill(env, ctx, budget, default, want);
+                }
+                return Some(Decision::Allowed(status));
             }
-            return Some(Decision::Allowed(status));
+            Local::Limited(status) => return Some(Decision::Limited(status)),
+            Local::Ask { want } => want,
+        };
+        let returned = LEASES.with_borrow_mut(|l| l.returns(budget));
+        let call = Call::Take {
+            default,
+            want,
+            returned,
+        };
+        let sent = crate::now_ms();
+        match call_limiter::<Taken>(env, budget, &call).await {
+            // The clock after the call: a lease is void once it has ended.
+            Ok(Taken::Granted(grant)) => {
+                match LEASES.with_borrow_mut(|l| l.record(budget, &grant, sent, crate::now_ms())) {
+                    Decision::Void => continue,
+                    decision => return Some(decision),
+                }
+            }
+            Ok(Taken::Redirect { budget: to }) => {
+                let (Some(key), Some(to)) = (key, KeyId::parse_hex(&to)) else {
+                    limiter_failed("redirected a budget that has no key");
+                    return None;
+                };
+                LEASES.with_borrow_mut(|l| l.route(key, to));
+                budget = Budget::Key(to);
+            }
+            Err(e) => {
+                limiter_failed(&format!("unavailable, request let through: {e}"));
+                return None;
+            }
         }
-        Local::Limited(status) => return Some(Decision::Limited(status)),
-        Local::Ask { want } => want,
+    }
+    // Every answer came too late to use: refuse this one request, the next asks again.
+    Some(Decision::Limited(Status {
+        limit: default.limit,
+        window: default.window,
+        remaining: 0,
+        reset_ms: now_ms + limit::EXHAUSTED_RECHECK_MS,
+        retry_ms: now_ms + limit::EXHAUSTED_RECHECK_MS,
+        per_minute: None,
+    }))
+}
+
+/// The edge's refusal of a request with `key`, after it spent a token of the key's budget:
+/// every request the edge attributes to a key counts, refused ones included. A 401 (revoked or
+/// expired key) spends from the key's refused-key budget, so a leaked dead key cannot use up
+/// its successor's; a 403, 404 or 405 from the key's own budget, with its RateLimit fields.
+/// Over the budget the answer is 429. A 503 (the edge could not check the key) spends nothing:
+/// the failure is the edge's.
+async fn refusal(
+    env: &Env,
+    ctx: &Context,
+    cfg: &Config,
+    reply: Reply,
+    key: KeyId,
+    now_ms: u64,
+) -> Reply {
+    let budget = match reply.status {
+        401 => Budget::Refused(key),
+        403..=499 => Budget::Key(key),
+        _ => return reply,
     };
-    let call = Call::Take {
-        default: cfg.rate_limit_default,
-        want,
-    };
-    match call_limiter::<Grant>(env, key, &call).await {
-        // The clock after the call: a lease is void once its window is over.
-        Ok(grant) => Some(LEASES.with_borrow_mut(|l| l.record(key, &grant, crate::now_ms()))),
-        Err(e) => {
-            limiter_failed(&format!("unavailable, request let through: {e}"));
-            None
+    if !LIMITS {
+        return reply;
+    }
+    match (budget, rate_limit(env, ctx, cfg, budget, now_ms).await) {
+        (Budget::Refused(_), Some(Decision::Limited(status))) => {
+            limit::refused_exceeded(&status, now_ms)
         }
+        (_, Some(Decision::Limited(status))) => limit::exceeded(&status, now_ms),
+        (Budget::Key(_), Some(Decision::Allowed(status))) => {
+            with_rate_headers(reply, Some(status), now_ms)
+        }
+        // A 401 never carries RateLimit fields: they would describe a policy the key no longer
+        // has.
+        _ => reply,
     }
 }
 
@@ -559,12 +647,20 @@ async fn api(
         let verified = match decide::authenticate(&incoming, cfg, now) {
             Ok(verified) => verified,
             Err(reply) => {
-                if metering && reply.status == 401 {
-                    if let Some(claims) = decide::owner(&incoming, cfg) {
-                        attribute(attributed, &claims);
-                    }
-                }
-                return Ok(reply.into());
+                // An expired key whose tag verifies belongs to its owner: metered, and
+                // throttled at its refused-key budget.
+                let owner = if LIMITS && reply.status == 401 {
+                    decide::owner(&incoming, cfg)
+                } else {
+                    None
+                };
+                let Some(claims) = owner else {
+                    return Ok(reply.into());
+                };
+                attribute(attributed, &claims);
+                return Ok(refusal(env, ctx, cfg, reply, claims.key_id, now_ms)
+                    .await
+                    .into());
             }
         };
         attribute(attributed, &verified.claims);
@@ -587,28 +683,20 @@ async fn api(
                             .map(|r| r.scope.name());
                     }
                 }
-                // A refusal after the key verified still says what this isolate knows of the
-                // key's window (no call to its object for a refused request).
-                let known = if LIMITS && reply.status != 401 {
-                    LEASES.with_borrow(|l| l.status(key_id, now_ms))
-                } else {
-                    None
-                };
-                return Ok(with_rate_headers(reply, known, now_ms).into());
+                return Ok(refusal(env, ctx, cfg, reply, key_id, now_ms).await.into());
             }
         }
     };
     if let Some(a) = attributed.as_mut() {
         a.caller.scope = Some(admitted.route.scope.name());
     }
-    // Only requests that would be forwarded count against the key's limit.
     let rate = if LIMITS {
-        match rate_limit(env, ctx, cfg, admitted.identity.key_id, now_ms).await {
+        match rate_limit(env, ctx, cfg, Budget::Key(admitted.identity.key_id), now_ms).await {
             Some(Decision::Allowed(status)) => Some(status),
             Some(Decision::Limited(status)) => {
                 return Ok(limit::exceeded(&status, now_ms).into());
             }
-            None => None,
+            Some(Decision::Void) | None => None,
         }
     } else {
         None
@@ -672,9 +760,10 @@ async fn read_push(
     Ok(Ok((signature, body)))
 }
 
-/// `PUT /_lynxo/sync/limits`: applies each entry to its key's limiter object. This isolate
-/// first gives back the unspent tokens of its lease for the key, so the new limit counts what
-/// was really admitted here.
+/// `PUT /_lynxo/sync/limits`: applies each entry to its budget's limiter object (the key's own,
+/// or its rotation chain's first key's, after telling the key's own object the route). This
+/// isolate first gives back the unspent tokens of its lease of that budget, so the new limit
+/// counts what was really admitted here.
 async fn push_limits(
     mut req: Request,
     env: &Env,
@@ -693,19 +782,35 @@ async fn push_limits(
         };
     let calls = js_sys::Array::new();
     for entry in &entries {
-        let (returned, lease_reset_ms) = LEASES
-            .with_borrow_mut(|l| l.surrender(entry.key_id, now_ms))
-            .unwrap_or((0, 0));
-        let call = Call::Set {
+        // The entry's policy is its budget's: the chain's first key for a rotated key, whose
+        // own object learns the route to it. This isolate's lease of that budget goes back.
+        let budget = Budget::Key(entry.budget.unwrap_or(entry.key_id));
+        let returned = LEASES.with_borrow_mut(|l| l.surrender(budget));
+        let set = Call::Set {
             policy: entry.policy,
             version: entry.version,
+            per_minute: entry.per_minute,
             returned,
-            lease_reset_ms,
         };
+        let route = entry.budget.map(|to| Call::Route {
+            budget: to.to_string(),
+        });
         let (env, key) = (env.clone(), entry.key_id);
         calls.push(&wasm_bindgen_futures::future_to_promise(async move {
-            match call_limiter::<SetOutcome>(&env, key, &call).await {
-                Ok(_) => Ok(JsValue::TRUE),
+            let routed = match &route {
+                Some(route) => call_limiter::<SetOutcome>(&env, Budget::Key(key), route)
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
+            };
+            let applied = match routed {
+                Ok(()) => call_limiter::<SetOutcome>(&env, budget, &set)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok(()) => Ok(JsValue::TRUE),
                 Err(e) => {
                     console_error!("lynxo-edge: limit of {key} not applied: {e}");
                     Ok(JsValue::FALSE)

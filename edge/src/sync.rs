@@ -144,6 +144,10 @@ pub struct LimitEntry {
     pub policy: Policy,
     /// The policy's version.
     pub version: u64,
+    /// The plan's per-minute cap, if any.
+    pub per_minute: Option<u32>,
+    /// The key whose limiter counts this key's requests, when not its own.
+    pub budget: Option<KeyId>,
 }
 
 fn invalid_push(reason: &'static str, detail: impl Into<String>) -> Reply {
@@ -192,10 +196,28 @@ pub fn check_limits_push(
                 .policy
                 .check()
                 .map_err(|e| invalid_push("invalid_policy", format!("Entry {i}: {e}.")))?;
+            if entry.per_minute == Some(0) {
+                return Err(invalid_push(
+                    "invalid_policy",
+                    format!("Entry {i}: a per-minute cap allows at least 1 request."),
+                ));
+            }
+            let budget = match entry.budget.as_deref() {
+                None => None,
+                Some(text) => Some(KeyId::parse_hex(text).ok_or_else(|| {
+                    invalid_push(
+                        "invalid_key_id",
+                        format!("Entry {i}: the budget is not 32 lowercase hex digits."),
+                    )
+                })?),
+            };
             Ok(LimitEntry {
                 key_id,
                 policy: entry.policy,
                 version: entry.version,
+                per_minute: entry.per_minute,
+                // A key that names itself counts at its own limiter.
+                budget: budget.filter(|b| *b != key_id),
             })
         })
         .collect()
@@ -486,8 +508,29 @@ mod tests {
             [LimitEntry {
                 key_id: KeyId([0xab; 16]),
                 policy: Policy::new(5, 10).unwrap(),
-                version: 3
+                version: 3,
+                per_minute: None,
+                budget: None,
             }]
+        );
+        // A rotated key names its chain's budget and the plan's cap.
+        let root = KeyId([0xcd; 16]).to_string();
+        let chained = body.replace(
+            r#""version":3"#,
+            &format!(r#""version":3,"per_minute":6000,"budget":"{root}""#),
+        );
+        let sig2 = limits::sign_push(&cfg.keyring, chained.as_bytes(), NOW);
+        let entries = check("PUT", Some(&sig2), chained.as_bytes(), NOW).unwrap();
+        assert_eq!(
+            (entries[0].per_minute, entries[0].budget),
+            (Some(6000), Some(KeyId([0xcd; 16])))
+        );
+        // Naming itself is no redirection.
+        let own = body.replace(r#""version":3"#, &format!(r#""version":3,"budget":"{id}""#));
+        let sig3 = limits::sign_push(&cfg.keyring, own.as_bytes(), NOW);
+        assert_eq!(
+            check("PUT", Some(&sig3), own.as_bytes(), NOW).unwrap()[0].budget,
+            None
         );
         let status =
             |r: Result<Vec<LimitEntry>, Reply>| r.map(|_| 204).unwrap_or_else(|e| e.status);
@@ -527,12 +570,22 @@ mod tests {
             bad(body.replace(r#""limit":5"#, r#""limit":0"#)),
             (400, "invalid_policy".into())
         );
+        assert_eq!(
+            bad(body.replace(r#""version":3"#, r#""version":3,"per_minute":0"#)),
+            (400, "invalid_policy".into())
+        );
+        assert_eq!(
+            bad(body.replace(r#""version":3"#, r#""version":3,"budget":"x""#)),
+            (400, "invalid_key_id".into())
+        );
         let many = LimitPush {
             limits: vec![
                 shared::limits::LimitUpdate {
                     key_id: id.clone(),
                     policy: Policy::new(1, 1).unwrap(),
-                    version: 1
+                    version: 1,
+                    per_minute: None,
+                    budget: None,
                 };
                 MAX_PUSH_ENTRIES + 1
             ],

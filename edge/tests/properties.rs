@@ -221,11 +221,17 @@ proptest! {
         window in 1..=shared::limits::MAX_WINDOW,
         remaining in any::<u32>(),
         reset_ms in any::<u64>(),
+        retry_ms in any::<u64>(),
+        per_minute in proptest::option::of(1..u32::MAX),
         now_ms in any::<u64>(),
     ) {
-        let status = edge::limit::Status { limit, window, remaining, reset_ms };
+        let status = edge::limit::Status { limit, window, remaining, reset_ms, retry_ms, per_minute };
         let [(_, policy), (_, current)] = status.headers(now_ms);
-        prop_assert_eq!(policy, format!("\"default\";q={limit};w={window}"));
+        let mut expected = format!("\"default\";q={limit};w={window}");
+        if let Some(cap) = per_minute {
+            expected.push_str(&format!(", \"minute\";q={cap};w=60"));
+        }
+        prop_assert_eq!(policy, expected);
         prop_assert!(current.starts_with("\"default\";r="));
         let reply = edge::limit::exceeded(&status, now_ms);
         prop_assert_eq!(reply.status, 429);
@@ -235,5 +241,9 @@ proptest! {
         let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
         prop_assert_eq!(&body["code"], "rate_limit_exceeded");
         prop_assert_eq!(body["retry_after"].as_u64(), Some(retry));
+        let refused = edge::limit::refused_exceeded(&status, now_ms);
+        prop_assert_eq!(refused.status, 429);
+        prop_assert!(refused.header("retry-after").is_some());
+        prop_assert!(refused.header("ratelimit").is_none());
     }
 }

@@ -37,6 +37,11 @@ use crate::{http, keys};
 pub const AUDIT_KEYRING: &str =
     "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
 
+/// How long a limit push or a usage batch may take to arrive before a test fails. Both take
+/// milliseconds to a few seconds; a batch retried after the control plane came back waits for
+/// the meter's backoff (at most 30 s).
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
 /// The email of the user `init` creates (dashboard tests sign in with it).
 pub const EMAIL: &str = "e2e@example.com";
 /// That user's password.
@@ -353,6 +358,57 @@ impl Control {
         let r = self.api(method, target, body);
         assert_eq!(r.status, status, "{method} {target}: {}", r.raw.text());
         r.body
+    }
+}
+
+impl Control {
+    /// Polls the key until the edge acknowledged its current rate-limit policy.
+    pub fn wait_limit_synced(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let key = self.expect("GET", &format!("/v1/keys/{id}"), None, 200);
+            match key["rate_limit_pending"].as_bool() {
+                Some(false) => return key,
+                Some(true) => {}
+                None => panic!("no rate_limit_pending in {key}"),
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the limit of {id} did not reach the edge in {DEADLINE:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The key's usage over the last hour, by minute.
+    pub fn key_usage(&self, id: &str) -> Value {
+        let to = crate::stack::unix_now() + 60;
+        let from = to - 3600;
+        self.expect(
+            "GET",
+            &format!("/v1/keys/{id}/usage?from={from}&to={to}&granularity=minute"),
+            None,
+            200,
+        )
+    }
+
+    /// Polls the key's usage until it counts at least `requests`; returns it. `context` is
+    /// printed on failure (the worker's log, say).
+    pub fn usage_reaching(&self, id: &str, requests: u64, context: impl Fn() -> String) -> Value {
+        let start = Instant::now();
+        loop {
+            let usage = self.key_usage(id);
+            if usage["totals"]["requests"].as_u64().unwrap_or(0) >= requests {
+                return usage;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "usage of {id} did not reach {requests} in {DEADLINE:?}: {usage}\n{}",
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 

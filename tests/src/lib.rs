@@ -17,3 +17,16 @@ pub mod http;
 pub mod keys;
 pub mod origin;
 pub mod stack;
+
+/// A named step of an end-to-end test that shares one context with the others.
+pub type Scenario<C> = (&'static str, fn(&mut C));
+
+/// Runs named scenarios in order against one context, printing each one's name and time.
+pub fn run_scenarios<C>(ctx: &mut C, scenarios: &[Scenario<C>]) {
+    for (name, scenario) in scenarios {
+        let t = std::time::Instant::now();
+        eprintln!("scenario: {name}");
+        scenario(ctx);
+        eprintln!("scenario: {name}: ok in {:?}", t.elapsed());
+    }
+}

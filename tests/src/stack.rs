@@ -86,6 +86,22 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until 50 ms after the next multiple of `window` seconds since the epoch: the start
+/// of a fresh fixed window, with the whole window ahead.
+pub fn wait_for_window_start(window: u64) {
+    let window_ms = window * 1000;
+    let now = unix_ms();
+    let next = now - now % window_ms + window_ms;
+    std::thread::sleep(Duration::from_millis(next + 50 - now));
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_usage_and_limits.sql"),
     include_str!("migrations/0003_audit_by_target.sql"),
     include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
+    include_str!("migrations/0005_rotation_budgets.sql"),
 ];
 
 /// Readers kept open between calls.
