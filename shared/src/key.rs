@@ -418,9 +418,10 @@ fn seal(claims: &[u8; CLAIMS_LEN], keyring: &Keyring) -> Option<[u8; PAYLOAD_LEN
     let mut payload = [0_u8; PAYLOAD_LEN];
     payload[..HEADER_LEN].copy_from_slice(&write_header(version, kid, &tag));
     payload[HEADER_LEN..HEADER_LEN + TAG_LEN].copy_from_slice(&tag);
-    let sealed = &mut payload[HEADER_LEN + TAG_LEN..];
+    let mut sealed = [0_u8; SEALED_LEN];
     sealed.copy_from_slice(&claims[2..]);
-    xor_keystream(sealed, stream, &tag);
+    xor_keystream(&mut sealed, stream, &tag);
+    payload[HEADER_LEN + TAG_LEN..].copy_from_slice(&sealed);
     Some(payload)
 }
 
@@ -440,11 +441,13 @@ fn open(payload: &[u8; PAYLOAD_LEN], keyring: &Keyring) -> Result<[u8; CLAIMS_LE
     ) else {
         return Err(KeyError::UnknownKid(kid));
     };
+    let mut fields = [0_u8; SEALED_LEN];
+    fields.copy_from_slice(sealed);
+    xor_keystream(&mut fields, stream, &tag_bytes);
     let mut claims = [0_u8; CLAIMS_LEN];
     claims[0] = version;
     claims[1] = kid;
-    claims[2..].copy_from_slice(sealed);
-    xor_keystream(&mut claims[2..], stream, &tag_bytes);
+    claims[2..].copy_from_slice(&fields);
     if !mac::tag_matches(&siv.eval(&claims), tag, TAG_LEN) {
         return Err(KeyError::BadTag);
     }
@@ -466,15 +469,16 @@ fn open_v1(payload: &[u8; PAYLOAD_LEN], keyring: &Keyring) -> Result<[u8; CLAIMS
     Ok(fixed)
 }
 
-/// XORs `bytes` (at most 64) with the keystream of `tag`: `PRF(tag || 0) || PRF(tag || 1)`.
-fn xor_keystream(bytes: &mut [u8], stream: &Prf, tag: &[u8; TAG_LEN]) {
+/// XORs the 46 sealed bytes with the keystream of `tag`: `PRF(tag || 0) || PRF(tag || 1)`.
+fn xor_keystream(bytes: &mut [u8; SEALED_LEN], stream: &Prf, tag: &[u8; TAG_LEN]) {
     let mut input = [0_u8; TAG_LEN + 1];
     input[..TAG_LEN].copy_from_slice(tag);
-    for (counter, block) in bytes.chunks_mut(32).enumerate() {
-        input[TAG_LEN] = counter as u8;
-        let pad = stream.eval(&input);
-        block.iter_mut().zip(pad).for_each(|(b, k)| *b ^= k);
-    }
+    let first = stream.eval(&input);
+    input[TAG_LEN] = 1;
+    let second = stream.eval(&input);
+    let (head, tail) = bytes.split_at_mut(32);
+    head.iter_mut().zip(first).for_each(|(b, k)| *b ^= k);
+    tail.iter_mut().zip(second).for_each(|(b, k)| *b ^= k);
 }
 
 /// The public whitening a v2 header takes from its tag: an offset in `0..254` for the version
@@ -553,7 +557,9 @@ fn fast_shape(text: &str) -> Option<ParsedKey<'_>> {
     let rest = text.as_bytes().strip_prefix(PREFIX.as_bytes())?;
     // The longest environment tag is 5 characters: the separator is within the first 6.
     let sep = rest.iter().take(6).position(|&b| b == b'_')?;
-    let environment = Environment::from_tag(core::str::from_utf8(&rest[..sep]).ok()?)?;
+    let environment = Environment::ALL
+        .into_iter()
+        .find(|e| e.tag().as_bytes() == &rest[..sep])?;
     let body = &rest[sep + 1..];
     if body.len() != BODY_CHARS {
         return None;

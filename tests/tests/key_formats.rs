@@ -66,7 +66,10 @@ fn worker_reads_v2_and_v1_keys_and_refuses_tampered_v2_as_forged() {
         ("sealed claims changed", tampered(&v2, |p| p[40] ^= 0x01)),
         ("tag changed", tampered(&v2, |p| p[12] ^= 0x80)),
         ("read with kid 2", tampered(&v2, |p| p[1] ^= 1 ^ 2)),
-        ("version changed", tampered(&v2, |p| p[0] = 2 + (p[0] - 1) % 254)),
+        (
+            "version changed",
+            tampered(&v2, |p| p[0] = 2 + (p[0] - 1) % 254),
+        ),
     ] {
         let r = bearer(&stack, &text);
         assert_eq!(r.status, 401, "{what}: {}", r.text());
