@@ -4,8 +4,10 @@
 //! the two can never disagree about a key. It is deliberately pure: no clock, no randomness and
 //! no I/O. Time comes in as `now` (Unix seconds), key ids and secrets come in as arguments.
 //!
-//! - [`key`]: the key format v1 (`lnx_<env>_<body>`), [`key::issue`] and [`key::verify`].
-//! - [`mac`]: HMAC-SHA256 signing keys, the [`mac::Keyring`] and exact-length tag checks.
+//! - [`key`]: the key format (`lnx_<env>_<body>`; v2 sealed, v1 still read), [`key::issue`] and
+//!   [`key::verify`].
+//! - [`mac`]: HMAC-SHA256 signing keys, the v2 sealing PRF, the [`mac::Keyring`] and
+//!   exact-length tag checks.
 //! - [`scope`]: the closed scope catalog, permission levels and the route policy.
 //! - [`revocation`]: the signed, versioned, sharded revocation-list format.
 //! - [`gate`]: the whole admission decision: key, revocation, route policy.
