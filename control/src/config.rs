@@ -265,6 +265,14 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "LYNXO_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request head (from the connection's start, or from the
+    /// previous response on a kept-alive connection); a slower one is disconnected.
+    #[arg(long, env = "LYNXO_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout_secs: u64,
+    /// Client connections open at once; more wait in the listen backlog. Keep it well under the
+    /// process's file-descriptor limit (`ulimit -n`, systemd's `LimitNOFILE`).
+    #[arg(long, env = "LYNXO_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Reverse proxies (IP addresses or CIDR networks, comma-separated) whose forwarding header
     /// names the client. Only their header is read, and only the hops they appended; a request
     /// from any other peer is that peer's. Empty: every peer is the client.

@@ -29,6 +29,7 @@ pub mod dashboard;
 pub mod error;
 pub mod keys;
 pub mod publish;
+pub mod server;
 pub mod store;
 pub mod tokens;
 pub mod usage;

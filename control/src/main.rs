@@ -1,6 +1,5 @@
 //! `lynxo-control`: the control plane's binary. Everything but startup lives in the library.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,12 +188,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies = args.trusted_proxies.len(),
         "control plane listening"
     );
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    let limits = control::server::Limits {
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        ..control::server::Limits::default()
+    };
+    control::server::serve(listener, app(state), limits, shutdown()).await;
     Ok(())
 }
 
