@@ -8,6 +8,7 @@
 //! - [`decide`]: credentials, key, revocation, route and scope: the whole admission decision;
 //! - [`cache`]: revocation shards read from KV, trusted in isolate memory for a short time;
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
+//! - [`body`]: request bodies: framing rules, and the capped read of a sync push;
 //! - [`sync`]: the control plane's signed pushes of revocation shards and rate limits;
 //! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
 //! - [`meter`]: usage counts pre-aggregated in the isolate, the `UsageMeter` object's batches;
@@ -24,6 +25,7 @@
     allow(dead_code, unused_imports)
 )]
 
+pub mod body;
 pub mod cache;
 pub mod config;
 pub mod decide;
@@ -45,7 +47,8 @@ use shared::revocation::shard_of;
 use worker::{
     Context, Date, Delay, Env, Fetch, Headers, Request, RequestInit, RequestRedirect, Response,
     ResponseBody, ResponseBuilder, Url, console_error, console_log, console_warn, event, js_sys,
-    wasm_bindgen::JsValue, wasm_bindgen_futures,
+    wasm_bindgen::{JsCast, JsValue},
+    wasm_bindgen_futures,
 };
 
 use crate::cache::{Outcome, ShardCache};
@@ -400,6 +403,26 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
+/// The request's `Content-Length` and `Transfer-Encoding` headers.
+fn framing_headers(req: &Request) -> worker::Result<(Option<String>, Option<String>)> {
+    Ok((
+        req.headers().get("content-length")?,
+        req.headers().get("transfer-encoding")?,
+    ))
+}
+
+/// A fresh request id from the runtime's cryptographic random source.
+fn random_request_id() -> worker::Result<shared::identity::RequestId> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))?;
+    let fill: js_sys::Function =
+        js_sys::Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))?.dyn_into()?;
+    let bytes = js_sys::Uint8Array::new_with_length(16);
+    fill.call1(&crypto, &bytes)?;
+    let mut id = [0_u8; 16];
+    bytes.copy_to(&mut id);
+    Ok(shared::identity::RequestId(id))
+}
+
 async fn handle(
     req: Request,
     env: &Env,
@@ -516,6 +539,17 @@ async fn api(
 ) -> worker::Result<Answer> {
     let now_ms = now_ms();
     let now = now_ms / 1000;
+    // The body is never read here: it streams to the origin. Its framing is checked first.
+    let (content_length, transfer_encoding) = framing_headers(&req)?;
+    let framing = body::Framing {
+        content_length: content_length.as_deref(),
+        transfer_encoding: transfer_encoding.as_deref(),
+    };
+    let has_body = req.inner().body().is_some();
+    let body_length = match body::api_body_length(method, framing, has_body) {
+        Ok(n) => n,
+        Err(reply) => return Ok(reply.into()),
+    };
     let authorization = req.headers().get("authorization")?;
     let incoming = Incoming {
         method,
@@ -600,13 +634,24 @@ async fn api(
         None
     };
 
-    let plan = forward::plan(cfg, &incoming, &admitted, req.headers().entries(), now);
+    let Some(plan) = forward::plan(
+        cfg,
+        &incoming,
+        &admitted,
+        req.headers().entries(),
+        body_length,
+        random_request_id()?,
+        now,
+    ) else {
+        return Err("the origin URL does not parse".into());
+    };
     let headers = Headers::new();
     for (name, value) in &plan.headers {
         headers.append(name, value)?;
     }
-    let body = match method {
-        "GET" | "HEAD" => None,
+    // The body streams through unread, with the length the signature binds.
+    let body = match body_length {
+        0 => None,
         _ => req.inner().body().map(Into::into),
     };
     let mut init = RequestInit::new();
@@ -634,40 +679,38 @@ async fn api(
     }
 }
 
-/// The signature header and body of a sync push: the declared length is checked before the body
-/// is read, and only a `PUT` body is read at all (other methods are refused after the
-/// signature check, by the caller's `sync::check_*`).
+/// The signature header and body of a sync push: every check that needs no body first
+/// (`sync::check_before_body`), then the body read as a stream that stops at `SYNC_MAX_BYTES`.
 async fn read_push(
-    req: &mut Request,
+    req: &Request,
     cfg: &Config,
     method: &str,
 ) -> worker::Result<Result<(Option<String>, Vec<u8>), Reply>> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|n| n.trim().parse::<usize>().ok());
-    if let Err(reply) = sync::check_length(declared, cfg) {
+    let (content_length, transfer_encoding) = framing_headers(req)?;
+    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
+    let framing = body::Framing {
+        content_length: content_length.as_deref(),
+        transfer_encoding: transfer_encoding.as_deref(),
+    };
+    let checked =
+        sync::check_before_body(cfg, method, framing, signature.as_deref(), now_ms() / 1000);
+    if let Err(reply) = checked {
         return Ok(Err(reply));
     }
-    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
-    let body = if method == "PUT" {
-        req.bytes().await?
-    } else {
-        Vec::new()
-    };
-    Ok(Ok((signature, body)))
+    let body = body::read_capped(req, cfg.sync_max_bytes, "A sync push").await?;
+    Ok(body.map(|body| (signature, body)))
 }
 
 /// `PUT /_lynxo/sync/limits`: applies each entry to its key's limiter object. This isolate
 /// first gives back the unspent tokens of its lease for the key, so the new limit counts what
 /// was really admitted here.
 async fn push_limits(
-    mut req: Request,
+    req: Request,
     env: &Env,
     cfg: &Config,
     method: &str,
 ) -> worker::Result<Answer> {
-    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+    let (signature, body) = match read_push(&req, cfg, method).await? {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
@@ -724,13 +767,18 @@ async fn push_limits(
 }
 
 async fn push_revocations(
-    mut req: Request,
+    req: Request,
     env: &Env,
     cfg: &Config,
     method: &str,
     index_text: &str,
 ) -> worker::Result<Answer> {
-    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+    if method == "PUT" {
+        if let Err(reply) = sync::parse_index(index_text, cfg) {
+            return Ok(reply.into());
+        }
+    }
+    let (signature, body) = match read_push(&req, cfg, method).await? {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
