@@ -5,8 +5,10 @@
 //! - [`control`]: the real control plane (binary `control`) publishing to the stack's worker;
 //! - [`http`]: a raw HTTP/1.1 client that can send what ordinary clients refuse to;
 //! - [`origin`]: the demo origin (binary `demo_origin`), which checks the edge's signed identity;
-//! - [`keys`]: keys and revocation shards signed with the test keyring.
+//! - [`keys`]: keys and revocation shards signed with the test keyring;
+//! - [`capture`]: a recording proxy in front of the demo origin (what reached it, to replay).
 
+pub mod capture;
 pub mod control;
 pub mod http;
 pub mod keys;
