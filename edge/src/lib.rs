@@ -72,6 +72,9 @@ pub const RATE_LIMITER_BINDING: &str = "RATE_LIMITER";
 /// The Durable Object binding of the `UsageMeter` class.
 pub const METER_BINDING: &str = "METER";
 
+/// The optional mTLS certificate binding the worker presents to the origin.
+pub const ORIGIN_MTLS_BINDING: &str = "ORIGIN_MTLS";
+
 /// Whether this build limits and meters (the benchmark baselines compile both out).
 const LIMITS: bool = !cfg!(any(feature = "bench-no-limits", feature = "bench-no-auth"));
 
@@ -660,7 +663,13 @@ async fn api(
         .with_body(body)
         .with_redirect(RequestRedirect::Manual);
     let origin_request = Request::new_with_init(&plan.url, &init)?;
-    match Fetch::Request(origin_request).send().await {
+    // With an mTLS certificate binding, the origin can require the worker's own client
+    // certificate (docs/edge.md, "Locking the origin to the edge").
+    let sent = match env.service(ORIGIN_MTLS_BINDING) {
+        Ok(client_certificate) => client_certificate.fetch_request(origin_request).await,
+        Err(_) => Fetch::Request(origin_request).send().await,
+    };
+    match sent {
         Ok(response) => Ok(Answer::Origin(match rate {
             Some(status) => origin_with_rate_headers(response, &status, now_ms),
             None => response,
