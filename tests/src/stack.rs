@@ -45,6 +45,10 @@ pub struct Options {
     pub sync_max_bytes: usize,
     /// Other worker vars, overriding the defaults (`ORIGIN_URL`, the keyrings, ...).
     pub vars: Vec<(&'static str, String)>,
+    /// Run the worker-build output in this directory instead of `edge/build` (a baseline built
+    /// from another commit, for a side-by-side measurement); `None` builds `edge/build` first
+    /// when it is older than the sources.
+    pub worker_build: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -53,6 +57,7 @@ impl Default for Options {
             cache_ms: 1_000,
             sync_max_bytes: 64 * 1024,
             vars: Vec::new(),
+            worker_build: None,
         }
     }
 }
@@ -257,8 +262,11 @@ impl Stack {
 
     /// Builds the worker if needed, copies it, and writes the config `wrangler dev` runs.
     fn prepare_worker(&self) -> PathBuf {
-        let build = self.root.join("edge/build");
-        if !prebuilt_is_fresh(&self.root) {
+        let build = match &self.options.worker_build {
+            Some(dir) => dir.clone(),
+            None => self.root.join("edge/build"),
+        };
+        if self.options.worker_build.is_none() && !prebuilt_is_fresh(&self.root) {
             let status = Command::new("bash")
                 .arg(self.root.join("scripts/build-edge.sh"))
                 .current_dir(&self.root)
