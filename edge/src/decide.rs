@@ -71,11 +71,14 @@ pub fn param_name(raw: &str) -> String {
         .collect()
 }
 
-/// The `(name, value)` pairs of a query string, raw.
+/// What separates a query's parameters: `&`, and `;`, which some frameworks read as `&`.
+pub const QUERY_SEPARATORS: [char; 2] = ['&', ';'];
+
+/// The `(name, value)` pairs of a query string, raw, split at every [`QUERY_SEPARATORS`].
 pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
     query
         .unwrap_or("")
-        .split('&')
+        .split(QUERY_SEPARATORS)
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
@@ -571,6 +574,16 @@ mod tests {
             let alone = run("GET", "/v1/jobs", None, Some(&q), RevocationStatus::Clear);
             assert_eq!(alone.unwrap().source, Source::Query, "{name}");
         }
+        // `;` separates parameters too, for the frameworks that read it so.
+        let q = format!("a=1;api_key={key}");
+        let both = run(
+            "GET",
+            "/v1/jobs",
+            Some(&auth),
+            Some(&q),
+            RevocationStatus::Clear,
+        );
+        assert_eq!(refusal(both).2.as_deref(), Some("multiple_credentials"));
         let encoded = format!("api_key={}", key.replace('_', "%5F"));
         assert!(
             run(

@@ -14,7 +14,9 @@
 use shared::identity::{REQUEST_ID_HEADER, Request as Signed, RequestId, SIGNATURE_HEADER};
 
 use crate::config::Config;
-use crate::decide::{Admitted, Incoming, Source, is_credential_param, param_name};
+use crate::decide::{
+    Admitted, Incoming, QUERY_SEPARATORS, Source, holds_key, is_credential_param, param_name,
+};
 
 /// Client headers forwarded unchanged, lowercase: nothing on this list can change which
 /// resource or method the origin acts on.
@@ -114,18 +116,32 @@ pub fn never_forwarded(name: &str) -> bool {
 /// The query the origin receives: the client's, without credential parameters and method
 /// overrides, in every spelling.
 pub fn forwarded_query(query: Option<&str>) -> String {
-    let keep = |name: &str| {
-        !is_credential_param(name) && !METHOD_PARAMS.contains(&param_name(name).as_str())
+    let keep = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        !pair.is_empty()
+            && !is_credential_param(name)
+            && !METHOD_PARAMS.contains(&param_name(name).as_str())
     };
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
-            !pair.is_empty() && keep(name)
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let query = query.unwrap_or("");
+    let mut out = String::with_capacity(query.len());
+    // Each parameter with the separator before it, which a kept parameter keeps.
+    let mut before = None;
+    let mut start = 0;
+    for (at, separator) in query
+        .match_indices(QUERY_SEPARATORS)
+        .chain(std::iter::once((query.len(), "")))
+    {
+        let pair = &query[start..at];
+        if keep(pair) {
+            if !out.is_empty() {
+                out.push_str(before.unwrap_or("&"));
+            }
+            out.push_str(pair);
+        }
+        before = Some(separator);
+        start = at + separator.len();
+    }
+    out
 }
 
 /// Plans the origin request for `admitted`, with a body of `body_length` bytes, as request
@@ -144,10 +160,12 @@ pub fn plan(
     let mut headers: Vec<(String, String)> = client_headers
         .into_iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value))
-        .filter(|(name, _)| {
+        .filter(|(name, value)| {
             (keep_authorization && name == "authorization")
                 || (!never_forwarded(name)
-                    && (FORWARDED.contains(&name.as_str()) || cfg.forward_headers.contains(name)))
+                    && (FORWARDED.contains(&name.as_str()) || cfg.forward_headers.contains(name))
+                    // A key pasted into another header never reaches the origin's logs.
+                    && !holds_key(value))
         })
         .collect();
     let query = forwarded_query(req.query);
@@ -311,6 +329,15 @@ mod tests {
         let has = |name: &str| fwd.headers.iter().any(|(n, _)| n == name);
         assert!(has("demo-status") && has("authorization"));
         assert!(!has("x-http-method-override") && !has("cookie"));
+
+        // A key pasted into a forwarded header stays at the edge.
+        let pasted = vec![
+            ("User-Agent".to_owned(), format!("script {}", key(&cfg))),
+            ("Accept".to_owned(), "*/*".to_owned()),
+        ];
+        let fwd = plan(&cfg, &req, &admitted, pasted, 0, ID, NOW).unwrap();
+        let has = |name: &str| fwd.headers.iter().any(|(n, _)| n == name);
+        assert!(has("accept") && !has("user-agent"));
     }
 
     #[test]
@@ -379,5 +406,10 @@ mod tests {
             assert_eq!(forwarded_query(Some(&format!("a=1&{query}&b"))), "a=1&b");
         }
         assert_eq!(forwarded_query(Some("&&method=x&")), "method=x");
+        assert_eq!(
+            forwarded_query(Some("a=1;_method=DELETE&b=2;api_key=k;c")),
+            "a=1&b=2;c"
+        );
+        assert_eq!(forwarded_query(Some("q=a;b&r=1")), "q=a;b&r=1");
     }
 }

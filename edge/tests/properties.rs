@@ -180,6 +180,12 @@ proptest! {
         now in any::<u64>(),
     ) {
         let cfg = config();
+        let framing = edge::body::Framing {
+            content_length: Some(index.as_str()),
+            transfer_encoding: signature.as_deref(),
+        };
+        let _ = sync::check_before_body(&cfg, &method, framing, signature.as_deref(), now);
+        let _ = edge::body::api_body_length(&method, framing, body.is_empty());
         let _ = sync::check_push(&cfg, &method, &index, signature.as_deref(), &body, now);
         let signed = sync::sign_push(&cfg.keyring, 0, &body, NOW);
         prop_assert!(sync::check_push(&cfg, "PUT", "0", Some(&signed), &body, NOW).is_err());

@@ -513,7 +513,7 @@ fn routing_overrides_never_reach_the_origin(ctx: &Ctx) {
     let mut headers = vec![("Authorization", read_only.as_str())];
     headers.extend(overrides);
     let r = ctx.get(
-        "/v1/jobs/42?_method=DELETE&%5Fmethod=DELETE&_METHOD=PATCH&_method[]=DELETE&a=1",
+        "/v1/jobs/42?_method=DELETE&%5Fmethod=DELETE&_METHOD=PATCH&_method[]=DELETE&a=1;_method=DELETE",
         &headers,
     );
     assert_eq!(r.status, 200, "{}", r.text());
