@@ -261,7 +261,8 @@ fn main() {
             T,
         ),
         // The cache holds 0x16 (signed at T - 30), 0x10 and 0x13 (at T): full. A newer id
-        // evicts the oldest, and from then on everything signed at or before T - 30 is refused.
+        // evicts the oldest; while the cache is full, nothing signed no later than the oldest id
+        // it holds (T now) gets in.
         (
             "a newer id when full evicts the oldest",
             headers(&ring, &alice, &get, id(0x17), T),

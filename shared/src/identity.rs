@@ -160,10 +160,12 @@ pub enum ReplayCacheError {
 ///
 /// Bounded: it holds at most `capacity` ids, and forgets each one once its signature is older
 /// than the window (after which [`Identity::verify`] refuses that signature anyway). When it is
-/// full of ids still inside the window, it forgets the oldest and from then on refuses every
-/// signature made at or before that id's time ([`IdentityError::ReplayCacheFull`]): an overloaded
-/// origin turns away some late requests, and never lets a replay through. Size it for the
-/// origin's peak rate times the window (about 80 bytes per id).
+/// full of ids still inside the window, a signature no newer than the oldest id it holds is
+/// refused ([`IdentityError::ReplayCacheFull`]) and a newer one takes the oldest id's place. An id
+/// forgotten that way is no newer than any id the cache still holds, so it is refused for as long
+/// as the cache is full, and its signature has left the window before there is room again: an
+/// overloaded origin turns away some late requests, and never lets a replay through. Size it for
+/// the origin's peak rate times the window (about 80 bytes per id).
 ///
 /// Pure: the time comes in as `now`. Ordered maps, not hash maps: no hashing seed to draw, and
 /// no input an attacker can make collide (only ids the edge signed get in).
@@ -175,8 +177,6 @@ pub struct ReplayCache {
     seen: BTreeMap<RequestId, u64>,
     /// The same entries by signing time, oldest first: what expires, or is evicted, next.
     by_time: BTreeSet<(u64, RequestId)>,
-    /// Signatures at or before this time are refused: an id signed then may have been evicted.
-    floor: Option<u64>,
 }
 
 impl ReplayCache {
@@ -194,7 +194,6 @@ impl ReplayCache {
             window,
             seen: BTreeMap::new(),
             by_time: BTreeSet::new(),
-            floor: None,
         })
     }
 
@@ -231,20 +230,16 @@ impl ReplayCache {
         if self.seen.contains_key(&id) {
             return Err(IdentityError::Replayed);
         }
-        if self.floor.is_some_and(|floor| signed_at <= floor) {
-            return Err(IdentityError::ReplayCacheFull);
-        }
         if self.seen.len() >= self.capacity {
             let Some(&(oldest, oldest_id)) = self.by_time.first() else {
                 return Err(IdentityError::ReplayCacheFull);
             };
-            // Evicting an id no older than this one would only move the problem.
+            // An id no newer than the oldest one held may be one the cache forgot.
             if signed_at <= oldest {
                 return Err(IdentityError::ReplayCacheFull);
             }
             self.by_time.remove(&(oldest, oldest_id));
             self.seen.remove(&oldest_id);
-            self.floor = Some(self.floor.map_or(oldest, |f| f.max(oldest)));
         }
         self.seen.insert(id, signed_at);
         self.by_time.insert((signed_at, id));
@@ -634,8 +629,8 @@ mod tests {
             replay.first_use(id(3), 100, 101),
             Err(IdentityError::ReplayCacheFull)
         );
-        // A newer one evicts the oldest, and everything signed up to its time is refused now,
-        // its own replay included.
+        // A newer one evicts the oldest; while the cache is full, everything signed up to the
+        // oldest time it holds is refused, the evicted id's replay included.
         assert_eq!(replay.first_use(id(4), 102, 102), Ok(()));
         assert_eq!(replay.len(), 2);
         assert_eq!(
@@ -650,7 +645,7 @@ mod tests {
             replay.first_use(id(2), 101, 102),
             Err(IdentityError::Replayed)
         );
-        // Expiry makes room without raising the floor.
+        // Expiry makes room, once the evicted ids' signatures are out of the window too.
         assert_eq!(replay.first_use(id(6), 140, 140), Ok(()));
         assert_eq!(replay.len(), 1);
     }
