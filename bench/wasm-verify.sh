@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Times the shared crate's full verify path in wasm32 under Node, side by side in one run with
-# the bare pre-keyed HMAC-SHA256 it cannot go below.
+# Times the shared crate's full verify path in wasm32 under Node for a v2 key and a v1 key, side
+# by side in one run with their crypto alone (v1's pre-keyed HMAC-SHA256, one of v2's three PRF
+# compressions).
 #
 #   bash bench/wasm-verify.sh
 #

@@ -38,8 +38,11 @@ mkdir -p "$DEV"
 chmod 700 "$DEV"
 [[ -s $DEV/keyring ]] || printf 'active=1;1:%s\n' "$(random_hex 32)" >"$DEV/keyring"
 [[ -s $DEV/origin-keyring ]] || printf 'active=1;1:%s\n' "$(random_hex 32)" >"$DEV/origin-keyring"
+# The control plane's own: keys its audit chain (never given to the edge).
+[[ -s $DEV/audit-keyring ]] || printf 'active=1;1:%s\n' "$(random_hex 32)" >"$DEV/audit-keyring"
 keyring="$(cat "$DEV/keyring")"
 origin_keyring="$(cat "$DEV/origin-keyring")"
+export LYNXO_AUDIT_KEYRING_FILE="$DEV/audit-keyring"
 
 pids=()
 cleanup() {

@@ -109,7 +109,11 @@ trap 'exit 143' TERM
 
 step "fresh database, init, serve"
 LYNXO_KEYRING="$("$bin" generate-keyring)"
-export LYNXO_KEYRING
+LYNXO_AUDIT_KEYRING="$("$bin" generate-keyring)"
+# The verify endpoint's budget is not what is tested here: schemathesis calls it thousands of
+# times.
+LYNXO_VERIFY_RATE_LIMIT=1000000
+export LYNXO_KEYRING LYNXO_AUDIT_KEYRING LYNXO_VERIFY_RATE_LIMIT
 token="$(LYNXO_INIT_PASSWORD='schemathesis-run-password' \
   "$bin" init --database "$tmp/control.sqlite3" --email schemathesis@example.com 2>/dev/null |
   sed -n 's/^management_token=//p')"

@@ -20,7 +20,7 @@ export function initSignIn() {
       showError(error, 'Enter your email and password.');
       return;
     }
-    const r = await busy(form, () => api('POST', '/v1/sessions', { email, password }));
+    const r = await busy(form, () => postSignIn(email, password));
     if (r.status === 200) {
       location.assign('/dashboard/keys');
       return;
@@ -29,6 +29,16 @@ export function initSignIn() {
     showError(error, r.status === 401 ? 'The email or password is wrong.' : problemText(r));
     form.elements.password.focus();
   });
+}
+
+// `sign_in_busy` means every password-hashing slot was taken at that instant (the server
+// refuses rather than queues): try again a couple of times, a second apart, before saying so.
+async function postSignIn(email, password) {
+  for (let attempt = 1; ; attempt += 1) {
+    const r = await api('POST', '/v1/sessions', { email, password });
+    if (r.status !== 429 || r.body?.code !== 'sign_in_busy' || attempt === 3) return r;
+    await new Promise((resolve) => { setTimeout(resolve, 1000); });
+  }
 }
 
 export async function signOut() {

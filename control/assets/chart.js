@@ -12,6 +12,8 @@ export const OUTCOMES = [
   ['401', '401 unauthenticated'],
   ['403', '403 forbidden'],
   ['429', '429 rate limited'],
+  ['edge_4xx', 'edge 404/405'],
+  ['edge_5xx', 'edge error'],
 ];
 
 const PAD = { top: 12, right: 8, bottom: 28, left: 44 };

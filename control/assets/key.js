@@ -55,6 +55,8 @@ export function initKey() {
       k.rotated_from ? dd('Replaces', link(k.rotated_from)) : null,
       k.rotated_to ? dd('Replaced by', link(k.rotated_to)) : null,
       k.grace_until && k.status === 'rotating' ? dd('Stops working', timeEl(k.grace_until)) : null,
+      k.rate_limit_budget && k.rate_limit_budget !== k.id
+        ? dd('Rate limit shared with', 'its rotation chain, from ', link(k.rate_limit_budget)) : null,
       k.revoked_at && k.status === 'revoked' ? dd('Revoked', timeEl(k.revoked_at), k.revoke_reason ? el('span', { class: 'sub' }, k.revoke_reason) : null) : null,
     );
     const f = $('settings-form').elements;

@@ -36,8 +36,10 @@ export function initKeys() {
     cursor = r.body.next_cursor;
     more.hidden = !cursor;
     summary = r.body;
+    const rotating = r.body.rotating_keys || 0;
     $('key-count').textContent =
-      `${num(r.body.active_keys)} of ${num(r.body.max_active_keys)} active keys in use.`;
+      `${num(r.body.active_keys)} of ${num(r.body.max_active_keys)} keys in use` +
+      (rotating ? ` (${num(rotating)} in a rotation grace period, counted until it ends).` : '.');
     await showLimit();
   }
 
@@ -68,8 +70,9 @@ export function initKeys() {
     }
     const max = summary?.max_active_keys ?? 50;
     const explain = () => [
-      el('p', {}, el('strong', {}, `Your plan allows ${max} active keys, and all of them are in use.`),
-        ' Revoke a key you no longer need before creating another; revoked and expired keys do not count.'),
+      el('p', {}, el('strong', {}, `Your plan allows ${max} keys, and all of them are in use.`),
+        ' Revoke a key you no longer need before creating another; revoked and expired keys do not count.',
+        ' A rotated key counts until its grace period ends (rotate its replacement, or revoke it, to end it now).'),
       list.length ? el('p', {}, 'Keys that are idle or oldest:') : null,
       list.length ? el('ul', {}, list.map((k) => el('li', {},
         el('a', { href: `/dashboard/keys/${k.id}` }, k.name), ' ',
@@ -186,8 +189,9 @@ function initCreate(reload) {
       showError(error, problemText(r));
       const notice = $('create-limit');
       fill(notice,
-        el('p', {}, el('strong', {}, `${r.body.active_keys} of ${r.body.max_active_keys} keys are active.`),
-          ' Revoke a key you no longer use before creating another.'),
+        el('p', {}, el('strong', {}, `${r.body.active_keys} of ${r.body.max_active_keys} keys are in use.`),
+          ' Revoke a key you no longer use before creating another.',
+          r.body.rotating_keys ? ` ${r.body.rotating_keys} of them are rotated keys in their grace period; they count until it ends.` : ''),
         el('ul', {}, (r.body.candidates || []).map((k) => el('li', {},
           el('a', { href: `/dashboard/keys/${k.id}` }, k.name), ' ',
           el('span', { class: 'muted' }, k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used')))));

@@ -50,7 +50,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("bench.sqlite3"))?;
+    let audit_keyring =
+        shared::audit::AuditKeyring::from_config(&format!("active=1;1:{}", "a5".repeat(32)))?;
+    let store = Store::open(&dir.path().join("bench.sqlite3"), Arc::new(audit_keyring))?;
     let settings = Settings {
         // Account setup is not what is measured.
         argon2: argon2::Params::new(8, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -15,8 +15,11 @@ pub struct AccountView {
     /// The account, its plan and the plan's limits.
     #[serde(flatten)]
     pub account: AccountInfo,
-    /// Keys active now (counted against `plan.max_active_keys`).
+    /// Keys that work now, counted against `plan.max_active_keys`: active ones and ones in a
+    /// rotation's grace period.
     pub active_keys: u32,
+    /// Of those, keys in a rotation's grace period.
+    pub rotating_keys: u32,
 }
 
 /// `GET /v1/account`.
@@ -29,9 +32,11 @@ pub async fn get_account(
     let view = state
         .store
         .read(move |c| {
+            let counts = keys::count_working(c, id, now)?;
             Ok(AccountView {
                 account: accounts::account(c, id)?,
-                active_keys: keys::count_active(c, id, now)?,
+                active_keys: counts.working,
+                rotating_keys: counts.rotating,
             })
         })
         .await?;

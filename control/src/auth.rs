@@ -10,21 +10,36 @@
 //! must also prove it comes from the dashboard's own origin (`Sec-Fetch-Site: same-origin`, or an
 //! `Origin` equal to the configured public origin); anything else is 403. Bearer tokens are not
 //! ambient credentials and need no such check.
+//!
+//! Sign-in is the one door an anonymous caller can make expensive, so it is guarded in order,
+//! cheapest first: the body's shape, a bounded number of password hashes at once ([`hasher`]),
+//! attempt budgets counted before the hash ([`limit`]) and known-device cookies ([`device`]).
+//! `docs/sign-in.md` gives the reasoning.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+pub mod device;
+pub mod hasher;
+pub mod limit;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Version};
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use shared::mac::{Keyring, MacKey, Purpose};
 
+use self::device::DeviceId;
+use self::hasher::{Hasher, MAX_PASSWORD_BYTES};
+use self::limit::{
+    Attempt, AttemptLedger, Budget, BudgetKey, MemoryLedger, Outcome, Refusal, Reservation,
+};
+use crate::client_addr::{self, TrustedProxies};
 use crate::error::{AppError, Json, Result};
 use crate::store::audit::{self, Actor};
 use crate::store::{Store, accounts};
@@ -71,14 +86,6 @@ pub fn hash_password(password: &str, settings: &Settings) -> Result<String> {
         .map_err(|e| AppError::internal(format!("argon2: {e}")))
 }
 
-fn password_matches(password: &str, phc: &str, settings: &Settings) -> bool {
-    PasswordHash::new(phc).is_ok_and(|parsed| {
-        argon2(settings)
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-}
-
 /// What [`bootstrap`] created.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
@@ -101,9 +108,9 @@ pub fn bootstrap(
     now: u64,
 ) -> Result<Bootstrap> {
     let email = normalize_email(email).ok_or_else(|| AppError::validation("invalid email"))?;
-    if password.chars().count() < 12 {
+    if password.chars().count() < 12 || password.len() > MAX_PASSWORD_BYTES {
         return Err(AppError::validation(
-            "password must be at least 12 characters",
+            "password must be at least 12 characters and at most 1024 bytes",
         ));
     }
     let password_hash = hash_password(password, settings)?;
@@ -189,12 +196,10 @@ pub struct Caller {
     pub via: Via,
 }
 
-/// The client address, if the server recorded one.
-pub fn source(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ci| ci.0.ip().to_string())
+/// The client address for the audit trail, if the server recorded one: the TCP peer, or what a
+/// trusted proxy says the client was.
+pub fn source(parts: &Parts, proxies: &TrustedProxies) -> Option<String> {
+    client_addr::client_ip(parts, proxies).map(|ip| ip.to_string())
 }
 
 fn invalid_token(detail: &str) -> AppError {
@@ -206,15 +211,20 @@ fn invalid_token(detail: &str) -> AppError {
         )
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name`, if the request sent one.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE).map(str::to_owned)
 }
 
 /// Whether a cookie-authenticated request comes from the dashboard's own origin.
@@ -245,7 +255,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let source = source(parts);
+        let source = source(parts, &state.settings.proxies);
         let now = state.clock.now();
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let value = value.to_str().unwrap_or_default();
@@ -322,52 +332,143 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Failed sign-ins per email and per client address, in fixed windows. In memory: a restart
-/// resets it, which costs an attacker a restart per window.
-#[derive(Debug, Default)]
-pub struct SignInLimiter {
-    failures: Mutex<HashMap<String, (u64, u32)>>,
+/// Failures allowed per window to unknown browsers for one email, from all addresses together:
+/// what a distributed guesser gets.
+pub const EMAIL_FAILURES: u32 = 10;
+/// Failures allowed per window to one address (IPv4, or IPv6 /64) for one email: fewer than
+/// [`EMAIL_FAILURES`], so one address cannot spend the owner's share.
+pub const PAIR_FAILURES: u32 = 5;
+/// Failures allowed per window to one known device for one email.
+pub const DEVICE_FAILURES: u32 = 5;
+
+/// Who is trying, as the budgets see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// A browser holding a device cookie issued for this email.
+    Device(DeviceId),
+    /// Anyone else, by address (an IPv4 address or an IPv6 /64; `None` if unknown).
+    Address(Option<IpAddr>),
 }
 
-/// Failures allowed per email in a window.
-const MAX_FAILURES_PER_EMAIL: u32 = 5;
-/// Failures allowed per address in a window.
-const MAX_FAILURES_PER_SOURCE: u32 = 20;
-/// Window length, seconds.
-const FAILURE_WINDOW: u64 = 15 * 60;
+/// The sign-in defences: attempt budgets, the bounded hasher, and the keyed names that keep
+/// emails out of both.
+pub struct SignInGuard {
+    /// Attempt budgets (in memory; a database later, shared by replicas).
+    pub ledger: Arc<dyn AttemptLedger>,
+    /// The bounded password checker.
+    pub hasher: Arc<Hasher>,
+    /// The keyring's sign-in subkey: budget names, log tags and device cookies.
+    mac: MacKey,
+}
 
-impl SignInLimiter {
-    /// Seconds until `keys` may try again, if any is over its limit.
-    fn blocked(&self, keys: &[(String, u32)], now: u64) -> Option<u64> {
-        let map = self.failures.lock().ok()?;
-        keys.iter()
-            .filter_map(|(key, max)| {
-                let (start, count) = map.get(key)?;
-                (now < start + FAILURE_WINDOW && count >= max).then(|| start + FAILURE_WINDOW - now)
-            })
-            .max()
+impl std::fmt::Debug for SignInGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInGuard")
+            .field("hasher", &self.hasher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignInGuard {
+    /// Budgets in this process's memory, and a hasher bounded by `settings.sign_in_hashes`.
+    pub fn new(keyring: &Keyring, settings: &Settings) -> Self {
+        Self::with_ledger(keyring, settings, Arc::new(MemoryLedger::default()))
     }
 
-    fn record_failure(&self, keys: &[(String, u32)], now: u64) {
-        if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 100_000 {
-                map.retain(|_, (start, _)| now < *start + FAILURE_WINDOW);
-            }
-            for (key, _) in keys {
-                let entry = map.entry(key.clone()).or_insert((now, 0));
-                if now >= entry.0 + FAILURE_WINDOW {
-                    *entry = (now, 0);
-                }
-                entry.1 += 1;
-            }
+    /// The same, with budgets kept in `ledger`.
+    pub fn with_ledger(
+        keyring: &Keyring,
+        settings: &Settings,
+        ledger: Arc<dyn AttemptLedger>,
+    ) -> Self {
+        Self {
+            ledger,
+            hasher: Arc::new(Hasher::new(settings.sign_in_hashes, &settings.argon2)),
+            mac: keyring.active_mac(Purpose::SignIn).clone(),
         }
     }
 
-    fn clear(&self, key: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(key);
+    fn name(&self, kind: &[u8], email: &str, client: &[u8]) -> [u8; 32] {
+        self.mac
+            .sign_parts(&[kind, b"\0", email.as_bytes(), b"\0", client])
+    }
+
+    fn budget_key(&self, kind: &[u8], email: &str, client: &[u8]) -> BudgetKey {
+        let mut key = [0_u8; 16];
+        key.copy_from_slice(&self.name(kind, email, client)[..16]);
+        BudgetKey(key)
+    }
+
+    /// A short keyed tag of an email, for logs: the same email always gets the same tag, and the
+    /// tag does not give the email back.
+    pub fn email_tag(&self, email: &str) -> String {
+        hex::encode(&self.name(b"log", email, b"")[..6])
+    }
+
+    /// The attempt a sign-in to `email` by `client` makes.
+    pub fn attempt(&self, email: &str, client: Client) -> Attempt {
+        let email_key = self.budget_key(b"email", email, b"");
+        let budgets = match client {
+            Client::Device(device) => vec![Budget {
+                key: self.budget_key(b"device", email, &device.0),
+                limit: DEVICE_FAILURES,
+                cleared_by_success: true,
+            }],
+            Client::Address(ip) => {
+                let network = match ip.map(client_addr::network) {
+                    Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+                    Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
+                    None => b"unknown".to_vec(),
+                };
+                vec![
+                    Budget {
+                        key: email_key,
+                        limit: EMAIL_FAILURES,
+                        cleared_by_success: false,
+                    },
+                    Budget {
+                        key: self.budget_key(b"pair", email, &network),
+                        limit: PAIR_FAILURES,
+                        cleared_by_success: true,
+                    },
+                ]
+            }
+        };
+        Attempt {
+            email: email_key,
+            budgets,
         }
     }
+
+    /// The known device a request's cookie names for `email`, if any.
+    pub fn device(&self, headers: &HeaderMap, email: &str, now: u64) -> Option<DeviceId> {
+        device::verify(&self.mac, device::from_headers(headers)?, email, now)
+    }
+
+    /// The device cookie value to set after a successful sign-in to `email`.
+    pub fn device_cookie(&self, email: &str, device: DeviceId, now: u64) -> String {
+        device::issue(&self.mac, email, device, now)
+    }
+}
+
+fn too_many_attempts(retry_after: u64) -> AppError {
+    AppError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_sign_in_attempts",
+        "Too many failed sign-ins",
+    )
+    .with_detail("wait before trying again")
+    .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)))
+}
+
+fn sign_in_busy() -> AppError {
+    AppError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "sign_in_busy",
+        "Too many sign-ins at once",
+    )
+    .with_detail("try again in a moment")
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 /// Sign-in body.
@@ -391,7 +492,8 @@ pub struct SessionView {
     pub expires_at: u64,
 }
 
-/// `POST /v1/sessions`: email + password sign-in; sets the session cookie.
+/// `POST /v1/sessions`: email + password sign-in; sets the session cookie (and the device
+/// cookie that marks this browser as known for this email).
 pub async fn create_session(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
@@ -403,71 +505,124 @@ pub async fn create_session(
     if browser_sent && !same_origin(&parts.headers, &state.settings.public_origin) {
         return Err(cross_site());
     }
-    let now = state.clock.now();
-    let source_addr = source(&parts);
-    let email = normalize_email(&body.email).unwrap_or_else(|| body.email.trim().to_lowercase());
-    let limits = vec![
-        (format!("email:{email}"), MAX_FAILURES_PER_EMAIL),
-        (
-            format!("source:{}", source_addr.as_deref().unwrap_or("unknown")),
-            MAX_FAILURES_PER_SOURCE,
-        ),
-    ];
-    if let Some(retry_after) = state.sign_in_limiter.blocked(&limits, now) {
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_sign_in_attempts",
-            "Too many failed sign-ins",
-        )
-        .with_detail("wait before trying again")
-        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)));
+    // Shape first: what can never be a user costs nothing and is never a budget's name.
+    let email = normalize_email(&body.email).ok_or_else(|| {
+        AppError::validation("email must be an address of at most 254 bytes")
+            .with_field("field", "email")
+    })?;
+    if body.password.is_empty() || body.password.len() > MAX_PASSWORD_BYTES {
+        return Err(AppError::validation("password must be 1 to 1024 bytes")
+            .with_field("field", "password"));
     }
+    let now = state.clock.now();
+    let guard = &state.sign_in;
+    let client_ip = client_addr::client_ip(&parts, &state.settings.proxies);
+    let device = guard.device(&parts.headers, &email, now);
+    let client = device.map_or(Client::Address(client_ip), Client::Device);
+    // A place to hash, then a guess from the budgets: both refuse rather than queue, and
+    // neither counts anything when it refuses.
+    let ticket = guard
+        .hasher
+        .admit(client_ip.map(client_addr::network))
+        .ok_or_else(sign_in_busy)?;
+    let reservation = Reservation::take(
+        Arc::clone(&guard.ledger),
+        guard.attempt(&email, client),
+        now,
+    )
+    .await
+    .map_err(|refusal| match refusal {
+        Refusal::Locked { retry_after } => too_many_attempts(retry_after),
+        Refusal::Busy => sign_in_busy(),
+    })?;
     let lookup = email.clone();
-    let user = state
+    let user = match state
         .store
         .read(move |c| accounts::user_by_email(c, &lookup))
-        .await?;
-    let settings = state.settings.clone();
-    let password = body.password;
-    let phc = user.as_ref().map(|u| u.password_hash.clone());
-    // Hash even for an unknown email, so timing does not reveal which emails exist.
-    let matched = tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => password_matches(&password, &phc, &settings),
-        None => {
-            let _ = hash_password(&password, &settings);
-            false
+        .await
+    {
+        Ok(user) => user,
+        Err(e) => {
+            reservation.settle(Outcome::Abandoned, now).await;
+            return Err(e);
         }
-    })
-    .await
-    .map_err(AppError::internal)?;
-    let actor = Actor {
-        actor: user
-            .as_ref()
-            .map_or_else(|| "anonymous".to_owned(), |u| format!("user:{}", u.id)),
-        source: source_addr,
     };
-    // A failure against a real user belongs to that user's account, so its owners see it.
-    let account_id = user.as_ref().map(|u| u.account_id);
-    let Some(user) = user.filter(|_| matched) else {
-        state.sign_in_limiter.record_failure(&limits, now);
-        let details = json!({ "email": email });
-        state
-            .store
+    // The check, its settlement, its log line and its audit row run in a task of their own,
+    // so a client that hangs up mid-hash is counted and recorded all the same. The answer is
+    // sent before the audit row is written: a known email answers as fast as an unknown one,
+    // which is checked against a dummy hash of the same cost and leaves no row (it would be
+    // nobody's, and the "email" may be a password typed into the wrong box).
+    let actor = Actor {
+        actor: "anonymous".to_owned(),
+        source: client_ip.map(|ip| ip.to_string()),
+    };
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    let target = user.as_ref().map(|u| (u.id, u.account_id));
+    let (store, clock, email_tag) = (
+        state.store.clone(),
+        Arc::clone(&state.clock),
+        guard.email_tag(&email),
+    );
+    let failure_actor = actor.clone();
+    tokio::spawn(async move {
+        let matched = Hasher::check(ticket, body.password, phc).await;
+        let now = clock.now();
+        let succeeded = target.is_some() && matches!(matched, Ok(true));
+        let outcome = if succeeded {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        reservation.settle(outcome, now).await;
+        let _ = answer.send(matched.map(|_| succeeded));
+        if succeeded {
+            return;
+        }
+        tracing::info!(
+            email = email_tag,
+            client = ?client_ip,
+            known_device = device.is_some(),
+            "sign-in failed"
+        );
+        let Some((user_id, account_id)) = target else {
+            return;
+        };
+        // The user is the target, in their account's trail; the actor is whoever tried.
+        let written = store
             .write(move |tx| {
                 audit::append(
                     tx,
                     now,
-                    account_id,
-                    &actor,
+                    Some(account_id),
+                    &failure_actor,
                     "user.sign_in_failed",
-                    None,
-                    &details,
+                    Some(&user_id.to_string()),
+                    &json!({ "known_device": device.is_some() }),
                 )
             })
-            .await?;
+            .await;
+        if let Err(e) = written {
+            tracing::error!(code = e.code(), "recording a failed sign-in");
+        }
+    });
+    let succeeded = answered.await.map_err(AppError::internal)??;
+    let Some(user) = user.filter(|_| succeeded) else {
         return Err(AppError::unauthenticated().with_detail("the email or password is wrong"));
     };
-    state.sign_in_limiter.clear(&limits[0].0);
+    let now = state.clock.now();
+    let actor = Actor {
+        actor: format!("user:{}", user.id),
+        ..actor
+    };
+    let device = match device {
+        Some(known) => known,
+        None => {
+            let mut id = [0_u8; 16];
+            id.copy_from_slice(&random_bytes()?[..16]);
+            DeviceId(id)
+        }
+    };
     let session = hex::encode(random_bytes()?);
     let hash = hash_secret(&session);
     let expires_at = now + state.settings.session_ttl;
@@ -492,16 +647,19 @@ pub async fn create_session(
         "{SESSION_COOKIE}={session}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
         state.settings.session_ttl
     );
+    let device_cookie = device::set_cookie(&guard.device_cookie(&email, device, now));
     let mut response = Json(SessionView {
         account_id: user.account_id,
         user_id: user.id,
         expires_at,
     })
     .into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(AppError::internal)?,
-    );
+    for value in [cookie, device_cookie] {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&value).map_err(AppError::internal)?,
+        );
+    }
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -7,9 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use shared::mac::Keyring;
+use shared::audit::AuditKeyring;
+use shared::mac::{Keyring, parse_config};
 
-use crate::publish::{EdgeSyncSink, KvRestSink, MemorySink, Sink};
+use crate::client_addr::{ForwardedHeader, IpNet, TrustedProxies};
+use crate::publish::{
+    DEFAULT_HEARTBEAT_SECS, DEFAULT_LIFETIME_SECS, EdgeSyncSink, KvRestSink, MemorySink, Sink,
+};
 
 /// Lynxo Keys control plane.
 #[derive(Debug, Parser)]
@@ -39,9 +43,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create an account, its first user and a management token (printed once).
     Init(InitArgs),
-    /// Check the audit trail's hash chain; exits non-zero if it is broken.
-    VerifyAudit(DbArgs),
-    /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING.
+    /// Check the audit trail's keyed chain and, with a publisher configured, that it still holds
+    /// the checkpoint anchored at the edge; exits non-zero if not.
+    VerifyAudit(VerifyAuditArgs),
+    /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING or, generated again,
+    /// LYNXO_AUDIT_KEYRING.
     GenerateKeyring,
 }
 
@@ -65,9 +71,9 @@ pub struct KeyringArgs {
 }
 
 impl KeyringArgs {
-    /// Loads and parses the keyring.
-    pub fn load(&self) -> anyhow::Result<Keyring> {
-        let text = match (&self.keyring, &self.keyring_file) {
+    /// The keyring text, from the flag, the environment or the file.
+    pub fn text(&self) -> anyhow::Result<String> {
+        Ok(match (&self.keyring, &self.keyring_file) {
             (Some(text), _) => text.clone(),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading keyring file {}", path.display()))?,
@@ -75,9 +81,145 @@ impl KeyringArgs {
                 "no signing keyring: set LYNXO_KEYRING or --keyring-file \
                  (`lynxo-control generate-keyring` makes one)"
             ),
-        };
-        Keyring::from_config(&text).context("parsing the keyring")
+        })
     }
+
+    /// Loads and parses the keyring.
+    pub fn load(&self) -> anyhow::Result<Keyring> {
+        Keyring::from_config(&self.text()?).context("parsing the keyring")
+    }
+}
+
+/// The audit keyring: the secret the audit chain is keyed with. Held outside the database, and
+/// never the key-signing keyring's secret (the edge holds that one).
+#[derive(Debug, Clone, Args)]
+pub struct AuditKeyringArgs {
+    /// Audit keyring, `active=KID;KID:HEX,...` (`lynxo-control generate-keyring` makes one).
+    #[arg(long, env = "LYNXO_AUDIT_KEYRING", hide_env_values = true)]
+    pub audit_keyring: Option<String>,
+    /// A file holding the audit keyring text, instead of LYNXO_AUDIT_KEYRING.
+    #[arg(
+        long,
+        env = "LYNXO_AUDIT_KEYRING_FILE",
+        conflicts_with = "audit_keyring"
+    )]
+    pub audit_keyring_file: Option<PathBuf>,
+}
+
+impl AuditKeyringArgs {
+    fn text(&self) -> anyhow::Result<String> {
+        match (&self.audit_keyring, &self.audit_keyring_file) {
+            (Some(text), _) => Ok(text.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading audit keyring file {}", path.display())),
+            (None, None) => anyhow::bail!(
+                "no audit keyring: set LYNXO_AUDIT_KEYRING or --audit-keyring-file \
+                 (`lynxo-control generate-keyring` makes one; keep it apart from the database)"
+            ),
+        }
+    }
+
+    /// Loads and parses the audit keyring; refuses one that reuses a secret of `signing` (the
+    /// key-signing keyring's text), which the edge holds too.
+    pub fn load(&self, signing: Option<&str>) -> anyhow::Result<Arc<AuditKeyring>> {
+        let text = self.text()?;
+        let ring = AuditKeyring::from_config(&text).context("parsing the audit keyring")?;
+        if let Some(signing) = signing {
+            let (_, audit) = parse_config(&text)?;
+            let (_, keys) = parse_config(signing).context("parsing the keyring")?;
+            anyhow::ensure!(
+                !audit
+                    .iter()
+                    .any(|(_, a)| keys.iter().any(|(_, k)| a.expose() == k.expose())),
+                "the audit keyring reuses a secret of the signing keyring: the edge holds that \
+                 one, so it must not key the audit chain"
+            );
+        }
+        Ok(Arc::new(ring))
+    }
+}
+
+/// Where revocation shards, rate limits and the audit checkpoint go: the edge's sync endpoint or
+/// the KV REST API.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// The edge worker's base URL: revocation shards are pushed to its signed sync endpoint.
+    #[arg(long, env = "LYNXO_EDGE_SYNC_URL")]
+    pub edge_sync_url: Option<String>,
+    /// Cloudflare account id, to write shards through the KV REST API instead.
+    #[arg(long, env = "LYNXO_KV_ACCOUNT_ID", requires_all = ["kv_namespace_id", "kv_api_token"])]
+    pub kv_account_id: Option<String>,
+    /// KV namespace id of the worker's revocation binding.
+    #[arg(long, env = "LYNXO_KV_NAMESPACE_ID")]
+    pub kv_namespace_id: Option<String>,
+    /// Cloudflare API token with Workers KV edit rights.
+    #[arg(long, env = "LYNXO_KV_API_TOKEN", hide_env_values = true)]
+    pub kv_api_token: Option<String>,
+    /// Cloudflare API base URL.
+    #[arg(
+        long,
+        env = "LYNXO_KV_API_BASE",
+        default_value = "https://api.cloudflare.com/client/v4"
+    )]
+    pub kv_api_base: String,
+}
+
+impl PublishArgs {
+    /// Whether a real publisher (not the in-memory fallback) is configured.
+    pub fn is_configured(&self) -> bool {
+        self.edge_sync_url.is_some() || self.kv_account_id.is_some()
+    }
+
+    /// The shard writer the settings select: KV REST, edge sync, or (neither) memory only. The
+    /// edge sync needs the key-signing keyring to sign its requests.
+    pub fn sink(&self, keyring: Option<Arc<Keyring>>) -> anyhow::Result<Arc<dyn Sink>> {
+        match (&self.kv_account_id, &self.edge_sync_url) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("choose one publisher: the KV REST API or --edge-sync-url")
+            }
+            (Some(account), None) => Ok(Arc::new(KvRestSink::new(
+                &self.kv_api_base,
+                account,
+                self.kv_namespace_id.as_deref().unwrap_or_default(),
+                self.kv_api_token.as_deref().unwrap_or_default(),
+            ))),
+            (None, Some(url)) => {
+                anyhow::ensure!(
+                    url.starts_with("http://") || url.starts_with("https://"),
+                    "--edge-sync-url must be an http(s) URL"
+                );
+                let keyring = keyring.ok_or_else(|| {
+                    anyhow::anyhow!("--edge-sync-url needs the signing keyring (LYNXO_KEYRING)")
+                })?;
+                Ok(Arc::new(EdgeSyncSink::new(url, keyring)))
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "no publisher configured (--edge-sync-url or --kv-*): revocations are \
+                     committed but reach no edge, and the audit trail is not anchored"
+                );
+                Ok(Arc::new(MemorySink::default()))
+            }
+        }
+    }
+}
+
+/// `verify-audit` settings.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyAuditArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    /// Where the checkpoint is read back from (as `serve` publishes it). Neither: the chain is
+    /// checked, but rows cut off its end cannot be detected.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// The key-signing keyring, to sign the read at the edge (`--edge-sync-url` only).
+    #[arg(long, env = "LYNXO_KEYRING", hide_env_values = true)]
+    pub keyring: Option<String>,
 }
 
 /// `serve` settings.
@@ -99,34 +241,43 @@ pub struct ServeArgs {
         default_value = "http://localhost:8080"
     )]
     pub public_origin: String,
-    /// The edge worker's base URL: revocation shards are pushed to its signed sync endpoint.
-    #[arg(long, env = "LYNXO_EDGE_SYNC_URL")]
-    pub edge_sync_url: Option<String>,
-    /// Cloudflare account id, to write shards through the KV REST API instead.
-    #[arg(long, env = "LYNXO_KV_ACCOUNT_ID", requires_all = ["kv_namespace_id", "kv_api_token"])]
-    pub kv_account_id: Option<String>,
-    /// KV namespace id of the worker's revocation binding.
-    #[arg(long, env = "LYNXO_KV_NAMESPACE_ID")]
-    pub kv_namespace_id: Option<String>,
-    /// Cloudflare API token with Workers KV edit rights.
-    #[arg(long, env = "LYNXO_KV_API_TOKEN", hide_env_values = true)]
-    pub kv_api_token: Option<String>,
-    /// Cloudflare API base URL.
-    #[arg(
-        long,
-        env = "LYNXO_KV_API_BASE",
-        default_value = "https://api.cloudflare.com/client/v4"
-    )]
-    pub kv_api_base: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
     /// Revocation-list shards; must equal the edge's setting.
     #[arg(long, env = "LYNXO_SHARD_COUNT", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub shard_count: u16,
-    /// Seconds a published shard stays valid (its next-update); republished at half of it.
-    #[arg(long, env = "LYNXO_LIST_LIFETIME_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..))]
+    /// Seconds a published shard stays valid (its next-update): how long the edge keeps
+    /// answering from its last list when the control plane is unreachable, before it fails
+    /// closed.
+    #[arg(long, env = "LYNXO_LIST_LIFETIME_SECS", default_value_t = DEFAULT_LIFETIME_SECS, value_parser = clap::value_parser!(u64).range(10..))]
     pub list_lifetime_secs: u64,
+    /// Every shard is republished (and the audit checkpoint refreshed) this often; at most half
+    /// the list lifetime.
+    #[arg(long, env = "LYNXO_HEARTBEAT_SECS", default_value_t = DEFAULT_HEARTBEAT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+    /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
+    #[arg(long, env = "LYNXO_VERIFY_RATE_LIMIT", default_value_t = crate::verify::DEFAULT_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub verify_rate_limit: u32,
     /// Largest request body, in bytes.
     #[arg(long, env = "LYNXO_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated) whose forwarding header
+    /// names the client. Only their header is read, and only the hops they appended; a request
+    /// from any other peer is that peer's. Empty: every peer is the client.
+    #[arg(long, env = "LYNXO_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header the trusted proxies write the client's address into (the one they overwrite
+    /// or append to, so the right-most hops are theirs).
+    #[arg(long, env = "LYNXO_CLIENT_ADDRESS_HEADER", value_enum, default_value_t)]
+    pub client_address_header: ForwardedHeader,
+    /// Sign-in password hashes (argon2id, 19 MiB each) running at once; more are answered 429
+    /// with Retry-After. Default: the number of CPUs.
+    #[arg(long, env = "LYNXO_SIGN_IN_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub sign_in_concurrency: Option<u16>,
 }
 
 /// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
@@ -152,36 +303,17 @@ impl ServeArgs {
             self.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            self.heartbeat_secs * 2 <= self.list_lifetime_secs,
+            "--heartbeat-secs must be at most half of --list-lifetime-secs, so a shard is \
+             republished before the edge refuses it"
+        );
         Ok(())
     }
 
-    /// The shard writer the settings select: KV REST, edge sync, or (neither) memory only.
-    pub fn sink(&self, keyring: Arc<Keyring>) -> anyhow::Result<Arc<dyn Sink>> {
-        match (&self.kv_account_id, &self.edge_sync_url) {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("choose one publisher: the KV REST API or --edge-sync-url")
-            }
-            (Some(account), None) => Ok(Arc::new(KvRestSink::new(
-                &self.kv_api_base,
-                account,
-                self.kv_namespace_id.as_deref().unwrap_or_default(),
-                self.kv_api_token.as_deref().unwrap_or_default(),
-            ))),
-            (None, Some(url)) => {
-                anyhow::ensure!(
-                    url.starts_with("http://") || url.starts_with("https://"),
-                    "--edge-sync-url must be an http(s) URL"
-                );
-                Ok(Arc::new(EdgeSyncSink::new(url, keyring)))
-            }
-            (None, None) => {
-                tracing::warn!(
-                    "no publisher configured (--edge-sync-url or --kv-*): revocations are \
-                     committed but reach no edge"
-                );
-                Ok(Arc::new(MemorySink::default()))
-            }
-        }
+    /// The proxies allowed to name the client.
+    pub fn proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone(), self.client_address_header)
     }
 }
 
@@ -200,6 +332,9 @@ pub struct InitArgs {
     /// The first user's password (at least 12 characters); prefer the environment variable.
     #[arg(long, env = "LYNXO_INIT_PASSWORD", hide_env_values = true)]
     pub password: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
 }
 
 #[cfg(test)]
@@ -231,6 +366,41 @@ mod tests {
         assert_eq!(args.shard_count, 16);
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         assert!(args.validate().is_ok());
+        assert!(args.proxies().is_empty());
+        assert_eq!(args.sign_in_concurrency, None);
         assert!(Cli::try_parse_from(["control", "serve", "--shard-count", "0"]).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_checked_at_startup() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["control", "serve", "--keyring", "active=1;1:00"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(args) => args,
+                _ => unreachable!(),
+            })
+        };
+        let args = serve(&[
+            "--trusted-proxies",
+            "127.0.0.1,10.0.0.0/8, ::1",
+            "--client-address-header",
+            "forwarded",
+            "--sign-in-concurrency",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(args.trusted_proxies.len(), 3);
+        assert_eq!(args.client_address_header, ForwardedHeader::Forwarded);
+        assert_eq!(args.sign_in_concurrency, Some(4));
+        for bad in [
+            &["--trusted-proxies", "0.0.0.0/0"][..],
+            &["--trusted-proxies", "10.0.0.0/8,proxy.internal"],
+            &["--trusted-proxies", "10.0.0.0/40"],
+            &["--client-address-header", "x-real-ip"],
+            &["--sign-in-concurrency", "0"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -102,10 +102,17 @@ pub struct KeyView {
     pub rotated_to: Option<String>,
     /// End of the grace period after a rotation.
     pub grace_until: Option<u64>,
+    /// The key whose rate limit this key spends at the edge: the first key of its rotation
+    /// chain (its own id for a key that was created). A key and its successor in grace show the
+    /// same value: they share one budget.
+    pub rate_limit_budget: String,
 }
 
 fn status(k: &KeyRow, now: u64) -> &'static str {
     match (k.revoked_at, k.expires_at) {
+        // In force is final: a revoke stamped by a clock that ran fast is still revoked once
+        // the clock is corrected, not "rotating".
+        (Some(_), _) if k.revocation_in_force => "revoked",
         (Some(at), _) if at <= now => "revoked",
         (_, Some(exp)) if exp <= now => "expired",
         (Some(_), _) => "rotating",
@@ -165,6 +172,7 @@ impl KeyView {
             rotated_from: k.rotated_from.map(|id| id.to_string()),
             rotated_to: k.rotated_to.map(|id| id.to_string()),
             grace_until: k.grace_until,
+            rate_limit_budget: k.budget_id.to_string(),
         }
     }
 }
@@ -405,7 +413,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(text.to_owned()))
 }
 
-fn limit_reached(active: u32, plan: &accounts::Plan, candidates: &[KeyRow], now: u64) -> AppError {
+fn limit_reached(
+    counts: db::KeyCounts,
+    plan: &accounts::Plan,
+    candidates: &[KeyRow],
+    now: u64,
+) -> AppError {
     let listed: Vec<_> = candidates
         .iter()
         .map(|k| {
@@ -413,6 +426,7 @@ fn limit_reached(active: u32, plan: &accounts::Plan, candidates: &[KeyRow], now:
                 "id": k.id.to_string(),
                 "name": k.name,
                 "hint": k.hint,
+                "status": status(k, now),
                 "created_at": k.created_at,
                 "last_used_at": k.last_used_at,
                 "rotation_due": rotation_due(k, now),
@@ -425,11 +439,13 @@ fn limit_reached(active: u32, plan: &accounts::Plan, candidates: &[KeyRow], now:
         "Active key limit reached",
     )
     .with_detail(format!(
-        "{active} of {} keys are active; revoke a key you no longer use before creating another. \
-         `candidates` lists the idle and oldest ones.",
-        plan.max_active_keys
+        "{} of {} keys are in use ({} of them in a rotation's grace period, counted until it \
+         ends); revoke a key you no longer use before creating another. `candidates` lists the \
+         idle and oldest ones.",
+        counts.working, plan.max_active_keys, counts.rotating
     ))
-    .with_field("active_keys", active)
+    .with_field("active_keys", counts.working)
+    .with_field("rotating_keys", counts.rotating)
     .with_field("max_active_keys", plan.max_active_keys)
     .with_field("candidates", listed)
 }
@@ -544,10 +560,11 @@ pub async fn create_key(
                 .rate_limit
                 .unwrap_or_else(|| default_limit(&plan, window));
             check_rate_limit(rate_limit, window, &plan)?;
-            let active = db::count_active(tx, account, now)?;
-            if active >= plan.max_active_keys {
+            // Keys in a rotation's grace count: they work at the edge until it ends.
+            let counts = db::count_working(tx, account, now)?;
+            if counts.working >= plan.max_active_keys {
                 let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
-                return Err(limit_reached(active, &plan, &candidates, now));
+                return Err(limit_reached(counts, &plan, &candidates, now));
             }
             let mut row = KeyRow {
                 id,
@@ -573,6 +590,8 @@ pub async fn create_key(
                 rotated_to: None,
                 grace_until: None,
                 limit_pending: true,
+                revocation_in_force: false,
+                budget_id: id,
             };
             let plain = mint(&st, &row)?;
             row.hint = plain.hint();
@@ -645,8 +664,11 @@ pub struct ListQuery {
 pub struct KeyList {
     /// Newest first.
     pub data: Vec<KeyView>,
-    /// Keys active now (counted against the plan).
+    /// Keys that work now, counted against the plan: active ones and ones in a rotation's
+    /// grace period.
     pub active_keys: u32,
+    /// Of those, keys in a rotation's grace period (each shares its successor's rate limit).
+    pub rotating_keys: u32,
     /// The plan's limit.
     pub max_active_keys: u32,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -718,7 +740,7 @@ pub async fn list_keys(
         limit,
     };
     let account = caller.account_id;
-    let (rows, stats, active, plan) = state
+    let (rows, stats, counts, plan) = state
         .store
         .read(move |c| {
             let rows = db::list(c, account, &filter, now)?;
@@ -726,7 +748,7 @@ pub async fn list_keys(
             Ok((
                 rows,
                 stats,
-                db::count_active(c, account, now)?,
+                db::count_working(c, account, now)?,
                 accounts::plan(c, account)?,
             ))
         })
@@ -741,7 +763,8 @@ pub async fn list_keys(
         .collect();
     Ok(Json(KeyList {
         data,
-        active_keys: active,
+        active_keys: counts.working,
+        rotating_keys: counts.rotating,
         max_active_keys: plan.max_active_keys,
         next_cursor,
     }))
@@ -848,6 +871,21 @@ pub async fn update_key(
             let limit = body.rate_limit.unwrap_or(row.rate_limit);
             let window = body.rate_limit_window.unwrap_or(row.rate_limit_window);
             let limit_changed = (limit, window) != (row.rate_limit, row.rate_limit_window);
+            let state_now = status(&row, now);
+            if limit_changed && state_now != "active" {
+                // A rotating key's budget is its successor's, and the limit pushed for a key
+                // is its whole chain's: only the chain's active key sets it.
+                return Err(AppError::new(
+                    StatusCode::CONFLICT,
+                    "key_not_active",
+                    "Only an active key's rate limit can be changed",
+                )
+                .with_detail(
+                    "A key in its rotation grace period shares the rate limit of the key that \
+                     replaced it: change that key's limit.",
+                )
+                .with_field("key_status", state_now));
+            }
             if limit_changed {
                 check_rate_limit(limit, window, &accounts::plan(tx, account)?)?;
                 row.policy_version = db::set_rate_limit(tx, id, limit, window, now_ms)?;
@@ -908,6 +946,34 @@ fn clean_reason(reason: &str) -> Result<String> {
     Ok(reason.to_owned())
 }
 
+/// Revokes `id` at `now`: the key's new state, a list version, the outbox row and the
+/// `key.revoked` event (`details` plus the reason and version), in `tx`. Returns the version.
+fn revoke_now(
+    tx: &rusqlite::Transaction<'_>,
+    now: u64,
+    caller: &Caller,
+    id: KeyId,
+    reason: &str,
+    grace_until: Option<u64>,
+    mut details: serde_json::Value,
+) -> Result<u64> {
+    let version = revocations::next_version(tx, now)?;
+    db::set_revoked(tx, id, now, reason, version, grace_until)?;
+    revocations::enqueue_now(tx, id, version)?;
+    details["reason"] = json!(reason);
+    details["list_version"] = json!(version);
+    audit::append(
+        tx,
+        now,
+        Some(caller.account_id),
+        &caller.actor,
+        "key.revoked",
+        Some(&id.to_string()),
+        &details,
+    )?;
+    Ok(version)
+}
+
 /// `POST /v1/keys/{id}/revoke`: irreversible. A second revoke changes nothing and answers the
 /// same. Revoking a key in its rotation grace period makes the revocation immediate.
 pub async fn revoke_key(
@@ -924,26 +990,14 @@ pub async fn revoke_key(
         .store
         .write(move |tx| {
             let mut row = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
-            if let (Some(at), Some(version)) = (row.revoked_at, row.revocation_version) {
-                if at <= now {
-                    return Ok((view_of(tx, &row, now)?, version, false));
-                }
+            if let (Some(version), "revoked") = (row.revocation_version, status(&row, now)) {
+                return Ok((view_of(tx, &row, now)?, version, false));
             }
-            let version = revocations::next_version(tx, now)?;
-            db::set_revoked(tx, id, now, &reason, version, row.grace_until)?;
-            revocations::enqueue(tx, id, version, now)?;
-            audit::append(
-                tx,
-                now,
-                Some(account),
-                &caller.actor,
-                "key.revoked",
-                Some(&id.to_string()),
-                &json!({ "reason": reason, "list_version": version }),
-            )?;
+            let version = revoke_now(tx, now, &caller, id, &reason, row.grace_until, json!({}))?;
             row.revoked_at = Some(now);
             row.revoke_reason = Some(reason);
             row.revocation_version = Some(version);
+            row.revocation_in_force = true;
             Ok((view_of(tx, &row, now)?, version, true))
         })
         .await?;
@@ -980,6 +1034,12 @@ pub struct Rotated {
 
 /// `POST /v1/keys/{id}/rotate`: a new key with the same settings; the old one is revoked when
 /// the grace period ends. Both records link to each other.
+///
+/// Rotation never multiplies an account's keys or quota: the new key spends the same rate-limit
+/// budget as the old one (its chain's first key's, `rate_limit_budget`); a key in its grace
+/// counts against the plan until the grace ends; and a chain has at most one key in grace, so
+/// rotating the new key again ends the old key's grace at once (revoked now, and published).
+/// Rotating works at the cap: the account's number of budgets does not change.
 pub async fn rotate_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -1012,6 +1072,21 @@ pub async fn rotate_key(
                 )
                 .with_field("key_status", state_now));
             }
+            // At most one key of a chain in grace: the one this rotation puts there.
+            for earlier in db::in_grace(tx, account, old.budget_id, now)? {
+                revoke_now(
+                    tx,
+                    now,
+                    &caller,
+                    earlier.id,
+                    "rotated",
+                    Some(now),
+                    json!({
+                        "grace_ended_by_rotation_of": id.to_string(),
+                        "grace_was_until": earlier.grace_until,
+                    }),
+                )?;
+            }
             let mut new = KeyRow {
                 id: new_id,
                 kid: st.keyring.active_kid(),
@@ -1032,7 +1107,11 @@ pub async fn rotate_key(
             let version = revocations::next_version(tx, now)?;
             db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
             db::set_rotated_to(tx, id, new_id)?;
-            revocations::enqueue(tx, id, version, grace_until)?;
+            if body.grace_period_seconds == 0 {
+                revocations::enqueue_now(tx, id, version)?;
+            } else {
+                revocations::schedule(tx, id, version, grace_until)?;
+            }
             audit::append(
                 tx,
                 now,
@@ -1044,6 +1123,7 @@ pub async fn rotate_key(
                     "new_key_id": new_id.to_string(),
                     "grace_until": grace_until,
                     "list_version": version,
+                    "rate_limit_budget": old.budget_id.to_string(),
                 }),
             )?;
             old.revoked_at = Some(grace_until);
@@ -1051,6 +1131,7 @@ pub async fn rotate_key(
             old.revocation_version = Some(version);
             old.grace_until = Some(grace_until);
             old.rotated_to = Some(new_id);
+            old.revocation_in_force = body.grace_period_seconds == 0;
             let old = view_of(tx, &old, now)?;
             Ok((old, new, plain, version))
         })
@@ -1058,15 +1139,38 @@ pub async fn rotate_key(
     tracing::info!(key_id = %id, new_key_id = %new_id, account_id = account, grace_until, "key rotated");
     state.publish.wake();
     state.publish.wake_limits();
+    // The key string leaves only once the edge knows the new key spends its chain's budget
+    // (or after the configured wait: `rate_limit_pending` then says it does not yet).
+    let pending = wait_for_limit_push(&state, new_id).await?;
+    let mut record = KeyView::new(&new, now, &KeyStats::default());
+    record.rate_limit_pending = pending;
     let body = Rotated {
         key: CreatedKey {
             key: plain.into_inner(),
-            record: KeyView::new(&new, now, &KeyStats::default()),
+            record,
         },
         previous: old,
         list_version: version,
     };
     Ok(no_store((StatusCode::CREATED, Json(body)).into_response()))
+}
+
+/// Waits up to `Settings::limits_sync_wait` for the edge to acknowledge `key`'s policy; returns
+/// whether it still waits.
+async fn wait_for_limit_push(state: &AppState, key: KeyId) -> Result<bool> {
+    let deadline = tokio::time::Instant::now() + state.settings.limits_sync_wait;
+    let key = key.to_string();
+    loop {
+        let id = key.clone();
+        let pending = state
+            .store
+            .read(move |c| crate::store::limits::is_pending(c, &id))
+            .await?;
+        if !pending || tokio::time::Instant::now() >= deadline {
+            return Ok(pending);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Body of `POST /v1/keys/verify`.
@@ -1156,13 +1260,33 @@ fn verdict_of(denial: &Denial) -> Verdict {
 
 /// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`,
 /// the edge's decision, with the database's revocation state (which includes revocations not yet
-/// published). Any authenticated caller may ask about any key: holding the key is what is
-/// checked, and the answer reveals only the key's own claims.
+/// published).
+///
+/// It answers only about the caller's own keys: a genuine key of another account gets exactly
+/// the answer of a forged one, before anything about it (expiry, revocation, scopes) can show,
+/// and that account's audit trail records who presented it. Each account has a budget of calls
+/// (`verify::VerifyGuard`, 429 with `Retry-After`), and calls about a real key leave a trace in
+/// the audit trail, at most once per key per hour and within a cap per caller.
 pub async fn verify_key(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Json(body): Json<VerifyKey>,
 ) -> Result<Json<Verdict>> {
+    if let Err(retry_after) = state
+        .verify_guard
+        .take(caller.account_id, state.clock.monotonic_ms())
+    {
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Too many verify requests",
+        )
+        .with_detail(format!(
+            "This account may verify {} keys a minute. Retry after {retry_after} s.",
+            state.settings.verify_per_minute
+        ))
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)));
+    }
     let endpoint_env = body
         .environment
         .as_deref()
@@ -1176,6 +1300,13 @@ pub async fn verify_key(
                 ..Verdict::refuse(401, "invalid_token")
             }));
         }
+    }
+    // Whose key it is, from its tag alone (at time 0 nothing has expired): another account's key
+    // is answered as a forgery is, and the trace goes to its owner.
+    let owner = key::verify(&body.key, &state.keyring, 0).ok();
+    if let Some(foreign) = owner.filter(|o| o.account_id != caller.account_id) {
+        trace_verify(&state, &caller, foreign, now, None);
+        return Ok(Json(Verdict::refuse(401, "invalid_token")));
     }
     // The revocation lookup needs the key id, which only a verified key gives, and runs on the
     // store's threads; `gate::admit` then finishes the same decision the edge makes.
@@ -1207,7 +1338,67 @@ pub async fn verify_key(
         }
         Err(denial) => verdict_of(&denial),
     };
+    if let Some(own) = owner {
+        trace_verify(&state, &caller, own, now, Some(&verdict));
+    }
     Ok(Json(verdict))
+}
+
+/// Writes the audit trace of a verify call about the genuine key `key`, if the guard allows one
+/// now: `key.verified` in the caller's trail for its own key (with the verdict), else
+/// `key.verified_by_other_account` in the owner's. Written after the answer, so the answer's
+/// timing does not depend on it (another account's key must look like a forged one).
+fn trace_verify(
+    state: &AppState,
+    caller: &Caller,
+    key: Claims,
+    now: u64,
+    verdict: Option<&Verdict>,
+) {
+    if !state
+        .verify_guard
+        .should_trace(caller.account_id, key.key_id, now)
+    {
+        return;
+    }
+    let (action, details) = match verdict {
+        Some(v) => (
+            "key.verified",
+            json!({ "valid": v.valid, "status": v.status }),
+        ),
+        None => {
+            tracing::warn!(
+                key_id = %key.key_id,
+                owner_account_id = key.account_id,
+                caller_account_id = caller.account_id,
+                "another account's key presented to the verify endpoint"
+            );
+            (
+                "key.verified_by_other_account",
+                json!({ "caller_account_id": caller.account_id }),
+            )
+        }
+    };
+    let (store, who) = (state.store.clone(), caller.actor.clone());
+    tokio::spawn(async move {
+        let target = key.key_id.to_string();
+        let written = store
+            .write(move |tx| {
+                audit::append(
+                    tx,
+                    now,
+                    Some(key.account_id),
+                    &who,
+                    action,
+                    Some(&target),
+                    &details,
+                )
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(code = e.code(), action, "verify trace not written");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -1248,12 +1439,14 @@ mod tests {
             last_used_ip: None,
             last_used_user_agent: None,
             limit_pending: false,
+            revocation_in_force: false,
             revoked_at: None,
             revoke_reason: None,
             revocation_version: None,
             rotated_from: None,
             rotated_to: None,
             grace_until: None,
+            budget_id: KeyId([1; 16]),
         };
         assert_eq!(status(&row, 10), "active");
         let rotating = KeyRow {

@@ -3,13 +3,15 @@
 //! - [`store`]: SQLite storage, the only module that speaks SQL.
 //! - [`error`]: the one error type and the extractors that produce it.
 //! - [`body`]: request bodies, read bounded in size, time and number.
-//! - [`auth`]: management tokens, sign-in, sessions and CSRF.
+//! - [`auth`]: management tokens, sign-in (and its defences), sessions and CSRF.
+//! - [`client_addr`]: the client's address, from a trusted proxy's header or the TCP peer.
 //! - [`account`]: the account API (name, plan, keys in use).
 //! - [`keys`]: the keys API (create, list, get, update, revoke, rotate, verify).
 //! - [`audit`]: the audit-trail API.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`verify`]: the verify endpoint's per-account budget and the trace it leaves.
 //! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
 //!
@@ -23,6 +25,7 @@ pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod client_addr;
 pub mod config;
 pub mod dashboard;
 pub mod error;
@@ -31,10 +34,11 @@ pub mod publish;
 pub mod store;
 pub mod tokens;
 pub mod usage;
+pub mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -48,6 +52,11 @@ use crate::error::{AppError, InternalCause, Json};
 use crate::store::Store;
 
 /// The time source: a trait so tests can move time (rotation due dates, grace periods).
+///
+/// Two readings: the wall clock, for what is stored and signed (times, expiries, grace periods),
+/// and a monotonic clock, for intervals (coalescing, heartbeats, budgets), which must not
+/// stretch or shrink when the wall clock is stepped (a bad NTP server, an operator's
+/// correction). Nothing that decides whether a revocation is in force reads either.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
@@ -55,6 +64,12 @@ pub trait Clock: Send + Sync + 'static {
     /// Seconds since the Unix epoch.
     fn now(&self) -> u64 {
         self.now_ms() / 1000
+    }
+
+    /// Milliseconds on a clock that only moves forward, at the pace of real time, from an
+    /// arbitrary origin. The default is the wall clock, for clocks that never step.
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
     }
 }
 
@@ -68,28 +83,52 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
+
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let elapsed = ORIGIN.get_or_init(Instant::now).elapsed();
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to. Its monotonic reading starts equal to the wall clock
+/// and moves with [`ManualClock::advance`] only.
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualClock {
+    wall_ms: AtomicU64,
+    monotonic_ms: AtomicU64,
+}
 
 impl ManualClock {
     /// A clock stopped at `unix_seconds`.
     pub fn at(unix_seconds: u64) -> Self {
-        Self(AtomicU64::new(unix_seconds * 1000))
+        Self {
+            wall_ms: AtomicU64::new(unix_seconds * 1000),
+            monotonic_ms: AtomicU64::new(unix_seconds * 1000),
+        }
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward: real time passing.
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+        self.monotonic_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Steps the wall clock to `unix_seconds`, forward or back, as an NTP correction (or a bad
+    /// NTP server) does: no time passes, so the monotonic reading stays.
+    pub fn set(&self, unix_seconds: u64) {
+        self.wall_ms.store(unix_seconds * 1000, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.monotonic_ms.load(Ordering::SeqCst)
     }
 }
 
@@ -107,6 +146,20 @@ pub struct Settings {
     pub session_ttl: u64,
     /// Password hashing cost (tests use a cheap one).
     pub argon2: argon2::Params,
+    /// Sign-in password hashes that may run at once; more are answered 429.
+    pub sign_in_hashes: usize,
+    /// Proxies whose forwarding header names the client (none: the TCP peer is the client).
+    pub proxies: client_addr::TrustedProxies,
+    /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
+    pub verify_per_minute: u32,
+    /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
+    /// before it answers (zero without a publisher that can push limits).
+    pub limits_sync_wait: Duration,
+}
+
+/// The default bound on sign-in hashes at once: one per CPU.
+pub fn default_sign_in_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 impl Default for Settings {
@@ -117,6 +170,10 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             session_ttl: 12 * 3600,
             argon2: argon2::Params::default(),
+            sign_in_hashes: default_sign_in_hashes(),
+            proxies: client_addr::TrustedProxies::default(),
+            verify_per_minute: verify::DEFAULT_PER_MINUTE,
+            limits_sync_wait: Duration::ZERO,
         }
     }
 }
@@ -134,8 +191,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Wakes the publisher after a revocation commits.
     pub publish: publish::Trigger,
-    /// Failed sign-ins per email and per address.
-    pub sign_in_limiter: Arc<auth::SignInLimiter>,
+    /// Sign-in defences: attempt budgets and the bounded password hasher.
+    pub sign_in: Arc<auth::SignInGuard>,
+    /// The verify endpoint's budget per account and its trace.
+    pub verify_guard: Arc<verify::VerifyGuard>,
 }
 
 impl AppState {
@@ -143,11 +202,12 @@ impl AppState {
     pub fn new(store: Store, keyring: Keyring, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         Self {
             store,
+            sign_in: Arc::new(auth::SignInGuard::new(&keyring, &settings)),
             keyring: Arc::new(keyring),
             clock,
+            verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
-            sign_in_limiter: Arc::new(auth::SignInLimiter::default()),
         }
     }
 }

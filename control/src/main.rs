@@ -2,14 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use control::config::{Cli, Command, LogFormat, ServeArgs};
-use control::publish::{LimitPublisher, Publisher};
+use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
+use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
 use control::store::{Store, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
+use shared::audit::Checkpoint;
+use shared::mac::Keyring;
 use tracing_subscriber::EnvFilter;
+
+/// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget: a
+/// push normally takes milliseconds; an edge that does not answer must not hold rotations up.
+const LIMITS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -24,14 +31,19 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Init(args) => {
-            let store = Store::open(&args.db.database)?;
+            let audit_keyring = args.audit.load(None)?;
+            let store = Store::open(&args.db.database, audit_keyring)?;
+            let now = SystemClock.now();
+            store
+                .write_blocking(move |tx| audit::seal_legacy(tx, now))
+                .map_err(|e| anyhow::anyhow!("sealing the audit trail: {}", e.code()))?;
             let created = auth::bootstrap(
                 &store,
                 &Settings::default(),
                 &args.account_name,
                 &args.email,
                 &args.password,
-                SystemClock.now(),
+                now,
             )
             .map_err(|e| anyhow::anyhow!("init failed: {}", e.code()))?;
             println!("account_id={}", created.account_id);
@@ -40,19 +52,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("The management token is shown once: store it now.");
             Ok(())
         }
-        Command::VerifyAudit(args) => {
-            let store = Store::open(&args.database)?;
-            let (checked, head) = store
-                .read_blocking(|c| Ok((audit::verify_chain(c), audit::head(c)?)))
-                .map_err(|e| anyhow::anyhow!("reading audit trail: {}", e.code()))?;
-            let checked = checked?;
-            println!("audit chain intact: {checked} events");
-            if let Some((seq, hash)) = head {
-                // Compare with a head recorded earlier to detect rows cut from the end.
-                println!("head: seq={seq} hash={hash}");
-            }
-            Ok(())
-        }
+        Command::VerifyAudit(args) => verify_audit(&args),
         Command::GenerateKeyring => {
             let secret = auth::random_bytes().map_err(|e| anyhow::anyhow!("{}", e.code()))?;
             println!("active=1;1:{}", hex::encode(secret));
@@ -61,33 +61,119 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Checks the keyed chain and, with a publisher configured, that the table still holds the
+/// checkpoint anchored there. Any failure is an error: a non-zero exit.
+fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
+    let audit_keyring = args.audit.load(args.keyring.as_deref())?;
+    let store = Store::open(&args.db.database, Arc::clone(&audit_keyring))?;
+    let anchor = if args.publish.is_configured() {
+        let keyring = args
+            .keyring
+            .as_deref()
+            .map(|t| Keyring::from_config(t).map(Arc::new))
+            .transpose()
+            .context("parsing the keyring")?;
+        let sink = args.publish.sink(keyring)?;
+        let stored = sink
+            .get_checkpoint(SystemClock.now())
+            .with_context(|| format!("reading the audit checkpoint from {}", sink.name()))?;
+        match stored {
+            Some(bytes) => Some(
+                Checkpoint::open(&bytes, &audit_keyring)
+                    .context("the stored audit checkpoint does not verify")?,
+            ),
+            None => {
+                println!("no audit checkpoint stored at {} yet", sink.name());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ring = Arc::clone(&audit_keyring);
+    let report = store
+        .read_blocking(move |c| Ok(audit::verify_chain(c, &ring, anchor.as_ref())))
+        .map_err(|e| anyhow::anyhow!("reading audit trail: {}", e.code()))??;
+    println!(
+        "audit chain intact: {} events, the first {} of them unkeyed (from before the chain was \
+         keyed)",
+        report.events, report.legacy_upto
+    );
+    if let Some(head) = report.head {
+        println!("head: seq={} hash={}", head.seq, hex::encode(head.value));
+    }
+    match anchor {
+        Some(a) => println!(
+            "anchored: the table holds event {} as the checkpoint of {} (Unix s) records it",
+            a.seq, a.at
+        ),
+        None if args.publish.is_configured() => {}
+        None => println!(
+            "not anchored: rows cut off the end cannot be detected without the checkpoint \
+             (give --edge-sync-url or --kv-*, as serve has)"
+        ),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let keyring = args.keyring.load()?;
-    let store = Store::open(&args.db.database)
+    let keyring_text = args.keyring.text()?;
+    let keyring = Keyring::from_config(&keyring_text).context("parsing the keyring")?;
+    let audit_keyring = args.audit.load(Some(&keyring_text))?;
+    let store = Store::open(&args.db.database, Arc::clone(&audit_keyring))
         .with_context(|| format!("opening {}", args.db.database.display()))?;
+    let now = SystemClock.now();
+    if let Some(seq) = store
+        .write(move |tx| audit::seal_legacy(tx, now))
+        .await
+        .map_err(|e| anyhow::anyhow!("sealing the audit trail: {}", e.code()))?
+    {
+        tracing::info!(
+            seq,
+            "audit trail: the unkeyed events before this one are now sealed"
+        );
+    }
     let settings = Settings {
         shard_count: args.shard_count,
         public_origin: args.public_origin.clone(),
         max_body_bytes: args.max_body_bytes,
+        sign_in_hashes: args
+            .sign_in_concurrency
+            .map_or_else(control::default_sign_in_hashes, usize::from),
+        proxies: args.proxies(),
+        verify_per_minute: args.verify_rate_limit,
+        // Only the edge's sync endpoint takes limits pushes: a rotation waits for it.
+        limits_sync_wait: if args.publish.edge_sync_url.is_some() {
+            LIMITS_SYNC_WAIT
+        } else {
+            Duration::ZERO
+        },
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);
     let state = AppState::new(store.clone(), keyring, clock.clone(), settings);
-    let sink = args.sink(Arc::clone(&state.keyring))?;
+    let sink = args.publish.sink(Some(Arc::clone(&state.keyring)))?;
+    let heartbeat = Duration::from_secs(args.heartbeat_secs);
     let limit_publisher = LimitPublisher::new(store.clone(), clock.clone(), Arc::clone(&sink));
     let publisher = Publisher::new(
-        store,
+        store.clone(),
         Arc::clone(&state.keyring),
-        clock,
-        sink,
+        clock.clone(),
+        Arc::clone(&sink),
         args.shard_count,
         args.list_lifetime_secs,
-    );
+    )
+    .with_heartbeat(heartbeat);
     if let Ok(Some((seq, hash))) = state.store.read(audit::head).await {
-        // A record outside the database of where the chain stood: see `verify-audit`.
         tracing::info!(seq, hash, "audit chain head at start");
+    }
+    if args.publish.is_configured() {
+        // The audit chain's head, anchored outside the database at every heartbeat.
+        let checkpoints =
+            CheckpointPublisher::new(store, audit_keyring, clock.clone(), sink, heartbeat);
+        tokio::spawn(checkpoints.run());
     }
     // The first pass also repairs what a crash left in the outbox.
     tokio::spawn(publisher.run(state.publish.clone()));
@@ -96,7 +182,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, shards = args.shard_count, "control plane listening");
+    tracing::info!(
+        listen = %args.listen,
+        shards = args.shard_count,
+        sign_in_hashes = state.sign_in.hasher.max(),
+        trusted_proxies = args.trusted_proxies.len(),
+        "control plane listening"
+    );
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -4,20 +4,26 @@
 //! [`Publisher`] loop rebuilds each touched shard from the database, signs it under a new list
 //! version and writes it out, and only after a successful write deletes the outbox rows it
 //! covered. A crash in between leaves the rows, so the next tick (or the next start) publishes
-//! again. The loop also:
+//! again. What a shard carries is the set of keys whose revocation is in force, a flag set in
+//! the revoke's own transaction: publishing follows commit order and never compares a stored
+//! time with the clock, so a clock that ran fast, or steps back, neither delays nor undoes an
+//! acknowledged revocation. The loop also:
 //!
 //! - coalesces: a shard is written at most once per second (Workers KV's limit per key); a burst
 //!   of revocations in one shard becomes one write. The first revocation in a shard not written
 //!   in the last second is written in the pass its trigger wakes, at once; a shard held back is
 //!   written as soon as its second is over (the loop sleeps until then, not a fixed tick);
-//! - heartbeats: a shard is republished when half its lifetime has passed, long before readers
-//!   would refuse it as stale; at start every shard not yet published in this layout is written;
+//! - heartbeats: every shard is republished every heartbeat (a minute by default), changed or
+//!   not, so the edge's copy is never older than that while the control plane runs, and each
+//!   stays valid for the list lifetime (a day by default) if it stops; at start every shard is
+//!   written. Intervals run on the monotonic clock; failing writes raise an alarm in the log;
 //! - waits for rotation grace periods: an outbox row is due only when the old key's grace ends,
 //!   and the loop wakes when the next grace period ends.
 //!
 //! Two [`Sink`]s write shards: the Cloudflare KV REST API ([`KvRestSink`]) and the edge worker's
 //! signed sync endpoint ([`EdgeSyncSink`]). Both build an `http::Request` first, so tests check
-//! the request without a network.
+//! the request without a network. Both also keep the audit trail's checkpoint
+//! ([`CheckpointPublisher`]).
 //!
 //! Rate limits take a separate loop, [`LimitPublisher`], with its own trigger and backoff, so a
 //! failing limits push never delays a revocation. It pushes the keys queued in the limits outbox
@@ -29,6 +35,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::audit::{self, AuditKeyring, Checkpoint};
 use shared::limits::{self, LimitPush};
 use shared::mac::Keyring;
 use shared::revocation::{self, RevocationShard, ShardHeader};
@@ -36,6 +43,7 @@ use tokio::sync::Notify;
 
 use crate::Clock;
 use crate::error::AppError;
+use crate::store::audit::{self as audit_db, ChainPoint};
 use crate::store::{Store, limits as limits_db, revocations};
 
 /// Shortest sleep between passes, so a clock that reads a little behind cannot spin the loop.
@@ -86,8 +94,9 @@ pub enum SinkError {
         /// Start of the response body.
         body: String,
     },
-    /// This sink has no way to deliver that (the KV REST API has no limits path).
-    #[error("this sink cannot deliver rate limits")]
+    /// This sink has no way to deliver that (the KV REST API has no limits path; the memory
+    /// sink keeps no checkpoint outside the process).
+    #[error("this sink cannot deliver that")]
     Unsupported,
 }
 
@@ -105,23 +114,58 @@ pub trait Sink: Send + Sync + 'static {
     fn put_limits(&self, _body: &[u8], _now: u64) -> Result<(), SinkError> {
         Err(SinkError::Unsupported)
     }
+    /// Whether [`Sink::put_checkpoint`] and [`Sink::get_checkpoint`] keep the audit checkpoint
+    /// outside the database.
+    fn supports_checkpoints(&self) -> bool {
+        false
+    }
+    /// Stores the audit trail's newest checkpoint (`shared::audit::Checkpoint`, encoded) at
+    /// `now`.
+    fn put_checkpoint(&self, _body: &[u8], _now: u64) -> Result<(), SinkError> {
+        Err(SinkError::Unsupported)
+    }
+    /// Reads back the stored checkpoint at `now` (`None`: none stored yet).
+    fn get_checkpoint(&self, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        Err(SinkError::Unsupported)
+    }
 }
 
 /// Sends a built request with a shared agent and maps non-2xx answers to errors.
 fn send(agent: &ureq::Agent, request: http::Request<Vec<u8>>) -> Result<(), SinkError> {
     match agent.run(request) {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(mut response) => Err(SinkError::Status {
-            status: response.status().as_u16(),
-            body: response
-                .body_mut()
-                .read_to_string()
-                .unwrap_or_default()
-                .chars()
-                .take(200)
-                .collect(),
-        }),
+        Ok(response) => Err(refused(response)),
         Err(e) => Err(SinkError::Transport(e.to_string())),
+    }
+}
+
+/// Sends a built `GET` and returns its body (at most 4 KiB), `None` on 404.
+fn fetch(agent: &ureq::Agent, request: http::Request<()>) -> Result<Option<Vec<u8>>, SinkError> {
+    match agent.run(request) {
+        Ok(response) if response.status() == 404 => Ok(None),
+        Ok(mut response) if response.status().is_success() => response
+            .body_mut()
+            .with_config()
+            .limit(4096)
+            .read_to_vec()
+            .map(Some)
+            .map_err(|e| SinkError::Transport(e.to_string())),
+        Ok(response) => Err(refused(response)),
+        Err(e) => Err(SinkError::Transport(e.to_string())),
+    }
+}
+
+/// A failure status, with the start of the body for the log.
+fn refused(mut response: http::Response<ureq::Body>) -> SinkError {
+    SinkError::Status {
+        status: response.status().as_u16(),
+        body: response
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect(),
     }
 }
 
@@ -172,6 +216,28 @@ impl KvRestSink {
     }
 }
 
+impl KvRestSink {
+    /// The URL of the value under the KV key `key`.
+    fn value_url(&self, key: &str) -> String {
+        format!(
+            "{}/accounts/{}/storage/kv/namespaces/{}/values/{}",
+            self.base_url,
+            self.account_id,
+            self.namespace_id,
+            key.replace('/', "%2F")
+        )
+    }
+
+    /// The request that writes the audit checkpoint under `shared::audit::KV_KEY`.
+    pub fn checkpoint_request(&self, body: &[u8]) -> Result<http::Request<Vec<u8>>, SinkError> {
+        http::Request::put(self.value_url(audit::KV_KEY))
+            .header("authorization", format!("Bearer {}", self.api_token))
+            .header("content-type", "application/octet-stream")
+            .body(body.to_vec())
+            .map_err(|e| SinkError::Transport(e.to_string()))
+    }
+}
+
 impl Sink for KvRestSink {
     fn put(&self, index: u16, body: &[u8], _now: u64) -> Result<(), SinkError> {
         send(&self.agent, self.request(index, body)?)
@@ -179,6 +245,22 @@ impl Sink for KvRestSink {
 
     fn name(&self) -> &'static str {
         "kv-rest"
+    }
+
+    fn supports_checkpoints(&self) -> bool {
+        true
+    }
+
+    fn put_checkpoint(&self, body: &[u8], _now: u64) -> Result<(), SinkError> {
+        send(&self.agent, self.checkpoint_request(body)?)
+    }
+
+    fn get_checkpoint(&self, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        let request = http::Request::get(self.value_url(audit::KV_KEY))
+            .header("authorization", format!("Bearer {}", self.api_token))
+            .body(())
+            .map_err(|e| SinkError::Transport(e.to_string()))?;
+        fetch(&self.agent, request)
     }
 }
 
@@ -231,9 +313,57 @@ impl EdgeSyncSink {
     }
 }
 
+impl EdgeSyncSink {
+    /// The signed request that stores the audit checkpoint `body` at the edge at `now`.
+    pub fn checkpoint_request(
+        &self,
+        body: &[u8],
+        now: u64,
+    ) -> Result<http::Request<Vec<u8>>, SinkError> {
+        http::Request::put(format!("{}{}", self.base_url, audit::SYNC_PATH))
+            .header(
+                "lynxo-signature",
+                audit::sign_push(&self.keyring, body, now),
+            )
+            .header("content-type", "application/octet-stream")
+            .body(body.to_vec())
+            .map_err(|e| SinkError::Transport(e.to_string()))
+    }
+
+    /// The signed request that reads the stored checkpoint back at `now`.
+    pub fn checkpoint_read_request(&self, now: u64) -> Result<http::Request<()>, SinkError> {
+        http::Request::get(format!("{}{}", self.base_url, audit::SYNC_PATH))
+            .header("lynxo-signature", audit::sign_read(&self.keyring, now))
+            .body(())
+            .map_err(|e| SinkError::Transport(e.to_string()))
+    }
+}
+
 impl Sink for EdgeSyncSink {
     fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
         send(&self.agent, self.request(index, body, now)?)
+    }
+
+    fn supports_checkpoints(&self) -> bool {
+        true
+    }
+
+    fn put_checkpoint(&self, body: &[u8], now: u64) -> Result<(), SinkError> {
+        send(&self.agent, self.checkpoint_request(body, now)?)
+    }
+
+    fn get_checkpoint(&self, now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        // The edge answers `{"checkpoint": "<hex>", "seq": .., "at": ..}`.
+        let Some(json) = fetch(&self.agent, self.checkpoint_read_request(now)?)? else {
+            return Ok(None);
+        };
+        let bad = |what: &str| SinkError::Transport(format!("checkpoint read: {what}"));
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|_| bad("not JSON"))?;
+        let hex_text = value["checkpoint"]
+            .as_str()
+            .ok_or_else(|| bad("no checkpoint"))?;
+        hex::decode(hex_text).map(Some).map_err(|_| bad("not hex"))
     }
 
     fn name(&self) -> &'static str {
@@ -255,6 +385,7 @@ impl Sink for EdgeSyncSink {
 pub struct MemorySink {
     latest: std::sync::Mutex<HashMap<u16, Vec<u8>>>,
     writes: std::sync::atomic::AtomicU64,
+    checkpoint: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl MemorySink {
@@ -282,6 +413,23 @@ impl Sink for MemorySink {
     fn name(&self) -> &'static str {
         "memory"
     }
+
+    // For tests: a checkpoint in the control plane's own memory anchors nothing, so `serve`
+    // runs no checkpoint publisher without a real sink.
+    fn supports_checkpoints(&self) -> bool {
+        true
+    }
+
+    fn put_checkpoint(&self, body: &[u8], _now: u64) -> Result<(), SinkError> {
+        if let Ok(mut c) = self.checkpoint.lock() {
+            *c = Some(body.to_vec());
+        }
+        Ok(())
+    }
+
+    fn get_checkpoint(&self, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        Ok(self.checkpoint.lock().ok().and_then(|c| c.clone()))
+    }
 }
 
 /// Forwards to a shared sink, so a test can keep a handle on it.
@@ -301,6 +449,18 @@ impl<T: Sink> Sink for Arc<T> {
     fn put_limits(&self, body: &[u8], now: u64) -> Result<(), SinkError> {
         (**self).put_limits(body, now)
     }
+
+    fn supports_checkpoints(&self) -> bool {
+        (**self).supports_checkpoints()
+    }
+
+    fn put_checkpoint(&self, body: &[u8], now: u64) -> Result<(), SinkError> {
+        (**self).put_checkpoint(body, now)
+    }
+
+    fn get_checkpoint(&self, now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        (**self).get_checkpoint(now)
+    }
 }
 
 /// The publishing loop's state.
@@ -312,14 +472,30 @@ pub struct Publisher {
     shard_count: u16,
     /// Seconds a shard stays valid for readers.
     lifetime: u64,
-    /// Last write per shard, ms: for coalescing.
-    last_write_ms: HashMap<u16, u64>,
+    /// Every shard is republished this often (ms), changed or not.
+    heartbeat_ms: u64,
+    /// Last write attempt per shard, monotonic ms: for coalescing.
+    last_attempt_ms: HashMap<u16, u64>,
+    /// Last successful write per shard, monotonic ms: for the heartbeat.
+    last_ok_ms: HashMap<u16, u64>,
+    /// Since when (monotonic ms) writes have been failing, and when that was last reported.
+    failing_since_ms: Option<u64>,
+    last_alarm_ms: Option<u64>,
 }
 
 /// Shards are written at most this often each (Workers KV: one write per key per second).
 pub const MIN_WRITE_INTERVAL_MS: u64 = 1000;
 /// Longest sleep between passes.
 const MAX_IDLE: Duration = Duration::from_secs(5);
+/// Default list lifetime (a shard's next-update), seconds: a day, so an outage of the control
+/// plane (which issues every revocation) does not become an outage of the API; see
+/// `docs/revocation-list.md`.
+pub const DEFAULT_LIFETIME_SECS: u64 = 86_400;
+/// Default heartbeat, seconds: every shard is republished this often, so a healthy edge never
+/// holds a list older than about a minute, and one that does raises its staleness alarm.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 60;
+/// Writes failing this long (ms) raise the publisher's alarm, then once a minute.
+pub const ALARM_AFTER_MS: u64 = 5 * 60 * 1000;
 
 /// What a pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -330,8 +506,9 @@ pub struct Pass {
     pub deferred: Vec<u16>,
     /// Shards whose write failed (retried next pass).
     pub failed: Vec<u16>,
-    /// When the next pass has work, Unix ms: the earliest moment a deferred shard may be written
-    /// again, or the end of the next rotation grace period. `None`: only the heartbeat.
+    /// When the next pass has work, on the clock's monotonic scale (ms): the earliest moment a
+    /// deferred shard may be written again, the end of the next rotation grace period, or the
+    /// next heartbeat. `None`: nothing scheduled.
     pub next_due_ms: Option<u64>,
 }
 
@@ -342,7 +519,8 @@ impl Pass {
 }
 
 impl Publisher {
-    /// A publisher for `shard_count` shards that stay valid `lifetime` seconds.
+    /// A publisher for `shard_count` shards that stay valid `lifetime` seconds, republished every
+    /// [`DEFAULT_HEARTBEAT_SECS`] (at most every half lifetime).
     pub fn new(
         store: Store,
         keyring: Arc<Keyring>,
@@ -351,55 +529,120 @@ impl Publisher {
         shard_count: u16,
         lifetime: u64,
     ) -> Self {
+        let lifetime = lifetime.max(2);
         Self {
             store,
             keyring,
             clock,
             sink,
             shard_count,
-            lifetime: lifetime.max(2),
-            last_write_ms: HashMap::new(),
+            lifetime,
+            heartbeat_ms: DEFAULT_HEARTBEAT_SECS.min(lifetime / 2) * 1000,
+            last_attempt_ms: HashMap::new(),
+            last_ok_ms: HashMap::new(),
+            failing_since_ms: None,
+            last_alarm_ms: None,
         }
     }
 
-    /// One pass: writes every shard that is due and not held back by coalescing.
+    /// Republishes every shard each `heartbeat` (at least 1 s, at most half the lifetime).
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        let ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
+        self.heartbeat_ms = ms.clamp(1000, self.lifetime * 500);
+        self
+    }
+
+    /// One pass: writes every shard that is due and not held back by coalescing. A shard is due
+    /// when its outbox holds a revocation in force (or a grace period that has ended), or its
+    /// heartbeat has come. Only the outbox decides what is in force; the clock only schedules.
     pub async fn run_once(&mut self) -> Result<Pass, AppError> {
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
+        let mono = self.clock.monotonic_ms();
         let count = self.shard_count;
-        let heartbeat_by = now + self.lifetime / 2;
-        let (due, next_grace_end) = self
+        let (mut due, next_grace_end) = self
             .store
             .read(move |c| {
                 Ok((
-                    revocations::shards_due(c, count, now, heartbeat_by)?,
+                    revocations::shards_due(c, count, now)?,
                     revocations::next_due_after(c, now)?,
                 ))
             })
             .await?;
         let mut pass = Pass::default();
         if let Some(at) = next_grace_end {
-            pass.due_at(at.saturating_mul(1000));
+            pass.due_at(mono + at.saturating_mul(1000).saturating_sub(now_ms));
         }
+        // A reading before the last write means the clock stepped back (a clock without a
+        // monotonic reading): the interval is unknown, so the work is due.
+        for shard in 0..count {
+            match self.last_ok_ms.get(&shard) {
+                Some(&t) if (t..t + self.heartbeat_ms).contains(&mono) => {
+                    pass.due_at(t + self.heartbeat_ms);
+                }
+                _ if !due.contains(&shard) => due.push(shard),
+                _ => {}
+            }
+        }
+        due.sort_unstable();
         for shard in due {
-            if let Some(&t) = self.last_write_ms.get(&shard) {
+            if let Some(&t) = self.last_attempt_ms.get(&shard) {
                 let free_at = t + MIN_WRITE_INTERVAL_MS;
-                if now_ms < free_at {
+                if (t..free_at).contains(&mono) {
                     pass.deferred.push(shard);
                     pass.due_at(free_at);
                     continue;
                 }
             }
-            self.last_write_ms.insert(shard, now_ms);
+            self.last_attempt_ms.insert(shard, mono);
             match self.publish_shard(shard, now).await {
-                Ok(version) => pass.written.push((shard, version)),
+                Ok(version) => {
+                    self.last_ok_ms.insert(shard, mono);
+                    pass.written.push((shard, version));
+                }
                 Err(e) => {
                     tracing::warn!(shard, sink = self.sink.name(), error = %e, "shard publish failed");
                     pass.failed.push(shard);
                 }
             }
         }
+        self.alarm(&pass, mono);
         Ok(pass)
+    }
+
+    /// Raises the alarm when writes have failed for [`ALARM_AFTER_MS`]: revocations acknowledged
+    /// since are not in force at the edge, which fails closed once its list's lifetime is over.
+    fn alarm(&mut self, pass: &Pass, mono: u64) {
+        if pass.failed.is_empty() {
+            if !pass.written.is_empty() {
+                if self.failing_since_ms.take().is_some() {
+                    tracing::info!(sink = self.sink.name(), "revocation publishing recovered");
+                }
+                self.last_alarm_ms = None;
+            }
+            return;
+        }
+        let since = *self.failing_since_ms.get_or_insert(mono);
+        let failing_ms = mono - since;
+        let quiet = self.last_alarm_ms.is_none_or(|t| mono >= t + 60_000);
+        if failing_ms >= ALARM_AFTER_MS && quiet {
+            self.last_alarm_ms = Some(mono);
+            let oldest_ok_s = (0..self.shard_count)
+                .map(|s| self.last_ok_ms.get(&s).map_or(u64::MAX, |&t| mono - t))
+                .max()
+                .unwrap_or(0)
+                / 1000;
+            tracing::error!(
+                sink = self.sink.name(),
+                failing_s = failing_ms / 1000,
+                oldest_shard_age_s = oldest_ok_s,
+                lifetime_s = self.lifetime,
+                failed_shards = pass.failed.len(),
+                "ALARM revocation publishing is failing: revocations acknowledged since are not \
+                 in force at the edge, which fails closed when its shards' lifetime ends"
+            );
+        }
     }
 
     async fn publish_shard(&self, shard: u16, now: u64) -> anyhow::Result<u64> {
@@ -449,7 +692,7 @@ impl Publisher {
             RETRY
         };
         let until_due = pass.next_due_ms.map_or(cap, |at| {
-            Duration::from_millis(at.saturating_sub(self.clock.now_ms()))
+            Duration::from_millis(at.saturating_sub(self.clock.monotonic_ms()))
         });
         until_due.clamp(MIN_IDLE, cap)
     }
@@ -591,6 +834,168 @@ impl LimitPublisher {
             }
             let wait = self.idle_after(&pass);
             trigger.wait_limits(wait).await;
+        }
+    }
+}
+
+/// What a checkpoint pass did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointPass {
+    /// A new checkpoint anchors this event.
+    Anchored(u64),
+    /// Nothing new since the anchored checkpoint (or no events yet).
+    Unchanged,
+    /// The anchor could not be read or written; retried at the next interval.
+    Failed(String),
+    /// The table no longer holds what the anchor says, or its new rows do not verify: nothing is
+    /// anchored over it (the anchor keeps the evidence) until the table matches again.
+    Refused(String),
+}
+
+/// Anchors the audit chain outside the database: every interval (the revocation heartbeat's),
+/// checks the events appended since the anchored checkpoint with the audit keyring and, if they
+/// verify and the anchored event is still in the table unchanged, stores a new checkpoint of the
+/// head through the sink (the edge's KV). Events cut off the end after a checkpoint, or rewritten
+/// before the next one, are then caught by `verify-audit`, or here.
+pub struct CheckpointPublisher {
+    store: Store,
+    audit: Arc<AuditKeyring>,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn Sink>,
+    interval: Duration,
+    /// The checkpoint the sink holds, once read back (`Some(None)`: none stored yet).
+    anchored: Option<Option<Checkpoint>>,
+}
+
+impl CheckpointPublisher {
+    /// A publisher that anchors through `sink` every `interval`.
+    pub fn new(
+        store: Store,
+        audit: Arc<AuditKeyring>,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn Sink>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            clock,
+            sink,
+            interval,
+            anchored: None,
+        }
+    }
+
+    /// One pass: reads the anchor back (the first time), checks the table against it and stores a
+    /// checkpoint of the head if there is a new one.
+    pub async fn run_once(&mut self) -> CheckpointPass {
+        let now = self.clock.now();
+        if self.anchored.is_none() {
+            let sink = Arc::clone(&self.sink);
+            let read = tokio::task::spawn_blocking(move || sink.get_checkpoint(now)).await;
+            let bytes = match read {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e)) => return CheckpointPass::Failed(format!("reading the anchor: {e}")),
+                Err(e) => return CheckpointPass::Failed(e.to_string()),
+            };
+            match bytes.map(|b| Checkpoint::open(&b, &self.audit)).transpose() {
+                Ok(anchored) => self.anchored = Some(anchored),
+                Err(e) => {
+                    return CheckpointPass::Refused(format!(
+                        "the stored checkpoint does not verify with the audit keyring ({e}): \
+                         another keyring, or forged"
+                    ));
+                }
+            }
+        }
+        let anchored = self.anchored.flatten();
+        let ring = Arc::clone(&self.audit);
+        let checked = self
+            .store
+            .read(move |c| {
+                let Some(head) = audit_db::head_point(c)? else {
+                    return Ok(Ok(None));
+                };
+                Ok(match anchored {
+                    Some(a) if head.seq == a.seq && head.value == a.head => Ok(None),
+                    Some(a) => audit_db::check_anchor(c, &a, head.seq)
+                        .and_then(|()| {
+                            let from = ChainPoint {
+                                seq: a.seq,
+                                value: a.head,
+                            };
+                            audit_db::verify_after(c, &ring, from, a.legacy_upto)
+                        })
+                        .map(|r| r.head.map(|h| (h, a.legacy_upto))),
+                    None => audit_db::verify_chain(c, &ring, None)
+                        .map(|r| r.head.map(|h| (h, r.legacy_upto))),
+                })
+            })
+            .await;
+        let (head, legacy_upto) = match checked {
+            Ok(Ok(Some(next))) => next,
+            Ok(Ok(None)) => return CheckpointPass::Unchanged,
+            Ok(Err(e)) => return CheckpointPass::Refused(e.to_string()),
+            Err(e) => {
+                return CheckpointPass::Failed(format!("reading the audit trail: {}", e.code()));
+            }
+        };
+        let checkpoint = Checkpoint {
+            kid: self.audit.active_kid(),
+            seq: head.seq,
+            legacy_upto,
+            at: now,
+            head: head.value,
+        };
+        let body = match checkpoint.encode(&self.audit) {
+            Ok(body) => body,
+            Err(e) => return CheckpointPass::Failed(e.to_string()),
+        };
+        let sink = Arc::clone(&self.sink);
+        match tokio::task::spawn_blocking(move || sink.put_checkpoint(&body, now)).await {
+            Ok(Ok(())) => {
+                self.anchored = Some(Some(checkpoint));
+                CheckpointPass::Anchored(checkpoint.seq)
+            }
+            Ok(Err(e)) => {
+                // The edge may hold a newer one (another control plane, a retried write): read
+                // it back before the next attempt.
+                self.anchored = None;
+                CheckpointPass::Failed(format!("storing the checkpoint: {e}"))
+            }
+            Err(e) => CheckpointPass::Failed(e.to_string()),
+        }
+    }
+
+    /// Runs passes forever, one per interval.
+    pub async fn run(mut self) {
+        if !self.sink.supports_checkpoints() {
+            tracing::warn!(
+                sink = self.sink.name(),
+                "this publisher cannot keep the audit checkpoint: the audit trail is not anchored"
+            );
+            return;
+        }
+        loop {
+            match self.run_once().await {
+                CheckpointPass::Anchored(seq) => {
+                    tracing::debug!(seq, sink = self.sink.name(), "audit checkpoint anchored");
+                }
+                CheckpointPass::Unchanged => {}
+                CheckpointPass::Failed(e) => {
+                    tracing::warn!(
+                        sink = self.sink.name(),
+                        error = e,
+                        "audit checkpoint failed"
+                    );
+                }
+                CheckpointPass::Refused(e) => tracing::error!(
+                    error = e,
+                    "ALARM the audit trail does not match its anchored checkpoint: rows removed \
+                     or rewritten; run `lynxo-control verify-audit`"
+                ),
+            }
+            tokio::time::sleep(self.interval).await;
         }
     }
 }

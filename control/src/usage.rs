@@ -66,6 +66,10 @@ pub struct IngestAnswer {
     pub activity: u64,
     /// Entries skipped: unknown key, not the key's account, or dated over an hour ahead.
     pub skipped: u64,
+    /// Denial entries not stored because their key, minute and outcome had their sample
+    /// already (they are counted).
+    #[serde(default)]
+    pub sampled_out: u64,
 }
 
 fn bad_signature(detail: &str) -> AppError {
@@ -222,6 +226,7 @@ pub async fn ingest_usage(
         counts = applied.counts,
         activity = applied.activity,
         skipped = applied.skipped,
+        sampled_out = applied.sampled_out,
         "usage batch"
     );
     Ok(Json(IngestAnswer {
@@ -229,6 +234,7 @@ pub async fn ingest_usage(
         counts: applied.counts,
         activity: applied.activity,
         skipped: applied.skipped,
+        sampled_out: applied.sampled_out,
     }))
 }
 
@@ -307,7 +313,7 @@ pub struct OutcomeCounts {
     /// Forwarded, origin answered 4xx.
     #[serde(rename = "4xx")]
     pub client_error: u64,
-    /// Forwarded, origin answered 5xx or could not be reached.
+    /// Forwarded, origin answered 5xx.
     #[serde(rename = "5xx")]
     pub server_error: u64,
     /// Refused by the edge: revoked, expired or wrong environment.
@@ -319,6 +325,13 @@ pub struct OutcomeCounts {
     /// Refused by the edge: over the rate limit.
     #[serde(rename = "429")]
     pub rate_limited: u64,
+    /// Refused by the edge: no such route (404) or method (405). Never reached the origin.
+    #[serde(rename = "edge_4xx")]
+    pub edge_refused: u64,
+    /// Failed at the edge: revocation status unknown (503), origin unreachable (502), or an
+    /// internal error. Never answered by the origin.
+    #[serde(rename = "edge_5xx")]
+    pub edge_error: u64,
 }
 
 impl From<ByOutcome> for OutcomeCounts {
@@ -331,6 +344,8 @@ impl From<ByOutcome> for OutcomeCounts {
             unauthorized,
             forbidden,
             rate_limited,
+            edge_refused,
+            edge_error,
         ] = c;
         Self {
             success,
@@ -340,6 +355,8 @@ impl From<ByOutcome> for OutcomeCounts {
             unauthorized,
             forbidden,
             rate_limited,
+            edge_refused,
+            edge_error,
         }
     }
 }
@@ -349,9 +366,9 @@ impl From<ByOutcome> for OutcomeCounts {
 pub struct Totals {
     /// Every request.
     pub requests: u64,
-    /// 2xx + 3xx + 4xx + 5xx: passed the edge.
+    /// 2xx + 3xx + 4xx + 5xx: forwarded and answered by the origin (billable).
     pub allowed: u64,
-    /// 401 + 403 + 429: refused by the edge.
+    /// 401 + 403 + 429 + edge_4xx + edge_5xx: answered by the edge itself.
     pub denied: u64,
     /// Per outcome.
     pub by_outcome: OutcomeCounts,
@@ -388,7 +405,7 @@ pub struct UsageReport {
 
 fn report(range: Range, usage: &db::Usage) -> UsageReport {
     let g = range.granularity.seconds();
-    let mut total: ByOutcome = [0; 7];
+    let mut total: ByOutcome = [0; Outcome::ALL.len()];
     let series = usage
         .series
         .iter()
@@ -535,7 +552,7 @@ pub struct ActivityQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub before: Option<String>,
-    /// Only this outcome (`2xx` ... `429`), or `denied` (401, 403 and 429).
+    /// Only this outcome (`2xx` ... `edge_5xx`), or `denied` (every answer of the edge itself).
     pub outcome: Option<String>,
 }
 
@@ -557,7 +574,8 @@ fn parse_cursor(cursor: &str) -> Option<(u64, i64)> {
 }
 
 /// `GET /v1/keys/{id}/activity`: the key's recent requests (kept 30 days: the latest 200
-/// forwarded ones, every denial).
+/// forwarded ones, and a sample of the edge's own answers: the latest 200, at most 10 per minute
+/// and outcome).
 pub async fn list_key_activity(
     State(state): State<AppState>,
     caller: Caller,
@@ -577,16 +595,22 @@ pub async fn list_key_activity(
                 .ok_or_else(|| invalid("before".into(), "before is not a cursor this API returned"))
         })
         .transpose()?;
-    const DENIED: [&str; 3] = ["401", "403", "429"];
     let outcomes: Option<Vec<&'static str>> = match q.outcome.as_deref() {
         None => None,
-        Some("denied") => Some(DENIED.to_vec()),
+        Some("denied") => Some(
+            Outcome::ALL
+                .iter()
+                .filter(|o| o.is_denial())
+                .map(|o| o.name())
+                .collect(),
+        ),
         Some(name) => Some(vec![
             Outcome::from_name(name)
                 .ok_or_else(|| {
                     invalid(
                         "outcome".into(),
-                        "outcome must be 2xx, 3xx, 4xx, 5xx, 401, 403, 429 or denied",
+                        "outcome must be 2xx, 3xx, 4xx, 5xx, 401, 403, 429, edge_4xx, \
+                         edge_5xx or denied",
                     )
                 })?
                 .name(),

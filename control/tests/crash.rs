@@ -3,9 +3,11 @@
 //! chain verifies, and the outbox pushes every acknowledged revocation to a (fake) edge sync
 //! endpoint, whose pushes are checked with the real signature and shard verification.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
+use common::{Service, free_port};
 use serde_json::{Value, json};
 use shared::envelope;
 use shared::key::KeyId;
@@ -29,22 +32,9 @@ fn keyring_text() -> String {
     format!("active=1;1:{}", "42".repeat(32))
 }
 
-/// Kills the service if the test fails half-way, so no process outlives it.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The audit keyring: the chain's own secret.
+fn audit_keyring_text() -> String {
+    format!("active=1;1:{}", "a7".repeat(32))
 }
 
 fn start(db: &Path, port: u16, edge: &str) -> Service {
@@ -55,6 +45,7 @@ fn start(db: &Path, port: u16, edge: &str) -> Service {
         .arg(db)
         .args(["--edge-sync-url", edge])
         .env("LYNXO_KEYRING", keyring_text())
+        .env("LYNXO_AUDIT_KEYRING", audit_keyring_text())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -155,6 +146,7 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
         .args(["init", "--email", "ops@example.com", "--database"])
         .arg(&db)
         .env("LYNXO_INIT_PASSWORD", "a long enough password")
+        .env("LYNXO_AUDIT_KEYRING", audit_keyring_text())
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -244,6 +236,7 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
     let verify = Command::new(BIN)
         .args(["verify-audit", "--database"])
         .arg(&db)
+        .env("LYNXO_AUDIT_KEYRING", audit_keyring_text())
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

@@ -923,3 +923,130 @@ async fn list_pages_with_a_cursor_and_counts_status_like_get() {
         );
     }
 }
+
+/// Keys that work (active or in a rotation's grace) and of those in grace, as the list says;
+/// checks that the list and the account agree with the keys' statuses.
+async fn working_keys(app: &TestApp) -> (u64, u64) {
+    let list = app.alice().get("/v1/keys?limit=1000").await.body;
+    let working = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "active" || k["status"] == "rotating")
+        .count() as u64;
+    let account = app.alice().get("/v1/account").await.body;
+    assert_eq!(account["active_keys"], list["active_keys"]);
+    assert_eq!(account["rotating_keys"], list["rotating_keys"]);
+    assert_eq!(
+        list["active_keys"], working,
+        "active_keys counts every working key"
+    );
+    (working, list["rotating_keys"].as_u64().unwrap())
+}
+
+/// Finding 3 of issue 10: at 50 active keys, 10 chained rotations with a 30-day grace left 60
+/// working keys while `active_keys` said 50. Now a chain keeps at most one key in grace (rotating
+/// again ends the earlier grace at once), keys in grace count against creates, every key of a
+/// chain spends one budget, and rotating still works at the cap.
+#[tokio::test]
+async fn rotation_never_multiplies_an_accounts_keys_or_budgets() {
+    let app = TestApp::new();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(id_of(
+            &app.create_key(json!({ "name": format!("key {i}") })).await,
+        ));
+    }
+    let rotate = |id: String| {
+        let app = &app;
+        async move {
+            app.alice()
+                .post(
+                    &format!("/v1/keys/{id}/rotate"),
+                    json!({ "grace_period_seconds": 30 * 86_400 }),
+                )
+                .await
+                .expect(StatusCode::CREATED)
+                .body
+        }
+    };
+    // Ten rotations of one chain at the cap: each one works.
+    let mut chain = vec![ids[0].clone()];
+    for _ in 0..10 {
+        app.advance(1);
+        let r = rotate(chain.last().unwrap().clone()).await;
+        chain.push(r["key"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        working_keys(&app).await,
+        (51, 1),
+        "the newest key and one predecessor in grace"
+    );
+    for (i, id) in chain.iter().enumerate() {
+        let k = app.alice().get(&format!("/v1/keys/{id}")).await.body;
+        let expected = match chain.len() - 1 - i {
+            0 => "active",
+            1 => "rotating",
+            _ => "revoked",
+        };
+        assert_eq!(k["status"], expected, "chain key {i}: {k}");
+    }
+    for id in &chain {
+        let k = app.alice().get(&format!("/v1/keys/{id}")).await.body;
+        assert_eq!(k["rate_limit_budget"], ids[0], "one budget per chain: {k}");
+    }
+    // The ended graces are in force at once (and queued for the edge, as any revocation).
+    let ended = app
+        .alice()
+        .get(&format!("/v1/audit-events?target={}", chain[0]))
+        .await
+        .body;
+    assert!(
+        ended["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "key.revoked"
+                && e["details"]["grace_ended_by_rotation_of"] == chain[1].as_str()),
+        "{ended}"
+    );
+    // Keys in grace count against creates.
+    let r = app
+        .alice()
+        .post(
+            "/v1/keys",
+            json!({ "name": "one more", "environment": "production", "permission": "read_only" }),
+        )
+        .await
+        .problem(StatusCode::CONFLICT, "active_key_limit_reached");
+    assert_eq!(
+        (
+            r.body["active_keys"].as_u64(),
+            r.body["rotating_keys"].as_u64()
+        ),
+        (Some(51), Some(1))
+    );
+    // Other chains rotate too: each adds at most one key in grace, never a budget.
+    for id in &ids[1..5] {
+        rotate(id.clone()).await;
+    }
+    assert_eq!(working_keys(&app).await, (55, 5));
+    // A key in grace spends its successor's budget: its own limit cannot change.
+    app.alice()
+        .patch(
+            &format!("/v1/keys/{}", chain[9]),
+            json!({ "rate_limit": 5 }),
+        )
+        .await
+        .problem(StatusCode::CONFLICT, "key_not_active");
+    // When the graces end, the keys stop counting.
+    app.advance(30 * 86_400);
+    assert_eq!(working_keys(&app).await, (50, 0));
+    app.alice()
+        .post(
+            "/v1/keys",
+            json!({ "name": "one more", "environment": "production", "permission": "read_only" }),
+        )
+        .await
+        .problem(StatusCode::CONFLICT, "active_key_limit_reached");
+}

@@ -109,6 +109,9 @@ async fn a_new_key_is_pushed_with_its_policy_and_leaves_the_outbox() {
                 key_id: id.to_owned(),
                 policy: shared::limits::Policy::new(50, 10).unwrap(),
                 version: START * 1000,
+                // The standard plan's cap; a created key is its own budget.
+                per_minute: Some(6000),
+                budget: None,
             }]
         }]
     );
@@ -259,6 +262,10 @@ async fn a_rotated_key_gets_its_own_policy_push() {
     assert_eq!(push.len(), 1);
     assert_eq!(push[0].key_id, new_id);
     assert_eq!(push[0].policy.limit, 42);
+    // The successor spends its predecessor's budget: one limiter for the chain.
+    assert_eq!(push[0].budget.as_deref(), Some(id.as_str()));
+    assert_eq!(rotated["key"]["rate_limit_budget"], id.as_str());
+    assert_eq!(rotated["previous"]["rate_limit_budget"], id.as_str());
 }
 
 #[tokio::test]
@@ -390,7 +397,7 @@ fn migration_0002_keeps_old_limits_per_minute_and_queues_every_working_key() {
         )
         .unwrap();
     }
-    let store = control::store::Store::open(&path).unwrap();
+    let store = control::store::Store::open(&path, common::audit_keyring()).unwrap();
     let live = KeyId::parse_hex("00000000000000000000000000000001").unwrap();
     let row = store
         .read_blocking(move |c| keys_db::get(c, 1, live))
@@ -403,4 +410,64 @@ fn migration_0002_keeps_old_limits_per_minute_and_queues_every_working_key() {
         .unwrap();
     assert_eq!(queued.len(), 1, "revoked keys are not pushed");
     assert_eq!(queued[0].key_id, live.to_string());
+}
+
+#[test]
+fn migration_0005_gives_every_rotation_chain_one_budget_and_queues_every_working_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.sqlite3");
+    let id = |n: u8| format!("{n:032x}");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("../src/store/migrations/0001_initial.sql"),
+            include_str!("../src/store/migrations/0002_usage_and_limits.sql"),
+            include_str!("../src/store/migrations/0003_audit_by_target.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 3; DELETE FROM limits_outbox;
+             INSERT INTO accounts (id, name, plan_id, created_at) VALUES (1, 'a', 'standard', 1);",
+        )
+        .unwrap();
+        // A chain 1 -> 2 -> 3 as the old rotation left it (two keys in grace), and key 4 alone,
+        // revoked.
+        let far = 4_000_000_000_i64;
+        for (n, from, revoked_at) in [
+            (1_u8, None, Some(far)),
+            (2, Some(1_u8), Some(far)),
+            (3, Some(2), None),
+            (4, None, Some(2)),
+        ] {
+            conn.execute(
+                "INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, kid, \
+                 hint, rate_limit, created_at, rotated_from, revoked_at) \
+                 VALUES (?1, 0, 1, 'k', 'production', 1, 1, 'h', 120, 1, ?2, ?3)",
+                rusqlite::params![id(n), from.map(id), revoked_at],
+            )
+            .unwrap();
+        }
+    }
+    let store = control::store::Store::open(&path, common::audit_keyring()).unwrap();
+    for n in 1..=4_u8 {
+        let key = KeyId::parse_hex(&id(n)).unwrap();
+        let row = store
+            .read_blocking(move |c| keys_db::get(c, 1, key))
+            .unwrap()
+            .unwrap();
+        let root = if n == 4 { 4 } else { 1 };
+        assert_eq!(row.budget_id.to_string(), id(root), "key {n}");
+    }
+    let queued = store
+        .read_blocking(|c| limits_db::pending(c, 1000))
+        .unwrap();
+    let mut pushed: Vec<(String, Option<String>)> =
+        queued.into_iter().map(|u| (u.key_id, u.budget)).collect();
+    pushed.sort();
+    assert_eq!(
+        pushed,
+        [(id(1), None), (id(2), Some(id(1))), (id(3), Some(id(1)))],
+        "every working key, with its chain's budget; the revoked one is not pushed"
+    );
 }

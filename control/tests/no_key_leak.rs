@@ -5,40 +5,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
-use common::TestApp;
+use common::{TestApp, capture_logs, contains};
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 #[tokio::test]
 async fn issued_keys_are_nowhere_in_the_database_wal_or_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let logs = capture_logs();
 
     let app = TestApp::new();
     let mut keys = Vec::new();
@@ -90,7 +63,7 @@ async fn issued_keys_are_nowhere_in_the_database_wal_or_logs() {
     let wal = db.with_extension("sqlite3-wal");
     files.push(std::fs::read(&wal).expect("the WAL holds the recent writes"));
     assert!(!files[1].is_empty());
-    let logs = logs.0.lock().unwrap().clone();
+    let logs = logs.bytes();
     assert!(contains(&logs, b"key created"), "the capture works");
     for (id, key) in &keys {
         assert!(contains(&logs, id.as_bytes()) || contains(&files[1], id.as_bytes()));

@@ -117,9 +117,10 @@ async fn the_first_revocation_in_a_quiet_shard_is_written_at_once_and_the_next_w
     assert!(open(&app.sink.latest(0).unwrap()).contains(b));
     assert_eq!(app.sink.writes(), 3, "still at most one write per second");
 
-    // Nothing pending: the loop sleeps until a trigger or the heartbeat's resolution.
+    // Nothing pending: the loop sleeps until a trigger, the next heartbeat (a minute after the
+    // last write) or the loop's resolution, whichever comes first.
     let pass = publisher.run_once().await.unwrap();
-    assert_eq!(pass.next_due_ms, None);
+    assert_eq!(pass.next_due_ms, Some(written_at + 1000 + 60_000));
     assert_eq!(publisher.idle_after(&pass), Duration::from_secs(5));
 }
 
@@ -148,19 +149,20 @@ async fn the_loop_wakes_when_a_rotation_grace_period_ends() {
 }
 
 #[tokio::test]
-async fn shards_are_republished_before_next_update_with_newer_versions() {
+async fn shards_are_republished_every_heartbeat_with_newer_versions() {
     let app = TestApp::builder().shard_count(2).build();
     let mut publisher = app.publisher();
     publisher.run_once().await.unwrap();
     let v0 = open(&app.sink.latest(0).unwrap()).header().version;
-    app.advance(1799);
+    app.advance(59);
     assert!(publisher.run_once().await.unwrap().written.is_empty());
     app.advance(1);
     let pass = publisher.run_once().await.unwrap();
-    assert_eq!(pass.written.len(), 2, "heartbeat at half the lifetime");
+    assert_eq!(pass.written.len(), 2, "every shard, every minute");
     let shard = open(&app.sink.latest(0).unwrap());
     assert!(shard.header().version > v0);
-    shard.check(START + 1800, Some(v0)).unwrap();
+    assert_eq!(shard.header().next_update, START + 60 + 3600);
+    shard.check(START + 60, Some(v0)).unwrap();
 }
 
 #[tokio::test]
@@ -192,7 +194,7 @@ async fn a_crash_before_publishing_is_repaired_at_the_next_start() {
     app.publisher().run_once().await.unwrap();
     let (id, version) = revoke_new_key(&app).await;
     // "Crash": the publisher never ran after the commit. Start over from the file.
-    let store = Store::open(app.state.store.path()).unwrap();
+    let store = Store::open(app.state.store.path(), common::audit_keyring()).unwrap();
     let sink = Arc::new(MemorySink::default());
     app.advance(1);
     let mut restarted = Publisher::new(
@@ -301,4 +303,163 @@ fn the_edge_sync_request_is_signed_for_its_shard_and_body() {
     assert!(verify(&[b"revocations", b"4", b"shard bytes"]).is_err());
     assert!(verify(&[b"revocations", b"3", b"other bytes"]).is_err());
     assert_eq!(req.body(), b"shard bytes");
+}
+
+/// Issue 10, "time is an input": the control plane's clock runs 400 s fast (a bad NTP server),
+/// a revoke is acknowledged, then the clock is corrected. The revocation is published in the
+/// first pass after the correction (not when the clock reaches the revoke's stamp), and the key
+/// reads as revoked, not "rotating". While the clock ran fast, no pass reached the edge: its sync
+/// endpoint refuses a push signed 400 s off (300 s tolerance).
+#[tokio::test]
+async fn a_revoke_acknowledged_with_a_fast_clock_is_published_at_once_after_the_correction() {
+    let app = TestApp::builder().shard_count(1).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    let key = app.create_key(json!({})).await;
+    let id = key["id"].as_str().unwrap().to_owned();
+    app.clock.set(START + 400);
+    app.alice()
+        .post(
+            &format!("/v1/keys/{id}/revoke"),
+            json!({ "reason": "leaked" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    app.clock.set(START);
+    app.advance(1);
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1, "published at once: {pass:?}");
+    assert!(open(&app.sink.latest(0).unwrap()).contains(KeyId::parse_hex(&id).unwrap()));
+    let got = app.alice().get(&format!("/v1/keys/{id}")).await;
+    assert_eq!(got.body["status"], "revoked");
+    let listed = |status: &str| {
+        let app = &app;
+        let path = format!("/v1/keys?status={status}");
+        async move {
+            app.alice().get(&path).await.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("revoked").await, std::slice::from_ref(&id));
+    assert!(listed("rotating").await.is_empty());
+    let verdict = app
+        .alice()
+        .post(
+            "/v1/keys/verify",
+            json!({ "key": key["key"], "method": "GET", "path": "/v1/jobs" }),
+        )
+        .await;
+    assert_eq!(verdict.body["valid"], false);
+    // A second revoke changes nothing: it is revoked, whatever the clock says.
+    let again = app
+        .alice()
+        .post(
+            &format!("/v1/keys/{id}/revoke"),
+            json!({ "reason": "again" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.body["changed"], false);
+}
+
+/// The other direction: once published, a revocation stays in every later publish of its shard
+/// when the clock steps back (an immediate revoke, and a rotation whose grace period ended).
+#[tokio::test]
+async fn a_published_revocation_stays_published_when_the_clock_steps_back() {
+    let app = TestApp::builder().shard_count(1).build();
+    let mut publisher = app.publisher();
+    publisher.run_once().await.unwrap();
+    app.advance(1);
+    let (revoked, _) = revoke_new_key(&app).await;
+    let rotated = app.create_key(json!({})).await;
+    let rotated = KeyId::parse_hex(rotated["id"].as_str().unwrap()).unwrap();
+    app.alice()
+        .post(
+            &format!("/v1/keys/{rotated}/rotate"),
+            json!({ "grace_period_seconds": 5 }),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    app.advance(5);
+    publisher.run_once().await.unwrap();
+    let shard = open(&app.sink.latest(0).unwrap());
+    assert!(shard.contains(revoked) && shard.contains(rotated));
+
+    app.clock.set(START - 400);
+    app.advance(1);
+    let (later, _) = revoke_new_key(&app).await;
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1, "{pass:?}");
+    let shard = open(&app.sink.latest(0).unwrap());
+    for id in [revoked, rotated, later] {
+        assert!(
+            shard.contains(id),
+            "{id} dropped after the clock stepped back"
+        );
+    }
+    // The heartbeat a minute later (monotonic time) carries them too.
+    app.advance(60);
+    assert_eq!(publisher.run_once().await.unwrap().written.len(), 1);
+    let shard = open(&app.sink.latest(0).unwrap());
+    assert!(shard.contains(revoked) && shard.contains(rotated) && shard.contains(later));
+    let got = app.alice().get(&format!("/v1/keys/{rotated}")).await;
+    assert_eq!(got.body["status"], "revoked");
+}
+
+/// The availability policy (`docs/revocation-list.md`), with simulated time: with the default
+/// list lifetime and heartbeat of `control serve`, the shards the edge holds stay valid through a
+/// two-hour control-plane outage (the edge checks exactly `RevocationShard::check`), and once the
+/// control plane is back its first pass republishes every shard, a new revocation with them.
+#[tokio::test]
+async fn a_two_hour_control_plane_outage_leaves_the_list_valid_and_revocations_apply_after() {
+    use clap::Parser as _;
+    let cli = control::config::Cli::try_parse_from(["control", "serve"]).unwrap();
+    let control::config::Command::Serve(args) = cli.command else {
+        panic!("serve expected");
+    };
+    let app = TestApp::builder().shard_count(4).build();
+    let mut publisher = Publisher::new(
+        app.state.store.clone(),
+        Arc::clone(&app.state.keyring),
+        app.clock.clone(),
+        app.sink.clone(),
+        4,
+        args.list_lifetime_secs,
+    )
+    .with_heartbeat(Duration::from_secs(args.heartbeat_secs));
+    assert_eq!(publisher.run_once().await.unwrap().written.len(), 4);
+    app.advance(args.heartbeat_secs);
+    assert_eq!(
+        publisher.run_once().await.unwrap().written.len(),
+        4,
+        "heartbeat"
+    );
+    let last_beat = START + args.heartbeat_secs;
+    let held: Vec<RevocationShard> = (0..4).map(|s| open(&app.sink.latest(s).unwrap())).collect();
+
+    // Two hours without a pass.
+    app.advance(2 * 3600);
+    let now = last_beat + 2 * 3600;
+    for shard in &held {
+        shard.check(now, Some(shard.header().version)).unwrap();
+    }
+    // Back: a revocation, and the first pass.
+    let (id, version) = revoke_new_key(&app).await;
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(
+        pass.written.len(),
+        4,
+        "every shard's heartbeat is due, the revoked one too"
+    );
+    let shard = open(&app.sink.latest(shard_of(id, 4)).unwrap());
+    assert!(shard.contains(id) && shard.header().version >= version);
+    shard.check(now, Some(held[0].header().version)).unwrap();
+    // The edge fails closed a lifetime after the last heartbeat it received, not before.
+    let end = last_beat + args.list_lifetime_secs;
+    assert!(held[0].check(end - 1, None).is_ok());
+    assert!(held[0].check(end, None).is_err());
 }

@@ -129,16 +129,84 @@ async fn sign_in_refuses_cross_site_posts_and_wrong_passwords() {
         .post("/v1/sessions", json!({ "email": "alice@example.com" }))
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let failed = app
-        .audit_actions()
+    // Alice's two failures are in her trail; the unknown email's is in nobody's.
+    assert_eq!(failed_sign_ins(&app, 2).await.len(), 2);
+}
+
+/// Alice's audit events with this action, newest first.
+async fn alice_events(app: &TestApp, action: &str) -> Vec<serde_json::Value> {
+    let events = app
+        .alice()
+        .get("/v1/audit-events?limit=1000")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    events["data"]
+        .as_array()
+        .unwrap()
         .iter()
-        .filter(|a| *a == "user.sign_in_failed")
-        .count();
-    assert_eq!(failed, 3);
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
+/// The `user.sign_in_failed` events of alice's account, once there are `n` (they are written
+/// after the answer, so that a known email answers as fast as an unknown one).
+async fn failed_sign_ins(app: &TestApp, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..500 {
+        let failed = alice_events(app, "user.sign_in_failed").await;
+        if failed.len() >= n {
+            return failed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{n} failed sign-ins were not recorded");
 }
 
 #[tokio::test]
-async fn repeated_failures_lock_the_email_for_a_window() {
+async fn a_failed_sign_in_is_by_an_anonymous_actor_against_the_user_and_keeps_no_email() {
+    let app = TestApp::new();
+    app.anonymous()
+        .post(
+            "/v1/sessions",
+            json!({ "email": "alice@example.com", "password": "wrong password!" }),
+        )
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let typed = "my.password.typed.here@oops.example";
+    app.anonymous()
+        .post(
+            "/v1/sessions",
+            json!({ "email": typed, "password": PASSWORD }),
+        )
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let alice = alice_events(&app, "user.created").await[0]["target"].clone();
+    let failed = failed_sign_ins(&app, 1).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let event = &failed[0];
+    assert_eq!(event["actor"], "anonymous", "{event}");
+    assert_eq!(event["target"], alice, "{event}");
+    assert_eq!(event["account_id"], app.alice_account, "{event}");
+    assert!(!event["details"].to_string().contains('@'), "{event}");
+    // No row of any account, nor one of none, holds the unknown email.
+    let rows: Vec<String> = app
+        .state
+        .store
+        .read_blocking(|c| {
+            let mut stmt = c.prepare(
+                "SELECT actor || coalesce(target, '') || coalesce(source, '') || details \
+                 FROM audit_events",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .unwrap();
+    assert!(rows.iter().all(|r| !r.contains(typed)), "{rows:?}");
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_that_client_out_of_the_email_for_a_window() {
     let app = TestApp::new();
     let wrong = json!({ "email": "alice@example.com", "password": "wrong password!" });
     for _ in 0..5 {
@@ -270,9 +338,10 @@ async fn the_audit_api_shows_only_the_callers_account_and_pages() {
     let checked = app
         .state
         .store
-        .read_blocking(|c| Ok(audit::verify_chain(c)))
+        .read_blocking(|c| Ok(audit::verify_chain(c, &common::audit_keyring(), None)))
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .events;
     assert!(checked >= 10, "{checked}");
 }
 
@@ -292,18 +361,7 @@ async fn audit_events_record_the_client_address() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let events = app
-        .alice()
-        .get("/v1/audit-events")
-        .await
-        .expect(StatusCode::OK)
-        .body;
-    let created = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "key.created")
-        .unwrap();
+    let created = &alice_events(&app, "key.created").await[0];
     assert_eq!(created["source"], "203.0.113.7");
 }
 

@@ -4,6 +4,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{START, TestApp};
+use control::store::usage::DENIAL_ACTIVITY_KEEP;
 use serde_json::{Value, json};
 use shared::usage::{Activity, Batch, Count, LastUsed, Outcome};
 
@@ -277,7 +278,7 @@ async fn buckets_at_every_granularity_sum_to_the_same_totals() {
         let minute = now / 60 - i * 47;
         let n = i + 1;
         expected += n;
-        let outcome = Outcome::ALL[(i % 7) as usize];
+        let outcome = Outcome::ALL[i as usize % Outcome::ALL.len()];
         counts.push(count(&id, a, minute, Some("jobs:read"), outcome, n));
     }
     app.ingest(&batch(1, counts)).await.expect(StatusCode::OK);
@@ -304,7 +305,10 @@ async fn buckets_at_every_granularity_sum_to_the_same_totals() {
                     .values()
                     .map(|v| v.as_u64().unwrap())
                     .sum();
-                assert_eq!(b["by_outcome"].as_object().unwrap().len(), 7);
+                assert_eq!(
+                    b["by_outcome"].as_object().unwrap().len(),
+                    Outcome::ALL.len()
+                );
                 assert_eq!(sum, b["requests"].as_u64().unwrap());
                 by_outcome_total += sum;
             }
@@ -498,6 +502,107 @@ async fn denials_outlive_the_activity_cap_but_not_thirty_days() {
     assert_eq!(rows, 0);
 }
 
+/// Finding 5 of issue 10: 1,200 refused requests of one key (600 answered 403, 600 answered 401)
+/// were stored as 1,208 activity rows, for 30 days. Now the counts stay exact and the rows are a
+/// bounded sample: at most 10 per key, minute and outcome, and the latest 200 per key.
+#[tokio::test]
+async fn a_flood_of_denials_is_counted_exactly_and_stored_as_a_bounded_sample() {
+    let app = TestApp::new();
+    let id = new_key(&app, json!({})).await;
+    let a = app.alice_account;
+    let t0 = START * 1000 - 120_000;
+    let minute = t0 / 60_000;
+    // Two minutes of refusals, in batches of at most 1000 entries, as several meters send them.
+    let mut seq = 0;
+    for (outcome, status) in [(Outcome::Forbidden, 403), (Outcome::Unauthorized, 401)] {
+        for half in 0..2_u64 {
+            seq += 1;
+            let mut b = batch(seq, vec![count(&id, a, minute + half, None, outcome, 300)]);
+            for i in 0..300 {
+                b.activity.push(activity(
+                    &id,
+                    a,
+                    t0 + half * 60_000 + i * 100,
+                    status,
+                    outcome,
+                ));
+            }
+            let answer = app.ingest(&b).await.expect(StatusCode::OK).body;
+            assert_eq!(answer["activity"], 10, "{answer}");
+            assert_eq!(answer["sampled_out"], 290, "{answer}");
+        }
+    }
+    let rows: i64 = app
+        .state
+        .store
+        .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?))
+        .unwrap();
+    eprintln!("denial rows stored for 1,200 refused requests of one key: {rows}");
+    assert_eq!(rows, 40, "10 per key, minute and outcome");
+    let usage = key_usage(
+        &app,
+        &id,
+        &format!("from={}&granularity=minute", minute * 60),
+    )
+    .await;
+    assert_eq!(usage["totals"]["by_outcome"]["403"], 600, "{usage}");
+    assert_eq!(usage["totals"]["by_outcome"]["401"], 600, "{usage}");
+    assert_eq!(usage["totals"]["denied"], 1200, "{usage}");
+    assert_eq!(usage["totals"]["allowed"], 0, "{usage}");
+    // A flood over many minutes keeps the latest 200 rows of the key's denials.
+    for m in 0..30_u64 {
+        seq += 1;
+        let mut b = batch(seq, vec![]);
+        for i in 0..20 {
+            b.activity.push(activity(
+                &id,
+                a,
+                START * 1000 + m * 60_000 + i,
+                429,
+                Outcome::RateLimited,
+            ));
+        }
+        app.ingest(&b).await.expect(StatusCode::OK);
+    }
+    let rows: i64 = app
+        .state
+        .store
+        .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(rows, DENIAL_ACTIVITY_KEEP);
+}
+
+#[tokio::test]
+async fn the_edges_own_answers_are_never_allowed_traffic() {
+    let app = TestApp::new();
+    let id = new_key(&app, json!({})).await;
+    let a = app.alice_account;
+    let b = batch(
+        1,
+        vec![
+            count(&id, a, MINUTE, Some("jobs:read"), Outcome::Success, 1),
+            count(&id, a, MINUTE, None, Outcome::EdgeRefused, 300),
+            count(&id, a, MINUTE, None, Outcome::EdgeError, 2),
+        ],
+    );
+    app.ingest(&b).await.expect(StatusCode::OK);
+    let usage = key_usage(
+        &app,
+        &id,
+        &format!("from={}&granularity=minute", MINUTE * 60),
+    )
+    .await;
+    let t = &usage["totals"];
+    assert_eq!(
+        (t["allowed"].as_u64(), t["denied"].as_u64()),
+        (Some(1), Some(302)),
+        "{usage}"
+    );
+    assert_eq!(t["by_outcome"]["edge_4xx"], 300);
+    assert_eq!(t["by_outcome"]["edge_5xx"], 2);
+    assert_eq!(t["by_outcome"]["4xx"], 0);
+}
+
 #[tokio::test]
 async fn key_views_show_last_use_requests_24h_and_unused_scopes() {
     let app = TestApp::new();
@@ -634,7 +739,8 @@ async fn an_acknowledged_batch_survives_a_restart() {
     );
     app.ingest(&b).await.expect(StatusCode::OK);
     // "Restart": a new store on the same file (the old one's writer committed before answering).
-    let reopened = control::store::Store::open(app.state.store.path()).unwrap();
+    let reopened =
+        control::store::Store::open(app.state.store.path(), common::audit_keyring()).unwrap();
     let n: i64 = reopened
         .read_blocking(|c| Ok(c.query_row("SELECT sum(n) FROM usage_minutes", [], |r| r.get(0))?))
         .unwrap();

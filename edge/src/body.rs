@@ -102,10 +102,14 @@ impl Framing<'_> {
     }
 }
 
-/// The length of an API request's body, which the edge streams to the origin unread and the
-/// signed identity binds: `Content-Length`, or 0 without a body. A body that declares no length
+/// The length of a request's body by its framing: for an API request, the body the edge streams
+/// to the origin unread and the signed identity binds: `Content-Length`, or 0 without a body. A body that declares no length
 /// (chunked) is 411; a body on a method that takes none is 400.
-pub fn api_body_length(method: &str, framing: Framing<'_>, has_body: bool) -> Result<u64, Reply> {
+pub fn request_body_length(
+    method: &str,
+    framing: Framing<'_>,
+    has_body: bool,
+) -> Result<u64, Reply> {
     let declared = framing.declared()?;
     if !takes_body(method) {
         if has_body || declared.is_some_and(|n| n > 0) {
@@ -268,7 +272,7 @@ mod tests {
             content_length,
             transfer_encoding: None,
         };
-        api_body_length(method, framing, has_body)
+        request_body_length(method, framing, has_body)
     }
 
     #[test]
@@ -325,7 +329,7 @@ mod tests {
             transfer_encoding: Some("chunked"),
         };
         assert_eq!(
-            refusal(api_body_length("POST", chunked, true)),
+            refusal(request_body_length("POST", chunked, true)),
             (411, "length_required".into())
         );
         let both = Framing {
@@ -334,7 +338,7 @@ mod tests {
         };
         for method in ["POST", "GET"] {
             assert_eq!(
-                refusal(api_body_length(method, both, true)),
+                refusal(request_body_length(method, both, true)),
                 (400, "ambiguous_framing".into())
             );
         }

@@ -1,21 +1,30 @@
 //! The isolate's memory of revocation shards read from KV.
 //!
 //! Each shard is trusted for the configured cache time, then read again. What a read brings is
-//! only accepted if it opens with the keyring (tag), is the shard asked for, and is not older than
-//! a version this isolate has already accepted; anything else is ignored and the last good shard
-//! stays. Freshness (next-update) is checked on every lookup, so a shard that goes stale while
-//! cached fails closed at once. Pure: time and KV results come in as arguments.
+//! only accepted if it opens with the keyring (tag), is the shard asked for, is not already past
+//! its next-update time, and is not older than a version this isolate has already accepted;
+//! anything else is ignored and the last good shard stays (a stale shard never replaces a fresh
+//! one, whatever its version). Freshness (next-update) is checked on every lookup, so a shard that
+//! goes stale while cached fails closed at once. A shard in use whose heartbeat is overdue (issued
+//! more than [`STALE_ALARM_SECS`] ago) raises an alarm, at most once a minute per isolate. Pure:
+//! time and KV results come in as arguments.
 
 use std::collections::HashMap;
 
 use shared::key::KeyId;
 use shared::mac::Keyring;
-use shared::revocation::RevocationShard;
+use shared::revocation::{ListError, RevocationShard};
 
 use crate::decide::RevocationStatus;
 
 /// The KV key of shard `index` (shared with the control plane, which writes it).
 pub use shared::revocation::kv_key;
+
+/// A shard in use issued longer ago than this (seconds) means the control plane's heartbeat
+/// (every minute by default) has been missing for five beats: the alarm's threshold.
+pub const STALE_ALARM_SECS: u64 = 300;
+/// Least time between two alarms of one isolate, seconds.
+const ALARM_EVERY_SECS: u64 = 60;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -38,6 +47,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct ShardCache {
     entries: HashMap<u16, Entry>,
+    /// When the staleness alarm was last raised, Unix seconds.
+    alarmed_at: Option<u64>,
 }
 
 impl ShardCache {
@@ -64,20 +75,31 @@ impl ShardCache {
             return Outcome::Missing;
         };
         match RevocationShard::open(bytes, keyring) {
-            Ok(shard) => self.offer(index, shard_count, shard),
+            Ok(shard) => self.offer(index, shard_count, shard, now_ms / 1000),
             Err(e) => Outcome::Ignored(e.code()),
         }
     }
 
-    /// Offers a verified shard (from KV or the sync endpoint) for index `index`.
-    pub fn offer(&mut self, index: u16, shard_count: u16, shard: RevocationShard) -> Outcome {
+    /// Offers a verified shard (from KV or the sync endpoint) for index `index` at `now` (Unix
+    /// seconds).
+    pub fn offer(
+        &mut self,
+        index: u16,
+        shard_count: u16,
+        shard: RevocationShard,
+        now: u64,
+    ) -> Outcome {
         let header = *shard.header();
         if header.shard != index || header.shard_count != shard_count {
             return Outcome::Ignored("shard_mismatch");
         }
+        if let Err(e @ ListError::Stale { .. }) = shard.check(now, None) {
+            return Outcome::Ignored(e.code());
+        }
         let entry = self.entries.entry(index).or_default();
         if let Some(good) = &entry.good {
-            if header.version < good.header().version {
+            // A good shard that has gone stale protects nothing: a fresh one replaces it.
+            if header.version < good.header().version && good.check(now, None).is_ok() {
                 return Outcome::Ignored("rollback");
             }
         }
@@ -97,6 +119,25 @@ impl ShardCache {
             }
             _ => RevocationStatus::Unavailable,
         }
+    }
+
+    /// The age in seconds of shard `index` in use at `now`, when its heartbeat is overdue and
+    /// the alarm was not raised in the last minute: the caller logs it.
+    pub fn stale_alarm(&mut self, index: u16, now: u64) -> Option<u64> {
+        let issued_at = self
+            .entries
+            .get(&index)
+            .and_then(|e| e.good.as_ref())?
+            .header()
+            .issued_at;
+        let age = now.saturating_sub(issued_at);
+        let quiet = self
+            .alarmed_at
+            .is_none_or(|t| now >= t + ALARM_EVERY_SECS || now < t);
+        (age > STALE_ALARM_SECS && quiet).then(|| {
+            self.alarmed_at = Some(now);
+            age
+        })
     }
 
     /// The version of the last good shard `index`, if any.
@@ -123,11 +164,21 @@ mod tests {
 
     fn shard(version: u64, next_update: u64, ids: &[KeyId]) -> Vec<u8> {
         let index = shard_of(ids.first().copied().unwrap_or(id(0)), 16);
+        shard_of_index(index, version, 1_000, next_update, ids)
+    }
+
+    fn shard_of_index(
+        index: u16,
+        version: u64,
+        issued_at: u64,
+        next_update: u64,
+        ids: &[KeyId],
+    ) -> Vec<u8> {
         let header = ShardHeader {
             shard: index,
             shard_count: 16,
             version,
-            issued_at: 1_000,
+            issued_at,
             next_update,
         };
         RevocationShard::new(header, 1, ids.iter().copied())
@@ -201,5 +252,70 @@ mod tests {
             Outcome::Accepted(3)
         );
         assert_eq!(cache.status(0, revoked, 2_000), RevocationStatus::Clear);
+    }
+
+    fn shard_at(version: u64, issued_at: u64, next_update: u64, ids: &[KeyId]) -> Vec<u8> {
+        shard_of_index(0, version, issued_at, next_update, ids)
+    }
+
+    #[test]
+    fn a_stale_shard_never_replaces_a_fresh_one() {
+        let ring = ring();
+        let revoked = id(0);
+        let mut cache = ShardCache::default();
+        let fresh = shard_at(5, 10_000, 20_000, &[revoked]);
+        assert_eq!(
+            cache.record_read(0, 16, Some(&fresh), &ring, 10_000_000),
+            Outcome::Accepted(5)
+        );
+        // Newer, but already past its next-update (signed by a clock running slow, or held
+        // back and replayed): ignored, whether it comes from KV or from a push.
+        let stale = shard_at(6, 9_000, 10_500, &[]);
+        assert_eq!(
+            cache.record_read(0, 16, Some(&stale), &ring, 11_000_000),
+            Outcome::Ignored("stale")
+        );
+        let opened = RevocationShard::open(&stale, &ring).unwrap();
+        assert_eq!(
+            cache.offer(0, 16, opened, 11_000),
+            Outcome::Ignored("stale")
+        );
+        assert_eq!(cache.version(0), Some(5));
+        assert_eq!(cache.status(0, revoked, 11_000), RevocationStatus::Revoked);
+        assert_eq!(cache.status(0, id(1), 11_000), RevocationStatus::Clear);
+        // Once the good one is stale itself, a fresh shard replaces it, even of a lower version
+        // (a control plane whose list was reset): failing closed protects nobody then.
+        let reset = shard_at(3, 20_000, 30_000, &[revoked]);
+        assert_eq!(
+            cache.record_read(0, 16, Some(&reset), &ring, 20_000_000),
+            Outcome::Accepted(3)
+        );
+        assert_eq!(cache.status(0, id(1), 20_000), RevocationStatus::Clear);
+    }
+
+    /// The availability policy (`docs/revocation-list.md`): a shard published with the default
+    /// lifetime (a day) keeps the edge answering through two hours without a heartbeat, raises
+    /// the staleness alarm after five missed beats, and fails closed only when the day is over.
+    #[test]
+    fn a_two_hour_control_plane_outage_keeps_the_list_in_force() {
+        const LIFETIME: u64 = 86_400;
+        let ring = ring();
+        let revoked = id(0);
+        let start = 1_800_000_000;
+        let mut cache = ShardCache::default();
+        let last = shard_at(5, start, start + LIFETIME, &[revoked]);
+        cache.record_read(0, 16, Some(&last), &ring, start * 1000);
+        assert_eq!(cache.stale_alarm(0, start + 60), None, "one beat: no alarm");
+        let outage = start + 2 * 3600;
+        assert_eq!(cache.status(0, id(1), outage), RevocationStatus::Clear);
+        assert_eq!(cache.status(0, revoked, outage), RevocationStatus::Revoked);
+        assert_eq!(cache.stale_alarm(0, start + 301), Some(301));
+        assert_eq!(cache.stale_alarm(0, start + 302), None, "once a minute");
+        assert_eq!(cache.stale_alarm(0, start + 361), Some(361));
+        assert_eq!(
+            cache.status(0, id(1), start + LIFETIME),
+            RevocationStatus::Unavailable,
+            "fails closed when the lifetime is over"
+        );
     }
 }

@@ -155,8 +155,8 @@ pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verifi
 
 /// The claims of a key the first step refused although its tag verified: an expired key of this
 /// environment. Such a request belongs to the key's owner (usage and activity); a forged,
-/// mis-copied or other-environment key belongs to nobody, and gets `None`. Costs one more HMAC,
-/// on refusals only.
+/// mis-copied or other-environment key belongs to nobody, and gets `None`. Costs one more key
+/// check (a v2 key's three SHA-256 compressions), on refusals only.
 pub fn owner(req: &Incoming<'_>, cfg: &Config) -> Option<Claims> {
     let (token, _) = credential(req).ok()?;
     // At time 0 nothing has expired yet: what remains is the tag and the format.

@@ -9,7 +9,8 @@
 //! - [`cache`]: revocation shards read from KV, trusted in isolate memory for a short time;
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
 //! - [`body`]: request bodies: framing rules, and the capped read of a sync push;
-//! - [`sync`]: the control plane's signed pushes of revocation shards and rate limits;
+//! - [`sync`]: the control plane's signed pushes of revocation shards, rate limits and the audit
+//!   checkpoint;
 //! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
 //! - [`meter`]: usage counts pre-aggregated in the isolate, the `UsageMeter` object's batches;
 //! - [`objects`]: the two Durable Object classes;
@@ -54,7 +55,7 @@ use worker::{
 use crate::cache::{Outcome, ShardCache};
 use crate::config::{BINDINGS, Config};
 use crate::decide::Incoming;
-use crate::limit::{Call, Decision, Grant, Leases, Local, SetOutcome, Status};
+use crate::limit::{Budget, Call, Decision, Leases, Local, SetOutcome, Status, Taken};
 use crate::meter::{Answered, Buffer, Caller, Delivery, Flush, Seen};
 use crate::problem::{Problem, Reply};
 
@@ -87,6 +88,8 @@ pub enum Endpoint<'a> {
     SyncRevocations(&'a str),
     /// The limits sync endpoint.
     SyncLimits,
+    /// The audit checkpoint's endpoint (`GET` and `PUT`).
+    SyncCheckpoint,
     /// Anything else: an API request to authenticate and forward.
     Api,
 }
@@ -97,6 +100,8 @@ pub fn endpoint<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
         Endpoint::Health
     } else if path == shared::limits::SYNC_PATH {
         Endpoint::SyncLimits
+    } else if path == shared::audit::SYNC_PATH {
+        Endpoint::SyncCheckpoint
     } else if let Some(index) = path.strip_prefix(sync::PATH_PREFIX) {
         Endpoint::SyncRevocations(index)
     } else {
@@ -162,7 +167,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             let status = response.status_code();
             (status, shared::usage::Outcome::of_origin_status(status))
         }
-        Answer::Reply(reply) => (reply.status, meter::outcome_of_edge_status(reply.status)),
+        // The edge's own answer: never origin traffic, whatever its status.
+        Answer::Reply(reply) => (
+            reply.status,
+            shared::usage::Outcome::of_edge_status(reply.status),
+        ),
     };
     if let Some(a) = attributed {
         let answered = Answered {
@@ -252,14 +261,14 @@ fn limiter_failed(what: &str) {
     }
 }
 
-/// Asks `key`'s limiter object for a lease.
+/// Calls `budget`'s limiter object.
 async fn call_limiter<T: serde::de::DeserializeOwned>(
     env: &Env,
-    key: KeyId,
+    budget: Budget,
     call: &Call,
 ) -> worker::Result<T> {
     let ns = env.durable_object(RATE_LIMITER_BINDING)?;
-    let stub = ns.id_from_name(&key.to_string())?.get_stub()?;
+    let stub = ns.id_from_name(&budget.object_name())?.get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(worker::Method::Post)
         .with_body(Some(serde_json::to_string(call)?.into()));
@@ -272,53 +281,137 @@ async fn call_limiter<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_str(&response.text().await?)?)
 }
 
-/// The rate-limit decision for an admitted request of `key`: a local token when there is one,
-/// else a lease from the key's object. `None` when the object failed: fail open (the key itself
-/// was verified), logged, without RateLimit headers.
+/// Asks `budget`'s object, in the background, for the next lease of up to `want` tokens.
+fn refill(env: &Env, ctx: &Context, budget: Budget, default: shared::limits::Policy, want: u32) {
+    let env = env.clone();
+    // After the response: the next lease arrives before this one runs out.
+    ctx.wait_until(async move {
+        let returned = LEASES.with_borrow_mut(|l| l.returns(budget));
+        let call = Call::Take {
+            default,
+            want,
+            returned,
+        };
+        let sent = now_ms();
+        match call_limiter::<Taken>(&env, budget, &call).await {
+            Ok(Taken::Granted(grant)) => {
+                LEASES.with_borrow_mut(|l| l.refilled(budget, &grant, sent, now_ms()))
+            }
+            Ok(Taken::Redirect { .. }) => LEASES.with_borrow_mut(|l| l.refill_failed(budget)),
+            Err(e) => {
+                limiter_failed(&format!("refill failed: {e}"));
+                LEASES.with_borrow_mut(|l| l.refill_failed(budget));
+            }
+        }
+    });
+}
+
+/// The rate-limit decision for a request the edge attributes to a key: `Budget::Key` for a
+/// working key (every request, refused ones included), `Budget::Refused` for a revoked or
+/// expired one. A local token when there is one, else a lease from the budget's object; a key
+/// whose object answers with a redirect counts at its rotation chain's budget from then on.
+/// `None` when the object failed: fail open (the key itself was verified), logged, without
+/// RateLimit headers.
 async fn rate_limit(
     env: &Env,
     ctx: &Context,
     cfg: &Config,
-    key: KeyId,
+    budget: Budget,
     now_ms: u64,
 ) -> Option<Decision> {
-    let want = match LEASES.with_borrow_mut(|l| l.take(key, now_ms)) {
-        Local::Allowed { status, refill } => {
-            if let Some(want) = refill {
-                let call = Call::Take {
-                    default: cfg.rate_limit_default,
-                    want,
-                };
-                let env = env.clone();
-                // After the response: the next lease arrives before this one runs out.
-                ctx.wait_until(async move {
-                    match call_limiter::<Grant>(&env, key, &call).await {
-                        Ok(grant) => {
-                            LEASES.with_borrow_mut(|l| l.refilled(key, &grant, crate::now_ms()))
-                        }
-                        Err(e) => {
-                            limiter_failed(&format!("refill failed: {e}"));
-                            LEASES.with_borrow_mut(|l| l.refill_failed(key));
-                        }
-                    }
-                });
+    let (key, default) = match budget {
+        Budget::Key(key) => (Some(key), cfg.rate_limit_default),
+        Budget::Refused(_) => (None, limit::REFUSED_KEY_POLICY),
+    };
+    let mut budget = match key {
+        Some(key) => LEASES.with_borrow(|l| l.budget_of(key)),
+        None => budget,
+    };
+    // At most: a redirect, a lease that ended before its answer, and one more try.
+    for _ in 0..3 {
+        let want = match LEASES.with_borrow_mut(|l| l.take(budget, crate::now_ms())) {
+            Local::Allowed { status, refill } => {
+                if let Some(want) = refill {
+                    self::refill(env, ctx, budget, default, want);
+                }
+                return Some(Decision::Allowed(status));
             }
-            return Some(Decision::Allowed(status));
+            Local::Limited(status) => return Some(Decision::Limited(status)),
+            Local::Ask { want } => want,
+        };
+        let returned = LEASES.with_borrow_mut(|l| l.returns(budget));
+        let call = Call::Take {
+            default,
+            want,
+            returned,
+        };
+        let sent = crate::now_ms();
+        match call_limiter::<Taken>(env, budget, &call).await {
+            // The clock after the call: a lease is void once it has ended.
+            Ok(Taken::Granted(grant)) => {
+                match LEASES.with_borrow_mut(|l| l.record(budget, &grant, sent, crate::now_ms())) {
+                    Decision::Void => continue,
+                    decision => return Some(decision),
+                }
+            }
+            Ok(Taken::Redirect { budget: to }) => {
+                let (Some(key), Some(to)) = (key, KeyId::parse_hex(&to)) else {
+                    limiter_failed("redirected a budget that has no key");
+                    return None;
+                };
+                LEASES.with_borrow_mut(|l| l.route(key, to));
+                budget = Budget::Key(to);
+            }
+            Err(e) => {
+                limiter_failed(&format!("unavailable, request let through: {e}"));
+                return None;
+            }
         }
-        Local::Limited(status) => return Some(Decision::Limited(status)),
-        Local::Ask { want } => want,
+    }
+    // Every answer came too late to use: refuse this one request, the next asks again.
+    Some(Decision::Limited(Status {
+        limit: default.limit,
+        window: default.window,
+        remaining: 0,
+        reset_ms: now_ms + limit::EXHAUSTED_RECHECK_MS,
+        retry_ms: now_ms + limit::EXHAUSTED_RECHECK_MS,
+        per_minute: None,
+    }))
+}
+
+/// The edge's refusal of a request with `key`, after it spent a token of the key's budget:
+/// every request the edge attributes to a key counts, refused ones included. A 401 (revoked or
+/// expired key) spends from the key's refused-key budget, so a leaked dead key cannot use up
+/// its successor's; a 403, 404 or 405 from the key's own budget, with its RateLimit fields.
+/// Over the budget the answer is 429. A 503 (the edge could not check the key) spends nothing:
+/// the failure is the edge's.
+async fn refusal(
+    env: &Env,
+    ctx: &Context,
+    cfg: &Config,
+    reply: Reply,
+    key: KeyId,
+    now_ms: u64,
+) -> Reply {
+    let budget = match reply.status {
+        401 => Budget::Refused(key),
+        403..=499 => Budget::Key(key),
+        _ => return reply,
     };
-    let call = Call::Take {
-        default: cfg.rate_limit_default,
-        want,
-    };
-    match call_limiter::<Grant>(env, key, &call).await {
-        // The clock after the call: a lease is void once its window is over.
-        Ok(grant) => Some(LEASES.with_borrow_mut(|l| l.record(key, &grant, crate::now_ms()))),
-        Err(e) => {
-            limiter_failed(&format!("unavailable, request let through: {e}"));
-            None
+    if !LIMITS {
+        return reply;
+    }
+    match (budget, rate_limit(env, ctx, cfg, budget, now_ms).await) {
+        (Budget::Refused(_), Some(Decision::Limited(status))) => {
+            limit::refused_exceeded(&status, now_ms)
         }
+        (_, Some(Decision::Limited(status))) => limit::exceeded(&status, now_ms),
+        (Budget::Key(_), Some(Decision::Allowed(status))) => {
+            with_rate_headers(reply, Some(status), now_ms)
+        }
+        // A 401 never carries RateLimit fields: they would describe a policy the key no longer
+        // has.
+        _ => reply,
     }
 }
 
@@ -448,6 +541,10 @@ async fn handle(
             Ok(cfg) => push_limits(req, env, &cfg, &method).await,
             Err(reply) => Ok(reply.into()),
         },
+        Endpoint::SyncCheckpoint => match load_config(env) {
+            Ok(cfg) => sync_checkpoint(req, env, &cfg, &method).await,
+            Err(reply) => Ok(reply.into()),
+        },
         Endpoint::Api => match load_config(env) {
             Ok(cfg) => api(req, env, ctx, &cfg, &method, &url, attributed).await,
             Err(reply) => Ok(reply.into()),
@@ -549,7 +646,7 @@ async fn api(
         transfer_encoding: transfer_encoding.as_deref(),
     };
     let has_body = req.inner().body().is_some();
-    let body_length = match body::api_body_length(method, framing, has_body) {
+    let body_length = match body::request_body_length(method, framing, has_body) {
         Ok(n) => n,
         Err(reply) => return Ok(reply.into()),
     };
@@ -587,18 +684,31 @@ async fn api(
         let verified = match decide::authenticate(&incoming, cfg, now) {
             Ok(verified) => verified,
             Err(reply) => {
-                if metering && reply.status == 401 {
-                    if let Some(claims) = decide::owner(&incoming, cfg) {
-                        attribute(attributed, &claims);
-                    }
-                }
-                return Ok(reply.into());
+                // An expired key whose tag verifies belongs to its owner: metered, and
+                // throttled at its refused-key budget.
+                let owner = if LIMITS && reply.status == 401 {
+                    decide::owner(&incoming, cfg)
+                } else {
+                    None
+                };
+                let Some(claims) = owner else {
+                    return Ok(reply.into());
+                };
+                attribute(attributed, &claims);
+                return Ok(refusal(env, ctx, cfg, reply, claims.key_id, now_ms)
+                    .await
+                    .into());
             }
         };
         attribute(attributed, &verified.claims);
         let key_id = verified.claims.key_id;
         let index = shard_of(key_id, cfg.shard_count);
         refresh_shard(env, cfg, index, now_ms).await;
+        if let Some(age) = SHARDS.with_borrow_mut(|c| c.stale_alarm(index, now)) {
+            console_error!(
+                "lynxo-edge: ALARM revocation shard {index} is {age} s old: heartbeats from the control plane are missing"
+            );
+        }
         let status = SHARDS.with_borrow(|c| c.status(index, key_id, now));
         match decide::admit(&verified, &incoming, status, cfg) {
             Ok(admitted) => admitted,
@@ -610,28 +720,20 @@ async fn api(
                             .map(|r| r.scope.name());
                     }
                 }
-                // A refusal after the key verified still says what this isolate knows of the
-                // key's window (no call to its object for a refused request).
-                let known = if LIMITS && reply.status != 401 {
-                    LEASES.with_borrow(|l| l.status(key_id, now_ms))
-                } else {
-                    None
-                };
-                return Ok(with_rate_headers(reply, known, now_ms).into());
+                return Ok(refusal(env, ctx, cfg, reply, key_id, now_ms).await.into());
             }
         }
     };
     if let Some(a) = attributed.as_mut() {
         a.caller.scope = Some(admitted.route.scope.name());
     }
-    // Only requests that would be forwarded count against the key's limit.
     let rate = if LIMITS {
-        match rate_limit(env, ctx, cfg, admitted.identity.key_id, now_ms).await {
+        match rate_limit(env, ctx, cfg, Budget::Key(admitted.identity.key_id), now_ms).await {
             Some(Decision::Allowed(status)) => Some(status),
             Some(Decision::Limited(status)) => {
                 return Ok(limit::exceeded(&status, now_ms).into());
             }
-            None => None,
+            Some(Decision::Void) | None => None,
         }
     } else {
         None
@@ -688,12 +790,12 @@ async fn api(
     }
 }
 
-/// The signature header and body of a sync push: every check that needs no body first
-/// (`sync::check_before_body`), then the body read as a stream that stops at `SYNC_MAX_BYTES`.
+/// The signature header and body of a sync push (a `PUT`: the caller refused other methods):
+/// every check that needs no body first (`sync::check_before_body`), then the body read as a
+/// stream that stops at `SYNC_MAX_BYTES`.
 async fn read_push(
     req: &Request,
     cfg: &Config,
-    method: &str,
 ) -> worker::Result<Result<(Option<String>, Vec<u8>), Reply>> {
     let (content_length, transfer_encoding) = framing_headers(req)?;
     let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
@@ -701,8 +803,7 @@ async fn read_push(
         content_length: content_length.as_deref(),
         transfer_encoding: transfer_encoding.as_deref(),
     };
-    let checked =
-        sync::check_before_body(cfg, method, framing, signature.as_deref(), now_ms() / 1000);
+    let checked = sync::check_before_body(cfg, framing, signature.as_deref(), now_ms() / 1000);
     if let Err(reply) = checked {
         return Ok(Err(reply));
     }
@@ -710,16 +811,20 @@ async fn read_push(
     Ok(body.map(|body| (signature, body)))
 }
 
-/// `PUT /_lynxo/sync/limits`: applies each entry to its key's limiter object. This isolate
-/// first gives back the unspent tokens of its lease for the key, so the new limit counts what
-/// was really admitted here.
+/// `PUT /_lynxo/sync/limits`: applies each entry to its budget's limiter object (the key's own,
+/// or its rotation chain's first key's, after telling the key's own object the route). This
+/// isolate first gives back the unspent tokens of its lease of that budget, so the new limit
+/// counts what was really admitted here.
 async fn push_limits(
     req: Request,
     env: &Env,
     cfg: &Config,
     method: &str,
 ) -> worker::Result<Answer> {
-    let (signature, body) = match read_push(&req, cfg, method).await? {
+    if method != "PUT" {
+        return Ok(sync::put_only().into());
+    }
+    let (signature, body) = match read_push(&req, cfg).await? {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
@@ -731,19 +836,35 @@ async fn push_limits(
         };
     let calls = js_sys::Array::new();
     for entry in &entries {
-        let (returned, lease_reset_ms) = LEASES
-            .with_borrow_mut(|l| l.surrender(entry.key_id, now_ms))
-            .unwrap_or((0, 0));
-        let call = Call::Set {
+        // The entry's policy is its budget's: the chain's first key for a rotated key, whose
+        // own object learns the route to it. This isolate's lease of that budget goes back.
+        let budget = Budget::Key(entry.budget.unwrap_or(entry.key_id));
+        let returned = LEASES.with_borrow_mut(|l| l.surrender(budget));
+        let set = Call::Set {
             policy: entry.policy,
             version: entry.version,
+            per_minute: entry.per_minute,
             returned,
-            lease_reset_ms,
         };
+        let route = entry.budget.map(|to| Call::Route {
+            budget: to.to_string(),
+        });
         let (env, key) = (env.clone(), entry.key_id);
         calls.push(&wasm_bindgen_futures::future_to_promise(async move {
-            match call_limiter::<SetOutcome>(&env, key, &call).await {
-                Ok(_) => Ok(JsValue::TRUE),
+            let routed = match &route {
+                Some(route) => call_limiter::<SetOutcome>(&env, Budget::Key(key), route)
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
+            };
+            let applied = match routed {
+                Ok(()) => call_limiter::<SetOutcome>(&env, budget, &set)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok(()) => Ok(JsValue::TRUE),
                 Err(e) => {
                     console_error!("lynxo-edge: limit of {key} not applied: {e}");
                     Ok(JsValue::FALSE)
@@ -782,12 +903,13 @@ async fn push_revocations(
     method: &str,
     index_text: &str,
 ) -> worker::Result<Answer> {
-    if method == "PUT" {
-        if let Err(reply) = sync::parse_index(index_text, cfg) {
-            return Ok(reply.into());
-        }
+    if method != "PUT" {
+        return Ok(sync::put_only().into());
     }
-    let (signature, body) = match read_push(&req, cfg, method).await? {
+    if let Err(reply) = sync::parse_index(index_text, cfg) {
+        return Ok(reply.into());
+    }
+    let (signature, body) = match read_push(&req, cfg).await? {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
@@ -803,41 +925,89 @@ async fn push_revocations(
         Ok(push) => push,
         Err(reply) => return Ok(reply.into()),
     };
-    let kv = match env.kv(REVOCATIONS_BINDING) {
-        Ok(kv) => kv,
-        Err(e) => {
-            console_error!("lynxo-edge: KV binding {REVOCATIONS_BINDING} unavailable: {e}");
-            return Ok(kv_unavailable(cfg).into());
-        }
-    };
     let key = cache::kv_key(push.index);
-    let stored = match kv.get(&key).bytes().await {
-        Ok(stored) => stored,
-        Err(e) => {
-            console_error!("lynxo-edge: KV read of {key} failed: {e}");
-            return Ok(kv_unavailable(cfg).into());
-        }
+    let (kv, stored) = match kv_read(env, cfg, &key).await {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
     };
-    if let Err(reply) = sync::check_against_stored(&push, stored.as_deref(), &cfg.keyring) {
+    if let Err(reply) =
+        sync::check_against_stored(&push, stored.as_deref(), &cfg.keyring, now_ms / 1000)
+    {
         return Ok(reply.into());
     }
-    let written = match kv.put_bytes(&key, &body) {
-        Ok(put) => put.execute().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
-        console_error!("lynxo-edge: KV write of {key} failed: {e}");
-        return Ok(kv_unavailable(cfg).into());
+    if let Err(reply) = kv_write(&kv, cfg, &key, &body).await {
+        return Ok(reply.into());
     }
     // This isolate uses the new shard at once; others within one cache period.
     let version = push.shard.header().version;
-    SHARDS.with_borrow_mut(|c| c.offer(push.index, cfg.shard_count, push.shard));
+    SHARDS.with_borrow_mut(|c| c.offer(push.index, cfg.shard_count, push.shard, now_ms / 1000));
     Ok(Reply {
         status: 204,
         headers: vec![
             ("cache-control", "no-store".to_owned()),
             ("lynxo-shard-version", version.to_string()),
         ],
+        body: String::new(),
+    }
+    .into())
+}
+
+/// `GET` and `PUT` of the audit checkpoint: a signed read hands the stored one back, a signed
+/// push replaces it unless KV holds a later one (`sync::check_checkpoint_*`).
+async fn sync_checkpoint(
+    req: Request,
+    env: &Env,
+    cfg: &Config,
+    method: &str,
+) -> worker::Result<Answer> {
+    let read = match method {
+        "PUT" => read_push(&req, cfg).await?,
+        // A read takes no body: one that comes with a body is refused unread.
+        "GET" => {
+            let (content_length, transfer_encoding) = framing_headers(&req)?;
+            let framing = body::Framing {
+                content_length: content_length.as_deref(),
+                transfer_encoding: transfer_encoding.as_deref(),
+            };
+            let has_body = req.inner().body().is_some();
+            match body::request_body_length(method, framing, has_body) {
+                Ok(_) => Ok((req.headers().get(sync::SIGNATURE_HEADER)?, Vec::new())),
+                Err(reply) => Err(reply),
+            }
+        }
+        _ => return Ok(sync::get_or_put().into()),
+    };
+    let (signature, body) = match read {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let now = now_ms() / 1000;
+    let checked = if method == "GET" {
+        sync::check_checkpoint_read(cfg, method, signature.as_deref(), now).map(|()| None)
+    } else {
+        sync::check_checkpoint_push(cfg, method, signature.as_deref(), &body, now).map(Some)
+    };
+    let pushed = match checked {
+        Ok(pushed) => pushed,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let key = shared::audit::KV_KEY;
+    let (kv, stored) = match kv_read(env, cfg, key).await {
+        Ok(read) => read,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let Some(pushed) = pushed else {
+        return Ok(sync::checkpoint_reply(stored.as_deref()).into());
+    };
+    if let Err(reply) = sync::check_checkpoint_against_stored(&pushed, &body, stored.as_deref()) {
+        return Ok(reply.into());
+    }
+    if let Err(reply) = kv_write(&kv, cfg, key, &body).await {
+        return Ok(reply.into());
+    }
+    Ok(Reply {
+        status: 204,
+        headers: vec![("cache-control", "no-store".to_owned())],
         body: String::new(),
     }
     .into())
@@ -856,6 +1026,43 @@ fn unauthenticated(cfg: &Config) -> decide::Admitted {
         route: &shared::scope::ROUTES[0],
         source: decide::Source::Header,
     }
+}
+
+/// The revocations namespace and the value under `key`; a failure is logged and becomes the
+/// 503 to answer.
+async fn kv_read(
+    env: &Env,
+    cfg: &Config,
+    key: &str,
+) -> Result<(worker::kv::KvStore, Option<Vec<u8>>), Reply> {
+    let kv = env.kv(REVOCATIONS_BINDING).map_err(|e| {
+        console_error!("lynxo-edge: KV binding {REVOCATIONS_BINDING} unavailable: {e}");
+        kv_unavailable(cfg)
+    })?;
+    match kv.get(key).bytes().await {
+        Ok(stored) => Ok((kv, stored)),
+        Err(e) => {
+            console_error!("lynxo-edge: KV read of {key} failed: {e}");
+            Err(kv_unavailable(cfg))
+        }
+    }
+}
+
+/// Writes `body` under `key`; a failure is logged and becomes the 503 to answer.
+async fn kv_write(
+    kv: &worker::kv::KvStore,
+    cfg: &Config,
+    key: &str,
+    body: &[u8],
+) -> Result<(), Reply> {
+    let written = match kv.put_bytes(key, body) {
+        Ok(put) => put.execute().await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| {
+        console_error!("lynxo-edge: KV write of {key} failed: {e}");
+        kv_unavailable(cfg)
+    })
 }
 
 fn kv_unavailable(cfg: &Config) -> Reply {
@@ -881,6 +1088,10 @@ mod tests {
         );
         assert_eq!(endpoint("PUT", "/_lynxo/sync/limits"), Endpoint::SyncLimits);
         assert_eq!(endpoint("GET", "/_lynxo/sync/limits"), Endpoint::SyncLimits);
+        assert_eq!(
+            endpoint("GET", "/_lynxo/sync/audit-checkpoint"),
+            Endpoint::SyncCheckpoint
+        );
         assert_eq!(endpoint("GET", "/v1/jobs"), Endpoint::Api);
     }
 }

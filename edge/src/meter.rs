@@ -33,8 +33,11 @@ pub const RETRY_AFTER_MS: u64 = 500;
 /// be reached; the oldest failed deliveries are dropped whole (and logged) beyond it.
 pub const MAX_BUFFERED: usize = 20_000;
 /// Allowed (non-denial) activity entries kept per key per batch, and per key per flush of an
-/// isolate; denials are always kept.
+/// isolate.
 pub const ALLOWED_ACTIVITY_PER_KEY: u32 = 100;
+/// Denials (answers of the edge itself) kept per key and outcome per batch, and per flush of
+/// an isolate: a flood of refused requests is counted exactly and sampled, never stored whole.
+pub const DENIED_ACTIVITY_PER_KEY: u32 = 10;
 /// Allowed activity entries kept per batch in all: the rest of the batch's room is for denials.
 pub const MAX_ALLOWED_ACTIVITY_PER_BATCH: usize = MAX_ACTIVITY_PER_BATCH / 2;
 /// The meter object seals and sends its open batch this long after the first delivery in it.
@@ -76,17 +79,6 @@ pub struct Seen {
     pub colo: Option<String>,
     /// `User-Agent` as sent.
     pub user_agent: Option<String>,
-}
-
-/// How an answer of the edge itself is classified (an origin answer is
-/// [`Outcome::of_origin_status`]).
-pub fn outcome_of_edge_status(status: u16) -> Outcome {
-    match status {
-        401 => Outcome::Unauthorized,
-        403 => Outcome::Forbidden,
-        429 => Outcome::RateLimited,
-        other => Outcome::of_origin_status(other),
-    }
 }
 
 /// One answered request, as the buffer records it.
@@ -139,10 +131,11 @@ pub fn object_name(shard: u16) -> String {
 }
 
 /// The activity sampling rule of a batch, shared by the isolate's parts and the object's open
-/// batch: every denial and up to [`ALLOWED_ACTIVITY_PER_KEY`] other requests per key (at most
-/// [`MAX_ALLOWED_ACTIVITY_PER_BATCH`] in all, so denials always have room), at most
-/// [`MAX_ACTIVITY_PER_BATCH`] entries in all. `kept_of_key` is the key's allowed entries kept
-/// so far; both counters move when the entry is kept.
+/// batch: up to [`ALLOWED_ACTIVITY_PER_KEY`] allowed requests per key (at most
+/// [`MAX_ALLOWED_ACTIVITY_PER_BATCH`] in all, so denials always have room) and up to
+/// [`DENIED_ACTIVITY_PER_KEY`] denials per key and outcome, at most [`MAX_ACTIVITY_PER_BATCH`]
+/// entries in all. `kept_of_key` is the entries kept so far for the key (allowed) or for the
+/// key and outcome (denials); both counters move when the entry is kept.
 fn keep(entries: usize, outcome: Outcome, kept_of_key: &mut u32, allowed_kept: &mut usize) -> bool {
     if entries >= MAX_ACTIVITY_PER_BATCH {
         return false;
@@ -153,9 +146,11 @@ fn keep(entries: usize, outcome: Outcome, kept_of_key: &mut u32, allowed_kept: &
         {
             return false;
         }
-        *kept_of_key += 1;
         *allowed_kept += 1;
+    } else if *kept_of_key >= DENIED_ACTIVITY_PER_KEY {
+        return false;
     }
+    *kept_of_key += 1;
     true
 }
 
@@ -185,6 +180,7 @@ struct Part {
     last_used: HashMap<KeyId, Last>,
     activity: Vec<Activity>,
     allowed_of_key: HashMap<KeyId, u32>,
+    denied_of_key: HashMap<(KeyId, Outcome), u32>,
     allowed_kept: usize,
     dropped_activity: u64,
 }
@@ -232,11 +228,12 @@ impl Part {
                 );
             }
         }
-        let mut none = 0;
         let kept_of_key = if answered.outcome.is_allowed() {
             self.allowed_of_key.entry(caller.key_id).or_insert(0)
         } else {
-            &mut none
+            self.denied_of_key
+                .entry((caller.key_id, answered.outcome))
+                .or_insert(0)
         };
         if keep(
             self.activity.len(),
@@ -446,10 +443,13 @@ pub fn seen_cutoff(now_ms: u64) -> String {
     format!("seen/{:013}", now_ms.saturating_sub(DEDUPE_MS))
 }
 
-/// Allowed activity entries kept for one key in the open batch.
+/// Activity entries kept for one key in the open batch: allowed ones (`outcome` absent), or
+/// denials of one outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Sampled {
     key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outcome: Option<Outcome>,
     n: u32,
 }
 
@@ -534,26 +534,26 @@ impl Aggregate {
 
     /// Whether the batch keeps `entry` (see [`keep`]).
     fn sample(&mut self, entry: &Activity) -> bool {
-        let mut none = 0;
-        let kept_of_key = if entry.outcome.is_allowed() {
-            let i = match self.sampled.iter().position(|s| s.key_id == entry.key_id) {
-                Some(i) => i,
-                None => {
-                    self.sampled.push(Sampled {
-                        key_id: entry.key_id.clone(),
-                        n: 0,
-                    });
-                    self.sampled.len() - 1
-                }
-            };
-            &mut self.sampled[i].n
-        } else {
-            &mut none
+        let outcome = (!entry.outcome.is_allowed()).then_some(entry.outcome);
+        let i = match self
+            .sampled
+            .iter()
+            .position(|s| s.key_id == entry.key_id && s.outcome == outcome)
+        {
+            Some(i) => i,
+            None => {
+                self.sampled.push(Sampled {
+                    key_id: entry.key_id.clone(),
+                    outcome,
+                    n: 0,
+                });
+                self.sampled.len() - 1
+            }
         };
         keep(
             self.activity.len(),
             entry.outcome,
-            kept_of_key,
+            &mut self.sampled[i].n,
             &mut self.allowed_kept,
         )
     }
@@ -690,16 +690,6 @@ mod tests {
     }
 
     #[test]
-    fn edge_statuses_are_classified() {
-        assert_eq!(outcome_of_edge_status(401), Outcome::Unauthorized);
-        assert_eq!(outcome_of_edge_status(403), Outcome::Forbidden);
-        assert_eq!(outcome_of_edge_status(429), Outcome::RateLimited);
-        assert_eq!(outcome_of_edge_status(404), Outcome::ClientError);
-        assert_eq!(outcome_of_edge_status(503), Outcome::ServerError);
-        assert_eq!(outcome_of_edge_status(502), Outcome::ServerError);
-    }
-
-    #[test]
     fn activity_entries_carry_attribution_and_truncate() {
         let mut s = seen();
         s.user_agent = Some("é".repeat(200));
@@ -799,18 +789,19 @@ mod tests {
     }
 
     #[test]
-    fn the_isolate_keeps_denials_and_samples_the_rest() {
+    fn the_isolate_samples_allowed_requests_and_denials_per_key() {
         let mut buf = Buffer::default();
         for i in 0..150 {
             push(&mut buf, 1, Outcome::Success, T0 + i);
         }
         for i in 0..20 {
             push(&mut buf, 1, Outcome::Forbidden, T0 + i);
+            push(&mut buf, 1, Outcome::Unauthorized, T0 + i);
         }
         let d = part(&mut buf);
-        assert_eq!(d.activity.len(), 120);
-        assert_eq!(d.dropped_activity, 50);
-        assert_eq!(d.requests(), 170);
+        assert_eq!(d.activity.len(), 100 + 10 + 10);
+        assert_eq!(d.dropped_activity, 50 + 10 + 10);
+        assert_eq!(d.requests(), 190, "every request is counted");
         // The per-key allowance starts again with the next flush.
         for i in 0..150 {
             push(&mut buf, 1, Outcome::Success, T0 + i);
@@ -822,21 +813,23 @@ mod tests {
                 push(&mut buf, key, Outcome::Success, T0 + i);
             }
         }
-        for i in 0..600 {
-            push(&mut buf, 3, Outcome::RateLimited, T0 + i);
+        for key in 0..100u8 {
+            for i in 0..12 {
+                push(&mut buf, key, Outcome::RateLimited, T0 + i);
+            }
         }
         let d = part(&mut buf);
         assert_eq!(d.activity.len(), MAX_ACTIVITY_PER_BATCH);
         let denials = d.activity.iter().filter(|a| a.outcome.is_denial()).count();
         assert_eq!(denials, 500);
-        assert_eq!(d.dropped_activity, 1500 + 100);
-        assert_eq!(d.requests(), 2000 + 600);
+        assert_eq!(d.dropped_activity, 1500 + 700);
+        assert_eq!(d.requests(), 2000 + 1200);
     }
 
     #[test]
     fn the_object_applies_the_caps_over_the_whole_batch() {
         // Two isolates' parts, each within its own caps: the batch still keeps 100 allowed
-        // entries per key and every denial.
+        // entries per key and 10 denials per key and outcome.
         let mut agg = Aggregate::default();
         let mut kept = 0;
         for isolate in 0..2 {
@@ -850,9 +843,9 @@ mod tests {
             kept += agg.merge(part(&mut buf)).len();
         }
         let batch = seal(&mut agg);
-        assert_eq!(kept, 120);
-        assert_eq!(batch.activity.len(), 120);
-        assert_eq!(batch.dropped_activity, 60);
+        assert_eq!(kept, 110);
+        assert_eq!(batch.activity.len(), 110);
+        assert_eq!(batch.dropped_activity, 70);
         assert_eq!(batch.counts.iter().map(|c| c.n).sum::<u64>(), 180);
         // Allowed entries of many keys fill half a batch; denials the other half.
         let mut agg = Aggregate::default();
@@ -863,11 +856,13 @@ mod tests {
             }
             agg.merge(part(&mut buf));
         }
-        let mut buf = Buffer::default();
-        for i in 0..600 {
-            push(&mut buf, 3, Outcome::RateLimited, T0 + i);
+        for key in 0..100u8 {
+            let mut buf = Buffer::default();
+            for i in 0..10 {
+                push(&mut buf, key, Outcome::RateLimited, T0 + i);
+            }
+            agg.merge(part(&mut buf));
         }
-        agg.merge(part(&mut buf));
         let batch = seal(&mut agg);
         assert_eq!(batch.activity.len(), MAX_ACTIVITY_PER_BATCH);
         let denials = batch
@@ -876,7 +871,15 @@ mod tests {
             .filter(|a| a.outcome.is_denial())
             .count();
         assert_eq!(denials, 500);
-        assert_eq!(batch.dropped_activity, 1500 + 100);
+        assert_eq!(batch.dropped_activity, 1500 + 500);
+        // The sampling state survives a restart of the object.
+        let mut buf = Buffer::default();
+        push(&mut buf, 1, Outcome::Forbidden, T0);
+        let mut agg = Aggregate::default();
+        agg.merge(part(&mut buf));
+        let reloaded: Aggregate =
+            serde_json::from_str(&serde_json::to_string(&agg).unwrap()).unwrap();
+        assert_eq!(reloaded.sampled, agg.sampled);
     }
 
     #[test]
@@ -886,7 +889,12 @@ mod tests {
         let mut buf = Buffer::default();
         for delivery in 0..3 {
             for i in 0..4 {
-                push(&mut buf, 1, Outcome::Forbidden, T0 + delivery * 10 + i);
+                push(
+                    &mut buf,
+                    delivery as u8,
+                    Outcome::Forbidden,
+                    T0 + delivery * 10 + i,
+                );
             }
             let kept = agg.merge(part(&mut buf));
             stored.push((agg.next_chunk(), kept));
@@ -926,22 +934,33 @@ mod tests {
                 Flush::Pending
             );
         }
-        // Denials are kept, so they fill the activity log: flush at once, once.
-        let mut now = Vec::new();
+        // A flood of denials of one key is sampled too: only the timer.
         for i in 0..1_000 {
-            if push(&mut buf, 1, Outcome::RateLimited, T0 + i) == Flush::Now {
+            assert_eq!(
+                push(&mut buf, 1, Outcome::RateLimited, T0 + i),
+                Flush::Pending
+            );
+        }
+        // Denials of many keys fill the activity log: flush at once, once.
+        let mut now = Vec::new();
+        for i in 0..1_000_u64 {
+            let caller = Caller {
+                key_id: KeyId(u128::from(1 + i / 10).to_be_bytes()),
+                ..caller(0)
+            };
+            if buf.push(1, &caller, &seen(), answered(Outcome::Forbidden, T0)) == Flush::Now {
                 now.push(i);
             }
         }
-        assert_eq!(
-            now,
-            [MAX_ACTIVITY_PER_BATCH as u64 - ALLOWED_ACTIVITY_PER_KEY as u64 - 1]
-        );
+        let room = MAX_ACTIVITY_PER_BATCH as u64
+            - ALLOWED_ACTIVITY_PER_KEY as u64
+            - DENIED_ACTIVITY_PER_KEY as u64;
+        assert_eq!(now, [room - 1]);
         let deliveries = buf.take(T0, "n1");
         assert!(buf.is_empty());
         assert_eq!(buf.len(), 0);
         assert_eq!(deliveries.len(), 1, "one shard: one delivery");
-        assert_eq!(deliveries[0].requests(), 10_000 + 1_000);
+        assert_eq!(deliveries[0].requests(), 10_000 + 2_000);
         // Allowed requests of many keys fill their sample, not the buffer; their counts do.
         let mut now = Vec::new();
         for i in 0..FLUSH_AT as u64 {

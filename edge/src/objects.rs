@@ -1,7 +1,8 @@
 //! The worker's two Durable Object classes, as thin glue around pure modules:
 //!
-//! - [`KeyLimiter`] (binding `RATE_LIMITER`, one object per key, named by the key id in hex):
-//!   the key's [`Counter`](crate::limit::Counter), persisted after every change;
+//! - [`KeyLimiter`] (binding `RATE_LIMITER`, one object per budget: a key's, named by its id in
+//!   hex, or a refused key's, `refused-<id>`): the [`Counter`](crate::limit::Counter), persisted
+//!   after every change, or the route to the key's chain's budget;
 //! - [`UsageMeter`] (binding `METER`, objects `meter-0` .. `meter-<METER_SHARDS - 1>`): the open
 //!   [`Aggregate`], sealed batches and their delivery to the control plane.
 //!
@@ -15,7 +16,9 @@ use worker::{
     State, console_error, console_log, console_warn, durable_object, js_sys,
 };
 
-use crate::limit::{Call, Counter, SetOutcome};
+use shared::key::KeyId;
+
+use crate::limit::{Call, Counter, SetOutcome, Taken};
 use crate::meter::{self, Aggregate, Delivery};
 
 /// Storage key of a limiter's counter.
@@ -73,20 +76,39 @@ impl DurableObject for KeyLimiter {
             let mut slot = self.counter.borrow_mut();
             let counter = slot.get_or_insert_with(Counter::default);
             let answer = match call {
-                Call::Take { default, want } => {
-                    serde_json::to_string(&counter.take(default, want, now))?
-                }
+                Call::Take {
+                    default,
+                    want,
+                    returned,
+                } => match counter.budget.clone() {
+                    // This key's requests count at its chain's first key: send the isolate
+                    // there (tokens it hands back here were granted here).
+                    Some(budget) => {
+                        counter.take_back(&returned, now);
+                        serde_json::to_string(&Taken::Redirect { budget })?
+                    }
+                    None => serde_json::to_string(&Taken::Granted(
+                        counter.take(default, want, &returned, now),
+                    ))?,
+                },
                 Call::Set {
                     policy,
                     version,
+                    per_minute,
                     returned,
-                    lease_reset_ms,
                 } => {
-                    let applied = counter.set(policy, version, returned, lease_reset_ms, now);
+                    let applied = counter.set(policy, version, per_minute, &returned, now);
                     serde_json::to_string(&SetOutcome { applied })?
                 }
+                Call::Route { budget } => {
+                    if KeyId::parse_hex(&budget).is_none() {
+                        return Response::error("not a key id", 400);
+                    }
+                    counter.route(&budget);
+                    serde_json::to_string(&SetOutcome { applied: true })?
+                }
             };
-            (answer, *counter)
+            (answer, counter.clone())
         };
         storage
             .put(COUNTER_KEY, serde_json::to_string(&snapshot)?)

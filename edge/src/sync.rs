@@ -6,24 +6,30 @@
 //!                      &[b"revocations", shard_index_decimal, body])
 //! ```
 //!
-//! keyed by the key-signing keyring (`LYNXO_KEYRING`). Before the body is read
-//! ([`check_before_body`]): method, index, declared size, and the signature header's shape, kid
-//! and time (300 s tolerance). The body is then read up to `SYNC_MAX_BYTES` and checked in order:
-//! size, signature, that the shard opens with the keyring and is the shard of the path, then
-//! ([`check_against_stored`]) that it is not older than what KV holds. Only then does the worker
-//! write KV. Answers: 204 written, 401 unsigned or bad signature, 409 older than
-//! KV, 413 too large, 422 not a valid shard for this index.
+//! keyed by the key-signing keyring (`LYNXO_KEYRING`). Before the body is read: the method,
+//! the index, then ([`check_before_body`]) the declared size and the signature header's shape,
+//! kid and time (300 s tolerance). The body is then read up to `SYNC_MAX_BYTES` and checked in
+//! order: size, signature, that the shard opens with the keyring, is the shard of the path and is
+//! not already past its next-update time (stale), then ([`check_against_stored`]) that it is not
+//! older than what KV holds. Only then does the worker write KV. Answers: 204 written, 401
+//! unsigned or bad signature, 409 older than KV, 413 too large, 422 not a valid shard for this
+//! index, or stale.
+//!
+//! The audit checkpoint (`shared::audit`, [`check_checkpoint_push`], [`check_checkpoint_read`])
+//! has its own endpoint: `PUT` stores the control plane's newest checkpoint in KV unless KV holds
+//! a later one, `GET` (no body) hands it back; both signed.
 //!
 //! The same module checks the control plane's limits push (`PUT /_lynxo/sync/limits`, body a
 //! JSON `shared::limits::LimitPush`, signed with `shared::limits::sign_push`): method, size,
 //! signature, then every entry ([`check_limits_push`]). The worker applies each entry to its
 //! key's `KeyLimiter` object, which keeps only a newer version, so a retried push is harmless.
 
+use shared::audit::{self, CHECKPOINT_LEN, Checkpoint};
 use shared::envelope::{self, EnvelopeError};
 use shared::key::KeyId;
 use shared::limits::{self, LimitPush, MAX_PUSH_ENTRIES, Policy};
 use shared::mac::Keyring;
-use shared::revocation::{self, RevocationShard};
+use shared::revocation::{self, ListError, RevocationShard};
 
 use crate::body::Framing;
 use crate::config::Config;
@@ -78,20 +84,17 @@ pub fn parse_index(text: &str, cfg: &Config) -> Result<u16, Reply> {
         })
 }
 
-/// What the edge checks before it reads a push's body, cheapest first: the method (405), the
-/// declared length (400 if malformed, 413 if over `SYNC_MAX_BYTES`), and the signature header's
-/// presence, shape, kid and time (401). Only a push that passes all of them is read, and only up
-/// to `SYNC_MAX_BYTES` ([`crate::body::read_capped`]).
+/// What the edge checks before it reads a push's body (a `PUT`: the caller refused other
+/// methods), cheapest first: the declared length (400 if malformed or ambiguous, 413 if over
+/// `SYNC_MAX_BYTES`), and the signature header's presence, shape, kid and time (401). Only a push
+/// that passes all of them is read, and only up to `SYNC_MAX_BYTES`
+/// ([`crate::body::read_capped`]).
 pub fn check_before_body(
     cfg: &Config,
-    method: &str,
     framing: Framing<'_>,
     signature: Option<&str>,
     now: u64,
 ) -> Result<(), Reply> {
-    if method != "PUT" {
-        return Err(put_only());
-    }
     if framing
         .declared()?
         .is_some_and(|n| n > cfg.sync_max_bytes as u64)
@@ -135,7 +138,8 @@ fn missing_signature() -> Reply {
     )
 }
 
-fn put_only() -> Reply {
+/// 405 for an endpoint that takes `PUT` only.
+pub fn put_only() -> Reply {
     Problem::new(
         405,
         "method_not_allowed",
@@ -155,6 +159,10 @@ pub struct LimitEntry {
     pub policy: Policy,
     /// The policy's version.
     pub version: u64,
+    /// The plan's per-minute cap, if any.
+    pub per_minute: Option<u32>,
+    /// The key whose limiter counts this key's requests, when not its own.
+    pub budget: Option<KeyId>,
 }
 
 fn invalid_push(reason: &'static str, detail: impl Into<String>) -> Reply {
@@ -203,10 +211,28 @@ pub fn check_limits_push(
                 .policy
                 .check()
                 .map_err(|e| invalid_push("invalid_policy", format!("Entry {i}: {e}.")))?;
+            if entry.per_minute == Some(0) {
+                return Err(invalid_push(
+                    "invalid_policy",
+                    format!("Entry {i}: a per-minute cap allows at least 1 request."),
+                ));
+            }
+            let budget = match entry.budget.as_deref() {
+                None => None,
+                Some(text) => Some(KeyId::parse_hex(text).ok_or_else(|| {
+                    invalid_push(
+                        "invalid_key_id",
+                        format!("Entry {i}: the budget is not 32 lowercase hex digits."),
+                    )
+                })?),
+            };
             Ok(LimitEntry {
                 key_id,
                 policy: entry.policy,
                 version: entry.version,
+                per_minute: entry.per_minute,
+                // A key that names itself counts at its own limiter.
+                budget: budget.filter(|b| *b != key_id),
             })
         })
         .collect()
@@ -253,17 +279,38 @@ pub fn check_push(
             ),
         ));
     }
+    // Past its next-update by this edge's clock: no reader may use it, so it must not replace
+    // the shard KV holds (which would fail every key of the shard closed).
+    if let Err(ListError::Stale { next_update }) = shard.check(now, None) {
+        return Err(Problem::new(
+            422,
+            "stale_shard",
+            "Unprocessable Content",
+            format!(
+                "The shard's next update ({next_update}) is not after this edge's clock ({now}): \
+                 check the control plane's clock."
+            ),
+        )
+        .field("next_update", next_update)
+        .field("edge_time", now)
+        .reply());
+    }
     Ok(Push { index, shard })
 }
 
-/// Refuses a push older than the shard KV holds. A stored value that does not open (tampered,
-/// or signed by a retired kid) is replaced.
+/// Refuses a push older than the shard KV holds at `now`. A stored value that does not open
+/// (tampered, or signed by a retired kid), or that is past its next-update (no reader uses it),
+/// is replaced: a stale shard never blocks a fresh one.
 pub fn check_against_stored(
     push: &Push,
     stored: Option<&[u8]>,
     keyring: &Keyring,
+    now: u64,
 ) -> Result<(), Reply> {
-    let Some(stored) = stored.and_then(|b| RevocationShard::open(b, keyring).ok()) else {
+    let Some(stored) = stored
+        .and_then(|b| RevocationShard::open(b, keyring).ok())
+        .filter(|s| s.check(now, None).is_ok())
+    else {
         return Ok(());
     };
     let (have, new) = (stored.header().version, push.shard.header().version);
@@ -278,6 +325,121 @@ pub fn check_against_stored(
         .reply());
     }
     Ok(())
+}
+
+/// 405 for an endpoint that takes `GET` and `PUT`.
+pub fn get_or_put() -> Reply {
+    Problem::new(
+        405,
+        "method_not_allowed",
+        "Method Not Allowed",
+        "The checkpoint endpoint accepts GET and PUT.",
+    )
+    .header("allow", "GET, PUT")
+    .reply()
+}
+
+/// Checks a read of the stored audit checkpoint (`GET`) at `now`: method and signature.
+pub fn check_checkpoint_read(
+    cfg: &Config,
+    method: &str,
+    signature: Option<&str>,
+    now: u64,
+) -> Result<(), Reply> {
+    if method != "GET" {
+        return Err(get_or_put());
+    }
+    let signature = signature.ok_or_else(missing_signature)?;
+    audit::verify_read(&cfg.keyring, signature, now, TOLERANCE).map_err(signature_refusal)?;
+    Ok(())
+}
+
+/// Checks a push of an audit checkpoint (`PUT`) at `now`: method, size, signature, then its
+/// shape (the edge cannot check its tag: that needs the control plane's audit keyring).
+pub fn check_checkpoint_push(
+    cfg: &Config,
+    method: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    now: u64,
+) -> Result<Checkpoint, Reply> {
+    if method != "PUT" {
+        return Err(get_or_put());
+    }
+    if body.len() > cfg.sync_max_bytes {
+        return Err(too_large(cfg));
+    }
+    let signature = signature.ok_or_else(missing_signature)?;
+    audit::verify_push(&cfg.keyring, signature, body, now, TOLERANCE).map_err(signature_refusal)?;
+    Checkpoint::parse_unverified(body).map_err(|e| {
+        Problem::new(
+            422,
+            "invalid_checkpoint",
+            "Unprocessable Content",
+            format!("The body is not an audit checkpoint of {CHECKPOINT_LEN} bytes."),
+        )
+        .reason(e.code())
+        .reply()
+    })
+}
+
+/// Whether a checked checkpoint `body` may replace the one KV holds: only one that anchors a
+/// later event (or is the same bytes again, an idempotent retry). A stored value that does not
+/// parse is replaced.
+pub fn check_checkpoint_against_stored(
+    pushed: &Checkpoint,
+    body: &[u8],
+    stored: Option<&[u8]>,
+) -> Result<(), Reply> {
+    let Some((bytes, held)) =
+        stored.and_then(|b| Checkpoint::parse_unverified(b).ok().map(|c| (b, c)))
+    else {
+        return Ok(());
+    };
+    if pushed.seq > held.seq || bytes == body {
+        return Ok(());
+    }
+    Err(Problem::new(
+        409,
+        "stale_checkpoint",
+        "Conflict",
+        format!(
+            "The edge holds a checkpoint of event {}; the push anchors event {}.",
+            held.seq, pushed.seq
+        ),
+    )
+    .field("current_seq", held.seq)
+    .reply())
+}
+
+/// The answer to a checkpoint read: the stored bytes as hex, with the fields the edge can read.
+pub fn checkpoint_reply(stored: Option<&[u8]>) -> Reply {
+    let Some(bytes) = stored else {
+        return refuse(
+            404,
+            "not_found",
+            "Not Found",
+            "The edge holds no audit checkpoint yet.",
+        );
+    };
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    let parsed = Checkpoint::parse_unverified(bytes).ok();
+    let body = serde_json::json!({
+        "checkpoint": hex,
+        "seq": parsed.map(|c| c.seq),
+        "at": parsed.map(|c| c.at),
+    });
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ],
+        body: body.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -343,41 +505,31 @@ mod tests {
             status(check_push(&small, "PUT", "3", Some(&sig), &body, NOW)),
             413
         );
-        let before = |cfg: &Config, method, length, sig, now| {
+        let before = |cfg: &Config, length, sig, now| {
             let framing = Framing {
                 content_length: length,
                 transfer_encoding: None,
             };
-            check_before_body(cfg, method, framing, sig, now).map_err(|r| r.status)
+            check_before_body(cfg, framing, sig, now).map_err(|r| r.status)
         };
+        assert_eq!(before(&cfg, Some("10"), Some(sig.as_str()), NOW), Ok(()));
+        assert_eq!(before(&cfg, None, Some(sig.as_str()), NOW), Ok(()));
         assert_eq!(
-            before(&cfg, "PUT", Some("10"), Some(sig.as_str()), NOW),
-            Ok(())
-        );
-        assert_eq!(before(&cfg, "PUT", None, Some(sig.as_str()), NOW), Ok(()));
-        assert_eq!(
-            before(&small, "PUT", Some("11"), Some(sig.as_str()), NOW),
+            before(&small, Some("11"), Some(sig.as_str()), NOW),
             Err(413)
         );
         assert_eq!(
-            before(&cfg, "POST", None, Some(sig.as_str()), NOW),
-            Err(405)
-        );
-        assert_eq!(
-            before(&cfg, "PUT", Some("1, 1"), Some(sig.as_str()), NOW),
+            before(&cfg, Some("1, 1"), Some(sig.as_str()), NOW),
             Err(400)
         );
-        assert_eq!(before(&cfg, "PUT", None, None, NOW), Err(401));
-        assert_eq!(before(&cfg, "PUT", None, Some("t=1"), NOW), Err(401));
+        assert_eq!(before(&cfg, None, None, NOW), Err(401));
+        assert_eq!(before(&cfg, None, Some("t=1"), NOW), Err(401));
         assert_eq!(
-            before(&cfg, "PUT", None, Some(sig.as_str()), NOW + TOLERANCE + 1),
+            before(&cfg, None, Some(sig.as_str()), NOW + TOLERANCE + 1),
             Err(401)
         );
         let forged = format!("t={NOW},kid=9,v1={}", "00".repeat(32));
-        assert_eq!(
-            before(&cfg, "PUT", None, Some(forged.as_str()), NOW),
-            Err(401)
-        );
+        assert_eq!(before(&cfg, None, Some(forged.as_str()), NOW), Err(401));
     }
 
     #[test]
@@ -396,8 +548,29 @@ mod tests {
             [LimitEntry {
                 key_id: KeyId([0xab; 16]),
                 policy: Policy::new(5, 10).unwrap(),
-                version: 3
+                version: 3,
+                per_minute: None,
+                budget: None,
             }]
+        );
+        // A rotated key names its chain's budget and the plan's cap.
+        let root = KeyId([0xcd; 16]).to_string();
+        let chained = body.replace(
+            r#""version":3"#,
+            &format!(r#""version":3,"per_minute":6000,"budget":"{root}""#),
+        );
+        let sig2 = limits::sign_push(&cfg.keyring, chained.as_bytes(), NOW);
+        let entries = check("PUT", Some(&sig2), chained.as_bytes(), NOW).unwrap();
+        assert_eq!(
+            (entries[0].per_minute, entries[0].budget),
+            (Some(6000), Some(KeyId([0xcd; 16])))
+        );
+        // Naming itself is no redirection.
+        let own = body.replace(r#""version":3"#, &format!(r#""version":3,"budget":"{id}""#));
+        let sig3 = limits::sign_push(&cfg.keyring, own.as_bytes(), NOW);
+        assert_eq!(
+            check("PUT", Some(&sig3), own.as_bytes(), NOW).unwrap()[0].budget,
+            None
         );
         let status =
             |r: Result<Vec<LimitEntry>, Reply>| r.map(|_| 204).unwrap_or_else(|e| e.status);
@@ -437,12 +610,22 @@ mod tests {
             bad(body.replace(r#""limit":5"#, r#""limit":0"#)),
             (400, "invalid_policy".into())
         );
+        assert_eq!(
+            bad(body.replace(r#""version":3"#, r#""version":3,"per_minute":0"#)),
+            (400, "invalid_policy".into())
+        );
+        assert_eq!(
+            bad(body.replace(r#""version":3"#, r#""version":3,"budget":"x""#)),
+            (400, "invalid_key_id".into())
+        );
         let many = LimitPush {
             limits: vec![
                 shared::limits::LimitUpdate {
                     key_id: id.clone(),
                     policy: Policy::new(1, 1).unwrap(),
-                    version: 1
+                    version: 1,
+                    per_minute: None,
+                    budget: None,
                 };
                 MAX_PUSH_ENTRIES + 1
             ],
@@ -465,6 +648,112 @@ mod tests {
         );
     }
 
+    fn code(reply: &Reply) -> String {
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        v["code"].as_str().unwrap_or("").to_owned()
+    }
+
+    #[test]
+    fn a_push_past_its_next_update_is_refused_as_stale() {
+        let cfg = config();
+        let pushed = |next_update: u64| {
+            let header = ShardHeader {
+                shard: 3,
+                shard_count: 16,
+                version: 9,
+                issued_at: NOW - 3_600,
+                next_update,
+            };
+            let body = RevocationShard::new(header, 1, [])
+                .unwrap()
+                .encode(&cfg.keyring)
+                .unwrap();
+            let sig = sign_push(&cfg.keyring, 3, &body, NOW);
+            check_push(&cfg, "PUT", "3", Some(&sig), &body, NOW)
+        };
+        for stale in [NOW - 3_000, NOW - 1, NOW] {
+            let reply = pushed(stale).unwrap_err();
+            assert_eq!((reply.status, code(&reply)), (422, "stale_shard".into()));
+        }
+        assert!(pushed(NOW + 1).is_ok());
+    }
+
+    fn checkpoint(seq: u64) -> Vec<u8> {
+        let ring =
+            shared::audit::AuditKeyring::from_config(&format!("active=1;1:{}", "a5".repeat(32)))
+                .unwrap();
+        Checkpoint {
+            kid: 1,
+            seq,
+            legacy_upto: 0,
+            at: NOW,
+            head: [seq as u8; 32],
+        }
+        .encode(&ring)
+        .unwrap()
+        .to_vec()
+    }
+
+    #[test]
+    fn checkpoint_pushes_and_reads() {
+        let cfg = config();
+        let body = checkpoint(7);
+        let sig = audit::sign_push(&cfg.keyring, &body, NOW);
+        let push = |method, sig: Option<&str>, body: &[u8], now| {
+            check_checkpoint_push(&cfg, method, sig, body, now).map_err(|r| r.status)
+        };
+        assert_eq!(push("PUT", Some(&sig), &body, NOW + 5).unwrap().seq, 7);
+        assert_eq!(push("POST", Some(&sig), &body, NOW), Err(405));
+        assert_eq!(push("PUT", None, &body, NOW), Err(401));
+        assert_eq!(
+            push("PUT", Some(&sig), &body, NOW + TOLERANCE + 1),
+            Err(401)
+        );
+        // Another message's signature (a shard push, a read) does not pass.
+        let shard_sig = sign_push(&cfg.keyring, 0, &body, NOW);
+        assert_eq!(push("PUT", Some(&shard_sig), &body, NOW), Err(401));
+        let read_sig = audit::sign_read(&cfg.keyring, NOW);
+        assert_eq!(push("PUT", Some(&read_sig), &body, NOW), Err(401));
+        let junk = b"not a checkpoint";
+        let junk_sig = audit::sign_push(&cfg.keyring, junk, NOW);
+        assert_eq!(push("PUT", Some(&junk_sig), junk, NOW), Err(422));
+
+        let read = |method, sig: Option<&str>, now| {
+            check_checkpoint_read(&cfg, method, sig, now).map_err(|r| r.status)
+        };
+        assert_eq!(read("GET", Some(&read_sig), NOW + 10), Ok(()));
+        assert_eq!(read("GET", None, NOW), Err(401));
+        assert_eq!(read("GET", Some(&sig), NOW), Err(401));
+        assert_eq!(read("DELETE", Some(&read_sig), NOW), Err(405));
+        let reply = checkpoint_reply(Some(&body));
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!((reply.status, v["seq"].as_u64()), (200, Some(7)));
+        assert_eq!(v["checkpoint"].as_str().unwrap().len(), 2 * CHECKPOINT_LEN);
+        assert_eq!(checkpoint_reply(None).status, 404);
+    }
+
+    #[test]
+    fn a_checkpoint_never_replaces_a_later_one() {
+        let (c5, c7) = (checkpoint(5), checkpoint(7));
+        let parsed = |b: &[u8]| Checkpoint::parse_unverified(b).unwrap();
+        let check = |pushed: &[u8], stored: Option<&[u8]>| {
+            check_checkpoint_against_stored(&parsed(pushed), pushed, stored).map_err(|r| r.status)
+        };
+        assert_eq!(check(&c7, None), Ok(()));
+        assert_eq!(check(&c7, Some(&c5)), Ok(()));
+        assert_eq!(
+            check(&c7, Some(&c7)),
+            Ok(()),
+            "the same bytes again: a retry"
+        );
+        assert_eq!(check(&c5, Some(&c7)), Err(409));
+        assert_eq!(check(&c5, Some(b"garbage")), Ok(()));
+        // Another checkpoint of the same event (another head) is refused too.
+        let mut other = c7.clone();
+        other[40] ^= 1;
+        assert_eq!(check(&other, Some(&c7)), Err(409));
+    }
+
     #[test]
     fn older_than_stored_is_a_conflict() {
         let cfg = config();
@@ -478,12 +767,15 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert!(check_against_stored(&push, None, &cfg.keyring).is_ok());
-        assert!(check_against_stored(&push, Some(&shard(3, 16, 5, &cfg)), &cfg.keyring).is_ok());
-        assert!(check_against_stored(&push, Some(&shard(3, 16, 4, &cfg)), &cfg.keyring).is_ok());
-        assert!(check_against_stored(&push, Some(b"garbage"), &cfg.keyring).is_ok());
-        let reply =
-            check_against_stored(&push, Some(&shard(3, 16, 6, &cfg)), &cfg.keyring).unwrap_err();
-        assert_eq!(reply.status, 409);
+        let check =
+            |stored: Option<&[u8]>, now| check_against_stored(&push, stored, &cfg.keyring, now);
+        assert!(check(None, NOW).is_ok());
+        assert!(check(Some(&shard(3, 16, 5, &cfg)), NOW).is_ok());
+        assert!(check(Some(&shard(3, 16, 4, &cfg)), NOW).is_ok());
+        assert!(check(Some(b"garbage"), NOW).is_ok());
+        let newer = shard(3, 16, 6, &cfg);
+        assert_eq!(check(Some(&newer), NOW).unwrap_err().status, 409);
+        // The newer one held in KV has expired (next update NOW + 3600): it blocks nothing.
+        assert!(check(Some(&newer), NOW + 3_600).is_ok());
     }
 }

@@ -2,18 +2,29 @@
 //! buffers, flushed as named parts (some lost, some stored without an answer, all retried),
 //! merged by a model of the meter object (which remembers the names it stored, restarts from
 //! its storage and seals batches) give exactly the counts of the requests sent: none lost, none
-//! counted twice, and every request either in the activity log or counted as dropped.
+//! counted twice, every request either in the activity log or counted as dropped, and the
+//! denials of each key sampled up to their cap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use edge::meter::{Aggregate, Answered, Buffer, Caller, Delivery, Seen, outcome_of_edge_status};
+use edge::meter::{Aggregate, Answered, Buffer, Caller, DENIED_ACTIVITY_PER_KEY, Delivery, Seen};
 use proptest::prelude::*;
 use shared::key::KeyId;
 use shared::usage::{Activity, Batch, MAX_ACTIVITY_PER_BATCH, Outcome};
 
 const T0: u64 = 1_800_000_000_000;
 const SHARDS: u16 = 3;
-const STATUSES: [u16; 7] = [200, 302, 404, 502, 401, 403, 429];
+/// Answers: the origin's (200, 302, 404) and the edge's own (404, 502, 401, 403, 429).
+const ANSWERS: [(u16, Outcome); 8] = [
+    (200, Outcome::Success),
+    (302, Outcome::Redirect),
+    (404, Outcome::ClientError),
+    (404, Outcome::EdgeRefused),
+    (502, Outcome::EdgeError),
+    (401, Outcome::Unauthorized),
+    (403, Outcome::Forbidden),
+    (429, Outcome::RateLimited),
+];
 const SCOPES: [Option<&str>; 3] = [None, Some("jobs:read"), Some("jobs:write")];
 
 /// What happens to one delivery attempt.
@@ -48,7 +59,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let fate = prop_oneof![Just(Fate::Stored), Just(Fate::Lost), Just(Fate::Unanswered)];
     prop_oneof![
-        8 => (0..2_usize, 0..5_u8, 0..3_usize, 0..7_usize, 0..180_000_u64).prop_map(
+        8 => (0..2_usize, 0..5_u8, 0..3_usize, 0..ANSWERS.len(), 0..180_000_u64).prop_map(
             |(isolate, key, scope, status, at)| Op::Request { isolate, key, scope, status, at }
         ),
         2 => (0..2_usize, proptest::collection::vec(fate, 1..4))
@@ -135,14 +146,12 @@ proptest! {
         let mut expected: HashMap<CountKey, u64> = HashMap::new();
         let mut latest: HashMap<String, u64> = HashMap::new();
         let mut requests = 0_u64;
-        let mut denials = 0_u64;
         let mut clock = T0;
         for op in ops {
             clock += 1;
             match op {
                 Op::Request { isolate, key, scope, status, at } => {
-                    let status = STATUSES[status];
-                    let outcome = outcome_of_edge_status(status);
+                    let (status, outcome) = ANSWERS[status];
                     let caller = Caller {
                         key_id: KeyId([key; 16]),
                         account_id: u64::from(key) + 100,
@@ -163,7 +172,6 @@ proptest! {
                     let last = latest.entry(id).or_default();
                     *last = (*last).max(at_ms);
                     requests += 1;
-                    denials += u64::from(outcome.is_denial());
                 }
                 Op::Flush { isolate, fates } => {
                     flush(&mut buffers[isolate], &mut objects, &fates, clock, &format!("i{isolate}"));
@@ -180,7 +188,7 @@ proptest! {
         }
         let mut counted: HashMap<CountKey, u64> = HashMap::new();
         let mut last_used: HashMap<String, u64> = HashMap::new();
-        let (mut in_activity, mut denials_in_activity, mut dropped) = (0_u64, 0_u64, 0_u64);
+        let (mut in_activity, mut dropped) = (0_u64, 0_u64);
         for object in &mut objects {
             object.seal();
             for batch in &object.batches {
@@ -197,15 +205,25 @@ proptest! {
                 }
                 prop_assert!(batch.activity.len() <= MAX_ACTIVITY_PER_BATCH);
                 in_activity += batch.activity.len() as u64;
-                denials_in_activity +=
-                    batch.activity.iter().filter(|a| a.outcome.is_denial()).count() as u64;
                 dropped += batch.dropped_activity;
+                // Denials are sampled per key and outcome: as many as the batch counted, up to
+                // the cap (fewer requests than a batch's room for them).
+                let mut denied: HashMap<(&str, Outcome), u64> = HashMap::new();
+                for c in batch.counts.iter().filter(|c| c.outcome.is_denial()) {
+                    *denied.entry((c.key_id.as_str(), c.outcome)).or_default() += c.n;
+                }
+                for ((key, outcome), n) in denied {
+                    let kept = batch
+                        .activity
+                        .iter()
+                        .filter(|a| a.key_id == key && a.outcome == outcome)
+                        .count() as u64;
+                    prop_assert_eq!(kept, n.min(u64::from(DENIED_ACTIVITY_PER_KEY)));
+                }
             }
         }
         prop_assert_eq!(counted, expected);
         prop_assert_eq!(last_used, latest);
         prop_assert_eq!(in_activity + dropped, requests);
-        // Fewer denials than a batch's room for them: every one is in the log.
-        prop_assert_eq!(denials_in_activity, denials);
     }
 }

@@ -184,8 +184,8 @@ proptest! {
             content_length: Some(index.as_str()),
             transfer_encoding: signature.as_deref(),
         };
-        let _ = sync::check_before_body(&cfg, &method, framing, signature.as_deref(), now);
-        let _ = edge::body::api_body_length(&method, framing, body.is_empty());
+        let _ = sync::check_before_body(&cfg, framing, signature.as_deref(), now);
+        let _ = edge::body::request_body_length(&method, framing, body.is_empty());
         let _ = sync::check_push(&cfg, &method, &index, signature.as_deref(), &body, now);
         let signed = sync::sign_push(&cfg.keyring, 0, &body, NOW);
         prop_assert!(sync::check_push(&cfg, "PUT", "0", Some(&signed), &body, NOW).is_err());
@@ -230,11 +230,17 @@ proptest! {
         window in 1..=shared::limits::MAX_WINDOW,
         remaining in any::<u32>(),
         reset_ms in any::<u64>(),
+        retry_ms in any::<u64>(),
+        per_minute in proptest::option::of(1..u32::MAX),
         now_ms in any::<u64>(),
     ) {
-        let status = edge::limit::Status { limit, window, remaining, reset_ms };
+        let status = edge::limit::Status { limit, window, remaining, reset_ms, retry_ms, per_minute };
         let [(_, policy), (_, current)] = status.headers(now_ms);
-        prop_assert_eq!(policy, format!("\"default\";q={limit};w={window}"));
+        let mut expected = format!("\"default\";q={limit};w={window}");
+        if let Some(cap) = per_minute {
+            expected.push_str(&format!(", \"minute\";q={cap};w=60"));
+        }
+        prop_assert_eq!(policy, expected);
         prop_assert!(current.starts_with("\"default\";r="));
         let reply = edge::limit::exceeded(&status, now_ms);
         prop_assert_eq!(reply.status, 429);
@@ -244,5 +250,9 @@ proptest! {
         let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
         prop_assert_eq!(&body["code"], "rate_limit_exceeded");
         prop_assert_eq!(body["retry_after"].as_u64(), Some(retry));
+        let refused = edge::limit::refused_exceeded(&status, now_ms);
+        prop_assert_eq!(refused.status, 429);
+        prop_assert!(refused.header("retry-after").is_some());
+        prop_assert!(refused.header("ratelimit").is_none());
     }
 }

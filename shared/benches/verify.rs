@@ -1,11 +1,14 @@
 //! The full verify path against the two designs a user would otherwise pick, in one run.
 //!
-//! - `lynxo_full`: decode, checksum, HMAC tag, expiry, revocation lookup in 1,000,000 ids, scope.
+//! - `lynxo_v2_full`: what the edge runs for every request with a key of the current format:
+//!   decode, checksum, SIV open (three SHA-256 compressions), expiry, revocation lookup in
+//!   1,000,000 ids, scope.
+//! - `lynxo_v1_full`: the same with a version 1 key (claims in clear, two compressions).
 //! - `jsonwebtoken_hs256`: decode + validate (signature, `exp`) of a JWT with the same claims.
 //! - `sha256_hashmap`: the store-a-hash design: SHA-256 of a random 32-byte key and a lookup in a
 //!   map of 1,000,000 hashes.
 //!
-//! Plus the steps of `lynxo_full` alone, to see where its time goes. Run: `cargo bench -p shared`.
+//! Plus the steps of the full path alone, to see where its time goes. Run: `cargo bench -p shared`.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -14,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use shared::mac::Purpose;
+use shared::mac::{PrfPurpose, Purpose};
 use shared::{gate, key, scope, testkit};
 
 const REVOKED: usize = 1_000_000;
@@ -37,6 +40,7 @@ fn verify_path(c: &mut Criterion) {
     let mut claims = testkit::claims(rng.key_id());
     claims.expires_at = Some(2_000_000_000);
     let text = shared::issue(&claims, &keyring).unwrap().into_inner();
+    let text_v1 = key::issue_v1(&claims, &keyring).unwrap().into_inner();
     let shard = testkit::revoked_shard(REVOKED, 99);
     let revoked_id = shard.ids().nth(REVOKED / 2).unwrap();
 
@@ -74,19 +78,21 @@ fn verify_path(c: &mut Criterion) {
     hashes.insert(Sha256::digest(stored_key).into(), u64::MAX);
 
     let mut group = c.benchmark_group("verify");
-    group.bench_function("lynxo_full", |b| {
-        b.iter(|| {
-            gate::authenticate(
-                black_box(&text),
-                &keyring,
-                NOW,
-                |id| shard.contains(id),
-                "GET",
-                "/v1/jobs",
-            )
-            .unwrap()
-        })
-    });
+    for (name, text) in [("lynxo_v2_full", &text), ("lynxo_v1_full", &text_v1)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                gate::authenticate(
+                    black_box(text),
+                    &keyring,
+                    NOW,
+                    |id| shard.contains(id),
+                    "GET",
+                    "/v1/jobs",
+                )
+                .unwrap()
+            })
+        });
+    }
     group.bench_function("jsonwebtoken_hs256", |b| {
         b.iter(|| {
             jsonwebtoken::decode::<JwtClaims>(black_box(&jwt), &jwt_key, &validation).unwrap()
@@ -104,13 +110,16 @@ fn verify_path(c: &mut Criterion) {
     steps.bench_function("parse_and_checksum", |b| {
         b.iter(|| key::parse(black_box(&text)).unwrap())
     });
-    steps.bench_function("key_verify", |b| {
+    steps.bench_function("key_verify_v2", |b| {
         b.iter(|| key::verify(black_box(&text), &keyring, NOW).unwrap())
+    });
+    steps.bench_function("key_verify_v1", |b| {
+        b.iter(|| key::verify(black_box(&text_v1), &keyring, NOW).unwrap())
     });
     let payload_text = key::parse(&text).unwrap().payload;
     steps.bench_function("base62_decode_payload", |b| {
         b.iter(|| {
-            let mut out = [0_u8; key::CLAIMS_LEN + key::TAG_LEN];
+            let mut out = [0_u8; key::PAYLOAD_LEN];
             shared::base62::decode_into(black_box(payload_text), &mut out).unwrap();
             out
         })
@@ -118,6 +127,12 @@ fn verify_path(c: &mut Criterion) {
     let mac = keyring.active_mac(Purpose::KeyTag);
     steps.bench_function("hmac_48_bytes", |b| {
         b.iter(|| mac.sign(black_box(&[0_u8; 48])))
+    });
+    let prf = keyring
+        .prf(keyring.active_kid(), PrfPurpose::KeySiv)
+        .unwrap();
+    steps.bench_function("prf_one_compression", |b| {
+        b.iter(|| prf.eval(black_box(&[0_u8; 48])))
     });
     steps.bench_function("revocation_lookup_miss", |b| {
         b.iter(|| shard.contains(black_box(claims.key_id)))

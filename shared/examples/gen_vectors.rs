@@ -29,6 +29,239 @@ fn claims_json(c: &Claims) -> Value {
     })
 }
 
+type Issuer = fn(&Claims, &Keyring) -> Result<key::PlainKey, key::IssueError>;
+
+/// One invalid-key vector: name, text, time, expected error code.
+type Case = (&'static str, String, u64, &'static str);
+
+/// The payload bytes of a `lnx_live_` key text.
+fn payload_of(text: &str) -> Vec<u8> {
+    let start = text.rfind('_').unwrap() + 1;
+    shared::base62::decode(&text[start..start + key::PAYLOAD_CHARS]).unwrap()
+}
+
+/// `good`'s payload changed by `f`, written as a key of `env` with a valid checksum.
+fn with_payload(good: &str, env: &str, f: &dyn Fn(&mut Vec<u8>)) -> String {
+    let mut p = payload_of(good);
+    f(&mut p);
+    key::encode_raw(env, &p)
+}
+
+/// Mistakes in the text, caught before any secret: the same for every format.
+fn text_cases(good: &str) -> Vec<Case> {
+    let mut substituted = good.to_owned().into_bytes();
+    substituted[30] = if substituted[30] == b'a' { b'b' } else { b'a' };
+    let overflow = {
+        let mut t = good[..good.len() - key::CHECKSUM_CHARS].to_owned();
+        t.replace_range(9..20, "zzzzzzzzzzz");
+        key::with_checksum(t)
+    };
+    vec![
+        (
+            "leading space",
+            format!(" {good}"),
+            NOW,
+            "surrounding_whitespace",
+        ),
+        (
+            "trailing newline",
+            format!("{good}\n"),
+            NOW,
+            "surrounding_whitespace",
+        ),
+        ("empty", String::new(), NOW, "missing_prefix"),
+        (
+            "whole Authorization value pasted",
+            format!("Bearer {good}"),
+            NOW,
+            "missing_prefix",
+        ),
+        (
+            "another vendor's key",
+            "sk_live_51HqLyjWDarjtT1zdp7dc".to_owned(),
+            NOW,
+            "missing_prefix",
+        ),
+        (
+            "hyphen inside",
+            format!("{}-{}", &good[..20], &good[21..]),
+            NOW,
+            "invalid_character",
+        ),
+        (
+            "last character lost",
+            good[..good.len() - 1].to_owned(),
+            NOW,
+            "invalid_length",
+        ),
+        ("character added", format!("{good}x"), NOW, "invalid_length"),
+        (
+            "no environment separator",
+            good.replacen("lnx_live_", "lnx_live", 1),
+            NOW,
+            "invalid_length",
+        ),
+        (
+            "one character mistyped",
+            String::from_utf8(substituted).unwrap(),
+            NOW,
+            "invalid_checksum",
+        ),
+        (
+            "unknown environment",
+            with_payload(good, "prod", &|_| {}),
+            NOW,
+            "unknown_environment",
+        ),
+        (
+            "environment relabelled",
+            with_payload(good, "dev", &|_| {}),
+            NOW,
+            "malformed",
+        ),
+        ("chunk out of range", overflow, NOW, "malformed"),
+    ]
+}
+
+/// Tampering and forgery that pass the checksum, by format.
+fn format_cases(format: u8, good: &str, ring: &Keyring) -> Vec<Case> {
+    let tampered = |f: &dyn Fn(&mut Vec<u8>)| with_payload(good, "live", f);
+    if format == 1 {
+        return vec![
+            (
+                "first byte 0, reserved",
+                tampered(&|p| p[0] = 0),
+                NOW,
+                "unsupported_version",
+            ),
+            ("unknown kid", tampered(&|p| p[1] = 9), NOW, "unknown_kid"),
+            (
+                "tag bit flipped",
+                tampered(&|p| p[60] ^= 0x01),
+                NOW,
+                "bad_tag",
+            ),
+            (
+                "claims changed, tag kept",
+                tampered(&|p| p[15] ^= 0x01),
+                NOW,
+                "bad_tag",
+            ),
+            (
+                "scopes widened, tag kept",
+                tampered(&|p| p[4] = 0x80),
+                NOW,
+                "bad_tag",
+            ),
+        ];
+    }
+    // Genuine tags on layouts no issuer writes: what a holder of a leaked secret could make.
+    let sealed = |claims: [u8; key::CLAIMS_LEN], ring: &Keyring| {
+        key::encode_raw("live", &key::seal_raw(&claims, ring).unwrap())
+    };
+    let mut layout = [0_u8; key::CLAIMS_LEN];
+    layout[..8].copy_from_slice(&[2, 1, 2, 0, 0, 0, 0, 3]);
+    let mut future = layout;
+    future[0] = 3;
+    let mut bad_environment = layout;
+    bad_environment[2] = 7;
+    let mut expiry_without_flag = layout;
+    expiry_without_flag[47] = 1;
+    let mut retired = layout;
+    retired[1] = 3;
+    let retired_ring = Keyring::new(3, &[(3, Secret::new(vec![0x33; 32]).unwrap())]).unwrap();
+    vec![
+        (
+            "first byte 0, reserved",
+            tampered(&|p| p[0] = 0),
+            NOW,
+            "unsupported_version",
+        ),
+        (
+            "version byte changed",
+            tampered(&|p| p[0] = 2 + (p[0] - 1) % 254),
+            NOW,
+            "unsupported_version",
+        ),
+        (
+            "sealed as version 3",
+            sealed(future, ring),
+            NOW,
+            "unsupported_version",
+        ),
+        (
+            "sealed by a retired kid",
+            sealed(retired, &retired_ring),
+            NOW,
+            "unknown_kid",
+        ),
+        (
+            "kid byte changed",
+            tampered(&|p| p[1] ^= 0x40),
+            NOW,
+            "unknown_kid",
+        ),
+        (
+            "kid switched to another kid of the ring",
+            tampered(&|p| p[1] ^= 1 ^ 2),
+            NOW,
+            "bad_tag",
+        ),
+        (
+            "tag bit flipped",
+            tampered(&|p| p[10] ^= 0x01),
+            NOW,
+            "bad_tag",
+        ),
+        (
+            "last tag byte changed",
+            tampered(&|p| p[17] ^= 0xFF),
+            NOW,
+            "bad_tag",
+        ),
+        (
+            "sealed claims bit flipped",
+            tampered(&|p| p[30] ^= 0x01),
+            NOW,
+            "bad_tag",
+        ),
+        (
+            "last sealed byte changed",
+            tampered(&|p| p[63] ^= 0x80),
+            NOW,
+            "bad_tag",
+        ),
+        (
+            "v1 claims behind a v2 header",
+            v1_behind_v2_header(good),
+            NOW,
+            "bad_tag",
+        ),
+        (
+            "genuine tag, unknown environment code",
+            sealed(bad_environment, ring),
+            NOW,
+            "malformed",
+        ),
+        (
+            "genuine tag, expiry without its flag",
+            sealed(expiry_without_flag, ring),
+            NOW,
+            "malformed",
+        ),
+    ]
+}
+
+/// `good`'s header and tag in front of the claims in clear: what a v1 reader would have read.
+fn v1_behind_v2_header(good: &str) -> String {
+    let mut p = payload_of(good);
+    let mut clear = [0_u8; key::CLAIMS_LEN];
+    clear[..2].copy_from_slice(&[2, 1]);
+    clear[2..8].copy_from_slice(&[2, 0, 0, 0, 0, 3]);
+    p[18..].copy_from_slice(&clear[2..]);
+    key::encode_raw("live", &p)
+}
+
 fn main() {
     let secrets = [(1_u8, [0x11_u8; 32]), (2, [0x22; 32])];
     let ring = Keyring::new(
@@ -106,130 +339,37 @@ fn main() {
             },
         ),
     ];
-    let valid: Vec<Value> = valid_claims
+    let issuers: [(u8, Issuer); 2] = [(1, key::issue_v1), (2, key::issue)];
+    let ring_ref = &ring;
+    let valid: Vec<Value> = issuers
         .iter()
-        .map(|(name, c)| {
-            json!({"name": name, "text": key::issue(c, &ring).unwrap().expose(), "now": NOW, "claims": claims_json(c)})
+        .flat_map(|&(format, issue)| {
+            valid_claims.iter().map(move |(name, c)| {
+                let text = issue(c, ring_ref).unwrap().into_inner();
+                json!({"name": format!("v{format}: {name}"), "format": format, "text": text,
+                       "payload": hex::encode(payload_of(&text)), "now": NOW, "claims": claims_json(c)})
+            })
         })
         .collect();
 
-    let good = key::issue(&base, &ring).unwrap().into_inner();
-    let payload = shared::base62::decode(&good[9..9 + key::PAYLOAD_CHARS]).unwrap();
-    let with_payload = |env: &str, f: &dyn Fn(&mut Vec<u8>)| {
-        let mut p = payload.clone();
-        f(&mut p);
-        key::encode_raw(env, &p)
-    };
-    let mut substituted = good.clone().into_bytes();
-    substituted[30] = if substituted[30] == b'a' { b'b' } else { b'a' };
-    let overflow = {
-        let mut t = good[..good.len() - key::CHECKSUM_CHARS].to_owned();
-        t.replace_range(9..20, "zzzzzzzzzzz");
-        key::with_checksum(t)
-    };
-    let expiring = key::issue(&valid_claims[3].1, &ring).unwrap().into_inner();
-    let invalid = [
-        (
-            "leading space",
-            format!(" {good}"),
-            NOW,
-            "surrounding_whitespace",
-        ),
-        (
-            "trailing newline",
-            format!("{good}\n"),
-            NOW,
-            "surrounding_whitespace",
-        ),
-        ("empty", String::new(), NOW, "missing_prefix"),
-        (
-            "whole Authorization value pasted",
-            format!("Bearer {good}"),
-            NOW,
-            "missing_prefix",
-        ),
-        (
-            "another vendor's key",
-            "sk_live_51HqLyjWDarjtT1zdp7dc".to_owned(),
-            NOW,
-            "missing_prefix",
-        ),
-        (
-            "hyphen inside",
-            format!("{}-{}", &good[..20], &good[21..]),
-            NOW,
-            "invalid_character",
-        ),
-        (
-            "last character lost",
-            good[..good.len() - 1].to_owned(),
-            NOW,
-            "invalid_length",
-        ),
-        ("character added", format!("{good}x"), NOW, "invalid_length"),
-        (
-            "no environment separator",
-            good.replacen("lnx_live_", "lnx_live", 1),
-            NOW,
-            "invalid_length",
-        ),
-        (
-            "one character mistyped",
-            String::from_utf8(substituted).unwrap(),
-            NOW,
-            "invalid_checksum",
-        ),
-        (
-            "unknown environment",
-            with_payload("prod", &|_| {}),
-            NOW,
-            "unknown_environment",
-        ),
-        (
-            "environment relabelled",
-            with_payload("dev", &|_| {}),
-            NOW,
-            "malformed",
-        ),
-        ("chunk out of range", overflow, NOW, "malformed"),
-        (
-            "format version 2",
-            with_payload("live", &|p| p[0] = 2),
-            NOW,
-            "unsupported_version",
-        ),
-        (
-            "unknown kid",
-            with_payload("live", &|p| p[1] = 9),
-            NOW,
-            "unknown_kid",
-        ),
-        (
-            "tag bit flipped",
-            with_payload("live", &|p| p[60] ^= 0x01),
-            NOW,
-            "bad_tag",
-        ),
-        (
-            "claims changed, tag kept",
-            with_payload("live", &|p| p[15] ^= 0x01),
-            NOW,
-            "bad_tag",
-        ),
-        (
-            "scopes widened, tag kept",
-            with_payload("live", &|p| p[4] = 0x80),
-            NOW,
-            "bad_tag",
-        ),
-        ("expired", expiring.clone(), NOW + 1, "expired"),
-        ("expired long ago", expiring, u64::MAX, "expired"),
-    ];
-    let invalid: Vec<Value> = invalid
-        .iter()
-        .map(|(name, text, now, error)| json!({"name": name, "text": text, "now": now, "error": error}))
-        .collect();
-
+    let mut invalid = Vec::new();
+    for (format, issue) in issuers {
+        let good = issue(&base, &ring).unwrap().into_inner();
+        let expiring = issue(&valid_claims[3].1, &ring).unwrap().into_inner();
+        invalid.extend(
+            text_cases(&good)
+                .into_iter()
+                .chain(format_cases(format, &good, &ring))
+                .chain([
+                    ("expired", expiring.clone(), NOW + 1, "expired"),
+                    ("expired long ago", expiring, u64::MAX, "expired"),
+                ])
+                .map(|(name, text, now, error)| {
+                    json!({"name": format!("v{format}: {name}"), "format": format, "text": text,
+                           "now": now, "error": error})
+                }),
+        );
+    }
     let header = |shard, shard_count, version| ShardHeader {
         shard,
         shard_count,
@@ -362,7 +502,7 @@ fn main() {
         .collect();
 
     let doc = json!({
-        "description": "Lynxo Keys format v1 test vectors. Generated by shared/examples/gen_vectors.rs. Secrets are test-only.",
+        "description": "Lynxo Keys test vectors: key formats v1 (claims in clear) and v2 (sealed), revocation lists, routes. Generated by shared/examples/gen_vectors.rs. Secrets are test-only.",
         "keyring": {"active": 1, "keys": secrets.iter().map(|(kid, s)| json!({"kid": kid, "secret": hex::encode(s)})).collect::<Vec<_>>()},
         "valid_keys": valid,
         "invalid_keys": invalid,

@@ -1,37 +1,63 @@
-//! The API key format, version 1: `lnx_<env>_<body>`.
+//! The API key format: `lnx_<env>_<body>`, versions 1 and 2.
 //!
 //! A key is self-verifying: its body carries the claims (who, which environment, which scopes,
-//! when), an HMAC-SHA256 tag over them, and a public CRC32 checksum, so the edge decides a key's
-//! validity with no network call. The layout is specified, with the secret-scanner regex, in
-//! `docs/key-format.md`:
+//! when), a 128-bit tag over them, and a public CRC32 checksum, so the edge decides a key's
+//! validity with no network call. Version 2, which [`issue`] writes, seals the claims with
+//! deterministic authenticated encryption (SIV), so the body reads as random digits and tells
+//! nothing without the keyring; version 1 keys (claims in clear, HMAC tag) keep verifying. Both
+//! share one text form, specified with the secret-scanner regex in `docs/key-format.md`:
 //!
 //! ```text
-//! lnx_live_<88 base62 digits: 48 bytes of claims + 16 bytes of tag><6 digits: CRC32>
+//! lnx_live_<88 base62 digits: 64 payload bytes><6 digits: CRC32>
+//! v1 payload: claims (48 bytes, first byte 1) | HMAC tag (16)
+//! v2 payload: version and kid, whitened (2) | SIV tag (16) | sealed claims (46)
 //! ```
 //!
 //! Checks run cheapest first and stop at the first failure, so typos and random strings never
-//! reach the HMAC: length, whitespace, prefix, shape, checksum, then version, kid, tag, expiry.
+//! reach the crypto: length, whitespace, prefix, shape, checksum, then version, kid, tag, claims,
+//! expiry.
 
 use core::fmt;
 
 use crate::base62;
-use crate::mac::{Keyring, Purpose};
+use crate::mac::{self, Keyring, Prf, PrfPurpose, Purpose};
 use crate::scope::ScopeSet;
 
 /// The product prefix every key starts with. Secret scanners match on it: it must never change.
 pub const PREFIX: &str = "lnx_";
 
-/// The claims layout this crate issues.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version [`issue`] writes.
+pub const FORMAT_VERSION: u8 = V2;
 
-/// Bytes of signed claims.
+/// The first version, claims in clear: its payload starts with this byte, which no later
+/// version writes there.
+const V1: u8 = 1;
+
+/// The sealed version.
+const V2: u8 = 2;
+
+/// Bytes of a key's payload, in every version: what its 88 base62 digits decode to.
+pub const PAYLOAD_LEN: usize = CLAIMS_LEN + TAG_LEN;
+
+/// Bytes of the claims layout: version, kid, then the claim fields. Version 1 carries it in
+/// clear; version 2 authenticates it and seals the fields.
 pub const CLAIMS_LEN: usize = 48;
 
-/// Bytes of the HMAC-SHA256 tag kept in a key (128 bits).
+/// Bytes of the tag kept in a key (128 bits), in every version.
 pub const TAG_LEN: usize = 16;
 
-/// Base62 digits of the claims and tag.
-pub const PAYLOAD_CHARS: usize = base62::encoded_len(CLAIMS_LEN + TAG_LEN);
+/// Bytes of the claim fields a v2 key seals: the claims layout after version and kid.
+pub const SEALED_LEN: usize = CLAIMS_LEN - 2;
+
+/// Bytes of a v2 key's public header (whitened version and kid), before its tag.
+const HEADER_LEN: usize = PAYLOAD_LEN - TAG_LEN - SEALED_LEN;
+
+/// How many versions the whitened header byte can name: `2..=255`. Byte 0 is kept for a future
+/// layout and byte 1 is version 1's.
+const HEADER_VERSIONS: u16 = 254;
+
+/// Base62 digits of the payload.
+pub const PAYLOAD_CHARS: usize = base62::encoded_len(PAYLOAD_LEN);
 
 /// Base62 digits of the CRC32 checksum.
 pub const CHECKSUM_CHARS: usize = 6;
@@ -142,7 +168,8 @@ impl fmt::Debug for KeyId {
     }
 }
 
-/// What a key says about itself. Everything here is signed.
+/// What a key says about itself. Everything here is authenticated by the key's tag; in a v2 key
+/// everything but `kid` is also sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claims {
     /// Signing-key id: which keyring entry signed this key.
@@ -162,9 +189,10 @@ pub struct Claims {
 }
 
 impl Claims {
-    fn to_bytes(self) -> [u8; CLAIMS_LEN] {
+    /// The claims layout under `version`: what a v1 key carries and what a v2 key's tag covers.
+    fn to_bytes(self, version: u8) -> [u8; CLAIMS_LEN] {
         let mut b = [0_u8; CLAIMS_LEN];
-        b[0] = FORMAT_VERSION;
+        b[0] = version;
         b[1] = self.kid;
         b[2] = self.environment.code();
         b[3] = if self.expires_at.is_some() {
@@ -180,8 +208,9 @@ impl Claims {
         b
     }
 
-    /// Reads claims whose tag has already been checked. Anything a v1 issuer never writes is
-    /// refused, so each claims value has exactly one byte form.
+    /// Reads claims whose tag has already been checked (byte 0, the version, is the caller's).
+    /// Anything an issuer never writes is refused, so each claims value has exactly one byte
+    /// form.
     fn from_bytes(b: &[u8; CLAIMS_LEN]) -> Result<Self, KeyError> {
         let u64_at = |i: usize| {
             let mut x = [0; 8];
@@ -293,7 +322,8 @@ pub enum KeyError {
     /// The key's environment tag is not one of `dev`, `stage`, `live`.
     #[error("the key names an unknown environment")]
     UnknownEnvironment,
-    /// The checksum is right but the body is not a v1 encoding.
+    /// The checksum is right but the body is no key's encoding: a chunk out of range, claims
+    /// no issuer writes, or an environment tag that disagrees with the authenticated one.
     #[error("the key is malformed")]
     Malformed,
     /// The claims are of a format version this build does not know.
@@ -302,7 +332,7 @@ pub enum KeyError {
     /// No signing key with this id is in the keyring.
     #[error("unknown signing key id {0}")]
     UnknownKid(u8),
-    /// The HMAC tag does not match the claims: forged or tampered.
+    /// The tag does not match the claims (v1) or the sealed claims (v2): forged or tampered.
     #[error("the key's signature does not match")]
     BadTag,
     /// The key expired at this Unix time.
@@ -346,22 +376,140 @@ impl KeyError {
     }
 }
 
-/// Signs `claims` under the keyring entry `claims.kid` and returns the key text.
+/// Seals `claims` as a v2 key under the keyring entry `claims.kid` and returns the key text.
 pub fn issue(claims: &Claims, keyring: &Keyring) -> Result<PlainKey, IssueError> {
+    let payload = seal(&claims.to_bytes(V2), keyring).ok_or(IssueError::UnknownKid(claims.kid))?;
+    Ok(PlainKey(encode_raw(claims.environment.tag(), &payload)))
+}
+
+/// Signs `claims` as a version 1 key (claims in clear), as keys were issued before v2. Only for
+/// tests that hold v1 keys to verifying: nothing issues v1 keys any more.
+#[cfg(feature = "testkit")]
+pub fn issue_v1(claims: &Claims, keyring: &Keyring) -> Result<PlainKey, IssueError> {
     let mac = keyring
         .mac(claims.kid, Purpose::KeyTag)
         .ok_or(IssueError::UnknownKid(claims.kid))?;
-    let mut payload = [0_u8; CLAIMS_LEN + TAG_LEN];
-    payload[..CLAIMS_LEN].copy_from_slice(&claims.to_bytes());
+    let mut payload = [0_u8; PAYLOAD_LEN];
+    payload[..CLAIMS_LEN].copy_from_slice(&claims.to_bytes(V1));
     let tag = mac.sign(&payload[..CLAIMS_LEN]);
     payload[CLAIMS_LEN..].copy_from_slice(&tag[..TAG_LEN]);
-
-    let text = encode_raw(claims.environment.tag(), &payload);
-    Ok(PlainKey(text))
+    Ok(PlainKey(encode_raw(claims.environment.tag(), &payload)))
 }
 
-/// Writes `lnx_<env_tag>_<base62 payload><checksum>` for any bytes: [`issue`] uses it with signed
-/// claims; tests and fuzzers use it to build keys that pass the checksum but not later checks.
+/// Seals any claims layout, as [`issue`] does but without checking its fields, under version
+/// `claims[0]` (at least 2) and kid `claims[1]`: for tests and fuzzers that need a genuine tag
+/// on claims no issuer writes. `None` for a version below 2 or a kid not in the ring.
+#[cfg(feature = "testkit")]
+pub fn seal_raw(claims: &[u8; CLAIMS_LEN], keyring: &Keyring) -> Option<[u8; PAYLOAD_LEN]> {
+    (claims[0] >= V2).then(|| seal(claims, keyring)).flatten()
+}
+
+/// The v2 payload of a claims layout whose version byte is at least 2: SIV.
+///
+/// `tag = PRF_siv(claims)[..16]`, then `sealed = fields ^ PRF_stream(tag || 0) || PRF_stream(tag
+/// || 1)`, where `fields` is the layout after version and kid; the header carries version and
+/// kid, whitened with the tag so it too reads as random. Three SHA-256 compressions.
+fn seal(claims: &[u8; CLAIMS_LEN], keyring: &Keyring) -> Option<[u8; PAYLOAD_LEN]> {
+    let (version, kid) = (claims[0], claims[1]);
+    let siv = keyring.prf(kid, PrfPurpose::KeySiv)?;
+    let stream = keyring.prf(kid, PrfPurpose::KeyStream)?;
+    let mut tag = [0_u8; TAG_LEN];
+    tag.copy_from_slice(&siv.eval(claims)[..TAG_LEN]);
+    let mut payload = [0_u8; PAYLOAD_LEN];
+    payload[..HEADER_LEN].copy_from_slice(&write_header(version, kid, &tag));
+    payload[HEADER_LEN..HEADER_LEN + TAG_LEN].copy_from_slice(&tag);
+    let mut sealed = [0_u8; SEALED_LEN];
+    sealed.copy_from_slice(&claims[2..]);
+    xor_keystream(&mut sealed, stream, &tag);
+    payload[HEADER_LEN + TAG_LEN..].copy_from_slice(&sealed);
+    Some(payload)
+}
+
+/// Reverses [`seal`] and checks the tag: the claims layout of a genuine v2 payload.
+fn open(payload: &[u8; PAYLOAD_LEN], keyring: &Keyring) -> Result<[u8; CLAIMS_LEN], KeyError> {
+    let (header, rest) = payload.split_at(HEADER_LEN);
+    let (tag, sealed) = rest.split_at(TAG_LEN);
+    let mut tag_bytes = [0_u8; TAG_LEN];
+    tag_bytes.copy_from_slice(tag);
+    let (version, kid) = read_header([header[0], header[1]], &tag_bytes);
+    if version != V2 {
+        return Err(KeyError::UnsupportedVersion(version));
+    }
+    let (Some(siv), Some(stream)) = (
+        keyring.prf(kid, PrfPurpose::KeySiv),
+        keyring.prf(kid, PrfPurpose::KeyStream),
+    ) else {
+        return Err(KeyError::UnknownKid(kid));
+    };
+    let mut fields = [0_u8; SEALED_LEN];
+    fields.copy_from_slice(sealed);
+    xor_keystream(&mut fields, stream, &tag_bytes);
+    let mut claims = [0_u8; CLAIMS_LEN];
+    claims[0] = version;
+    claims[1] = kid;
+    claims[2..].copy_from_slice(&fields);
+    if !mac::tag_matches(&siv.eval(&claims), tag, TAG_LEN) {
+        return Err(KeyError::BadTag);
+    }
+    Ok(claims)
+}
+
+/// Checks a v1 payload's HMAC tag: its claims layout, in clear.
+fn open_v1(payload: &[u8; PAYLOAD_LEN], keyring: &Keyring) -> Result<[u8; CLAIMS_LEN], KeyError> {
+    let (claims, tag) = payload.split_at(CLAIMS_LEN);
+    let kid = claims[1];
+    let mac = keyring
+        .mac(kid, Purpose::KeyTag)
+        .ok_or(KeyError::UnknownKid(kid))?;
+    if !mac.verify(claims, tag, TAG_LEN) {
+        return Err(KeyError::BadTag);
+    }
+    let mut fixed = [0_u8; CLAIMS_LEN];
+    fixed.copy_from_slice(claims);
+    Ok(fixed)
+}
+
+/// XORs the 46 sealed bytes with the keystream of `tag`: `PRF(tag || 0) || PRF(tag || 1)`.
+fn xor_keystream(bytes: &mut [u8; SEALED_LEN], stream: &Prf, tag: &[u8; TAG_LEN]) {
+    let mut input = [0_u8; TAG_LEN + 1];
+    input[..TAG_LEN].copy_from_slice(tag);
+    let first = stream.eval(&input);
+    input[TAG_LEN] = 1;
+    let second = stream.eval(&input);
+    let (head, tail) = bytes.split_at_mut(32);
+    head.iter_mut().zip(first).for_each(|(b, k)| *b ^= k);
+    tail.iter_mut().zip(second).for_each(|(b, k)| *b ^= k);
+}
+
+/// The public whitening a v2 header takes from its tag: an offset in `0..254` for the version
+/// byte and a mask for the kid byte. Public on purpose: version and kid are read before any
+/// secret is chosen; the whitening only keeps them from showing as fixed digits.
+fn whitening(tag: &[u8; TAG_LEN]) -> (u16, u8) {
+    (
+        u16::from_be_bytes([tag[0], tag[1]]) % HEADER_VERSIONS,
+        tag[2],
+    )
+}
+
+/// The header of a v2-family payload: `2 + (version - 2 + offset) mod 254`, then `kid ^ mask`.
+/// Byte 0 is never 0 or 1, so a v1 key (byte 0 is 1) is told apart without any secret.
+fn write_header(version: u8, kid: u8, tag: &[u8; TAG_LEN]) -> [u8; HEADER_LEN] {
+    let (offset, mask) = whitening(tag);
+    let v = (u16::from(version - V2) + offset) % HEADER_VERSIONS;
+    [V2 + v as u8, kid ^ mask]
+}
+
+/// The version and kid of a header [`write_header`] wrote. Byte 0 is at least 2 ([`verify`]
+/// sends 0 and 1 elsewhere); the subtraction wraps rather than panic on the hot path.
+fn read_header(header: [u8; HEADER_LEN], tag: &[u8; TAG_LEN]) -> (u8, u8) {
+    let (offset, mask) = whitening(tag);
+    let v = (u16::from(header[0].wrapping_sub(V2)) + HEADER_VERSIONS - offset) % HEADER_VERSIONS;
+    (V2 + v as u8, header[1] ^ mask)
+}
+
+/// Writes `lnx_<env_tag>_<base62 payload><checksum>` for any bytes: [`issue`] uses it with a
+/// sealed payload; tests and fuzzers use it to build keys that pass the checksum but not later
+/// checks.
 pub fn encode_raw(env_tag: &str, payload: &[u8]) -> String {
     let mut text = String::with_capacity(PREFIX.len() + env_tag.len() + 1 + BODY_CHARS);
     text.push_str(PREFIX);
@@ -384,7 +532,7 @@ pub fn with_checksum(mut text: String) -> String {
 pub struct ParsedKey<'a> {
     /// The environment named in the text.
     pub environment: Environment,
-    /// The base62 digits of claims and tag (all known to be digits).
+    /// The base62 digits of the payload (all known to be digits).
     pub payload: &'a [u8],
 }
 
@@ -409,7 +557,9 @@ fn fast_shape(text: &str) -> Option<ParsedKey<'_>> {
     let rest = text.as_bytes().strip_prefix(PREFIX.as_bytes())?;
     // The longest environment tag is 5 characters: the separator is within the first 6.
     let sep = rest.iter().take(6).position(|&b| b == b'_')?;
-    let environment = Environment::from_tag(core::str::from_utf8(&rest[..sep]).ok()?)?;
+    let environment = Environment::ALL
+        .into_iter()
+        .find(|e| e.tag().as_bytes() == &rest[..sep])?;
     let body = &rest[sep + 1..];
     if body.len() != BODY_CHARS {
         return None;
@@ -490,26 +640,19 @@ pub fn diagnose(text: &str) -> Result<ParsedKey<'_>, KeyError> {
 /// This does not consult revocation: the caller checks [`Claims::key_id`] against its list.
 pub fn verify(text: &str, keyring: &Keyring, now: u64) -> Result<Claims, KeyError> {
     let parsed = fast_shape(text).ok_or_else(|| diagnosis(text))?;
-    let mut payload = [0_u8; CLAIMS_LEN + TAG_LEN];
+    let mut payload = [0_u8; PAYLOAD_LEN];
     base62::decode_into(parsed.payload, &mut payload).map_err(|e| match e {
         // A non-digit that the checksum let through: report it as `parse` would.
         base62::DecodeError::InvalidCharacter(_) => diagnosis(text),
         _ => KeyError::Malformed,
     })?;
-    let (claims_bytes, tag) = payload.split_at(CLAIMS_LEN);
-    if claims_bytes[0] != FORMAT_VERSION {
-        return Err(KeyError::UnsupportedVersion(claims_bytes[0]));
-    }
-    let kid = claims_bytes[1];
-    let mac = keyring
-        .mac(kid, Purpose::KeyTag)
-        .ok_or(KeyError::UnknownKid(kid))?;
-    if !mac.verify(claims_bytes, tag, TAG_LEN) {
-        return Err(KeyError::BadTag);
-    }
-    let mut fixed = [0_u8; CLAIMS_LEN];
-    fixed.copy_from_slice(claims_bytes);
-    let claims = Claims::from_bytes(&fixed)?;
+    // The first byte tells the versions apart before any secret is chosen.
+    let claims_bytes = match payload[0] {
+        V1 => open_v1(&payload, keyring)?,
+        0 => return Err(KeyError::UnsupportedVersion(0)),
+        _ => open(&payload, keyring)?,
+    };
+    let claims = Claims::from_bytes(&claims_bytes)?;
     if claims.environment != parsed.environment {
         return Err(KeyError::Malformed);
     }
@@ -585,6 +728,37 @@ mod tests {
         assert_eq!(verify(&text, &only_kid2, 0), Err(KeyError::UnknownKid(1)));
         let other_secret = Keyring::new(1, &[(1, Secret::new(vec![9; 32]).unwrap())]).unwrap();
         assert_eq!(verify(&text, &other_secret, 0), Err(KeyError::BadTag));
+    }
+
+    #[test]
+    fn v2_header_reads_back_without_any_secret_and_never_looks_like_v1() {
+        for seed in 0_u8..40 {
+            let tag: [u8; TAG_LEN] =
+                core::array::from_fn(|i| seed.wrapping_mul(97) ^ (i as u8).wrapping_mul(31));
+            for version in V2..=u8::MAX {
+                for kid in [0, 1, 2, 127, 255] {
+                    let header = write_header(version, kid, &tag);
+                    assert!(header[0] >= V2, "{header:?}");
+                    assert_eq!(read_header(header, &tag), (version, kid));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn v2_payload_is_sealed() {
+        let ring = keyring();
+        let c = claims();
+        let text = issue(&c, &ring).unwrap().into_inner();
+        let start = text.rfind('_').unwrap() + 1;
+        let payload = base62::decode(&text[start..start + PAYLOAD_CHARS]).unwrap();
+        let v1_layout = c.to_bytes(V1);
+        for field in [&v1_layout[8..16], &v1_layout[16..32], &v1_layout[32..40]] {
+            assert!(!payload.windows(field.len()).any(|w| w == field));
+        }
+        assert_ne!(payload[0], V1);
+        // Same claims, same key: sealing is deterministic.
+        assert_eq!(issue(&c, &ring).unwrap().into_inner(), text);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! the two can never disagree about a key. It is deliberately pure: no clock, no randomness and
 //! no I/O. Time comes in as `now` (Unix seconds), key ids and secrets come in as arguments.
 //!
-//! - [`key`]: the key format v1 (`lnx_<env>_<body>`), [`key::issue`] and [`key::verify`].
-//! - [`mac`]: HMAC-SHA256 signing keys, the [`mac::Keyring`] and exact-length tag checks.
+//! - [`key`]: the key format (`lnx_<env>_<body>`; v2 sealed, v1 still read), [`key::issue`] and
+//!   [`key::verify`].
+//! - [`mac`]: HMAC-SHA256 signing keys, the v2 sealing PRF, the [`mac::Keyring`] and
+//!   exact-length tag checks.
 //! - [`scope`]: the closed scope catalog, permission levels and the route policy.
 //! - [`revocation`]: the signed, versioned, sharded revocation-list format.
 //! - [`gate`]: the whole admission decision: key, revocation, route policy.
@@ -13,6 +15,7 @@
 //! - [`identity`]: the caller identity the edge forwards to the origin, and its signature.
 //! - [`limits`]: per-key rate-limit policies and their signed push to the edge.
 //! - [`usage`]: the usage batches the edge reports to the control plane.
+//! - [`audit`]: the audit keyring and the checkpoints that anchor the audit chain at the edge.
 //! - [`base62`]: the linear-time text encoding the key body uses.
 //!
 //! The formats are specified in `docs/key-format.md` and `docs/revocation-list.md`.
@@ -22,6 +25,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod audit;
 pub mod base62;
 pub mod envelope;
 pub mod gate;

@@ -22,6 +22,10 @@ pub const MAX_WINDOW: u32 = 86_400;
 /// Most entries in one push.
 pub const MAX_PUSH_ENTRIES: usize = 1000;
 
+/// The span, in seconds, of a key's per-minute cap ([`LimitUpdate::per_minute`]): no 60 seconds,
+/// aligned or not, admit more than the cap, whatever the key's window.
+pub const CAP_SPAN: u32 = 60;
+
 /// Domain separation: a limits push can never pass as another signed message.
 const PUSH_KIND: &[u8] = b"limits";
 
@@ -97,6 +101,16 @@ pub struct LimitUpdate {
     pub policy: Policy,
     /// Monotonic per key: the edge ignores an update older than one it has applied.
     pub version: u64,
+    /// The plan's per-minute cap: the most requests the key is admitted in any [`CAP_SPAN`]
+    /// seconds, aligned to its windows or not, whatever its window. Absent: only the window
+    /// limits the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    /// The key whose limiter counts this key's requests, 32 lowercase hex digits: the first key
+    /// of its rotation chain, so a key and its successor share one budget. Absent: its own.
+    /// Fixed for the life of a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
 }
 
 /// The body of a `PUT` to [`SYNC_PATH`].
@@ -161,12 +175,30 @@ mod tests {
                 key_id: "00".repeat(16),
                 policy: Policy::new(5, 10).unwrap(),
                 version: 7,
+                per_minute: None,
+                budget: None,
             }],
         };
         let text = serde_json::to_string(&push).unwrap();
         assert_eq!(
             text,
             r#"{"limits":[{"key_id":"00000000000000000000000000000000","limit":5,"window":10,"version":7}]}"#
+        );
+        assert_eq!(serde_json::from_str::<LimitPush>(&text).unwrap(), push);
+        // A rotated key names the first key of its chain; the plan's cap rides along.
+        let push = LimitPush {
+            limits: vec![LimitUpdate {
+                key_id: "01".repeat(16),
+                policy: Policy::new(8_640_000, 86_400).unwrap(),
+                version: 8,
+                per_minute: Some(6000),
+                budget: Some("00".repeat(16)),
+            }],
+        };
+        let text = serde_json::to_string(&push).unwrap();
+        assert_eq!(
+            text,
+            r#"{"limits":[{"key_id":"01010101010101010101010101010101","limit":8640000,"window":86400,"version":8,"per_minute":6000,"budget":"00000000000000000000000000000000"}]}"#
         );
         assert_eq!(serde_json::from_str::<LimitPush>(&text).unwrap(), push);
     }

@@ -8,6 +8,10 @@
 //! Tags are compared in constant time and their length is checked exactly: RustCrypto's
 //! `verify_truncated_left` accepts any non-empty prefix of the tag, which would let a forger
 //! guess a one-byte tag. [`MacKey::verify`] does not.
+//!
+//! Key format v2 seals its claims with two more subkeys per secret, each a [`Prf`]: SHA-256
+//! keyed through its chaining value, for inputs of one fixed length that fit one block. That is
+//! one compression per call where HMAC needs two; `docs/key-format.md` gives the argument.
 
 use core::fmt;
 
@@ -33,6 +37,9 @@ pub enum Purpose {
     Sync,
     /// Tags of the usage batches the edge sends to the control plane.
     Usage,
+    /// The control plane's sign-in defences: keyed names for attempt budgets (so an email is
+    /// never held in clear) and the device cookies of browsers that signed in before.
+    SignIn,
 }
 
 impl Purpose {
@@ -43,6 +50,26 @@ impl Purpose {
             Self::Identity => b"lynxo-keys/v1/identity",
             Self::Sync => b"lynxo-keys/v1/sync",
             Self::Usage => b"lynxo-keys/v1/usage",
+            Self::SignIn => b"lynxo-keys/v1/sign-in",
+        }
+    }
+}
+
+/// What a [`Prf`] subkey computes. The label is part of the derivation and must never change;
+/// each subkey only ever sees inputs of one length (its purpose fixes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrfPurpose {
+    /// The synthetic IV and tag of a v2 key: 48 bytes in (version, kid, claims).
+    KeySiv,
+    /// The keystream that seals a v2 key's claims: 17 bytes in (tag, block counter).
+    KeyStream,
+}
+
+impl PrfPurpose {
+    const fn label(self) -> &'static [u8] {
+        match self {
+            Self::KeySiv => b"lynxo-keys/v2/key-siv",
+            Self::KeyStream => b"lynxo-keys/v2/key-stream",
         }
     }
 }
@@ -103,22 +130,9 @@ pub struct MacKey {
 impl MacKey {
     /// Keys HMAC-SHA256 with `key` (any length, as RFC 2104 allows).
     pub fn new(key: &[u8]) -> Self {
-        let mut block = [0_u8; BLOCK_LEN];
-        if key.len() > BLOCK_LEN {
-            block[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            block[..key.len()].copy_from_slice(key);
-        }
-        let pad = |byte: u8| {
-            let mut padded = block;
-            padded.iter_mut().for_each(|b| *b ^= byte);
-            let mut state = SHA256_IV;
-            compress(&mut state, &padded);
-            state
-        };
         Self {
-            inner: pad(0x36),
-            outer: pad(0x5c),
+            inner: padded_key_state(key, IPAD),
+            outer: padded_key_state(key, OPAD),
         }
     }
 
@@ -147,11 +161,81 @@ impl MacKey {
     /// `tag_len` is the length the format defines, never `tag.len()`: a tag of any other length
     /// is rejected, so a short tag cannot be brute-forced. The comparison is constant-time.
     pub fn verify(&self, message: &[u8], tag: &[u8], tag_len: usize) -> bool {
-        if tag_len == 0 || tag_len > TAG_LEN || tag.len() != tag_len {
-            return false;
+        tag_matches(&self.sign(message), tag, tag_len)
+    }
+}
+
+/// Whether `tag` is exactly the first `tag_len` bytes of `expected`, compared in constant time.
+/// `tag_len` comes from the format, never from the input: a tag of any other length, or an
+/// empty one, is refused.
+pub fn tag_matches(expected: &[u8; TAG_LEN], tag: &[u8], tag_len: usize) -> bool {
+    if tag_len == 0 || tag_len > TAG_LEN || tag.len() != tag_len {
+        return false;
+    }
+    // Every byte pair is XORed into one accumulator with no branch, and only the accumulator
+    // goes through `subtle`'s optimisation barrier: the same guarantee as a byte-wise `ct_eq`
+    // on slices, which pays the barrier once per byte.
+    let diff = expected[..tag_len]
+        .iter()
+        .zip(tag)
+        .fold(0_u8, |acc, (e, t)| acc | (e ^ t));
+    diff.ct_eq(&0).into()
+}
+
+const IPAD: u8 = 0x36;
+const OPAD: u8 = 0x5c;
+
+/// The SHA-256 state after compressing RFC 2104's key block (`key` zero-padded to a block, or
+/// hashed first when longer) XORed with `pad`.
+fn padded_key_state(key: &[u8], pad: u8) -> [u32; 8] {
+    let mut block = [0_u8; BLOCK_LEN];
+    if key.len() > BLOCK_LEN {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    block.iter_mut().for_each(|b| *b ^= pad);
+    let mut state = SHA256_IV;
+    compress(&mut state, &block);
+    state
+}
+
+/// A pseudo-random function of one SHA-256 compression: `SHA-256((key ^ ipad) || input)`, the
+/// inner hash of HMAC-SHA256 without the outer one.
+///
+/// Only for inputs of one fixed length per subkey, at most 55 bytes (one block with padding):
+/// then the compression function keyed through its chaining value is the PRF (the assumption
+/// HMAC's own proof rests on), and length extension has nothing to extend, since no other
+/// length is ever evaluated. The type has no other operation, so a `Prf` subkey can never also
+/// serve as an HMAC key.
+#[derive(Clone)]
+pub struct Prf {
+    /// State after compressing `key ^ ipad`.
+    state: [u32; 8],
+}
+
+impl Prf {
+    /// Keys the PRF with `key` (RFC 2104's key block, as [`MacKey::new`]). Private: the only
+    /// `Prf`s are the keyring's subkeys.
+    fn new(key: &[u8]) -> Self {
+        Self {
+            state: padded_key_state(key, IPAD),
         }
-        let expected = self.sign(message);
-        expected[..tag_len].ct_eq(tag).into()
+    }
+
+    /// The 32-byte output for `input`. The length is a type parameter, checked at compile time,
+    /// so each call site evaluates exactly one length.
+    pub fn eval<const N: usize>(&self, input: &[u8; N]) -> [u8; 32] {
+        const { assert!(N <= BLOCK_LEN - 9, "a Prf input must fit one padded block") };
+        let mut block = [0_u8; BLOCK_LEN];
+        block[..N].copy_from_slice(input);
+        last_block(self.state, &mut block, N)
+    }
+}
+
+impl fmt::Debug for Prf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Prf(<redacted>)")
     }
 }
 
@@ -224,12 +308,16 @@ struct SigningKey {
     identity: MacKey,
     sync: MacKey,
     usage: MacKey,
+    sign_in: MacKey,
+    key_siv: Prf,
+    key_stream: Prf,
 }
 
 impl SigningKey {
     fn new(kid: u8, secret: &Secret) -> Self {
         let root = MacKey::new(secret.expose());
         let derive = |purpose: Purpose| MacKey::new(&root.sign(purpose.label()));
+        let derive_prf = |purpose: PrfPurpose| Prf::new(&root.sign(purpose.label()));
         Self {
             kid,
             key_tag: derive(Purpose::KeyTag),
@@ -237,6 +325,16 @@ impl SigningKey {
             identity: derive(Purpose::Identity),
             sync: derive(Purpose::Sync),
             usage: derive(Purpose::Usage),
+            sign_in: derive(Purpose::SignIn),
+            key_siv: derive_prf(PrfPurpose::KeySiv),
+            key_stream: derive_prf(PrfPurpose::KeyStream),
+        }
+    }
+
+    fn prf(&self, purpose: PrfPurpose) -> &Prf {
+        match purpose {
+            PrfPurpose::KeySiv => &self.key_siv,
+            PrfPurpose::KeyStream => &self.key_stream,
         }
     }
 
@@ -247,6 +345,7 @@ impl SigningKey {
             Purpose::Identity => &self.identity,
             Purpose::Sync => &self.sync,
             Purpose::Usage => &self.usage,
+            Purpose::SignIn => &self.sign_in,
         }
     }
 }
@@ -303,23 +402,7 @@ impl Keyring {
     /// Parses `active=KID;KID:HEX,KID:HEX` — the form secrets take in an environment variable
     /// or a Worker secret. Example: `active=1;1:00112233...`.
     pub fn from_config(text: &str) -> Result<Self, KeyringError> {
-        let text = text.trim();
-        let (active, entries) = text
-            .strip_prefix("active=")
-            .and_then(|rest| rest.split_once(';'))
-            .ok_or(KeyringError::InvalidEntry(0))?;
-        let active: u8 = active
-            .trim()
-            .parse()
-            .map_err(|_| KeyringError::InvalidEntry(0))?;
-        let mut secrets = Vec::new();
-        for (i, entry) in entries.split(',').enumerate() {
-            let invalid = || KeyringError::InvalidEntry(i + 1);
-            let (kid, hex) = entry.trim().split_once(':').ok_or_else(invalid)?;
-            let kid: u8 = kid.parse().map_err(|_| invalid())?;
-            let bytes = decode_hex(hex).ok_or_else(invalid)?;
-            secrets.push((kid, Secret::new(bytes)?));
-        }
+        let (active, secrets) = parse_config(text)?;
         Self::new(active, &secrets)
     }
 
@@ -343,6 +426,11 @@ impl Keyring {
         self.keys[usize::from(kid)].as_ref().map(|k| k.mac(purpose))
     }
 
+    /// The PRF subkey for `purpose` under `kid`, if the kid is in the ring.
+    pub fn prf(&self, kid: u8, purpose: PrfPurpose) -> Option<&Prf> {
+        self.keys[usize::from(kid)].as_ref().map(|k| k.prf(purpose))
+    }
+
     /// The pre-keyed MAC for `purpose` under the active kid.
     pub fn active_mac(&self, purpose: Purpose) -> &MacKey {
         // `new` guarantees the active kid is present.
@@ -358,6 +446,30 @@ impl fmt::Debug for Keyring {
             .field("kids", &self.kids().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// Parses the keyring text `active=KID;KID:HEX,KID:HEX` into the active kid and the secrets,
+/// without deriving anything: [`Keyring::from_config`] builds the signing keyring from it, and
+/// other keyrings of the same form (the control plane's audit keyring) reuse it.
+pub fn parse_config(text: &str) -> Result<(u8, Vec<(u8, Secret)>), KeyringError> {
+    let text = text.trim();
+    let (active, entries) = text
+        .strip_prefix("active=")
+        .and_then(|rest| rest.split_once(';'))
+        .ok_or(KeyringError::InvalidEntry(0))?;
+    let active: u8 = active
+        .trim()
+        .parse()
+        .map_err(|_| KeyringError::InvalidEntry(0))?;
+    let mut secrets = Vec::new();
+    for (i, entry) in entries.split(',').enumerate() {
+        let invalid = || KeyringError::InvalidEntry(i + 1);
+        let (kid, hex) = entry.trim().split_once(':').ok_or_else(invalid)?;
+        let kid: u8 = kid.parse().map_err(|_| invalid())?;
+        let bytes = decode_hex(hex).ok_or_else(invalid)?;
+        secrets.push((kid, Secret::new(bytes)?));
+    }
+    Ok((active, secrets))
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -417,24 +529,63 @@ mod tests {
         }
     }
 
+    const PURPOSES: [Purpose; 6] = [
+        Purpose::KeyTag,
+        Purpose::RevocationList,
+        Purpose::Identity,
+        Purpose::Sync,
+        Purpose::Usage,
+        Purpose::SignIn,
+    ];
+
     #[test]
     fn purposes_use_distinct_subkeys() {
         let ring = Keyring::new(1, &[(1, secret(7))]).unwrap();
-        let tags: Vec<_> = [
-            Purpose::KeyTag,
-            Purpose::RevocationList,
-            Purpose::Identity,
-            Purpose::Sync,
-            Purpose::Usage,
-        ]
-        .into_iter()
-        .map(|p| ring.active_mac(p).sign(b"same message"))
-        .collect();
+        let tags: Vec<_> = PURPOSES
+            .iter()
+            .map(|&p| ring.active_mac(p).sign(b"same message"))
+            .collect();
         for (i, a) in tags.iter().enumerate() {
             for b in &tags[i + 1..] {
                 assert_ne!(a, b);
             }
         }
+        // The PRF subkeys differ from each other and from every MAC subkey.
+        let mut states: Vec<[u32; 8]> =
+            PURPOSES.iter().map(|&p| ring.active_mac(p).inner).collect();
+        states.extend(
+            [PrfPurpose::KeySiv, PrfPurpose::KeyStream].map(|p| ring.prf(1, p).unwrap().state),
+        );
+        for (i, a) in states.iter().enumerate() {
+            for b in &states[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn prf_is_the_inner_hash_of_hmac() {
+        // SHA-256((key ^ ipad) || input), computed with the plain SHA-256 API: what another
+        // implementation of the format would write.
+        fn reference(key: &[u8], input: &[u8]) -> [u8; 32] {
+            let mut block = [0x36_u8; 64];
+            block.iter_mut().zip(key).for_each(|(b, k)| *b ^= k);
+            let mut h = Sha256::new();
+            h.update(block);
+            h.update(input);
+            h.finalize().into()
+        }
+        let key: Vec<u8> = (0..32).collect();
+        let prf = Prf::new(&key);
+        let input: Vec<u8> = (100..155).collect();
+        assert_eq!(prf.eval(&[0_u8; 0]), reference(&key, &[]));
+        assert_eq!(prf.eval(&[9_u8; 17]), reference(&key, &[9; 17]));
+        let forty_eight: [u8; 48] = input[..48].try_into().unwrap();
+        assert_eq!(prf.eval(&forty_eight), reference(&key, &forty_eight));
+        let most: [u8; 55] = input[..55].try_into().unwrap();
+        assert_eq!(prf.eval(&most), reference(&key, &most));
+        assert_eq!(prf.state, MacKey::new(&key).inner);
+        assert_eq!(format!("{prf:?}"), "Prf(<redacted>)");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Usage metering: what the edge reports to the control plane about the requests it answered.
 //!
 //! The edge records one [`Outcome`] per request it can attribute to a key (a key whose tag
-//! verified: allowed, revoked, expired, out of scope or over its limit; a forged key belongs to
-//! nobody). It aggregates them into a [`Batch`] per minute, key, route scope and outcome, with
-//! each key's last use and a bounded sample of recent requests for the activity log, and sends
-//! it to the control plane's [`INGEST_PATH`], signed with [`sign_batch`].
+//! verified: allowed, revoked, expired, out of scope, over its limit, or refused or failed by
+//! the edge itself; a forged key belongs to nobody). It aggregates them into a [`Batch`] per
+//! minute, key, route scope and outcome, with each key's last use and a bounded sample of recent
+//! requests for the activity log, and sends it to the control plane's [`INGEST_PATH`], signed
+//! with [`sign_batch`].
 //!
 //! Delivery is at least once: a batch is retried until the control plane acknowledges it. It is
 //! applied at most once: `(source, seq)` names a batch for ever, and the control plane records
@@ -26,6 +27,13 @@ pub const MAX_ACTIVITY_PER_BATCH: usize = 1000;
 const BATCH_KIND: &[u8] = b"usage-batch";
 
 /// How a request ended, as the usage counters and the activity log classify it.
+///
+/// Four classes say what the origin answered (`2xx` .. `5xx`): only these reached the origin,
+/// and only these are "allowed" (billable) traffic. Every other class is an answer the edge
+/// made itself, for a request it attributes to a key: the three refusals a client can act on
+/// (`401`, `403`, `429`), `edge_4xx` for the edge's other refusals (no such route, method not
+/// allowed) and `edge_5xx` for the edge's own failures (revocation list unavailable, origin
+/// unreachable, internal error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Outcome {
     /// Forwarded; the origin answered 1xx or 2xx.
@@ -34,12 +42,10 @@ pub enum Outcome {
     /// Forwarded; the origin answered 3xx.
     #[serde(rename = "3xx")]
     Redirect,
-    /// Forwarded and the origin answered 4xx, or the edge answered 404/405 to a verified key
-    /// calling a route that does not exist.
+    /// Forwarded; the origin answered 4xx.
     #[serde(rename = "4xx")]
     ClientError,
-    /// Forwarded and the origin answered 5xx, or the origin could not be reached, or the edge
-    /// could not check the key's revocation status.
+    /// Forwarded; the origin answered 5xx.
     #[serde(rename = "5xx")]
     ServerError,
     /// 401 from the edge: the key is revoked, expired or of another environment.
@@ -51,11 +57,19 @@ pub enum Outcome {
     /// 429 from the edge: the key is over its rate limit.
     #[serde(rename = "429")]
     RateLimited,
+    /// Another refusal by the edge itself for a verified key: 404 (no such route) or 405
+    /// (method not allowed). The origin never saw it.
+    #[serde(rename = "edge_4xx")]
+    EdgeRefused,
+    /// The edge failed to serve the request: 503 (the key's revocation status could not be
+    /// checked), 502 (the origin could not be reached) or 500. Not the origin's answer.
+    #[serde(rename = "edge_5xx")]
+    EdgeError,
 }
 
 impl Outcome {
     /// Every outcome, in display order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Success,
         Self::Redirect,
         Self::ClientError,
@@ -63,9 +77,12 @@ impl Outcome {
         Self::Unauthorized,
         Self::Forbidden,
         Self::RateLimited,
+        Self::EdgeRefused,
+        Self::EdgeError,
     ];
 
-    /// The wire name: `"2xx"`, `"3xx"`, `"4xx"`, `"5xx"`, `"401"`, `"403"` or `"429"`.
+    /// The wire name: `"2xx"`, `"3xx"`, `"4xx"`, `"5xx"`, `"401"`, `"403"`, `"429"`,
+    /// `"edge_4xx"` or `"edge_5xx"`.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Success => "2xx",
@@ -75,6 +92,8 @@ impl Outcome {
             Self::Unauthorized => "401",
             Self::Forbidden => "403",
             Self::RateLimited => "429",
+            Self::EdgeRefused => "edge_4xx",
+            Self::EdgeError => "edge_5xx",
         }
     }
 
@@ -93,19 +112,29 @@ impl Outcome {
         }
     }
 
-    /// Whether the edge refused the request (401, 403, 429): the activity log always keeps
-    /// these.
-    pub const fn is_denial(self) -> bool {
-        matches!(
-            self,
-            Self::Unauthorized | Self::Forbidden | Self::RateLimited
-        )
+    /// The outcome of an answer the edge made itself with `status` (never an origin class).
+    pub const fn of_edge_status(status: u16) -> Self {
+        match status {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            429 => Self::RateLimited,
+            500.. => Self::EdgeError,
+            _ => Self::EdgeRefused,
+        }
     }
 
-    /// Whether the request reached the origin (or was meant to: 5xx includes an unreachable
-    /// origin).
+    /// Whether the edge answered the request itself (a refusal or a failure of the edge): the
+    /// origin never answered it, so it is never billed as traffic.
+    pub const fn is_denial(self) -> bool {
+        !self.is_allowed()
+    }
+
+    /// Whether the origin answered the request: the traffic a customer is billed for.
     pub const fn is_allowed(self) -> bool {
-        !self.is_denial()
+        matches!(
+            self,
+            Self::Success | Self::Redirect | Self::ClientError | Self::ServerError
+        )
     }
 }
 
@@ -180,7 +209,7 @@ pub struct Batch {
     pub counts: Vec<Count>,
     /// Each key's latest request in the batch.
     pub last_used: Vec<LastUsed>,
-    /// Recent requests: every denial, and a bounded sample of the rest.
+    /// Recent requests: a bounded sample per key of the denials and of the rest.
     pub activity: Vec<Activity>,
     /// Requests left out of `activity` (they are still in `counts`).
     pub dropped_activity: u64,
@@ -248,6 +277,30 @@ mod tests {
         assert_eq!(Outcome::of_origin_status(503), Outcome::ServerError);
         assert!(Outcome::RateLimited.is_denial());
         assert!(Outcome::ClientError.is_allowed());
+    }
+
+    #[test]
+    fn the_edges_own_answers_are_never_origin_traffic() {
+        let cases = [
+            (401, Outcome::Unauthorized),
+            (403, Outcome::Forbidden),
+            (404, Outcome::EdgeRefused),
+            (405, Outcome::EdgeRefused),
+            (429, Outcome::RateLimited),
+            (500, Outcome::EdgeError),
+            (502, Outcome::EdgeError),
+            (503, Outcome::EdgeError),
+        ];
+        for (status, outcome) in cases {
+            assert_eq!(Outcome::of_edge_status(status), outcome, "{status}");
+            assert!(outcome.is_denial() && !outcome.is_allowed(), "{status}");
+        }
+        let allowed: Vec<&str> = Outcome::ALL
+            .iter()
+            .filter(|o| o.is_allowed())
+            .map(|o| o.name())
+            .collect();
+        assert_eq!(allowed, ["2xx", "3xx", "4xx", "5xx"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Checks the committed vectors (`tests/vectors/lynxo-v1.json`). The same file runs natively and,
-//! built for wasm32, under Node (`scripts/test-wasm.sh`), so the worker's build of this crate is
-//! held to the same bytes as the control plane's.
+//! Checks the committed vectors (`tests/vectors/lynxo-v1.json`: key formats v1 and v2, revocation
+//! lists, routes). The same file runs natively and, built for wasm32, under Node
+//! (`scripts/test-wasm.sh`), so the worker's build of this crate is held to the same bytes as the
+//! control plane's.
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -28,7 +29,9 @@ struct Vectors {
 #[derive(Deserialize)]
 struct ValidKey {
     name: String,
+    format: u8,
     text: String,
+    payload: String,
     now: u64,
     claims: ClaimsJson,
 }
@@ -47,6 +50,7 @@ struct ClaimsJson {
 #[derive(Deserialize)]
 struct InvalidKey {
     name: String,
+    format: u8,
     text: String,
     now: u64,
     error: String,
@@ -111,10 +115,18 @@ impl ClaimsJson {
 fn valid_keys_issue_and_verify_byte_for_byte() {
     let v = vectors();
     let ring = keyring(&v);
-    assert!(v.valid_keys.len() >= 5);
+    for format in [1, 2] {
+        let count = v.valid_keys.iter().filter(|k| k.format == format).count();
+        assert!(count >= 5, "{count} valid v{format} keys");
+    }
     for case in &v.valid_keys {
         let claims = case.claims.to_claims();
-        let issued = key::issue(&claims, &ring).unwrap();
+        let issued = match case.format {
+            1 => key::issue_v1(&claims, &ring),
+            2 => key::issue(&claims, &ring),
+            other => panic!("{}: format {other}", case.name),
+        }
+        .unwrap();
         assert_eq!(
             issued.expose(),
             case.text,
@@ -127,12 +139,10 @@ fn valid_keys_issue_and_verify_byte_for_byte() {
             "{}",
             case.name
         );
-        assert_eq!(
-            key::parse(&case.text).unwrap().environment,
-            claims.environment,
-            "{}",
-            case.name
-        );
+        let parsed = key::parse(&case.text).unwrap();
+        assert_eq!(parsed.environment, claims.environment, "{}", case.name);
+        let payload = shared::base62::decode(core::str::from_utf8(parsed.payload).unwrap());
+        assert_eq!(hex::encode(payload.unwrap()), case.payload, "{}", case.name);
     }
 }
 
@@ -144,23 +154,28 @@ fn invalid_keys_fail_with_their_error() {
     for case in &v.invalid_keys {
         let err = key::verify(&case.text, &ring, case.now).expect_err(&case.name);
         assert_eq!(err.code(), case.error, "{}: {err:?}", case.name);
-        seen.push(err.code());
+        seen.push((case.format, err.code()));
     }
-    // Every variant a caller can meet has a vector.
-    for code in [
-        "surrounding_whitespace",
-        "missing_prefix",
-        "invalid_character",
-        "invalid_length",
-        "invalid_checksum",
-        "unknown_environment",
-        "malformed",
-        "unsupported_version",
-        "unknown_kid",
-        "bad_tag",
-        "expired",
-    ] {
-        assert!(seen.contains(&code), "no vector for {code}");
+    // Every variant a caller can meet has a vector, in each format.
+    for format in [1, 2] {
+        for code in [
+            "surrounding_whitespace",
+            "missing_prefix",
+            "invalid_character",
+            "invalid_length",
+            "invalid_checksum",
+            "unknown_environment",
+            "malformed",
+            "unsupported_version",
+            "unknown_kid",
+            "bad_tag",
+            "expired",
+        ] {
+            assert!(
+                seen.contains(&(format, code)),
+                "no v{format} vector for {code}"
+            );
+        }
     }
 }
 

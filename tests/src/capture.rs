@@ -1,206 +1,240 @@
-//! A recording proxy between the worker and the demo origin: it keeps every request exactly as
-//! the worker sent it (head and body bytes) and relays it to the origin, so a test can see what
-//! reached the origin, and replay it as an attacker who captured it would.
+//! A wiretap between the worker and the demo origin: a loopback TCP relay that copies both
+//! directions untouched and keeps every byte the worker sent, so a test sees exactly what the
+//! origin received (the signed identity included) without relying on what the origin chooses to
+//! echo, and can replay it straight to the origin as an attacker who captured it would.
 //!
-//! One request per connection: the proxy relays the origin's answer with `connection: close`.
+//! Start it before the stack (its address is the worker's `ORIGIN_URL`), then point it at the
+//! demo origin with [`Capture::set_upstream`]. Its threads live as long as the test process.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// A request as the worker sent it.
-#[derive(Debug, Clone)]
+/// What the worker sent, one byte string per connection.
+type Streams = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// The relay.
+pub struct Capture {
+    /// Where the worker sends origin requests.
+    pub addr: SocketAddr,
+    upstream: Arc<OnceLock<SocketAddr>>,
+    /// The bytes the worker sent, per connection, in arrival order.
+    streams: Streams,
+}
+
+/// One request as the origin received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
-    /// The request line: `GET /v1/jobs?limit=5 HTTP/1.1`.
-    pub request_line: String,
-    /// Header lines as sent (names as the worker wrote them).
+    /// Method.
+    pub method: String,
+    /// Request target (path and query).
+    pub target: String,
+    /// Headers in order, names as sent.
     pub headers: Vec<(String, String)>,
-    /// The body (chunked transfer coding removed).
+    /// The body, chunked coding removed.
     pub body: Vec<u8>,
-    /// Whether the body came chunked.
-    pub chunked: bool,
 }
 
 impl Captured {
-    /// The method.
-    pub fn method(&self) -> &str {
-        self.request_line.split(' ').next().unwrap_or("")
-    }
-
-    /// The request target (path and query).
-    pub fn target(&self) -> &str {
-        self.request_line.split(' ').nth(1).unwrap_or("")
-    }
-
-    /// The first value of header `name` (case-insensitive).
+    /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The path (target without the query).
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The query, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The headers to replay this request with: every captured header but the connection's own
+    /// (`Host`, `Connection`, framing), which the replaying client sets.
+    pub fn replay_headers(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| {
+                !["host", "connection", "content-length", "transfer-encoding"]
+                    .iter()
+                    .any(|d| n.eq_ignore_ascii_case(d))
+            })
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
 }
 
-/// The running proxy; it stops with the test process.
-pub struct Capture {
-    /// Where the worker should send requests (its `ORIGIN_URL`).
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Captured>>>,
-    origin: Arc<Mutex<Option<SocketAddr>>>,
+fn pipe(mut from: TcpStream, mut to: TcpStream, keep: Option<(Streams, usize)>) {
+    let mut buf = [0_u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((streams, i)) = &keep {
+            if let Ok(mut s) = streams.lock() {
+                s[*i].extend_from_slice(&buf[..n]);
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 impl Capture {
-    /// Listens on a free loopback port; relays nowhere until [`Capture::relay_to`].
+    /// Listens on a free loopback port; relays nothing until [`Self::set_upstream`].
     pub fn start() -> Self {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("capture bind: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("capture relay: no loopback port: {e}"));
         let addr = listener
             .local_addr()
-            .unwrap_or_else(|e| panic!("capture addr: {e}"));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let origin = Arc::new(Mutex::new(None));
-        let (s, o) = (Arc::clone(&seen), Arc::clone(&origin));
+            .unwrap_or_else(|e| panic!("capture relay: {e}"));
+        let upstream: Arc<OnceLock<SocketAddr>> = Arc::default();
+        let streams: Streams = Arc::default();
+        let (up, kept) = (Arc::clone(&upstream), Arc::clone(&streams));
         std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (s, o) = (Arc::clone(&s), Arc::clone(&o));
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &s, &o);
-                });
+            for client in listener.incoming().flatten() {
+                let Some(to) = up.get().copied() else {
+                    continue;
+                };
+                let Ok(origin) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let i = match kept.lock() {
+                    Ok(mut s) => {
+                        s.push(Vec::new());
+                        s.len() - 1
+                    }
+                    Err(_) => continue,
+                };
+                let (Ok(c2), Ok(o2)) = (client.try_clone(), origin.try_clone()) else {
+                    continue;
+                };
+                let kept = Arc::clone(&kept);
+                std::thread::spawn(move || pipe(client, origin, Some((kept, i))));
+                std::thread::spawn(move || pipe(o2, c2, None));
             }
         });
-        Self { addr, seen, origin }
+        Self {
+            addr,
+            upstream,
+            streams,
+        }
     }
 
-    /// Relays every request to `origin` from now on.
-    pub fn relay_to(&self, origin: SocketAddr) {
-        *self.origin.lock().unwrap_or_else(|e| e.into_inner()) = Some(origin);
+    /// Relays to `origin` from now on.
+    pub fn set_upstream(&self, origin: SocketAddr) {
+        let _ = self.upstream.set(origin);
     }
 
-    /// Every request so far.
-    pub fn all(&self) -> Vec<Captured> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Every request relayed so far.
+    pub fn requests(&self) -> Vec<Captured> {
+        let streams = self.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        streams.iter().flat_map(|s| parse_all(s)).collect()
     }
 
-    /// The latest request; panics if there was none.
-    pub fn last(&self) -> Captured {
-        self.all()
-            .pop()
-            .unwrap_or_else(|| panic!("no request reached the origin"))
-    }
-
-    /// How many requests reached the origin so far.
-    pub fn count(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    /// The last relayed request whose target contains `marker`.
+    pub fn find(&self, marker: &str) -> Option<Captured> {
+        self.requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.target.contains(marker))
     }
 }
 
-fn read_until(stream: &mut TcpStream, raw: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) -> bool {
-    let mut buf = [0_u8; 16 * 1024];
-    while !done(raw) {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
+/// Splits a connection's bytes into requests (`Content-Length` or chunked bodies); stops at the
+/// first incomplete one.
+fn parse_all(mut rest: &[u8]) -> Vec<Captured> {
+    let mut found = Vec::new();
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let method = request_line.next().unwrap_or("").to_owned();
+        let target = request_line.next().unwrap_or("").to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body_bytes = &rest[end + 4..];
+        let mut body = Vec::new();
+        if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let Some(line_end) = body_bytes.windows(2).position(|w| w == b"\r\n") else {
+                    return found;
+                };
+                let size = std::str::from_utf8(&body_bytes[..line_end])
+                    .ok()
+                    .and_then(|t| usize::from_str_radix(t.split(';').next()?.trim(), 16).ok());
+                let Some(size) = size else {
+                    return found;
+                };
+                body_bytes = &body_bytes[line_end + 2..];
+                if size == 0 {
+                    // No trailers from the worker: the blank line ends the body.
+                    if body_bytes.len() < 2 {
+                        return found;
+                    }
+                    body_bytes = &body_bytes[2..];
+                    break;
+                }
+                if body_bytes.len() < size + 2 {
+                    return found;
+                }
+                body.extend_from_slice(&body_bytes[..size]);
+                body_bytes = &body_bytes[size + 2..];
+            }
+        } else {
+            let len = value("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body_bytes.len() < len {
+                return found;
+            }
+            body.extend_from_slice(&body_bytes[..len]);
+            body_bytes = &body_bytes[len..];
         }
+        found.push(Captured {
+            method,
+            target,
+            headers,
+            body,
+        });
+        rest = body_bytes;
     }
-    true
+    found
 }
 
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&rest[..end])
-                .ok()?
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
-        rest = &rest[end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn serve(
-    mut conn: TcpStream,
-    seen: &Mutex<Vec<Captured>>,
-    origin: &Mutex<Option<SocketAddr>>,
-) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut raw = Vec::new();
-    let head_end = |raw: &[u8]| raw.windows(4).position(|w| w == b"\r\n\r\n");
-    if !read_until(&mut conn, &mut raw, |r| head_end(r).is_some()) {
-        return Ok(());
+    #[test]
+    fn splits_requests_of_one_connection() {
+        let wire = b"GET /v1/jobs?a=1 HTTP/1.1\r\nHost: o\r\nLynxo-Key-Id: k\r\n\r\n\
+POST /v1/jobs HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+GET /partial HTTP/1.1\r\nContent-Length: 9\r\n\r\nab";
+        let all = parse_all(wire);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].path(), "/v1/jobs");
+        assert_eq!(all[0].query(), Some("a=1"));
+        assert_eq!(all[0].header("lynxo-key-id"), Some("k"));
+        assert_eq!(all[1].body, b"abc");
+        assert_eq!(all[2].body, b"hi");
+        assert_eq!(all[0].replay_headers(), vec![("Lynxo-Key-Id", "k")]);
     }
-    let end = head_end(&raw).unwrap_or(0);
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or("").to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let value = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let chunked = value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let length: usize = value("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let body_start = end + 4;
-    let body = if chunked {
-        read_until(&mut conn, &mut raw, |r| r.ends_with(b"0\r\n\r\n"));
-        dechunk(&raw[body_start..]).unwrap_or_default()
-    } else {
-        read_until(&mut conn, &mut raw, |r| r.len() >= body_start + length);
-        raw[body_start..(body_start + length).min(raw.len())].to_vec()
-    };
-    let captured = Captured {
-        request_line: request_line.clone(),
-        headers: headers.clone(),
-        body: body.clone(),
-        chunked,
-    };
-    seen.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(captured);
-    let Some(to) = *origin.lock().unwrap_or_else(|e| e.into_inner()) else {
-        conn.write_all(
-            b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        )?;
-        return Ok(());
-    };
-    // The same request, one per connection, with its body re-framed by length.
-    let mut out = format!("{request_line}\r\n");
-    for (name, value) in &headers {
-        let lower = name.to_ascii_lowercase();
-        if !matches!(
-            lower.as_str(),
-            "connection" | "transfer-encoding" | "content-length" | "keep-alive"
-        ) {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    if value("content-length").is_some() || chunked {
-        out.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    out.push_str("connection: close\r\n\r\n");
-    let mut upstream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
-    upstream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    upstream.write_all(out.as_bytes())?;
-    upstream.write_all(&body)?;
-    let mut answer = Vec::new();
-    upstream.read_to_end(&mut answer)?;
-    conn.write_all(&answer)?;
-    Ok(())
 }

@@ -12,11 +12,14 @@
 //! keyring and `--edge-sync-url` pointing at the stack's worker, so revocations reach the edge
 //! through the worker's signed sync endpoint. It returns once the worker holds every shard from
 //! the publisher's first pass (before that the worker fails closed). [`Control::stop`] and
-//! [`Control::resume`] take it down and up again on the same database; `Drop` stops it.
+//! [`Control::resume`] take it down and up again on the same database; `Drop` stops it. Both
+//! `init` and `serve` get the tests' audit keyring ([`AUDIT_KEYRING`]);
+//! [`Control::verify_audit`] checks a database against the checkpoint `serve` anchored at the
+//! worker.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,16 @@ use shared::scope::ScopeSet;
 
 use crate::stack::{KEYRING, Stack, workspace_root};
 use crate::{http, keys};
+
+/// The control plane's audit keyring in the tests (`LYNXO_AUDIT_KEYRING`): a test-only secret,
+/// not the signing keyring's.
+pub const AUDIT_KEYRING: &str =
+    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+/// How long a limit push or a usage batch may take to arrive before a test fails. Both take
+/// milliseconds to a few seconds; a batch retried after the control plane came back waits for
+/// the meter's backoff (at most 30 s).
+pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// The email of the user `init` creates (dashboard tests sign in with it).
 pub const EMAIL: &str = "e2e@example.com";
@@ -46,6 +59,41 @@ pub struct Control {
     edge: SocketAddr,
     state: TempDir,
     child: Option<Child>,
+    /// Extra environment of `serve` (say, scaled-down lifetimes).
+    env: Vec<(String, String)>,
+}
+
+/// An account as `control init` printed it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The account.
+    pub account_id: u64,
+    /// Its first user.
+    pub user_id: u64,
+    /// Its management token.
+    pub token: String,
+}
+
+impl Account {
+    fn from_init(printed: &str) -> Self {
+        let field = |name: &str| {
+            printed
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("control init printed no {name}: {printed}"))
+        };
+        let number = |name: &str| {
+            field(name)
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        Self {
+            account_id: number("account_id"),
+            user_id: number("user_id"),
+            token: field("management_token"),
+        }
+    }
 }
 
 /// A response from the control plane, with its body parsed as JSON (`Null` if it is not).
@@ -83,51 +131,56 @@ pub fn control_binary() -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reported no executable for the control binary"))
 }
 
+/// Runs `control init` on `database`: a new account, its user and a management token.
+fn init(bin: &Path, database: &Path, name: &str, email: &str, password: &str) -> Account {
+    let init = Command::new(bin)
+        .arg("init")
+        .arg("--database")
+        .arg(database)
+        .args(["--account-name", name, "--email", email])
+        .env("LYNXO_INIT_PASSWORD", password)
+        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
+    let printed = String::from_utf8_lossy(&init.stdout).into_owned();
+    assert!(
+        init.status.success(),
+        "control init failed: {printed}{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    Account::from_init(&printed)
+}
+
 impl Control {
     /// Initialises a fresh database and serves it, publishing to `stack`'s worker; returns once
     /// the service is ready.
     pub fn start(stack: &Stack) -> Self {
+        Self::start_with_env(stack, &[])
+    }
+
+    /// [`Control::start`] with extra environment for `serve` (`LYNXO_LIST_LIFETIME_SECS`, ...).
+    pub fn start_with_env(stack: &Stack, env: &[(&str, &str)]) -> Self {
         let bin = control_binary();
         let state = tempfile::Builder::new()
             .prefix("lynxo-e2e-control-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let database = state.path().join("control.sqlite3");
-        let init = Command::new(&bin)
-            .arg("init")
-            .arg("--database")
-            .arg(&database)
-            .args(["--email", EMAIL])
-            .env("LYNXO_INIT_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running {bin:?} init: {e}"));
-        let printed = String::from_utf8_lossy(&init.stdout).into_owned();
-        assert!(
-            init.status.success(),
-            "control init failed: {printed}{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let field = |name: &str| {
-            printed
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("control init printed no {name}: {printed}"))
-        };
-        let token = field("management_token");
-        let account_id = field("account_id")
-            .parse()
-            .unwrap_or_else(|e| panic!("account_id: {e}"));
+        let first = init(&bin, &database, "Default account", EMAIL, PASSWORD);
 
         let mut control = Self {
             addr: stack.control,
-            token,
-            account_id,
+            token: first.token,
+            account_id: first.account_id,
             bin,
             edge: stack.edge,
             state,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         control.spawn();
         control.wait_ready(Duration::from_secs(30));
@@ -135,8 +188,42 @@ impl Control {
         control
     }
 
-    fn database(&self) -> PathBuf {
+    /// The SQLite file it serves.
+    pub fn database(&self) -> PathBuf {
         self.state.path().join("control.sqlite3")
+    }
+
+    /// The running `control serve` process.
+    pub fn process(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Adds another account with its own user (`email`, `password`) to the served database, as
+    /// `control init` does; returns it with its management token.
+    pub fn add_account(&self, name: &str, email: &str, password: &str) -> Account {
+        init(&self.bin, &self.database(), name, email, password)
+    }
+
+    /// Runs `control verify-audit` on `database` against the stack's worker (where `serve`
+    /// anchors the audit checkpoint): whether it passed, and what it printed.
+    pub fn verify_audit(&self, database: &std::path::Path) -> (bool, String) {
+        let out = Command::new(&self.bin)
+            .arg("verify-audit")
+            .arg("--database")
+            .arg(database)
+            .env("LYNXO_EDGE_SYNC_URL", format!("http://{}", self.edge))
+            .env("LYNXO_KEYRING", KEYRING)
+            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {:?} verify-audit: {e}", self.bin));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     /// Starts `control serve` on [`Self::addr`], appending to the log.
@@ -155,6 +242,8 @@ impl Control {
             .args(["--edge-sync-url", &format!("http://{}", self.edge)])
             .args(["--public-origin", &format!("http://{}", self.addr)])
             .env("LYNXO_KEYRING", KEYRING)
+            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)
@@ -274,6 +363,57 @@ impl Control {
         let r = self.api(method, target, body);
         assert_eq!(r.status, status, "{method} {target}: {}", r.raw.text());
         r.body
+    }
+}
+
+impl Control {
+    /// Polls the key until the edge acknowledged its current rate-limit policy.
+    pub fn wait_limit_synced(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let key = self.expect("GET", &format!("/v1/keys/{id}"), None, 200);
+            match key["rate_limit_pending"].as_bool() {
+                Some(false) => return key,
+                Some(true) => {}
+                None => panic!("no rate_limit_pending in {key}"),
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the limit of {id} did not reach the edge in {DEADLINE:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The key's usage over the last hour, by minute.
+    pub fn key_usage(&self, id: &str) -> Value {
+        let to = crate::stack::unix_now() + 60;
+        let from = to - 3600;
+        self.expect(
+            "GET",
+            &format!("/v1/keys/{id}/usage?from={from}&to={to}&granularity=minute"),
+            None,
+            200,
+        )
+    }
+
+    /// Polls the key's usage until it counts at least `requests`; returns it. `context` is
+    /// printed on failure (the worker's log, say).
+    pub fn usage_reaching(&self, id: &str, requests: u64, context: impl Fn() -> String) -> Value {
+        let start = Instant::now();
+        loop {
+            let usage = self.key_usage(id);
+            if usage["totals"]["requests"].as_u64().unwrap_or(0) >= requests {
+                return usage;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "usage of {id} did not reach {requests} in {DEADLINE:?}: {usage}\n{}",
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 

@@ -50,25 +50,60 @@ pub fn send(
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
+    send_on(&mut stream, addr, method, target, headers, body)
+}
+
+/// Sends one request on a connected `stream` (to `addr`, named in `Host`) and reads the whole
+/// response.
+pub fn send_on(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut head = head_lines(addr, method, target, headers);
     if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
+    receive(stream, method == "HEAD")
+}
+
+/// The request line and headers, with `Host` and `Connection: close`, without the blank line
+/// that ends the head.
+pub fn head_lines(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head
+}
+
+/// Reads one whole response from `stream` (`head_only` for the answer to a `HEAD`).
+pub fn receive(stream: &mut TcpStream, head_only: bool) -> std::io::Result<Response> {
     // Read until the response is complete: servers may keep the connection open regardless.
-    let head_only = method == "HEAD";
     let mut raw = Vec::new();
     let mut buf = [0_u8; 16 * 1024];
     loop {
         if complete(&raw, head_only) {
             break;
         }
-        let n = stream.read(&mut buf)?;
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            // A server that answers before reading the whole request may reset the connection
+            // after its answer: keep what arrived.
+            Err(_) if raw.windows(4).any(|w| w == b"\r\n\r\n") => 0,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
@@ -111,10 +146,7 @@ pub fn send_streamed(
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = stream.try_clone()?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
+    let mut head = head_lines(addr, method, target, headers);
     match body.content_length {
         Some(n) => head.push_str(&format!("Content-Length: {n}\r\n")),
         None => head.push_str("Transfer-Encoding: chunked\r\n"),

@@ -6,11 +6,27 @@
 //! - [`http`]: a raw HTTP/1.1 client that can send what ordinary clients refuse to;
 //! - [`origin`]: the demo origin (binary `demo_origin`), which checks the edge's signed identity;
 //! - [`keys`]: keys and revocation shards signed with the test keyring;
-//! - [`capture`]: a recording proxy in front of the demo origin (what reached it, to replay).
+//! - [`attack`]: what a hostile client sends (no length, slow, from many addresses) and what it
+//!   measures (`/proc` memory of the processes under attack);
+//! - [`capture`]: a wiretap between the worker and the origin.
 
+pub mod attack;
 pub mod capture;
 pub mod control;
 pub mod http;
 pub mod keys;
 pub mod origin;
 pub mod stack;
+
+/// A named step of an end-to-end test that shares one context with the others.
+pub type Scenario<C> = (&'static str, fn(&mut C));
+
+/// Runs named scenarios in order against one context, printing each one's name and time.
+pub fn run_scenarios<C>(ctx: &mut C, scenarios: &[Scenario<C>]) {
+    for (name, scenario) in scenarios {
+        let t = std::time::Instant::now();
+        eprintln!("scenario: {name}");
+        scenario(ctx);
+        eprintln!("scenario: {name}: ok in {:?}", t.elapsed());
+    }
+}

@@ -102,6 +102,22 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until 50 ms after the next multiple of `window` seconds since the epoch: the start
+/// of a fresh fixed window, with the whole window ahead.
+pub fn wait_for_window_start(window: u64) {
+    let window_ms = window * 1000;
+    let now = unix_ms();
+    let next = now - now % window_ms + window_ms;
+    std::thread::sleep(Duration::from_millis(next + 50 - now));
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -341,6 +357,17 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{method} {target} to the origin: {e}"))
     }
 
+    /// The demo origin's process (the first child [`Self::start`] spawns).
+    pub fn origin_process(&self) -> Option<u32> {
+        self.children.first().map(Child::id)
+    }
+
+    /// The worker's process group: `wrangler dev` (the second child [`Self::start`] spawns)
+    /// and the `workerd` it runs.
+    pub fn worker_process_group(&self) -> Option<u32> {
+        self.children.get(1).map(Child::id)
+    }
+
     /// What wrangler and the worker logged so far.
     pub fn wrangler_log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -349,9 +376,10 @@ impl Stack {
     /// The `workerd` process that runs the worker, and the address where it serves the worker
     /// directly: `wrangler dev` starts two `workerd` processes, this one and its dev proxy.
     fn worker_process(&self) -> (u32, SocketAddr) {
-        let group = self.children.last().map(Child::id).unwrap_or_default();
-        let pid = group_processes(group)
+        let group = self.worker_process_group().unwrap_or_default();
+        let pid = crate::attack::group_members(group)
             .into_iter()
+            .map(|(proc, _)| proc.0)
             .find(|pid| {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmdline = String::from_utf8_lossy(&cmdline);
@@ -368,30 +396,6 @@ impl Stack {
             .unwrap_or_else(|| panic!("workerd {pid} serves the worker on no port"));
         (pid, entry)
     }
-}
-
-/// The processes in process group `group`.
-fn group_processes(group: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After the command name in parentheses: state, ppid, pgrp.
-        let pgrp = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|g| g.parse::<u32>().ok());
-        if pgrp == Some(group) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// The loopback TCP ports process `pid` listens on.

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::Duration;
 
+use e2e::attack::Proc;
 use e2e::control::Control;
 use e2e::http::{self, Stream};
 use e2e::stack::{Options, Stack, unix_now};
@@ -32,12 +33,7 @@ fn rounds() -> usize {
 
 /// Resident set size of `pid`, in KiB.
 fn rss_kib(pid: u32) -> i64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    i64::try_from(Proc(pid).rss_kib()).unwrap_or(i64::MAX)
 }
 
 /// One request of a series: method, target, whether it carries a fresh-looking (forged)

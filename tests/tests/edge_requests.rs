@@ -38,17 +38,29 @@ impl Ctx {
         self.stack.edge("GET", target, headers, b"")
     }
 
-    /// `POST /v1/jobs` with a 13-byte JSON body, through the edge.
-    fn post_job(&self, auth: &str) -> Response {
+    /// `POST /v1/jobs?m=<marker>` with a 13-byte JSON body, through the edge.
+    fn post_job(&self, auth: &str, marker: &str) -> Response {
         self.stack.edge(
             "POST",
-            "/v1/jobs",
+            &format!("/v1/jobs?m={marker}"),
             &[
                 ("Authorization", auth),
                 ("Content-Type", "application/json"),
             ],
             br#"{"model":"x"}"#,
         )
+    }
+
+    /// How many requests reached the origin so far.
+    fn reached_origin(&self) -> usize {
+        self.capture.requests().len()
+    }
+
+    /// The request that reached the origin with `marker` in its target.
+    fn seen(&self, marker: &str) -> Captured {
+        self.capture
+            .find(marker)
+            .unwrap_or_else(|| panic!("no request with {marker:?} reached the origin"))
     }
 
     /// A fresh-looking signature header that no keyring made: what an outsider can send.
@@ -115,7 +127,7 @@ fn edge_requests_end_to_end() {
     };
     assert_eq!(options.sync_max_bytes, SYNC_MAX);
     let stack = Stack::start(env!("CARGO_BIN_EXE_demo_origin"), options);
-    capture.relay_to(stack.origin);
+    capture.set_upstream(stack.origin);
     eprintln!("stack up in {:?}", started.elapsed());
     let mut ctx = Ctx {
         stack,
@@ -315,7 +327,7 @@ fn slow_sync_bodies_are_bounded(ctx: &Ctx) {
 /// the identity signature binds), and methods without a body are refused one.
 fn api_bodies_declare_their_length(ctx: &Ctx) {
     let auth = format!("Bearer {}", ctx.key);
-    let before = ctx.capture.count();
+    let before = ctx.reached_origin();
     let wait = Duration::from_secs(20);
     // Chunked: 411 before the body ends, with or without a key, and nothing reaches the origin.
     for headers in [vec![("Authorization", auth.as_str())], vec![]] {
@@ -351,16 +363,16 @@ fn api_bodies_declare_their_length(ctx: &Ctx) {
         assert_eq!(r.map(|r| r.status), Some(400), "{method} with a length");
     }
     assert_eq!(
-        ctx.capture.count(),
+        ctx.reached_origin(),
         before,
         "a refused body reached the origin"
     );
     // With a length it streams through: the origin gets that length, not a chunked body.
-    let r = ctx.post_job(&auth);
+    let r = ctx.post_job(&auth, "length");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["body_len"], 13);
-    let seen = ctx.capture.last();
-    assert!(!seen.chunked);
+    let seen = ctx.seen("m=length");
+    assert_eq!(seen.header("transfer-encoding"), None);
     assert_eq!(seen.header("content-length"), Some("13"));
 }
 
@@ -390,9 +402,10 @@ fn replay(ctx: &Ctx, seen: &Captured, method: &str, target: &str, body: &[u8]) -
 /// Finding 4: a captured identity works once, for exactly the request it was made for.
 fn identity_is_single_use_and_binds_the_request(ctx: &Ctx) {
     let auth = format!("Bearer {}", ctx.key);
-    let r = ctx.get("/v1/jobs?limit=5", &[("Authorization", &auth)]);
+    let r = ctx.get("/v1/jobs?limit=5&m=id", &[("Authorization", &auth)]);
     assert_eq!(r.status, 200, "{}", r.text());
-    let seen = ctx.capture.last();
+    let seen = ctx.seen("m=id");
+    assert_eq!(seen.target, "/v1/jobs?limit=5&m=id");
     let signature = seen
         .header("lynxo-identity-signature")
         .unwrap_or_else(|| panic!("no signature: {seen:?}"))
@@ -411,18 +424,18 @@ fn identity_is_single_use_and_binds_the_request(ctx: &Ctx) {
 
     // The same request again, as captured: spent.
     reason(
-        &replay(ctx, &seen, "GET", "/v1/jobs?limit=5", b""),
+        &replay(ctx, &seen, "GET", &seen.target, b""),
         401,
         "identity_rejected",
         "replayed",
     );
     // Changed to do something else: the signature does not cover it.
     for (method, target) in [
-        ("GET", "/v1/jobs?limit=500"),
-        ("GET", "/v1/jobs"),
-        ("GET", "/v1/jobs?limit=5&cursor=x"),
-        ("DELETE", "/v1/jobs?limit=5"),
-        ("GET", "/v1/account?limit=5"),
+        ("GET", "/v1/jobs?limit=500&m=id"),
+        ("GET", "/v1/jobs?m=id"),
+        ("GET", "/v1/jobs?limit=5&m=id&cursor=x"),
+        ("DELETE", "/v1/jobs?limit=5&m=id"),
+        ("GET", "/v1/account?limit=5&m=id"),
     ] {
         reason(
             &replay(ctx, &seen, method, target, b""),
@@ -432,23 +445,23 @@ fn identity_is_single_use_and_binds_the_request(ctx: &Ctx) {
         );
     }
     // Every request through the edge gets its own id.
-    let again = ctx.get("/v1/jobs?limit=5", &[("Authorization", &auth)]);
+    let again = ctx.get("/v1/jobs?limit=5&m=id", &[("Authorization", &auth)]);
     assert_eq!(again.status, 200);
     assert_ne!(again.json()["request_id"], request_id);
 
     // A body of another length under a captured POST's signature is refused; one of the same
     // length finds the id spent.
-    let r = ctx.post_job(&auth);
+    let r = ctx.post_job(&auth, "replay");
     assert_eq!(r.status, 200, "{}", r.text());
-    let post = ctx.capture.last();
+    let post = ctx.seen("m=replay");
     reason(
-        &replay(ctx, &post, "POST", "/v1/jobs", br#"{"model":"xx"}"#),
+        &replay(ctx, &post, "POST", &post.target, br#"{"model":"xx"}"#),
         401,
         "identity_rejected",
         "bad_signature",
     );
     reason(
-        &replay(ctx, &post, "POST", "/v1/jobs", br#"{"model":"y"}"#),
+        &replay(ctx, &post, "POST", &post.target, br#"{"model":"y"}"#),
         401,
         "identity_rejected",
         "replayed",
@@ -460,7 +473,7 @@ fn identity_is_single_use_and_binds_the_request(ctx: &Ctx) {
 fn identity_spellings_never_reach_the_origin(ctx: &Ctx) {
     let auth = format!("Bearer {}", ctx.key);
     let r = ctx.get(
-        "/v1/account",
+        "/v1/account?m=spellings",
         &[
             ("Authorization", &auth),
             ("lynxo_account_id", "1"),
@@ -472,7 +485,7 @@ fn identity_spellings_never_reach_the_origin(ctx: &Ctx) {
         ],
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let seen = ctx.capture.last();
+    let seen = ctx.seen("m=spellings");
     let normal = |n: &str| n.to_ascii_lowercase().replace('_', "-");
     for (name, value) in &seen.headers {
         let n = normal(name);
@@ -517,9 +530,9 @@ fn routing_overrides_never_reach_the_origin(ctx: &Ctx) {
         &headers,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let seen = ctx.capture.last();
-    assert_eq!(seen.method(), "GET");
-    assert_eq!(seen.target(), "/v1/jobs/42?a=1");
+    let seen = ctx.seen("/v1/jobs/42?");
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.target, "/v1/jobs/42?a=1");
     for (name, _) in overrides {
         assert!(seen.header(name).is_none(), "{name} reached the origin");
     }
@@ -536,7 +549,7 @@ fn routing_overrides_never_reach_the_origin(ctx: &Ctx) {
 fn query_credentials_in_every_spelling(ctx: &Ctx) {
     let auth = format!("Bearer {}", ctx.key);
     let second = ctx.key_with(3, ScopeSet::FULL_ACCESS);
-    let before = ctx.capture.count();
+    let before = ctx.reached_origin();
     for name in [
         "api%5Fkey",
         "API_KEY",
@@ -565,15 +578,14 @@ fn query_credentials_in_every_spelling(ctx: &Ctx) {
     let r = ctx.get(&format!("/v1/jobs/{second}"), &[("Authorization", &auth)]);
     reason(&r, 400, "invalid_request", "key_in_url");
     assert_eq!(
-        ctx.capture.count(),
+        ctx.reached_origin(),
         before,
         "a refused request reached the origin"
     );
     // A key sent alone in an encoded query credential works, and is not forwarded.
-    let r = ctx.get(&format!("/v1/jobs?a=1&API%5FKEY={encoded}&b=2"), &[]);
+    let r = ctx.get(&format!("/v1/jobs?a=qc&API%5FKEY={encoded}&b=2"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    let seen = ctx.capture.last();
-    assert_eq!(seen.target(), "/v1/jobs?a=1&b=2");
+    assert_eq!(ctx.seen("a=qc").target, "/v1/jobs?a=qc&b=2");
 }
 
 /// 9c: one reading of the path, at the edge: an id that some origin could decode or normalise
@@ -583,7 +595,7 @@ fn encoded_paths_are_refused(ctx: &Ctx) {
         "Bearer {}",
         ctx.key_with(4, ScopeSet::EMPTY.with(Scope::WebhooksRead))
     );
-    let before = ctx.capture.count();
+    let before = ctx.reached_origin();
     for target in [
         "/v1/webhooks/x%2F..%2F..%2Faccount",
         "/v1/webhooks/x%2f..%2f..%2faccount",
@@ -603,7 +615,7 @@ fn encoded_paths_are_refused(ctx: &Ctx) {
         problem(&r, 400, "invalid_path");
     }
     assert_eq!(
-        ctx.capture.count(),
+        ctx.reached_origin(),
         before,
         "a refused path reached the origin"
     );
@@ -619,13 +631,13 @@ fn encoded_paths_are_refused(ctx: &Ctx) {
     }
     let r = ctx.get("/v1/webhooks/w_1", &[("Authorization", &webhooks_only)]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(ctx.capture.last().target(), "/v1/webhooks/w_1");
+    assert_eq!(ctx.seen("/v1/webhooks/w_1").target, "/v1/webhooks/w_1");
 }
 
 /// Request smuggling: a body framed two ways at once never reaches the origin in either reading.
 fn conflicting_framing_never_reaches_the_origin(ctx: &Ctx) {
     let auth = format!("Bearer {}", ctx.key);
-    let before = ctx.capture.count();
+    let before = ctx.reached_origin();
     for framing in [
         "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
         "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
@@ -647,7 +659,7 @@ fn conflicting_framing_never_reaches_the_origin(ctx: &Ctx) {
         );
     }
     assert_eq!(
-        ctx.capture.count(),
+        ctx.reached_origin(),
         before,
         "an ambiguous body reached the origin"
     );

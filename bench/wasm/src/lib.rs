@@ -4,7 +4,8 @@
 //! Each export runs a loop of `n` iterations inside wasm and returns a count that depends on every
 //! iteration, so the work cannot be optimised away and the JS<->wasm call cost is amortised.
 
-use shared::mac::Purpose;
+use shared::key;
+use shared::mac::{PrfPurpose, Purpose};
 use shared::revocation::RevocationShard;
 use shared::{Keyring, gate, testkit};
 use wasm_bindgen::prelude::*;
@@ -14,36 +15,70 @@ use wasm_bindgen::prelude::*;
 pub struct Bench {
     keyring: Keyring,
     key: String,
+    key_v1: String,
     shard: RevocationShard,
     now: u64,
 }
 
 #[wasm_bindgen]
 impl Bench {
-    /// A keyring, one valid Read/Write key, and a shard of `revoked` revoked ids.
+    /// A keyring, one valid Read/Write key in each format (v2 and v1, same claims), and a shard
+    /// of `revoked` revoked ids.
     #[wasm_bindgen(constructor)]
     pub fn new(revoked: u32) -> Self {
         let keyring = testkit::keyring();
         let mut rng = testkit::SplitMix(7);
         let claims = testkit::claims(rng.key_id());
-        let key = shared::issue(&claims, &keyring)
+        let key = key::issue(&claims, &keyring)
+            .map(shared::PlainKey::into_inner)
+            .unwrap_or_default();
+        let key_v1 = key::issue_v1(&claims, &keyring)
             .map(shared::PlainKey::into_inner)
             .unwrap_or_default();
         let shard = testkit::revoked_shard(revoked as usize, 99);
         Self {
             keyring,
             key,
+            key_v1,
             shard,
             now: 1_700_000_100,
         }
     }
 
-    /// Full path `n` times: decode, checksum, tag, expiry, revocation lookup, scope check.
+    /// Full path `n` times with the v2 key: decode, checksum, SIV open, expiry, revocation
+    /// lookup, scope check.
     pub fn verify(&self, n: u32) -> u32 {
+        self.full_path(&self.key, n)
+    }
+
+    /// Full path `n` times with the v1 key (HMAC tag, claims in clear).
+    pub fn verify_v1(&self, n: u32) -> u32 {
+        self.full_path(&self.key_v1, n)
+    }
+
+    /// Only the pre-keyed HMAC-SHA256 of the 48 signed bytes, `n` times: the crypto of
+    /// `verify_v1`.
+    pub fn hmac(&self, n: u32) -> u32 {
+        let mac = self.keyring.active_mac(Purpose::KeyTag);
+        spin(n, |input| mac.sign(input))
+    }
+
+    /// One compression of the v2 PRF over 48 bytes, `n` times: a third of v2's crypto.
+    pub fn prf(&self, n: u32) -> u32 {
+        let kid = self.keyring.active_kid();
+        match self.keyring.prf(kid, PrfPurpose::KeySiv) {
+            Some(prf) => spin(n, |input| prf.eval(input)),
+            None => 0,
+        }
+    }
+}
+
+impl Bench {
+    fn full_path(&self, text: &str, n: u32) -> u32 {
         (0..n)
             .filter(|_| {
                 gate::authenticate(
-                    &self.key,
+                    text,
                     &self.keyring,
                     self.now,
                     |id| self.shard.contains(id),
@@ -54,16 +89,16 @@ impl Bench {
             })
             .count() as u32
     }
+}
 
-    /// Only the pre-keyed HMAC-SHA256 of the 48 signed bytes, `n` times: the floor of `verify`.
-    pub fn hmac(&self, n: u32) -> u32 {
-        let mac = self.keyring.active_mac(Purpose::KeyTag);
-        let mut message = [0_u8; shared::key::CLAIMS_LEN];
-        let mut acc = 0_u32;
-        for i in 0..n {
-            message[0] = i as u8;
-            acc = acc.wrapping_add(u32::from(mac.sign(&message)[0]));
-        }
-        acc
+/// Runs `f` on `n` distinct 48-byte inputs and returns a sum of its outputs, so no call can be
+/// optimised away.
+fn spin(n: u32, f: impl Fn(&[u8; key::CLAIMS_LEN]) -> [u8; 32]) -> u32 {
+    let mut input = [0_u8; key::CLAIMS_LEN];
+    let mut acc = 0_u32;
+    for i in 0..n {
+        input[0] = i as u8;
+        acc = acc.wrapping_add(u32::from(f(&input)[0]));
     }
+    acc
 }

@@ -199,7 +199,11 @@ mod tests {
     /// folder (kept alive by the caller).
     fn test_app() -> (Router, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("control.sqlite3")).unwrap();
+        let store = Store::open(
+            &dir.path().join("control.sqlite3"),
+            crate::store::test_audit_keyring(),
+        )
+        .unwrap();
         let settings = Settings {
             argon2: argon2::Params::new(8, 1, 1, None).unwrap(),
             ..Settings::default()
@@ -269,7 +273,7 @@ mod tests {
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         assert_hardened(&headers);
-        assert!(body.contains("Create New API Key") && body.contains("50 active keys"));
+        assert!(body.contains("Create New API Key") && body.contains("plan: 50 keys"));
         let (status, _, _) = get(&app, "/sign-in", Some(&token)).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         let id = "00112233445566778899aabbccddeeff";

@@ -64,7 +64,7 @@ fn layout(title: &str, page: &str, account: Option<&Account>, attrs: &str, main:
   <nav aria-label="Developers"><span class="nav-group" id="nav-group">Developers</span><ul aria-labelledby="nav-group">{nav}</ul></nav>
   <div class="account">
     <span class="account-name">{name}</span>
-    <span class="plan" title="Plan limits">{plan_id} plan: {max} active keys, {rate}/min per key by default</span>
+    <span class="plan" title="Plan limits">{plan_id} plan: {max} keys, {rate}/min per key by default</span>
     <button type="button" class="secondary" id="sign-out">Sign out</button>
   </div>
 </header>"#,
@@ -380,7 +380,7 @@ pub fn key(account: &Account, id: &str) -> String {
     <p class="field inline"><label for="activity-outcome">Outcome</label>
       <select id="activity-outcome" name="outcome">
         <option value="">All requests</option>
-        <option value="denied">Denied (401, 403, 429)</option>
+        <option value="denied">Denied by the edge</option>
         <option value="2xx">2xx success</option>
         <option value="3xx">3xx redirect</option>
         <option value="4xx">4xx client error</option>
@@ -388,6 +388,8 @@ pub fn key(account: &Account, id: &str) -> String {
         <option value="401">401 unauthenticated</option>
         <option value="403">403 forbidden</option>
         <option value="429">429 rate limited</option>
+        <option value="edge_4xx">Edge 404/405</option>
+        <option value="edge_5xx">Edge error</option>
       </select></p></div>
   <div class="table-wrap">
   <table class="stack" id="activity-table">
@@ -413,6 +415,7 @@ pub fn key(account: &Account, id: &str) -> String {
 <section class="card danger" aria-labelledby="danger-title" id="danger">
   <h2 id="danger-title">Rotate or revoke</h2>
   <p>Rotating issues a new key with the same settings; the old one keeps working for the grace period you choose, then stops. Revoking stops the key for good.</p>
+  <p class="muted">During the grace period both keys share one rate limit, and the old key still counts against your plan's key limit. Only one old key per key is kept in grace: rotating the new key again stops the old one at once.</p>
   <div class="actions start"><button type="button" id="rotate-open">Rotate key…</button><button type="button" class="destructive" id="revoke-open">Revoke key…</button></div>
 </section>
 
@@ -421,6 +424,7 @@ pub fn key(account: &Account, id: &str) -> String {
     <button type="button" class="icon" data-close aria-label="Close">×</button></div>
   <form id="rotate-form" method="post" action="/dashboard/keys/{id}" novalidate>
     <p>A new key with the same name, environment, scopes, rate limit and expiry is shown once. Deploy it, then let the old key run out.</p>
+    <p class="muted">Both keys share one rate limit while the old one works, and it counts against your key limit until it stops. If this key replaced a key that is still in its grace period, that older key stops now.</p>
     <p class="field"><label for="grace">Old key keeps working for</label>
       <select id="grace" name="grace_period_seconds">
         <option value="0">No time: stop it now</option>

@@ -56,6 +56,12 @@ pub struct KeyRow {
     pub grace_until: Option<u64>,
     /// Read only: the edge has not acknowledged the current policy version yet.
     pub limit_pending: bool,
+    /// Read only: the revocation is in force (set by `revocations::enqueue_now`, or by the
+    /// publisher when a grace period ends; never cleared).
+    pub revocation_in_force: bool,
+    /// The key whose rate-limit budget this key spends: the first key of its rotation chain
+    /// (itself for a key that was created, not rotated in).
+    pub budget_id: KeyId,
 }
 
 /// The top 16 bits of an id: which revocation shard range it falls in.
@@ -66,14 +72,16 @@ pub fn id_top(id: KeyId) -> i64 {
 const INSERT_COLUMNS: &str = "id, account_id, name, description, environment, scopes, kid, hint, \
     rate_limit, created_at, expires_at, last_used_at, revoked_at, revoke_reason, \
     revocation_version, rotated_from, rotated_to, grace_until, rate_limit_window, \
-    policy_version, last_used_ip, last_used_user_agent";
+    policy_version, last_used_ip, last_used_user_agent, budget_id";
 
-/// What a read selects: the stored columns, then whether the policy waits in the outbox.
+/// What a read selects: the stored columns, then whether the policy waits in the outbox, then
+/// the budget (never NULL since schema 5; read defensively).
 const COLUMNS: &str = "id, account_id, name, description, environment, scopes, kid, hint, \
     rate_limit, created_at, expires_at, last_used_at, revoked_at, revoke_reason, \
     revocation_version, rotated_from, rotated_to, grace_until, rate_limit_window, \
     policy_version, last_used_ip, last_used_user_agent, \
-    EXISTS (SELECT 1 FROM limits_outbox o WHERE o.key_id = api_keys.id)";
+    EXISTS (SELECT 1 FROM limits_outbox o WHERE o.key_id = api_keys.id), revocation_in_force, \
+    coalesce(budget_id, id)";
 
 fn bad(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -118,6 +126,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
         last_used_ip: r.get(20)?,
         last_used_user_agent: r.get(21)?,
         limit_pending: r.get(22)?,
+        revocation_in_force: r.get(23)?,
+        budget_id: key_id(24, Some(r.get(24)?))?.ok_or_else(|| bad(24, "budget id"))?,
     })
 }
 
@@ -126,7 +136,7 @@ pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO api_keys ({INSERT_COLUMNS}, id_top) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
         ),
         params![
             k.id.to_string(),
@@ -151,6 +161,7 @@ pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
             to_i64(k.policy_version),
             k.last_used_ip,
             k.last_used_user_agent,
+            k.budget_id.to_string(),
             id_top(k.id),
         ],
     )?;
@@ -186,14 +197,18 @@ pub struct ListFilter {
 }
 
 /// The SQL form of each status, consistent with how the API derives a key's status: revoked
-/// (revocation in effect) first, then expired, then rotating (revocation scheduled), then active.
+/// (revocation in force, or its grace period over) first, then expired, then rotating
+/// (revocation scheduled), then active.
 fn status_sql(status: &str) -> &'static str {
     match status {
-        "revoked" => "revoked_at IS NOT NULL AND revoked_at <= ?4",
+        "revoked" => "(revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?4))",
         "expired" => {
-            "(revoked_at IS NULL OR revoked_at > ?4) AND expires_at IS NOT NULL AND expires_at <= ?4"
+            "(revoked_at IS NULL OR (revoked_at > ?4 AND revocation_in_force = 0)) \
+             AND expires_at IS NOT NULL AND expires_at <= ?4"
         }
-        "rotating" => "revoked_at > ?4 AND (expires_at IS NULL OR expires_at > ?4)",
+        "rotating" => {
+            "revoked_at > ?4 AND revocation_in_force = 0 AND (expires_at IS NULL OR expires_at > ?4)"
+        }
         "active" => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
         _ => "1",
     }
@@ -254,20 +269,36 @@ pub fn list(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Keys that count against the plan's limit: not revoked (nor scheduled to be) and not expired.
-const ACTIVE: &str =
-    "account_id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)";
+/// Keys that work at the edge at `?2`, and so count against the plan's limit: active ones, and
+/// ones in a rotation's grace (revoked in the future); not expired.
+const WORKING: &str = "account_id = ?1 AND (revoked_at IS NULL OR revoked_at > ?2) \
+    AND (expires_at IS NULL OR expires_at > ?2)";
 
-/// How many of the account's keys are active at `now`.
-pub fn count_active(conn: &Connection, account_id: u64, now: u64) -> Result<u32> {
+/// How many of an account's keys work at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyCounts {
+    /// Keys that work: active, or in a rotation's grace period. What the plan's
+    /// `max_active_keys` counts.
+    pub working: u32,
+    /// Of those, keys in a rotation's grace period.
+    pub rotating: u32,
+}
+
+/// How many of the account's keys work at `now`.
+pub fn count_working(conn: &Connection, account_id: u64, now: u64) -> Result<KeyCounts> {
     Ok(conn.query_row(
-        &format!("SELECT count(*) FROM api_keys WHERE {ACTIVE}"),
+        &format!("SELECT count(*), count(revoked_at) FROM api_keys WHERE {WORKING}"),
         params![to_i64(account_id), to_i64(now)],
-        |r| r.get(0),
+        |r| {
+            Ok(KeyCounts {
+                working: r.get(0)?,
+                rotating: r.get(1)?,
+            })
+        },
     )?)
 }
 
-/// Active keys that are the best candidates to retire: unused longest (never-used first), then
+/// Working keys that are the best candidates to retire: unused longest (never-used first), then
 /// oldest.
 pub fn idle_or_oldest(
     conn: &Connection,
@@ -276,10 +307,28 @@ pub fn idle_or_oldest(
     limit: u32,
 ) -> Result<Vec<KeyRow>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE {ACTIVE} \
+        "SELECT {COLUMNS} FROM api_keys WHERE {WORKING} \
          ORDER BY coalesce(last_used_at, 0), created_at LIMIT ?3"
     ))?;
     let rows = stmt.query_map(params![to_i64(account_id), to_i64(now), limit], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The keys of `budget`'s rotation chain still in their grace period at `now`.
+pub fn in_grace(
+    conn: &Connection,
+    account_id: u64,
+    budget: KeyId,
+    now: u64,
+) -> Result<Vec<KeyRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE account_id = ?1 \
+         AND budget_id = ?2 AND revoked_at > ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![to_i64(account_id), budget.to_string(), to_i64(now)],
+        from_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -333,7 +382,8 @@ pub fn set_rotated_to(tx: &Transaction<'_>, id: KeyId, successor: KeyId) -> Resu
 pub fn is_revoked(conn: &Connection, id: KeyId, now: u64) -> Result<bool> {
     Ok(conn
         .prepare_cached(
-            "SELECT revoked_at IS NOT NULL AND revoked_at <= ?2 FROM api_keys WHERE id = ?1",
+            "SELECT revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?2) \
+             FROM api_keys WHERE id = ?1",
         )?
         .query_row(params![id.to_string(), to_i64(now)], |r| r.get(0))
         .optional()?

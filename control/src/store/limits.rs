@@ -1,4 +1,6 @@
-//! The limits outbox: key policies the edge has not acknowledged yet.
+//! The limits outbox: key policies the edge has not acknowledged yet. A pushed policy carries
+//! the plan's per-minute cap and, for a key rotated in, its budget: the first key of its
+//! rotation chain, whose limiter the key shares with the predecessor still in its grace.
 //!
 //! A change of a key's rate limit (and a new key) takes a new policy version and puts
 //! `(key_id, version)` here in the same transaction (`keys::set_rate_limit`,
@@ -12,11 +14,14 @@ use shared::limits::{LimitUpdate, Policy};
 use super::{to_i64, to_u64};
 use crate::error::Result;
 
-/// Up to `max` queued policies, oldest versions first.
+/// Up to `max` queued policies, oldest versions first, each with the plan's per-minute cap and
+/// the key's budget when it is another key's (its rotation chain's first key).
 pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT o.key_id, k.rate_limit, k.rate_limit_window, o.version \
+        "SELECT o.key_id, k.rate_limit, k.rate_limit_window, o.version, p.max_rate_limit, \
+         nullif(coalesce(k.budget_id, k.id), k.id) \
          FROM limits_outbox o JOIN api_keys k ON k.id = o.key_id \
+         JOIN accounts a ON a.id = k.account_id JOIN plans p ON p.id = a.plan_id \
          ORDER BY o.version, o.key_id LIMIT ?1",
     )?;
     let rows = stmt.query_map([i64::try_from(max).unwrap_or(i64::MAX)], |r| {
@@ -27,9 +32,18 @@ pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
                 window: r.get(2)?,
             },
             version: to_u64(r.get(3)?)?,
+            per_minute: Some(r.get(4)?),
+            budget: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether `key`'s policy still waits for the edge.
+pub fn is_pending(conn: &Connection, key: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM limits_outbox WHERE key_id = ?1)")?
+        .query_row([key], |r| r.get(0))?)
 }
 
 /// How many policies wait for the edge.

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use shared::audit::AuditKeyring;
 
 use crate::error::{AppError, Result};
 
@@ -33,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_usage_and_limits.sql"),
     include_str!("migrations/0003_audit_by_target.sql"),
+    include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
+    include_str!("migrations/0005_rotation_budgets.sql"),
 ];
 
 /// Readers kept open between calls.
@@ -97,10 +100,24 @@ fn in_savepoint<T>(
     result
 }
 
+thread_local! {
+    /// The audit keyring, on the writer thread only: every audit event is appended there, in the
+    /// transaction of its change, and chained with this keyring (`audit::append`). It lives in
+    /// the process, never in the database.
+    static WRITER_AUDIT_KEYRING: std::cell::RefCell<Option<Arc<AuditKeyring>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The audit keyring of the writer thread, if this is one.
+pub(crate) fn writer_audit_keyring() -> Option<Arc<AuditKeyring>> {
+    WRITER_AUDIT_KEYRING.with_borrow(Clone::clone)
+}
+
 /// The writer thread: takes every job waiting (up to [`MAX_BATCH`]), runs them in one
 /// `BEGIN IMMEDIATE` transaction, commits once, then answers them all. Under concurrency this
 /// turns N fsyncs into one (group commit); alone, a job is its own batch.
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, audit: Arc<AuditKeyring>) {
+    WRITER_AUDIT_KEYRING.set(Some(audit));
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -143,8 +160,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations. Audit
+    /// events written through this store are chained with `audit` (see `audit::append`).
+    pub fn open(path: &Path, audit: Arc<AuditKeyring>) -> anyhow::Result<Self> {
         let writer = Connection::open(path)?;
         let mode: String =
             writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -157,7 +175,7 @@ impl Store {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(writer, queue))?;
+            .spawn(move || run_writer(writer, queue, audit))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -289,6 +307,12 @@ pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A fixed audit keyring for the unit tests (test-only secret).
+#[cfg(test)]
+pub(crate) fn test_audit_keyring() -> Arc<AuditKeyring> {
+    Arc::new(AuditKeyring::from_config(&format!("active=1;1:{}", "a5".repeat(32))).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +321,7 @@ mod tests {
     fn opens_in_wal_with_full_sync_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sqlite3");
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path, test_audit_keyring()).unwrap();
         let (mode, sync, version): (String, i64, i64) = store
             .write_blocking(|tx| {
                 Ok((
@@ -312,13 +336,95 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         drop(store);
         // Reopening applies nothing twice (the plan insert would violate its primary key).
-        Store::open(&path).unwrap();
+        Store::open(&path, test_audit_keyring()).unwrap();
+    }
+
+    /// A database of schema 3 (before the in-force flag) opened by this build: revocations that
+    /// were in force stay in force, the one stamped by a clock running fast included, and a
+    /// rotation still in its grace period stays scheduled. (The unkeyed audit prefix:
+    /// `audit::tests::an_unkeyed_prefix_is_sealed_and_then_protected`.)
+    #[test]
+    fn schema_4_keeps_revocations_in_force_whatever_the_clock_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (id, name, plan_id, created_at) VALUES (1, 'a', 'standard', 1)",
+                [],
+            )
+            .unwrap();
+            // (id, revoked_at, grace_until): revoked an hour ago; revoked "400 s from now" by a
+            // clock running fast; rotated, grace ended; rotated, grace running; revoked during
+            // its grace; never revoked.
+            let keys = [
+                ("a", Some(now - 3600), None),
+                ("b", Some(now + 400), None),
+                ("c", Some(now - 10), Some(now - 10)),
+                ("d", Some(now + 3600), Some(now + 3600)),
+                ("e", Some(now - 5), Some(now + 3600)),
+                ("f", None, None),
+            ];
+            for (n, (id, revoked_at, grace)) in keys.iter().enumerate() {
+                let id = id.repeat(32);
+                conn.execute(
+                    "INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, kid, \
+                     hint, rate_limit, created_at, revoked_at, grace_until) \
+                     VALUES (?1, 0, 1, 'k', 'production', 1, 1, 'h', 10, 1, ?2, ?3)",
+                    rusqlite::params![id, revoked_at, grace],
+                )
+                .unwrap();
+                if let Some(at) = revoked_at {
+                    conn.execute(
+                        "INSERT INTO revocation_outbox (key_id, id_top, version, due_at) \
+                         VALUES (?1, 0, ?2, ?3)",
+                        rusqlite::params![id, n as i64, at],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let store = Store::open(&path, test_audit_keyring()).unwrap();
+        let (in_force, due): (Vec<String>, Vec<String>) = store
+            .read_blocking(move |c| {
+                let ids = |sql: &str| -> Result<Vec<String>> {
+                    let mut stmt = c.prepare(sql)?;
+                    let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+                    Ok(rows
+                        .map(|r| r.map(|id| id[..1].to_owned()))
+                        .collect::<rusqlite::Result<_>>()?)
+                };
+                Ok((
+                    ids(
+                        "SELECT id FROM api_keys WHERE revocation_in_force = 1 AND ?1 ORDER BY id",
+                    )?,
+                    ids("SELECT key_id FROM revocation_outbox WHERE due_at <= ?1 ORDER BY key_id")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(in_force, ["a", "b", "c", "e"]);
+        assert_eq!(
+            due,
+            ["a", "b", "c", "e"],
+            "due at once, the fast-clock one included"
+        );
     }
 
     #[test]
     fn a_failed_write_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("c.sqlite3")).unwrap();
+        let store = Store::open(&dir.path().join("c.sqlite3"), test_audit_keyring()).unwrap();
         let r: Result<()> = store.write_blocking(|tx| {
             tx.execute(
                 "INSERT INTO accounts (name, plan_id, created_at) VALUES ('a', 'standard', 1)",
@@ -338,7 +444,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_does_not_undo_its_batch_neighbours() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("c.sqlite3")).unwrap();
+        let store = Store::open(&dir.path().join("c.sqlite3"), test_audit_keyring()).unwrap();
         let writes = (0..64).map(|i| {
             let store = store.clone();
             tokio::spawn(async move {

@@ -1,10 +1,16 @@
 //! Revocation publishing state: the list version counter, the outbox and what each shard last
 //! published.
 //!
-//! A revocation inserts an outbox row in its own transaction. The publisher later reads every
-//! revoked id of the row's shard, signs the shard under a new version, pushes it, and only then
-//! deletes the outbox rows the push covered. A crash anywhere in between leaves the rows, so the
-//! next tick (or start) publishes again: publishing is at-least-once and idempotent.
+//! A revocation is *in force* once `api_keys.revocation_in_force` is set: in the transaction of an
+//! immediate revoke ([`enqueue_now`]), or, for a rotation's old key, by the publish after its grace
+//! period ends ([`schedule`], then [`prepare_shard`]). It is never cleared, and a shard carries
+//! exactly the keys in force: what the edge is told never depends on comparing a stored time with
+//! a later clock reading, so a clock that ran fast at the revoke, or steps back afterwards, cannot
+//! delay or undo it. The outbox row says which shard to publish; an immediate one is due at once
+//! (`due_at` 0), in commit order. The publisher reads the shard's keys, signs the shard under a new
+//! version, pushes it, and only then deletes the outbox rows the push covered. A crash anywhere in
+//! between leaves the rows, so the next tick (or start) publishes again: publishing is
+//! at-least-once and idempotent.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use shared::key::KeyId;
@@ -26,8 +32,23 @@ pub fn next_version(tx: &Transaction<'_>, now: u64) -> Result<u64> {
     )?)?)
 }
 
-/// Queues a revocation for publishing once `due_at` has come.
-pub fn enqueue(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
+/// Puts `key_id`'s revocation in force now, in the caller's transaction, and queues its shard
+/// for publishing at once, whatever the clock says.
+pub fn enqueue_now(tx: &Transaction<'_>, key_id: KeyId, version: u64) -> Result<()> {
+    tx.execute(
+        "UPDATE api_keys SET revocation_in_force = 1 WHERE id = ?1",
+        [key_id.to_string()],
+    )?;
+    insert_outbox(tx, key_id, version, 0)
+}
+
+/// Queues `key_id`'s revocation to come into force once `due_at` (Unix seconds) has come: the
+/// end of a rotation's grace period.
+pub fn schedule(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
+    insert_outbox(tx, key_id, version, due_at)
+}
+
+fn insert_outbox(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO revocation_outbox (key_id, id_top, version, due_at) VALUES (?1, ?2, ?3, ?4)",
         params![
@@ -52,27 +73,16 @@ fn shard_of_top(top: i64, count: u16) -> u16 {
     shared::revocation::shard_of(KeyId(id), count)
 }
 
-/// Shards that need a publish at `now`: those with due outbox rows, and those never published
-/// in this layout or whose next-update falls before `heartbeat_by`.
-pub fn shards_due(conn: &Connection, count: u16, now: u64, heartbeat_by: u64) -> Result<Vec<u16>> {
+/// Shards with outbox rows due at `now`: every immediate revocation, and rotations whose grace
+/// period has ended.
+pub fn shards_due(conn: &Connection, count: u16, now: u64) -> Result<Vec<u16>> {
     let mut due = vec![false; usize::from(count)];
     let mut stmt =
         conn.prepare_cached("SELECT DISTINCT id_top FROM revocation_outbox WHERE due_at <= ?1")?;
     for top in stmt.query_map([to_i64(now)], |r| r.get::<_, i64>(0))? {
         due[usize::from(shard_of_top(top?, count))] = true;
     }
-    let mut fresh = vec![false; usize::from(count)];
-    let mut stmt = conn.prepare_cached(
-        "SELECT shard FROM revocation_shards WHERE shard_count = ?1 AND next_update > ?2",
-    )?;
-    for shard in stmt.query_map(params![count, to_i64(heartbeat_by)], |r| r.get::<_, u16>(0))? {
-        if let Some(f) = fresh.get_mut(usize::from(shard?)) {
-            *f = true;
-        }
-    }
-    Ok((0..count)
-        .filter(|&s| due[usize::from(s)] || !fresh[usize::from(s)])
-        .collect())
+    Ok((0..count).filter(|&s| due[usize::from(s)]).collect())
 }
 
 /// What one shard publish carries.
@@ -80,14 +90,15 @@ pub fn shards_due(conn: &Connection, count: u16, now: u64, heartbeat_by: u64) ->
 pub struct ShardContent {
     /// The new list version.
     pub version: u64,
-    /// Every id of the shard revoked at or before `now`.
+    /// Every id of the shard whose revocation is in force.
     pub ids: Vec<KeyId>,
     /// The last outbox row this publish covers.
     pub outbox_upto: Option<i64>,
 }
 
-/// Takes a version and reads the shard's revoked ids, in one transaction so the outbox rows
-/// covered are exactly those committed before it.
+/// Takes a version, puts in force the shard's scheduled revocations due at `now`, and reads the
+/// shard's revoked ids, in one transaction so the outbox rows covered are exactly those committed
+/// before it.
 pub fn prepare_shard(
     tx: &Transaction<'_>,
     shard: u16,
@@ -96,12 +107,18 @@ pub fn prepare_shard(
 ) -> Result<ShardContent> {
     let version = next_version(tx, now)?;
     let (lo, hi) = top_range(shard, count);
+    // A grace period that has ended: from now on in force, whatever the clock says later.
+    tx.prepare_cached(
+        "UPDATE api_keys SET revocation_in_force = 1 WHERE revocation_in_force = 0 AND id IN \
+         (SELECT key_id FROM revocation_outbox WHERE id_top >= ?1 AND id_top < ?2 \
+          AND due_at <= ?3)",
+    )?
+    .execute(params![lo, hi, to_i64(now)])?;
     let mut stmt = tx.prepare_cached(
-        "SELECT id FROM api_keys WHERE id_top >= ?1 AND id_top < ?2 \
-         AND revoked_at IS NOT NULL AND revoked_at <= ?3",
+        "SELECT id FROM api_keys WHERE id_top >= ?1 AND id_top < ?2 AND revocation_in_force = 1",
     )?;
     let ids = stmt
-        .query_map(params![lo, hi, to_i64(now)], |r| r.get::<_, String>(0))?
+        .query_map(params![lo, hi], |r| r.get::<_, String>(0))?
         .filter_map(|id| id.ok().and_then(|id| KeyId::parse_hex(&id)))
         .collect();
     let outbox_upto: Option<i64> = tx.query_row(
@@ -190,7 +207,11 @@ mod tests {
     #[test]
     fn versions_increase_and_never_fall_below_the_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("v.sqlite3")).unwrap();
+        let store = crate::store::Store::open(
+            &dir.path().join("v.sqlite3"),
+            crate::store::test_audit_keyring(),
+        )
+        .unwrap();
         let take = |now: u64| {
             store
                 .write_blocking(move |tx| next_version(tx, now))
@@ -208,7 +229,11 @@ mod tests {
         assert_eq!(take(2_000), 2_000_000);
         // A fresh database (say, a reset development setup) at a later time publishes above.
         let dir2 = tempfile::tempdir().unwrap();
-        let fresh = crate::store::Store::open(&dir2.path().join("v.sqlite3")).unwrap();
+        let fresh = crate::store::Store::open(
+            &dir2.path().join("v.sqlite3"),
+            crate::store::test_audit_keyring(),
+        )
+        .unwrap();
         let v = fresh.write_blocking(|tx| next_version(tx, 2_001)).unwrap();
         assert!(v > 2_000_000);
     }

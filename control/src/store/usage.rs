@@ -4,6 +4,10 @@
 //! `usage_batches`: a retried batch finds its name and changes nothing, so retries never count
 //! twice, and an acknowledged batch is committed. Counts go to per-minute rows and to per-hour
 //! rollups in the same transaction; hour and day queries read the rollups.
+//!
+//! Stored activity is bounded per key whatever the edge sends: the counts are exact, the rows a
+//! sample. Per key, the latest 200 forwarded requests and the latest 200 of the edge's own
+//! answers (refusals and failures), at most 10 of those per minute and outcome; 30 days at most.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -16,6 +20,12 @@ use crate::error::Result;
 
 /// Non-denial activity rows kept per key.
 pub const ACTIVITY_KEEP: i64 = 200;
+/// Denial rows (answers of the edge itself) kept per key: the latest ones. Their exact number is
+/// in the usage counters.
+pub const DENIAL_ACTIVITY_KEEP: i64 = 200;
+/// Denial rows stored per key, minute and outcome: a sample, so a flood of refused requests
+/// cannot push a key's earlier denials out of its log within a minute, nor grow the database.
+pub const DENIALS_PER_MINUTE: u32 = 10;
 /// Activity (denials included) is kept this long, in seconds.
 pub const ACTIVITY_RETENTION: u64 = 30 * 86_400;
 /// Usage counters older than this (seconds) are deleted.
@@ -32,6 +42,9 @@ pub struct Applied {
     pub activity: u64,
     /// Entries (counts, last uses, activity) skipped: unknown key, or a key of another account.
     pub skipped: u64,
+    /// Denial entries not stored: their key, minute and outcome already had
+    /// [`DENIALS_PER_MINUTE`] rows (they are in the counts).
+    pub sampled_out: u64,
 }
 
 /// Applies a validated batch at `now_ms`, once per `(source, seq)`.
@@ -133,10 +146,39 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut pruned: HashSet<&str> = HashSet::new();
+    // Denial rows already stored per (key, minute, outcome), read once per triple.
+    let mut denials: HashMap<(&str, u64, Outcome), u32> = HashMap::new();
+    let mut stored_stmt = tx.prepare_cached(
+        "SELECT count(*) FROM activity WHERE key_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 \
+         AND outcome = ?4",
+    )?;
     for a in &batch.activity {
         if !owns(&a.key_id, a.account_id) {
             result.skipped += 1;
             continue;
+        }
+        if a.outcome.is_denial() {
+            let minute = a.at_ms / 60_000;
+            let stored = match denials.entry((a.key_id.as_str(), minute, a.outcome)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let n: u32 = stored_stmt.query_row(
+                        params![
+                            a.key_id,
+                            to_i64(minute * 60_000),
+                            to_i64((minute + 1) * 60_000),
+                            a.outcome.name()
+                        ],
+                        |r| r.get(0),
+                    )?;
+                    e.insert(n)
+                }
+            };
+            if *stored >= DENIALS_PER_MINUTE {
+                result.sampled_out += 1;
+                continue;
+            }
+            *stored += 1;
         }
         activity_stmt.execute(params![
             a.key_id,
@@ -158,14 +200,25 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
     let now = now_ms / 1000;
     let activity_cutoff_ms = to_i64(now.saturating_sub(ACTIVITY_RETENTION) * 1000);
     let usage_cutoff_minute = to_i64(now.saturating_sub(USAGE_RETENTION) / 60);
+    // The latest rows per key of each kind: forwarded requests, and the edge's own answers.
+    let origin = serde_json::Value::from(
+        Outcome::ALL
+            .iter()
+            .filter(|o| o.is_allowed())
+            .map(|o| o.name())
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
     let mut keep_stmt = tx.prepare_cached(
-        "DELETE FROM activity WHERE key_id = ?1 AND outcome NOT IN ('401', '403', '429') \
+        "DELETE FROM activity WHERE key_id = ?1 \
+         AND (outcome IN (SELECT value FROM json_each(?2))) = ?3 \
          AND id NOT IN (SELECT id FROM activity WHERE key_id = ?1 \
-                        AND outcome NOT IN ('401', '403', '429') \
-                        ORDER BY at_ms DESC, id DESC LIMIT ?2)",
+                        AND (outcome IN (SELECT value FROM json_each(?2))) = ?3 \
+                        ORDER BY at_ms DESC, id DESC LIMIT ?4)",
     )?;
     for key in &pruned {
-        keep_stmt.execute(params![key, ACTIVITY_KEEP])?;
+        keep_stmt.execute(params![key, origin, true, ACTIVITY_KEEP])?;
+        keep_stmt.execute(params![key, origin, false, DENIAL_ACTIVITY_KEEP])?;
     }
     tx.prepare_cached("DELETE FROM activity WHERE at_ms < ?1")?
         .execute([activity_cutoff_ms])?;
@@ -239,7 +292,7 @@ pub enum Subject {
 }
 
 /// Counts per outcome, in [`Outcome::ALL`] order.
-pub type ByOutcome = [u64; 7];
+pub type ByOutcome = [u64; Outcome::ALL.len()];
 
 /// Usage in a range of buckets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,7 +345,7 @@ pub fn usage(
         key
     ];
     let mut usage = Usage {
-        series: vec![[0; 7]; buckets],
+        series: vec![[0; Outcome::ALL.len()]; buckets],
         ..Usage::default()
     };
     let mut stmt = conn.prepare_cached(&format!(

@@ -13,6 +13,7 @@ use control::store::Store;
 use control::{AppState, Clock as _, ManualClock, Settings, app, auth};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use shared::audit::AuditKeyring;
 use shared::mac::Keyring;
 use tower::ServiceExt as _;
 
@@ -22,6 +23,34 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn keyring() -> Keyring {
     Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap()
+}
+
+/// The audit keyring of the tests (test-only secret, not the signing keyring's).
+pub const AUDIT_KEYRING: &str =
+    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+pub fn audit_keyring() -> Arc<AuditKeyring> {
+    Arc::new(AuditKeyring::from_config(AUDIT_KEYRING).unwrap())
+}
+
+/// A child process (the real binary) killed when dropped, so a failing test leaves nothing
+/// running.
+pub struct Service(pub std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestApp {
@@ -37,12 +66,22 @@ pub struct TestApp {
     pub bob_account: u64,
 }
 
+/// A change to the settings, applied before the service is built.
+type Configure = Box<dyn FnOnce(&mut Settings)>;
+
 pub struct Builder {
     shard_count: u16,
     max_body_bytes: usize,
+    configure: Option<Configure>,
 }
 
 impl Builder {
+    /// Changes any other setting before the service is built.
+    pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
+        self.configure = Some(Box::new(f));
+        self
+    }
+
     pub fn shard_count(mut self, n: u16) -> Self {
         self.shard_count = n;
         self
@@ -55,9 +94,9 @@ impl Builder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("control.sqlite3")).unwrap();
+        let store = Store::open(&dir.path().join("control.sqlite3"), audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
-        let settings = Settings {
+        let mut settings = Settings {
             shard_count: self.shard_count,
             public_origin: "https://keys.lynxo.test".into(),
             max_body_bytes: self.max_body_bytes,
@@ -65,6 +104,9 @@ impl Builder {
             argon2: argon2::Params::new(8, 1, 1, None).unwrap(),
             ..Settings::default()
         };
+        if let Some(configure) = self.configure {
+            configure(&mut settings);
+        }
         let alice = auth::bootstrap(
             &store,
             &settings,
@@ -141,6 +183,7 @@ impl TestApp {
         Builder {
             shard_count: 4,
             max_body_bytes: 64 * 1024,
+            configure: None,
         }
     }
 
@@ -281,4 +324,53 @@ impl Client<'_> {
             body,
         }
     }
+}
+
+/// Everything the service logs, for tests that hunt a secret in the logs: see [`capture_logs`].
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+/// Sends every log line, at every level, to the returned capture. It installs the global
+/// subscriber, so a test binary calls it once.
+pub fn capture_logs() -> Captured {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    logs
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The database file and its WAL, as bytes (what an attacker with a copy would read).
+pub fn database_files(app: &TestApp) -> [Vec<u8>; 2] {
+    let db = app.state.store.path().to_owned();
+    [
+        std::fs::read(&db).unwrap(),
+        std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default(),
+    ]
 }

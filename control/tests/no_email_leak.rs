@@ -1,0 +1,80 @@
+//! What someone types into the sign-in form's email box may be anything, a password included: if
+//! it names no user it must reach neither the database file, its WAL, nor the logs, and a failed
+//! sign-in to a real user keeps no copy of the email either.
+//!
+//! It installs a global log subscriber, so it lives in its own test binary.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{PASSWORD, TestApp, capture_logs, contains, database_files};
+use serde_json::json;
+
+#[tokio::test]
+async fn submitted_emails_are_nowhere_in_the_database_wal_or_logs() {
+    let logs = capture_logs();
+
+    let app = TestApp::new();
+    // A password typed into the email box, and an address that is nobody's.
+    let typed = ["Tr0ub4dor&3@hunter2.example", "no.such.user@example.com"];
+    for email in typed {
+        app.anonymous()
+            .post(
+                "/v1/sessions",
+                json!({ "email": email, "password": "whatever it is" }),
+            )
+            .await
+            .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    app.anonymous()
+        .post(
+            "/v1/sessions",
+            json!({ "email": "Alice@Example.com", "password": "wrong password!" }),
+        )
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    // Alice's failure is recorded (after the answer): wait for it.
+    for _ in 0..500 {
+        if app
+            .audit_actions()
+            .iter()
+            .any(|a| a == "user.sign_in_failed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failed: Vec<String> = app
+        .state
+        .store
+        .read_blocking(|c| {
+            let mut stmt = c.prepare(
+                "SELECT actor || ' ' || coalesce(target, '') || ' ' || details \
+                 FROM audit_events WHERE action = 'user.sign_in_failed'",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .unwrap();
+    assert_eq!(failed.len(), 1, "only the known user's failure: {failed:?}");
+    assert!(!failed[0].contains('@'), "{failed:?}");
+
+    let [db, wal] = database_files(&app);
+    let logs = logs.bytes();
+    assert!(contains(&logs, b"sign-in failed"), "the capture works");
+    for email in typed {
+        for needle in [email.to_owned(), email.to_lowercase()] {
+            for (name, bytes) in [("database", &db), ("wal", &wal), ("logs", &logs)] {
+                assert!(
+                    !contains(bytes, needle.as_bytes()),
+                    "{name} contains {needle}"
+                );
+            }
+        }
+    }
+    // Alice's email is in the users table (that is how she signs in), but no log line has it.
+    assert!(!contains(&logs, b"alice@example.com"));
+    assert!(!contains(&logs, PASSWORD.as_bytes()));
+}
