@@ -70,7 +70,7 @@ ORIGIN_KEYRING="$origin_keyring" setsid "$bin/demo_origin" --port "$ORIGIN_PORT"
   >"$DEV/origin.log" 2>&1 &
 pids+=($!)
 
-setsid npx --no-install wrangler dev --env development --port "$EDGE_PORT" --ip 127.0.0.1 \
+WRANGLER_DISABLE_REQUEST_BODY_DRAINING=true setsid npx --no-install wrangler dev --env development --port "$EDGE_PORT" --ip 127.0.0.1 \
   --persist-to "$DEV/wrangler" \
   --var "LYNXO_KEYRING:$keyring" --var "ORIGIN_KEYRING:$origin_keyring" \
   --var "ORIGIN_URL:http://127.0.0.1:$ORIGIN_PORT" \

@@ -12,4 +12,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LYNXO_ROOT"
 
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-cargo test -p shared --target wasm32-unknown-unknown --test vectors --test wycheproof --test audit_vectors
+cargo test -p shared --target wasm32-unknown-unknown --test vectors --test identity_vectors \
+  --test wycheproof --test audit_vectors

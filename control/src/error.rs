@@ -5,7 +5,7 @@
 //! Internal errors become a bare 500; their cause travels to the logging middleware in a
 //! response extension and is logged there, once.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::request::Parts;
@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+
+use crate::AppState;
 
 /// Handler result.
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -164,46 +166,61 @@ impl IntoResponse for AppError {
     }
 }
 
-/// `axum::Json`, but malformed bodies get our problem format.
+/// `axum::Json`, but the body is read by [`crate::body::read`] (bounded in size, time and
+/// number) and malformed bodies get our problem format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
-impl<S, T> FromRequest<S> for Json<T>
+impl<T> FromRequest<AppState> for Json<T>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as application/json",
+            ));
         }
+        let (parts, body) = req.into_parts();
+        let bytes = crate::body::read(&parts.headers, body, state.settings.max_body_bytes).await?;
+        parse_json(&bytes).map(Self)
     }
 }
 
-fn json_rejection(rejection: &JsonRejection) -> AppError {
-    let detail = rejection.body_text();
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "The request body is too large",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the body as application/json",
-        ),
-        StatusCode::UNPROCESSABLE_ENTITY => AppError::validation(detail),
+/// Parses a JSON body: 400 `invalid_json` for bytes that are not JSON, 422 `validation_failed`
+/// for JSON of the wrong shape.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => AppError::validation(e.to_string()),
         _ => AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "The body is not valid JSON",
         )
-        .with_detail(detail),
-    }
+        .with_detail(e.to_string()),
+    })
+}
+
+/// Whether the request says its body is JSON: `application/json` or `application/*+json`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

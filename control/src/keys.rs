@@ -1246,6 +1246,7 @@ fn verdict_of(denial: &Denial) -> Verdict {
         },
         Denial::Revoked => Verdict::refuse(401, "invalid_token"),
         Denial::Policy(PolicyError::NoRoute) => Verdict::refuse(404, "not_found"),
+        Denial::Policy(PolicyError::InvalidPath) => Verdict::refuse(400, "invalid_path"),
         Denial::Policy(PolicyError::MethodNotAllowed { .. }) => {
             Verdict::refuse(405, "method_not_allowed")
         }

@@ -2,6 +2,7 @@
 //!
 //! - [`store`]: SQLite storage, the only module that speaks SQL.
 //! - [`error`]: the one error type and the extractors that produce it.
+//! - [`body`]: request bodies, read bounded in size, time and number.
 //! - [`auth`]: management tokens, sign-in (and its defences), sessions and CSRF.
 //! - [`client_addr`]: the client's address, from a trusted proxy's header or the TCP peer.
 //! - [`account`]: the account API (name, plan, keys in use).
@@ -23,6 +24,7 @@
 pub mod account;
 pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod client_addr;
 pub mod config;
 pub mod dashboard;
@@ -247,6 +249,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(body::refuse_unexpected_body))
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
 }

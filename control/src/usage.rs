@@ -13,12 +13,12 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use shared::envelope;
 use shared::key::KeyId;
 use shared::usage::{self as wire, Batch, Outcome};
 
@@ -49,12 +49,10 @@ pub fn routes() -> Router<AppState> {
         .route("/usage", get(get_account_usage))
 }
 
-/// Routes at the root: the edge's signed usage ingestion, with its own body limit.
+/// Routes at the root: the edge's signed usage ingestion, with its own body limit
+/// ([`MAX_BATCH_BYTES`], applied by [`ingest_usage`]).
 pub fn ingest_routes() -> Router<AppState> {
-    Router::new().route(
-        wire::INGEST_PATH,
-        post(ingest_usage).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
-    )
+    Router::new().route(wire::INGEST_PATH, post(ingest_usage))
 }
 
 /// Answer of the ingestion endpoint.
@@ -183,24 +181,8 @@ fn sanitize(batch: &mut Batch, now: u64) -> u64 {
 pub async fn ingest_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<IngestAnswer>> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "The request body is too large",
-            )
-            .with_field("max_bytes", MAX_BATCH_BYTES)
-        } else {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "The request body could not be read",
-            )
-        }
-    })?;
     let now_ms = state.clock.now_ms();
     let now = now_ms / 1000;
     let signature = headers
@@ -208,19 +190,24 @@ pub async fn ingest_usage(
         .ok_or_else(|| bad_signature("send the Lynxo-Signature header"))?
         .to_str()
         .map_err(|_| bad_signature("the Lynxo-Signature header is malformed"))?;
+    // Everything the signature header says without the body first: an outsider's body is read
+    // only behind a header that could be genuine.
+    if let Err(e) = envelope::check_header(
+        &state.keyring,
+        envelope::SCHEME_V1,
+        signature,
+        now,
+        SIGNATURE_TOLERANCE,
+    ) {
+        tracing::warn!(error = %e, "usage batch refused before its body: bad signature header");
+        return Err(bad_signature("the signature does not verify"));
+    }
+    let body = crate::body::read(&headers, body, MAX_BATCH_BYTES).await?;
     if let Err(e) = wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
         tracing::warn!(error = %e, "usage batch refused: bad signature");
         return Err(bad_signature("the signature does not verify"));
     }
-    let batch: Batch = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => AppError::validation(e.to_string()),
-        _ => AppError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "The body is not valid JSON",
-        )
-        .with_detail(e.to_string()),
-    })?;
+    let batch: Batch = crate::error::parse_json(&body)?;
     let mut batch = batch;
     validate(&batch)?;
     let dropped = sanitize(&mut batch, now);

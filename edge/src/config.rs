@@ -14,6 +14,7 @@
 //! | `RATE_LIMIT_DEFAULT` | var | `<limit>/<window seconds>` for keys without their own limit (default `600/60`) |
 //! | `METER_SHARDS` | var | number of `UsageMeter` objects (`meter-0` ...), 1 to 1024 (default 4) |
 //! | `CONTROL_URL` | var | the control plane's base URL for usage batches; unset: metering off |
+//! | `FORWARD_HEADERS` | var | client headers forwarded besides `forward::FORWARDED`, comma-separated (default none) |
 
 use shared::key::Environment;
 use shared::limits::Policy;
@@ -36,7 +37,7 @@ pub const DEFAULT_METER_SHARDS: u16 = 4;
 pub const MAX_METER_SHARDS: u16 = 1024;
 
 /// The names of every binding [`Config::from_lookup`] reads, in a fixed order.
-pub const BINDINGS: [&str; 11] = [
+pub const BINDINGS: [&str; 12] = [
     "LYNXO_ENV",
     "LYNXO_KEYRING",
     "ORIGIN_KEYRING",
@@ -48,6 +49,7 @@ pub const BINDINGS: [&str; 11] = [
     "RATE_LIMIT_DEFAULT",
     "METER_SHARDS",
     "CONTROL_URL",
+    "FORWARD_HEADERS",
 ];
 
 /// Validated configuration.
@@ -75,6 +77,8 @@ pub struct Config {
     pub meter_shards: u16,
     /// The control plane's base URL, without a trailing slash; `None` turns metering off.
     pub control_url: Option<String>,
+    /// Client headers forwarded besides `forward::FORWARDED`, lowercase.
+    pub forward_headers: Vec<String>,
 }
 
 /// Why the configuration is unusable. Names the binding, never its value.
@@ -144,6 +148,8 @@ impl Config {
                 Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
                 Some(_) => return Err(ConfigError::Invalid("CONTROL_URL")),
             };
+        let forward_headers = parse_header_names(&optional("FORWARD_HEADERS", ""))
+            .ok_or(ConfigError::Invalid("FORWARD_HEADERS"))?;
         Ok(Self {
             environment,
             keyring,
@@ -156,6 +162,7 @@ impl Config {
             rate_limit_default,
             meter_shards,
             control_url,
+            forward_headers,
         })
     }
 
@@ -163,6 +170,20 @@ impl Config {
     pub fn retry_after(&self) -> u64 {
         self.cache_ms.div_ceil(1000).max(1)
     }
+}
+
+/// Parses `FORWARD_HEADERS`: header names separated by commas, each an RFC 9110 token and not
+/// one the edge never forwards (`forward::never_forwarded`). `None` if any is not.
+fn parse_header_names(text: &str) -> Option<Vec<String>> {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    text.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            (name.bytes().all(is_tchar) && !crate::forward::never_forwarded(name))
+                .then(|| name.to_ascii_lowercase())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,6 +218,33 @@ mod tests {
         assert_eq!(cfg.rate_limit_default, DEFAULT_RATE_LIMIT);
         assert_eq!(cfg.meter_shards, DEFAULT_METER_SHARDS);
         assert_eq!(cfg.control_url, None);
+        assert!(cfg.forward_headers.is_empty());
+    }
+
+    #[test]
+    fn forwarded_header_names() {
+        let mut vars = base();
+        vars.insert("FORWARD_HEADERS", " Demo-Status, x-request-id ,".to_owned());
+        assert_eq!(
+            load(&vars).unwrap().forward_headers,
+            ["demo-status", "x-request-id"]
+        );
+        for bad in [
+            "x-http-method-override",
+            "Lynxo_Account_Id",
+            "x-lynxo-admin",
+            "forwarded",
+            "host",
+            "authorization",
+            "bad name",
+        ] {
+            vars.insert("FORWARD_HEADERS", bad.to_owned());
+            assert_eq!(
+                load(&vars).unwrap_err(),
+                ConfigError::Invalid("FORWARD_HEADERS"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! the key id, then [`admit`] (revocation, then route and scope). [`decide`] chains the two for
 //! tests. Every check is a call into `shared`; this module only maps the results to answers.
 
+use std::borrow::Cow;
+
 use shared::gate::{self, Denial};
 use shared::identity::Identity;
 use shared::key::{self, Claims, Environment, KeyError, KeyId};
@@ -18,8 +20,79 @@ use crate::problem::{self, CHALLENGE, Problem, Reply, bearer_error};
 /// characters; anything much longer is refused before it is scanned or hashed.
 pub const MAX_CREDENTIAL_LEN: usize = 1024;
 
-/// Query parameters that may carry a key (RFC 6750 2.3 and a common alias).
+/// Query parameters that may carry a key (RFC 6750 2.3 and a common alias), as [`param_name`]
+/// reads them.
 pub const QUERY_PARAMS: [&str; 2] = ["access_token", "api_key"];
+
+/// Times a name is percent-decoded at most: enough for any double (or triple) encoding an
+/// origin's stack might undo.
+const DECODE_ROUNDS: usize = 4;
+
+/// Percent-decodes `text` (and `+` as a space, as forms do) until nothing changes, at most
+/// [`DECODE_ROUNDS`] times; a `%` not followed by two hex digits stays as it is.
+pub fn percent_decode(text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for _ in 0..DECODE_ROUNDS {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match bytes[i] {
+                b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi << 4 | lo) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b'+' => out.push(b' '),
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        if out == bytes {
+            break;
+        }
+        bytes = out;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A query parameter's name as the frameworks behind an origin may read it: percent-decoded,
+/// ASCII lowercase, without a `[...]` suffix (`api_key[]` is `api_key` to PHP and Rails), with
+/// `-`, `.` and spaces read as `_` (PHP turns `.` and spaces into `_`). Credential names and
+/// routing overrides are compared in this form, so no spelling of them slips past.
+pub fn param_name(raw: &str) -> String {
+    let decoded = percent_decode(raw).to_ascii_lowercase();
+    let base = decoded.split('[').next().unwrap_or("");
+    base.chars()
+        .map(|c| if matches!(c, '-' | '.' | ' ') { '_' } else { c })
+        .collect()
+}
+
+/// What separates a query's parameters: `&`, and `;`, which some frameworks read as `&`.
+pub const QUERY_SEPARATORS: [char; 2] = ['&', ';'];
+
+/// The `(name, value)` pairs of a query string, raw, split at every [`QUERY_SEPARATORS`].
+pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or("")
+        .split(QUERY_SEPARATORS)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Whether `text` holds a Lynxo key anywhere: a run of key characters starting with the prefix
+/// that passes the public checks (shape, length, checksum; no secret needed).
+pub fn holds_key(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let is_key_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    text.match_indices(key::PREFIX).any(|(start, _)| {
+        let len = bytes[start..].iter().take_while(|b| is_key_char(b)).count();
+        key::parse(&text[start..start + len]).is_ok()
+    })
+}
 
 /// The parts of a request the decision reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +150,7 @@ pub struct Admitted {
 /// The first step: finds the one credential and verifies the key at `now` (Unix seconds).
 pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verified, Reply> {
     let (token, source) = credential(req)?;
-    verify_key(token, cfg, now).map(|claims| Verified { claims, source })
+    verify_key(&token, cfg, now).map(|claims| Verified { claims, source })
 }
 
 /// The claims of a key the first step refused although its tag verified: an expired key of this
@@ -87,7 +160,7 @@ pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verifi
 pub fn owner(req: &Incoming<'_>, cfg: &Config) -> Option<Claims> {
     let (token, _) = credential(req).ok()?;
     // At time 0 nothing has expired yet: what remains is the tag and the format.
-    key::verify(token, &cfg.keyring, 0)
+    key::verify(&token, &cfg.keyring, 0)
         .ok()
         .filter(|claims| claims.environment == cfg.environment)
 }
@@ -141,12 +214,33 @@ pub fn decide(
     admit(&verified, req, revocation(verified.claims.key_id), cfg)
 }
 
-/// The query parameters that carry a key, and their values.
-fn query_credentials(query: Option<&str>) -> impl Iterator<Item = &str> {
-    query.unwrap_or("").split('&').filter_map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        QUERY_PARAMS.contains(&name).then_some(value)
-    })
+/// Whether a raw query parameter name is a credential's, in any spelling.
+pub fn is_credential_param(raw_name: &str) -> bool {
+    QUERY_PARAMS.contains(&param_name(raw_name).as_str())
+}
+
+/// The query parameters that carry a key, and their values (percent-decoded).
+fn query_credentials(query: Option<&str>) -> impl Iterator<Item = String> + '_ {
+    query_pairs(query)
+        .filter(|(name, _)| is_credential_param(name))
+        .map(|(_, value)| percent_decode(value))
+}
+
+/// Refuses a URL that carries a Lynxo key anywhere but in a credential parameter: in the path,
+/// or in another parameter's name or value. Such a key would reach the origin (and its logs).
+fn no_stray_key(req: &Incoming<'_>) -> Result<(), Reply> {
+    let in_query = query_pairs(req.query).any(|(name, value)| {
+        !is_credential_param(name)
+            && (holds_key(&percent_decode(name)) || holds_key(&percent_decode(value)))
+    });
+    if in_query || holds_key(&percent_decode(req.path)) {
+        return Err(problem::invalid_request(
+            "key_in_url",
+            "The URL carries an API key outside the credential.",
+            "Send your key only as `Authorization: Bearer <key>`; never put it in the path or another query parameter.",
+        ));
+    }
+    Ok(())
 }
 
 fn too_large() -> Reply {
@@ -158,7 +252,7 @@ fn too_large() -> Reply {
 }
 
 /// Finds the single credential of the request, or the answer for why there is none.
-fn credential<'a>(req: &Incoming<'a>) -> Result<(&'a str, Source), Reply> {
+fn credential<'a>(req: &Incoming<'a>) -> Result<(Cow<'a, str>, Source), Reply> {
     // Sizes first: nothing longer is scanned.
     let header = req.authorization.filter(|h| !h.is_empty());
     if header.is_some_and(|h| h.len() > MAX_CREDENTIAL_LEN)
@@ -166,6 +260,7 @@ fn credential<'a>(req: &Incoming<'a>) -> Result<(&'a str, Source), Reply> {
     {
         return Err(too_large());
     }
+    no_stray_key(req)?;
     let mut from_query = query_credentials(req.query);
     let first_query = from_query.next();
     let several_in_query = from_query.next().is_some();
@@ -182,7 +277,7 @@ fn credential<'a>(req: &Incoming<'a>) -> Result<(&'a str, Source), Reply> {
         if value.len() > MAX_CREDENTIAL_LEN {
             return Err(too_large());
         }
-        return Ok((value, Source::Query));
+        return Ok((Cow::Owned(value), Source::Query));
     }
     let Some(header) = header else {
         return Err(problem::missing_credentials(None));
@@ -196,7 +291,7 @@ fn credential<'a>(req: &Incoming<'a>) -> Result<(&'a str, Source), Reply> {
                 "Put your key after `Bearer `: `Authorization: Bearer <key>`.",
             ));
         }
-        return Ok((token, Source::Header));
+        return Ok((Cow::Borrowed(token), Source::Header));
     }
     if header.trim_start().starts_with(key::PREFIX) {
         return Err(problem::invalid_request(
@@ -299,6 +394,14 @@ fn policy_reply(error: PolicyError) -> Reply {
         .field("scope", needed.name())
         .hint(format!("Edit the key's permissions in the dashboard to include `{needed}`, or use a key that has it."))
         .header("www-authenticate", format!(r#"{CHALLENGE}, error="insufficient_scope", scope="{needed}""#))
+        .reply(),
+        PolicyError::InvalidPath => Problem::new(
+            400,
+            "invalid_path",
+            "Bad Request",
+            "The path is not canonical: path segments hold only letters, digits, `-`, `.`, `_` and `~`, and are never `.` or `..`.",
+        )
+        .hint("Send ids as they are, without percent-encoding, `;` parameters or dot segments.")
         .reply(),
         // A policy error this build does not know: refuse, without detail.
         _ => problem::internal(),
@@ -432,6 +535,116 @@ mod tests {
             Some("missing_bearer_scheme")
         );
         assert_eq!(refusal(get("Bearer ")).2.as_deref(), Some("empty_token"));
+    }
+
+    #[test]
+    fn credential_names_in_every_spelling() {
+        let key = live_key();
+        let auth = format!("Bearer {key}");
+        for name in [
+            "api_key",
+            "api%5Fkey",
+            "api%5fkey",
+            "api%255Fkey",
+            "API_KEY",
+            "Api-Key",
+            "api.key",
+            "api+key",
+            "api_key[]",
+            "api_key%5B%5D",
+            "access_token",
+            "ACCESS_TOKEN[0]",
+            "access%2Dtoken",
+        ] {
+            let q = format!("a=1&{name}={key}");
+            // Beside a header key: two credentials.
+            let both = run(
+                "GET",
+                "/v1/jobs",
+                Some(&auth),
+                Some(&q),
+                RevocationStatus::Clear,
+            );
+            assert_eq!(
+                refusal(both).2.as_deref(),
+                Some("multiple_credentials"),
+                "{name}"
+            );
+            // Alone: the credential, its value decoded.
+            let alone = run("GET", "/v1/jobs", None, Some(&q), RevocationStatus::Clear);
+            assert_eq!(alone.unwrap().source, Source::Query, "{name}");
+        }
+        // `;` separates parameters too, for the frameworks that read it so.
+        let q = format!("a=1;api_key={key}");
+        let both = run(
+            "GET",
+            "/v1/jobs",
+            Some(&auth),
+            Some(&q),
+            RevocationStatus::Clear,
+        );
+        assert_eq!(refusal(both).2.as_deref(), Some("multiple_credentials"));
+        let encoded = format!("api_key={}", key.replace('_', "%5F"));
+        assert!(
+            run(
+                "GET",
+                "/v1/jobs",
+                None,
+                Some(&encoded),
+                RevocationStatus::Clear
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            param_name("x%2Dhttp%2Dmethod%2Doverride"),
+            "x_http_method_override"
+        );
+        assert_eq!(param_name("%5FMETHOD"), "_method");
+    }
+
+    #[test]
+    fn a_key_anywhere_else_in_the_url_is_refused() {
+        let key = live_key();
+        let auth = format!("Bearer {key}");
+        let other = issue(
+            &claims(Environment::Production, ScopeSet::FULL_ACCESS),
+            &config().keyring,
+        );
+        let encoded = other.replace('_', "%5F");
+        for query in [
+            format!("q={other}"),
+            format!("apikey={other}"),
+            format!("token={encoded}"),
+            format!("note=see%20{other}%20here"),
+            format!("{other}=1"),
+            format!("x={}", encoded.replace('%', "%25")),
+        ] {
+            let r = run(
+                "GET",
+                "/v1/jobs",
+                Some(&auth),
+                Some(&query),
+                RevocationStatus::Clear,
+            );
+            assert_eq!(refusal(r).2.as_deref(), Some("key_in_url"), "{query}");
+        }
+        let path = format!("/v1/jobs/{other}");
+        let r = run("GET", &path, Some(&auth), None, RevocationStatus::Clear);
+        assert_eq!(refusal(r).2.as_deref(), Some("key_in_url"));
+        // Text that only looks like the prefix, or a key with a broken checksum, is not a key.
+        let mut typo = other.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        for query in ["q=lnx_is_a_prefix".to_owned(), format!("q={typo}")] {
+            let r = run(
+                "GET",
+                "/v1/jobs",
+                Some(&auth),
+                Some(&query),
+                RevocationStatus::Clear,
+            );
+            assert!(r.is_ok(), "{query}");
+        }
     }
 
     #[test]
@@ -570,5 +783,13 @@ mod tests {
         );
         assert_eq!(body(&reply)["code"], "insufficient_scope");
         assert!(call("HEAD", "/v1/jobs/abc").is_ok());
+        for path in [
+            "/v1/webhooks/x%2F..%2F..%2Faccount",
+            "/v1/jobs/j;x",
+            "/v1/jobs/%2e%2e",
+        ] {
+            let (status, code, _) = refusal(call("GET", path));
+            assert_eq!((status, code.as_str()), (400, "invalid_path"), "{path}");
+        }
     }
 }

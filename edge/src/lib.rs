@@ -8,6 +8,7 @@
 //! - [`decide`]: credentials, key, revocation, route and scope: the whole admission decision;
 //! - [`cache`]: revocation shards read from KV, trusted in isolate memory for a short time;
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
+//! - [`body`]: request bodies: framing rules, and the capped read of a sync push;
 //! - [`sync`]: the control plane's signed pushes of revocation shards, rate limits and the audit
 //!   checkpoint;
 //! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
@@ -25,6 +26,7 @@
     allow(dead_code, unused_imports)
 )]
 
+pub mod body;
 pub mod cache;
 pub mod config;
 pub mod decide;
@@ -46,7 +48,8 @@ use shared::revocation::shard_of;
 use worker::{
     Context, Date, Delay, Env, Fetch, Headers, Request, RequestInit, RequestRedirect, Response,
     ResponseBody, ResponseBuilder, Url, console_error, console_log, console_warn, event, js_sys,
-    wasm_bindgen::JsValue, wasm_bindgen_futures,
+    wasm_bindgen::{JsCast, JsValue},
+    wasm_bindgen_futures,
 };
 
 use crate::cache::{Outcome, ShardCache};
@@ -69,6 +72,9 @@ pub const RATE_LIMITER_BINDING: &str = "RATE_LIMITER";
 
 /// The Durable Object binding of the `UsageMeter` class.
 pub const METER_BINDING: &str = "METER";
+
+/// The optional mTLS certificate binding the worker presents to the origin.
+pub const ORIGIN_MTLS_BINDING: &str = "ORIGIN_MTLS";
 
 /// Whether this build limits and meters (the benchmark baselines compile both out).
 const LIMITS: bool = !cfg!(any(feature = "bench-no-limits", feature = "bench-no-auth"));
@@ -493,6 +499,26 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
+/// The request's `Content-Length` and `Transfer-Encoding` headers.
+fn framing_headers(req: &Request) -> worker::Result<(Option<String>, Option<String>)> {
+    Ok((
+        req.headers().get("content-length")?,
+        req.headers().get("transfer-encoding")?,
+    ))
+}
+
+/// A fresh request id from the runtime's cryptographic random source.
+fn random_request_id() -> worker::Result<shared::identity::RequestId> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))?;
+    let fill: js_sys::Function =
+        js_sys::Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))?.dyn_into()?;
+    let bytes = js_sys::Uint8Array::new_with_length(16);
+    fill.call1(&crypto, &bytes)?;
+    let mut id = [0_u8; 16];
+    bytes.copy_to(&mut id);
+    Ok(shared::identity::RequestId(id))
+}
+
 async fn handle(
     req: Request,
     env: &Env,
@@ -613,6 +639,17 @@ async fn api(
 ) -> worker::Result<Answer> {
     let now_ms = now_ms();
     let now = now_ms / 1000;
+    // The body is never read here: it streams to the origin. Its framing is checked first.
+    let (content_length, transfer_encoding) = framing_headers(&req)?;
+    let framing = body::Framing {
+        content_length: content_length.as_deref(),
+        transfer_encoding: transfer_encoding.as_deref(),
+    };
+    let has_body = req.inner().body().is_some();
+    let body_length = match body::request_body_length(method, framing, has_body) {
+        Ok(n) => n,
+        Err(reply) => return Ok(reply.into()),
+    };
     let authorization = req.headers().get("authorization")?;
     let incoming = Incoming {
         method,
@@ -702,13 +739,24 @@ async fn api(
         None
     };
 
-    let plan = forward::plan(cfg, &incoming, &admitted, req.headers().entries(), now);
+    let Some(plan) = forward::plan(
+        cfg,
+        &incoming,
+        &admitted,
+        req.headers().entries(),
+        body_length,
+        random_request_id()?,
+        now,
+    ) else {
+        return Err("the origin URL does not parse".into());
+    };
     let headers = Headers::new();
     for (name, value) in &plan.headers {
         headers.append(name, value)?;
     }
-    let body = match method {
-        "GET" | "HEAD" => None,
+    // The body streams through unread, with the length the signature binds.
+    let body = match body_length {
+        0 => None,
         _ => req.inner().body().map(Into::into),
     };
     let mut init = RequestInit::new();
@@ -717,7 +765,13 @@ async fn api(
         .with_body(body)
         .with_redirect(RequestRedirect::Manual);
     let origin_request = Request::new_with_init(&plan.url, &init)?;
-    match Fetch::Request(origin_request).send().await {
+    // With an mTLS certificate binding, the origin can require the worker's own client
+    // certificate (docs/edge.md, "Locking the origin to the edge").
+    let sent = match env.service(ORIGIN_MTLS_BINDING) {
+        Ok(client_certificate) => client_certificate.fetch_request(origin_request).await,
+        Err(_) => Fetch::Request(origin_request).send().await,
+    };
+    match sent {
         Ok(response) => Ok(Answer::Origin(match rate {
             Some(status) => origin_with_rate_headers(response, &status, now_ms),
             None => response,
@@ -736,28 +790,25 @@ async fn api(
     }
 }
 
-/// The signature header and body of a sync push: the declared length is checked before the body
-/// is read, and only a `PUT` body is read at all (other methods are refused after the
-/// signature check, by the caller's `sync::check_*`).
+/// The signature header and body of a sync push (a `PUT`: the caller refused other methods):
+/// every check that needs no body first (`sync::check_before_body`), then the body read as a
+/// stream that stops at `SYNC_MAX_BYTES`.
 async fn read_push(
-    req: &mut Request,
+    req: &Request,
     cfg: &Config,
-    method: &str,
 ) -> worker::Result<Result<(Option<String>, Vec<u8>), Reply>> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|n| n.trim().parse::<usize>().ok());
-    if let Err(reply) = sync::check_length(declared, cfg) {
+    let (content_length, transfer_encoding) = framing_headers(req)?;
+    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
+    let framing = body::Framing {
+        content_length: content_length.as_deref(),
+        transfer_encoding: transfer_encoding.as_deref(),
+    };
+    let checked = sync::check_before_body(cfg, framing, signature.as_deref(), now_ms() / 1000);
+    if let Err(reply) = checked {
         return Ok(Err(reply));
     }
-    let signature = req.headers().get(sync::SIGNATURE_HEADER)?;
-    let body = if method == "PUT" {
-        req.bytes().await?
-    } else {
-        Vec::new()
-    };
-    Ok(Ok((signature, body)))
+    let body = body::read_capped(req, cfg.sync_max_bytes, "A sync push").await?;
+    Ok(body.map(|body| (signature, body)))
 }
 
 /// `PUT /_lynxo/sync/limits`: applies each entry to its budget's limiter object (the key's own,
@@ -765,12 +816,15 @@ async fn read_push(
 /// isolate first gives back the unspent tokens of its lease of that budget, so the new limit
 /// counts what was really admitted here.
 async fn push_limits(
-    mut req: Request,
+    req: Request,
     env: &Env,
     cfg: &Config,
     method: &str,
 ) -> worker::Result<Answer> {
-    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+    if method != "PUT" {
+        return Ok(sync::put_only().into());
+    }
+    let (signature, body) = match read_push(&req, cfg).await? {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
@@ -843,13 +897,19 @@ async fn push_limits(
 }
 
 async fn push_revocations(
-    mut req: Request,
+    req: Request,
     env: &Env,
     cfg: &Config,
     method: &str,
     index_text: &str,
 ) -> worker::Result<Answer> {
-    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+    if method != "PUT" {
+        return Ok(sync::put_only().into());
+    }
+    if let Err(reply) = sync::parse_index(index_text, cfg) {
+        return Ok(reply.into());
+    }
+    let (signature, body) = match read_push(&req, cfg).await? {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };
@@ -895,12 +955,29 @@ async fn push_revocations(
 /// `GET` and `PUT` of the audit checkpoint: a signed read hands the stored one back, a signed
 /// push replaces it unless KV holds a later one (`sync::check_checkpoint_*`).
 async fn sync_checkpoint(
-    mut req: Request,
+    req: Request,
     env: &Env,
     cfg: &Config,
     method: &str,
 ) -> worker::Result<Answer> {
-    let (signature, body) = match read_push(&mut req, cfg, method).await? {
+    let read = match method {
+        "PUT" => read_push(&req, cfg).await?,
+        // A read takes no body: one that comes with a body is refused unread.
+        "GET" => {
+            let (content_length, transfer_encoding) = framing_headers(&req)?;
+            let framing = body::Framing {
+                content_length: content_length.as_deref(),
+                transfer_encoding: transfer_encoding.as_deref(),
+            };
+            let has_body = req.inner().body().is_some();
+            match body::request_body_length(method, framing, has_body) {
+                Ok(_) => Ok((req.headers().get(sync::SIGNATURE_HEADER)?, Vec::new())),
+                Err(reply) => Err(reply),
+            }
+        }
+        _ => return Ok(sync::get_or_put().into()),
+    };
+    let (signature, body) = match read {
         Ok(read) => read,
         Err(reply) => return Ok(reply.into()),
     };

@@ -6,16 +6,18 @@
 //!                      &[b"revocations", shard_index_decimal, body])
 //! ```
 //!
-//! keyed by the key-signing keyring (`LYNXO_KEYRING`). The push is checked in order: method,
-//! index, size, signature (300 s tolerance), that the shard opens with the keyring, is the shard
-//! of the path and is not already past its next-update time (stale), then
-//! ([`check_against_stored`]) that it is not older than what KV holds. Only then does the worker
-//! write KV. Answers: 204 written, 401 unsigned or bad signature, 409 older than KV, 413 too
-//! large, 422 not a valid shard for this index, or stale.
+//! keyed by the key-signing keyring (`LYNXO_KEYRING`). Before the body is read: the method,
+//! the index, then ([`check_before_body`]) the declared size and the signature header's shape,
+//! kid and time (300 s tolerance). The body is then read up to `SYNC_MAX_BYTES` and checked in
+//! order: size, signature, that the shard opens with the keyring, is the shard of the path and is
+//! not already past its next-update time (stale), then ([`check_against_stored`]) that it is not
+//! older than what KV holds. Only then does the worker write KV. Answers: 204 written, 401
+//! unsigned or bad signature, 409 older than KV, 413 too large, 422 not a valid shard for this
+//! index, or stale.
 //!
 //! The audit checkpoint (`shared::audit`, [`check_checkpoint_push`], [`check_checkpoint_read`])
 //! has its own endpoint: `PUT` stores the control plane's newest checkpoint in KV unless KV holds
-//! a later one, `GET` hands it back; both signed.
+//! a later one, `GET` (no body) hands it back; both signed.
 //!
 //! The same module checks the control plane's limits push (`PUT /_lynxo/sync/limits`, body a
 //! JSON `shared::limits::LimitPush`, signed with `shared::limits::sign_push`): method, size,
@@ -23,12 +25,13 @@
 //! key's `KeyLimiter` object, which keeps only a newer version, so a retried push is harmless.
 
 use shared::audit::{self, CHECKPOINT_LEN, Checkpoint};
-use shared::envelope::EnvelopeError;
+use shared::envelope::{self, EnvelopeError};
 use shared::key::KeyId;
 use shared::limits::{self, LimitPush, MAX_PUSH_ENTRIES, Policy};
 use shared::mac::Keyring;
 use shared::revocation::{self, ListError, RevocationShard};
 
+use crate::body::Framing;
 use crate::config::Config;
 use crate::problem::{Problem, Reply};
 
@@ -81,21 +84,32 @@ pub fn parse_index(text: &str, cfg: &Config) -> Result<u16, Reply> {
         })
 }
 
-/// Refuses a push by its declared length before the body is read.
-pub fn check_length(content_length: Option<usize>, cfg: &Config) -> Result<(), Reply> {
-    match content_length {
-        Some(n) if n > cfg.sync_max_bytes => Err(too_large(cfg)),
-        _ => Ok(()),
+/// What the edge checks before it reads a push's body (a `PUT`: the caller refused other
+/// methods), cheapest first: the declared length (400 if malformed or ambiguous, 413 if over
+/// `SYNC_MAX_BYTES`), and the signature header's presence, shape, kid and time (401). Only a push
+/// that passes all of them is read, and only up to `SYNC_MAX_BYTES`
+/// ([`crate::body::read_capped`]).
+pub fn check_before_body(
+    cfg: &Config,
+    framing: Framing<'_>,
+    signature: Option<&str>,
+    now: u64,
+) -> Result<(), Reply> {
+    if framing
+        .declared()?
+        .is_some_and(|n| n > cfg.sync_max_bytes as u64)
+    {
+        return Err(too_large(cfg));
     }
+    let signature = signature.ok_or_else(missing_signature)?;
+    envelope::check_header(&cfg.keyring, envelope::SCHEME_V1, signature, now, TOLERANCE)
+        .map_err(signature_refusal)?;
+    Ok(())
 }
 
-fn too_large(cfg: &Config) -> Reply {
-    refuse(
-        413,
-        "payload_too_large",
-        "Content Too Large",
-        format!("A sync push is at most {} bytes.", cfg.sync_max_bytes),
-    )
+/// The answer for a push over `SYNC_MAX_BYTES`.
+pub fn too_large(cfg: &Config) -> Reply {
+    crate::body::too_large(cfg.sync_max_bytes, "A sync push")
 }
 
 fn signature_refusal(e: EnvelopeError) -> Reply {
@@ -124,7 +138,8 @@ fn missing_signature() -> Reply {
     )
 }
 
-fn put_only() -> Reply {
+/// 405 for an endpoint that takes `PUT` only.
+pub fn put_only() -> Reply {
     Problem::new(
         405,
         "method_not_allowed",
@@ -312,7 +327,8 @@ pub fn check_against_stored(
     Ok(())
 }
 
-fn get_or_put() -> Reply {
+/// 405 for an endpoint that takes `GET` and `PUT`.
+pub fn get_or_put() -> Reply {
     Problem::new(
         405,
         "method_not_allowed",
@@ -489,7 +505,31 @@ mod tests {
             status(check_push(&small, "PUT", "3", Some(&sig), &body, NOW)),
             413
         );
-        assert_eq!(check_length(Some(11), &small).unwrap_err().status, 413);
+        let before = |cfg: &Config, length, sig, now| {
+            let framing = Framing {
+                content_length: length,
+                transfer_encoding: None,
+            };
+            check_before_body(cfg, framing, sig, now).map_err(|r| r.status)
+        };
+        assert_eq!(before(&cfg, Some("10"), Some(sig.as_str()), NOW), Ok(()));
+        assert_eq!(before(&cfg, None, Some(sig.as_str()), NOW), Ok(()));
+        assert_eq!(
+            before(&small, Some("11"), Some(sig.as_str()), NOW),
+            Err(413)
+        );
+        assert_eq!(
+            before(&cfg, Some("1, 1"), Some(sig.as_str()), NOW),
+            Err(400)
+        );
+        assert_eq!(before(&cfg, None, None, NOW), Err(401));
+        assert_eq!(before(&cfg, None, Some("t=1"), NOW), Err(401));
+        assert_eq!(
+            before(&cfg, None, Some(sig.as_str()), NOW + TOLERANCE + 1),
+            Err(401)
+        );
+        let forged = format!("t={NOW},kid=9,v1={}", "00".repeat(32));
+        assert_eq!(before(&cfg, None, Some(forged.as_str()), NOW), Err(401));
     }
 
     #[test]

@@ -158,7 +158,10 @@ proptest! {
                     ("x-lynxo-anything".to_owned(), "1".to_owned()),
                     ("authorization".to_owned(), authorization.clone().unwrap_or_default()),
                 ];
-                let plan = forward::plan(&cfg, &req, &admitted, client, now);
+                let id = shared::identity::RequestId([1; 16]);
+                let plan = forward::plan(&cfg, &req, &admitted, client, 0, id, now);
+                prop_assert!(plan.is_some(), "an admitted request has an origin URL");
+                let plan = plan.unwrap_or_else(|| unreachable!());
                 let accounts = plan.headers.iter().filter(|(n, _)| n == "lynxo-account-id").count();
                 prop_assert_eq!(accounts, 1);
                 prop_assert!(plan.headers.iter().all(|(n, _)| n != "authorization" && n != "x-lynxo-anything"));
@@ -177,6 +180,12 @@ proptest! {
         now in any::<u64>(),
     ) {
         let cfg = config();
+        let framing = edge::body::Framing {
+            content_length: Some(index.as_str()),
+            transfer_encoding: signature.as_deref(),
+        };
+        let _ = sync::check_before_body(&cfg, framing, signature.as_deref(), now);
+        let _ = edge::body::request_body_length(&method, framing, body.is_empty());
         let _ = sync::check_push(&cfg, &method, &index, signature.as_deref(), &body, now);
         let signed = sync::sign_push(&cfg.keyring, 0, &body, NOW);
         prop_assert!(sync::check_push(&cfg, "PUT", "0", Some(&signed), &body, NOW).is_err());

@@ -1,11 +1,13 @@
 //! Signed headers for messages between Lynxo's own parties: the control plane's pushes to the
 //! edge's sync endpoint, and the identity the edge forwards to the origin.
 //!
-//! The header value is `t=<unix seconds>,kid=<kid>,v1=<64 hex digits>`, like Stripe's webhook
-//! signatures: `v1` is HMAC-SHA256 over `"<t>."` followed by the message parts, each part
-//! length-prefixed so no two part lists sign the same bytes. The key is the keyring's subkey for
-//! the [`Purpose`], so a sync signature can never pass as an identity signature. A verifier
-//! refuses a timestamp more than `tolerance` seconds from its own clock, which bounds replay.
+//! The header value is `t=<unix seconds>,kid=<kid>,<scheme>=<64 hex digits>`, like Stripe's
+//! webhook signatures: the tag is HMAC-SHA256 over `"<t>."` followed by the message parts, each
+//! part length-prefixed so no two part lists sign the same bytes. The scheme names the layout of
+//! the parts (`v1` for [`sign`] and [`verify`]); a verifier accepts only the scheme it expects,
+//! so a header of one layout is never read as another. The key is the keyring's subkey for the
+//! [`Purpose`], so a sync signature can never pass as an identity signature. A verifier refuses a
+//! timestamp more than `tolerance` seconds from its own clock, which bounds replay.
 
 use core::fmt::Write as _;
 
@@ -15,7 +17,7 @@ use crate::mac::{Keyring, Purpose, TAG_LEN};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
-    /// The header is not `t=…,kid=…,v1=…`.
+    /// The header is not `t=…,kid=…,<scheme>=…` with the expected scheme.
     #[error("signature header is malformed")]
     Malformed,
     /// The kid is not in the keyring.
@@ -31,6 +33,9 @@ pub enum EnvelopeError {
     #[error("signature does not match")]
     BadSignature,
 }
+
+/// The scheme of [`sign`] and [`verify`]: the parts exactly as the caller gives them.
+pub const SCHEME_V1: &str = "v1";
 
 fn tag(
     keyring: &Keyring,
@@ -54,12 +59,25 @@ fn tag(
     Some(mac.sign_parts(&framed))
 }
 
-/// Signs `parts` for `purpose` at `timestamp` with the keyring's active kid.
+/// Signs `parts` for `purpose` at `timestamp` with the keyring's active kid, as scheme `v1`.
 pub fn sign(keyring: &Keyring, purpose: Purpose, timestamp: u64, parts: &[&[u8]]) -> String {
+    sign_scheme(keyring, purpose, SCHEME_V1, timestamp, parts)
+}
+
+/// Signs `parts` for `purpose` at `timestamp` with the keyring's active kid, naming the tag's
+/// field `scheme` (a short lowercase label such as `v2`, which the caller also signs among its
+/// parts when the layout needs it).
+pub fn sign_scheme(
+    keyring: &Keyring,
+    purpose: Purpose,
+    scheme: &str,
+    timestamp: u64,
+    parts: &[&[u8]],
+) -> String {
     let kid = keyring.active_kid();
     // The active kid is always in the ring.
     let tag = tag(keyring, kid, purpose, timestamp, parts).unwrap_or([0; TAG_LEN]);
-    let mut header = format!("t={timestamp},kid={kid},v1=");
+    let mut header = format!("t={timestamp},kid={kid},{scheme}=");
     for byte in tag {
         let _ = write!(header, "{byte:02x}");
     }
@@ -76,6 +94,29 @@ pub fn verify(
     now: u64,
     tolerance: u64,
 ) -> Result<u64, EnvelopeError> {
+    verify_scheme(keyring, purpose, SCHEME_V1, header, parts, now, tolerance)
+}
+
+/// A signature header whose shape, kid and timestamp passed, not yet checked against any
+/// message: what a receiver can tell before it reads a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// The signed timestamp.
+    pub timestamp: u64,
+    /// The signing kid (in the keyring).
+    pub kid: u8,
+    tag: [u8; TAG_LEN],
+}
+
+/// Reads a header made by [`sign_scheme`] with `scheme`: its shape, that its kid is in the
+/// keyring, and that its timestamp is within `tolerance` seconds of `now`. No message needed.
+pub fn check_header(
+    keyring: &Keyring,
+    scheme: &str,
+    header: &str,
+    now: u64,
+    tolerance: u64,
+) -> Result<Checked, EnvelopeError> {
     let mut fields = header.trim().split(',');
     let mut field = |name: &str| {
         fields
@@ -88,15 +129,15 @@ pub fn verify(
     let kid: u8 = field("kid")?
         .parse()
         .map_err(|_| EnvelopeError::Malformed)?;
-    let signature = field("v1")?;
+    let signature = field(scheme)?;
     if fields.next().is_some() || signature.len() != 2 * TAG_LEN {
         return Err(EnvelopeError::Malformed);
     }
     // Bytes, not `&str` slices: a header may hold a multi-byte character, and slicing through
     // one would panic.
-    let mut given = [0_u8; TAG_LEN];
+    let mut tag = [0_u8; TAG_LEN];
     let nibble = |c: u8| (c as char).to_digit(16).ok_or(EnvelopeError::Malformed);
-    for (byte, pair) in given.iter_mut().zip(signature.as_bytes().chunks_exact(2)) {
+    for (byte, pair) in tag.iter_mut().zip(signature.as_bytes().chunks_exact(2)) {
         *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
     }
     if !keyring.contains(kid) {
@@ -105,6 +146,29 @@ pub fn verify(
     if now.abs_diff(timestamp) > tolerance {
         return Err(EnvelopeError::OutsideTolerance { timestamp });
     }
+    Ok(Checked {
+        timestamp,
+        kid,
+        tag,
+    })
+}
+
+/// Checks a header made by [`sign_scheme`] with `scheme` against `parts`, at `now`, allowing
+/// `tolerance` seconds of clock difference either way. Returns the signed timestamp.
+pub fn verify_scheme(
+    keyring: &Keyring,
+    purpose: Purpose,
+    scheme: &str,
+    header: &str,
+    parts: &[&[u8]],
+    now: u64,
+    tolerance: u64,
+) -> Result<u64, EnvelopeError> {
+    let Checked {
+        timestamp,
+        kid,
+        tag: given,
+    } = check_header(keyring, scheme, header, now, tolerance)?;
     let expected =
         tag(keyring, kid, purpose, timestamp, parts).ok_or(EnvelopeError::UnknownKid(kid))?;
     if subtle::ConstantTimeEq::ct_eq(&expected[..], &given[..]).into() {
@@ -176,6 +240,7 @@ mod tests {
             "t=1000,kid=3,v1=zz",
             &format!("{header},x=1"),
             &header.replace("kid=3", "kid=4"),
+            &header.replace("v1=", "v2="),
         ] {
             assert!(check(bad, &[b"shard", b"bytes"], 1_000).is_err(), "{bad:?}");
         }

@@ -355,6 +355,27 @@ pub enum PolicyError {
         /// The scope the route needs.
         needed: Scope,
     },
+    /// The path is not canonical ([`is_canonical_path`]): an id holding an encoded `/`, `\`
+    /// or `.`, a `;` parameter, a dot segment, or anything an origin might decode or normalise
+    /// into another route than the one authorised here.
+    #[error("the path is not canonical")]
+    InvalidPath,
+}
+
+/// Whether `path` is in the one form routes are matched in: it starts with `/`, every byte is
+/// an RFC 3986 unreserved character (`A-Z a-z 0-9 - . _ ~`) or `/`, and no segment is `.` or
+/// `..`. Every id of the API fits; anything else (percent-encoding of any kind, so `%2F`, `%5C`,
+/// `%2E`, double encoding and overlong UTF-8 alike; `;` path parameters; `\`; non-ASCII) could
+/// be read by some origin as another path than the one the edge authorised, so it is refused
+/// rather than normalised: there is then no second reading to disagree with.
+pub fn is_canonical_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/'))
+        && path
+            .split('/')
+            .all(|segment| segment != "." && segment != "..")
 }
 
 /// Whether `path` fits `pattern`, in one pass over both without allocating: the edge runs this
@@ -386,8 +407,12 @@ fn matches(pattern: &str, path: &str) -> bool {
     j == path.len()
 }
 
-/// Finds the route for `method` and `path` (the path without its query string).
+/// Finds the route for `method` and `path` (the path without its query string). A path that is
+/// not canonical is [`PolicyError::InvalidPath`] whatever the method.
 pub fn find_route(method: &str, path: &str) -> Result<&'static Route, PolicyError> {
+    if !is_canonical_path(path) {
+        return Err(PolicyError::InvalidPath);
+    }
     let parsed = Method::parse(method);
     if let Some(route) = ROUTES
         .iter()
@@ -440,8 +465,9 @@ mod tests {
         }
         for route in ROUTES {
             assert!(route.pattern.starts_with("/v1/"), "{route:?}");
+            let path = route.pattern.replace("{id}", "x");
             assert_eq!(
-                find_route(route.method.name(), route.pattern).unwrap(),
+                find_route(route.method.name(), &path).unwrap(),
                 route,
                 "shadowed"
             );
@@ -506,6 +532,47 @@ mod tests {
         for (method, path, want) in cases {
             let got = authorize(ro, method, path).map(|r| r.scope);
             assert_eq!(&got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn only_canonical_paths_reach_a_route() {
+        for path in [
+            "/v1/webhooks/x%2F..%2F..%2Faccount",
+            "/v1/webhooks/x%2f..%2f..%2faccount",
+            "/v1/jobs/a%5C..%5Caccount",
+            "/v1/jobs/%2E%2E",
+            "/v1/jobs/%2e",
+            "/v1/jobs/a%252F..",
+            "/v1/jobs/%C0%AF",
+            "/v1/jobs/j_1;x=1",
+            "/v1/jobs/j_1\\..",
+            "/v1/jobs/..",
+            "/v1/jobs/.",
+            "/v1/jobs/../account",
+            "/v1/jobs/j\u{e9}",
+            "/v1/jobs/j 1",
+            "/v1/jobs/j:1",
+            "/v1/jobs/j@1",
+            "v1/jobs",
+            "",
+        ] {
+            for method in ["GET", "DELETE", "BREW"] {
+                assert_eq!(
+                    find_route(method, path),
+                    Err(PolicyError::InvalidPath),
+                    "{method} {path:?}"
+                );
+            }
+        }
+        for path in [
+            "/v1/jobs/job_123",
+            "/v1/jobs/a.b-c~d",
+            "/v1/jobs/...",
+            "/v1/files/f.tar.gz",
+        ] {
+            assert!(is_canonical_path(path), "{path}");
+            assert!(find_route("GET", path).is_ok(), "{path}");
         }
     }
 }

@@ -6,9 +6,12 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod common;
+
+use common::KeyringJson;
 use serde::Deserialize;
 use shared::key::{self, Claims, Environment, KeyId};
-use shared::mac::{Keyring, Secret};
+use shared::mac::Keyring;
 use shared::revocation::RevocationShard;
 use shared::scope::{self, PolicyError, ScopeSet};
 
@@ -21,18 +24,6 @@ struct Vectors {
     invalid_keys: Vec<InvalidKey>,
     revocation_lists: Vec<ListVector>,
     routes: Vec<RouteVector>,
-}
-
-#[derive(Deserialize)]
-struct KeyringJson {
-    active: u8,
-    keys: Vec<SecretJson>,
-}
-
-#[derive(Deserialize)]
-struct SecretJson {
-    kid: u8,
-    secret: String,
 }
 
 #[derive(Deserialize)]
@@ -89,13 +80,7 @@ fn vectors() -> Vectors {
 }
 
 fn keyring(v: &Vectors) -> Keyring {
-    let secrets: Vec<(u8, Secret)> = v
-        .keyring
-        .keys
-        .iter()
-        .map(|k| (k.kid, Secret::new(hex::decode(&k.secret).unwrap()).unwrap()))
-        .collect();
-    Keyring::new(v.keyring.active, &secrets).unwrap()
+    v.keyring.keyring()
 }
 
 fn scopes(value: &serde_json::Value) -> ScopeSet {

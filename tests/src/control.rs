@@ -329,6 +329,11 @@ impl Control {
         }
     }
 
+    /// The control plane's process id, while it runs (for its memory: `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the control plane logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("control.log")).unwrap_or_default()

@@ -112,6 +112,114 @@ pub fn receive(stream: &mut TcpStream, head_only: bool) -> std::io::Result<Respo
     parse(&raw, head_only)
 }
 
+/// How a streamed body ([`send_streamed`]) is framed and paced.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// Body bytes to send in all (zeros).
+    pub total: usize,
+    /// Bytes per write (and per chunk when chunked).
+    pub chunk: usize,
+    /// A `Content-Length` to declare, true or not; `None` sends the body chunked.
+    pub content_length: Option<usize>,
+    /// Whether to end the body (the last chunk of a chunked body). `false` leaves it open, as a
+    /// slow or stalled client does.
+    pub finish: bool,
+    /// Pause between writes.
+    pub pause: Duration,
+}
+
+/// Sends a request whose body is written while the response is read: the writer stops as soon
+/// as a complete response has arrived or the server stops reading. Returns the response and how
+/// many body bytes were written before it came. `None` for the response if none came within
+/// `wait` after the last write.
+pub fn send_streamed(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &Stream,
+    wait: Duration,
+) -> std::io::Result<(Option<Response>, usize)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = stream.try_clone()?;
+    let mut head = head_lines(addr, method, target, headers);
+    match body.content_length {
+        Some(n) => head.push_str(&format!("Content-Length: {n}\r\n")),
+        None => head.push_str("Transfer-Encoding: chunked\r\n"),
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let answered = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&answered);
+    let head_only = method == "HEAD";
+    let read = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let mut buf = [0_u8; 16 * 1024];
+        let _ = reader.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut idle_since: Option<std::time::Instant> = None;
+        loop {
+            if complete(&raw, head_only) {
+                break;
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // `wait` counts from when the writer is done (or gave up).
+                    if done.load(Ordering::SeqCst) {
+                        let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() > wait {
+                            break;
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        (!raw.is_empty())
+            .then(|| parse(&raw, head_only))
+            .transpose()
+    });
+    let chunk = vec![0_u8; body.chunk.max(1)];
+    let mut written = 0;
+    while written < body.total && !answered.load(Ordering::SeqCst) {
+        let n = chunk.len().min(body.total - written);
+        let sent = if body.content_length.is_some() {
+            stream.write_all(&chunk[..n])
+        } else {
+            stream
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .and_then(|()| stream.write_all(&chunk[..n]))
+                .and_then(|()| stream.write_all(b"\r\n"))
+        };
+        if sent.is_err() {
+            break;
+        }
+        written += n;
+        if !body.pause.is_zero() {
+            std::thread::sleep(body.pause);
+        }
+    }
+    if body.finish && body.content_length.is_none() && !answered.load(Ordering::SeqCst) {
+        let _ = stream.write_all(b"0\r\n\r\n");
+    }
+    answered.store(true, Ordering::SeqCst);
+    let response = read
+        .join()
+        .map_err(|_| invalid("reader thread panicked"))??;
+    Ok((response, written))
+}
+
 /// Whether `raw` holds a whole response (false while unsure: the caller reads on until EOF).
 fn complete(raw: &[u8], head_only: bool) -> bool {
     let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {

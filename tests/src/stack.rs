@@ -2,6 +2,11 @@
 //! worker under `wrangler dev` (workerd), each in its own process group on a free loopback
 //! port, with local KV persisted to a temporary directory.
 //!
+//! Tests talk to the worker's own `workerd` ([`Stack::edge`]) with wrangler's dev-only
+//! body-draining middleware off: production has neither that middleware nor wrangler's dev proxy
+//! ([`Stack::proxy`]), and both change what a client sees when the worker answers before it has
+//! read a request's body.
+//!
 //! [`Stack`]'s `Drop` kills both process groups (wrangler's workerd children with it), so a
 //! failing test leaves nothing running.
 //!
@@ -40,6 +45,10 @@ pub struct Options {
     pub sync_max_bytes: usize,
     /// Other worker vars, overriding the defaults (`ORIGIN_URL`, the keyrings, ...).
     pub vars: Vec<(&'static str, String)>,
+    /// Run the worker-build output in this directory instead of `edge/build` (a baseline built
+    /// from another commit, for a side-by-side measurement); `None` builds `edge/build` first
+    /// when it is older than the sources.
+    pub worker_build: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -48,14 +57,21 @@ impl Default for Options {
             cache_ms: 1_000,
             sync_max_bytes: 64 * 1024,
             vars: Vec::new(),
+            worker_build: None,
         }
     }
 }
 
 /// The running stack.
 pub struct Stack {
-    /// The worker's address.
+    /// The worker's address: its own `workerd`, as production serves it. `wrangler dev`'s proxy
+    /// in front ([`Stack::proxy`]) turns an answer sent before the request body was read into a
+    /// 503 "Your worker restarted mid-request"; the worker answers bodies early on purpose.
     pub edge: SocketAddr,
+    /// `wrangler dev`'s own address, its dev proxy in front of the worker.
+    pub proxy: SocketAddr,
+    /// The `workerd` process that runs the worker (for its memory: `/proc/<pid>/status`).
+    pub worker_pid: u32,
     /// The demo origin's address.
     pub origin: SocketAddr,
     /// Where the worker sends usage batches (`CONTROL_URL`): a free port reserved for a control
@@ -150,6 +166,8 @@ impl Stack {
         let keyring = Keyring::from_config(KEYRING).unwrap_or_else(|e| panic!("keyring: {e}"));
         let mut stack = Self {
             edge: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            worker_pid: 0,
             origin: SocketAddr::from(([127, 0, 0, 1], 0)),
             control: SocketAddr::from(([127, 0, 0, 1], free_port())),
             keyring,
@@ -159,7 +177,8 @@ impl Stack {
             children: Vec::new(),
         };
         stack.origin = stack.start_origin(origin_bin);
-        stack.edge = stack.start_worker();
+        stack.proxy = stack.start_worker();
+        (stack.worker_pid, stack.edge) = stack.worker_process();
         stack
     }
 
@@ -207,6 +226,8 @@ impl Stack {
             // Keys without a pushed policy (the tests' own keys) are not limited in practice;
             // the control plane pushes the real limit of every key it creates.
             ("RATE_LIMIT_DEFAULT", "1000000/60".to_owned()),
+            // The demo origin answers with the status this header names (tests/src/origin.rs).
+            ("FORWARD_HEADERS", "demo-status".to_owned()),
         ];
         for (name, value) in &self.options.vars {
             defaults.retain(|(n, _)| n != name);
@@ -230,6 +251,10 @@ impl Stack {
             .arg(self.state.path().join("kv"))
             .args(vars.iter().flat_map(|v| ["--var".to_owned(), v.clone()]))
             .env("WRANGLER_SEND_METRICS", "false")
+            // `wrangler dev` otherwise wraps the worker in a middleware that reads every unread
+            // request body to its end before the response leaves; production does not, and the
+            // worker's early refusals of bodies are what the tests check.
+            .env("WRANGLER_DISABLE_REQUEST_BODY_DRAINING", "true")
             .env("CI", "true")
             .stdin(Stdio::null())
             .stdout(log)
@@ -253,8 +278,11 @@ impl Stack {
 
     /// Builds the worker if needed, copies it, and writes the config `wrangler dev` runs.
     fn prepare_worker(&self) -> PathBuf {
-        let build = self.root.join("edge/build");
-        if !prebuilt_is_fresh(&self.root) {
+        let build = match &self.options.worker_build {
+            Some(dir) => dir.clone(),
+            None => self.root.join("edge/build"),
+        };
+        if self.options.worker_build.is_none() && !prebuilt_is_fresh(&self.root) {
             let status = Command::new("bash")
                 .arg(self.root.join("scripts/build-edge.sh"))
                 .current_dir(&self.root)
@@ -344,6 +372,57 @@ impl Stack {
     pub fn wrangler_log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
+
+    /// The `workerd` process that runs the worker, and the address where it serves the worker
+    /// directly: `wrangler dev` starts two `workerd` processes, this one and its dev proxy.
+    fn worker_process(&self) -> (u32, SocketAddr) {
+        let group = self.worker_process_group().unwrap_or_default();
+        let pid = crate::attack::group_members(group)
+            .into_iter()
+            .map(|(proc, _)| proc.0)
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("workerd") && cmdline.contains("entry=127.0.0.1:0")
+            })
+            .unwrap_or_else(|| panic!("no workerd running the worker in group {group}"));
+        let entry = listening_ports(pid)
+            .into_iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .find(|addr| {
+                http::send(*addr, "GET", "/healthz", &[], b"")
+                    .is_ok_and(|r| r.status == 200 && r.body == b"ok")
+            })
+            .unwrap_or_else(|| panic!("workerd {pid} serves the worker on no port"));
+        (pid, entry)
+    }
+}
+
+/// The loopback TCP ports process `pid` listens on.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+            (*state == "0A" && inodes.iter().any(|i| i == inode)).then_some(port)
+        })
+        .collect()
 }
 
 /// `wrangler.toml` with `main` pointing at `main` and without its `[build]` section.
