@@ -34,14 +34,6 @@ const UNIT: usize = 1024;
 
 static BUDGET: Semaphore = Semaphore::const_new(BUDGET_BYTES / UNIT);
 
-/// Whether a request with `method` may carry a body.
-pub fn takes_body(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
-}
-
 /// The declared `Content-Length`; `Err` for one that is not a decimal number.
 fn declared_length(headers: &HeaderMap) -> Result<Option<usize>, AppError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
@@ -137,10 +129,15 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Middleware: a request whose method takes no body (`GET`, `HEAD`, `DELETE`, ...) but that
-/// declares one is refused before any of it is read (400 `body_not_allowed`).
+/// Route middleware: a request to a `GET`, `HEAD` or `DELETE` route that declares a body is
+/// refused before any of it is read (400 `body_not_allowed`). It runs after routing, so a
+/// method the path does not have is the router's 405 (which reads nothing either).
 pub async fn refuse_unexpected_body(request: Request, next: Next) -> Response {
-    if !takes_body(request.method()) && has_body(request.headers()) {
+    let bodiless = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::DELETE
+    );
+    if bodiless && has_body(request.headers()) {
         return AppError::new(
             StatusCode::BAD_REQUEST,
             "body_not_allowed",

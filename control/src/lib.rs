@@ -238,18 +238,20 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(auth::delete_session),
         )
         .merge(usage::routes())
+        // After routing: a method no route has is 405 before any body check.
+        .route_layer(middleware::from_fn(body::refuse_unexpected_body))
         .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
-        .nest("/v1", api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .merge(usage::ingest_routes())
         .merge(dashboard::routes())
+        .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .nest("/v1", api)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(body::refuse_unexpected_body))
         .layer(middleware::from_fn(log_requests))
         .with_state(state)
 }
