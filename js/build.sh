@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the npm package @lynxo/keys into js/pkg/ with wasm-pack, for Node (CommonJS; ESM
+# through index.mjs), bundlers and browsers (`@lynxo/keys/web`), then packs it and prints the
+# tarball's size.
+#
+#   bash js/build.sh    # js/pkg/, js/pkg/lynxo-keys-<version>.tgz, installed in examples/node-origin
+#
+# Needs scripts/bootstrap.sh (wasm-pack, the locked wasm-bindgen CLI, esbuild). wasm-pack runs
+# the first `wasm-bindgen` on PATH when its version is the one Cargo.lock locks (scripts/env.sh
+# puts the bootstrap's first, and this script checks the version); `--mode no-install` makes it
+# fail rather than download any other, and `wasm-opt = false` in js/Cargo.toml keeps it from
+# downloading binaryen.
+set -euo pipefail
+
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$LYNXO_ROOT"
+
+die() { printf 'js/build: error: %s\n' "$*" >&2; exit 1; }
+command -v wasm-pack >/dev/null || die "wasm-pack not found: run scripts/bootstrap.sh"
+[[ -x "$ESBUILD_BIN" ]] || die "esbuild not found at $ESBUILD_BIN: run scripts/bootstrap.sh"
+locked="$(awk '/^\[\[package\]\]/ { n = "" } $1 == "name" { n = $3 }
+  $1 == "version" && n == "\"wasm-bindgen\"" { gsub(/"/, "", $3); print $3 }' Cargo.lock)"
+have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $NF }' || true)"
+[[ "$have" == "$locked" ]] ||
+  die "wasm-bindgen on PATH is ${have:-missing}, Cargo.lock locks $locked: run scripts/bootstrap.sh"
+
+pkg=js/pkg
+rm -rf "$pkg"
+mkdir -p "$pkg"
+# One build of the module per loader; wasm-pack's own package.json is replaced by ours.
+for target in nodejs:node bundler:bundler web:web; do
+  wasm-pack --quiet build js --release --mode no-install --no-pack \
+    --target "${target%%:*}" --out-dir "pkg/${target##*:}" --out-name lynxo_keys
+  rm -f "$pkg/${target##*:}/.gitignore" "$pkg/${target##*:}"/*.d.ts
+done
+# The bundler and web glue are ES modules in .js files; the package itself is CommonJS.
+for dir in bundler web; do printf '{ "type": "module" }\n' >"$pkg/$dir/package.json"; done
+cp js/package/*.mjs js/package/*.cjs js/package/*.d.ts js/package/package.json \
+  js/package/README.md "$pkg/"
+# The CommonJS copy of the shared wrapper, for require().
+"$ESBUILD_BIN" js/package/core.mjs --format=cjs --log-level=warning --outfile="$pkg/core.cjs"
+
+wasm="$pkg/node/lynxo_keys_bg.wasm"
+tarball="$(cd "$pkg" && npm pack --silent)"
+# The example origin installs the tarball as a user would (no registry: a local file, no deps),
+# so it and the end-to-end test run exactly what `npm pack` shipped.
+rm -rf examples/node-origin/node_modules
+(cd examples/node-origin && npm install --silent --no-audit --no-fund --no-package-lock --offline)
+printf 'js/build: %s: %d bytes, %d bytes gzip -9; npm pack %s: %d bytes\n' "$wasm" \
+  "$(wc -c <"$wasm")" "$(gzip -9 -c "$wasm" | wc -c)" "$tarball" "$(wc -c <"$pkg/$tarball")"
