@@ -27,21 +27,32 @@ have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $NF }' || true)"
 
 pkg=js/pkg
 rm -rf "$pkg"
-mkdir -p "$pkg"
-# One build of the module per loader; wasm-pack's own package.json is replaced by ours.
-for target in nodejs:node bundler:bundler web:web; do
+mkdir -p "$pkg/wasm"
+# One build of the glue per loader (wasm-pack's own package.json is replaced by ours). The
+# module itself is the same bytes for every loader, so the package ships it once, in wasm/, with
+# each loader's glue beside it: lynxo_keys.cjs (Node), lynxo_keys.js and lynxo_keys_bg.js
+# (bundlers), lynxo_keys_web.js (browsers, Deno).
+for target in nodejs bundler web; do
   wasm-pack --quiet build js --release --mode no-install --no-pack \
-    --target "${target%%:*}" --out-dir "pkg/${target##*:}" --out-name lynxo_keys
-  rm -f "$pkg/${target##*:}/.gitignore" "$pkg/${target##*:}"/*.d.ts
+    --target "$target" --out-dir "pkg/.$target" --out-name lynxo_keys
 done
+for target in bundler web; do
+  cmp -s "$pkg/.nodejs/lynxo_keys_bg.wasm" "$pkg/.$target/lynxo_keys_bg.wasm" ||
+    die "wasm-bindgen made another module for --target $target: ship one per loader instead"
+done
+mv "$pkg/.nodejs/lynxo_keys_bg.wasm" "$pkg/wasm/"
+mv "$pkg/.nodejs/lynxo_keys.js" "$pkg/wasm/lynxo_keys.cjs"
+mv "$pkg/.bundler/lynxo_keys.js" "$pkg/.bundler/lynxo_keys_bg.js" "$pkg/wasm/"
+mv "$pkg/.web/lynxo_keys.js" "$pkg/wasm/lynxo_keys_web.js"
+rm -rf "$pkg/.nodejs" "$pkg/.bundler" "$pkg/.web"
 # The bundler and web glue are ES modules in .js files; the package itself is CommonJS.
-for dir in bundler web; do printf '{ "type": "module" }\n' >"$pkg/$dir/package.json"; done
+printf '{ "type": "module" }\n' >"$pkg/wasm/package.json"
 cp js/package/*.mjs js/package/*.cjs js/package/*.d.ts js/package/package.json \
   js/package/README.md "$pkg/"
 # The CommonJS copy of the shared wrapper, for require().
 "$ESBUILD_BIN" js/package/core.mjs --format=cjs --log-level=warning --outfile="$pkg/core.cjs"
 
-wasm="$pkg/node/lynxo_keys_bg.wasm"
+wasm="$pkg/wasm/lynxo_keys_bg.wasm"
 tarball="$(cd "$pkg" && npm pack --silent)"
 # The example origin installs the tarball as a user would (no registry: a local file, no deps),
 # so it and the end-to-end test run exactly what `npm pack` shipped.

@@ -3,7 +3,7 @@
 const core = require('./core.cjs');
 
 module.exports = {
-  ...core.bind(require('./node/lynxo_keys.js')),
+  ...core.bind(require('./wasm/lynxo_keys.cjs')),
   LynxoError: core.LynxoError,
   IdentityError: core.IdentityError,
   KeyFormatError: core.KeyFormatError,

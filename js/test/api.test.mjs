@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { inspect } from 'node:util';
 
@@ -72,11 +73,26 @@ test('the CommonJS and ES module entries are one instance', () => {
 
 test('the web entry runs the same module once initialised', async () => {
   const web = await import('../pkg/web.mjs');
-  await web.default(readFileSync(new URL('../pkg/web/lynxo_keys_bg.wasm', import.meta.url)));
+  await web.default(readFileSync(new URL('../pkg/wasm/lynxo_keys_bg.wasm', import.meta.url)));
   const caller = web.verifyIdentity({ url, headers: signed.headers }, new web.Keyring(CONFIG), signed.signed_at,
     new web.ReplayCache());
   assert.equal(caller.requestId, signed.request_id);
   assert.deepEqual(web.findKeys('x').length, 0);
+});
+
+test('the bundler entry loads the module as a WebAssembly ES module import', () => {
+  // What a bundler does with `import * as wasm from './lynxo_keys_bg.wasm'`; Node does it behind
+  // a flag.
+  const script = `
+    const k = await import(${JSON.stringify(new URL('../pkg/browser.mjs', import.meta.url).href)});
+    const caller = k.verifyIdentity(${JSON.stringify({ url, headers: signed.headers })},
+      new k.Keyring(${JSON.stringify(CONFIG)}), ${signed.signed_at}, new k.ReplayCache());
+    let code;
+    try { k.inspectKey('lnx_live_abc'); } catch (e) { code = e instanceof k.KeyFormatError && e.code; }
+    console.log(JSON.stringify([caller.keyId, code]));`;
+  const out = execFileSync(process.execPath, ['--experimental-wasm-modules', '--no-warnings', '--input-type=module',
+    '-e', script], { encoding: 'utf8' });
+  assert.deepEqual(JSON.parse(out), [signed.headers['lynxo-key-id'], 'invalid_length']);
 });
 
 test('no keyring secret ever leaves the module', () => {
