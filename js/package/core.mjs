@@ -48,12 +48,18 @@ const DIGITS = /^[0-9]+$/;
 // The codes the module throws for what the caller configured, not for the request or text.
 const CONFIG_CODES = new Set(['invalid_keyring', 'invalid_replay_cache', 'invalid_argument']);
 
-// Turns what the module threw into this package's class for it.
+// Turns what the module threw (`code \n detail \n message`, js/src/lib.rs) into this package's
+// class for it; anything else (a bug) is passed on as it is.
 function convert(error, Type) {
-  if (error instanceof LynxoError) return error;
-  if (!(error instanceof Error) || typeof error.code !== 'string') return error;
-  if (CONFIG_CODES.has(error.code)) return new ConfigError(error.code, error.message);
-  return new Type(error.code, error.message, error.header ?? error.hint);
+  if (typeof error !== 'string') return error;
+  const first = error.indexOf('\n');
+  const second = error.indexOf('\n', first + 1);
+  if (first < 0 || second < 0) return new Error(error);
+  const code = error.slice(0, first);
+  const detail = error.slice(first + 1, second);
+  const message = error.slice(second + 1);
+  if (CONFIG_CODES.has(code)) return new ConfigError(code, message);
+  return new Type(code, message, detail === '' ? undefined : detail);
 }
 
 // One header's value from a Node headers object or a Fetch `Headers`; undefined when absent.
@@ -160,27 +166,27 @@ export function bind(raw) {
   function verifyIdentity(request, keyring, now, replayCache) {
     const header = headerReader(request.headers);
     const { method, path, query, bodyLength } = requestParts(request, header);
+    const signature = header(HEADERS.signature);
     const accountId = header(HEADERS.accountId);
     const keyId = header(HEADERS.keyId);
     const environment = header(HEADERS.environment);
     const scopes = header(HEADERS.scopes);
     const requestId = header(HEADERS.requestId);
+    // One string crosses into the module (js/src/lib.rs, verify_identity), with a bit per header
+    // sent.
+    const values = [signature, accountId, keyId, environment, scopes, requestId];
+    let present = 0;
+    for (let i = 0; i < values.length; i++) if (values[i] !== undefined) present |= 1 << i;
+    const fields = `${method}\n${path}\n${query}\n${values.map((v) => v ?? '').join('\n')}`;
     let signedAt;
     try {
       signedAt = raw.verifyIdentity(
         rawKeyring(keyring),
         rawCache(replayCache),
         now ?? Math.floor(Date.now() / 1000),
-        method,
-        path,
-        query,
         bodyLength,
-        header(HEADERS.signature),
-        accountId,
-        keyId,
-        environment,
-        scopes,
-        requestId,
+        present,
+        fields,
       );
     } catch (e) {
       throw convert(e, IdentityError);

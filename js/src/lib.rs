@@ -9,14 +9,14 @@
 //!   [`shared::identity::Identity::verify`] itself, so Node origins apply the Rust origin's rules.
 //! - [`inspect_key`] and [`find_keys`]: [`shared::scan`], what is known without a secret.
 //!
-//! A failure is thrown as a JavaScript `Error` with a stable `code` (the Rust error's code) and,
-//! where there is one, the `header` or the edge's `hint`.
+//! A failure is thrown as a string carrying a stable `code` (the Rust error's code), the `header`
+//! or the edge's `hint` where there is one, and the message ([`failure`]).
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use js_sys::{Array, Error, Object, Reflect};
+use js_sys::{Array, Object, Reflect};
 use shared::identity::{self, Identity, IdentityError};
 use shared::scan;
 use wasm_bindgen::prelude::*;
@@ -24,16 +24,11 @@ use wasm_bindgen::prelude::*;
 /// The largest integer a JavaScript number holds exactly.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
-/// A JavaScript `Error` with `code` and the given extra string properties.
-fn failure(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> JsValue {
-    let error = Error::new(message);
-    set(&error, "code", &JsValue::from_str(code));
-    for (name, value) in extra {
-        if let Some(value) = value {
-            set(&error, name, &JsValue::from_str(value));
-        }
-    }
-    error.into()
+/// A failure, thrown as the string `code \n detail \n message` (detail: the header or hint, or
+/// empty). The package's JavaScript turns it into its `Error` subclass: a string costs nothing
+/// to throw, where an `Error` made here would capture a stack trace that is then thrown away.
+fn failure(code: &str, message: &str, detail: Option<&str>) -> JsValue {
+    JsValue::from_str(&format!("{code}\n{}\n{message}", detail.unwrap_or("")))
 }
 
 fn set(target: &JsValue, name: &str, value: &JsValue) {
@@ -50,7 +45,7 @@ fn whole(value: f64, what: &str) -> Result<u64, JsValue> {
     Err(failure(
         "invalid_argument",
         &format!("{what} must be a whole number from 0 to 2^53 - 1"),
-        &[],
+        None,
     ))
 }
 
@@ -67,7 +62,7 @@ impl Keyring {
     pub fn new(config: &str) -> Result<Keyring, JsValue> {
         shared::mac::Keyring::from_config(config)
             .map(Self)
-            .map_err(|e| failure("invalid_keyring", &e.to_string(), &[]))
+            .map_err(|e| failure("invalid_keyring", &e.to_string(), None))
     }
 }
 
@@ -83,7 +78,7 @@ impl ReplayCache {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         identity::ReplayCache::new(capacity, u64::from(window))
             .map(Self)
-            .map_err(|e| failure("invalid_replay_cache", &e.to_string(), &[]))
+            .map_err(|e| failure("invalid_replay_cache", &e.to_string(), None))
     }
 
     /// How many request ids it holds now.
@@ -99,26 +94,43 @@ impl ReplayCache {
     }
 }
 
+/// The identity headers, in the order [`verify_identity`] receives their values.
+const HEADERS: [&str; 6] = [
+    identity::SIGNATURE_HEADER,
+    identity::ACCOUNT_HEADER,
+    identity::KEY_ID_HEADER,
+    identity::ENVIRONMENT_HEADER,
+    identity::SCOPES_HEADER,
+    identity::REQUEST_ID_HEADER,
+];
+
 /// Checks the identity headers against the request as the origin received it, at `now` (Unix
 /// seconds), and spends the request id in `replay`: [`Identity::verify`]. Returns when the edge
 /// signed it; the headers it accepted are canonical, so the caller reads the identity from them.
+///
+/// `fields` is the method, path and query, then the value of each of [`HEADERS`], joined by
+/// `\n` (which no HTTP request line or header value holds): one string crosses into wasm, not
+/// nine. Bit `i` of `present` says whether header `i` was sent at all.
 #[wasm_bindgen(js_name = verifyIdentity)]
-#[allow(clippy::too_many_arguments)]
 pub fn verify_identity(
     keyring: &Keyring,
     replay: &mut ReplayCache,
     now: f64,
-    method: &str,
-    path: &str,
-    query: &str,
     body_length: f64,
-    signature: Option<String>,
-    account: Option<String>,
-    key_id: Option<String>,
-    environment: Option<String>,
-    scopes: Option<String>,
-    request_id: Option<String>,
+    present: u32,
+    fields: &str,
 ) -> Result<f64, JsValue> {
+    let mut parts = fields.split('\n');
+    let mut next = || parts.next().unwrap_or_default();
+    let (method, path, query) = (next(), next(), next());
+    let values = [next(), next(), next(), next(), next(), next()];
+    if parts.next().is_some() {
+        return Err(failure(
+            "invalid_argument",
+            "request parts and header values hold no line breaks",
+            None,
+        ));
+    }
     let request = identity::Request {
         method,
         path,
@@ -127,16 +139,8 @@ pub fn verify_identity(
     };
     let now = whole(now, "now")?;
     let header = |name: &str| {
-        match name {
-            identity::SIGNATURE_HEADER => &signature,
-            identity::ACCOUNT_HEADER => &account,
-            identity::KEY_ID_HEADER => &key_id,
-            identity::ENVIRONMENT_HEADER => &environment,
-            identity::SCOPES_HEADER => &scopes,
-            identity::REQUEST_ID_HEADER => &request_id,
-            _ => &None,
-        }
-        .as_deref()
+        let i = HEADERS.iter().position(|h| *h == name)?;
+        (present & (1 << i) != 0).then_some(values[i])
     };
     match Identity::verify(&keyring.0, header, &request, now, &mut replay.0) {
         // Signing times are Unix seconds the edge wrote: far below 2^53.
@@ -146,7 +150,7 @@ pub fn verify_identity(
                 IdentityError::Missing(name) | IdentityError::Malformed(name) => Some(name),
                 _ => None,
             };
-            Err(failure(e.code(), &e.to_string(), &[("header", header)]))
+            Err(failure(e.code(), &e.to_string(), header))
         }
     }
 }
@@ -177,11 +181,7 @@ pub fn inspect_key(text: &str) -> Result<Object, JsValue> {
         }
         Err(e) => {
             let hint = scan::error_hint(&e);
-            Err(failure(
-                e.code(),
-                &e.to_string(),
-                &[("hint", hint.as_deref())],
-            ))
+            Err(failure(e.code(), &e.to_string(), hint.as_deref()))
         }
     }
 }
