@@ -5,11 +5,11 @@
 #
 #   bash js/build.sh    # js/pkg/, js/pkg/lynxo-keys-<version>.tgz, installed in examples/node-origin
 #
-# Needs scripts/bootstrap.sh (wasm-pack, the locked wasm-bindgen CLI, esbuild). wasm-pack runs
-# the first `wasm-bindgen` on PATH when its version is the one Cargo.lock locks (scripts/env.sh
-# puts the bootstrap's first, and this script checks the version); `--mode no-install` makes it
-# fail rather than download any other, and `wasm-opt = false` in js/Cargo.toml keeps it from
-# downloading binaryen.
+# Needs scripts/bootstrap.sh (wasm-pack, the locked wasm-bindgen CLI, esbuild). wasm-pack reads
+# the wasm-bindgen version from Cargo.lock and runs the first `wasm-bindgen` on PATH if it is that
+# version (scripts/env.sh puts the bootstrap's first); `--mode no-install` makes it fail rather
+# than download any other, and `wasm-opt = false` in js/Cargo.toml keeps it from downloading
+# binaryen.
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -17,13 +17,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$LYNXO_ROOT"
 
 die() { printf 'js/build: error: %s\n' "$*" >&2; exit 1; }
-command -v wasm-pack >/dev/null || die "wasm-pack not found: run scripts/bootstrap.sh"
-[[ -x "$ESBUILD_BIN" ]] || die "esbuild not found at $ESBUILD_BIN: run scripts/bootstrap.sh"
-locked="$(awk '/^\[\[package\]\]/ { n = "" } $1 == "name" { n = $3 }
-  $1 == "version" && n == "\"wasm-bindgen\"" { gsub(/"/, "", $3); print $3 }' Cargo.lock)"
-have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $NF }' || true)"
-[[ "$have" == "$locked" ]] ||
-  die "wasm-bindgen on PATH is ${have:-missing}, Cargo.lock locks $locked: run scripts/bootstrap.sh"
+for tool in wasm-pack wasm-bindgen "$ESBUILD_BIN"; do
+  command -v "$tool" >/dev/null || die "$tool not found: run scripts/bootstrap.sh"
+done
 
 pkg=js/pkg
 rm -rf "$pkg"
