@@ -68,7 +68,9 @@ if [[ ! -s $DEV/management-token ]]; then
 fi
 token="$(cat "$DEV/management-token")"
 
+origin_name="demo origin"
 if [[ ${NODE_ORIGIN:-} == 1 ]]; then
+  origin_name="Node origin (example)"
   bash js/build.sh
   ORIGIN_KEYRING="$origin_keyring" setsid node examples/node-origin/server.mjs --port "$ORIGIN_PORT" \
     >"$DEV/origin.log" 2>&1 &
@@ -124,7 +126,7 @@ cat <<INFO
 
   control plane (admin API) : http://127.0.0.1:$CONTROL_PORT   (OpenAPI: /openapi.json)
   edge (the Lynxo API)      : http://127.0.0.1:$EDGE_PORT
-  demo origin               : http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
+  $(printf '%-26s' "$origin_name"): http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
   dashboard                 : http://127.0.0.1:$CONTROL_PORT/   (sign in with the demo account)
 
   demo account  : demo@lynxo.local / $(cat "$DEV/demo-password")
