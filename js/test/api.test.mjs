@@ -63,6 +63,14 @@ test('reads a Node request, a Fetch request and explicit parts alike', () => {
   assert.ok(caller.fullAccess && caller.scopes.includes('jobs:write'), inspect(caller));
 });
 
+test('findKeys counts positions as JavaScript strings do', () => {
+  const keys = JSON.parse(readFileSync(new URL('../../shared/tests/vectors/lynxo-v1.json', import.meta.url)));
+  const [a, b] = keys.valid_keys.map((k) => k.text);
+  const text = `é😀 ${a}\n“${b}”, x${a} ${a}_y`;
+  assert.deepEqual(findKeys(text).map((f) => [f.key, f.index]), [[a, text.indexOf(a)], [b, text.indexOf(b)]]);
+  assert.equal(findKeys(text)[1].hint, inspectKey(b).hint);
+});
+
 test('the CommonJS and ES module entries are one instance', () => {
   const cjs = require('../pkg/index.cjs');
   assert.equal(cjs.Keyring, Keyring);
