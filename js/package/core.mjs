@@ -63,13 +63,19 @@ function convert(error, Type) {
 }
 
 // One header's value from a Node headers object or a Fetch `Headers`; undefined when absent.
-// Node joins repeated headers with ", " (never a valid identity value) and keeps arrays only
-// for a few names: an array is passed on joined, so it is refused as malformed.
-function headerReader(headers) {
+// Node lowercases names (`lowercased`: a Node or Express request); a plain object from elsewhere
+// (a serverless event, a test) may not, so there a miss looks again ignoring case. Node joins repeated headers with ", " (never a valid identity
+// value) and keeps arrays only for a few names: an array is passed on joined, so it is refused
+// as malformed.
+function headerReader(headers, lowercased) {
   if (headers == null) return () => undefined;
   if (typeof headers.get === 'function') return (name) => headers.get(name) ?? undefined;
   return (name) => {
-    const value = headers[name];
+    let value = headers[name];
+    if (value === undefined && !lowercased) {
+      const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+      if (key !== undefined) value = headers[key];
+    }
     return Array.isArray(value) ? value.join(', ') : value;
   };
 }
@@ -164,7 +170,7 @@ export function bind(raw) {
   /** Checks the identity the edge signed on `request`, at `now` (Unix seconds, default: the
    * clock), and spends its request id. Returns the caller; throws IdentityError. */
   function verifyIdentity(request, keyring, now, replayCache) {
-    const header = headerReader(request.headers);
+    const header = headerReader(request.headers, Array.isArray(request.rawHeaders));
     const { method, path, query, bodyLength } = requestParts(request, header);
     const signature = header(HEADERS.signature);
     const accountId = header(HEADERS.accountId);

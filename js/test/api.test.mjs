@@ -40,6 +40,8 @@ test('reads a Node request, a Fetch request and explicit parts alike', () => {
     { method: 'GET', url: `http://origin.internal:8080${url}`, headers: new Headers(signed.headers) },
     { method: 'GET', originalUrl: url, url: '/jobs', headers: signed.headers },
     { method: 'GET', path: signed.request.path, query: signed.request.query, headers: signed.headers },
+    // Header names in any case, as a serverless event may carry them.
+    { method: 'GET', url, headers: Object.fromEntries(Object.entries(signed.headers).map(([n, v]) => [n.toUpperCase(), v])) },
   ];
   for (const form of forms) {
     const caller = verifyIdentity(form, keyring, now, new ReplayCache());
