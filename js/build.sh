@@ -43,7 +43,7 @@ mv "$pkg/.web/lynxo_keys.js" "$pkg/wasm/lynxo_keys_web.js"
 rm -rf "$pkg/.nodejs" "$pkg/.bundler" "$pkg/.web"
 # The bundler and web glue are ES modules in .js files; the package itself is CommonJS.
 printf '{ "type": "module" }\n' >"$pkg/wasm/package.json"
-cp js/package/*.mjs js/package/*.cjs js/package/*.d.ts js/package/package.json \
+cp js/package/*.mjs js/package/*.cjs js/package/*.d.ts js/package/*.d.mts js/package/package.json \
   js/package/README.md "$pkg/"
 # The CommonJS copy of the shared wrapper, for require().
 "$ESBUILD_BIN" js/package/core.mjs --format=cjs --log-level=warning --outfile="$pkg/core.cjs"
