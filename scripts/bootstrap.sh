@@ -9,6 +9,8 @@
 #   - wasm-bindgen-cli (wasm-bindgen, wasm-bindgen-test-runner) at exactly the version of the
 #     wasm-bindgen crate in Cargo.lock, and worker-build at the version of the worker crate in
 #     Cargo.lock, both under $LYNXO_TOOLS/bin (scripts/env.sh says where and why);
+#   - wasm-pack, pinned, in the same place: it builds the JavaScript package (js/build.sh) with
+#     the wasm-bindgen CLI above, which it finds first on PATH at the locked version;
 #   - the npm packages of package-lock.json (wrangler and its workerd, esbuild; playwright-core for
 #     the dashboard's browser tests) in node_modules;
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
@@ -79,6 +81,8 @@ cargo_tool() {
 cargo_tool wasm-bindgen-cli "$wasm_bindgen_version" wasm-bindgen
 # worker-build is released in lockstep with the worker crate (worker 0.8.x <-> worker-build 0.8.x).
 cargo_tool worker-build "$worker_version" worker-build
+# Not in Cargo.lock (a tool, not a dependency): pinned here.
+cargo_tool wasm-pack 0.15.1 wasm-pack
 
 # --- npm packages ------------------------------------------------------------------------------
 # npm ci wipes and reinstalls node_modules, so run it only when the lockfile (or Node) changed
@@ -108,6 +112,7 @@ fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \
   "worker-build $("$LYNXO_TOOLS/bin/worker-build" --version | awk '{ print $NF }')," \
+  "wasm-pack $("$LYNXO_TOOLS/bin/wasm-pack" --version | awk '{ print $NF }')," \
   "wrangler $(node -p 'require("./node_modules/wrangler/package.json").version')"
 log "tools in $LYNXO_TOOLS/bin; for other shells: source scripts/env.sh"
 log "WASM_BINDGEN_BIN=$WASM_BINDGEN_BIN"

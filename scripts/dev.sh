@@ -8,6 +8,8 @@
 # Installs and builds what it needs first. Local state (secrets, database, KV) lives in .dev/
 # (gitignored) and is reused, so the demo account and key survive restarts; delete .dev/ to
 # start over. Ports: CONTROL_PORT (8080), EDGE_PORT (8787), ORIGIN_PORT (8788).
+# NODE_ORIGIN=1 puts the Node example origin (examples/node-origin, checking identities with the
+# @lynxo/keys package) behind the edge instead of the Rust demo origin.
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -66,8 +68,16 @@ if [[ ! -s $DEV/management-token ]]; then
 fi
 token="$(cat "$DEV/management-token")"
 
-ORIGIN_KEYRING="$origin_keyring" setsid "$bin/demo_origin" --port "$ORIGIN_PORT" \
-  >"$DEV/origin.log" 2>&1 &
+origin_name="demo origin"
+if [[ ${NODE_ORIGIN:-} == 1 ]]; then
+  origin_name="Node origin (example)"
+  bash js/build.sh
+  ORIGIN_KEYRING="$origin_keyring" setsid node examples/node-origin/server.mjs --port "$ORIGIN_PORT" \
+    >"$DEV/origin.log" 2>&1 &
+else
+  ORIGIN_KEYRING="$origin_keyring" setsid "$bin/demo_origin" --port "$ORIGIN_PORT" \
+    >"$DEV/origin.log" 2>&1 &
+fi
 pids+=($!)
 
 WRANGLER_DISABLE_REQUEST_BODY_DRAINING=true setsid npx --no-install wrangler dev --env development --port "$EDGE_PORT" --ip 127.0.0.1 \
@@ -116,7 +126,7 @@ cat <<INFO
 
   control plane (admin API) : http://127.0.0.1:$CONTROL_PORT   (OpenAPI: /openapi.json)
   edge (the Lynxo API)      : http://127.0.0.1:$EDGE_PORT
-  demo origin               : http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
+  $(printf '%-26s' "$origin_name"): http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
   dashboard                 : http://127.0.0.1:$CONTROL_PORT/   (sign in with the demo account)
 
   demo account  : demo@lynxo.local / $(cat "$DEV/demo-password")

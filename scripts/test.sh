@@ -48,4 +48,8 @@ bash scripts/schemathesis.sh
 step "shared tests as wasm32 under Node"
 bash scripts/test-wasm.sh
 
+step "JavaScript package: build, npm pack, node --test from the vectors files"
+bash js/build.sh
+node --test js/test/
+
 step "all tests passed"

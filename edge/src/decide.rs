@@ -314,19 +314,6 @@ pub fn not_valid() -> Reply {
     )
 }
 
-/// The hint for each error found without a secret.
-fn public_hint(error: &KeyError) -> Option<String> {
-    Some(match error {
-        KeyError::SurroundingWhitespace => "The key has spaces or line breaks around it. Remove them: exactly one space after `Bearer`, nothing after the key.".to_owned(),
-        KeyError::MissingPrefix => "Lynxo keys start with `lnx_`. Check that you copied the whole key and sent it as `Authorization: Bearer <key>`.".to_owned(),
-        KeyError::InvalidCharacter { position } => format!("The key has a character no Lynxo key contains, at position {position}: keys are letters, digits and `_` only. It was probably mis-copied."),
-        KeyError::InvalidLength { expected, found } => format!("The key has {found} characters but a key has {expected}: part of it was lost or added while copying. Copy it again."),
-        KeyError::InvalidChecksum => "The key's checksum does not match: it was mis-copied or mistyped. Copy it again from where you stored it.".to_owned(),
-        KeyError::Expired { expired_at } => format!("The key expired at {expired_at} (Unix time). Create a new key in the dashboard."),
-        _ => return None,
-    })
-}
-
 fn environment_label(environment: Environment) -> String {
     format!(
         "{} (`{}{}_` keys)",
@@ -342,7 +329,7 @@ fn verify_key(token: &str, cfg: &Config, now: u64) -> Result<Claims, Reply> {
         if e.is_forgery_class() {
             return not_valid();
         }
-        match public_hint(&e) {
+        match shared::scan::error_hint(&e) {
             Some(hint) => problem::invalid_token(Some(e.code()), &hint),
             None => not_valid(),
         }

@@ -17,6 +17,7 @@
 //! - [`usage`]: the usage batches the edge reports to the control plane.
 //! - [`audit`]: the audit keyring and the checkpoints that anchor the audit chain at the edge.
 //! - [`base62`]: the linear-time text encoding the key body uses.
+//! - [`scan`]: what is known about key texts without a secret: inspection, hints, the scanner.
 //!
 //! The formats are specified in `docs/key-format.md` and `docs/revocation-list.md`.
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ pub mod key;
 pub mod limits;
 pub mod mac;
 pub mod revocation;
+pub mod scan;
 pub mod scope;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -351,6 +351,18 @@ impl Stack {
         })
     }
 
+    /// Pushes every revocation shard, empty and valid for an hour, through the sync endpoint:
+    /// until it has them all the worker fails closed.
+    pub fn push_empty_revocations(&self) {
+        for shard in 0..crate::keys::SHARDS {
+            let body = crate::keys::shard_bytes(&self.keyring, shard, 1, &[], 3_600);
+            let signature = crate::keys::sign_push(&self.keyring, shard, &body);
+            let target = format!("/_lynxo/sync/revocations/{shard}");
+            let r = self.edge("PUT", &target, &[("Lynxo-Signature", &signature)], &body);
+            assert_eq!(r.status, 204, "shard {shard}: {}", r.text());
+        }
+    }
+
     /// Sends a request straight to the origin, bypassing the edge.
     pub fn origin(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> http::Response {
         http::send(self.origin, method, target, headers, b"")

@@ -1,0 +1,232 @@
+// The package's JavaScript around the wasm module (js/src/lib.rs): error classes, reading a
+// request and its headers, and the opaque Keyring and ReplayCache. Every entry point (Node CJS,
+// Node ESM, bundlers, browsers) binds the same code to its own build of the module.
+
+/** Every error this package throws: `code` is stable, `message` is for people. */
+export class LynxoError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The identity headers were refused: the request did not come through the edge, or was
+ * changed or replayed. `status` is what the origin should answer (401, or 503 when its replay
+ * cache is full); `header` names the missing or malformed header, if that is the reason. */
+export class IdentityError extends LynxoError {
+  constructor(code, message, header) {
+    super(code, message);
+    this.status = code === 'replay_cache_full' ? 503 : 401;
+    if (header !== undefined) this.header = header;
+  }
+}
+
+/** The text is not a well-formed Lynxo key; `hint` is the edge's advice, where it gives one. */
+export class KeyFormatError extends LynxoError {
+  constructor(code, message, hint) {
+    super(code, message);
+    if (hint !== undefined) this.hint = hint;
+  }
+}
+
+/** A keyring, replay cache or argument this package cannot use. */
+export class ConfigError extends LynxoError {}
+
+/** The identity header names, lowercase as Node and Fetch `Headers` read them. */
+export const HEADERS = Object.freeze({
+  signature: 'lynxo-identity-signature',
+  accountId: 'lynxo-account-id',
+  keyId: 'lynxo-key-id',
+  environment: 'lynxo-environment',
+  scopes: 'lynxo-scopes',
+  requestId: 'lynxo-request-id',
+});
+
+const DIGITS = /^[0-9]+$/;
+
+// The codes the module throws for what the caller configured, not for the request or text.
+const CONFIG_CODES = new Set(['invalid_keyring', 'invalid_replay_cache', 'invalid_argument']);
+
+// Turns what the module threw (`code \n detail \n message`, js/src/lib.rs) into this package's
+// class for it; anything else (a bug) is passed on as it is.
+function convert(error, Type) {
+  if (typeof error !== 'string') return error;
+  const first = error.indexOf('\n');
+  const second = error.indexOf('\n', first + 1);
+  if (first < 0 || second < 0) return new Error(error);
+  const code = error.slice(0, first);
+  const detail = error.slice(first + 1, second);
+  const message = error.slice(second + 1);
+  if (CONFIG_CODES.has(code)) return new ConfigError(code, message);
+  return new Type(code, message, detail === '' ? undefined : detail);
+}
+
+// One header's value from a Node headers object or a Fetch `Headers`; undefined when absent.
+// Node lowercases names (`lowercased`: a Node or Express request); a plain object from elsewhere
+// (a serverless event, a test) may not, so there a miss looks again ignoring case. Node joins repeated headers with ", " (never a valid identity
+// value) and keeps arrays only for a few names: an array is passed on joined, so it is refused
+// as malformed.
+function headerReader(headers, lowercased) {
+  if (headers == null) return () => undefined;
+  if (typeof headers.get === 'function') return (name) => headers.get(name) ?? undefined;
+  return (name) => {
+    let value = headers[name];
+    if (value === undefined && !lowercased) {
+      const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+      if (key !== undefined) value = headers[key];
+    }
+    return Array.isArray(value) ? value.join(', ') : value;
+  };
+}
+
+// method, path, query and body length as the origin received them: from explicit parts
+// ({ method, path, query, bodyLength }), a Node or Express request ({ method, url, headers }),
+// or a Fetch Request (absolute url). The path and query are taken as sent, never normalised:
+// the edge signed them byte for byte.
+function requestParts(request, header) {
+  const method = request.method ?? 'GET';
+  if (typeof request.path === 'string' && request.url === undefined) {
+    return { method, path: request.path, query: request.query ?? '', bodyLength: request.bodyLength ?? 0 };
+  }
+  let target = request.originalUrl ?? request.url ?? '/';
+  const scheme = target.indexOf('://');
+  if (scheme >= 0 && scheme < target.indexOf('/')) {
+    const slash = target.indexOf('/', scheme + 3);
+    target = slash < 0 ? '/' : target.slice(slash);
+  }
+  const q = target.indexOf('?');
+  const length = header('content-length');
+  if (length !== undefined && !DIGITS.test(length)) {
+    throw new IdentityError('malformed_header', 'Content-Length is not a number', 'content-length');
+  }
+  return {
+    method,
+    path: q < 0 ? target : target.slice(0, q),
+    query: q < 0 ? '' : target.slice(q + 1),
+    bodyLength: length === undefined ? 0 : Number(length),
+  };
+}
+
+/** Binds the API to one build of the wasm module. */
+export function bind(raw) {
+  let rawKeyring;
+  let rawCache;
+  let allScopes;
+
+  /** An identity keyring, the edge's `ORIGIN_KEYRING` (`active=KID;KID:HEX,...`). Its secrets
+   * stay inside the wasm module: nothing reads, prints or serializes them. */
+  class Keyring {
+    #raw;
+    constructor(config) {
+      if (typeof config !== 'string') throw new ConfigError('invalid_keyring', 'the keyring config must be a string');
+      try {
+        this.#raw = new raw.Keyring(config);
+      } catch (e) {
+        throw convert(e, ConfigError);
+      }
+    }
+    toJSON() {
+      return '[Keyring]';
+    }
+    toString() {
+      return '[Keyring]';
+    }
+    static {
+      rawKeyring = (k) => {
+        if (!(k instanceof Keyring)) throw new ConfigError('invalid_argument', 'keyring must be a Keyring');
+        return k.#raw;
+      };
+    }
+  }
+
+  /** The request ids this origin accepted within its window: what makes an identity
+   * single-use. One per origin process, shared by every request. */
+  class ReplayCache {
+    #raw;
+    constructor({ capacity = 65536, window = 30 } = {}) {
+      try {
+        this.#raw = new raw.ReplayCache(capacity, window);
+      } catch (e) {
+        throw convert(e, ConfigError);
+      }
+    }
+    /** How many request ids it holds. */
+    get size() {
+      return this.#raw.size;
+    }
+    /** The window in seconds: the oldest signature accepted, and how long ids are kept. */
+    get window() {
+      return this.#raw.window;
+    }
+    static {
+      rawCache = (c) => {
+        if (!(c instanceof ReplayCache)) throw new ConfigError('invalid_argument', 'replayCache must be a ReplayCache');
+        return c.#raw;
+      };
+    }
+  }
+
+  /** Checks the identity the edge signed on `request`, at `now` (Unix seconds, default: the
+   * clock), and spends its request id. Returns the caller; throws IdentityError. */
+  function verifyIdentity(request, keyring, now, replayCache) {
+    const header = headerReader(request.headers, Array.isArray(request.rawHeaders));
+    const { method, path, query, bodyLength } = requestParts(request, header);
+    const signature = header(HEADERS.signature);
+    const accountId = header(HEADERS.accountId);
+    const keyId = header(HEADERS.keyId);
+    const environment = header(HEADERS.environment);
+    const scopes = header(HEADERS.scopes);
+    const requestId = header(HEADERS.requestId);
+    // One string crosses into the module (js/src/lib.rs, verify_identity), with a bit per header
+    // sent.
+    const values = [signature, accountId, keyId, environment, scopes, requestId];
+    let present = 0;
+    for (let i = 0; i < values.length; i++) if (values[i] !== undefined) present |= 1 << i;
+    const fields = `${method}\n${path}\n${query}\n${values.map((v) => v ?? '').join('\n')}`;
+    let signedAt;
+    try {
+      signedAt = raw.verifyIdentity(
+        rawKeyring(keyring),
+        rawCache(replayCache),
+        now ?? Math.floor(Date.now() / 1000),
+        bodyLength,
+        present,
+        fields,
+      );
+    } catch (e) {
+      throw convert(e, IdentityError);
+    }
+    // Accepted headers are in their canonical forms (the module refuses any other spelling).
+    const fullAccess = scopes === '*';
+    allScopes ??= Object.freeze(raw.scopeNames());
+    return Object.freeze({
+      accountId,
+      keyId,
+      environment,
+      scopes: fullAccess ? allScopes : Object.freeze(scopes === '' ? [] : scopes.split(' ')),
+      fullAccess,
+      requestId,
+      signedAt,
+    });
+  }
+
+  /** What can be known about `text` without a secret: `{ environment, hint }`; throws
+   * KeyFormatError (with the edge's `hint`) when it is not a well-formed Lynxo key. */
+  function inspectKey(text) {
+    if (typeof text !== 'string') throw new ConfigError('invalid_argument', 'text must be a string');
+    try {
+      return raw.inspectKey(text);
+    } catch (e) {
+      throw convert(e, KeyFormatError);
+    }
+  }
+
+  /** The checksum-confirmed Lynxo keys in `text`: `[{ key, index, environment, hint }]`. */
+  function findKeys(text) {
+    if (typeof text !== 'string') throw new ConfigError('invalid_argument', 'text must be a string');
+    return raw.findKeys(text);
+  }
+
+  return { Keyring, ReplayCache, verifyIdentity, inspectKey, findKeys };
+}
