@@ -11,9 +11,8 @@
 # minutes). Needs scripts/bootstrap.sh. Results: docs/edge.md.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -n ${1:-} ]]; then
   base="$(mktemp -d -t lynxo-baseline-XXXXXX)"

@@ -18,9 +18,8 @@
 # Needs scripts/bootstrap.sh. Results and the production bound: docs/edge.md.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 case "${1:-all}" in
   all) filter=(revocation_propagation) ;;

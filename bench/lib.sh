@@ -1,33 +1,97 @@
-# Sourced by bench/throughput.sh and bench/latency.sh: serves two builds of the edge worker side
-# by side under the `workerd` binary that the wrangler package ships (wrangler dev's proxy caps
-# and delays a local run), each with its Durable Objects on local disk, in front of one bench
-# origin, with a stand-in KV holding signed revocation shards and a stand-in control plane that
-# acknowledges every usage batch.
+# shellcheck shell=bash
+# Helpers every benchmark script shares: `source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"` from
+# bench/. Sources scripts/lib.sh (tools on PATH, the repository's root as working directory,
+# log/die/free_port/wait_for_url) and adds:
+#
+#   build_worker <features> <dir>    the release worker, built as scripts/build-edge.sh builds it
+#                                    (features "" for the normal build), its index.js and
+#                                    index_bg.wasm copied into <dir>
+#   alternating <round> <a> <b>      prints "a b" on odd rounds and "b a" on even ones (ABBA...),
+#                                    so neither side always runs first on a warming machine
+#   wrk_run <file> <url> <threads> <connections> <seconds> [wrk args]
+#                                    a 2 s warm-up, then the measured run into <file>; sets
+#                                    rps, p50, p99 and non2xx from wrk's report
+#   median                           the median of the numbers on stdin, one per line
+#   to_us <wrk time>                 812.00us, 1.23ms or 1.02s in microseconds
+#   workerd_pair <out> <a> <b>       two worker builds side by side under workerd (below)
+#
+# Everything started here stops when the script exits.
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+
+build_worker() { # features dir
+  local features="$1" dir="$2" build=build
+  mkdir -p "$dir"
+  if [[ -n "$features" ]]; then
+    build="build-bench-${features//,/-}"
+    EDGE_FEATURES="$features" EDGE_OUT_DIR="$build" bash scripts/build-edge.sh
+  else
+    bash scripts/build-edge.sh
+  fi
+  cp "edge/$build/index.js" "edge/$build/index_bg.wasm" "$dir/"
+  # A feature build lives beside the normal one only while it is copied out.
+  [[ "$build" == build ]] || rm -rf "edge/$build"
+}
+
+alternating() { # round a b
+  if (($1 % 2)); then echo "$2 $3"; else echo "$3 $2"; fi
+}
+
+# shellcheck disable=SC2034  # rps, p50, p99 and non2xx are the caller's
+wrk_run() { # file url threads connections seconds [wrk args...]
+  local file="$1" url="$2" threads="$3" connections="$4" seconds="$5"
+  shift 5
+  need wrk "Debian: apt-get install wrk"
+  wrk -t"$threads" -c"$connections" -d2s "$@" "$url" >/dev/null
+  wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$@" "$url" >"$file"
+  rps="$(awk '/^Requests\/sec/ { print $2 }' "$file")"
+  p50="$(awk '$1 == "50%" { print $2 }' "$file")"
+  p99="$(awk '$1 == "99%" { print $2 }' "$file")"
+  non2xx="$(awk '/Non-2xx/ { print $NF }' "$file")"
+  non2xx="${non2xx:-0}"
+}
+
+median() {
+  sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+to_us() { # wrk prints 812.00us, 1.23ms or 1.02s
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000
+  }'
+}
+
+# --- workerd_pair ------------------------------------------------------------------------------
+# Serves two builds of the edge worker side by side under the `workerd` binary that the wrangler
+# package ships (wrangler dev's proxy caps and delays a local run), each with its Durable Objects
+# on local disk, in front of one bench origin, with a stand-in KV holding signed revocation
+# shards and a stand-in control plane that acknowledges every usage batch.
 #
 #   workerd_pair <out dir> <name a> <name b>
 #
-# expects worker-build output (index.js, index_bg.wasm) in <out>/<name a> and <out>/<name b>, and
-# sets: workerd (the binary's path), key (a development Full Access key), ports[<name>] (each worker's loopback port) and
-# ingest_port. The caller defines die(); everything started here stops when the script exits.
-# Both workers get the same bindings, with a rate limit no run reaches.
+# expects worker-build output (index.js, index_bg.wasm) in <out>/<name a> and <out>/<name b>,
+# and sets: workerd (the binary's path), key (a development Full Access key), keyring and
+# origin_keyring (the test keyrings, from bench_fixtures), ports[<name>]
+# (each worker's loopback port) and ingest_port. Both workers get the same bindings, with a rate
+# limit no run reaches.
 
 workerd="node_modules/@cloudflare/workerd-linux-64/bin/workerd"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+_pair_pids=()
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+_pair_stop() {
+  local pid
+  for pid in "${_pair_pids[@]}"; do stop_process "$pid"; done
 }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The bindings of worker <name>, as workerd config.
 _pair_bindings() {
   cat <<EOB
     bindings = [
       (name = "LYNXO_ENV", text = "development"),
-      (name = "LYNXO_KEYRING", text = "active=1;1:$(printf '11%.0s' {1..32})"),
-      (name = "ORIGIN_KEYRING", text = "active=3;3:$(printf '33%.0s' {1..32})"),
+      (name = "LYNXO_KEYRING", text = "$keyring"),
+      (name = "ORIGIN_KEYRING", text = "$origin_keyring"),
       (name = "ORIGIN_URL", text = "$origin"),
       (name = "REVOCATION_SHARDS", text = "16"),
       (name = "REVOCATION_CACHE_MS", text = "2000"),
@@ -64,14 +128,18 @@ EOW
 workerd_pair() {
   local out="$1" a="$2" b="$3"
   [[ -x "$workerd" ]] || die "workerd not found at $workerd: run scripts/bootstrap.sh"
+  trap _pair_stop EXIT
   mkdir -p "$out/kv" "$out/do-$a" "$out/do-$b"
 
   cargo build --quiet --release -p e2e --bin bench_origin --bin bench_fixtures
   target/release/bench_fixtures "$out/kv"
+  # shellcheck disable=SC2034  # for the caller
   key="$(cat "$out/kv/key.txt")"
+  keyring="$(cat "$out/kv/keyring.txt")"
+  origin_keyring="$(cat "$out/kv/origin-keyring.txt")"
 
   target/release/bench_origin --port 0 >"$out/origin.log" &
-  pids+=($!)
+  _pair_pids+=($!)
   for _ in $(seq 100); do grep -q listening "$out/origin.log" && break; sleep 0.1; done
   origin="$(sed -n 's/.*listening on //p' "$out/origin.log")"
   [[ -n "$origin" ]] || die "bench origin did not start"
@@ -147,12 +215,9 @@ const ingestWorker :Workerd.Worker = (
 EOC
 
   "$workerd" serve --experimental "$out/config.capnp" >"$out/workerd.log" 2>&1 &
-  pids+=($!)
+  _pair_pids+=($!)
   local port
   for port in "${ports[$a]}" "${ports[$b]}"; do
-    for _ in $(seq 100); do
-      curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
-      sleep 0.1
-    done
+    wait_for_url "http://127.0.0.1:$port/healthz" || true
   done
 }
