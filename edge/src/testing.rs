@@ -2,9 +2,9 @@
 
 use crate::config::Config;
 
-/// A production configuration: key-signing kid 1 (`0x11` bytes), identity kid 7 (`0x77` bytes).
+/// A production configuration: the test keyring (`shared::testkit`), identity kid 7 (`0x77` bytes).
 pub(crate) fn config() -> Config {
-    let ring = format!("active=1;1:{}", "11".repeat(32));
+    let ring = shared::testkit::KEYRING.to_owned();
     let origin_ring = format!("active=7;7:{}", "77".repeat(32));
     Config::from_lookup(|name| {
         Some(match name {
