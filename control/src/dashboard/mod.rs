@@ -1,9 +1,10 @@
 //! The web dashboard: pages and assets served by the control plane itself.
 //!
-//! Pages are small server-rendered HTML shells (one function per page in [`pages`], every
-//! user-provided string escaped); plain ES modules under `control/assets/` call the JSON API
-//! (`/v1/...`, same origin, session cookie) and render into them. There is no build step and
-//! nothing is fetched from anywhere else: the assets are compiled into the binary.
+//! Pages are small server-rendered HTML shells (one askama template per page, filled in
+//! [`pages`], every value escaped by construction); plain ES modules under `control/assets/`
+//! call the JSON API (`/v1/...`, same origin, session cookie) and render into them. There is no
+//! build step and nothing is fetched from anywhere else: templates and assets are compiled into
+//! the binary.
 //!
 //! Every response here carries a strict Content-Security-Policy (scripts and styles only from
 //! this origin, no inline code, no framing, forms post only here), `nosniff` and
