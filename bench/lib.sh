@@ -24,7 +24,7 @@ build_worker() { # features dir
   local features="$1" dir="$2" build=build
   mkdir -p "$dir"
   if [[ -n "$features" ]]; then
-    build="build-bench-${features//,/-}"
+    build="build-${features//,/-}"
     EDGE_FEATURES="$features" EDGE_OUT_DIR="$build" bash scripts/build-edge.sh
   else
     bash scripts/build-edge.sh
