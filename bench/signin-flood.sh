@@ -35,6 +35,9 @@ fi
 rm -rf "$out"
 mkdir -p "$out"
 db="$out/control.sqlite3"
+# The audit chain's keyring, which `init` and `serve` both need (a fresh one per run).
+LYNXO_AUDIT_KEYRING="$("$CONTROL_BIN" generate-keyring)"
+export LYNXO_AUDIT_KEYRING
 LYNXO_INIT_PASSWORD='flood-bench-password' "$CONTROL_BIN" init --database "$db" \
   --email owner@example.com >/dev/null
 keyring="$("$CONTROL_BIN" generate-keyring)"
