@@ -28,7 +28,4 @@ if [[ -n ${1:-} ]]; then
   export LYNXO_BASELINE_BUILD="$base/edge/build"
 fi
 
-bash scripts/build-edge.sh
-cargo build --quiet -p control --bin control
-cargo test --quiet -p e2e --test body_memory -- --ignored --nocapture --test-threads=1 2>&1 |
-  grep -oE 'body-memory:.*|panicked.*|FAILED.*|error.*' || true
+e2e_bench body_memory 'body-memory:.*'

@@ -14,6 +14,8 @@
 #   median                           the median of the numbers on stdin, one per line
 #   to_us <wrk time>                 812.00us, 1.23ms or 1.02s in microseconds
 #   workerd_pair <out> <a> <b>       two worker builds side by side under workerd (below)
+#   e2e_bench <test> <pattern> [test args]
+#                                    an ignored measurement test of tests/ (below)
 #
 # Everything started here stops when the script exits.
 
@@ -61,6 +63,23 @@ to_us() { # wrk prints 812.00us, 1.23ms or 1.02s
     n = v + 0
     if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000
   }'
+}
+
+# --- e2e_bench -------------------------------------------------------------------------------
+# Builds the worker and the control plane, runs the ignored end-to-end measurement <test> of
+# tests/tests/ (one test at a time, [test args] name which), prints only its report lines (those
+# matching <pattern>) and any failure, and fails if the test failed.
+e2e_bench() { # test pattern [test args...]
+  local test="$1" pattern="$2" log rc=0
+  shift 2
+  bash scripts/build-edge.sh
+  cargo build --quiet -p control --bin control
+  log="$(mktemp)"
+  cargo test --quiet -p e2e --test "$test" -- "$@" --ignored --nocapture --test-threads=1 \
+    >"$log" 2>&1 || rc=$?
+  grep -oE "$pattern|panicked.*|FAILED.*|error.*" "$log" || true
+  rm -f "$log"
+  return "$rc"
 }
 
 # --- workerd_pair ------------------------------------------------------------------------------

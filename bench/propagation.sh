@@ -28,7 +28,4 @@ case "${1:-all}" in
   *) echo "usage: bash bench/propagation.sh [all|control|edge]" >&2; exit 2 ;;
 esac
 
-bash scripts/build-edge.sh
-cargo build --quiet -p control --bin control
-cargo test --quiet -p e2e --test propagation -- "${filter[@]}" --ignored --nocapture --test-threads=1 2>&1 |
-  grep -oE 'propagation via.*|panicked.*|FAILED.*|error.*' || true
+e2e_bench propagation 'propagation via.*' "${filter[@]}"
