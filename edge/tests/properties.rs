@@ -16,7 +16,7 @@ const NOW: u64 = 1_800_000_000;
 
 fn config() -> Config {
     let ring = shared::testkit::KEYRING.to_owned();
-    let origin_ring = format!("active=2;2:{}", "22".repeat(32));
+    let origin_ring = shared::testkit::ORIGIN_KEYRING.to_owned();
     Config::from_lookup(|name| {
         Some(match name {
             "LYNXO_ENV" => "production".to_owned(),

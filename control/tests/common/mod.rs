@@ -29,7 +29,7 @@ pub fn keyring() -> Keyring {
 pub const AUDIT_KEYRING: &str = shared::testkit::AUDIT_KEYRING;
 
 pub fn audit_keyring() -> Arc<AuditKeyring> {
-    Arc::new(AuditKeyring::from_config(AUDIT_KEYRING).unwrap())
+    Arc::new(shared::testkit::audit_keyring())
 }
 
 /// A child process (the real binary) killed when dropped, so a failing test leaves nothing
