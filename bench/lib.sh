@@ -173,28 +173,8 @@ workerd_pair() {
     shards+="      (name = \"S$n\", data = embed \"kv/shard-$n.bin\"),"$'\n'
   done
 
-  cat >"$out/kv.js" <<'EOJ'
-// Stand-in for Workers KV: serves revocations/v1/<n> from data bindings S<n>, as workerd's KV
-// binding asks for it (GET /<url-encoded key>).
-export default {
-  async fetch(request, env) {
-    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
-    const match = /^revocations\/v1\/(\d+)$/.exec(key);
-    const value = match && env["S" + match[1]];
-    return value ? new Response(value) : new Response(null, { status: 404 });
-  },
-};
-EOJ
-
-  cat >"$out/ingest.js" <<'EOJ'
-// Stand-in for the control plane's usage ingestion: reads each batch and acknowledges it.
-export default {
-  async fetch(request) {
-    await request.arrayBuffer();
-    return Response.json({ applied: true });
-  },
-};
-EOJ
+  # The stand-ins for KV and the control plane's ingestion, beside the config that embeds them.
+  cp bench/workerd/kv.js bench/workerd/ingest.js "$out/"
 
   cat >"$out/config.capnp" <<EOC
 using Workerd = import "/workerd/workerd.capnp";
