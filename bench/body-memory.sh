@@ -11,9 +11,8 @@
 # minutes). Needs scripts/bootstrap.sh. Results: docs/edge.md.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -n ${1:-} ]]; then
   base="$(mktemp -d -t lynxo-baseline-XXXXXX)"
@@ -29,7 +28,4 @@ if [[ -n ${1:-} ]]; then
   export LYNXO_BASELINE_BUILD="$base/edge/build"
 fi
 
-bash scripts/build-edge.sh
-cargo build --quiet -p control --bin control
-cargo test --quiet -p e2e --test body_memory -- --ignored --nocapture --test-threads=1 2>&1 |
-  grep -oE 'body-memory:.*|panicked.*|FAILED.*|error.*' || true
+e2e_bench body_memory 'body-memory:.*'

@@ -18,9 +18,8 @@
 # Needs scripts/bootstrap.sh. Results and the production bound: docs/edge.md.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 case "${1:-all}" in
   all) filter=(revocation_propagation) ;;
@@ -29,7 +28,4 @@ case "${1:-all}" in
   *) echo "usage: bash bench/propagation.sh [all|control|edge]" >&2; exit 2 ;;
 esac
 
-bash scripts/build-edge.sh
-cargo build --quiet -p control --bin control
-cargo test --quiet -p e2e --test propagation -- "${filter[@]}" --ignored --nocapture --test-threads=1 2>&1 |
-  grep -oE 'propagation via.*|panicked.*|FAILED.*|error.*' || true
+e2e_bench propagation 'propagation via.*' "${filter[@]}"

@@ -15,17 +15,15 @@
 # Writes bench/out/signin-flood/ (server log, answers, RSS samples). Linux only (/proc).
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 clients="${CLIENTS:-120}"
 waves="${WAVES:-3}"
 sources="${SOURCES:-$clients}"
 settle="${SETTLE:-5}"
 out="$LYNXO_ROOT/bench/out/signin-flood"
-die() { printf 'signin-flood: error: %s\n' "$*" >&2; exit 1; }
-command -v curl >/dev/null || die "curl not found"
+need curl
 (( sources >= 1 && sources <= 250 )) || die "SOURCES must be 1 to 250"
 
 if [[ -z "${CONTROL_BIN:-}" ]]; then
@@ -37,21 +35,19 @@ fi
 rm -rf "$out"
 mkdir -p "$out"
 db="$out/control.sqlite3"
+# The audit chain's keyring, which `init` and `serve` both need (a fresh one per run).
+LYNXO_AUDIT_KEYRING="$("$CONTROL_BIN" generate-keyring)"
+export LYNXO_AUDIT_KEYRING
 LYNXO_INIT_PASSWORD='flood-bench-password' "$CONTROL_BIN" init --database "$db" \
   --email owner@example.com >/dev/null
 keyring="$("$CONTROL_BIN" generate-keyring)"
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 
 RUST_LOG='info,control::auth::hasher=debug' LYNXO_LOG_FORMAT=json LYNXO_KEYRING="$keyring" \
   "$CONTROL_BIN" serve --database "$db" --listen "127.0.0.1:$port" >"$out/server.log" 2>&1 &
 server=$!
-cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
-  sleep 0.1
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || die "the control plane did not start"
+trap 'stop_process "$server"' EXIT
+wait_for_url "http://127.0.0.1:$port/healthz" 100 0.1 "$server" || die "the control plane did not start"
 
 status() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$server/status"; }
 mib() { echo $(( $1 / 1024 )); }

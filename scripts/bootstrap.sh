@@ -20,16 +20,10 @@
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-log() { printf 'bootstrap: %s\n' "$*"; }
-die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
-
-for tool in rustup cargo node npm sha256sum; do
-  command -v "$tool" >/dev/null || die "$tool not found on PATH"
-done
+for tool in rustup cargo node npm sha256sum; do need "$tool"; done
 
 # --- Rust target -----------------------------------------------------------------------------
 target=wasm32-unknown-unknown
@@ -46,19 +40,6 @@ if [[ ! -f Cargo.lock ]]; then
   log "Cargo.lock missing: resolving the workspace"
   cargo metadata --format-version 1 >/dev/null
 fi
-
-# Prints the version of a package in Cargo.lock; fails if it is absent or locked more than once.
-locked_version() {
-  local versions
-  versions="$(awk -v want="\"$1\"" '
-    /^\[\[package\]\]/ { name = "" }
-    $1 == "name" && $2 == "=" { name = $3 }
-    $1 == "version" && $2 == "=" && name == want { gsub(/"/, "", $3); print $3 }
-  ' Cargo.lock)"
-  [[ -n "$versions" ]] || die "$1 is not in Cargo.lock"
-  [[ "$(wc -l <<<"$versions")" -eq 1 ]] || die "Cargo.lock holds several versions of $1: $(tr '\n' ' ' <<<"$versions")"
-  printf '%s\n' "$versions"
-}
 
 wasm_bindgen_version="$(locked_version wasm-bindgen)"
 worker_version="$(locked_version worker)"

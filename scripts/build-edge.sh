@@ -13,19 +13,15 @@
 # with features, never `build`), so the normal build in edge/build is left as it was.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT"
-
-die() { printf 'build-edge: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v worker-build >/dev/null || die "worker-build not found: run scripts/bootstrap.sh"
 [[ -x "$ESBUILD_BIN" ]] || die "esbuild not found at $ESBUILD_BIN: run scripts/bootstrap.sh"
 
 # worker-build runs $WASM_BINDGEN_BIN on the module; a CLI of another version than the
 # wasm-bindgen crate it was compiled against fails at run time, so check before a long build.
-locked="$(awk '/^\[\[package\]\]/ { n = "" } $1 == "name" { n = $3 }
-  $1 == "version" && n == "\"wasm-bindgen\"" { gsub(/"/, "", $3); print $3 }' Cargo.lock 2>/dev/null || true)"
+locked="$(locked_version wasm-bindgen)"
 have="$("$WASM_BINDGEN_BIN" --version 2>/dev/null | awk '{ print $NF }' || true)"
 [[ -n "$have" && "$have" == "$locked" ]] ||
   die "wasm-bindgen CLI ${have:-missing} does not match wasm-bindgen ${locked:-?} in Cargo.lock: run scripts/bootstrap.sh"

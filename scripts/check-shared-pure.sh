@@ -5,9 +5,8 @@
 #   bash scripts/check-shared-pure.sh
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tree="$(cargo tree -p shared -e normal --target wasm32-unknown-unknown --prefix none --format '{p}')"
 forbidden='^(getrandom|rand|rand_core|js-sys|web-sys|wasm-bindgen|chrono|time|tokio|std-time|instant|web-time) '

@@ -12,17 +12,14 @@
 # @lynxo/keys package) behind the edge instead of the Rust demo origin.
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CONTROL_PORT="${CONTROL_PORT:-8080}"
 EDGE_PORT="${EDGE_PORT:-8787}"
 ORIGIN_PORT="${ORIGIN_PORT:-8788}"
 DEV=.dev
 
-log() { printf 'dev: %s\n' "$*"; }
-die() { printf 'dev: error: %s\n' "$*" >&2; exit 1; }
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 for port in "$CONTROL_PORT" "$EDGE_PORT" "$ORIGIN_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use"; fi
@@ -47,6 +44,7 @@ origin_keyring="$(cat "$DEV/origin-keyring")"
 export LYNXO_AUDIT_KEYRING_FILE="$DEV/audit-keyring"
 
 pids=()
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
@@ -88,10 +86,7 @@ WRANGLER_DISABLE_REQUEST_BODY_DRAINING=true setsid npx --no-install wrangler dev
 pids+=($!)
 
 wait_for() { # url, name, log; wrangler dev reruns the (incremental) worker build first
-  for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.5
-  done
+  wait_for_url "$1" 600 0.5 && return 0
   tail -n 30 "$3" >&2
   die "$2 did not come up at $1"
 }

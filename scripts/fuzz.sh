@@ -10,9 +10,9 @@
 # crash input into shared/fuzz/regressions/<target>/ with the fix (docs/fuzzing.md).
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT/shared/fuzz"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd shared/fuzz
 
 target="${1:?usage: fuzz.sh <key_parse|revocation_decode> [seconds]}"
 seconds="${2:-60}"

@@ -7,9 +7,8 @@
 # Needs scripts/bootstrap.sh (wasm32 target, wasm-bindgen-test-runner at the locked version).
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 cargo test -p shared --target wasm32-unknown-unknown --test vectors --test identity_vectors \

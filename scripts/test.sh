@@ -3,19 +3,20 @@
 #
 #   bash scripts/test.sh
 #
-# .ci/run calls exactly this. Steps: toolchain bootstrap; formatting and lints; a check that
-# `shared` depends on no clock, RNG or I/O crate; the worker's
-# release build (the end-to-end tests run it) and an offline `wrangler deploy --dry-run` of each
-# environment; the native tests of the whole workspace, including the end-to-end suite in tests/
-# (the worker under `wrangler dev` in front of the demo origin); the shared crate's vector tests
-# again as wasm32 under Node; schemathesis against a live control plane.
+# .ci/run calls exactly this. The steps, in the order they run:
+#   1. bootstrap: the toolchain and tools (scripts/bootstrap.sh);
+#   2. formatting (`cargo fmt --check`) and lints (`cargo clippy`, warnings are errors);
+#   3. a check that `shared` depends on no clock, RNG or I/O crate (scripts/check-shared-pure.sh);
+#   4. the worker's release build (the end-to-end tests run it) and an offline
+#      `wrangler deploy --dry-run` of each environment;
+#   5. the native tests of the whole workspace, including the end-to-end suite in tests/ (the
+#      worker under `wrangler dev` in front of the demo origin);
+#   6. schemathesis against a live control plane (scripts/schemathesis.sh);
+#   7. the shared crate's vector tests again as wasm32 under Node (scripts/test-wasm.sh).
 set -euo pipefail
 
-# shellcheck source=scripts/env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$LYNXO_ROOT"
-
-step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 step "bootstrap"
 bash scripts/bootstrap.sh

@@ -50,8 +50,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let audit_keyring =
-        shared::audit::AuditKeyring::from_config(&format!("active=1;1:{}", "a5".repeat(32)))?;
+    let audit_keyring = shared::testkit::audit_keyring();
     let store = Store::open(&dir.path().join("bench.sqlite3"), Arc::new(audit_keyring))?;
     let settings = Settings {
         // Account setup is not what is measured.
@@ -81,7 +80,7 @@ fn main() -> anyhow::Result<()> {
     }
     let fifty = tokens.pop().unwrap_or_default();
     let tokens = Arc::new(tokens);
-    let keyring = Keyring::from_config(&format!("active=1;1:{}", "5a".repeat(32)))?;
+    let keyring = shared::testkit::keyring();
     let ring = keyring.clone();
     let state = AppState::new(store, keyring, Arc::new(SystemClock), settings);
 

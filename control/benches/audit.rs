@@ -10,17 +10,13 @@ use control::store::Store;
 use control::store::audit::{self, Actor};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::audit::AuditKeyring;
 
 fn main() -> anyhow::Result<()> {
     let n: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let ring = Arc::new(AuditKeyring::from_config(&format!(
-        "active=1;1:{}",
-        "a5".repeat(32)
-    ))?);
+    let ring = Arc::new(shared::testkit::audit_keyring());
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("audit.sqlite3"), Arc::clone(&ring))?;
     let actor = Actor {

@@ -194,7 +194,7 @@ async fn rows_rewritten_after_a_checkpoint_are_refused_before_the_next() {
 const BIN: &str = env!("CARGO_BIN_EXE_control");
 
 fn keyring_text() -> String {
-    format!("active=1;1:{}", "42".repeat(32))
+    shared::testkit::KEYRING.to_owned()
 }
 
 type Stored = Arc<Mutex<Option<Vec<u8>>>>;

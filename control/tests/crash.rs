@@ -29,12 +29,12 @@ const CLIENTS: usize = 32;
 const OPERATIONS: usize = 1000;
 
 fn keyring_text() -> String {
-    format!("active=1;1:{}", "42".repeat(32))
+    shared::testkit::KEYRING.to_owned()
 }
 
 /// The audit keyring: the chain's own secret.
 fn audit_keyring_text() -> String {
-    format!("active=1;1:{}", "a7".repeat(32))
+    shared::testkit::AUDIT_KEYRING.to_owned()
 }
 
 fn start(db: &Path, port: u16, edge: &str) -> Service {

@@ -155,7 +155,7 @@ mod tests {
     use shared::revocation::{ShardHeader, shard_of};
 
     fn ring() -> Keyring {
-        Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap()
+        shared::testkit::keyring()
     }
 
     fn id(first: u8) -> KeyId {

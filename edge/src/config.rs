@@ -192,7 +192,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn base() -> HashMap<&'static str, String> {
-        let ring = format!("active=1;1:{}", "11".repeat(32));
+        let ring = shared::testkit::KEYRING.to_owned();
         HashMap::from([
             ("LYNXO_ENV", "development".to_owned()),
             ("LYNXO_KEYRING", ring.clone()),

@@ -679,9 +679,7 @@ mod tests {
     }
 
     fn checkpoint(seq: u64) -> Vec<u8> {
-        let ring =
-            shared::audit::AuditKeyring::from_config(&format!("active=1;1:{}", "a5".repeat(32)))
-                .unwrap();
+        let ring = shared::testkit::audit_keyring();
         Checkpoint {
             kid: 1,
             seq,

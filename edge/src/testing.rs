@@ -2,10 +2,10 @@
 
 use crate::config::Config;
 
-/// A production configuration: key-signing kid 1 (`0x11` bytes), identity kid 7 (`0x77` bytes).
+/// A production configuration with the test keyrings of `shared::testkit`.
 pub(crate) fn config() -> Config {
-    let ring = format!("active=1;1:{}", "11".repeat(32));
-    let origin_ring = format!("active=7;7:{}", "77".repeat(32));
+    let ring = shared::testkit::KEYRING.to_owned();
+    let origin_ring = shared::testkit::ORIGIN_KEYRING.to_owned();
     Config::from_lookup(|name| {
         Some(match name {
             "LYNXO_ENV" => "production".to_owned(),

@@ -15,8 +15,8 @@ use shared::scope::ScopeSet;
 const NOW: u64 = 1_800_000_000;
 
 fn config() -> Config {
-    let ring = format!("active=1;1:{}", "11".repeat(32));
-    let origin_ring = format!("active=2;2:{}", "22".repeat(32));
+    let ring = shared::testkit::KEYRING.to_owned();
+    let origin_ring = shared::testkit::ORIGIN_KEYRING.to_owned();
     Config::from_lookup(|name| {
         Some(match name {
             "LYNXO_ENV" => "production".to_owned(),

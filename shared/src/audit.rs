@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn pushes_and_reads_are_signed_apart() {
-        let keys = Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap();
+        let keys = crate::testkit::keyring();
         let push = sign_push(&keys, b"body", 1_000);
         assert_eq!(verify_push(&keys, &push, b"body", 1_000, 300), Ok(1_000));
         assert!(verify_push(&keys, &push, b"bodz", 1_000, 300).is_err());

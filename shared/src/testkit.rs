@@ -1,15 +1,41 @@
-//! Deterministic fixtures for tests and benchmarks: a keyring with published test secrets,
+//! Deterministic fixtures for tests and benchmarks: the test keyrings with published secrets,
 //! sample claims, and pseudo-random key ids. Never use these secrets outside tests.
+//!
+//! The keyrings are here once, as the text their environment variable or Worker binding takes,
+//! so every test, benchmark and test stack (the control plane, the worker under `wrangler dev`
+//! or `workerd`) signs and checks with the same secrets. Behind the `testkit` feature: no
+//! production build contains them.
 
+use crate::audit::AuditKeyring;
 use crate::key::{Claims, Environment, KeyId};
-use crate::mac::{Keyring, Secret};
+use crate::mac::Keyring;
 use crate::revocation::{RevocationShard, ShardHeader};
 use crate::scope::Permission;
 
-/// A keyring of two test-only kids (1, active, and 2), secrets `[0x11; 32]` and `[0x22; 32]`.
+/// The key-signing keyring of the tests (`LYNXO_KEYRING`): kid 1 (active), secret `[0x11; 32]`,
+/// and kid 2, secret `[0x22; 32]`.
+pub const KEYRING: &str = "active=1;\
+    1:1111111111111111111111111111111111111111111111111111111111111111,\
+    2:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// The identity keyring of the tests (`ORIGIN_KEYRING`), which the worker signs the identity it
+/// forwards with and the test origins check: kid 3, secret `[0x33; 32]`.
+pub const ORIGIN_KEYRING: &str =
+    "active=3;3:3333333333333333333333333333333333333333333333333333333333333333";
+
+/// The control plane's audit keyring of the tests (`LYNXO_AUDIT_KEYRING`): kid 1, secret
+/// `[0xa5; 32]`, not the signing keyring's.
+pub const AUDIT_KEYRING: &str =
+    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+/// [`KEYRING`], parsed.
 pub fn keyring() -> Keyring {
-    let secret = |b: u8| Secret::new(vec![b; 32]).unwrap_or_else(|_| unreachable!());
-    Keyring::new(1, &[(1, secret(0x11)), (2, secret(0x22))]).unwrap_or_else(|_| unreachable!())
+    Keyring::from_config(KEYRING).unwrap_or_else(|_| unreachable!())
+}
+
+/// [`AUDIT_KEYRING`], parsed.
+pub fn audit_keyring() -> AuditKeyring {
+    AuditKeyring::from_config(AUDIT_KEYRING).unwrap_or_else(|_| unreachable!())
 }
 
 /// SplitMix64: a tiny, well-mixed deterministic generator for fixture ids.
@@ -57,4 +83,28 @@ pub fn revoked_shard(n: usize, seed: u64) -> RevocationShard {
         next_update: 1_700_086_400,
     };
     RevocationShard::new(header, 1, (0..n).map(|_| rng.key_id())).unwrap_or_else(|_| unreachable!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keyrings_are_the_documented_secrets() {
+        use crate::mac::{Purpose, Secret};
+        let ring = keyring();
+        assert_eq!(ring.active_kid(), 1);
+        assert_eq!(ring.kids().collect::<Vec<_>>(), [1, 2]);
+        let expected = |byte: u8| {
+            let secret = Secret::new(vec![byte; 32]).unwrap();
+            Keyring::new(1, &[(1, secret)]).unwrap()
+        };
+        for (kid, byte) in [(1, 0x11), (2, 0x22)] {
+            let tag = |r: &Keyring, k: u8| r.mac(k, Purpose::KeyTag).unwrap().sign(b"x");
+            assert_eq!(tag(&ring, kid), tag(&expected(byte), 1), "kid {kid}");
+        }
+        let origin = Keyring::from_config(ORIGIN_KEYRING).unwrap();
+        assert_eq!(origin.kids().collect::<Vec<_>>(), [3]);
+        assert_eq!(audit_keyring().active_kid(), 1);
+    }
 }

@@ -34,8 +34,7 @@ use crate::{http, keys};
 
 /// The control plane's audit keyring in the tests (`LYNXO_AUDIT_KEYRING`): a test-only secret,
 /// not the signing keyring's.
-pub const AUDIT_KEYRING: &str =
-    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+pub const AUDIT_KEYRING: &str = shared::testkit::AUDIT_KEYRING;
 
 /// How long a limit push or a usage batch may take to arrive before a test fails. Both take
 /// milliseconds to a few seconds; a batch retried after the control plane came back waits for

@@ -30,11 +30,9 @@ use tempfile::TempDir;
 use crate::http;
 
 /// The key-signing keyring of the tests (the worker's `LYNXO_KEYRING`): test-only secrets.
-pub const KEYRING: &str =
-    "active=1;1:1111111111111111111111111111111111111111111111111111111111111111";
+pub const KEYRING: &str = shared::testkit::KEYRING;
 /// The identity keyring shared by the worker and the demo origin (`ORIGIN_KEYRING`).
-pub const ORIGIN_KEYRING: &str =
-    "active=3;3:3333333333333333333333333333333333333333333333333333333333333333";
+pub const ORIGIN_KEYRING: &str = shared::testkit::ORIGIN_KEYRING;
 
 /// What a test may change about the worker.
 #[derive(Debug, Clone)]

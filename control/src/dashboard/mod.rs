@@ -1,9 +1,10 @@
 //! The web dashboard: pages and assets served by the control plane itself.
 //!
-//! Pages are small server-rendered HTML shells (one function per page in [`pages`], every
-//! user-provided string escaped); plain ES modules under `control/assets/` call the JSON API
-//! (`/v1/...`, same origin, session cookie) and render into them. There is no build step and
-//! nothing is fetched from anywhere else: the assets are compiled into the binary.
+//! Pages are small server-rendered HTML shells (one askama template per page, filled in
+//! [`pages`], every value escaped by construction); plain ES modules under `control/assets/`
+//! call the JSON API (`/v1/...`, same origin, session cookie) and render into them. There is no
+//! build step and nothing is fetched from anywhere else: templates and assets are compiled into
+//! the binary.
 //!
 //! Every response here carries a strict Content-Security-Policy (scripts and styles only from
 //! this origin, no inline code, no framing, forms post only here), `nosniff` and
@@ -14,6 +15,7 @@
 mod assets;
 mod pages;
 
+use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -26,8 +28,6 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::store::accounts;
-
-pub use pages::escape;
 
 /// The policy of every dashboard response: nothing inline, nothing from elsewhere.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -88,15 +88,19 @@ async fn signed_in(
     }
 }
 
-fn html(body: String) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response()
+/// A rendered page, or a 500 if the template could not be written out.
+fn html(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => AppError::internal(e).into_response(),
+    }
 }
 
 /// `GET /`: the keys page when signed in, else the sign-in page.
@@ -113,13 +117,13 @@ async fn sign_in_page(caller: Result<Caller, AppError>) -> Response {
     if caller.is_ok() {
         return Redirect::to("/dashboard/keys").into_response();
     }
-    html(pages::sign_in())
+    html(&pages::sign_in())
 }
 
 /// `GET /dashboard/keys`: Developers → API Keys.
 async fn keys_page(State(state): State<AppState>, caller: Result<Caller, AppError>) -> Response {
     match signed_in(&state, caller).await {
-        Ok(account) => html(pages::keys(&account)),
+        Ok(account) => html(&pages::keys(&account)),
         Err(redirect) => redirect,
     }
 }
@@ -135,10 +139,10 @@ async fn key_page(
         Err(redirect) => return redirect,
     };
     match KeyId::parse_hex(&id) {
-        Some(id) => html(pages::key(&account, &id.to_string())),
+        Some(id) => html(&pages::key(&account, &id.to_string())),
         None => (
             StatusCode::NOT_FOUND,
-            html(pages::not_found(&account, "No key has this id.")),
+            html(&pages::not_found(&account, "No key has this id.")),
         )
             .into_response(),
     }
@@ -147,7 +151,7 @@ async fn key_page(
 /// `GET /dashboard/audit`: the account's audit log.
 async fn audit_page(State(state): State<AppState>, caller: Result<Caller, AppError>) -> Response {
     match signed_in(&state, caller).await {
-        Ok(account) => html(pages::audit(&account)),
+        Ok(account) => html(&pages::audit(&account)),
         Err(redirect) => redirect,
     }
 }
@@ -155,7 +159,7 @@ async fn audit_page(State(state): State<AppState>, caller: Result<Caller, AppErr
 /// `GET /dashboard/tokens`: management tokens.
 async fn tokens_page(State(state): State<AppState>, caller: Result<Caller, AppError>) -> Response {
     match signed_in(&state, caller).await {
-        Ok(account) => html(pages::tokens(&account)),
+        Ok(account) => html(&pages::tokens(&account)),
         Err(redirect) => redirect,
     }
 }
@@ -188,7 +192,6 @@ mod tests {
     use axum::body::Body;
     use axum::http::{HeaderMap, Request as HttpRequest};
     use http_body_util::BodyExt as _;
-    use shared::mac::Keyring;
     use tower::ServiceExt as _;
 
     use super::*;
@@ -217,7 +220,7 @@ mod tests {
             1_700_000_000,
         )
         .unwrap();
-        let keyring = Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap();
+        let keyring = shared::testkit::keyring();
         let clock = Arc::new(ManualClock::at(1_700_000_000));
         let state = AppState::new(store, keyring, clock, settings);
         (app(state), boot.token, dir)
@@ -326,16 +329,18 @@ mod tests {
             },
         };
         let pages = [
-            pages::sign_in(),
-            pages::keys(&account),
-            pages::key(&account, "00112233445566778899aabbccddeeff"),
-            pages::audit(&account),
-            pages::tokens(&account),
+            pages::sign_in().render().unwrap(),
+            pages::keys(&account).render().unwrap(),
+            pages::key(&account, "00112233445566778899aabbccddeeff")
+                .render()
+                .unwrap(),
+            pages::audit(&account).render().unwrap(),
+            pages::tokens(&account).render().unwrap(),
         ];
         // The account's name is the customer's text: escaped wherever it is shown.
         for page in &pages[1..] {
             assert!(
-                page.contains("&lt;Acme &amp; Co&gt;"),
+                page.contains("&#60;Acme &#38; Co&#62;"),
                 "name not shown escaped"
             );
             assert!(!page.contains("<Acme"), "name not escaped");

@@ -310,7 +310,7 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 /// A fixed audit keyring for the unit tests (test-only secret).
 #[cfg(test)]
 pub(crate) fn test_audit_keyring() -> Arc<AuditKeyring> {
-    Arc::new(AuditKeyring::from_config(&format!("active=1;1:{}", "a5".repeat(32))).unwrap())
+    Arc::new(shared::testkit::audit_keyring())
 }
 
 #[cfg(test)]

@@ -22,15 +22,14 @@ pub const START: u64 = 1_767_225_600;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn keyring() -> Keyring {
-    Keyring::from_config(&format!("active=1;1:{}", "11".repeat(32))).unwrap()
+    shared::testkit::keyring()
 }
 
 /// The audit keyring of the tests (test-only secret, not the signing keyring's).
-pub const AUDIT_KEYRING: &str =
-    "active=1;1:a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+pub const AUDIT_KEYRING: &str = shared::testkit::AUDIT_KEYRING;
 
 pub fn audit_keyring() -> Arc<AuditKeyring> {
-    Arc::new(AuditKeyring::from_config(AUDIT_KEYRING).unwrap())
+    Arc::new(shared::testkit::audit_keyring())
 }
 
 /// A child process (the real binary) killed when dropped, so a failing test leaves nothing

@@ -1,6 +1,7 @@
 //! Writes what bench/throughput.sh serves from its stand-in KV: the 16 revocation shards
 //! (`shard-<n>.bin`, empty, valid for a day) signed with the test keyring, and `key.txt`, a
-//! development Full Access key that passes every check.
+//! development Full Access key that passes every check, and the worker's keyrings (`keyring.txt`,
+//! `origin-keyring.txt`: the test keyrings of `shared::testkit`).
 //!
 //!   cargo run -p e2e --bin bench_fixtures -- <out dir>
 
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use e2e::keys::{self, SHARDS, key_id, shard_bytes};
-use e2e::stack::KEYRING;
+use e2e::stack::{KEYRING, ORIGIN_KEYRING};
 use shared::key::Environment;
 use shared::mac::Keyring;
 use shared::scope::ScopeSet;
@@ -31,5 +32,7 @@ fn main() -> anyhow::Result<()> {
         ScopeSet::FULL_ACCESS,
     );
     std::fs::write(out.join("key.txt"), keys::issue(&ring, &claims))?;
+    std::fs::write(out.join("keyring.txt"), KEYRING)?;
+    std::fs::write(out.join("origin-keyring.txt"), ORIGIN_KEYRING)?;
     Ok(())
 }
