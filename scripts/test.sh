@@ -12,7 +12,9 @@
 #   5. the native tests of the whole workspace, including the end-to-end suite in tests/ (the
 #      worker under `wrangler dev` in front of the demo origin);
 #   6. schemathesis against a live control plane (scripts/schemathesis.sh);
-#   7. the shared crate's vector tests again as wasm32 under Node (scripts/test-wasm.sh).
+#   7. the shared crate's vector tests again as wasm32 under Node (scripts/test-wasm.sh);
+#   8. the JavaScript package @lynxo/keys: built with wasm-pack, packed, and its tests run by
+#      Node's own test runner from the same vectors files (js/build.sh, js/test/).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
