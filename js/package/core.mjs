@@ -90,10 +90,18 @@ function requestParts(request, header) {
     return { method, path: request.path, query: request.query ?? '', bodyLength: request.bodyLength ?? 0 };
   }
   let target = request.originalUrl ?? request.url ?? '/';
-  const scheme = target.indexOf('://');
-  if (scheme >= 0 && scheme < target.indexOf('/')) {
-    const slash = target.indexOf('/', scheme + 3);
-    target = slash < 0 ? '/' : target.slice(slash);
+  // Only a Fetch Request's url is absolute, and always with a path (`http://host/`), so its
+  // origin is dropped. A Node request's url is the request target verbatim: the edge sends the
+  // origin form, and an absolute form (`GET http://host?drop=all`) sent straight to the origin
+  // is what the app will read, so it is checked as it is, and refused.
+  if (typeof request.headers?.get === 'function') {
+    const scheme = target.indexOf('://');
+    if (scheme >= 0 && scheme < target.indexOf('/')) {
+      // The authority ends at the first `/`, `?` or `#` (`http://host?q` is `/` with query `q`).
+      const end = target.slice(scheme + 3).search(/[/?#]/u);
+      target = end < 0 ? '/' : target.slice(scheme + 3 + end);
+      if (!target.startsWith('/')) target = `/${target}`;
+    }
   }
   const q = target.indexOf('?');
   const length = header('content-length');

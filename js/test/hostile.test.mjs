@@ -1,0 +1,59 @@
+// What a hostile caller who reaches the origin directly can send verifyIdentity: each request
+// here is either signed by the edge for something else, or not signed at all, and must be
+// refused as an IdentityError (a 401 the origin answers), never accepted and never a
+// ConfigError (a 500 the origin logs).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+
+import { Keyring, ReplayCache, verifyIdentity, IdentityError, ConfigError } from '../pkg/index.mjs';
+
+const SECRET = '5a'.repeat(32);
+const keyring = new Keyring(`active=3;3:${SECRET}`);
+// The identity subkey and the v2 envelope, written out with node:crypto as the edge signs
+// (shared/src/identity.rs; bench/js-identity.mjs holds the same code to the vectors file).
+const subkey = createHmac('sha256', Buffer.from(SECRET, 'hex')).update('lynxo-keys/v1/identity').digest();
+const NOW = 1_750_000_000;
+
+function sign({ method = 'GET', path = '/v1/jobs', query = '', bodyLength = 0 } = {}) {
+  const headers = {
+    'lynxo-account-id': '42',
+    'lynxo-key-id': 'a1'.repeat(16),
+    'lynxo-environment': 'production',
+    'lynxo-scopes': 'jobs:read',
+    'lynxo-request-id': randomBytes(16).toString('hex'),
+  };
+  const mac = createHmac('sha256', subkey).update(`${NOW}.`);
+  for (const part of ['v2', ...Object.values(headers), method, path, query, String(bodyLength)]) {
+    const bytes = Buffer.from(part);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64BE(BigInt(bytes.length));
+    mac.update(length).update(bytes);
+  }
+  headers['lynxo-identity-signature'] = `t=${NOW},kid=3,v2=${mac.digest('hex')}`;
+  return headers;
+}
+
+// A Node `IncomingMessage` as the package reads it: lowercase header names, rawHeaders.
+const node = (method, url, headers) => ({ method, url, headers, rawHeaders: [] });
+const verify = (request) => verifyIdentity(request, keyring, NOW, new ReplayCache());
+
+test('the signer here is the edge: an untouched request passes', () => {
+  assert.equal(verify(node('GET', '/v1/jobs?limit=5', sign({ query: 'limit=5' }))).accountId, '42');
+});
+
+test('an absolute-form target is not read as the origin-form one the edge signed', () => {
+  // Node hands `GET http://host?drop=all HTTP/1.1` to the app as req.url verbatim: the app sees
+  // a query the edge never signed, so the signature for `GET /` must not cover it.
+  for (const [signed, target] of [
+    [{ path: '/' }, 'http://origin.internal?drop=all'],
+    [{ path: '/v1/jobs' }, 'http://origin.internal/v1/jobs'],
+    [{ path: '/v1/jobs', query: 'limit=5' }, 'https://other.example/v1/jobs?limit=5'],
+  ]) {
+    assert.throws(() => verify(node('GET', target, sign(signed))),
+      (e) => e instanceof IdentityError && e.code === 'bad_signature', target);
+  }
+  // A Fetch Request's url is absolute by definition: its origin is not part of what was signed.
+  const headers = sign({ path: '/', query: 'a/b' });
+  assert.equal(verify({ method: 'GET', url: 'http://origin.internal?a/b', headers: new Headers(headers) }).accountId, '42');
+});
