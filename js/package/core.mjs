@@ -104,6 +104,11 @@ function requestParts(request, header) {
     }
   }
   const q = target.indexOf('?');
+  // The edge refuses a body without a Content-Length and forwards none: a body of unknown
+  // length (chunked) is one whose length it did not sign, and the app would read all of it.
+  if (header('transfer-encoding') !== undefined) {
+    throw new IdentityError('malformed_header', 'a body without a Content-Length was not signed', 'transfer-encoding');
+  }
   const length = header('content-length');
   if (length !== undefined && !DIGITS.test(length)) {
     throw new IdentityError('malformed_header', 'Content-Length is not a number', 'content-length');

@@ -57,3 +57,13 @@ test('an absolute-form target is not read as the origin-form one the edge signed
   const headers = sign({ path: '/', query: 'a/b' });
   assert.equal(verify({ method: 'GET', url: 'http://origin.internal?a/b', headers: new Headers(headers) }).accountId, '42');
 });
+
+test('a chunked body is refused: its length was never signed', () => {
+  // The edge always forwards a Content-Length; a body of unknown length is one it did not sign,
+  // whether or not the origin's own code remembers to check.
+  const headers = { ...sign({ method: 'POST' }), 'transfer-encoding': 'chunked' };
+  assert.throws(() => verify(node('POST', '/v1/jobs', headers)),
+    (e) => e instanceof IdentityError && e.code === 'malformed_header' && e.header === 'transfer-encoding');
+  assert.throws(() => verify({ method: 'POST', url: 'http://o/v1/jobs', headers: new Headers(headers) }),
+    (e) => e instanceof IdentityError && e.header === 'transfer-encoding');
+});
