@@ -43,7 +43,15 @@ export const HEADERS = Object.freeze({
   requestId: 'lynxo-request-id',
 });
 
+// HEADERS in the order verifyIdentity hands their values to the module.
+const HEADER_ORDER = [HEADERS.signature, HEADERS.accountId, HEADERS.keyId, HEADERS.environment, HEADERS.scopes,
+  HEADERS.requestId];
+
 const DIGITS = /^[0-9]+$/;
+// What the module cannot be handed faithfully: a line break separates the fields it receives
+// (js/src/lib.rs), and a lone surrogate becomes U+FFFD on the way in, so two strings the origin
+// tells apart would share one signature. No request the edge signed holds either.
+const UNSIGNABLE = /[\n\uD800-\uDFFF]/u;
 
 // The codes the module throws for what the caller configured, not for the request or text.
 const CONFIG_CODES = new Set(['invalid_keyring', 'invalid_replay_cache', 'invalid_argument']);
@@ -110,8 +118,10 @@ function requestParts(request, header) {
     throw new IdentityError('malformed_header', 'a body without a Content-Length was not signed', 'transfer-encoding');
   }
   const length = header('content-length');
-  if (length !== undefined && !DIGITS.test(length)) {
-    throw new IdentityError('malformed_header', 'Content-Length is not a number', 'content-length');
+  // Node accepts any Content-Length below 2^64; past 2^53 a number rounds it, and the module
+  // would refuse it as a bad argument (a 500) rather than as the caller's malformed header.
+  if (length !== undefined && (!DIGITS.test(length) || Number(length) > Number.MAX_SAFE_INTEGER)) {
+    throw new IdentityError('malformed_header', 'Content-Length is not a number up to 2^53 - 1', 'content-length');
   }
   return {
     method,
@@ -195,7 +205,16 @@ export function bind(raw) {
     // sent.
     const values = [signature, accountId, keyId, environment, scopes, requestId];
     let present = 0;
-    for (let i = 0; i < values.length; i++) if (values[i] !== undefined) present |= 1 << i;
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] === undefined) continue;
+      present |= 1 << i;
+      if (UNSIGNABLE.test(values[i])) {
+        throw new IdentityError('malformed_header', `identity header \`${HEADER_ORDER[i]}\` is malformed`, HEADER_ORDER[i]);
+      }
+    }
+    if (UNSIGNABLE.test(method) || UNSIGNABLE.test(path) || UNSIGNABLE.test(query)) {
+      throw new IdentityError('bad_signature', 'identity signature refused: the request holds what no signed request does');
+    }
     const fields = `${method}\n${path}\n${query}\n${values.map((v) => v ?? '').join('\n')}`;
     let signedAt;
     try {

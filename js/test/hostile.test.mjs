@@ -67,3 +67,33 @@ test('a chunked body is refused: its length was never signed', () => {
   assert.throws(() => verify({ method: 'POST', url: 'http://o/v1/jobs', headers: new Headers(headers) }),
     (e) => e instanceof IdentityError && e.header === 'transfer-encoding');
 });
+
+test('what a caller controls is refused as an IdentityError, never a ConfigError', () => {
+  const headers = sign();
+  for (const [label, request, header] of [
+    // Node accepts any Content-Length up to 2^64 - 1; above 2^53 a JavaScript number rounds it.
+    ['a Content-Length above 2^53', node('GET', '/v1/jobs', { ...headers, 'content-length': '9007199254740993' }), 'content-length'],
+    ['a Content-Length of 2^64 - 1', node('GET', '/v1/jobs', { ...headers, 'content-length': '18446744073709551615' }), 'content-length'],
+    // A serverless event's header object holds what the platform decoded.
+    ['a line break in a header value', { method: 'GET', url: '/v1/jobs', headers: { ...headers, 'lynxo-scopes': 'jobs:read\nx' } }, 'lynxo-scopes'],
+    ['a line break in the path', { method: 'GET', path: '/v1/jobs\n', headers }, undefined],
+    ['a line break in the query', { method: 'GET', path: '/v1/jobs', query: 'a\nb', headers }, undefined],
+  ]) {
+    assert.throws(() => verify(request), (e) => e instanceof IdentityError && !(e instanceof ConfigError) &&
+      e.status === 401 && e.header === header, label);
+  }
+});
+
+test('a lone surrogate is not read as the U+FFFD the edge may have signed', () => {
+  // Crossing into wasm, a lone surrogate becomes U+FFFD: two strings the origin tells apart
+  // would share one signature.
+  const headers = sign({ path: '/v1/jobs/\uFFFD' });
+  assert.equal(verify({ method: 'GET', path: '/v1/jobs/\uFFFD', headers }).accountId, '42');
+  for (const path of ['/v1/jobs/\uD800', '/v1/jobs/\uDFFF']) {
+    assert.throws(() => verify({ method: 'GET', path, headers: sign({ path: '/v1/jobs/\uFFFD' }) }),
+      (e) => e instanceof IdentityError && e.code === 'bad_signature', JSON.stringify(path));
+  }
+  const id = sign();
+  assert.throws(() => verify({ method: 'GET', path: '/v1/jobs', headers: { ...id, 'lynxo-scopes': 'jobs:read\uD800' } }),
+    (e) => e instanceof IdentityError && e.code === 'malformed_header' && e.header === 'lynxo-scopes');
+});
