@@ -168,6 +168,13 @@ export function bind(raw) {
   class ReplayCache {
     #raw;
     constructor({ capacity = 65536, window = 30 } = {}) {
+      // The module takes u32s, and wasm-bindgen would wrap anything else (ToUint32): -1 would
+      // become a cache of 4,294,967,295 ids, 2^32 + 1 a cache of one, 30.9 s a window of 30.
+      for (const [name, value] of [['capacity', capacity], ['window', window]]) {
+        if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+          throw new ConfigError('invalid_replay_cache', `${name} must be a whole number`);
+        }
+      }
       try {
         this.#raw = new raw.ReplayCache(capacity, window);
       } catch (e) {

@@ -97,3 +97,15 @@ test('a lone surrogate is not read as the U+FFFD the edge may have signed', () =
   assert.throws(() => verify({ method: 'GET', path: '/v1/jobs', headers: { ...id, 'lynxo-scopes': 'jobs:read\uD800' } }),
     (e) => e instanceof IdentityError && e.code === 'malformed_header' && e.header === 'lynxo-scopes');
 });
+
+test('a replay cache is as bounded as it says, or refused', () => {
+  // ToUint32 would make -1 a cache of 4,294,967,295 ids, 2^32 + 1 a cache of one, and 30.9 s a
+  // window of 30.
+  for (const options of [{ capacity: -1 }, { capacity: 2 ** 32 + 1 }, { capacity: 1.5 }, { capacity: NaN },
+    { capacity: '7' }, { window: 30.9 }, { window: 2 ** 32 + 30 }, { window: -1 }, { capacity: null }]) {
+    assert.throws(() => new ReplayCache(options), (e) => e instanceof ConfigError && e.code === 'invalid_replay_cache',
+      JSON.stringify(options) + String(options.capacity));
+  }
+  assert.equal(new ReplayCache({ capacity: 1, window: 1 }).window, 1);
+  assert.equal(new ReplayCache({ capacity: 2 ** 32 - 1 }).window, 30);
+});
