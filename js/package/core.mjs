@@ -43,6 +43,16 @@ export const HEADERS = Object.freeze({
   requestId: 'lynxo-request-id',
 });
 
+// The longest slice of a text findKeys hands the module at once, in UTF-16 units.
+const SCAN_CHUNK = 1 << 20;
+
+// Whether a slice may end before this UTF-16 unit: it is no key character (`[0-9A-Za-z_]`, the
+// scanner's word) and not the second half of a surrogate pair.
+function splits(unit) {
+  const word = (unit >= 48 && unit <= 57) || (unit >= 65 && unit <= 90) || (unit >= 97 && unit <= 122) || unit === 95;
+  return !word && (unit < 0xdc00 || unit > 0xdfff);
+}
+
 // HEADERS in the order verifyIdentity hands their values to the module.
 const HEADER_ORDER = [HEADERS.signature, HEADERS.accountId, HEADERS.keyId, HEADERS.environment, HEADERS.scopes,
   HEADERS.requestId];
@@ -264,7 +274,33 @@ export function bind(raw) {
   /** The checksum-confirmed Lynxo keys in `text`: `[{ key, index, environment, hint }]`. */
   function findKeys(text) {
     if (typeof text !== 'string') throw new ConfigError('invalid_argument', 'text must be a string');
-    return raw.findKeys(text);
+    if (text.length <= SCAN_CHUNK) return raw.findKeys(text);
+    // A long text crosses into the module a slice at a time: wasm memory grows to hold what it
+    // is handed and never shrinks, so one large text would pin its size (up to three times its
+    // length) for the life of the process. Slices end just before a character that is not part
+    // of a word, so a key (a whole word) is never cut and its boundaries read as in one piece.
+    const found = [];
+    let start = 0;
+    while (start < text.length) {
+      let end = Math.min(start + SCAN_CHUNK, text.length);
+      if (end < text.length) {
+        let cut = end;
+        while (cut > start && !splits(text.charCodeAt(cut))) cut--;
+        if (cut === start) {
+          // One word longer than a slice, so longer than any key: skip to its end.
+          while (end < text.length && !splits(text.charCodeAt(end))) end++;
+          start = end;
+          continue;
+        }
+        end = cut;
+      }
+      for (const key of raw.findKeys(text.slice(start, end))) {
+        key.index += start;
+        found.push(key);
+      }
+      start = end;
+    }
+    return found;
   }
 
   return { Keyring, ReplayCache, verifyIdentity, inspectKey, findKeys };

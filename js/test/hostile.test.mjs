@@ -1,12 +1,15 @@
-// What a hostile caller who reaches the origin directly can send verifyIdentity: each request
+// What a hostile caller can feed the package. verifyIdentity, from a caller who reaches the
+// origin directly: each request
 // here is either signed by the edge for something else, or not signed at all, and must be
 // refused as an IdentityError (a 401 the origin answers), never accepted and never a
-// ConfigError (a 500 the origin logs).
+// ConfigError (a 500 the origin logs). findKeys, megabytes of text from anyone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
-import { Keyring, ReplayCache, verifyIdentity, IdentityError, ConfigError } from '../pkg/index.mjs';
+import { Keyring, ReplayCache, verifyIdentity, findKeys, IdentityError, ConfigError } from '../pkg/index.mjs';
 
 const SECRET = '5a'.repeat(32);
 const keyring = new Keyring(`active=3;3:${SECRET}`);
@@ -108,4 +111,44 @@ test('a replay cache is as bounded as it says, or refused', () => {
   }
   assert.equal(new ReplayCache({ capacity: 1, window: 1 }).window, 1);
   assert.equal(new ReplayCache({ capacity: 2 ** 32 - 1 }).window, 30);
+});
+
+test('findKeys on a long text finds every key, wherever the slices fall', () => {
+  const keys = JSON.parse(readFileSync(new URL('../../shared/tests/vectors/lynxo-v1.json', import.meta.url)));
+  const key = keys.valid_keys[0].text;
+  // Keys near every multiple of 2^20 units (the slice length), after a surrogate pair, inside a
+  // word longer than a slice (not a key), and at the very end.
+  const pieces = [];
+  let length = 0;
+  const add = (piece) => { pieces.push(piece); length += piece.length; };
+  const expected = [];
+  for (let n = 1; n <= 4; n++) {
+    add(' '.repeat(n * 2 ** 20 - length - 50 + n));
+    add('😀');
+    expected.push(length);
+    add(`${key}.`);
+  }
+  add(' ');
+  add('x'.repeat(2 ** 21));
+  add(key);
+  add(' ');
+  expected.push(length);
+  add(key);
+  const text = pieces.join('');
+  assert.deepEqual(findKeys(text).map((f) => f.index), expected);
+  assert.ok(expected.every((i) => text.startsWith(key, i)));
+});
+
+test('findKeys on a long text does not pin its size in wasm memory', () => {
+  // Wasm memory never shrinks: whatever one call needs, the process keeps.
+  const script = `
+    const { findKeys } = require(${JSON.stringify(new URL('../pkg/index.cjs', import.meta.url).pathname)});
+    const rss = () => process.memoryUsage().rss;
+    findKeys('warm up'); gc();
+    const before = rss();
+    (() => findKeys('a '.repeat(32 * 2 ** 20)))();
+    gc(); gc(); // twice: one collection does not always free the text
+    console.log(Math.round((rss() - before) / 2 ** 20));`;
+  const grown = Number(execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' }));
+  assert.ok(grown < 24, `a 64 MiB text left the process ${grown} MiB larger`);
 });
