@@ -43,6 +43,26 @@ export const HEADERS = Object.freeze({
   requestId: 'lynxo-request-id',
 });
 
+// shared::key::MAX_INPUT_LEN: a text of more UTF-16 units has more UTF-8 bytes than that too.
+const LONG_KEY_TEXT = 512;
+
+// The length in bytes of `text` as it would cross into the module: UTF-8, with each lone
+// surrogate replaced by U+FFFD (three bytes), as TextEncoder does.
+function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length &&
+      text.charCodeAt(i + 1) >= 0xdc00 && text.charCodeAt(i + 1) <= 0xdfff) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
 // The longest slice of a text findKeys hands the module at once, in UTF-16 units.
 const SCAN_CHUNK = 1 << 20;
 
@@ -265,6 +285,9 @@ export function bind(raw) {
   function inspectKey(text) {
     if (typeof text !== 'string') throw new ConfigError('invalid_argument', 'text must be a string');
     try {
+      // Past 512 bytes the answer is the length's (shared::key::too_long): the text is measured
+      // here rather than copied into wasm memory, which would keep its size for good.
+      if (text.length > LONG_KEY_TEXT) raw.inspectLongKey(utf8Length(text));
       return raw.inspectKey(text);
     } catch (e) {
       throw convert(e, KeyFormatError);

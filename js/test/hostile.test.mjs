@@ -2,14 +2,14 @@
 // origin directly: each request
 // here is either signed by the edge for something else, or not signed at all, and must be
 // refused as an IdentityError (a 401 the origin answers), never accepted and never a
-// ConfigError (a 500 the origin logs). findKeys, megabytes of text from anyone.
+// ConfigError (a 500 the origin logs). findKeys and inspectKey, megabytes of text from anyone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-import { Keyring, ReplayCache, verifyIdentity, findKeys, IdentityError, ConfigError } from '../pkg/index.mjs';
+import { Keyring, ReplayCache, verifyIdentity, findKeys, inspectKey, IdentityError, ConfigError, KeyFormatError } from '../pkg/index.mjs';
 
 const SECRET = '5a'.repeat(32);
 const keyring = new Keyring(`active=3;3:${SECRET}`);
@@ -148,6 +148,27 @@ test('findKeys on a long text does not pin its size in wasm memory', () => {
     const before = rss();
     (() => findKeys('a '.repeat(32 * 2 ** 20)))();
     gc(); gc(); // twice: one collection does not always free the text
+    console.log(Math.round((rss() - before) / 2 ** 20));`;
+  const grown = Number(execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' }));
+  assert.ok(grown < 24, `a 64 MiB text left the process ${grown} MiB larger`);
+});
+
+test('inspectKey on a long text answers from its length, without copying it into wasm memory', () => {
+  // Past 512 bytes a text is `invalid_length` by its UTF-8 length alone (a lone surrogate counts
+  // as the three bytes of the U+FFFD it becomes).
+  for (const [text, bytes] of [['a'.repeat(513), 513], ['é'.repeat(600), 1200], ['😀'.repeat(300), 1200],
+    ['\uD800'.repeat(600), 1800], [`lnx_live_${'b'.repeat(2 ** 20)}`, 9 + 2 ** 20]]) {
+    assert.throws(() => inspectKey(text), (e) => e instanceof KeyFormatError && e.code === 'invalid_length' &&
+      e.hint.includes(`has ${bytes} characters`), `${text.slice(0, 12)}… (${text.length} units)`);
+  }
+  const script = `
+    const { inspectKey } = require(${JSON.stringify(new URL('../pkg/index.cjs', import.meta.url).pathname)});
+    const rss = () => process.memoryUsage().rss;
+    try { inspectKey('warm up'); } catch {}
+    gc();
+    const before = rss();
+    (() => { try { inspectKey('a '.repeat(32 * 2 ** 20)); } catch {} })();
+    gc(); gc();
     console.log(Math.round((rss() - before) / 2 ** 20));`;
   const grown = Number(execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' }));
   assert.ok(grown < 24, `a 64 MiB text left the process ${grown} MiB larger`);
