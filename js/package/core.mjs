@@ -73,6 +73,11 @@ function splits(unit) {
   return !word && (unit < 0xdc00 || unit > 0xdfff);
 }
 
+// Longer than any identity header value the edge writes (every scope's name, space-separated,
+// is 110 characters today): a longer one is refused before it is copied into wasm memory,
+// which never shrinks.
+const MAX_IDENTITY_VALUE = 4096;
+
 // HEADERS in the order verifyIdentity hands their values to the module.
 const HEADER_ORDER = [HEADERS.signature, HEADERS.accountId, HEADERS.keyId, HEADERS.environment, HEADERS.scopes,
   HEADERS.requestId];
@@ -245,7 +250,7 @@ export function bind(raw) {
     for (let i = 0; i < values.length; i++) {
       if (values[i] === undefined) continue;
       present |= 1 << i;
-      if (UNSIGNABLE.test(values[i])) {
+      if (String(values[i]).length > MAX_IDENTITY_VALUE || UNSIGNABLE.test(values[i])) {
         throw new IdentityError('malformed_header', `identity header \`${HEADER_ORDER[i]}\` is malformed`, HEADER_ORDER[i]);
       }
     }

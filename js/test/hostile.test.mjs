@@ -173,3 +173,28 @@ test('inspectKey on a long text answers from its length, without copying it into
   const grown = Number(execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' }));
   assert.ok(grown < 24, `a 64 MiB text left the process ${grown} MiB larger`);
 });
+
+test('a huge identity header value is refused without copying it into wasm memory', () => {
+  // Node caps a request's headers at 16 KiB; a serverless event's header object may not.
+  const script = `
+    const { Keyring, ReplayCache, verifyIdentity } = require(${JSON.stringify(new URL('../pkg/index.cjs', import.meta.url).pathname)});
+    const keyring = new Keyring('active=3;3:${SECRET}');
+    const rss = () => process.memoryUsage().rss;
+    const check = (scopes) => {
+      try {
+        verifyIdentity({ method: 'GET', path: '/', headers: { 'lynxo-identity-signature': 't=1,kid=3,v2=${'0'.repeat(64)}',
+          'lynxo-account-id': '1', 'lynxo-key-id': '${'a'.repeat(32)}', 'lynxo-environment': 'production',
+          'lynxo-scopes': scopes, 'lynxo-request-id': '${'b'.repeat(32)}' } }, keyring, 1, new ReplayCache());
+      } catch (e) {
+        return e.code + ' ' + e.header;
+      }
+    };
+    check('jobs:read'); gc();
+    const before = rss();
+    const refused = (() => check('jobs:read '.repeat(6.4 * 2 ** 20)))();
+    gc(); gc();
+    console.log(JSON.stringify([refused, Math.round((rss() - before) / 2 ** 20)]));`;
+  const [refused, grown] = JSON.parse(execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' }));
+  assert.equal(refused, 'malformed_header lynxo-scopes');
+  assert.ok(grown < 24, `a 64 MiB header value left the process ${grown} MiB larger`);
+});
