@@ -74,6 +74,8 @@ const server = createServer((req, res) => {
       return;
     }
     answer(req, res).catch((e) => {
+      // A caller who hangs up mid-body is not the origin's fault: nothing to answer or log.
+      if (req.destroyed && e.code === 'ECONNRESET') return;
       console.error('node-origin:', e);
       if (!res.headersSent) problem(res, 500, 'internal', 'internal', 'Internal error.');
     });

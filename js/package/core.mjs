@@ -43,7 +43,50 @@ export const HEADERS = Object.freeze({
   requestId: 'lynxo-request-id',
 });
 
+// shared::key::MAX_INPUT_LEN: a text of more UTF-16 units has more UTF-8 bytes than that too.
+const LONG_KEY_TEXT = 512;
+
+// The length in bytes of `text` as it would cross into the module: UTF-8, with each lone
+// surrogate replaced by U+FFFD (three bytes), as TextEncoder does.
+function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length &&
+      text.charCodeAt(i + 1) >= 0xdc00 && text.charCodeAt(i + 1) <= 0xdfff) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+// The longest slice of a text findKeys hands the module at once, in UTF-16 units.
+const SCAN_CHUNK = 1 << 20;
+
+// Whether a slice may end before this UTF-16 unit: it is no key character (`[0-9A-Za-z_]`, the
+// scanner's word) and not the second half of a surrogate pair.
+function splits(unit) {
+  const word = (unit >= 48 && unit <= 57) || (unit >= 65 && unit <= 90) || (unit >= 97 && unit <= 122) || unit === 95;
+  return !word && (unit < 0xdc00 || unit > 0xdfff);
+}
+
+// Longer than any identity header value the edge writes (every scope's name, space-separated,
+// is 110 characters today): a longer one is refused before it is copied into wasm memory,
+// which never shrinks.
+const MAX_IDENTITY_VALUE = 4096;
+
+// HEADERS in the order verifyIdentity hands their values to the module.
+const HEADER_ORDER = [HEADERS.signature, HEADERS.accountId, HEADERS.keyId, HEADERS.environment, HEADERS.scopes,
+  HEADERS.requestId];
+
 const DIGITS = /^[0-9]+$/;
+// What the module cannot be handed faithfully: a line break separates the fields it receives
+// (js/src/lib.rs), and a lone surrogate becomes U+FFFD on the way in, so two strings the origin
+// tells apart would share one signature. No request the edge signed holds either.
+const UNSIGNABLE = /[\n\uD800-\uDFFF]/u;
 
 // The codes the module throws for what the caller configured, not for the request or text.
 const CONFIG_CODES = new Set(['invalid_keyring', 'invalid_replay_cache', 'invalid_argument']);
@@ -90,15 +133,30 @@ function requestParts(request, header) {
     return { method, path: request.path, query: request.query ?? '', bodyLength: request.bodyLength ?? 0 };
   }
   let target = request.originalUrl ?? request.url ?? '/';
-  const scheme = target.indexOf('://');
-  if (scheme >= 0 && scheme < target.indexOf('/')) {
-    const slash = target.indexOf('/', scheme + 3);
-    target = slash < 0 ? '/' : target.slice(slash);
+  // Only a Fetch Request's url is absolute, and always with a path (`http://host/`), so its
+  // origin is dropped. A Node request's url is the request target verbatim: the edge sends the
+  // origin form, and an absolute form (`GET http://host?drop=all`) sent straight to the origin
+  // is what the app will read, so it is checked as it is, and refused.
+  if (typeof request.headers?.get === 'function') {
+    const scheme = target.indexOf('://');
+    if (scheme >= 0 && scheme < target.indexOf('/')) {
+      // The authority ends at the first `/`, `?` or `#` (`http://host?q` is `/` with query `q`).
+      const end = target.slice(scheme + 3).search(/[/?#]/u);
+      target = end < 0 ? '/' : target.slice(scheme + 3 + end);
+      if (!target.startsWith('/')) target = `/${target}`;
+    }
   }
   const q = target.indexOf('?');
+  // The edge refuses a body without a Content-Length and forwards none: a body of unknown
+  // length (chunked) is one whose length it did not sign, and the app would read all of it.
+  if (header('transfer-encoding') !== undefined) {
+    throw new IdentityError('malformed_header', 'a body without a Content-Length was not signed', 'transfer-encoding');
+  }
   const length = header('content-length');
-  if (length !== undefined && !DIGITS.test(length)) {
-    throw new IdentityError('malformed_header', 'Content-Length is not a number', 'content-length');
+  // Node accepts any Content-Length below 2^64; past 2^53 a number rounds it, and the module
+  // would refuse it as a bad argument (a 500) rather than as the caller's malformed header.
+  if (length !== undefined && (!DIGITS.test(length) || Number(length) > Number.MAX_SAFE_INTEGER)) {
+    throw new IdentityError('malformed_header', 'Content-Length is not a number up to 2^53 - 1', 'content-length');
   }
   return {
     method,
@@ -145,6 +203,13 @@ export function bind(raw) {
   class ReplayCache {
     #raw;
     constructor({ capacity = 65536, window = 30 } = {}) {
+      // The module takes u32s, and wasm-bindgen would wrap anything else (ToUint32): -1 would
+      // become a cache of 4,294,967,295 ids, 2^32 + 1 a cache of one, 30.9 s a window of 30.
+      for (const [name, value] of [['capacity', capacity], ['window', window]]) {
+        if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+          throw new ConfigError('invalid_replay_cache', `${name} must be a whole number`);
+        }
+      }
       try {
         this.#raw = new raw.ReplayCache(capacity, window);
       } catch (e) {
@@ -182,7 +247,16 @@ export function bind(raw) {
     // sent.
     const values = [signature, accountId, keyId, environment, scopes, requestId];
     let present = 0;
-    for (let i = 0; i < values.length; i++) if (values[i] !== undefined) present |= 1 << i;
+    for (let i = 0; i < values.length; i++) {
+      if (values[i] === undefined) continue;
+      present |= 1 << i;
+      if (String(values[i]).length > MAX_IDENTITY_VALUE || UNSIGNABLE.test(values[i])) {
+        throw new IdentityError('malformed_header', `identity header \`${HEADER_ORDER[i]}\` is malformed`, HEADER_ORDER[i]);
+      }
+    }
+    if (UNSIGNABLE.test(method) || UNSIGNABLE.test(path) || UNSIGNABLE.test(query)) {
+      throw new IdentityError('bad_signature', 'identity signature refused: the request holds what no signed request does');
+    }
     const fields = `${method}\n${path}\n${query}\n${values.map((v) => v ?? '').join('\n')}`;
     let signedAt;
     try {
@@ -216,6 +290,9 @@ export function bind(raw) {
   function inspectKey(text) {
     if (typeof text !== 'string') throw new ConfigError('invalid_argument', 'text must be a string');
     try {
+      // Past 512 bytes the answer is the length's (shared::key::too_long): the text is measured
+      // here rather than copied into wasm memory, which would keep its size for good.
+      if (text.length > LONG_KEY_TEXT) raw.inspectLongKey(utf8Length(text));
       return raw.inspectKey(text);
     } catch (e) {
       throw convert(e, KeyFormatError);
@@ -225,7 +302,33 @@ export function bind(raw) {
   /** The checksum-confirmed Lynxo keys in `text`: `[{ key, index, environment, hint }]`. */
   function findKeys(text) {
     if (typeof text !== 'string') throw new ConfigError('invalid_argument', 'text must be a string');
-    return raw.findKeys(text);
+    if (text.length <= SCAN_CHUNK) return raw.findKeys(text);
+    // A long text crosses into the module a slice at a time: wasm memory grows to hold what it
+    // is handed and never shrinks, so one large text would pin its size (up to three times its
+    // length) for the life of the process. Slices end just before a character that is not part
+    // of a word, so a key (a whole word) is never cut and its boundaries read as in one piece.
+    const found = [];
+    let start = 0;
+    while (start < text.length) {
+      let end = Math.min(start + SCAN_CHUNK, text.length);
+      if (end < text.length) {
+        let cut = end;
+        while (cut > start && !splits(text.charCodeAt(cut))) cut--;
+        if (cut === start) {
+          // One word longer than a slice, so longer than any key: skip to its end.
+          while (end < text.length && !splits(text.charCodeAt(end))) end++;
+          start = end;
+          continue;
+        }
+        end = cut;
+      }
+      for (const key of raw.findKeys(text.slice(start, end))) {
+        key.index += start;
+        found.push(key);
+      }
+      start = end;
+    }
+    return found;
   }
 
   return { Keyring, ReplayCache, verifyIdentity, inspectKey, findKeys };

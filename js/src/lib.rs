@@ -186,6 +186,23 @@ pub fn inspect_key(text: &str) -> Result<Object, JsValue> {
     }
 }
 
+/// [`inspect_key`] for a text of `length` UTF-8 bytes that the package did not copy into the
+/// module: past [`shared::key::MAX_INPUT_LEN`] the length alone is the answer, and wasm memory,
+/// which never shrinks, would otherwise keep the size of the largest text ever inspected.
+#[wasm_bindgen(js_name = inspectLongKey)]
+pub fn inspect_long_key(length: f64) -> Result<(), JsValue> {
+    let length = usize::try_from(whole(length, "length")?).unwrap_or(usize::MAX);
+    let Some(e) = shared::key::too_long(length) else {
+        return Err(failure(
+            "invalid_argument",
+            "only a text longer than the longest key input is inspected by its length",
+            None,
+        ));
+    };
+    let hint = scan::error_hint(&e);
+    Err(failure(e.code(), &e.to_string(), hint.as_deref()))
+}
+
 /// The checksum-confirmed keys in `text` ([`scan::find_keys`]), in order, each as
 /// `{ key, index, environment, hint }` with `index` in UTF-16 code units, as JavaScript
 /// strings count.

@@ -69,7 +69,18 @@ pub const BODY_CHARS: usize = PAYLOAD_CHARS + CHECKSUM_CHARS;
 pub const MAX_KEY_LEN: usize = PREFIX.len() + 6 + BODY_CHARS;
 
 /// Longer input is refused before it is scanned: no key is this long even with stray spaces.
-const MAX_INPUT_LEN: usize = 512;
+/// [`parse`] answers such a text by its length in bytes alone ([`too_long`]).
+pub const MAX_INPUT_LEN: usize = 512;
+
+/// What [`parse`] answers for a text of `len` bytes, if its length alone decides it (longer than
+/// [`MAX_INPUT_LEN`]): a caller that holds the text elsewhere (the JavaScript package) need not
+/// copy it to learn the answer.
+pub fn too_long(len: usize) -> Option<KeyError> {
+    (len > MAX_INPUT_LEN).then_some(KeyError::InvalidLength {
+        expected: MAX_KEY_LEN,
+        found: len,
+    })
+}
 
 const FLAG_EXPIRES: u8 = 0b0000_0001;
 
@@ -590,11 +601,8 @@ fn all_base62(bytes: &[u8]) -> bool {
 /// failure: the error a person sees for a malformed key.
 pub fn diagnose(text: &str) -> Result<ParsedKey<'_>, KeyError> {
     let bytes = text.as_bytes();
-    if bytes.len() > MAX_INPUT_LEN {
-        return Err(KeyError::InvalidLength {
-            expected: MAX_KEY_LEN,
-            found: bytes.len(),
-        });
+    if let Some(error) = too_long(bytes.len()) {
+        return Err(error);
     }
     if text.trim() != text {
         return Err(KeyError::SurroundingWhitespace);
@@ -669,6 +677,19 @@ mod tests {
     use super::*;
     use crate::mac::Secret;
     use crate::scope::{Permission, Scope};
+
+    #[test]
+    fn a_text_past_the_input_limit_is_answered_by_its_length() {
+        let key = issue(&claims(), &keyring()).unwrap().into_inner();
+        for text in [
+            "a".repeat(MAX_INPUT_LEN + 1),
+            format!("{key}{}", " ".repeat(MAX_INPUT_LEN)),
+            "é".repeat(MAX_INPUT_LEN),
+        ] {
+            assert_eq!(parse(&text).map(|_| ()), Err(too_long(text.len()).unwrap()));
+        }
+        assert_eq!(too_long(MAX_INPUT_LEN), None);
+    }
 
     fn keyring() -> Keyring {
         Keyring::new(
