@@ -1,4 +1,4 @@
-//! The keys API: create, list, get, update, revoke, rotate, and verify.
+//! The keys API: create, list, get, update, revoke and rotate (verify is in `crate::verify`).
 //!
 //! Every change and its audit event commit in one `BEGIN IMMEDIATE` transaction. The key string
 //! exists only in the create and rotate responses: the database keeps its id and a hint, the log
@@ -15,9 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::gate::{self, Denial};
 use shared::key::{self, Claims, Environment, KeyId, PlainKey};
-use shared::scope::{Permission, PolicyError, Scope, ScopeSet};
+use shared::scope::{Permission, Scope, ScopeSet};
 
 use crate::AppState;
 use crate::auth::{Caller, random_bytes};
@@ -120,7 +119,7 @@ fn status(k: &KeyRow, now: u64) -> &'static str {
     }
 }
 
-fn scope_names(scopes: ScopeSet) -> Vec<&'static str> {
+pub(crate) fn scope_names(scopes: ScopeSet) -> Vec<&'static str> {
     if scopes.is_full_access() {
         vec!["*"]
     } else {
@@ -281,7 +280,7 @@ fn clean_description(description: Option<&str>) -> Result<Option<String>> {
     Ok(Some(d.to_owned()))
 }
 
-fn parse_environment(name: &str) -> Result<Environment> {
+pub(crate) fn parse_environment(name: &str) -> Result<Environment> {
     Environment::from_name(name).ok_or_else(|| {
         AppError::validation("environment must be development, staging or production")
             .with_field("field", "environment")
@@ -1173,251 +1172,9 @@ async fn wait_for_limit_push(state: &AppState, key: KeyId) -> Result<bool> {
     }
 }
 
-/// Body of `POST /v1/keys/verify`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyKey {
-    /// The API key to check.
-    pub key: String,
-    /// The method of the request the key came with.
-    pub method: String,
-    /// The path of that request (without query string).
-    pub path: String,
-    /// The environment the calling origin serves; a key of another environment is refused.
-    #[serde(default)]
-    pub environment: Option<String>,
-}
-
-/// The verdict: what the edge would have answered.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Verdict {
-    /// Whether the request may go ahead.
-    pub valid: bool,
-    /// The status the edge answers with when refusing (401, 403, 404, 405).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// `invalid_token`, `insufficient_scope`, `not_found`, `method_not_allowed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'static str>,
-    /// For a key mistake that is safe to name (typo, expiry, environment): which one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    /// For `insufficient_scope`: the scope needed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<&'static str>,
-    /// The key's account (valid keys only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<u64>,
-    /// The key's id (valid keys only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    /// The key's environment (valid keys only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub environment: Option<&'static str>,
-    /// The key's scopes (valid keys only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scopes: Option<Vec<&'static str>>,
-}
-
-impl Verdict {
-    fn refuse(status: u16, code: &'static str) -> Self {
-        Self {
-            valid: false,
-            status: Some(status),
-            code: Some(code),
-            reason: None,
-            scope: None,
-            account_id: None,
-            key_id: None,
-            environment: None,
-            scopes: None,
-        }
-    }
-}
-
-/// The edge's answer to a denial, as a verdict.
-fn verdict_of(denial: &Denial) -> Verdict {
-    match denial {
-        // Forged, tampered, unknown-signer and revoked keys look the same.
-        Denial::Key(e) if e.is_forgery_class() => Verdict::refuse(401, "invalid_token"),
-        Denial::Key(e) => Verdict {
-            reason: Some(e.code()),
-            ..Verdict::refuse(401, "invalid_token")
-        },
-        Denial::Revoked => Verdict::refuse(401, "invalid_token"),
-        Denial::Policy(PolicyError::NoRoute) => Verdict::refuse(404, "not_found"),
-        Denial::Policy(PolicyError::InvalidPath) => Verdict::refuse(400, "invalid_path"),
-        Denial::Policy(PolicyError::MethodNotAllowed { .. }) => {
-            Verdict::refuse(405, "method_not_allowed")
-        }
-        Denial::Policy(PolicyError::InsufficientScope { needed }) => Verdict {
-            scope: Some(needed.name()),
-            ..Verdict::refuse(403, "insufficient_scope")
-        },
-        _ => Verdict::refuse(401, "invalid_token"),
-    }
-}
-
-/// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`,
-/// the edge's decision, with the database's revocation state (which includes revocations not yet
-/// published).
-///
-/// It answers only about the caller's own keys: a genuine key of another account gets exactly
-/// the answer of a forged one, before anything about it (expiry, revocation, scopes) can show,
-/// and that account's audit trail records who presented it. Each account has a budget of calls
-/// (`verify::VerifyGuard`, 429 with `Retry-After`), and calls about a real key leave a trace in
-/// the audit trail, at most once per key per hour and within a cap per caller.
-pub async fn verify_key(
-    State(state): State<AppState>,
-    caller: Caller,
-    Json(body): Json<VerifyKey>,
-) -> Result<Json<Verdict>> {
-    if let Err(retry_after) = state
-        .verify_guard
-        .take(caller.account_id, state.clock.monotonic_ms())
-    {
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
-            "Too many verify requests",
-        )
-        .with_detail(format!(
-            "This account may verify {} keys a minute. Retry after {retry_after} s.",
-            state.settings.verify_per_minute
-        ))
-        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)));
-    }
-    let endpoint_env = body
-        .environment
-        .as_deref()
-        .map(parse_environment)
-        .transpose()?;
-    let now = state.clock.now();
-    if let (Some(expected), Ok(parsed)) = (endpoint_env, key::parse(&body.key)) {
-        if parsed.environment != expected {
-            return Ok(Json(Verdict {
-                reason: Some("wrong_environment"),
-                ..Verdict::refuse(401, "invalid_token")
-            }));
-        }
-    }
-    // Whose key it is, from its tag alone (at time 0 nothing has expired): another account's key
-    // is answered as a forgery is, and the trace goes to its owner.
-    let owner = key::verify(&body.key, &state.keyring, 0).ok();
-    if let Some(foreign) = owner.filter(|o| o.account_id != caller.account_id) {
-        trace_verify(&state, &caller, foreign, now, None);
-        return Ok(Json(Verdict::refuse(401, "invalid_token")));
-    }
-    // The revocation lookup needs the key id, which only a verified key gives, and runs on the
-    // store's threads; `gate::admit` then finishes the same decision the edge makes.
-    let admission = match key::verify(&body.key, &state.keyring, now) {
-        Ok(claims) => {
-            let id = claims.key_id;
-            let revoked = state
-                .store
-                .read(move |c| db::is_revoked(c, id, now))
-                .await?;
-            gate::admit(claims, revoked, &body.method, &body.path)
-        }
-        Err(e) => Err(Denial::Key(e)),
-    };
-    let verdict = match admission {
-        Ok(admitted) => {
-            let c = admitted.claims;
-            Verdict {
-                valid: true,
-                status: None,
-                code: None,
-                reason: None,
-                scope: None,
-                account_id: Some(c.account_id),
-                key_id: Some(c.key_id.to_string()),
-                environment: Some(c.environment.name()),
-                scopes: Some(scope_names(c.scopes)),
-            }
-        }
-        Err(denial) => verdict_of(&denial),
-    };
-    if let Some(own) = owner {
-        trace_verify(&state, &caller, own, now, Some(&verdict));
-    }
-    Ok(Json(verdict))
-}
-
-/// Writes the audit trace of a verify call about the genuine key `key`, if the guard allows one
-/// now: `key.verified` in the caller's trail for its own key (with the verdict), else
-/// `key.verified_by_other_account` in the owner's. Written after the answer, so the answer's
-/// timing does not depend on it (another account's key must look like a forged one).
-fn trace_verify(
-    state: &AppState,
-    caller: &Caller,
-    key: Claims,
-    now: u64,
-    verdict: Option<&Verdict>,
-) {
-    if !state
-        .verify_guard
-        .should_trace(caller.account_id, key.key_id, now)
-    {
-        return;
-    }
-    let (action, details) = match verdict {
-        Some(v) => (
-            "key.verified",
-            json!({ "valid": v.valid, "status": v.status }),
-        ),
-        None => {
-            tracing::warn!(
-                key_id = %key.key_id,
-                owner_account_id = key.account_id,
-                caller_account_id = caller.account_id,
-                "another account's key presented to the verify endpoint"
-            );
-            (
-                "key.verified_by_other_account",
-                json!({ "caller_account_id": caller.account_id }),
-            )
-        }
-    };
-    let (store, who) = (state.store.clone(), caller.actor.clone());
-    tokio::spawn(async move {
-        let target = key.key_id.to_string();
-        let written = store
-            .write(move |tx| {
-                audit::append(
-                    tx,
-                    now,
-                    Some(key.account_id),
-                    &who,
-                    action,
-                    Some(&target),
-                    &details,
-                )
-            })
-            .await;
-        if let Err(e) = written {
-            tracing::warn!(code = e.code(), action, "verify trace not written");
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::key::KeyError;
-
-    #[test]
-    fn denials_map_like_the_edge() {
-        let forged = verdict_of(&Denial::Key(KeyError::BadTag));
-        assert_eq!(forged, verdict_of(&Denial::Revoked));
-        assert_eq!(forged.reason, None);
-        let typo = verdict_of(&Denial::Key(KeyError::InvalidChecksum));
-        assert_eq!(typo.reason, Some("invalid_checksum"));
-        let scope = verdict_of(&Denial::Policy(PolicyError::InsufficientScope {
-            needed: Scope::JobsWrite,
-        }));
-        assert_eq!((scope.status, scope.scope), (Some(403), Some("jobs:write")));
-    }
 
     #[test]
     fn status_order() {

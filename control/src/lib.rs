@@ -6,12 +6,12 @@
 //! - [`auth`]: management tokens, sign-in (and its defences), sessions and CSRF.
 //! - [`client_addr`]: the client's address, from a trusted proxy's header or the TCP peer.
 //! - [`account`]: the account API (name, plan, keys in use).
-//! - [`keys`]: the keys API (create, list, get, update, revoke, rotate, verify).
+//! - [`keys`]: the keys API (create, list, get, update, revoke, rotate).
 //! - [`audit`]: the audit-trail API.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
-//! - [`verify`]: the verify endpoint's per-account budget and the trace it leaves.
+//! - [`verify`]: the verify endpoint (`POST /v1/keys/verify`), its per-account budget and trace.
 //! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
 //!
@@ -221,7 +221,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let api = Router::new()
         .route("/keys", post(keys::create_key).get(keys::list_keys))
-        .route("/keys/verify", post(keys::verify_key))
+        .route("/keys/verify", post(verify::verify_key))
         .route("/keys/{id}", get(keys::get_key).patch(keys::update_key))
         .route("/keys/{id}/revoke", post(keys::revoke_key))
         .route("/keys/{id}/rotate", post(keys::rotate_key))
