@@ -244,6 +244,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub publish: PublishArgs,
+    /// Run with no publisher: revocations are committed and shown by the API, but reach no edge
+    /// (the in-memory sink takes the shards), and the audit trail is not anchored. Without a
+    /// publisher (`--edge-sync-url` or `--kv-*`) `serve` refuses to start unless this is given.
+    #[arg(long, env = "LYNXO_NO_PUBLISH")]
+    pub no_publish: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub audit: AuditKeyringArgs,
@@ -307,6 +312,16 @@ impl ServeArgs {
     /// Checks the settings that clap's types cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_origin(&self.public_origin)?;
+        match (self.publish.is_configured(), self.no_publish) {
+            (true, true) => anyhow::bail!(
+                "--no-publish contradicts the publisher given (--edge-sync-url or --kv-*)"
+            ),
+            (false, false) => anyhow::bail!(
+                "no publisher: give --edge-sync-url or --kv-account-id/--kv-namespace-id/\
+                 --kv-api-token, or --no-publish to run with revocations that reach no edge"
+            ),
+            _ => {}
+        }
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
@@ -373,10 +388,39 @@ mod tests {
         };
         assert_eq!(args.shard_count, 16);
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
-        assert!(args.validate().is_ok());
+        assert!(!args.no_publish);
+        assert!(args.validate().is_err(), "no publisher and no --no-publish");
         assert!(args.proxies().is_empty());
         assert_eq!(args.sign_in_concurrency, None);
         assert!(Cli::try_parse_from(["control", "serve", "--shard-count", "0"]).is_err());
+    }
+
+    /// With no publisher, revocations would be marked published and dropped from the outbox
+    /// without reaching any edge: `serve` starts that way only when told to.
+    #[test]
+    fn serve_needs_a_publisher_or_an_explicit_no_publish() {
+        let validate = |extra: &[&str]| {
+            let mut argv = vec!["control", "serve", "--keyring", "active=1;1:00"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("serve expected");
+            };
+            args.validate().map(|()| args.no_publish)
+        };
+        assert!(validate(&[]).is_err());
+        assert!(validate(&["--no-publish"]).unwrap());
+        assert!(!validate(&["--edge-sync-url", "http://127.0.0.1:8787"]).unwrap());
+        assert!(validate(&["--no-publish", "--edge-sync-url", "http://127.0.0.1:8787"]).is_err());
+        let kv = [
+            "--kv-account-id",
+            "a",
+            "--kv-namespace-id",
+            "n",
+            "--kv-api-token",
+            "t",
+        ];
+        assert!(validate(&kv).is_ok());
     }
 
     #[test]
