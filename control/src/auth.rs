@@ -30,7 +30,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::mac::{Keyring, MacKey, Purpose};
 
@@ -41,6 +40,7 @@ use self::limit::{
 };
 use crate::client_addr::{self, TrustedProxies};
 use crate::error::{AppError, Json, Result};
+use crate::events::Event;
 use crate::store::audit::{self, Actor};
 use crate::store::{Store, accounts};
 use crate::{AppState, Settings};
@@ -131,33 +131,21 @@ pub fn bootstrap(
                 )
             })?;
         let token_id = accounts::create_token(tx, account_id, "initial", &token_hash, &hint, now)?;
-        audit::append(
-            tx,
-            now,
-            Some(account_id),
-            &cli,
-            "account.created",
-            Some(&account_id.to_string()),
-            &json!({ "name": account_name }),
-        )?;
-        audit::append(
-            tx,
-            now,
-            Some(account_id),
-            &cli,
-            "user.created",
-            Some(&user_id.to_string()),
-            &json!({ "email": email }),
-        )?;
-        audit::append(
-            tx,
-            now,
-            Some(account_id),
-            &cli,
-            "management_token.created",
-            Some(&token_id.to_string()),
-            &json!({ "hint": hint }),
-        )?;
+        let events = [
+            Event::AccountCreated {
+                account_id,
+                name: account_name,
+            },
+            Event::UserCreated { user_id, email },
+            Event::TokenCreated {
+                token_id,
+                name: None,
+                hint,
+            },
+        ];
+        for event in &events {
+            audit::record(tx, now, Some(account_id), &cli, event)?;
+        }
         Ok(Bootstrap {
             account_id,
             user_id,
@@ -287,14 +275,14 @@ impl FromRequestParts<AppState> for Caller {
                     .store
                     .write(move |tx| {
                         accounts::touch_token(tx, owner.token_id, now)?;
-                        audit::append(
+                        audit::record(
                             tx,
                             now,
                             Some(owner.account_id),
                             &who,
-                            "management_token.used",
-                            Some(&owner.token_id.to_string()),
-                            &json!({}),
+                            &Event::TokenUsed {
+                                token_id: owner.token_id,
+                            },
                         )?;
                         Ok(())
                     })
@@ -591,19 +579,20 @@ pub async fn create_session(
         // The user is the target, in their account's trail; the actor is whoever tried.
         let written = store
             .write(move |tx| {
-                audit::append(
+                audit::record(
                     tx,
                     now,
                     Some(account_id),
                     &failure_actor,
-                    "user.sign_in_failed",
-                    Some(&user_id.to_string()),
-                    &json!({ "known_device": device.is_some() }),
+                    &Event::SignInFailed {
+                        user_id,
+                        known_device: device.is_some(),
+                    },
                 )
             })
             .await;
         if let Err(e) = written {
-            tracing::error!(code = e.code(), "recording a failed sign-in");
+            tracing::error!(error = %e, "recording a failed sign-in");
         }
     });
     let succeeded = answered.await.map_err(AppError::internal)??;
@@ -631,14 +620,12 @@ pub async fn create_session(
         .store
         .write(move |tx| {
             accounts::create_session(tx, &hash, &u, now, expires_at)?;
-            audit::append(
+            audit::record(
                 tx,
                 now,
                 Some(u.account_id),
                 &actor,
-                "user.signed_in",
-                Some(&u.id.to_string()),
-                &json!({}),
+                &Event::SignedIn { user_id: u.id },
             )?;
             Ok(())
         })
@@ -680,14 +667,12 @@ pub async fn delete_session(
             .store
             .write(move |tx| {
                 accounts::delete_session(tx, &hash)?;
-                audit::append(
+                audit::record(
                     tx,
                     now,
                     Some(caller.account_id),
                     &caller.actor,
-                    "user.signed_out",
-                    None,
-                    &json!({}),
+                    &Event::SignedOut,
                 )?;
                 Ok(())
             })

@@ -8,6 +8,7 @@
 //! - [`account`]: the account API (name, plan, keys in use).
 //! - [`keys`]: the keys API (create, list, get, update, revoke, rotate).
 //! - [`audit`]: the audit-trail API.
+//! - [`events`]: the audit trail's vocabulary, one typed variant per recorded action.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
@@ -29,6 +30,7 @@ pub mod client_addr;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod publish;
 pub mod server;

@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
             let now = SystemClock.now();
             store
                 .write_blocking(move |tx| audit::seal_legacy(tx, now))
-                .map_err(|e| anyhow::anyhow!("sealing the audit trail: {}", e.code()))?;
+                .context("sealing the audit trail")?;
             let created = auth::bootstrap(
                 &store,
                 &Settings::default(),
@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
                 &args.password,
                 now,
             )
-            .map_err(|e| anyhow::anyhow!("init failed: {}", e.code()))?;
+            .context("init failed")?;
             println!("account_id={}", created.account_id);
             println!("user_id={}", created.user_id);
             println!("management_token={}", created.token);
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::VerifyAudit(args) => verify_audit(&args),
         Command::GenerateKeyring => {
-            let secret = auth::random_bytes().map_err(|e| anyhow::anyhow!("{}", e.code()))?;
+            let secret = auth::random_bytes().context("reading random bytes")?;
             println!("active=1;1:{}", hex::encode(secret));
             Ok(())
         }
@@ -92,7 +92,7 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
     let ring = Arc::clone(&audit_keyring);
     let report = store
         .read_blocking(move |c| Ok(audit::verify_chain(c, &ring, anchor.as_ref())))
-        .map_err(|e| anyhow::anyhow!("reading audit trail: {}", e.code()))??;
+        .context("reading audit trail")??;
     println!(
         "audit chain intact: {} events, the first {} of them unkeyed (from before the chain was \
          keyed)",
@@ -127,7 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(seq) = store
         .write(move |tx| audit::seal_legacy(tx, now))
         .await
-        .map_err(|e| anyhow::anyhow!("sealing the audit trail: {}", e.code()))?
+        .context("sealing the audit trail")?
     {
         tracing::info!(
             seq,

@@ -35,6 +35,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use shared::audit::{self, AuditKeyring, Checkpoint};
 use shared::limits::{self, LimitPush};
 use shared::mac::Keyring;
@@ -651,7 +653,7 @@ impl Publisher {
             .store
             .write(move |tx| revocations::prepare_shard(tx, shard, count, now))
             .await
-            .map_err(|e| anyhow::anyhow!("prepare shard: {}", e.code()))?;
+            .context("prepare shard")?;
         let next_update = now + self.lifetime;
         let header = ShardHeader {
             shard,
@@ -671,7 +673,7 @@ impl Publisher {
                 revocations::mark_published(tx, shard, count, &content, now, next_update)
             })
             .await
-            .map_err(|e| anyhow::anyhow!("mark published: {}", e.code()))?;
+            .context("mark published")?;
         tracing::info!(
             shard,
             version,
@@ -704,7 +706,7 @@ impl Publisher {
             let wait = match self.run_once().await {
                 Ok(pass) => self.idle_after(&pass),
                 Err(e) => {
-                    tracing::warn!(code = e.code(), "publish pass failed");
+                    tracing::warn!(error = %format_args!("{e:#}"), "publish pass failed");
                     RETRY
                 }
             };
@@ -830,7 +832,7 @@ impl LimitPublisher {
         loop {
             let pass = self.run_once().await;
             if let Err(e) = &pass {
-                tracing::warn!(code = e.code(), "limits pass failed");
+                tracing::warn!(error = %format_args!("{e:#}"), "limits pass failed");
             }
             let wait = self.idle_after(&pass);
             trigger.wait_limits(wait).await;
@@ -937,7 +939,7 @@ impl CheckpointPublisher {
             Ok(Ok(None)) => return CheckpointPass::Unchanged,
             Ok(Err(e)) => return CheckpointPass::Refused(e.to_string()),
             Err(e) => {
-                return CheckpointPass::Failed(format!("reading the audit trail: {}", e.code()));
+                return CheckpointPass::Failed(format!("reading the audit trail: {e}"));
             }
         };
         let checkpoint = Checkpoint {

@@ -6,11 +6,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::AppState;
 use crate::auth::{Caller, Via, new_management_token};
 use crate::error::{AppError, IdPath, Json, Result};
+use crate::events::Event;
 use crate::store::accounts::{self, TokenRow};
 use crate::store::audit;
 
@@ -77,14 +77,16 @@ pub async fn create_token(
         .store
         .write(move |tx| {
             let id = accounts::create_token(tx, account, &name, &hash, &hint, now)?;
-            audit::append(
+            audit::record(
                 tx,
                 now,
                 Some(account),
                 &caller.actor,
-                "management_token.created",
-                Some(&id.to_string()),
-                &json!({ "name": name, "hint": hint }),
+                &Event::TokenCreated {
+                    token_id: id,
+                    name: Some(name),
+                    hint,
+                },
             )?;
             accounts::get_token(tx, account, id)?
                 .ok_or_else(|| AppError::internal("token vanished"))
@@ -125,14 +127,15 @@ pub async fn revoke_token(
                 return Ok(row);
             }
             accounts::revoke_token(tx, id, now)?;
-            audit::append(
+            audit::record(
                 tx,
                 now,
                 Some(account),
                 &caller.actor,
-                "management_token.revoked",
-                Some(&id.to_string()),
-                &json!({ "hint": row.hint }),
+                &Event::TokenRevoked {
+                    token_id: id,
+                    hint: row.hint.clone(),
+                },
             )?;
             Ok(TokenRow {
                 revoked_at: Some(now),

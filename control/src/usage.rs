@@ -24,7 +24,7 @@ use shared::usage::{self as wire, Batch, Outcome};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{AppError, IdPath, Json, Query, Result};
+use crate::error::{AppError, Json, KeyIdPath, PageLimit, Query, Result};
 use crate::store::keys as keys_db;
 use crate::store::usage::{self as db, ByOutcome, Granularity, Subject};
 
@@ -474,18 +474,13 @@ pub struct AccountUsage {
     pub keys: Vec<TopKey>,
 }
 
-fn parse_id(id: &str) -> Result<KeyId> {
-    KeyId::parse_hex(id).ok_or_else(AppError::not_found)
-}
-
 /// `GET /v1/keys/{id}/usage`.
 pub async fn get_key_usage(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(id): IdPath,
+    KeyIdPath(id): KeyIdPath,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<KeyUsage>> {
-    let id = parse_id(&id)?;
     let range = resolve(&q, state.clock.now())?;
     let account = caller.account_id;
     let usage = state
@@ -573,20 +568,22 @@ fn parse_cursor(cursor: &str) -> Option<(u64, i64)> {
     Some((at.parse().ok()?, id.parse().ok()?))
 }
 
+/// `GET /v1/keys/{id}/activity` pages: 50 requests by default, at most 500.
+const ACTIVITY_PAGE: PageLimit = PageLimit {
+    default: 50,
+    max: 500,
+};
+
 /// `GET /v1/keys/{id}/activity`: the key's recent requests (kept 30 days: the latest 200
 /// forwarded ones, and a sample of the edge's own answers: the latest 200, at most 10 per minute
 /// and outcome).
 pub async fn list_key_activity(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(id): IdPath,
+    KeyIdPath(id): KeyIdPath,
     Query(q): Query<ActivityQuery>,
 ) -> Result<Json<ActivityPage>> {
-    let id = parse_id(&id)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(invalid("limit".into(), "limit must be between 1 and 500"));
-    }
+    let limit = ACTIVITY_PAGE.check(q.limit)?;
     let before = q
         .before
         .as_deref()

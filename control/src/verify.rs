@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use shared::gate::{self, Denial};
 use shared::key::{self, Claims};
 use shared::scope::PolicyError;
@@ -13,6 +12,7 @@ use shared::scope::PolicyError;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, Result};
+use crate::events::Event;
 use crate::keys::{parse_environment, scope_names};
 use crate::store::audit;
 use crate::store::keys as db;
@@ -209,11 +209,12 @@ fn trace_verify(
     {
         return;
     }
-    let (action, details) = match verdict {
-        Some(v) => (
-            "key.verified",
-            json!({ "valid": v.valid, "status": v.status }),
-        ),
+    let event = match verdict {
+        Some(v) => Event::KeyVerified {
+            key_id: key.key_id,
+            valid: v.valid,
+            status: v.status,
+        },
         None => {
             tracing::warn!(
                 key_id = %key.key_id,
@@ -221,30 +222,20 @@ fn trace_verify(
                 caller_account_id = caller.account_id,
                 "another account's key presented to the verify endpoint"
             );
-            (
-                "key.verified_by_other_account",
-                json!({ "caller_account_id": caller.account_id }),
-            )
+            Event::KeyVerifiedByOtherAccount {
+                key_id: key.key_id,
+                caller_account_id: caller.account_id,
+            }
         }
     };
     let (store, who) = (state.store.clone(), caller.actor.clone());
     tokio::spawn(async move {
-        let target = key.key_id.to_string();
+        let action = event.action();
         let written = store
-            .write(move |tx| {
-                audit::append(
-                    tx,
-                    now,
-                    Some(key.account_id),
-                    &who,
-                    action,
-                    Some(&target),
-                    &details,
-                )
-            })
+            .write(move |tx| audit::record(tx, now, Some(key.account_id), &who, &event))
             .await;
         if let Err(e) = written {
-            tracing::warn!(code = e.code(), action, "verify trace not written");
+            tracing::warn!(error = %e, action, "verify trace not written");
         }
     });
 }

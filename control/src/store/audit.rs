@@ -27,6 +27,7 @@ use shared::audit::{AuditKeyring, Checkpoint};
 
 use super::{to_i64, to_u64, writer_audit_keyring};
 use crate::error::{AppError, Result};
+use crate::events::Event;
 
 /// Who did something, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +100,31 @@ fn keyed_hash(key: &shared::mac::MacKey, prev: &[u8], canonical: &str) -> Vec<u8
     key.sign_parts(&[prev, canonical.as_bytes()]).to_vec()
 }
 
+/// Records `event` in `account_id`'s trail at `at`, done by `who`: [`append`] with the
+/// event's action, target and details.
+pub fn record(
+    tx: &Transaction<'_>,
+    at: u64,
+    account_id: Option<u64>,
+    who: &Actor,
+    event: &Event,
+) -> Result<u64> {
+    append(
+        tx,
+        at,
+        account_id,
+        who,
+        event.action(),
+        event.target().as_deref(),
+        &event.details(),
+    )
+}
+
 /// Appends an event to the chain, inside the caller's transaction, chained with the active audit
-/// key. Runs on the store's writer thread, the only holder of the audit keyring.
+/// key. Runs on the store's writer thread, the only holder of the audit keyring. The service
+/// records typed events ([`record`]); this is for the store's own events and the audit
+/// benchmark, which appends raw rows.
+#[doc(hidden)]
 pub fn append(
     tx: &Transaction<'_>,
     at: u64,
