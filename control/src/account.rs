@@ -3,9 +3,9 @@
 use axum::extract::State;
 use serde::Serialize;
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Json, Result};
+use crate::state::AppState;
 use crate::store::accounts::{self, AccountInfo};
 use crate::store::keys;
 

@@ -4,9 +4,9 @@
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, PageLimit, Query, Result};
+use crate::state::AppState;
 use crate::store::audit::{self, AuditEvent};
 
 /// Query of `GET /v1/audit-events`.

@@ -41,9 +41,9 @@ use self::limit::{
 use crate::client_addr::{self, TrustedProxies};
 use crate::error::{AppError, Json, Result};
 use crate::events::Event;
+use crate::state::{AppState, Settings};
 use crate::store::audit::{self, Actor};
 use crate::store::{Store, accounts};
-use crate::{AppState, Settings};
 
 /// Prefix of management tokens. Never `lnx_`: the edge must not mistake one for an API key.
 pub const TOKEN_PREFIX: &str = "lnxm_";

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use shared::key::KeyId;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// Handler result.
 pub type Result<T, E = AppError> = std::result::Result<T, E>;

@@ -43,8 +43,8 @@ use shared::mac::Keyring;
 use shared::revocation::{self, RevocationShard, ShardHeader};
 use tokio::sync::Notify;
 
-use crate::Clock;
 use crate::error::AppError;
+use crate::state::Clock;
 use crate::store::audit::{self as audit_db, ChainPoint};
 use crate::store::{Store, limits as limits_db, revocations};
 

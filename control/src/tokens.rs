@@ -7,10 +7,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::{Caller, Via, new_management_token};
 use crate::error::{AppError, IdPath, Json, Result};
 use crate::events::Event;
+use crate::state::AppState;
 use crate::store::accounts::{self, TokenRow};
 use crate::store::audit;
 

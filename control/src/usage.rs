@@ -16,15 +16,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::envelope;
 use shared::key::KeyId;
 use shared::usage::{self as wire, Batch, Outcome};
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, KeyIdPath, PageLimit, Query, Result};
+use crate::state::AppState;
 use crate::store::keys as keys_db;
 use crate::store::usage::{self as db, ByOutcome, Granularity, Subject};
 
@@ -40,14 +40,6 @@ pub const TOP_KEYS: u32 = 20;
 const MAX_TIME: u64 = 253_402_300_799;
 /// How far ahead of our clock a batch's times may be (the edge's clock may run ahead).
 const FUTURE_SLACK_SECS: u64 = 3600;
-
-/// Routes under `/v1` (usage and activity of keys and of the account).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/keys/{id}/usage", get(get_key_usage))
-        .route("/keys/{id}/activity", get(list_key_activity))
-        .route("/usage", get(get_account_usage))
-}
 
 /// Routes at the root: the edge's signed usage ingestion, with its own body limit
 /// ([`MAX_BATCH_BYTES`], applied by [`ingest_usage`]).

@@ -34,9 +34,9 @@ pub(crate) use self::view::scope_names;
 pub use self::view::{
     CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER, Revoked, Rotated,
 };
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, KeyIdPath, Query, Result};
+use crate::state::AppState;
 use crate::store::accounts;
 use crate::store::keys as db;
 use crate::store::usage::KeyStats;
