@@ -30,7 +30,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use shared::mac::{Keyring, MacKey, Purpose};
 
 use self::device::DeviceId;
@@ -41,6 +40,7 @@ use self::limit::{
 use crate::client_addr::{self, TrustedProxies};
 use crate::error::{AppError, Json, Result};
 use crate::events::Event;
+use crate::secret::{PlainToken, SessionId};
 use crate::state::{AppState, Settings};
 use crate::store::audit::{self, Actor};
 use crate::store::{Store, accounts};
@@ -59,19 +59,6 @@ pub fn random_bytes() -> Result<[u8; 32]> {
     Ok(bytes)
 }
 
-/// SHA-256 of a token or session id: what the database stores.
-pub fn hash_secret(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
-/// A new management token: `(token, hash, hint)`. The token is shown once.
-pub fn new_management_token() -> Result<(String, Vec<u8>, String)> {
-    let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes()?));
-    let hash = hash_secret(&token);
-    let hint = format!("{TOKEN_PREFIX}…{}", &token[token.len() - 4..]);
-    Ok((token, hash, hint))
-}
-
 fn argon2(settings: &Settings) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, settings.argon2.clone())
 }
@@ -86,8 +73,8 @@ pub fn hash_password(password: &str, settings: &Settings) -> Result<String> {
         .map_err(|e| AppError::internal(format!("argon2: {e}")))
 }
 
-/// What [`bootstrap`] created.
-#[derive(Debug, Clone)]
+/// What [`bootstrap`] created. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct Bootstrap {
     /// The new account.
     pub account_id: u64,
@@ -95,6 +82,15 @@ pub struct Bootstrap {
     pub user_id: u64,
     /// A management token for it (shown once).
     pub token: String,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field("account_id", &self.account_id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates an account, its first user and a management token, in one transaction with their
@@ -114,7 +110,8 @@ pub fn bootstrap(
         ));
     }
     let password_hash = hash_password(password, settings)?;
-    let (token, token_hash, hint) = new_management_token()?;
+    let token = PlainToken::generate()?;
+    let (token_hash, hint) = (token.hash(), token.hint());
     let cli = Actor {
         actor: "cli".into(),
         source: None,
@@ -149,7 +146,7 @@ pub fn bootstrap(
         Ok(Bootstrap {
             account_id,
             user_id,
-            token,
+            token: token.expose().to_owned(),
         })
     })
 }
@@ -211,8 +208,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE).map(str::to_owned)
+fn session_cookie(headers: &HeaderMap) -> Option<SessionId> {
+    cookie(headers, SESSION_COOKIE).map(SessionId::from_cookie)
 }
 
 /// Whether a cookie-authenticated request comes from the dashboard's own origin.
@@ -256,7 +253,7 @@ impl FromRequestParts<AppState> for Caller {
                     "the admin API takes a management token (`lnxm_...`), not an API key",
                 ));
             }
-            let hash = hash_secret(token);
+            let hash = PlainToken::presented(token).hash();
             let owner = state
                 .store
                 .read(move |c| accounts::token_by_hash(c, &hash))
@@ -300,7 +297,7 @@ impl FromRequestParts<AppState> for Caller {
             {
                 return Err(cross_site());
             }
-            let hash = hash_secret(&session);
+            let hash = session.hash();
             if let Some((user_id, account_id)) = state
                 .store
                 .read(move |c| accounts::session_by_hash(c, &hash, now))
@@ -459,14 +456,22 @@ fn sign_in_busy() -> AppError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
-/// Sign-in body.
-#[derive(Debug, Deserialize)]
+/// Sign-in body. Its `Debug` leaves the password out.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     /// The user's email.
     pub email: String,
     /// Their password.
     pub password: String,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sign-in answer (the session itself is in the cookie).
@@ -612,8 +617,8 @@ pub async fn create_session(
             DeviceId(id)
         }
     };
-    let session = hex::encode(random_bytes()?);
-    let hash = hash_secret(&session);
+    let session = SessionId::generate()?;
+    let hash = session.hash();
     let expires_at = now + state.settings.session_ttl;
     let u = user.clone();
     state
@@ -631,7 +636,8 @@ pub async fn create_session(
         })
         .await?;
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        session.expose(),
         state.settings.session_ttl
     );
     let device_cookie = device::set_cookie(&guard.device_cookie(&email, device, now));
@@ -661,7 +667,7 @@ pub async fn delete_session(
 ) -> Result<Response> {
     // With a management token there is no session to end: signing out is a no-op.
     if let Some(session) = session_cookie(&headers).filter(|_| caller.via == Via::Session) {
-        let hash = hash_secret(&session);
+        let hash = session.hash();
         let now = state.clock.now();
         state
             .store

@@ -16,6 +16,7 @@
 //! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
 //! - [`state`]: the state every handler reaches, the settings and the clock.
+//! - [`secret`]: secrets by type (tokens, their hashes, session ids), never printed.
 //! - [`routes`]: the router, built from one table of operations.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
@@ -36,6 +37,7 @@ pub mod events;
 pub mod keys;
 pub mod publish;
 pub mod routes;
+pub mod secret;
 pub mod server;
 pub mod state;
 pub mod store;

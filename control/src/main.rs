@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
+use control::secret::Secret;
 use control::store::{Store, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use shared::audit::Checkpoint;
@@ -41,7 +42,7 @@ fn main() -> anyhow::Result<()> {
                 &Settings::default(),
                 &args.account_name,
                 &args.email,
-                &args.password,
+                args.password.expose(),
                 now,
             )
             .context("init failed")?;
@@ -63,13 +64,13 @@ fn main() -> anyhow::Result<()> {
 /// Checks the keyed chain and, with a publisher configured, that the table still holds the
 /// checkpoint anchored there. Any failure is an error: a non-zero exit.
 fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
-    let audit_keyring = args.audit.load(args.keyring.as_deref())?;
+    let audit_keyring = args.audit.load(args.keyring.as_ref().map(Secret::expose))?;
     let store = Store::open(&args.db.database, Arc::clone(&audit_keyring))?;
     let anchor = if args.publish.is_configured() {
         let keyring = args
             .keyring
-            .as_deref()
-            .map(|t| Keyring::from_config(t).map(Arc::new))
+            .as_ref()
+            .map(|t| Keyring::from_config(t.expose()).map(Arc::new))
             .transpose()
             .context("parsing the keyring")?;
         let sink = args.publish.sink(keyring)?;

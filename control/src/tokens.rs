@@ -7,9 +7,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Caller, Via, new_management_token};
+use crate::auth::{Caller, Via};
 use crate::error::{AppError, IdPath, Json, Result};
 use crate::events::Event;
+use crate::secret::PlainToken;
 use crate::state::AppState;
 use crate::store::accounts::{self, TokenRow};
 use crate::store::audit;
@@ -26,7 +27,7 @@ pub struct CreateToken {
 #[derive(Debug, Serialize)]
 pub struct CreatedToken {
     /// The token. Store it now: it is never shown again.
-    pub token: String,
+    pub token: PlainToken,
     /// Its record.
     #[serde(flatten)]
     pub record: TokenRow,
@@ -70,7 +71,8 @@ pub async fn create_token(
                 .with_field("field", "name"),
         );
     }
-    let (token, hash, hint) = new_management_token()?;
+    let token = PlainToken::generate()?;
+    let (hash, hint) = (token.hash(), token.hint());
     let now = state.clock.now();
     let account = caller.account_id;
     let record = state

@@ -85,7 +85,7 @@ pub async fn create_key(
             tracing::info!(key_id = %row.id, account_id = account, "key created");
             state.publish.wake_limits();
             let body = CreatedKey {
-                key: plain.into_inner(),
+                key: plain,
                 record: KeyView::new(&row, now, &KeyStats::default()),
             };
             no_store((StatusCode::CREATED, Json(body)).into_response())
@@ -248,10 +248,7 @@ pub async fn rotate_key(
     let mut record = KeyView::new(&new, now, &KeyStats::default());
     record.rate_limit_pending = pending;
     let body = Rotated {
-        key: CreatedKey {
-            key: plain.into_inner(),
-            record,
-        },
+        key: CreatedKey { key: plain, record },
         previous: old,
         list_version,
     };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use shared::key::KeyId;
+use shared::key::{KeyId, PlainKey};
 use shared::scope::{Scope, ScopeSet};
 
 use crate::error::Result;
@@ -163,11 +163,16 @@ pub(super) fn view_of(conn: &rusqlite::Connection, row: &KeyRow, now: u64) -> Re
 /// A new key with its secret: the only response that ever holds the key string.
 #[derive(Debug, Serialize)]
 pub struct CreatedKey {
-    /// The full key. Shown once; store it now.
-    pub key: String,
+    /// The full key. Shown once; store it now. (`PlainKey`'s `Debug` shows only its hint.)
+    #[serde(serialize_with = "expose_key")]
+    pub key: PlainKey,
     /// The key's record.
     #[serde(flatten)]
     pub record: KeyView,
+}
+
+fn expose_key<S: serde::Serializer>(key: &PlainKey, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(key.expose())
 }
 
 /// A list of keys.
