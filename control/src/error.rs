@@ -141,7 +141,21 @@ impl AppError {
 
 impl From<rusqlite::Error> for AppError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::internal(format!("database: {e}"))
+        crate::store::StoreError::from(e).into()
+    }
+}
+
+/// The one conversion of a storage failure at the HTTP boundary: a 500, the cause logged.
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal_error(e)
+    }
+}
+
+/// A handler that answers a storage failure directly answers what [`AppError`] makes of it.
+impl IntoResponse for crate::store::StoreError {
+    fn into_response(self) -> Response {
+        AppError::from(self).into_response()
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
 use control::secret::Secret;
-use control::store::{Store, audit};
+use control::store::{Store, StoreError, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use shared::audit::Checkpoint;
 use shared::mac::Keyring;
@@ -92,7 +92,7 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
     };
     let ring = Arc::clone(&audit_keyring);
     let report = store
-        .read_blocking(move |c| Ok(audit::verify_chain(c, &ring, anchor.as_ref())))
+        .read_blocking(move |c| Ok::<_, StoreError>(audit::verify_chain(c, &ring, anchor.as_ref())))
         .context("reading audit trail")??;
     println!(
         "audit chain intact: {} events, the first {} of them unkeyed (from before the chain was \

@@ -123,7 +123,7 @@ pub async fn revoke_token(
     let account = caller.account_id;
     let row = state
         .store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, AppError> {
             let row = accounts::get_token(tx, account, id)?.ok_or_else(AppError::not_found)?;
             if row.revoked_at.is_some() {
                 return Ok(row);

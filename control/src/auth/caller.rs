@@ -11,6 +11,7 @@ use crate::error::{AppError, Result};
 use crate::events::Event;
 use crate::secret::{PlainToken, SessionId};
 use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::audit::{self, Actor};
 
@@ -126,7 +127,7 @@ impl FromRequestParts<AppState> for Caller {
                 let who = actor.clone();
                 state
                     .store
-                    .write(move |tx| {
+                    .write(move |tx| -> Result<_, StoreError> {
                         accounts::touch_token(tx, owner.token_id, now)?;
                         audit::record(
                             tx,

@@ -23,6 +23,7 @@ use crate::error::{AppError, Json, Result};
 use crate::events::Event;
 use crate::secret::SessionId;
 use crate::state::{AppState, Settings};
+use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::audit::{self, Actor};
 
@@ -246,7 +247,7 @@ pub async fn create_session(
         Ok(user) => user,
         Err(e) => {
             reservation.settle(Outcome::Abandoned, now).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     // The check, its settlement, its log line and its audit row run in a task of their own,
@@ -332,7 +333,7 @@ pub async fn create_session(
     let u = user.clone();
     state
         .store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, StoreError> {
             accounts::create_session(tx, &hash, &u, now, expires_at)?;
             audit::record(
                 tx,
@@ -380,7 +381,7 @@ pub async fn delete_session(
         let now = state.clock.now();
         state
             .store
-            .write(move |tx| {
+            .write(move |tx| -> Result<_, StoreError> {
                 accounts::delete_session(tx, &hash)?;
                 audit::record(
                     tx,

@@ -37,6 +37,7 @@ pub use self::view::{
 use crate::auth::Caller;
 use crate::error::{AppError, Json, KeyIdPath, Query, Result};
 use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::keys as db;
 use crate::store::usage::KeyStats;
@@ -112,7 +113,7 @@ pub async fn list_keys(
     let account = caller.account_id;
     let (rows, stats, counts, plan) = state
         .store
-        .read(move |c| {
+        .read(move |c| -> Result<_, StoreError> {
             let rows = db::list(c, account, &filter, now)?;
             let stats = view::stats_of(c, &rows, now)?;
             Ok((

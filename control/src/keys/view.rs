@@ -6,7 +6,7 @@ use serde::Serialize;
 use shared::key::{KeyId, PlainKey};
 use shared::scope::{Scope, ScopeSet};
 
-use crate::error::Result;
+use crate::store::Result;
 use crate::store::keys::KeyRow;
 pub use crate::store::keys::KeyStatus;
 use crate::store::usage::{self as usage_db, KeyStats};

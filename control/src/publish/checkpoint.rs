@@ -9,6 +9,7 @@ use shared::audit::{AuditKeyring, Checkpoint};
 use super::Sink;
 use crate::state::Clock;
 use crate::store::Store;
+use crate::store::StoreError;
 use crate::store::audit::{self as audit_db, ChainPoint};
 
 /// What a checkpoint pass did.
@@ -85,7 +86,7 @@ impl CheckpointPublisher {
         let ring = Arc::clone(&self.audit);
         let checked = self
             .store
-            .read(move |c| {
+            .read(move |c| -> Result<_, StoreError> {
                 let Some(head) = audit_db::head_point(c)? else {
                     return Ok(Ok(None));
                 };

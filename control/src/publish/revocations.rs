@@ -13,6 +13,7 @@ use shared::revocation::{RevocationShard, ShardHeader};
 use super::{MIN_IDLE, RETRY, Sink, Trigger};
 use crate::error::AppError;
 use crate::state::Clock;
+use crate::store::StoreError;
 use crate::store::{Store, revocations};
 
 /// The publishing loop's state.
@@ -115,7 +116,7 @@ impl Publisher {
         let count = self.shard_count;
         let (mut due, next_grace_end) = self
             .store
-            .read(move |c| {
+            .read(move |c| -> Result<_, StoreError> {
                 Ok((
                     revocations::shards_due(c, count, now)?,
                     revocations::next_due_after(c, now)?,

@@ -6,8 +6,8 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
 use crate::secret::HashedToken;
 
 /// An account's plan limits.

@@ -4,8 +4,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use shared::key::{Environment, KeyId};
 use shared::scope::ScopeSet;
 
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
 
 /// Where a key is in its life, at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

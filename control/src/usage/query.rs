@@ -268,16 +268,16 @@ pub async fn get_key_usage(
     let account = caller.account_id;
     let usage = state
         .store
-        .read(move |c| {
+        .read(move |c| -> Result<_, AppError> {
             keys_db::get(c, account, id)?.ok_or_else(AppError::not_found)?;
-            db::usage(
+            Ok(db::usage(
                 c,
                 Subject::Key(account, id),
                 range.from,
                 range.to,
                 range.granularity,
                 0,
-            )
+            )?)
         })
         .await?;
     Ok(Json(KeyUsage {
@@ -403,9 +403,17 @@ pub async fn list_key_activity(
     let account = caller.account_id;
     let rows = state
         .store
-        .read(move |c| {
+        .read(move |c| -> Result<_, AppError> {
             keys_db::get(c, account, id)?.ok_or_else(AppError::not_found)?;
-            db::activity(c, account, id, since_ms, before, outcomes.as_deref(), limit)
+            Ok(db::activity(
+                c,
+                account,
+                id,
+                since_ms,
+                before,
+                outcomes.as_deref(),
+                limit,
+            )?)
         })
         .await?;
     let next_cursor = (rows.len() == limit as usize)
