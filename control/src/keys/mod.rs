@@ -2,7 +2,8 @@
 //!
 //! - [`view`]: what the API shows of a key (never the key string), its [`KeyStatus`].
 //! - [`request`]: the bodies and query the API takes, and their validation.
-//! - `ops`: the transactions (create, update, revoke, rotate), one function each.
+//! - `ops`: the transactions (create, update, revoke, rotate), one function each, refusing with
+//!   [`KeyOpError`] (`error`), which becomes the API's answer in one place.
 //!
 //! The handlers here only tie them together: validate, run the transaction, answer. Every change
 //! and its audit event commit in one `BEGIN IMMEDIATE` transaction. The key string exists only
@@ -14,6 +15,7 @@
 //! `Idempotent-Replayed: true`, but without the key string, which is never stored and so cannot
 //! be shown again; the same idempotency key with a different body is a `422`.
 
+mod error;
 mod ops;
 pub mod request;
 pub mod view;
@@ -24,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use shared::key::KeyId;
 
+pub use self::error::KeyOpError;
 use self::ops::{Created, NewKey, Rotation};
 pub(crate) use self::request::parse_environment;
 pub use self::request::{

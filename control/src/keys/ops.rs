@@ -2,16 +2,17 @@
 //! write transaction it runs in. Each writes the key's new state, its outbox rows and its audit
 //! event together, or nothing.
 
-use axum::http::StatusCode;
 use serde_json::json;
 use shared::key::{self, Claims, KeyId, PlainKey};
 use shared::mac::Keyring;
 
-use super::request::{Changes, KeySpec, check_rate_limit, default_limit};
-use super::view::{KeyStatus, KeyView, rotation_due, scope_names, view_of};
+use super::error::{KeyOpError, check_rate_limit};
+use super::request::{Changes, KeySpec, default_limit};
+use super::view::{KeyStatus, KeyView, scope_names, view_of};
 use crate::auth::{Caller, random_bytes};
-use crate::error::{AppError, Result};
+use crate::error::Result;
 use crate::events::{Event, GraceEnded};
+use crate::store::StoreError;
 use crate::store::audit;
 use crate::store::keys::{self as db, KeyRow};
 use crate::store::{accounts, revocations};
@@ -20,7 +21,7 @@ use crate::store::{accounts, revocations};
 const CANDIDATES: u32 = 5;
 
 /// Issues a key string for a new row; the string leaves this function only in the response.
-fn mint(keyring: &Keyring, row: &KeyRow) -> Result<PlainKey> {
+fn mint(keyring: &Keyring, row: &KeyRow) -> Result<PlainKey, KeyOpError> {
     let claims = Claims {
         kid: row.kid,
         account_id: row.account_id,
@@ -30,7 +31,7 @@ fn mint(keyring: &Keyring, row: &KeyRow) -> Result<PlainKey> {
         issued_at: row.created_at,
         expires_at: row.expires_at,
     };
-    key::issue(&claims, keyring).map_err(AppError::internal)
+    key::issue(&claims, keyring).map_err(KeyOpError::Issue)
 }
 
 /// A fresh random key id.
@@ -39,43 +40,6 @@ pub(super) fn new_key_id() -> Result<KeyId> {
     let mut id = [0_u8; 16];
     id.copy_from_slice(&bytes[..16]);
     Ok(KeyId(id))
-}
-
-fn limit_reached(
-    counts: db::KeyCounts,
-    plan: &accounts::Plan,
-    candidates: &[KeyRow],
-    now: u64,
-) -> AppError {
-    let listed: Vec<_> = candidates
-        .iter()
-        .map(|k| {
-            json!({
-                "id": k.id.to_string(),
-                "name": k.name,
-                "hint": k.hint,
-                "status": k.status(now),
-                "created_at": k.created_at,
-                "last_used_at": k.last_used_at,
-                "rotation_due": rotation_due(k, now),
-            })
-        })
-        .collect();
-    AppError::new(
-        StatusCode::CONFLICT,
-        "active_key_limit_reached",
-        "Active key limit reached",
-    )
-    .with_detail(format!(
-        "{} of {} keys are in use ({} of them in a rotation's grace period, counted until it \
-         ends); revoke a key you no longer use before creating another. `candidates` lists the \
-         idle and oldest ones.",
-        counts.working, plan.max_active_keys, counts.rotating
-    ))
-    .with_field("active_keys", counts.working)
-    .with_field("rotating_keys", counts.rotating)
-    .with_field("max_active_keys", plan.max_active_keys)
-    .with_field("candidates", listed)
 }
 
 /// An idempotent create seen before.
@@ -112,7 +76,10 @@ pub(super) struct NewKey<'a> {
 
 /// Creates a key: the record, its limits outbox row, the idempotency record and `key.created`,
 /// within the plan's limits; or answers a replay of an idempotent create.
-pub(super) fn create(tx: &rusqlite::Transaction<'_>, new: NewKey<'_>) -> Result<Created> {
+pub(super) fn create(
+    tx: &rusqlite::Transaction<'_>,
+    new: NewKey<'_>,
+) -> Result<Created, KeyOpError> {
     let NewKey {
         spec,
         caller,
@@ -130,13 +97,9 @@ pub(super) fn create(tx: &rusqlite::Transaction<'_>, new: NewKey<'_>) -> Result<
                 key_id,
             };
             if &seen.request_hash != request_hash {
-                return Err(AppError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was used with a different request",
-                ));
+                return Err(KeyOpError::IdempotencyKeyReused);
             }
-            let row = db::get(tx, account, seen.key_id)?.ok_or_else(AppError::not_found)?;
+            let row = db::get(tx, account, seen.key_id)?.ok_or(KeyOpError::NotFound)?;
             let view = view_of(tx, &row, now)?;
             return Ok(Created::Replayed(Box::new(view)));
         }
@@ -146,12 +109,17 @@ pub(super) fn create(tx: &rusqlite::Transaction<'_>, new: NewKey<'_>) -> Result<
     let rate_limit = spec
         .rate_limit
         .unwrap_or_else(|| default_limit(&plan, window));
-    check_rate_limit(rate_limit, window, &plan)?;
+    check_rate_limit(rate_limit, window, plan.max_rate_limit)?;
     // Keys in a rotation's grace count: they work at the edge until it ends.
     let counts = db::count_working(tx, account, now)?;
     if counts.working >= plan.max_active_keys {
         let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
-        return Err(limit_reached(counts, &plan, &candidates, now));
+        return Err(KeyOpError::LimitReached {
+            counts,
+            max_active_keys: plan.max_active_keys,
+            candidates,
+            now,
+        });
     }
     let mut row = KeyRow {
         id,
@@ -218,10 +186,10 @@ pub(super) fn update(
     id: KeyId,
     changes: Changes,
     now_ms: u64,
-) -> Result<(KeyView, bool)> {
+) -> Result<(KeyView, bool), KeyOpError> {
     let now = now_ms / 1000;
     let account = caller.account_id;
-    let mut row = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
+    let mut row = db::get(tx, account, id)?.ok_or(KeyOpError::NotFound)?;
     let snapshot = |row: &KeyRow| {
         json!({
             "name": row.name,
@@ -243,21 +211,10 @@ pub(super) fn update(
     let limit_changed = (limit, window) != (row.rate_limit, row.rate_limit_window);
     let state_now = row.status(now);
     if limit_changed && state_now != KeyStatus::Active {
-        // A rotating key's budget is its successor's, and the limit pushed for a key
-        // is its whole chain's: only the chain's active key sets it.
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "key_not_active",
-            "Only an active key's rate limit can be changed",
-        )
-        .with_detail(
-            "A key in its rotation grace period shares the rate limit of the key that \
-             replaced it: change that key's limit.",
-        )
-        .with_field("key_status", state_now));
+        return Err(KeyOpError::LimitOfNotActive(state_now));
     }
     if limit_changed {
-        check_rate_limit(limit, window, &accounts::plan(tx, account)?)?;
+        check_rate_limit(limit, window, accounts::plan(tx, account)?.max_rate_limit)?;
         row.policy_version = db::set_rate_limit(tx, id, limit, window, now_ms)?;
         row.rate_limit = limit;
         row.rate_limit_window = window;
@@ -288,7 +245,7 @@ fn revoke_now(
     reason: &str,
     grace_until: Option<u64>,
     grace_ended: Option<GraceEnded>,
-) -> Result<u64> {
+) -> Result<u64, StoreError> {
     let version = revocations::next_version(tx, now)?;
     db::set_revoked(tx, id, now, reason, version, grace_until)?;
     revocations::enqueue_now(tx, id, version)?;
@@ -315,8 +272,8 @@ pub(super) fn revoke(
     id: KeyId,
     reason: String,
     now: u64,
-) -> Result<(KeyView, u64, bool)> {
-    let mut row = db::get(tx, caller.account_id, id)?.ok_or_else(AppError::not_found)?;
+) -> Result<(KeyView, u64, bool), KeyOpError> {
+    let mut row = db::get(tx, caller.account_id, id)?.ok_or(KeyOpError::NotFound)?;
     if let (Some(version), KeyStatus::Revoked) = (row.revocation_version, row.status(now)) {
         return Ok((view_of(tx, &row, now)?, version, false));
     }
@@ -350,19 +307,14 @@ pub(super) fn rotate(
     new_id: KeyId,
     grace: u64,
     now_ms: u64,
-) -> Result<Rotation> {
+) -> Result<Rotation, KeyOpError> {
     let now = now_ms / 1000;
     let grace_until = now + grace;
     let account = caller.account_id;
-    let mut old = db::get(tx, account, id)?.ok_or_else(AppError::not_found)?;
+    let mut old = db::get(tx, account, id)?.ok_or(KeyOpError::NotFound)?;
     let state_now = old.status(now);
     if state_now != KeyStatus::Active {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "key_not_active",
-            "Only an active key can be rotated",
-        )
-        .with_field("key_status", state_now));
+        return Err(KeyOpError::RotateNotActive(state_now));
     }
     // At most one key of a chain in grace: the one this rotation puts there.
     for earlier in db::in_grace(tx, account, old.budget_id, now)? {

@@ -445,22 +445,3 @@ pub(super) fn default_limit(plan: &accounts::Plan, window: u32) -> u32 {
     let scaled = u64::from(plan.default_rate_limit) * u64::from(window) / 60;
     u32::try_from(scaled.max(1)).unwrap_or(u32::MAX)
 }
-
-/// Checks `limit` per `window` against the plan, whose cap is per minute: at most
-/// `max_rate_limit * window / 60` requests per window.
-pub(super) fn check_rate_limit(limit: u32, window: u32, plan: &accounts::Plan) -> Result<()> {
-    let max_for_window = u64::from(plan.max_rate_limit) * u64::from(window) / 60;
-    if limit == 0 || u64::from(limit) * 60 > u64::from(plan.max_rate_limit) * u64::from(window) {
-        return Err(AppError::validation(format!(
-            "rate_limit must be between 1 and {max_for_window} requests per {window} s on this \
-             plan (at most {} per minute)",
-            plan.max_rate_limit
-        ))
-        .with_field("field", "rate_limit")
-        .with_field("max_rate_limit", plan.max_rate_limit)
-        .with_field("max_rate_limit_for_window", max_for_window)
-        .with_field("rate_limit", limit)
-        .with_field("rate_limit_window", window));
-    }
-    Ok(())
-}
