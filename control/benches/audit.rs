@@ -3,11 +3,11 @@
 //! `cargo bench -p control --bench audit -- 200000`). Beside it, the same walk's unkeyed
 //! SHA-256 over the same bytes, for scale.
 
-use control::store::StoreError;
 use std::sync::Arc;
 use std::time::Instant;
 
 use control::store::Store;
+use control::store::StoreError;
 use control::store::audit::{self, Actor};
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -32,18 +32,15 @@ pub struct AuditPage {
 }
 
 /// `GET /v1/audit-events` pages: 100 events by default, at most 1000.
-const PAGE: PageLimit = PageLimit {
-    default: 100,
-    max: 1000,
-};
+type AuditLimit = PageLimit<100, 1000>;
 
 /// `GET /v1/audit-events`.
 pub async fn list_audit_events(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
+    PageLimit(limit): AuditLimit,
 ) -> Result<Json<AuditPage>> {
-    let limit = PAGE.check(q.limit)?;
     let before = match q.before.as_deref() {
         None => None,
         Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {

@@ -354,27 +354,41 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyIdPath {
     }
 }
 
-/// The `limit` of a paged list: a default when absent, and a range, `1..=max`, whose violation
-/// is a 422 naming the field.
+/// The `limit` query parameter of a paged list, checked: `DEFAULT` when absent, else it must be
+/// in `1..=MAX` (a 422 naming the field). The list's own `Query` still declares `limit`, since it
+/// refuses parameters it does not know; this extractor reads that one parameter again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageLimit {
-    /// When the query has no `limit`.
-    pub default: u32,
-    /// The largest page.
-    pub max: u32,
+pub struct PageLimit<const DEFAULT: u32, const MAX: u32>(pub u32);
+
+#[derive(serde::Deserialize)]
+struct LimitParam {
+    limit: Option<u32>,
 }
 
-impl PageLimit {
-    /// The page size `limit` asks for, checked.
-    pub fn check(self, limit: Option<u32>) -> Result<u32> {
-        let limit = limit.unwrap_or(self.default);
-        if !(1..=self.max).contains(&limit) {
+impl<const DEFAULT: u32, const MAX: u32> PageLimit<DEFAULT, MAX> {
+    /// `limit`, checked.
+    pub fn check(limit: Option<u32>) -> Result<Self> {
+        let limit = limit.unwrap_or(DEFAULT);
+        if !(1..=MAX).contains(&limit) {
             return Err(
-                AppError::validation(format!("limit must be between 1 and {}", self.max))
+                AppError::validation(format!("limit must be between 1 and {MAX}"))
                     .with_field("field", "limit"),
             );
         }
-        Ok(limit)
+        Ok(Self(limit))
+    }
+}
+
+impl<S, const DEFAULT: u32, const MAX: u32> FromRequestParts<S> for PageLimit<DEFAULT, MAX>
+where
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(LimitParam { limit }) =
+            axum::extract::Query::try_from_uri(&parts.uri).map_err(|r| query_rejection(&r))?;
+        Self::check(limit)
     }
 }
 

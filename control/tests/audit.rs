@@ -8,7 +8,6 @@
 
 mod common;
 
-use control::store::StoreError;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,6 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::put;
 use common::{AUDIT_KEYRING, Service, TestApp, audit_keyring, free_port};
 use control::publish::{CheckpointPass, CheckpointPublisher, Sink};
+use control::store::StoreError;
 use control::store::audit::{self, ChainError};
 use rusqlite::{Connection, params};
 use serde_json::json;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use control::store::StoreError;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
 use common::{START, TestApp, keyring};
 use control::publish::{EdgeSyncSink, KvRestSink, LimitPublisher, Sink};
+use control::store::StoreError;
 use control::store::{keys as keys_db, limits as limits_db};
 use serde_json::{Value, json};
 use shared::key::KeyId;

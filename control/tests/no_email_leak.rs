@@ -6,11 +6,11 @@
 
 mod common;
 
-use control::store::StoreError;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{PASSWORD, TestApp, capture_logs, contains, database_files};
+use control::store::StoreError;
 use serde_json::json;
 
 #[tokio::test]

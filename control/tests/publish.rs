@@ -3,7 +3,6 @@
 
 mod common;
 
-use control::store::StoreError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -11,6 +10,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::{START, TestApp, keyring};
 use control::publish::{EdgeSyncSink, KvRestSink, MemorySink, Publisher, Sink, SinkError};
+use control::store::StoreError;
 use control::store::{Store, revocations};
 use serde_json::json;
 use shared::envelope;

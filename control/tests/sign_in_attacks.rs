@@ -7,7 +7,6 @@
 
 mod common;
 
-use control::store::StoreError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use control::auth::hasher::HashStats;
 use control::auth::limit::MemoryLedger;
 use control::auth::{self, EMAIL_FAILURES, PAIR_FAILURES, SignInGuard};
 use control::client_addr::{ForwardedHeader, TrustedProxies};
+use control::store::StoreError;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};

@@ -109,9 +109,10 @@ pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
+    limit: request::ListLimit,
 ) -> Result<Json<KeyList>> {
     let now = state.clock.now();
-    let filter = q.filter(now)?;
+    let filter = q.filter(limit, now)?;
     let limit = filter.limit;
     let account = caller.account_id;
     let (rows, stats, counts, plan) = state

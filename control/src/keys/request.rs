@@ -249,7 +249,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// The query checked: the store's filter, at `now`.
-    pub(super) fn filter(self, now: u64) -> Result<ListFilter> {
+    pub(super) fn filter(self, limit: ListLimit, now: u64) -> Result<ListFilter> {
         let environment = self
             .environment
             .as_deref()
@@ -265,7 +265,6 @@ impl ListQuery {
                 })
             })
             .transpose()?;
-        let limit = PAGE.check(self.limit)?;
         let after = self
             .cursor
             .as_deref()
@@ -292,16 +291,13 @@ impl ListQuery {
             status,
             idle: self.idle.map(|idle| (idle, now.saturating_sub(IDLE_AFTER))),
             after,
-            limit,
+            limit: limit.0,
         })
     }
 }
 
 /// `GET /v1/keys` pages: 100 keys by default, at most 1000.
-const PAGE: PageLimit = PageLimit {
-    default: 100,
-    max: 1000,
-};
+pub type ListLimit = PageLimit<100, 1000>;
 
 /// The `(created_at, id)` a `next_cursor` names.
 fn parse_cursor(cursor: &str) -> Option<(u64, KeyId)> {

@@ -352,10 +352,7 @@ fn parse_cursor(cursor: &str) -> Option<(u64, i64)> {
 }
 
 /// `GET /v1/keys/{id}/activity` pages: 50 requests by default, at most 500.
-const ACTIVITY_PAGE: PageLimit = PageLimit {
-    default: 50,
-    max: 500,
-};
+type ActivityLimit = PageLimit<50, 500>;
 
 /// `GET /v1/keys/{id}/activity`: the key's recent requests (kept 30 days: the latest 200
 /// forwarded ones, and a sample of the edge's own answers: the latest 200, at most 10 per minute
@@ -365,8 +362,8 @@ pub async fn list_key_activity(
     caller: Caller,
     KeyIdPath(id): KeyIdPath,
     Query(q): Query<ActivityQuery>,
+    PageLimit(limit): ActivityLimit,
 ) -> Result<Json<ActivityPage>> {
-    let limit = ACTIVITY_PAGE.check(q.limit)?;
     let before = q
         .before
         .as_deref()

@@ -2,7 +2,6 @@
 //! with `oneshot` (no socket), a clock the test moves, and clients per role.
 #![allow(dead_code)]
 
-use control::store::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use control::publish::{MemorySink, Publisher};
 use control::store::Store;
+use control::store::StoreError;
 use control::{AppState, Clock as _, ManualClock, Settings, app, auth};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
