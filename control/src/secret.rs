@@ -166,6 +166,20 @@ mod tests {
             assert!(!printed.contains(hidden), "{printed}");
         }
         assert!(printed.contains(&token.hint()));
+        let body = crate::verify::VerifyKey {
+            key: "lnx_live_4fJq9ZkT2mXbWc7RvLp0Yd3HsNa8GuEe".into(),
+            method: "GET".into(),
+            path: "/v1/jobs".into(),
+            environment: None,
+        };
+        let login = crate::store::accounts::UserLogin {
+            id: 1,
+            account_id: 2,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        };
+        let printed = format!("{body:?} {login:?}");
+        assert!(!printed.contains("4fJq9ZkT2mXbWc7RvLp0Yd3Hs"), "{printed}");
+        assert!(!printed.contains("argon2id"), "{printed}");
         assert_eq!(
             serde_json::to_value(&token).unwrap(),
             token.expose(),

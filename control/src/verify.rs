@@ -21,8 +21,8 @@ pub mod guard;
 
 pub use guard::{DEFAULT_PER_MINUTE, MAX_TRACES_PER_HOUR, VerifyGuard};
 
-/// Body of `POST /v1/keys/verify`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/keys/verify`. Its `Debug` shows only the key's hint.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyKey {
     /// The API key to check.
@@ -34,6 +34,17 @@ pub struct VerifyKey {
     /// The environment the calling origin serves; a key of another environment is refused.
     #[serde(default)]
     pub environment: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("key", &key::hint(&self.key))
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("environment", &self.environment)
+            .finish()
+    }
 }
 
 /// The verdict: what the edge would have answered.

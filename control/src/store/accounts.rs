@@ -103,8 +103,8 @@ pub fn create_user(
     Ok((inserted == 1).then(|| to_u64(tx.last_insert_rowid()).unwrap_or(0)))
 }
 
-/// A user as sign-in needs it.
-#[derive(Debug, Clone)]
+/// A user as sign-in needs it. Its `Debug` leaves the password hash out.
+#[derive(Clone)]
 pub struct UserLogin {
     /// User id.
     pub id: u64,
@@ -112,6 +112,15 @@ pub struct UserLogin {
     pub account_id: u64,
     /// PHC-format argon2id hash.
     pub password_hash: String,
+}
+
+impl std::fmt::Debug for UserLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserLogin")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Looks a user up by email (case-insensitive).
