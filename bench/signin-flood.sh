@@ -44,7 +44,7 @@ keyring="$("$CONTROL_BIN" generate-keyring)"
 port="$(free_port)"
 
 RUST_LOG='info,control::auth::hasher=debug' LYNXO_LOG_FORMAT=json LYNXO_KEYRING="$keyring" \
-  "$CONTROL_BIN" serve --database "$db" --listen "127.0.0.1:$port" >"$out/server.log" 2>&1 &
+  "$CONTROL_BIN" serve --database "$db" --listen "127.0.0.1:$port" --no-publish >"$out/server.log" 2>&1 &
 server=$!
 trap 'stop_process "$server"' EXIT
 wait_for_url "http://127.0.0.1:$port/healthz" 100 0.1 "$server" || die "the control plane did not start"

@@ -88,9 +88,9 @@ token="$(LYNXO_INIT_PASSWORD='schemathesis-run-password' \
 
 port="$(free_port)"
 base="http://127.0.0.1:$port"
-# No --edge-sync-url / --kv-*: the publisher keeps shards in memory (it logs a warning).
+# No --edge-sync-url / --kv-*: --no-publish, the publisher keeps shards in memory (it logs a warning).
 RUST_LOG=warn "$bin" serve --database "$tmp/control.sqlite3" --listen "127.0.0.1:$port" \
-  --public-origin "$base" >"$tmp/serve.log" 2>&1 &
+  --public-origin "$base" --no-publish >"$tmp/serve.log" 2>&1 &
 pid=$!
 wait_for_url "$base/readyz" 100 0.1 "$pid" || die "control serve not ready on $base"
 echo "control serve pid $pid on $base"

@@ -1,162 +1,272 @@
-//! The verify endpoint's guard: a budget of calls per account, and the trace each account's
-//! calls leave, bounded.
+//! `POST /v1/keys/verify`: the edge's decision, for origins not behind the edge.
 //!
-//! `POST /v1/keys/verify` answers whether a key text is genuine, which is worth asking a
-//! million times to someone holding a pile of candidate strings. So each account has a token
-//! bucket ([`VerifyGuard::take`]: `per_minute` calls a minute, a burst of a tenth of that; 429
-//! with `Retry-After` when empty), measured on the monotonic clock. The calls that concern a real
-//! key are written to the audit trail (`keys::verify_key`), but at most once per key per hour
-//! and at most [`MAX_TRACES_PER_HOUR`] rows per calling account per hour
-//! ([`VerifyGuard::should_trace`]): the trail shows who checked which key, and a caller cannot
-//! grow it faster than that. Both are in memory: a restart refills the buckets, which costs a
-//! caller a restart per minute.
+//! - [`guard`]: the endpoint's per-account budget and the trace each account's calls leave.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use shared::gate::{self, Denial};
+use shared::key::{self, Claims};
+use shared::scope::PolicyError;
 
-use shared::key::KeyId;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{AppError, Json, Result};
+use crate::events::Event;
+use crate::keys::{parse_environment, scope_names};
+use crate::store::audit;
+use crate::store::keys as db;
 
-/// Default calls per minute per account.
-pub const DEFAULT_PER_MINUTE: u32 = 600;
-/// Most audit rows one account's verify calls write in an hour.
-pub const MAX_TRACES_PER_HOUR: usize = 60;
-/// Accounts remembered before idle ones are forgotten.
-const MAX_ACCOUNTS: usize = 10_000;
-/// Units of one call in the bucket; a bucket refills `per_minute` units a millisecond, so
-/// `per_minute` calls a minute.
-const CALL: u64 = 60_000;
+pub mod guard;
 
-#[derive(Debug)]
-struct Account {
-    /// Units in the bucket.
-    units: u64,
-    /// Monotonic ms of the last refill.
-    at_ms: u64,
-    /// The hour (Unix seconds / 3600) the traces below belong to.
-    hour: u64,
-    /// Keys traced this hour.
-    traced: HashSet<KeyId>,
+pub use guard::{DEFAULT_PER_MINUTE, MAX_TRACES_PER_HOUR, VerifyGuard};
+
+/// Body of `POST /v1/keys/verify`. Its `Debug` shows only the key's hint.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKey {
+    /// The API key to check.
+    pub key: String,
+    /// The method of the request the key came with.
+    pub method: String,
+    /// The path of that request (without query string).
+    pub path: String,
+    /// The environment the calling origin serves; a key of another environment is refused.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
-/// Per-account budgets and trace bookkeeping of the verify endpoint.
-#[derive(Debug)]
-pub struct VerifyGuard {
-    per_minute: u64,
-    capacity: u64,
-    accounts: Mutex<HashMap<u64, Account>>,
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("key", &key::hint(&self.key))
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("environment", &self.environment)
+            .finish()
+    }
 }
 
-impl VerifyGuard {
-    /// `per_minute` calls a minute per account (at least 1), a burst of a tenth of that.
-    pub fn new(per_minute: u32) -> Self {
-        let per_minute = u64::from(per_minute.max(1));
+/// The verdict: what the edge would have answered.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the request may go ahead.
+    pub valid: bool,
+    /// The status the edge answers with when refusing (401, 403, 404, 405).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `invalid_token`, `insufficient_scope`, `not_found`, `method_not_allowed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// For a key mistake that is safe to name (typo, expiry, environment): which one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// For `insufficient_scope`: the scope needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
+    /// The key's account (valid keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<u64>,
+    /// The key's id (valid keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The key's environment (valid keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<&'static str>,
+    /// The key's scopes (valid keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<&'static str>>,
+}
+
+impl Verdict {
+    fn refuse(status: u16, code: &'static str) -> Self {
         Self {
-            per_minute,
-            capacity: (per_minute / 10).max(1) * CALL,
-            accounts: Mutex::new(HashMap::new()),
+            valid: false,
+            status: Some(status),
+            code: Some(code),
+            reason: None,
+            scope: None,
+            account_id: None,
+            key_id: None,
+            environment: None,
+            scopes: None,
         }
-    }
-
-    /// Takes one call from `account`'s bucket at monotonic `now_ms`. `Err(seconds)`: empty, retry
-    /// after that long.
-    pub fn take(&self, account: u64, now_ms: u64) -> Result<(), u64> {
-        let Ok(mut accounts) = self.accounts.lock() else {
-            return Ok(());
-        };
-        if accounts.len() >= MAX_ACCOUNTS && !accounts.contains_key(&account) {
-            let (per_minute, capacity) = (self.per_minute, self.capacity);
-            // Forget accounts whose bucket has refilled and that traced nothing this hour.
-            accounts.retain(|_, a| {
-                refill(a, now_ms, per_minute, capacity);
-                a.units < capacity || !a.traced.is_empty()
-            });
-        }
-        let a = accounts.entry(account).or_insert(Account {
-            units: self.capacity,
-            at_ms: now_ms,
-            hour: 0,
-            traced: HashSet::new(),
-        });
-        refill(a, now_ms, self.per_minute, self.capacity);
-        if a.units >= CALL {
-            a.units -= CALL;
-            Ok(())
-        } else {
-            let wait_ms = (CALL - a.units).div_ceil(self.per_minute);
-            Err(wait_ms.div_ceil(1000).max(1))
-        }
-    }
-
-    /// Whether `account`'s call about `key` at `now` (Unix seconds) should be written to the
-    /// audit trail: the first about that key this hour, within the account's hourly cap.
-    pub fn should_trace(&self, account: u64, key: KeyId, now: u64) -> bool {
-        let Ok(mut accounts) = self.accounts.lock() else {
-            return false;
-        };
-        let Some(a) = accounts.get_mut(&account) else {
-            return false;
-        };
-        let hour = now / 3600;
-        if a.hour != hour {
-            a.hour = hour;
-            a.traced.clear();
-        }
-        a.traced.len() < MAX_TRACES_PER_HOUR && a.traced.insert(key)
     }
 }
 
-fn refill(a: &mut Account, now_ms: u64, per_minute: u64, capacity: u64) {
-    let elapsed = now_ms.saturating_sub(a.at_ms);
-    a.units = a
-        .units
-        .saturating_add(elapsed.saturating_mul(per_minute))
-        .min(capacity);
-    a.at_ms = a.at_ms.max(now_ms);
+/// The edge's answer to a denial, as a verdict.
+fn verdict_of(denial: &Denial) -> Verdict {
+    match denial {
+        // Forged, tampered, unknown-signer and revoked keys look the same.
+        Denial::Key(e) if e.is_forgery_class() => Verdict::refuse(401, "invalid_token"),
+        Denial::Key(e) => Verdict {
+            reason: Some(e.code()),
+            ..Verdict::refuse(401, "invalid_token")
+        },
+        Denial::Revoked => Verdict::refuse(401, "invalid_token"),
+        Denial::Policy(PolicyError::NoRoute) => Verdict::refuse(404, "not_found"),
+        Denial::Policy(PolicyError::InvalidPath) => Verdict::refuse(400, "invalid_path"),
+        Denial::Policy(PolicyError::MethodNotAllowed { .. }) => {
+            Verdict::refuse(405, "method_not_allowed")
+        }
+        Denial::Policy(PolicyError::InsufficientScope { needed }) => Verdict {
+            scope: Some(needed.name()),
+            ..Verdict::refuse(403, "insufficient_scope")
+        },
+        _ => Verdict::refuse(401, "invalid_token"),
+    }
+}
+
+/// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`,
+/// the edge's decision, with the database's revocation state (which includes revocations not yet
+/// published).
+///
+/// It answers only about the caller's own keys: a genuine key of another account gets exactly
+/// the answer of a forged one, before anything about it (expiry, revocation, scopes) can show,
+/// and that account's audit trail records who presented it. Each account has a budget of calls
+/// (`guard::VerifyGuard`, 429 with `Retry-After`), and calls about a real key leave a trace in
+/// the audit trail, at most once per key per hour and within a cap per caller.
+pub async fn verify_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<VerifyKey>,
+) -> Result<Json<Verdict>> {
+    if let Err(retry_after) = state
+        .verify_guard
+        .take(caller.account_id, state.clock.monotonic_ms())
+    {
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Too many verify requests",
+        )
+        .with_detail(format!(
+            "This account may verify {} keys a minute. Retry after {retry_after} s.",
+            state.settings.verify_per_minute
+        ))
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)));
+    }
+    let endpoint_env = body
+        .environment
+        .as_deref()
+        .map(parse_environment)
+        .transpose()?;
+    let now = state.clock.now();
+    if let (Some(expected), Ok(parsed)) = (endpoint_env, key::parse(&body.key)) {
+        if parsed.environment != expected {
+            return Ok(Json(Verdict {
+                reason: Some("wrong_environment"),
+                ..Verdict::refuse(401, "invalid_token")
+            }));
+        }
+    }
+    // Whose key it is, from its tag alone (at time 0 nothing has expired): another account's key
+    // is answered as a forgery is, and the trace goes to its owner.
+    let owner = key::verify(&body.key, &state.keyring, 0).ok();
+    if let Some(foreign) = owner.filter(|o| o.account_id != caller.account_id) {
+        trace_verify(&state, &caller, foreign, now, None);
+        return Ok(Json(Verdict::refuse(401, "invalid_token")));
+    }
+    // The revocation lookup needs the key id, which only a verified key gives, and runs on the
+    // store's threads; `gate::admit` then finishes the same decision the edge makes.
+    let admission = match key::verify(&body.key, &state.keyring, now) {
+        Ok(claims) => {
+            let id = claims.key_id;
+            let revoked = state
+                .store
+                .read(move |c| db::is_revoked(c, id, now))
+                .await?;
+            gate::admit(claims, revoked, &body.method, &body.path)
+        }
+        Err(e) => Err(Denial::Key(e)),
+    };
+    let verdict = match admission {
+        Ok(admitted) => {
+            let c = admitted.claims;
+            Verdict {
+                valid: true,
+                status: None,
+                code: None,
+                reason: None,
+                scope: None,
+                account_id: Some(c.account_id),
+                key_id: Some(c.key_id.to_string()),
+                environment: Some(c.environment.name()),
+                scopes: Some(scope_names(c.scopes)),
+            }
+        }
+        Err(denial) => verdict_of(&denial),
+    };
+    if let Some(own) = owner {
+        trace_verify(&state, &caller, own, now, Some(&verdict));
+    }
+    Ok(Json(verdict))
+}
+
+/// Writes the audit trace of a verify call about the genuine key `key`, if the guard allows one
+/// now: `key.verified` in the caller's trail for its own key (with the verdict), else
+/// `key.verified_by_other_account` in the owner's. Written after the answer, so the answer's
+/// timing does not depend on it (another account's key must look like a forged one).
+fn trace_verify(
+    state: &AppState,
+    caller: &Caller,
+    key: Claims,
+    now: u64,
+    verdict: Option<&Verdict>,
+) {
+    if !state
+        .verify_guard
+        .should_trace(caller.account_id, key.key_id, now)
+    {
+        return;
+    }
+    let event = match verdict {
+        Some(v) => Event::KeyVerified {
+            key_id: key.key_id,
+            valid: v.valid,
+            status: v.status,
+        },
+        None => {
+            tracing::warn!(
+                key_id = %key.key_id,
+                owner_account_id = key.account_id,
+                caller_account_id = caller.account_id,
+                "another account's key presented to the verify endpoint"
+            );
+            Event::KeyVerifiedByOtherAccount {
+                key_id: key.key_id,
+                caller_account_id: caller.account_id,
+            }
+        }
+    };
+    let (store, who) = (state.store.clone(), caller.actor.clone());
+    tokio::spawn(async move {
+        let action = event.action();
+        let written = store
+            .write(move |tx| audit::record(tx, now, Some(key.account_id), &who, &event))
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, action, "verify trace not written");
+        }
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::key::KeyError;
+    use shared::scope::Scope;
 
     #[test]
-    fn a_burst_then_the_rate() {
-        let guard = VerifyGuard::new(600);
-        for _ in 0..60 {
-            assert_eq!(guard.take(1, 1_000), Ok(()));
-        }
-        assert_eq!(
-            guard.take(1, 1_000),
-            Err(1),
-            "600 a minute: one call per 100 ms"
-        );
-        // Another account has its own bucket.
-        assert_eq!(guard.take(2, 1_000), Ok(()));
-        assert_eq!(guard.take(1, 1_099), Err(1));
-        assert_eq!(guard.take(1, 1_100), Ok(()));
-        assert_eq!(guard.take(1, 1_100), Err(1));
-        // A minute refills the burst, not more.
-        let taken = (0..100).filter(|_| guard.take(1, 61_100).is_ok()).count();
-        assert_eq!(taken, 60);
-        let slow = VerifyGuard::new(6);
-        assert_eq!(slow.take(1, 0), Ok(()));
-        assert_eq!(slow.take(1, 0), Err(10));
-    }
-
-    #[test]
-    fn traces_once_per_key_per_hour_within_a_cap() {
-        let guard = VerifyGuard::new(600);
-        let key = |n: u8| KeyId([n; 16]);
-        assert!(
-            !guard.should_trace(1, key(1), 0),
-            "no call taken: nothing to trace"
-        );
-        guard.take(1, 0).unwrap();
-        assert!(guard.should_trace(1, key(1), 0));
-        assert!(!guard.should_trace(1, key(1), 3_599));
-        assert!(guard.should_trace(1, key(1), 3_600), "a new hour");
-        let traced = (2..=200_u8)
-            .filter(|&n| guard.should_trace(1, key(n), 3_600))
-            .count();
-        assert_eq!(traced, MAX_TRACES_PER_HOUR - 1);
+    fn denials_map_like_the_edge() {
+        let forged = verdict_of(&Denial::Key(KeyError::BadTag));
+        assert_eq!(forged, verdict_of(&Denial::Revoked));
+        assert_eq!(forged.reason, None);
+        let typo = verdict_of(&Denial::Key(KeyError::InvalidChecksum));
+        assert_eq!(typo.reason, Some("invalid_checksum"));
+        let scope = verdict_of(&Denial::Policy(PolicyError::InsufficientScope {
+            needed: Scope::JobsWrite,
+        }));
+        assert_eq!((scope.status, scope.scope), (Some(403), Some("jobs:write")));
     }
 }

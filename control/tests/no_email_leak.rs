@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{PASSWORD, TestApp, capture_logs, contains, database_files};
+use control::store::StoreError;
 use serde_json::json;
 
 #[tokio::test]
@@ -49,7 +50,7 @@ async fn submitted_emails_are_nowhere_in_the_database_wal_or_logs() {
     let failed: Vec<String> = app
         .state
         .store
-        .read_blocking(|c| {
+        .read_blocking::<_, StoreError, _>(|c| {
             let mut stmt = c.prepare(
                 "SELECT actor || ' ' || coalesce(target, '') || ' ' || details \
                  FROM audit_events WHERE action = 'user.sign_in_failed'",

@@ -17,6 +17,7 @@ use control::auth::hasher::HashStats;
 use control::auth::limit::MemoryLedger;
 use control::auth::{self, EMAIL_FAILURES, PAIR_FAILURES, SignInGuard};
 use control::client_addr::{ForwardedHeader, TrustedProxies};
+use control::store::StoreError;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -512,7 +513,9 @@ async fn failed_sign_in_sources(server: &Server, count: usize) -> Vec<Value> {
             .app
             .state
             .store
-            .read_blocking(move |c| control::store::audit::list(c, account, None, None, 1000))
+            .read_blocking::<_, StoreError, _>(move |c| {
+                control::store::audit::list(c, account, None, None, 1000)
+            })
             .unwrap()
             .into_iter()
             .rev()

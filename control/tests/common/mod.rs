@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use control::publish::{MemorySink, Publisher};
 use control::store::Store;
+use control::store::StoreError;
 use control::{AppState, Clock as _, ManualClock, Settings, app, auth};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
@@ -229,7 +230,7 @@ impl TestApp {
     pub fn audit_actions(&self) -> Vec<String> {
         self.state
             .store
-            .read_blocking(|c| {
+            .read_blocking::<_, StoreError, _>(|c| {
                 let mut stmt = c.prepare("SELECT action FROM audit_events ORDER BY seq")?;
                 let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -4,8 +4,11 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use shared::key::{Environment, KeyId};
 use shared::scope::ScopeSet;
 
+mod status;
+
+pub use self::status::KeyStatus;
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
 
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,8 +188,8 @@ pub struct ListFilter {
     pub environment: Option<Environment>,
     /// Name contains this (case-insensitive).
     pub search: Option<String>,
-    /// Only keys with this status at `now`: `active`, `expired`, `rotating` or `revoked`.
-    pub status: Option<&'static str>,
+    /// Only keys with this status at `now`.
+    pub status: Option<KeyStatus>,
     /// Only idle keys (`Some(true)`: active, neither used nor created since this time) or only
     /// keys that are not: `(idle, since)`.
     pub idle: Option<(bool, u64)>,
@@ -199,18 +202,19 @@ pub struct ListFilter {
 /// The SQL form of each status, consistent with how the API derives a key's status: revoked
 /// (revocation in force, or its grace period over) first, then expired, then rotating
 /// (revocation scheduled), then active.
-fn status_sql(status: &str) -> &'static str {
+fn status_sql(status: KeyStatus) -> &'static str {
     match status {
-        "revoked" => "(revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?4))",
-        "expired" => {
+        KeyStatus::Revoked => {
+            "(revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?4))"
+        }
+        KeyStatus::Expired => {
             "(revoked_at IS NULL OR (revoked_at > ?4 AND revocation_in_force = 0)) \
              AND expires_at IS NOT NULL AND expires_at <= ?4"
         }
-        "rotating" => {
+        KeyStatus::Rotating => {
             "revoked_at > ?4 AND revocation_in_force = 0 AND (expires_at IS NULL OR expires_at > ?4)"
         }
-        "active" => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
-        _ => "1",
+        KeyStatus::Active => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
     }
 }
 
