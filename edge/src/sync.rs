@@ -35,10 +35,8 @@ use crate::body::Framing;
 use crate::config::Config;
 use crate::problem::{Problem, Reply};
 
-/// Path prefix of the endpoint; the shard index follows.
-pub const PATH_PREFIX: &str = "/_lynxo/sync/revocations/";
-/// Header carrying the push's signature.
-pub const SIGNATURE_HEADER: &str = "lynxo-signature";
+/// Header carrying the push's signature (`shared`'s: the control plane sends the same).
+pub use shared::envelope::SYNC_HEADER as SIGNATURE_HEADER;
 /// Seconds a push's timestamp may differ from the edge's clock.
 pub const TOLERANCE: u64 = 300;
 /// Signs a push of `body` as shard `index` at `now`: what the control plane sends.
@@ -189,53 +187,84 @@ pub fn check_limits_push(
     let signature = signature.ok_or_else(missing_signature)?;
     limits::verify_push(&cfg.keyring, signature, body, now, TOLERANCE)
         .map_err(signature_refusal)?;
-    let push: LimitPush = serde_json::from_slice(body)
-        .map_err(|_| invalid_push("malformed", "The body is not a JSON limits push."))?;
+    // Key ids and policies are checked as the push is read; only a refused one is read again,
+    // to name which entry and why.
+    let push: LimitPush = serde_json::from_slice(body).map_err(|_| diagnose_limits_push(body))?;
     if push.limits.len() > MAX_PUSH_ENTRIES {
-        return Err(invalid_push(
-            "too_many_entries",
-            format!("A push has at most {MAX_PUSH_ENTRIES} entries."),
-        ));
+        return Err(too_many_entries());
     }
     push.limits
         .iter()
         .enumerate()
         .map(|(i, entry)| {
-            let key_id = KeyId::parse_hex(&entry.key_id).ok_or_else(|| {
-                invalid_push(
-                    "invalid_key_id",
-                    format!("Entry {i}: the key id is not 32 lowercase hex digits."),
-                )
-            })?;
-            entry
-                .policy
-                .check()
-                .map_err(|e| invalid_push("invalid_policy", format!("Entry {i}: {e}.")))?;
             if entry.per_minute == Some(0) {
                 return Err(invalid_push(
                     "invalid_policy",
                     format!("Entry {i}: a per-minute cap allows at least 1 request."),
                 ));
             }
-            let budget = match entry.budget.as_deref() {
-                None => None,
-                Some(text) => Some(KeyId::parse_hex(text).ok_or_else(|| {
-                    invalid_push(
-                        "invalid_key_id",
-                        format!("Entry {i}: the budget is not 32 lowercase hex digits."),
-                    )
-                })?),
-            };
             Ok(LimitEntry {
-                key_id,
+                key_id: entry.key_id,
                 policy: entry.policy,
                 version: entry.version,
                 per_minute: entry.per_minute,
                 // A key that names itself counts at its own limiter.
-                budget: budget.filter(|b| *b != key_id),
+                budget: entry.budget.filter(|b| *b != entry.key_id),
             })
         })
         .collect()
+}
+
+fn too_many_entries() -> Reply {
+    invalid_push(
+        "too_many_entries",
+        format!("A push has at most {MAX_PUSH_ENTRIES} entries."),
+    )
+}
+
+/// The answer for a limits push that did not read as one: the first entry with a bad key id
+/// or policy, by its index, else `malformed`.
+fn diagnose_limits_push(body: &[u8]) -> Reply {
+    use serde_json::Value;
+    let malformed = || invalid_push("malformed", "The body is not a JSON limits push.");
+    let Ok(Value::Object(push)) = serde_json::from_slice::<Value>(body) else {
+        return malformed();
+    };
+    let Some(Value::Array(entries)) = push.get("limits") else {
+        return malformed();
+    };
+    if entries.len() > MAX_PUSH_ENTRIES {
+        return too_many_entries();
+    }
+    let is_key_id = |v: &Value| v.as_str().and_then(KeyId::parse_hex).is_some();
+    let number = |e: &Value, name: &str| e.get(name).and_then(Value::as_u64);
+    for (i, entry) in entries.iter().enumerate() {
+        if !entry.get("key_id").is_some_and(is_key_id) {
+            return invalid_push(
+                "invalid_key_id",
+                format!("Entry {i}: the key id is not 32 lowercase hex digits."),
+            );
+        }
+        if entry
+            .get("budget")
+            .is_some_and(|b| !b.is_null() && !is_key_id(b))
+        {
+            return invalid_push(
+                "invalid_key_id",
+                format!("Entry {i}: the budget is not 32 lowercase hex digits."),
+            );
+        }
+        let (Some(limit), Some(window)) = (number(entry, "limit"), number(entry, "window")) else {
+            continue;
+        };
+        let (limit, window) = (limit.try_into(), window.try_into());
+        if let (Ok(limit), Ok(window)) = (limit, window) {
+            if let Err(e) = Policy::new(limit, window) {
+                return invalid_push("invalid_policy", format!("Entry {i}: {e}."));
+            }
+        }
+    }
+    malformed()
 }
 
 /// Checks a push of `body` to shard path segment `index_text` at `now` (Unix seconds).
@@ -621,7 +650,7 @@ mod tests {
         let many = LimitPush {
             limits: vec![
                 shared::limits::LimitUpdate {
-                    key_id: id.clone(),
+                    key_id: KeyId([0xab; 16]),
                     policy: Policy::new(1, 1).unwrap(),
                     version: 1,
                     per_minute: None,

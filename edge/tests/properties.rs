@@ -149,7 +149,7 @@ proptest! {
         match decide(&req, &cfg, now, |id| {
             assert!(shard_of(id, cfg.shard_count) < cfg.shard_count);
             status
-        }) {
+        }).answer {
             Ok(admitted) => {
                 prop_assert_eq!(status, RevocationStatus::Clear);
                 prop_assert_eq!(admitted.identity.environment, Environment::Production);

@@ -156,6 +156,46 @@ impl KeyId {
     }
 }
 
+/// On the wire a key id is its 32-digit lowercase hex form, checked when read.
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = KeyId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key id: 32 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<KeyId, E> {
+                KeyId::parse_hex(text)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+            }
+        }
+        deserializer.deserialize_str(Hex)
+    }
+}
+
+/// In SQLite a key id is its hex text, as on the wire.
+#[cfg(feature = "sqlite")]
+impl rusqlite::types::ToSql for KeyId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.to_string().into())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl rusqlite::types::FromSql for KeyId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        KeyId::parse_hex(text).ok_or(rusqlite::types::FromSqlError::InvalidType)
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.as_u128())
@@ -341,6 +381,15 @@ pub enum KeyError {
         /// Unix seconds of expiry.
         expired_at: u64,
     },
+    /// The key is of another environment than the endpoint serves (found without a secret,
+    /// after the public checks).
+    #[error("a {key} key, but the endpoint serves {endpoint}")]
+    WrongEnvironment {
+        /// The environment named in the key.
+        key: Environment,
+        /// The environment the endpoint serves.
+        endpoint: Environment,
+    },
 }
 
 impl KeyError {
@@ -358,6 +407,7 @@ impl KeyError {
             Self::UnknownKid(_) => "unknown_kid",
             Self::BadTag => "bad_tag",
             Self::Expired { .. } => "expired",
+            Self::WrongEnvironment { .. } => "wrong_environment",
         }
     }
 
@@ -639,7 +689,35 @@ pub fn diagnose(text: &str) -> Result<ParsedKey<'_>, KeyError> {
 ///
 /// This does not consult revocation: the caller checks [`Claims::key_id`] against its list.
 pub fn verify(text: &str, keyring: &Keyring, now: u64) -> Result<Claims, KeyError> {
+    let claims = check(text, keyring, None)?;
+    if let Some(expired_at) = claims.expires_at {
+        if now >= expired_at {
+            return Err(KeyError::Expired { expired_at });
+        }
+    }
+    Ok(claims)
+}
+
+/// [`verify`] without the clock: the public checks, then (if `endpoint` names one) the
+/// environment, then the tag. The claims come back whatever their expiry, so a caller that
+/// refuses an expired key still knows, from this one check, whose key it was.
+pub fn check(
+    text: &str,
+    keyring: &Keyring,
+    endpoint: Option<Environment>,
+) -> Result<Claims, KeyError> {
     let parsed = fast_shape(text).ok_or_else(|| diagnosis(text))?;
+    // Another environment's key is named before any secret is used (a person can fix that),
+    // once every public check has passed: those come first, as `parse` orders them.
+    if let Some(endpoint) = endpoint.filter(|e| *e != parsed.environment) {
+        if !all_base62(parsed.payload) {
+            return Err(diagnosis(text));
+        }
+        return Err(KeyError::WrongEnvironment {
+            key: parsed.environment,
+            endpoint,
+        });
+    }
     let mut payload = [0_u8; PAYLOAD_LEN];
     base62::decode_into(parsed.payload, &mut payload).map_err(|e| match e {
         // A non-digit that the checksum let through: report it as `parse` would.
@@ -655,11 +733,6 @@ pub fn verify(text: &str, keyring: &Keyring, now: u64) -> Result<Claims, KeyErro
     let claims = Claims::from_bytes(&claims_bytes)?;
     if claims.environment != parsed.environment {
         return Err(KeyError::Malformed);
-    }
-    if let Some(expired_at) = claims.expires_at {
-        if now >= expired_at {
-            return Err(KeyError::Expired { expired_at });
-        }
     }
     Ok(claims)
 }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, EnvelopeError};
+use crate::key::KeyId;
 use crate::mac::{Keyring, Purpose};
 
 /// The edge's sync endpoint for limit pushes (`PUT`).
@@ -29,13 +30,29 @@ pub const CAP_SPAN: u32 = 60;
 /// Domain separation: a limits push can never pass as another signed message.
 const PUSH_KIND: &[u8] = b"limits";
 
-/// `limit` requests per `window` seconds.
+/// `limit` requests per `window` seconds. A deserialized policy is checked ([`Policy::check`]):
+/// there is no unchecked one to forget about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
 pub struct Policy {
     /// Requests allowed in one window, at least 1.
     pub limit: u32,
     /// The window's length in seconds, 1 to [`MAX_WINDOW`].
     pub window: u32,
+}
+
+/// A policy as it arrives, before [`Policy::check`].
+#[derive(Deserialize)]
+struct Unchecked {
+    limit: u32,
+    window: u32,
+}
+
+impl TryFrom<Unchecked> for Policy {
+    type Error = PolicyError;
+    fn try_from(raw: Unchecked) -> Result<Self, PolicyError> {
+        Self::new(raw.limit, raw.window)
+    }
 }
 
 /// Why a policy was refused.
@@ -48,6 +65,9 @@ pub enum PolicyError {
     /// The window is zero or longer than [`MAX_WINDOW`].
     #[error("a rate-limit window is 1 to {MAX_WINDOW} seconds")]
     Window,
+    /// The text is not `<limit>/<window seconds>` with both numbers in digits.
+    #[error("a rate limit is written `<limit>/<window seconds>`, e.g. `600/60`")]
+    Malformed,
 }
 
 impl Policy {
@@ -58,7 +78,7 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Checks the bounds (a deserialized policy has not been checked yet).
+    /// Checks the bounds: what [`Policy::new`] and deserializing enforce.
     pub fn check(&self) -> Result<(), PolicyError> {
         if self.limit == 0 {
             Err(PolicyError::ZeroLimit)
@@ -67,6 +87,18 @@ impl Policy {
         } else {
             Ok(())
         }
+    }
+
+    /// Parses `"<limit>/<window seconds>"`, e.g. `"600/60"` (spaces around either number are
+    /// ignored), and checks it.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let number = |text: &str| {
+            text.trim()
+                .parse::<u32>()
+                .map_err(|_| PolicyError::Malformed)
+        };
+        let (limit, window) = text.split_once('/').ok_or(PolicyError::Malformed)?;
+        Self::new(number(limit)?, number(window)?)
     }
 
     /// The window's length in milliseconds.
@@ -94,8 +126,8 @@ impl Policy {
 /// One key's policy in a push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitUpdate {
-    /// The key id, 32 lowercase hex digits.
-    pub key_id: String,
+    /// The key id (32 lowercase hex digits on the wire).
+    pub key_id: KeyId,
     /// The policy.
     #[serde(flatten)]
     pub policy: Policy,
@@ -110,7 +142,7 @@ pub struct LimitUpdate {
     /// of its rotation chain, so a key and its successor share one budget. Absent: its own.
     /// Fixed for the life of a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<String>,
+    pub budget: Option<KeyId>,
 }
 
 /// The body of a `PUT` to [`SYNC_PATH`].
@@ -169,10 +201,41 @@ mod tests {
     }
 
     #[test]
+    fn parsing() {
+        assert_eq!(Policy::parse("600/60"), Policy::new(600, 60));
+        assert_eq!(Policy::parse(" 5 / 1 "), Policy::new(5, 1));
+        assert_eq!(Policy::parse("0/60"), Err(PolicyError::ZeroLimit));
+        assert_eq!(Policy::parse("600/0"), Err(PolicyError::Window));
+        assert_eq!(Policy::parse("600/86401"), Err(PolicyError::Window));
+        for malformed in ["x/60", "600", "600/x", "-1/60", "", "/"] {
+            assert_eq!(
+                Policy::parse(malformed),
+                Err(PolicyError::Malformed),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_is_checked_when_read_and_key_ids_are_hex() {
+        let entry = |limit: u32, window: u32, key_id: &str| {
+            serde_json::from_str::<LimitUpdate>(&format!(
+                r#"{{"key_id":"{key_id}","limit":{limit},"window":{window},"version":1}}"#
+            ))
+        };
+        let id = "ab".repeat(16);
+        assert_eq!(entry(5, 60, &id).unwrap().key_id, KeyId([0xab; 16]));
+        assert!(entry(0, 60, &id).is_err());
+        assert!(entry(5, MAX_WINDOW + 1, &id).is_err());
+        assert!(entry(5, 60, &"AB".repeat(16)).is_err());
+        assert!(entry(5, 60, "ab").is_err());
+    }
+
+    #[test]
     fn wire_form() {
         let push = LimitPush {
             limits: vec![LimitUpdate {
-                key_id: "00".repeat(16),
+                key_id: KeyId([0; 16]),
                 policy: Policy::new(5, 10).unwrap(),
                 version: 7,
                 per_minute: None,
@@ -188,11 +251,11 @@ mod tests {
         // A rotated key names the first key of its chain; the plan's cap rides along.
         let push = LimitPush {
             limits: vec![LimitUpdate {
-                key_id: "01".repeat(16),
+                key_id: KeyId([1; 16]),
                 policy: Policy::new(8_640_000, 86_400).unwrap(),
                 version: 8,
                 per_minute: Some(6000),
-                budget: Some("00".repeat(16)),
+                budget: Some(KeyId([0; 16])),
             }],
         };
         let text = serde_json::to_string(&push).unwrap();
