@@ -187,9 +187,8 @@ pub fn check_limits_push(
     let signature = signature.ok_or_else(missing_signature)?;
     limits::verify_push(&cfg.keyring, signature, body, now, TOLERANCE)
         .map_err(signature_refusal)?;
-    // Key ids and policies are checked as the push is read; only a refused one is read again,
-    // to name which entry and why.
-    let push: LimitPush = serde_json::from_slice(body).map_err(|_| diagnose_limits_push(body))?;
+    // Key ids and policies are checked as the push is read.
+    let push: LimitPush = serde_json::from_slice(body).map_err(|e| refused_limits_push(&e))?;
     if push.limits.len() > MAX_PUSH_ENTRIES {
         return Err(too_many_entries());
     }
@@ -222,49 +221,21 @@ fn too_many_entries() -> Reply {
     )
 }
 
-/// The answer for a limits push that did not read as one: the first entry with a bad key id
-/// or policy, by its index, else `malformed`.
-fn diagnose_limits_push(body: &[u8]) -> Reply {
-    use serde_json::Value;
-    let malformed = || invalid_push("malformed", "The body is not a JSON limits push.");
-    let Ok(Value::Object(push)) = serde_json::from_slice::<Value>(body) else {
-        return malformed();
+/// The answer for a limits push that did not read as one. Key ids and policies are checked as
+/// they are read, so the reader's message names the value refused (and where): its reason
+/// follows from which of `shared`'s checks refused it.
+fn refused_limits_push(error: &serde_json::Error) -> Reply {
+    let why = error.to_string();
+    let reason = if !error.is_data() {
+        return invalid_push("malformed", "The body is not a JSON limits push.");
+    } else if why.contains(KeyId::EXPECTED) {
+        "invalid_key_id"
+    } else if why.contains(limits::POLICY_REFUSED) {
+        "invalid_policy"
+    } else {
+        "malformed"
     };
-    let Some(Value::Array(entries)) = push.get("limits") else {
-        return malformed();
-    };
-    if entries.len() > MAX_PUSH_ENTRIES {
-        return too_many_entries();
-    }
-    let is_key_id = |v: &Value| v.as_str().and_then(KeyId::parse_hex).is_some();
-    let number = |e: &Value, name: &str| e.get(name).and_then(Value::as_u64);
-    for (i, entry) in entries.iter().enumerate() {
-        if !entry.get("key_id").is_some_and(is_key_id) {
-            return invalid_push(
-                "invalid_key_id",
-                format!("Entry {i}: the key id is not 32 lowercase hex digits."),
-            );
-        }
-        if entry
-            .get("budget")
-            .is_some_and(|b| !b.is_null() && !is_key_id(b))
-        {
-            return invalid_push(
-                "invalid_key_id",
-                format!("Entry {i}: the budget is not 32 lowercase hex digits."),
-            );
-        }
-        let (Some(limit), Some(window)) = (number(entry, "limit"), number(entry, "window")) else {
-            continue;
-        };
-        let (limit, window) = (limit.try_into(), window.try_into());
-        if let (Ok(limit), Ok(window)) = (limit, window) {
-            if let Err(e) = Policy::new(limit, window) {
-                return invalid_push("invalid_policy", format!("Entry {i}: {e}."));
-            }
-        }
-    }
-    malformed()
+    invalid_push(reason, format!("The limits push was refused: {why}."))
 }
 
 /// Checks a push of `body` to shard path segment `index_text` at `now` (Unix seconds).

@@ -140,6 +140,9 @@ impl fmt::Display for Environment {
 pub struct KeyId(pub [u8; 16]);
 
 impl KeyId {
+    /// What a reader of the wire form expects, as its error messages say.
+    pub const EXPECTED: &str = "a key id (32 lowercase hex digits)";
+
     /// The id as one big-endian number (how revocation lists sort it).
     pub fn as_u128(self) -> u128 {
         u128::from_be_bytes(self.0)
@@ -169,7 +172,7 @@ impl<'de> serde::Deserialize<'de> for KeyId {
         impl serde::de::Visitor<'_> for Hex {
             type Value = KeyId;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key id: 32 lowercase hex digits")
+                f.write_str(KeyId::EXPECTED)
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<KeyId, E> {
                 KeyId::parse_hex(text)

@@ -55,18 +55,22 @@ impl TryFrom<Unchecked> for Policy {
     }
 }
 
+/// Every [`PolicyError`] message starts with this: a reader's error message that holds it
+/// names a refused policy.
+pub const POLICY_REFUSED: &str = "rate limit policy refused: ";
+
 /// Why a policy was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// The limit is zero.
-    #[error("a rate limit allows at least 1 request per window")]
+    #[error("{POLICY_REFUSED}a rate limit allows at least 1 request per window")]
     ZeroLimit,
     /// The window is zero or longer than [`MAX_WINDOW`].
-    #[error("a rate-limit window is 1 to {MAX_WINDOW} seconds")]
+    #[error("{POLICY_REFUSED}a rate-limit window is 1 to {MAX_WINDOW} seconds")]
     Window,
     /// The text is not `<limit>/<window seconds>` with both numbers in digits.
-    #[error("a rate limit is written `<limit>/<window seconds>`, e.g. `600/60`")]
+    #[error("{POLICY_REFUSED}it is written `<limit>/<window seconds>`, e.g. `600/60`")]
     Malformed,
 }
 
