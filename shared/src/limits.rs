@@ -96,11 +96,7 @@ impl Policy {
     /// Parses `"<limit>/<window seconds>"`, e.g. `"600/60"` (spaces around either number are
     /// ignored), and checks it.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let number = |text: &str| {
-            text.trim()
-                .parse::<u32>()
-                .map_err(|_| PolicyError::Malformed)
-        };
+        let number = |text: &str| text.trim().parse().map_err(|_| PolicyError::Malformed);
         let (limit, window) = text.split_once('/').ok_or(PolicyError::Malformed)?;
         Self::new(number(limit)?, number(window)?)
     }
@@ -127,26 +123,65 @@ impl Policy {
     }
 }
 
-/// One key's policy in a push.
+/// One key's policy in a push. On the wire the policy's fields sit beside the others
+/// ([`WireUpdate`]); reading one checks its policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireUpdate", into = "WireUpdate")]
 pub struct LimitUpdate {
     /// The key id (32 lowercase hex digits on the wire).
     pub key_id: KeyId,
     /// The policy.
-    #[serde(flatten)]
     pub policy: Policy,
     /// Monotonic per key: the edge ignores an update older than one it has applied.
     pub version: u64,
     /// The plan's per-minute cap: the most requests the key is admitted in any [`CAP_SPAN`]
     /// seconds, aligned to its windows or not, whatever its window. Absent: only the window
     /// limits the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_minute: Option<u32>,
-    /// The key whose limiter counts this key's requests, 32 lowercase hex digits: the first key
-    /// of its rotation chain, so a key and its successor share one budget. Absent: its own.
-    /// Fixed for the life of a key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The key whose limiter counts this key's requests: the first key of its rotation chain,
+    /// so a key and its successor share one budget. Absent: its own. Fixed for the life of a
+    /// key.
     pub budget: Option<KeyId>,
+}
+
+/// The wire form of a [`LimitUpdate`]: flat, so `serde(flatten)` and its buffering stay out of
+/// the worker.
+#[derive(Serialize, Deserialize)]
+struct WireUpdate {
+    key_id: KeyId,
+    limit: u32,
+    window: u32,
+    version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget: Option<KeyId>,
+}
+
+impl TryFrom<WireUpdate> for LimitUpdate {
+    type Error = PolicyError;
+    fn try_from(w: WireUpdate) -> Result<Self, PolicyError> {
+        Ok(Self {
+            key_id: w.key_id,
+            policy: Policy::new(w.limit, w.window)?,
+            version: w.version,
+            per_minute: w.per_minute,
+            budget: w.budget,
+        })
+    }
+}
+
+impl From<LimitUpdate> for WireUpdate {
+    fn from(u: LimitUpdate) -> Self {
+        Self {
+            key_id: u.key_id,
+            limit: u.policy.limit,
+            window: u.policy.window,
+            version: u.version,
+            per_minute: u.per_minute,
+            budget: u.budget,
+        }
+    }
 }
 
 /// The body of a `PUT` to [`SYNC_PATH`].
@@ -211,7 +246,7 @@ mod tests {
         assert_eq!(Policy::parse("0/60"), Err(PolicyError::ZeroLimit));
         assert_eq!(Policy::parse("600/0"), Err(PolicyError::Window));
         assert_eq!(Policy::parse("600/86401"), Err(PolicyError::Window));
-        for malformed in ["x/60", "600", "600/x", "-1/60", "", "/"] {
+        for malformed in ["x/60", "600", "600/x", "-1/60", "", "/", "1/2/3"] {
             assert_eq!(
                 Policy::parse(malformed),
                 Err(PolicyError::Malformed),
