@@ -43,7 +43,7 @@ keyring="$("$CONTROL_BIN" generate-keyring)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
 RUST_LOG='info,control::auth::hasher=debug' LYNXO_LOG_FORMAT=json LYNXO_KEYRING="$keyring" \
-  "$CONTROL_BIN" serve --database "$db" --listen "127.0.0.1:$port" >"$out/server.log" 2>&1 &
+  "$CONTROL_BIN" serve --database "$db" --listen "127.0.0.1:$port" --no-publish >"$out/server.log" 2>&1 &
 server=$!
 cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -122,9 +122,9 @@ token="$(LYNXO_INIT_PASSWORD='schemathesis-run-password' \
 # A free loopback port: the kernel picks one, then it is released for the service to take.
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
-# No --edge-sync-url / --kv-*: the publisher keeps shards in memory (it logs a warning).
+# No --edge-sync-url / --kv-*: --no-publish, the publisher keeps shards in memory (it logs a warning).
 RUST_LOG=warn "$bin" serve --database "$tmp/control.sqlite3" --listen "127.0.0.1:$port" \
-  --public-origin "$base" >"$tmp/serve.log" 2>&1 &
+  --public-origin "$base" --no-publish >"$tmp/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   curl -fsS "$base/readyz" >/dev/null 2>&1 && break

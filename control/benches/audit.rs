@@ -3,6 +3,7 @@
 //! `cargo bench -p control --bench audit -- 200000`). Beside it, the same walk's unkeyed
 //! SHA-256 over the same bytes, for scale.
 
+use control::store::StoreError;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         let batch = (n - done).min(1000);
         let who = actor.clone();
         store
-            .write_blocking(move |tx| {
+            .write_blocking::<_, StoreError, _>(move |tx| {
                 for i in 0..batch {
                     audit::append(
                         tx,
@@ -47,22 +48,22 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             })
-            .map_err(|e| anyhow::anyhow!("append: {}", e.code()))?;
+            .map_err(|e| anyhow::anyhow!("append: {e}"))?;
         done += batch;
     }
     let append = started.elapsed();
 
     let started = Instant::now();
     let report = store
-        .read_blocking(|c| Ok(audit::verify_chain(c, &ring, None)))
-        .map_err(|e| anyhow::anyhow!("read: {}", e.code()))??;
+        .read_blocking::<_, StoreError, _>(|c| Ok(audit::verify_chain(c, &ring, None)))
+        .map_err(|e| anyhow::anyhow!("read: {e}"))??;
     let keyed = started.elapsed();
     assert_eq!(report.events, n);
 
     // The unkeyed walk of 15c57ae, over the same rows: SHA-256(prev || the same bytes).
     let started = Instant::now();
     let hashed = store
-        .read_blocking(|c| {
+        .read_blocking::<_, StoreError, _>(|c| {
             let mut stmt = c.prepare(
                 "SELECT seq, at, account_id, actor, action, target, source, details, prev_hash \
                  FROM audit_events ORDER BY seq",
@@ -91,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(count)
         })
-        .map_err(|e| anyhow::anyhow!("read: {}", e.code()))?;
+        .map_err(|e| anyhow::anyhow!("read: {e}"))?;
     let unkeyed = started.elapsed();
     assert_eq!(hashed, n);
 

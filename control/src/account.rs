@@ -3,9 +3,10 @@
 use axum::extract::State;
 use serde::Serialize;
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Json, Result};
+use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::accounts::{self, AccountInfo};
 use crate::store::keys;
 
@@ -31,7 +32,7 @@ pub async fn get_account(
     let now = state.clock.now();
     let view = state
         .store
-        .read(move |c| {
+        .read(move |c| -> Result<_, StoreError> {
             let counts = keys::count_working(c, id, now)?;
             Ok(AccountView {
                 account: accounts::account(c, id)?,

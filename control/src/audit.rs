@@ -4,9 +4,9 @@
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{AppError, Json, Query, Result};
+use crate::error::{AppError, Json, PageLimit, Query, Result};
+use crate::state::AppState;
 use crate::store::audit::{self, AuditEvent};
 
 /// Query of `GET /v1/audit-events`.
@@ -31,16 +31,19 @@ pub struct AuditPage {
     pub next_before: Option<u64>,
 }
 
+/// `GET /v1/audit-events` pages: 100 events by default, at most 1000.
+const PAGE: PageLimit = PageLimit {
+    default: 100,
+    max: 1000,
+};
+
 /// `GET /v1/audit-events`.
 pub async fn list_audit_events(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AppError::validation("limit must be between 1 and 1000"));
-    }
+    let limit = PAGE.check(q.limit)?;
     let before = match q.before.as_deref() {
         None => None,
         Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {

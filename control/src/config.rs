@@ -14,6 +14,7 @@ use crate::client_addr::{ForwardedHeader, IpNet, TrustedProxies};
 use crate::publish::{
     DEFAULT_HEARTBEAT_SECS, DEFAULT_LIFETIME_SECS, EdgeSyncSink, KvRestSink, MemorySink, Sink,
 };
+use crate::secret::Secret;
 
 /// Lynxo Keys control plane.
 #[derive(Debug, Parser)]
@@ -64,7 +65,7 @@ pub struct DbArgs {
 pub struct KeyringArgs {
     /// Signing keyring, `active=KID;KID:HEX,...` (the same as the edge's LYNXO_KEYRING).
     #[arg(long, env = "LYNXO_KEYRING", hide_env_values = true)]
-    pub keyring: Option<String>,
+    pub keyring: Option<Secret>,
     /// A file holding the keyring text, instead of LYNXO_KEYRING.
     #[arg(long, env = "LYNXO_KEYRING_FILE", conflicts_with = "keyring")]
     pub keyring_file: Option<PathBuf>,
@@ -74,7 +75,7 @@ impl KeyringArgs {
     /// The keyring text, from the flag, the environment or the file.
     pub fn text(&self) -> anyhow::Result<String> {
         Ok(match (&self.keyring, &self.keyring_file) {
-            (Some(text), _) => text.clone(),
+            (Some(text), _) => text.expose().to_owned(),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading keyring file {}", path.display()))?,
             (None, None) => anyhow::bail!(
@@ -96,7 +97,7 @@ impl KeyringArgs {
 pub struct AuditKeyringArgs {
     /// Audit keyring, `active=KID;KID:HEX,...` (`lynxo-control generate-keyring` makes one).
     #[arg(long, env = "LYNXO_AUDIT_KEYRING", hide_env_values = true)]
-    pub audit_keyring: Option<String>,
+    pub audit_keyring: Option<Secret>,
     /// A file holding the audit keyring text, instead of LYNXO_AUDIT_KEYRING.
     #[arg(
         long,
@@ -109,7 +110,7 @@ pub struct AuditKeyringArgs {
 impl AuditKeyringArgs {
     fn text(&self) -> anyhow::Result<String> {
         match (&self.audit_keyring, &self.audit_keyring_file) {
-            (Some(text), _) => Ok(text.clone()),
+            (Some(text), _) => Ok(text.expose().to_owned()),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading audit keyring file {}", path.display())),
             (None, None) => anyhow::bail!(
@@ -154,7 +155,7 @@ pub struct PublishArgs {
     pub kv_namespace_id: Option<String>,
     /// Cloudflare API token with Workers KV edit rights.
     #[arg(long, env = "LYNXO_KV_API_TOKEN", hide_env_values = true)]
-    pub kv_api_token: Option<String>,
+    pub kv_api_token: Option<Secret>,
     /// Cloudflare API base URL.
     #[arg(
         long,
@@ -181,7 +182,7 @@ impl PublishArgs {
                 &self.kv_api_base,
                 account,
                 self.kv_namespace_id.as_deref().unwrap_or_default(),
-                self.kv_api_token.as_deref().unwrap_or_default(),
+                self.kv_api_token.as_ref().map_or("", Secret::expose),
             ))),
             (None, Some(url)) => {
                 anyhow::ensure!(
@@ -219,7 +220,7 @@ pub struct VerifyAuditArgs {
     pub publish: PublishArgs,
     /// The key-signing keyring, to sign the read at the edge (`--edge-sync-url` only).
     #[arg(long, env = "LYNXO_KEYRING", hide_env_values = true)]
-    pub keyring: Option<String>,
+    pub keyring: Option<Secret>,
 }
 
 /// `serve` settings.
@@ -244,6 +245,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub publish: PublishArgs,
+    /// Run with no publisher: revocations are committed and shown by the API, but reach no edge
+    /// (the in-memory sink takes the shards), and the audit trail is not anchored. Without a
+    /// publisher (`--edge-sync-url` or `--kv-*`) `serve` refuses to start unless this is given.
+    #[arg(long, env = "LYNXO_NO_PUBLISH")]
+    pub no_publish: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub audit: AuditKeyringArgs,
@@ -307,6 +313,16 @@ impl ServeArgs {
     /// Checks the settings that clap's types cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_origin(&self.public_origin)?;
+        match (self.publish.is_configured(), self.no_publish) {
+            (true, true) => anyhow::bail!(
+                "--no-publish contradicts the publisher given (--edge-sync-url or --kv-*)"
+            ),
+            (false, false) => anyhow::bail!(
+                "no publisher: give --edge-sync-url or --kv-account-id/--kv-namespace-id/\
+                 --kv-api-token, or --no-publish to run with revocations that reach no edge"
+            ),
+            _ => {}
+        }
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
@@ -339,7 +355,7 @@ pub struct InitArgs {
     pub email: String,
     /// The first user's password (at least 12 characters); prefer the environment variable.
     #[arg(long, env = "LYNXO_INIT_PASSWORD", hide_env_values = true)]
-    pub password: String,
+    pub password: Secret,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub audit: AuditKeyringArgs,
@@ -373,10 +389,39 @@ mod tests {
         };
         assert_eq!(args.shard_count, 16);
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
-        assert!(args.validate().is_ok());
+        assert!(!args.no_publish);
+        assert!(args.validate().is_err(), "no publisher and no --no-publish");
         assert!(args.proxies().is_empty());
         assert_eq!(args.sign_in_concurrency, None);
         assert!(Cli::try_parse_from(["control", "serve", "--shard-count", "0"]).is_err());
+    }
+
+    /// With no publisher, revocations would be marked published and dropped from the outbox
+    /// without reaching any edge: `serve` starts that way only when told to.
+    #[test]
+    fn serve_needs_a_publisher_or_an_explicit_no_publish() {
+        let validate = |extra: &[&str]| {
+            let mut argv = vec!["control", "serve", "--keyring", "active=1;1:00"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("serve expected");
+            };
+            args.validate().map(|()| args.no_publish)
+        };
+        assert!(validate(&[]).is_err());
+        assert!(validate(&["--no-publish"]).unwrap());
+        assert!(!validate(&["--edge-sync-url", "http://127.0.0.1:8787"]).unwrap());
+        assert!(validate(&["--no-publish", "--edge-sync-url", "http://127.0.0.1:8787"]).is_err());
+        let kv = [
+            "--kv-account-id",
+            "a",
+            "--kv-namespace-id",
+            "n",
+            "--kv-api-token",
+            "t",
+        ];
+        assert!(validate(&kv).is_ok());
     }
 
     #[test]

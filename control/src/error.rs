@@ -3,7 +3,9 @@
 //! stable `code`.
 //!
 //! Internal errors become a bare 500; their cause travels to the logging middleware in a
-//! response extension and is logged there, once.
+//! response extension and is logged there, once. An [`AppError`] is also a
+//! `std::error::Error` whose `Display` and `source` give that cause, so the background loops and
+//! the CLI, which have no response to carry it, log the real failure and not only its code.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -14,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use shared::key::KeyId;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// Handler result.
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -32,8 +35,11 @@ struct Problem {
     detail: Option<String>,
     extra: Map<String, Value>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    internal: Option<String>,
+    internal: Option<Cause>,
 }
+
+/// What made a 500: never sent, logged once.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// The cause of a 500, handed to the logging middleware.
 #[derive(Debug, Clone)]
@@ -53,14 +59,19 @@ impl AppError {
         }))
     }
 
-    /// A server fault. The cause is logged, never sent.
+    /// A server fault described by a message. The cause is logged, never sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::internal_error(cause.to_string())
+    }
+
+    /// A server fault caused by `error`, kept as this error's `source`. Logged, never sent.
+    pub fn internal_error(error: impl Into<Cause>) -> Self {
         let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "Internal server error",
         );
-        e.0.internal = Some(cause.to_string());
+        e.0.internal = Some(error.into());
         e
     }
 
@@ -130,7 +141,47 @@ impl AppError {
 
 impl From<rusqlite::Error> for AppError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::internal(format!("database: {e}"))
+        crate::store::StoreError::from(e).into()
+    }
+}
+
+/// The one conversion of a storage failure at the HTTP boundary: a 500, the cause logged.
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal_error(e)
+    }
+}
+
+/// A handler that answers a storage failure directly answers what [`AppError`] makes of it.
+impl IntoResponse for crate::store::StoreError {
+    fn into_response(self) -> Response {
+        AppError::from(self).into_response()
+    }
+}
+
+impl std::fmt::Display for AppError {
+    /// `code: title`, then the detail, or for a 500 its cause and the cause's own sources.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.0;
+        write!(f, "{}: {}", p.code, p.title)?;
+        if let Some(detail) = &p.detail {
+            write!(f, ": {detail}")?;
+        }
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .internal
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -160,10 +211,24 @@ impl IntoResponse for AppError {
             headers.insert(name, value);
         }
         if let Some(cause) = p.internal {
-            response.extensions_mut().insert(InternalCause(cause));
+            response
+                .extensions_mut()
+                .insert(InternalCause(chain(cause.as_ref())));
         }
         response
     }
+}
+
+/// `error` and its sources, `: `-separated.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// `axum::Json`, but the body is read by [`crate::body::read`] (bounded in size, time and
@@ -273,6 +338,46 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// A key id from the URL, parsed: an id that is not 32 hex digits names no key, so it is the
+/// same 404 as an unknown one.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyIdPath(pub KeyId);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyIdPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let IdPath(id) = IdPath::from_request_parts(parts, state).await?;
+        KeyId::parse_hex(&id)
+            .map(Self)
+            .ok_or_else(AppError::not_found)
+    }
+}
+
+/// The `limit` of a paged list: a default when absent, and a range, `1..=max`, whose violation
+/// is a 422 naming the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    /// When the query has no `limit`.
+    pub default: u32,
+    /// The largest page.
+    pub max: u32,
+}
+
+impl PageLimit {
+    /// The page size `limit` asks for, checked.
+    pub fn check(self, limit: Option<u32>) -> Result<u32> {
+        let limit = limit.unwrap_or(self.default);
+        if !(1..=self.max).contains(&limit) {
+            return Err(
+                AppError::validation(format!("limit must be between 1 and {}", self.max))
+                    .with_field("field", "limit"),
+            );
+        }
+        Ok(limit)
+    }
+}
+
 /// The answer for a path no route has.
 pub async fn route_not_found(uri: Uri) -> AppError {
     AppError::not_found().with_detail(format!("no route for {}", uri.path()))
@@ -285,4 +390,39 @@ pub async fn method_not_allowed() -> AppError {
         "method_not_allowed",
         "Method not allowed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk full")]
+    struct Disk;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing shard 3")]
+    struct Write(#[source] Disk);
+
+    #[test]
+    fn an_internal_error_shows_its_cause_chain_and_keeps_it_as_source() {
+        let e = AppError::internal_error(Write(Disk));
+        assert_eq!(
+            e.to_string(),
+            "internal_error: Internal server error: writing shard 3: disk full"
+        );
+        let source = std::error::Error::source(&e).unwrap();
+        assert_eq!(source.to_string(), "writing shard 3");
+        let response = e.into_response();
+        assert_eq!(
+            response.extensions().get::<InternalCause>().unwrap().0,
+            "writing shard 3: disk full"
+        );
+        let client = AppError::validation("name is required");
+        assert_eq!(
+            client.to_string(),
+            "validation_failed: The request is invalid: name is required"
+        );
+        assert!(std::error::Error::source(&client).is_none());
+    }
 }

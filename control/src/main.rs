@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
-use control::store::{Store, audit};
+use control::secret::Secret;
+use control::store::{Store, StoreError, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use shared::audit::Checkpoint;
 use shared::mac::Keyring;
@@ -35,16 +36,16 @@ fn main() -> anyhow::Result<()> {
             let now = SystemClock.now();
             store
                 .write_blocking(move |tx| audit::seal_legacy(tx, now))
-                .map_err(|e| anyhow::anyhow!("sealing the audit trail: {}", e.code()))?;
+                .context("sealing the audit trail")?;
             let created = auth::bootstrap(
                 &store,
                 &Settings::default(),
                 &args.account_name,
                 &args.email,
-                &args.password,
+                args.password.expose(),
                 now,
             )
-            .map_err(|e| anyhow::anyhow!("init failed: {}", e.code()))?;
+            .context("init failed")?;
             println!("account_id={}", created.account_id);
             println!("user_id={}", created.user_id);
             println!("management_token={}", created.token);
@@ -53,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::VerifyAudit(args) => verify_audit(&args),
         Command::GenerateKeyring => {
-            let secret = auth::random_bytes().map_err(|e| anyhow::anyhow!("{}", e.code()))?;
+            let secret = auth::random_bytes().context("reading random bytes")?;
             println!("active=1;1:{}", hex::encode(secret));
             Ok(())
         }
@@ -63,13 +64,13 @@ fn main() -> anyhow::Result<()> {
 /// Checks the keyed chain and, with a publisher configured, that the table still holds the
 /// checkpoint anchored there. Any failure is an error: a non-zero exit.
 fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
-    let audit_keyring = args.audit.load(args.keyring.as_deref())?;
+    let audit_keyring = args.audit.load(args.keyring.as_ref().map(Secret::expose))?;
     let store = Store::open(&args.db.database, Arc::clone(&audit_keyring))?;
     let anchor = if args.publish.is_configured() {
         let keyring = args
             .keyring
-            .as_deref()
-            .map(|t| Keyring::from_config(t).map(Arc::new))
+            .as_ref()
+            .map(|t| Keyring::from_config(t.expose()).map(Arc::new))
             .transpose()
             .context("parsing the keyring")?;
         let sink = args.publish.sink(keyring)?;
@@ -91,8 +92,8 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
     };
     let ring = Arc::clone(&audit_keyring);
     let report = store
-        .read_blocking(move |c| Ok(audit::verify_chain(c, &ring, anchor.as_ref())))
-        .map_err(|e| anyhow::anyhow!("reading audit trail: {}", e.code()))??;
+        .read_blocking(move |c| Ok::<_, StoreError>(audit::verify_chain(c, &ring, anchor.as_ref())))
+        .context("reading audit trail")??;
     println!(
         "audit chain intact: {} events, the first {} of them unkeyed (from before the chain was \
          keyed)",
@@ -127,7 +128,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(seq) = store
         .write(move |tx| audit::seal_legacy(tx, now))
         .await
-        .map_err(|e| anyhow::anyhow!("sealing the audit trail: {}", e.code()))?
+        .context("sealing the audit trail")?
     {
         tracing::info!(
             seq,

@@ -6,11 +6,12 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::AppState;
-use crate::auth::{Caller, Via, new_management_token};
+use crate::auth::{Caller, Via};
 use crate::error::{AppError, IdPath, Json, Result};
+use crate::events::Event;
+use crate::secret::PlainToken;
+use crate::state::AppState;
 use crate::store::accounts::{self, TokenRow};
 use crate::store::audit;
 
@@ -26,7 +27,7 @@ pub struct CreateToken {
 #[derive(Debug, Serialize)]
 pub struct CreatedToken {
     /// The token. Store it now: it is never shown again.
-    pub token: String,
+    pub token: PlainToken,
     /// Its record.
     #[serde(flatten)]
     pub record: TokenRow,
@@ -70,21 +71,24 @@ pub async fn create_token(
                 .with_field("field", "name"),
         );
     }
-    let (token, hash, hint) = new_management_token()?;
+    let token = PlainToken::generate()?;
+    let (hash, hint) = (token.hash(), token.hint());
     let now = state.clock.now();
     let account = caller.account_id;
     let record = state
         .store
         .write(move |tx| {
             let id = accounts::create_token(tx, account, &name, &hash, &hint, now)?;
-            audit::append(
+            audit::record(
                 tx,
                 now,
                 Some(account),
                 &caller.actor,
-                "management_token.created",
-                Some(&id.to_string()),
-                &json!({ "name": name, "hint": hint }),
+                &Event::TokenCreated {
+                    token_id: id,
+                    name: Some(name),
+                    hint,
+                },
             )?;
             accounts::get_token(tx, account, id)?
                 .ok_or_else(|| AppError::internal("token vanished"))
@@ -119,20 +123,21 @@ pub async fn revoke_token(
     let account = caller.account_id;
     let row = state
         .store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, AppError> {
             let row = accounts::get_token(tx, account, id)?.ok_or_else(AppError::not_found)?;
             if row.revoked_at.is_some() {
                 return Ok(row);
             }
             accounts::revoke_token(tx, id, now)?;
-            audit::append(
+            audit::record(
                 tx,
                 now,
                 Some(account),
                 &caller.actor,
-                "management_token.revoked",
-                Some(&id.to_string()),
-                &json!({ "hint": row.hint }),
+                &Event::TokenRevoked {
+                    token_id: id,
+                    hint: row.hint.clone(),
+                },
             )?;
             Ok(TokenRow {
                 revoked_at: Some(now),

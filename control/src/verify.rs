@@ -5,13 +5,13 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use shared::gate::{self, Denial, Revocation};
 use shared::key::Claims;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, Result};
+use crate::events::Event;
 use crate::keys::{parse_environment, scope_names};
 use crate::store::audit;
 use crate::store::keys as db;
@@ -194,11 +194,12 @@ fn trace_verify(
     {
         return;
     }
-    let (action, details) = match verdict {
-        Some(v) => (
-            "key.verified",
-            json!({ "valid": v.valid, "status": v.status }),
-        ),
+    let event = match verdict {
+        Some(v) => Event::KeyVerified {
+            key_id: key.key_id,
+            valid: v.valid,
+            status: v.status,
+        },
         None => {
             tracing::warn!(
                 key_id = %key.key_id,
@@ -206,30 +207,20 @@ fn trace_verify(
                 caller_account_id = caller.account_id,
                 "another account's key presented to the verify endpoint"
             );
-            (
-                "key.verified_by_other_account",
-                json!({ "caller_account_id": caller.account_id }),
-            )
+            Event::KeyVerifiedByOtherAccount {
+                key_id: key.key_id,
+                caller_account_id: caller.account_id,
+            }
         }
     };
     let (store, who) = (state.store.clone(), caller.actor.clone());
     tokio::spawn(async move {
-        let target = key.key_id.to_string();
+        let action = event.action();
         let written = store
-            .write(move |tx| {
-                audit::append(
-                    tx,
-                    now,
-                    Some(key.account_id),
-                    &who,
-                    action,
-                    Some(&target),
-                    &details,
-                )
-            })
+            .write(move |tx| audit::record(tx, now, Some(key.account_id), &who, &event))
             .await;
         if let Err(e) = written {
-            tracing::warn!(code = e.code(), action, "verify trace not written");
+            tracing::warn!(error = %e, action, "verify trace not written");
         }
     });
 }

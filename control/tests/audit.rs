@@ -8,6 +8,7 @@
 
 mod common;
 
+use control::store::StoreError;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -117,7 +118,7 @@ async fn the_checkpoint_publisher_anchors_new_events_and_refuses_a_cut_tail() {
     let head = |app: &TestApp| {
         app.state
             .store
-            .read_blocking(audit::head_point)
+            .read_blocking::<_, StoreError, _>(audit::head_point)
             .unwrap()
             .unwrap()
     };
@@ -162,7 +163,9 @@ async fn the_checkpoint_publisher_anchors_new_events_and_refuses_a_cut_tail() {
     let verdict = app
         .state
         .store
-        .read_blocking(move |c| Ok(audit::verify_chain(c, &audit_keyring(), Some(&anchor))))
+        .read_blocking::<_, StoreError, _>(move |c| {
+            Ok(audit::verify_chain(c, &audit_keyring(), Some(&anchor)))
+        })
         .unwrap();
     assert_eq!(verdict, Err(ChainError::Diverged { seq: second.seq }));
 }

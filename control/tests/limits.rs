@@ -3,6 +3,7 @@
 
 mod common;
 
+use control::store::StoreError;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -213,22 +214,24 @@ async fn a_policy_changed_during_a_push_stays_queued() {
     let key = KeyId::parse_hex(&id).unwrap();
     let store = &app.state.store;
     let pushed = store
-        .read_blocking(|c| limits_db::pending(c, 1000))
+        .read_blocking::<_, StoreError, _>(|c| limits_db::pending(c, 1000))
         .unwrap();
     assert_eq!(pushed.len(), 1);
     // While that push is in flight, the limit changes.
     let newer = store
-        .write_blocking(move |tx| keys_db::set_rate_limit(tx, key, 7, 60, START * 1000 + 1))
+        .write_blocking::<_, StoreError, _>(move |tx| {
+            keys_db::set_rate_limit(tx, key, 7, 60, START * 1000 + 1)
+        })
         .unwrap();
     let deleted = store
-        .write_blocking(move |tx| limits_db::acknowledged(tx, &pushed))
+        .write_blocking::<_, StoreError, _>(move |tx| limits_db::acknowledged(tx, &pushed))
         .unwrap();
     assert_eq!(
         deleted, 0,
         "the acknowledged version is no longer the queued one"
     );
     let queued = store
-        .read_blocking(|c| limits_db::pending(c, 1000))
+        .read_blocking::<_, StoreError, _>(|c| limits_db::pending(c, 1000))
         .unwrap();
     assert_eq!(queued[0].version, newer);
     assert_eq!(queued[0].policy.limit, 7);
@@ -400,13 +403,13 @@ fn migration_0002_keeps_old_limits_per_minute_and_queues_every_working_key() {
     let store = control::store::Store::open(&path, common::audit_keyring()).unwrap();
     let live = KeyId::parse_hex("00000000000000000000000000000001").unwrap();
     let row = store
-        .read_blocking(move |c| keys_db::get(c, 1, live))
+        .read_blocking::<_, StoreError, _>(move |c| keys_db::get(c, 1, live))
         .unwrap()
         .unwrap();
     assert_eq!((row.rate_limit, row.rate_limit_window), (120, 60));
     assert!(row.limit_pending);
     let queued = store
-        .read_blocking(|c| limits_db::pending(c, 1000))
+        .read_blocking::<_, StoreError, _>(|c| limits_db::pending(c, 1000))
         .unwrap();
     assert_eq!(queued.len(), 1, "revoked keys are not pushed");
     assert_eq!(queued[0].key_id, live);
@@ -453,14 +456,14 @@ fn migration_0005_gives_every_rotation_chain_one_budget_and_queues_every_working
     for n in 1..=4_u8 {
         let key = KeyId::parse_hex(&id(n)).unwrap();
         let row = store
-            .read_blocking(move |c| keys_db::get(c, 1, key))
+            .read_blocking::<_, StoreError, _>(move |c| keys_db::get(c, 1, key))
             .unwrap()
             .unwrap();
         let root = if n == 4 { 4 } else { 1 };
         assert_eq!(row.budget_id.to_string(), id(root), "key {n}");
     }
     let queued = store
-        .read_blocking(|c| limits_db::pending(c, 1000))
+        .read_blocking::<_, StoreError, _>(|c| limits_db::pending(c, 1000))
         .unwrap();
     let mut pushed: Vec<(String, Option<String>)> = queued
         .into_iter()

@@ -6,6 +6,7 @@
 
 mod common;
 
+use control::store::StoreError;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -49,7 +50,7 @@ async fn submitted_emails_are_nowhere_in_the_database_wal_or_logs() {
     let failed: Vec<String> = app
         .state
         .store
-        .read_blocking(|c| {
+        .read_blocking::<_, StoreError, _>(|c| {
             let mut stmt = c.prepare(
                 "SELECT actor || ' ' || coalesce(target, '') || ' ' || details \
                  FROM audit_events WHERE action = 'user.sign_in_failed'",

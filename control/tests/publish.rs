@@ -3,6 +3,7 @@
 
 mod common;
 
+use control::store::StoreError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -60,7 +61,7 @@ async fn a_revocation_is_published_in_its_shard_at_or_after_the_answered_version
     let pending = app
         .state
         .store
-        .read_blocking(move |c| revocations::pending(c, START + 1))
+        .read_blocking::<_, StoreError, _>(move |c| revocations::pending(c, START + 1))
         .unwrap();
     assert_eq!(pending, 0, "the outbox row is cleared after the write");
     // Nothing more to do until the heartbeat.
@@ -258,7 +259,7 @@ async fn a_failed_write_keeps_the_outbox_row_and_is_retried() {
     let pending = app
         .state
         .store
-        .read_blocking(|c| revocations::pending(c, START))
+        .read_blocking::<_, StoreError, _>(|c| revocations::pending(c, START))
         .unwrap();
     assert_eq!(pending, 1);
     app.advance(1);

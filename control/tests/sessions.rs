@@ -4,6 +4,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{PASSWORD, TestApp};
+use control::store::StoreError;
 use control::store::audit;
 use serde_json::json;
 
@@ -193,7 +194,7 @@ async fn a_failed_sign_in_is_by_an_anonymous_actor_against_the_user_and_keeps_no
     let rows: Vec<String> = app
         .state
         .store
-        .read_blocking(|c| {
+        .read_blocking::<_, StoreError, _>(|c| {
             let mut stmt = c.prepare(
                 "SELECT actor || coalesce(target, '') || coalesce(source, '') || details \
                  FROM audit_events",
@@ -338,7 +339,9 @@ async fn the_audit_api_shows_only_the_callers_account_and_pages() {
     let checked = app
         .state
         .store
-        .read_blocking(|c| Ok(audit::verify_chain(c, &common::audit_keyring(), None)))
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(audit::verify_chain(c, &common::audit_keyring(), None))
+        })
         .unwrap()
         .unwrap()
         .events;

@@ -7,6 +7,7 @@
 
 mod common;
 
+use control::store::StoreError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -512,7 +513,9 @@ async fn failed_sign_in_sources(server: &Server, count: usize) -> Vec<Value> {
             .app
             .state
             .store
-            .read_blocking(move |c| control::store::audit::list(c, account, None, None, 1000))
+            .read_blocking::<_, StoreError, _>(move |c| {
+                control::store::audit::list(c, account, None, None, 1000)
+            })
             .unwrap()
             .into_iter()
             .rev()

@@ -4,6 +4,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{START, TestApp};
+use control::store::StoreError;
 use control::store::usage::DENIAL_ACTIVITY_KEEP;
 use serde_json::{Value, json};
 use shared::usage::{Activity, Batch, Count, LastUsed, Outcome};
@@ -497,7 +498,9 @@ async fn denials_outlive_the_activity_cap_but_not_thirty_days() {
     let rows: i64 = app
         .state
         .store
-        .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?))
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?)
+        })
         .unwrap();
     assert_eq!(rows, 0);
 }
@@ -535,7 +538,9 @@ async fn a_flood_of_denials_is_counted_exactly_and_stored_as_a_bounded_sample() 
     let rows: i64 = app
         .state
         .store
-        .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?))
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?)
+        })
         .unwrap();
     eprintln!("denial rows stored for 1,200 refused requests of one key: {rows}");
     assert_eq!(rows, 40, "10 per key, minute and outcome");
@@ -567,7 +572,9 @@ async fn a_flood_of_denials_is_counted_exactly_and_stored_as_a_bounded_sample() 
     let rows: i64 = app
         .state
         .store
-        .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?))
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(c.query_row("SELECT count(*) FROM activity", [], |r| r.get(0))?)
+        })
         .unwrap();
     assert_eq!(rows, DENIAL_ACTIVITY_KEEP);
 }
@@ -742,11 +749,13 @@ async fn an_acknowledged_batch_survives_a_restart() {
     let reopened =
         control::store::Store::open(app.state.store.path(), common::audit_keyring()).unwrap();
     let n: i64 = reopened
-        .read_blocking(|c| Ok(c.query_row("SELECT sum(n) FROM usage_minutes", [], |r| r.get(0))?))
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(c.query_row("SELECT sum(n) FROM usage_minutes", [], |r| r.get(0))?)
+        })
         .unwrap();
     assert_eq!(n, 11);
     let applied: i64 = reopened
-        .read_blocking(|c| {
+        .read_blocking::<_, StoreError, _>(|c| {
             Ok(c.query_row(
                 "SELECT count(*) FROM usage_batches WHERE source = 'meter-test' AND seq = 7",
                 [],

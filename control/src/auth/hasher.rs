@@ -230,7 +230,7 @@ fn verify_into(password: &[u8], phc: &str, blocks: &mut Vec<Block>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Settings;
+    use crate::state::Settings;
 
     fn cheap() -> Params {
         Params::new(64, 1, 1, None).unwrap()

@@ -6,8 +6,9 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
+use crate::secret::HashedToken;
 
 /// An account's plan limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,14 +136,20 @@ pub fn create_token(
     tx: &Transaction<'_>,
     account_id: u64,
     name: &str,
-    token_hash: &[u8],
+    token_hash: &HashedToken,
     hint: &str,
     now: u64,
 ) -> Result<u64> {
     tx.execute(
         "INSERT INTO management_tokens (account_id, name, token_hash, hint, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![to_i64(account_id), name, token_hash, hint, to_i64(now)],
+        params![
+            to_i64(account_id),
+            name,
+            token_hash.as_bytes(),
+            hint,
+            to_i64(now)
+        ],
     )?;
     Ok(to_u64(tx.last_insert_rowid())?)
 }
@@ -159,12 +166,12 @@ pub struct TokenOwner {
 }
 
 /// Finds the unrevoked token with this hash.
-pub fn token_by_hash(conn: &Connection, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
+pub fn token_by_hash(conn: &Connection, token_hash: &HashedToken) -> Result<Option<TokenOwner>> {
     Ok(conn
         .query_row(
             "SELECT id, account_id, last_used_at FROM management_tokens \
              WHERE token_hash = ?1 AND revoked_at IS NULL",
-            [token_hash],
+            [token_hash.as_bytes()],
             |r| {
                 Ok(TokenOwner {
                     token_id: to_u64(r.get(0)?)?,
@@ -188,7 +195,7 @@ pub fn touch_token(tx: &Transaction<'_>, token_id: u64, now: u64) -> Result<()> 
 /// Stores a session's hash.
 pub fn create_session(
     tx: &Transaction<'_>,
-    token_hash: &[u8],
+    token_hash: &HashedToken,
     user: &UserLogin,
     now: u64,
     expires_at: u64,
@@ -197,7 +204,7 @@ pub fn create_session(
         "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
-            token_hash,
+            token_hash.as_bytes(),
             to_i64(user.id),
             to_i64(user.account_id),
             to_i64(now),
@@ -210,21 +217,24 @@ pub fn create_session(
 /// The `(user id, account id)` of an unexpired session.
 pub fn session_by_hash(
     conn: &Connection,
-    token_hash: &[u8],
+    token_hash: &HashedToken,
     now: u64,
 ) -> Result<Option<(u64, u64)>> {
     Ok(conn
         .query_row(
             "SELECT user_id, account_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
-            params![token_hash, to_i64(now)],
+            params![token_hash.as_bytes(), to_i64(now)],
             |r| Ok((to_u64(r.get(0)?)?, to_u64(r.get(1)?)?)),
         )
         .optional()?)
 }
 
 /// Ends a session.
-pub fn delete_session(tx: &Transaction<'_>, token_hash: &[u8]) -> Result<()> {
-    tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+pub fn delete_session(tx: &Transaction<'_>, token_hash: &HashedToken) -> Result<()> {
+    tx.execute(
+        "DELETE FROM sessions WHERE token_hash = ?1",
+        [token_hash.as_bytes()],
+    )?;
     Ok(())
 }
 

@@ -25,8 +25,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::audit::{AuditKeyring, Checkpoint};
 
+use super::{Result, StoreError};
 use super::{to_i64, to_u64, writer_audit_keyring};
-use crate::error::{AppError, Result};
+use crate::events::Event;
 
 /// Who did something, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +100,31 @@ fn keyed_hash(key: &shared::mac::MacKey, prev: &[u8], canonical: &str) -> Vec<u8
     key.sign_parts(&[prev, canonical.as_bytes()]).to_vec()
 }
 
+/// Records `event` in `account_id`'s trail at `at`, done by `who`: [`append`] with the
+/// event's action, target and details.
+pub fn record(
+    tx: &Transaction<'_>,
+    at: u64,
+    account_id: Option<u64>,
+    who: &Actor,
+    event: &Event,
+) -> Result<u64> {
+    append(
+        tx,
+        at,
+        account_id,
+        who,
+        event.action(),
+        event.target().as_deref(),
+        &event.details(),
+    )
+}
+
 /// Appends an event to the chain, inside the caller's transaction, chained with the active audit
-/// key. Runs on the store's writer thread, the only holder of the audit keyring.
+/// key. Runs on the store's writer thread, the only holder of the audit keyring. The service
+/// records typed events ([`record`]); this is for the store's own events and the audit
+/// benchmark, which appends raw rows.
+#[doc(hidden)]
 pub fn append(
     tx: &Transaction<'_>,
     at: u64,
@@ -110,12 +134,9 @@ pub fn append(
     target: Option<&str>,
     details: &Value,
 ) -> Result<u64> {
-    let ring = writer_audit_keyring()
-        .ok_or_else(|| AppError::internal("audit events are appended by the store's writer"))?;
+    let ring = writer_audit_keyring().ok_or(StoreError::NotWriter)?;
     let kid = ring.active_kid();
-    let key = ring
-        .chain(kid)
-        .ok_or_else(|| AppError::internal("the active audit kid has no key"))?;
+    let key = ring.chain(kid).ok_or(StoreError::NoAuditKey)?;
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row(
             "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
@@ -498,7 +519,7 @@ mod tests {
 
     fn append_events(store: &Store, n: u64) {
         store
-            .write_blocking(move |tx| {
+            .write_blocking::<_, StoreError, _>(move |tx| {
                 for i in 0..n {
                     append(
                         tx,
@@ -519,7 +540,7 @@ mod tests {
     fn tamper(store: &Store, sql: &str) {
         let sql = sql.to_owned();
         store
-            .write_blocking(move |tx| {
+            .write_blocking::<_, StoreError, _>(move |tx| {
                 tx.execute_batch(&format!(
                     "DROP TRIGGER IF EXISTS audit_events_no_update; \
                      DROP TRIGGER IF EXISTS audit_events_no_delete; {sql}"
@@ -534,7 +555,7 @@ mod tests {
     /// a key of their own.
     fn rechain(store: &Store, from: u64, how: Rechain) {
         store
-            .write_blocking(move |tx| {
+            .write_blocking::<_, StoreError, _>(move |tx| {
                 tx.execute_batch(
                     "DROP TRIGGER IF EXISTS audit_events_no_update; \
                      DROP TRIGGER IF EXISTS audit_events_no_delete;",
@@ -633,7 +654,7 @@ mod tests {
 
     fn verify_anchored(store: &Store, anchor: Option<Checkpoint>) -> Result<u64, ChainError> {
         store
-            .read_blocking(move |c| {
+            .read_blocking::<_, StoreError, _>(move |c| {
                 Ok(verify_chain(c, &test_audit_keyring(), anchor.as_ref()).map(|r| r.events))
             })
             .unwrap()
@@ -641,8 +662,13 @@ mod tests {
 
     /// The checkpoint the control plane would anchor now.
     fn checkpoint(store: &Store) -> Checkpoint {
-        let head = store.read_blocking(head_point).unwrap().unwrap();
-        let legacy = store.read_blocking(legacy_upto).unwrap();
+        let head = store
+            .read_blocking::<_, StoreError, _>(head_point)
+            .unwrap()
+            .unwrap();
+        let legacy = store
+            .read_blocking::<_, StoreError, _>(legacy_upto)
+            .unwrap();
         Checkpoint {
             kid: 1,
             seq: head.seq,
@@ -665,7 +691,9 @@ mod tests {
             value: anchor.head,
         };
         let after = store
-            .read_blocking(move |c| Ok(verify_after(c, &test_audit_keyring(), from, 0)))
+            .read_blocking::<_, StoreError, _>(move |c| {
+                Ok(verify_after(c, &test_audit_keyring(), from, 0))
+            })
             .unwrap()
             .unwrap();
         assert_eq!((after.events, after.head.map(|h| h.seq)), (2, Some(7)));
@@ -701,7 +729,7 @@ mod tests {
             "UPDATE audit_events SET actor = 'x'",
             "DELETE FROM audit_events",
         ] {
-            let r = store.write_blocking(|tx| Ok(tx.execute(sql, [])?));
+            let r = store.write_blocking::<_, StoreError, _>(|tx| Ok(tx.execute(sql, [])?));
             assert!(r.is_err(), "{sql}");
         }
     }
@@ -757,7 +785,7 @@ mod tests {
     /// Inserts `n` rows as schema 3 wrote them: no kid, unkeyed SHA-256.
     fn legacy_rows(store: &Store, n: u64) {
         store
-            .write_blocking(move |tx| {
+            .write_blocking::<_, StoreError, _>(move |tx| {
                 let mut prev = vec![0_u8; 32];
                 for seq in 1..=n {
                     let details = json!({ "old": seq }).to_string();
@@ -783,10 +811,14 @@ mod tests {
         let store = Store::open(&dir.path().join("a.sqlite3"), test_audit_keyring()).unwrap();
         legacy_rows(&store, 3);
         assert_eq!(verify(&store), Ok(3), "a database from before schema 4");
-        let sealed = store.write_blocking(|tx| seal_legacy(tx, 60)).unwrap();
+        let sealed = store
+            .write_blocking::<_, StoreError, _>(|tx| seal_legacy(tx, 60))
+            .unwrap();
         assert_eq!(sealed, Some(4));
         assert_eq!(
-            store.write_blocking(|tx| seal_legacy(tx, 61)).unwrap(),
+            store
+                .write_blocking::<_, StoreError, _>(|tx| seal_legacy(tx, 61))
+                .unwrap(),
             None
         );
         append_events(&store, 2);
@@ -809,7 +841,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.sqlite3"), test_audit_keyring()).unwrap();
         legacy_rows(&store, 2);
-        store.write_blocking(|tx| seal_legacy(tx, 60)).unwrap();
+        store
+            .write_blocking::<_, StoreError, _>(|tx| seal_legacy(tx, 60))
+            .unwrap();
         append_events(&store, 2);
         let anchor = checkpoint(&store);
         // Everything rewritten as one unkeyed chain, with the rewritten rows still in place: the

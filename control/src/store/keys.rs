@@ -4,8 +4,48 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use shared::key::{Environment, KeyId};
 use shared::scope::ScopeSet;
 
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
+
+/// Where a key is in its life, at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// Works, and no revocation is scheduled.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked at the end of a rotation's grace period, which has not ended yet.
+    Rotating,
+    /// Revoked: the revocation is in force, or its time has come.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// Every status, in the order the API documents them.
+    pub const ALL: [Self; 4] = [Self::Active, Self::Expired, Self::Rotating, Self::Revoked];
+
+    /// The API's name: `active`, `expired`, `rotating` or `revoked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Rotating => "rotating",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// The status named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +102,21 @@ pub struct KeyRow {
     /// The key whose rate-limit budget this key spends: the first key of its rotation chain
     /// (itself for a key that was created, not rotated in).
     pub budget_id: KeyId,
+}
+
+impl KeyRow {
+    /// The key's status at `now`; `status_sql` is the same rule in SQL.
+    pub fn status(&self, now: u64) -> KeyStatus {
+        match (self.revoked_at, self.expires_at) {
+            // In force is final: a revoke stamped by a clock that ran fast is still revoked once
+            // the clock is corrected, not "rotating".
+            (Some(_), _) if self.revocation_in_force => KeyStatus::Revoked,
+            (Some(at), _) if at <= now => KeyStatus::Revoked,
+            (_, Some(exp)) if exp <= now => KeyStatus::Expired,
+            (Some(_), _) => KeyStatus::Rotating,
+            _ => KeyStatus::Active,
+        }
+    }
 }
 
 /// The top 16 bits of an id: which revocation shard range it falls in.
@@ -185,8 +240,8 @@ pub struct ListFilter {
     pub environment: Option<Environment>,
     /// Name contains this (case-insensitive).
     pub search: Option<String>,
-    /// Only keys with this status at `now`: `active`, `expired`, `rotating` or `revoked`.
-    pub status: Option<&'static str>,
+    /// Only keys with this status at `now`.
+    pub status: Option<KeyStatus>,
     /// Only idle keys (`Some(true)`: active, neither used nor created since this time) or only
     /// keys that are not: `(idle, since)`.
     pub idle: Option<(bool, u64)>,
@@ -199,18 +254,19 @@ pub struct ListFilter {
 /// The SQL form of each status, consistent with how the API derives a key's status: revoked
 /// (revocation in force, or its grace period over) first, then expired, then rotating
 /// (revocation scheduled), then active.
-fn status_sql(status: &str) -> &'static str {
+fn status_sql(status: KeyStatus) -> &'static str {
     match status {
-        "revoked" => "(revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?4))",
-        "expired" => {
+        KeyStatus::Revoked => {
+            "(revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?4))"
+        }
+        KeyStatus::Expired => {
             "(revoked_at IS NULL OR (revoked_at > ?4 AND revocation_in_force = 0)) \
              AND expires_at IS NOT NULL AND expires_at <= ?4"
         }
-        "rotating" => {
+        KeyStatus::Rotating => {
             "revoked_at > ?4 AND revocation_in_force = 0 AND (expires_at IS NULL OR expires_at > ?4)"
         }
-        "active" => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
-        _ => "1",
+        KeyStatus::Active => "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
     }
 }
 

@@ -11,8 +11,8 @@
 use rusqlite::{Connection, Transaction, params};
 use shared::limits::{LimitUpdate, Policy};
 
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
 
 /// Up to `max` queued policies, oldest versions first, each with the plan's per-minute cap and
 /// the key's budget when it is another key's (its rotation chain's first key).

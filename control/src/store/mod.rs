@@ -26,7 +26,42 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use shared::audit::AuditKeyring;
 
-use crate::error::{AppError, Result};
+/// What storage fails with. The HTTP boundary turns every one into a 500 whose cause is
+/// logged (`impl From<StoreError> for AppError`); background loops and the CLI log it as it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused or failed a statement.
+    #[error("database")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A write transaction could not begin.
+    #[error("could not begin a write transaction: {0}")]
+    Begin(String),
+    /// The batch's `COMMIT` failed: none of its writes happened.
+    #[error("commit: {0}")]
+    Commit(String),
+    /// A write panicked; its savepoint was rolled back.
+    #[error("a write panicked")]
+    Panicked,
+    /// The writer thread has stopped (the process is stopping).
+    #[error("the writer thread has stopped")]
+    WriterStopped,
+    /// The writer thread dropped a write without answering.
+    #[error("the writer thread dropped a write")]
+    WriteDropped,
+    /// A read's blocking task did not finish.
+    #[error("a read task failed")]
+    Task(#[from] tokio::task::JoinError),
+    /// An audit event was appended off the writer thread, which alone holds the audit keyring.
+    #[error("audit events are appended by the store's writer")]
+    NotWriter,
+    /// The audit keyring's active kid has no key.
+    #[error("the active audit kid has no key")]
+    NoAuditKey,
+}
+
+/// Storage result.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The schema, in order. Applied ones are counted in `PRAGMA user_version`; never edit an entry
 /// that has shipped, add a new one.
@@ -58,44 +93,46 @@ struct Inner {
 const MAX_BATCH: usize = 256;
 
 /// What a write job hands back once it ran: called with the batch's commit result.
-type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A write: run inside the batch's transaction (`None` if it could not begin).
 type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Finish + Send>;
 
 /// Wraps `f` as a job that runs in its own savepoint (so its failure undoes only its own
 /// writes) and hands its result to `reply` only after the batch commits: nothing is
 /// acknowledged before it is durable.
-fn job<T, F, R>(f: F, reply: R) -> Job
+fn job<T, E, F, R>(f: F, reply: R) -> Job
 where
     T: Send + 'static,
-    F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
-    R: FnOnce(Result<T>) + Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    R: FnOnce(Result<T, E>) + Send + 'static,
 {
     Box::new(move |tx| {
         let result = match tx {
             Some(tx) => in_savepoint(tx, f),
-            None => Err(AppError::internal("could not begin a write transaction")),
+            None => Err(StoreError::Begin("see the writer's log".into()).into()),
         };
         Box::new(move |commit| {
             reply(match commit {
                 Ok(()) => result,
-                Err(e) => Err(AppError::internal(format!("commit: {e}"))),
+                Err(e) => Err(StoreError::Commit(e).into()),
             });
         })
     })
 }
 
-fn in_savepoint<T>(
+fn in_savepoint<T, E: From<StoreError>>(
     tx: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-) -> Result<T> {
-    tx.execute_batch("SAVEPOINT job")?;
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let sql = |sql: &str| tx.execute_batch(sql).map_err(|e| E::from(e.into()));
+    sql("SAVEPOINT job")?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
-        .unwrap_or_else(|_| Err(AppError::internal("a write panicked")));
+        .unwrap_or_else(|_| Err(StoreError::Panicked.into()));
     if result.is_ok() {
-        tx.execute_batch("RELEASE job")?;
+        sql("RELEASE job")?;
     } else {
-        tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        sql("ROLLBACK TO job; RELEASE job")?;
     }
     result
 }
@@ -137,7 +174,7 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, audit: Arc<AuditK
             Err(e) => {
                 tracing::error!(error = %e, "could not begin a write transaction");
                 for job in batch {
-                    job(None)(Err(e.to_string()));
+                    job(None)(Err(format!("begin: {e}")));
                 }
             }
         }
@@ -193,10 +230,14 @@ impl Store {
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction (shared with other writes waiting at the
     /// same time, each in its own savepoint). Its writes commit if it returns `Ok` and are undone
     /// if it returns `Err`; either way the answer comes only after the commit is durable.
-    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    ///
+    /// `f` fails with a storage error or a domain error of its own (`E`, which a storage error
+    /// converts into): the caller gets either, unchanged.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
@@ -204,29 +245,29 @@ impl Store {
             .send(job(f, move |r| {
                 let _ = reply.send(r);
             }))
-            .map_err(|_| AppError::internal("the writer thread has stopped"))?;
-        answer
-            .await
-            .map_err(|_| AppError::internal("the writer thread dropped a write"))?
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriteDropped)?
     }
 
     /// Runs `f` on a read connection.
-    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.read_blocking(f))
             .await
-            .map_err(AppError::internal)?
+            .map_err(StoreError::from)?
     }
 
     /// [`Store::write`] for callers that are not on the async runtime (the CLI, tests).
-    pub fn write_blocking<T, F>(&self, f: F) -> Result<T>
+    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = mpsc::channel();
         self.inner
@@ -234,14 +275,16 @@ impl Store {
             .send(job(f, move |r| {
                 let _ = reply.send(r);
             }))
-            .map_err(|_| AppError::internal("the writer thread has stopped"))?;
-        answer
-            .recv()
-            .map_err(|_| AppError::internal("the writer thread dropped a write"))?
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.recv().map_err(|_| StoreError::WriteDropped)?
     }
 
     /// [`Store::read`] for callers that are not on the async runtime (the CLI).
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub fn read_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
         self.inner.read_blocking(f)
     }
 
@@ -256,17 +299,23 @@ impl Store {
 }
 
 impl Inner {
-    fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn read_blocking<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
             Some(conn) => conn,
             None => {
-                let conn = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&conn)?;
-                conn
+                let open = || -> Result<Connection> {
+                    let conn = Connection::open_with_flags(
+                        &self.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&conn)?;
+                    Ok(conn)
+                };
+                open()?
             }
         };
         let result = f(&conn);
@@ -323,7 +372,7 @@ mod tests {
         let path = dir.path().join("c.sqlite3");
         let store = Store::open(&path, test_audit_keyring()).unwrap();
         let (mode, sync, version): (String, i64, i64) = store
-            .write_blocking(|tx| {
+            .write_blocking::<_, StoreError, _>(|tx| -> Result<_, StoreError> {
                 Ok((
                     tx.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
                     tx.pragma_query_value(None, "synchronous", |r| r.get(0))?,
@@ -397,7 +446,7 @@ mod tests {
         }
         let store = Store::open(&path, test_audit_keyring()).unwrap();
         let (in_force, due): (Vec<String>, Vec<String>) = store
-            .read_blocking(move |c| {
+            .read_blocking::<_, StoreError, _>(move |c| {
                 let ids = |sql: &str| -> Result<Vec<String>> {
                     let mut stmt = c.prepare(sql)?;
                     let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
@@ -425,16 +474,18 @@ mod tests {
     fn a_failed_write_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("c.sqlite3"), test_audit_keyring()).unwrap();
-        let r: Result<()> = store.write_blocking(|tx| {
+        let r: Result<()> = store.write_blocking::<_, StoreError, _>(|tx| {
             tx.execute(
                 "INSERT INTO accounts (name, plan_id, created_at) VALUES ('a', 'standard', 1)",
                 [],
             )?;
-            Err(AppError::not_found())
+            Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
         });
         assert!(r.is_err());
         let n: i64 = store
-            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?))
+            .read_blocking::<_, StoreError, _>(|c| {
+                Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(n, 0);
     }
@@ -449,13 +500,13 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .write(move |tx| {
+                    .write(move |tx| -> Result<()> {
                         tx.execute(
                             "INSERT INTO accounts (name, plan_id, created_at) VALUES (?1, 'standard', 1)",
                             [format!("a{i}")],
                         )?;
                         if i % 2 == 1 {
-                            return Err(AppError::not_found());
+                            return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
                         }
                         Ok(())
                     })
@@ -468,7 +519,7 @@ mod tests {
         }
         assert_eq!(ok, 32);
         let names: Vec<String> = store
-            .read_blocking(|c| {
+            .read_blocking::<_, StoreError, _>(|c| {
                 let mut stmt = c.prepare("SELECT name FROM accounts")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<rusqlite::Result<_>>()?)

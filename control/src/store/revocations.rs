@@ -15,9 +15,9 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use shared::key::KeyId;
 
+use super::Result;
 use super::keys::id_top;
 use super::{to_i64, to_u64};
-use crate::error::Result;
 
 /// Takes the next list version at `now` (Unix seconds). Versions are never reused, so every
 /// shard a reader sees is newer than the one before. They are also at least `now` in

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use shared::key::KeyId;
 use shared::usage::{Batch, Outcome};
 
+use super::Result;
 use super::{to_i64, to_u64};
-use crate::error::Result;
 
 /// Non-denial activity rows kept per key.
 pub const ACTIVITY_KEEP: i64 = 200;

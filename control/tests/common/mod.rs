@@ -2,6 +2,7 @@
 //! with `oneshot` (no socket), a clock the test moves, and clients per role.
 #![allow(dead_code)]
 
+use control::store::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,7 +231,7 @@ impl TestApp {
     pub fn audit_actions(&self) -> Vec<String> {
         self.state
             .store
-            .read_blocking(|c| {
+            .read_blocking::<_, StoreError, _>(|c| {
                 let mut stmt = c.prepare("SELECT action FROM audit_events ORDER BY seq")?;
                 let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -1,336 +1,31 @@
-//! Who is calling: management tokens for scripts, email + password sign-in and sessions for the
-//! dashboard, CSRF protection for cookie-authenticated writes, and brute-force limiting.
-//!
-//! Management tokens are `lnxm_` + 64 hex digits (256 random bits). They are not API keys: the
-//! edge accepts only `lnx_` keys, and a token never signs in to the dashboard. Both tokens and
-//! session ids are stored as SHA-256 hashes only.
-//!
-//! A session lives in a `__Host-lynxo_session` cookie (Secure, HttpOnly, SameSite=Strict, Path=/).
-//! Because a browser sends that cookie by itself, every state-changing request that carries it
-//! must also prove it comes from the dashboard's own origin (`Sec-Fetch-Site: same-origin`, or an
-//! `Origin` equal to the configured public origin); anything else is 403. Bearer tokens are not
-//! ambient credentials and need no such check.
-//!
-//! Sign-in is the one door an anonymous caller can make expensive, so it is guarded in order,
-//! cheapest first: the body's shape, a bounded number of password hashes at once ([`hasher`]),
-//! attempt budgets counted before the hash ([`limit`]) and known-device cookies ([`device`]).
-//! `docs/sign-in.md` gives the reasoning.
-
-pub mod device;
-pub mod hasher;
-pub mod limit;
+//! Sign-in and sign-out: the sign-in defences ([`SignInGuard`]: budgets, the bounded hasher,
+//! device cookies) and the session they open.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Algorithm, Argon2, Version};
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use sha2::{Digest, Sha256};
 use shared::mac::{Keyring, MacKey, Purpose};
 
-use self::device::DeviceId;
-use self::hasher::{Hasher, MAX_PASSWORD_BYTES};
-use self::limit::{
+use super::caller::{Caller, Via, cross_site, same_origin, session_cookie};
+use super::device::{self, DeviceId};
+use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
+use super::limit::{
     Attempt, AttemptLedger, Budget, BudgetKey, MemoryLedger, Outcome, Refusal, Reservation,
 };
-use crate::client_addr::{self, TrustedProxies};
+use super::password::normalize_email;
+use super::{SESSION_COOKIE, random_bytes};
+use crate::client_addr;
 use crate::error::{AppError, Json, Result};
+use crate::events::Event;
+use crate::secret::SessionId;
+use crate::state::{AppState, Settings};
+use crate::store::StoreError;
+use crate::store::accounts;
 use crate::store::audit::{self, Actor};
-use crate::store::{Store, accounts};
-use crate::{AppState, Settings};
-
-/// Prefix of management tokens. Never `lnx_`: the edge must not mistake one for an API key.
-pub const TOKEN_PREFIX: &str = "lnxm_";
-/// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
-pub const SESSION_COOKIE: &str = "__Host-lynxo_session";
-/// A token's use is audited at most this often (seconds), so reads do not each write a row.
-const TOKEN_USE_AUDIT_INTERVAL: u64 = 3600;
-
-/// 32 random bytes from the operating system.
-pub fn random_bytes() -> Result<[u8; 32]> {
-    let mut bytes = [0_u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| AppError::internal(format!("getrandom: {e}")))?;
-    Ok(bytes)
-}
-
-/// SHA-256 of a token or session id: what the database stores.
-pub fn hash_secret(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
-/// A new management token: `(token, hash, hint)`. The token is shown once.
-pub fn new_management_token() -> Result<(String, Vec<u8>, String)> {
-    let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes()?));
-    let hash = hash_secret(&token);
-    let hint = format!("{TOKEN_PREFIX}…{}", &token[token.len() - 4..]);
-    Ok((token, hash, hint))
-}
-
-fn argon2(settings: &Settings) -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, settings.argon2.clone())
-}
-
-/// Hashes a password with argon2id (PHC string). Blocking: call from `spawn_blocking`.
-pub fn hash_password(password: &str, settings: &Settings) -> Result<String> {
-    let salt = SaltString::encode_b64(&random_bytes()?[..16])
-        .map_err(|e| AppError::internal(format!("salt: {e}")))?;
-    argon2(settings)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AppError::internal(format!("argon2: {e}")))
-}
-
-/// What [`bootstrap`] created.
-#[derive(Debug, Clone)]
-pub struct Bootstrap {
-    /// The new account.
-    pub account_id: u64,
-    /// Its first user.
-    pub user_id: u64,
-    /// A management token for it (shown once).
-    pub token: String,
-}
-
-/// Creates an account, its first user and a management token, in one transaction with their
-/// audit events. Used by the `init` command and by tests.
-pub fn bootstrap(
-    store: &Store,
-    settings: &Settings,
-    account_name: &str,
-    email: &str,
-    password: &str,
-    now: u64,
-) -> Result<Bootstrap> {
-    let email = normalize_email(email).ok_or_else(|| AppError::validation("invalid email"))?;
-    if password.chars().count() < 12 || password.len() > MAX_PASSWORD_BYTES {
-        return Err(AppError::validation(
-            "password must be at least 12 characters and at most 1024 bytes",
-        ));
-    }
-    let password_hash = hash_password(password, settings)?;
-    let (token, token_hash, hint) = new_management_token()?;
-    let cli = Actor {
-        actor: "cli".into(),
-        source: None,
-    };
-    let account_name = account_name.to_owned();
-    store.write_blocking(move |tx| {
-        let account_id = accounts::create_account(tx, &account_name, now)?;
-        let user_id = accounts::create_user(tx, account_id, &email, &password_hash, now)?
-            .ok_or_else(|| {
-                AppError::new(
-                    StatusCode::CONFLICT,
-                    "email_taken",
-                    "A user with this email exists",
-                )
-            })?;
-        let token_id = accounts::create_token(tx, account_id, "initial", &token_hash, &hint, now)?;
-        audit::append(
-            tx,
-            now,
-            Some(account_id),
-            &cli,
-            "account.created",
-            Some(&account_id.to_string()),
-            &json!({ "name": account_name }),
-        )?;
-        audit::append(
-            tx,
-            now,
-            Some(account_id),
-            &cli,
-            "user.created",
-            Some(&user_id.to_string()),
-            &json!({ "email": email }),
-        )?;
-        audit::append(
-            tx,
-            now,
-            Some(account_id),
-            &cli,
-            "management_token.created",
-            Some(&token_id.to_string()),
-            &json!({ "hint": hint }),
-        )?;
-        Ok(Bootstrap {
-            account_id,
-            user_id,
-            token,
-        })
-    })
-}
-
-fn normalize_email(email: &str) -> Option<String> {
-    let email = email.trim();
-    let (local, domain) = email.split_once('@')?;
-    (!local.is_empty()
-        && domain.contains('.')
-        && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control()))
-    .then(|| email.to_lowercase())
-}
-
-/// How the caller authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// `Authorization: Bearer lnxm_...`.
-    Token,
-    /// The session cookie.
-    Session,
-}
-
-/// An authenticated caller, acting for one account.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The account every call acts for.
-    pub account_id: u64,
-    /// For the audit trail.
-    pub actor: Actor,
-    /// Token or session.
-    pub via: Via,
-}
-
-/// The client address for the audit trail, if the server recorded one: the TCP peer, or what a
-/// trusted proxy says the client was.
-pub fn source(parts: &Parts, proxies: &TrustedProxies) -> Option<String> {
-    client_addr::client_ip(parts, proxies).map(|ip| ip.to_string())
-}
-
-fn invalid_token(detail: &str) -> AppError {
-    AppError::unauthenticated()
-        .with_detail(detail.to_owned())
-        .with_header(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Bearer realm="lynxo-control", error="invalid_token""#),
-        )
-}
-
-/// The value of the cookie `name`, if the request sent one.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)
-}
-
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE).map(str::to_owned)
-}
-
-/// Whether a cookie-authenticated request comes from the dashboard's own origin.
-pub fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return matches!(site.to_str(), Ok("same-origin" | "none"));
-    }
-    headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| o.eq_ignore_ascii_case(public_origin))
-}
-
-fn cross_site() -> AppError {
-    AppError::new(
-        StatusCode::FORBIDDEN,
-        "cross_site_request",
-        "Cross-site request refused",
-    )
-    .with_detail("state-changing requests with a session cookie must come from the dashboard")
-}
-
-fn is_safe(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let source = source(parts, &state.settings.proxies);
-        let now = state.clock.now();
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let value = value.to_str().unwrap_or_default();
-            let token = match value.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-                _ => return Err(invalid_token("use `Authorization: Bearer lnxm_...`")),
-            };
-            if !token.starts_with(TOKEN_PREFIX) {
-                return Err(invalid_token(
-                    "the admin API takes a management token (`lnxm_...`), not an API key",
-                ));
-            }
-            let hash = hash_secret(token);
-            let owner = state
-                .store
-                .read(move |c| accounts::token_by_hash(c, &hash))
-                .await?
-                .ok_or_else(|| invalid_token("the management token is not valid"))?;
-            let actor = Actor {
-                actor: format!("token:{}", owner.token_id),
-                source,
-            };
-            if owner
-                .last_used_at
-                .is_none_or(|t| now >= t + TOKEN_USE_AUDIT_INTERVAL)
-            {
-                let who = actor.clone();
-                state
-                    .store
-                    .write(move |tx| {
-                        accounts::touch_token(tx, owner.token_id, now)?;
-                        audit::append(
-                            tx,
-                            now,
-                            Some(owner.account_id),
-                            &who,
-                            "management_token.used",
-                            Some(&owner.token_id.to_string()),
-                            &json!({}),
-                        )?;
-                        Ok(())
-                    })
-                    .await?;
-            }
-            return Ok(Self {
-                account_id: owner.account_id,
-                actor,
-                via: Via::Token,
-            });
-        }
-        if let Some(session) = session_cookie(&parts.headers) {
-            if !is_safe(&parts.method)
-                && !same_origin(&parts.headers, &state.settings.public_origin)
-            {
-                return Err(cross_site());
-            }
-            let hash = hash_secret(&session);
-            if let Some((user_id, account_id)) = state
-                .store
-                .read(move |c| accounts::session_by_hash(c, &hash, now))
-                .await?
-            {
-                return Ok(Self {
-                    account_id,
-                    actor: Actor {
-                        actor: format!("user:{user_id}"),
-                        source,
-                    },
-                    via: Via::Session,
-                });
-            }
-        }
-        Err(AppError::unauthenticated())
-    }
-}
 
 /// Failures allowed per window to unknown browsers for one email, from all addresses together:
 /// what a distributed guesser gets.
@@ -471,14 +166,22 @@ fn sign_in_busy() -> AppError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
-/// Sign-in body.
-#[derive(Debug, Deserialize)]
+/// Sign-in body. Its `Debug` leaves the password out.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     /// The user's email.
     pub email: String,
     /// Their password.
     pub password: String,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sign-in answer (the session itself is in the cookie).
@@ -544,7 +247,7 @@ pub async fn create_session(
         Ok(user) => user,
         Err(e) => {
             reservation.settle(Outcome::Abandoned, now).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     // The check, its settlement, its log line and its audit row run in a task of their own,
@@ -591,19 +294,20 @@ pub async fn create_session(
         // The user is the target, in their account's trail; the actor is whoever tried.
         let written = store
             .write(move |tx| {
-                audit::append(
+                audit::record(
                     tx,
                     now,
                     Some(account_id),
                     &failure_actor,
-                    "user.sign_in_failed",
-                    Some(&user_id.to_string()),
-                    &json!({ "known_device": device.is_some() }),
+                    &Event::SignInFailed {
+                        user_id,
+                        known_device: device.is_some(),
+                    },
                 )
             })
             .await;
         if let Err(e) = written {
-            tracing::error!(code = e.code(), "recording a failed sign-in");
+            tracing::error!(error = %e, "recording a failed sign-in");
         }
     });
     let succeeded = answered.await.map_err(AppError::internal)??;
@@ -623,28 +327,27 @@ pub async fn create_session(
             DeviceId(id)
         }
     };
-    let session = hex::encode(random_bytes()?);
-    let hash = hash_secret(&session);
+    let session = SessionId::generate()?;
+    let hash = session.hash();
     let expires_at = now + state.settings.session_ttl;
     let u = user.clone();
     state
         .store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, StoreError> {
             accounts::create_session(tx, &hash, &u, now, expires_at)?;
-            audit::append(
+            audit::record(
                 tx,
                 now,
                 Some(u.account_id),
                 &actor,
-                "user.signed_in",
-                Some(&u.id.to_string()),
-                &json!({}),
+                &Event::SignedIn { user_id: u.id },
             )?;
             Ok(())
         })
         .await?;
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        session.expose(),
         state.settings.session_ttl
     );
     let device_cookie = device::set_cookie(&guard.device_cookie(&email, device, now));
@@ -674,20 +377,18 @@ pub async fn delete_session(
 ) -> Result<Response> {
     // With a management token there is no session to end: signing out is a no-op.
     if let Some(session) = session_cookie(&headers).filter(|_| caller.via == Via::Session) {
-        let hash = hash_secret(&session);
+        let hash = session.hash();
         let now = state.clock.now();
         state
             .store
-            .write(move |tx| {
+            .write(move |tx| -> Result<_, StoreError> {
                 accounts::delete_session(tx, &hash)?;
-                audit::append(
+                audit::record(
                     tx,
                     now,
                     Some(caller.account_id),
                     &caller.actor,
-                    "user.signed_out",
-                    None,
-                    &json!({}),
+                    &Event::SignedOut,
                 )?;
                 Ok(())
             })

@@ -1,0 +1,288 @@
+//! The audit trail's vocabulary: every event the service records, typed.
+//!
+//! Each variant is one `action` of the trail with its target and its details, so an action's
+//! name and the shape of its details are written once, here, and a handler cannot misspell
+//! either. `store::audit::record` appends one in the transaction of its change.
+
+use serde_json::{Value, json};
+use shared::key::KeyId;
+
+/// Something that happened, as the audit trail records it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// `account.created` (by `init`).
+    AccountCreated {
+        /// The new account.
+        account_id: u64,
+        /// Its display name.
+        name: String,
+    },
+    /// `user.created` (by `init`).
+    UserCreated {
+        /// The new user.
+        user_id: u64,
+        /// Their email.
+        email: String,
+    },
+    /// `user.signed_in`.
+    SignedIn {
+        /// Who signed in.
+        user_id: u64,
+    },
+    /// `user.sign_in_failed`: a wrong password for a known user.
+    SignInFailed {
+        /// Whose account was tried.
+        user_id: u64,
+        /// The browser held a device cookie for this email.
+        known_device: bool,
+    },
+    /// `user.signed_out`.
+    SignedOut,
+    /// `management_token.created`.
+    TokenCreated {
+        /// The token's id.
+        token_id: u64,
+        /// Its name (absent for `init`'s first token).
+        name: Option<String>,
+        /// Its non-secret hint.
+        hint: String,
+    },
+    /// `management_token.used` (at most once an hour per token).
+    TokenUsed {
+        /// The token's id.
+        token_id: u64,
+    },
+    /// `management_token.revoked`.
+    TokenRevoked {
+        /// The token's id.
+        token_id: u64,
+        /// Its non-secret hint.
+        hint: String,
+    },
+    /// `key.created`.
+    KeyCreated {
+        /// The new key.
+        key_id: KeyId,
+        /// The key's settings, as the API shows them.
+        settings: Value,
+    },
+    /// `key.updated`.
+    KeyUpdated {
+        /// The key.
+        key_id: KeyId,
+        /// Name, description and rate limit before.
+        before: Value,
+        /// The same after.
+        after: Value,
+        /// The new policy version, if the rate limit changed.
+        policy_version: Option<u64>,
+    },
+    /// `key.revoked`.
+    KeyRevoked {
+        /// The key.
+        key_id: KeyId,
+        /// Why.
+        reason: String,
+        /// Every shard of this list version or newer carries the revocation.
+        list_version: u64,
+        /// Set when a rotation of the key's successor ended its grace period early.
+        grace_ended: Option<GraceEnded>,
+    },
+    /// `key.rotated`.
+    KeyRotated {
+        /// The old key.
+        key_id: KeyId,
+        /// Its successor.
+        new_key_id: KeyId,
+        /// When the old key stops working.
+        grace_until: u64,
+        /// Once the grace ends, every shard of this version or newer carries the revocation.
+        list_version: u64,
+        /// The rate-limit budget both keys spend.
+        rate_limit_budget: KeyId,
+    },
+    /// `key.verified`: the verify endpoint answered about the caller's own key.
+    KeyVerified {
+        /// The key.
+        key_id: KeyId,
+        /// The verdict.
+        valid: bool,
+        /// The status the edge would answer with when refusing.
+        status: Option<u16>,
+    },
+    /// `key.verified_by_other_account`: another account presented this key to the verify
+    /// endpoint (recorded in the owner's trail).
+    KeyVerifiedByOtherAccount {
+        /// The key.
+        key_id: KeyId,
+        /// Who presented it.
+        caller_account_id: u64,
+    },
+}
+
+/// A grace period that a later rotation ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraceEnded {
+    /// The key whose rotation ended it.
+    pub by_rotation_of: KeyId,
+    /// When the grace would have ended.
+    pub was_until: Option<u64>,
+}
+
+impl Event {
+    /// The stored `action`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::AccountCreated { .. } => "account.created",
+            Self::UserCreated { .. } => "user.created",
+            Self::SignedIn { .. } => "user.signed_in",
+            Self::SignInFailed { .. } => "user.sign_in_failed",
+            Self::SignedOut => "user.signed_out",
+            Self::TokenCreated { .. } => "management_token.created",
+            Self::TokenUsed { .. } => "management_token.used",
+            Self::TokenRevoked { .. } => "management_token.revoked",
+            Self::KeyCreated { .. } => "key.created",
+            Self::KeyUpdated { .. } => "key.updated",
+            Self::KeyRevoked { .. } => "key.revoked",
+            Self::KeyRotated { .. } => "key.rotated",
+            Self::KeyVerified { .. } => "key.verified",
+            Self::KeyVerifiedByOtherAccount { .. } => "key.verified_by_other_account",
+        }
+    }
+
+    /// The stored `target`: the id of what it happened to.
+    pub fn target(&self) -> Option<String> {
+        match self {
+            Self::AccountCreated { account_id, .. } => Some(account_id.to_string()),
+            Self::UserCreated { user_id, .. }
+            | Self::SignedIn { user_id }
+            | Self::SignInFailed { user_id, .. } => Some(user_id.to_string()),
+            Self::SignedOut => None,
+            Self::TokenCreated { token_id, .. }
+            | Self::TokenUsed { token_id }
+            | Self::TokenRevoked { token_id, .. } => Some(token_id.to_string()),
+            Self::KeyCreated { key_id, .. }
+            | Self::KeyUpdated { key_id, .. }
+            | Self::KeyRevoked { key_id, .. }
+            | Self::KeyRotated { key_id, .. }
+            | Self::KeyVerified { key_id, .. }
+            | Self::KeyVerifiedByOtherAccount { key_id, .. } => Some(key_id.to_string()),
+        }
+    }
+
+    /// The stored `details`.
+    pub fn details(&self) -> Value {
+        match self {
+            Self::AccountCreated { name, .. } => json!({ "name": name }),
+            Self::UserCreated { email, .. } => json!({ "email": email }),
+            Self::SignedIn { .. } | Self::SignedOut | Self::TokenUsed { .. } => json!({}),
+            Self::SignInFailed { known_device, .. } => json!({ "known_device": known_device }),
+            Self::TokenCreated { name, hint, .. } => match name {
+                Some(name) => json!({ "name": name, "hint": hint }),
+                None => json!({ "hint": hint }),
+            },
+            Self::TokenRevoked { hint, .. } => json!({ "hint": hint }),
+            Self::KeyCreated { settings, .. } => settings.clone(),
+            Self::KeyUpdated {
+                before,
+                after,
+                policy_version,
+                ..
+            } => {
+                let mut details = json!({ "before": before, "after": after });
+                if let Some(version) = policy_version {
+                    details["policy_version"] = json!(version);
+                }
+                details
+            }
+            Self::KeyRevoked {
+                reason,
+                list_version,
+                grace_ended,
+                ..
+            } => {
+                let mut details = json!({ "reason": reason, "list_version": list_version });
+                if let Some(ended) = grace_ended {
+                    details["grace_ended_by_rotation_of"] = json!(ended.by_rotation_of.to_string());
+                    details["grace_was_until"] = json!(ended.was_until);
+                }
+                details
+            }
+            Self::KeyRotated {
+                new_key_id,
+                grace_until,
+                list_version,
+                rate_limit_budget,
+                ..
+            } => json!({
+                "new_key_id": new_key_id.to_string(),
+                "grace_until": grace_until,
+                "list_version": list_version,
+                "rate_limit_budget": rate_limit_budget.to_string(),
+            }),
+            Self::KeyVerified { valid, status, .. } => json!({ "valid": valid, "status": status }),
+            Self::KeyVerifiedByOtherAccount {
+                caller_account_id, ..
+            } => json!({ "caller_account_id": caller_account_id }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_keep_the_shapes_stored_before_events_were_typed() {
+        let id = KeyId([0xab; 16]);
+        let cases = [
+            (
+                Event::TokenCreated {
+                    token_id: 3,
+                    name: None,
+                    hint: "lnxm_…abcd".into(),
+                },
+                "management_token.created",
+                Some("3"),
+                json!({ "hint": "lnxm_…abcd" }),
+            ),
+            (
+                Event::KeyRevoked {
+                    key_id: id,
+                    reason: "rotated".into(),
+                    list_version: 7,
+                    grace_ended: Some(GraceEnded {
+                        by_rotation_of: KeyId([1; 16]),
+                        was_until: None,
+                    }),
+                },
+                "key.revoked",
+                Some("abababababababababababababababab"),
+                json!({
+                    "reason": "rotated",
+                    "list_version": 7,
+                    "grace_ended_by_rotation_of": "01010101010101010101010101010101",
+                    "grace_was_until": null,
+                }),
+            ),
+            (
+                Event::KeyUpdated {
+                    key_id: id,
+                    before: json!({ "name": "a" }),
+                    after: json!({ "name": "b" }),
+                    policy_version: None,
+                },
+                "key.updated",
+                Some("abababababababababababababababab"),
+                json!({ "before": { "name": "a" }, "after": { "name": "b" } }),
+            ),
+            (Event::SignedOut, "user.signed_out", None, json!({})),
+        ];
+        for (event, action, target, details) in cases {
+            assert_eq!(event.action(), action);
+            assert_eq!(event.target().as_deref(), target);
+            assert_eq!(event.details(), details, "{action}");
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The keys API's transactions: create, update, revoke and rotate, each a function of the
+//! write transaction it runs in. Each writes the key's new state, its outbox rows and its audit
+//! event together, or nothing.
+
+use serde_json::json;
+use shared::key::{self, Claims, KeyId, PlainKey};
+use shared::mac::Keyring;
+
+use super::error::{KeyOpError, check_rate_limit};
+use super::request::{Changes, KeySpec, default_limit};
+use super::view::{KeyStatus, KeyView, scope_names, view_of};
+use crate::auth::{Caller, random_bytes};
+use crate::error::Result;
+use crate::events::{Event, GraceEnded};
+use crate::store::StoreError;
+use crate::store::audit;
+use crate::store::keys::{self as db, KeyRow};
+use crate::store::{accounts, revocations};
+
+/// How many retirement candidates the limit error lists.
+const CANDIDATES: u32 = 5;
+
+/// Issues a key string for a new row; the string leaves this function only in the response.
+fn mint(keyring: &Keyring, row: &KeyRow) -> Result<PlainKey, KeyOpError> {
+    let claims = Claims {
+        kid: row.kid,
+        account_id: row.account_id,
+        key_id: row.id,
+        environment: row.environment,
+        scopes: row.scopes,
+        issued_at: row.created_at,
+        expires_at: row.expires_at,
+    };
+    key::issue(&claims, keyring).map_err(KeyOpError::Issue)
+}
+
+/// A fresh random key id.
+pub(super) fn new_key_id() -> Result<KeyId> {
+    let bytes = random_bytes()?;
+    let mut id = [0_u8; 16];
+    id.copy_from_slice(&bytes[..16]);
+    Ok(KeyId(id))
+}
+
+/// An idempotent create seen before.
+pub(super) struct Replay {
+    /// What the first request hashed to.
+    pub(super) request_hash: Vec<u8>,
+    /// The key it created.
+    pub(super) key_id: KeyId,
+}
+
+/// What a create did.
+pub(super) enum Created {
+    /// A new key, with its string (shown once).
+    New(Box<KeyRow>, PlainKey),
+    /// The same request was made before with this idempotency key: its key, without the string.
+    Replayed(Box<KeyView>),
+}
+
+/// Everything a create needs besides the transaction.
+pub(super) struct NewKey<'a> {
+    /// The validated request.
+    pub(super) spec: KeySpec,
+    /// Who creates it.
+    pub(super) caller: &'a Caller,
+    /// The new key's id.
+    pub(super) id: KeyId,
+    /// Signs the new key.
+    pub(super) keyring: &'a Keyring,
+    /// The `Idempotency-Key` and the request's hash.
+    pub(super) idempotency: Option<(String, Vec<u8>)>,
+    /// Milliseconds (the policy version); seconds are derived.
+    pub(super) now_ms: u64,
+}
+
+/// Creates a key: the record, its limits outbox row, the idempotency record and `key.created`,
+/// within the plan's limits; or answers a replay of an idempotent create.
+pub(super) fn create(
+    tx: &rusqlite::Transaction<'_>,
+    new: NewKey<'_>,
+) -> Result<Created, KeyOpError> {
+    let NewKey {
+        spec,
+        caller,
+        id,
+        keyring,
+        idempotency,
+        now_ms,
+    } = new;
+    let now = now_ms / 1000;
+    let account = caller.account_id;
+    if let Some((idem, request_hash)) = &idempotency {
+        if let Some((hash, key_id)) = db::idempotency_record(tx, account, idem)? {
+            let seen = Replay {
+                request_hash: hash,
+                key_id,
+            };
+            if &seen.request_hash != request_hash {
+                return Err(KeyOpError::IdempotencyKeyReused);
+            }
+            let row = db::get(tx, account, seen.key_id)?.ok_or(KeyOpError::NotFound)?;
+            let view = view_of(tx, &row, now)?;
+            return Ok(Created::Replayed(Box::new(view)));
+        }
+    }
+    let plan = accounts::plan(tx, account)?;
+    let window = spec.rate_limit_window;
+    let rate_limit = spec
+        .rate_limit
+        .unwrap_or_else(|| default_limit(&plan, window));
+    check_rate_limit(rate_limit, window, plan.max_rate_limit)?;
+    // Keys in a rotation's grace count: they work at the edge until it ends.
+    let counts = db::count_working(tx, account, now)?;
+    if counts.working >= plan.max_active_keys {
+        let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
+        return Err(KeyOpError::LimitReached {
+            counts,
+            max_active_keys: plan.max_active_keys,
+            candidates,
+            now,
+        });
+    }
+    let mut row = KeyRow {
+        id,
+        account_id: account,
+        name: spec.name,
+        description: spec.description,
+        environment: spec.environment,
+        scopes: spec.scopes,
+        kid: keyring.active_kid(),
+        hint: String::new(),
+        rate_limit,
+        rate_limit_window: window,
+        policy_version: now_ms,
+        created_at: now,
+        expires_at: spec.expires_at,
+        last_used_at: None,
+        last_used_ip: None,
+        last_used_user_agent: None,
+        revoked_at: None,
+        revoke_reason: None,
+        revocation_version: None,
+        rotated_from: None,
+        rotated_to: None,
+        grace_until: None,
+        limit_pending: true,
+        revocation_in_force: false,
+        budget_id: id,
+    };
+    let plain = mint(keyring, &row)?;
+    row.hint = plain.hint();
+    db::insert(tx, &row)?;
+    db::enqueue_limit(tx, id, now_ms)?;
+    if let Some((idem, request_hash)) = &idempotency {
+        db::insert_idempotency(tx, account, idem, request_hash, id, now)?;
+    }
+    let settings = json!({
+        "name": row.name,
+        "environment": row.environment.name(),
+        "permission": row.scopes.permission().name(),
+        "scopes": scope_names(row.scopes),
+        "expires_at": row.expires_at,
+        "rate_limit": row.rate_limit,
+        "rate_limit_window": row.rate_limit_window,
+    });
+    audit::record(
+        tx,
+        now,
+        Some(account),
+        &caller.actor,
+        &Event::KeyCreated {
+            key_id: id,
+            settings,
+        },
+    )?;
+    Ok(Created::New(Box::new(row), plain))
+}
+
+/// Applies `changes` to key `id`: name and description, and a new rate limit (a new policy
+/// version in the limits outbox) for an active key. Returns the view and whether the limit
+/// changed.
+pub(super) fn update(
+    tx: &rusqlite::Transaction<'_>,
+    caller: &Caller,
+    id: KeyId,
+    changes: Changes,
+    now_ms: u64,
+) -> Result<(KeyView, bool), KeyOpError> {
+    let now = now_ms / 1000;
+    let account = caller.account_id;
+    let mut row = db::get(tx, account, id)?.ok_or(KeyOpError::NotFound)?;
+    let snapshot = |row: &KeyRow| {
+        json!({
+            "name": row.name,
+            "description": row.description,
+            "rate_limit": row.rate_limit,
+            "rate_limit_window": row.rate_limit_window,
+        })
+    };
+    let before = snapshot(&row);
+    if let Some(name) = changes.name {
+        row.name = name;
+    }
+    if let Some(description) = changes.description {
+        row.description = description;
+    }
+    db::update_details(tx, id, &row.name, row.description.as_deref())?;
+    let limit = changes.rate_limit.unwrap_or(row.rate_limit);
+    let window = changes.rate_limit_window.unwrap_or(row.rate_limit_window);
+    let limit_changed = (limit, window) != (row.rate_limit, row.rate_limit_window);
+    let state_now = row.status(now);
+    if limit_changed && state_now != KeyStatus::Active {
+        return Err(KeyOpError::LimitOfNotActive(state_now));
+    }
+    if limit_changed {
+        check_rate_limit(limit, window, accounts::plan(tx, account)?.max_rate_limit)?;
+        row.policy_version = db::set_rate_limit(tx, id, limit, window, now_ms)?;
+        row.rate_limit = limit;
+        row.rate_limit_window = window;
+        row.limit_pending = true;
+    }
+    audit::record(
+        tx,
+        now,
+        Some(account),
+        &caller.actor,
+        &Event::KeyUpdated {
+            key_id: id,
+            before,
+            after: snapshot(&row),
+            policy_version: limit_changed.then_some(row.policy_version),
+        },
+    )?;
+    Ok((view_of(tx, &row, now)?, limit_changed))
+}
+
+/// Revokes `id` at `now`: the key's new state, a list version, the outbox row and the
+/// `key.revoked` event, in `tx`. Returns the version.
+fn revoke_now(
+    tx: &rusqlite::Transaction<'_>,
+    now: u64,
+    caller: &Caller,
+    id: KeyId,
+    reason: &str,
+    grace_until: Option<u64>,
+    grace_ended: Option<GraceEnded>,
+) -> Result<u64, StoreError> {
+    let version = revocations::next_version(tx, now)?;
+    db::set_revoked(tx, id, now, reason, version, grace_until)?;
+    revocations::enqueue_now(tx, id, version)?;
+    audit::record(
+        tx,
+        now,
+        Some(caller.account_id),
+        &caller.actor,
+        &Event::KeyRevoked {
+            key_id: id,
+            reason: reason.to_owned(),
+            list_version: version,
+            grace_ended,
+        },
+    )?;
+    Ok(version)
+}
+
+/// Revokes key `id` now (a second revoke changes nothing). Returns the view, the list version
+/// that carries the revocation, and whether this call revoked it.
+pub(super) fn revoke(
+    tx: &rusqlite::Transaction<'_>,
+    caller: &Caller,
+    id: KeyId,
+    reason: String,
+    now: u64,
+) -> Result<(KeyView, u64, bool), KeyOpError> {
+    let mut row = db::get(tx, caller.account_id, id)?.ok_or(KeyOpError::NotFound)?;
+    if let (Some(version), KeyStatus::Revoked) = (row.revocation_version, row.status(now)) {
+        return Ok((view_of(tx, &row, now)?, version, false));
+    }
+    let version = revoke_now(tx, now, caller, id, &reason, row.grace_until, None)?;
+    row.revoked_at = Some(now);
+    row.revoke_reason = Some(reason);
+    row.revocation_version = Some(version);
+    row.revocation_in_force = true;
+    Ok((view_of(tx, &row, now)?, version, true))
+}
+
+/// What a rotation made.
+pub(super) struct Rotation {
+    /// The old key's view, revoked at the end of the grace period.
+    pub(super) old: KeyView,
+    /// The new key's record.
+    pub(super) new: KeyRow,
+    /// The new key's string (shown once).
+    pub(super) plain: PlainKey,
+    /// The list version that carries the old key's revocation once the grace ends.
+    pub(super) list_version: u64,
+}
+
+/// Rotates key `id`: a new key `new_id` with the same settings and budget; the old one revoked
+/// when `grace` seconds are over (and any earlier key of the chain still in grace, now).
+pub(super) fn rotate(
+    tx: &rusqlite::Transaction<'_>,
+    caller: &Caller,
+    keyring: &Keyring,
+    id: KeyId,
+    new_id: KeyId,
+    grace: u64,
+    now_ms: u64,
+) -> Result<Rotation, KeyOpError> {
+    let now = now_ms / 1000;
+    let grace_until = now + grace;
+    let account = caller.account_id;
+    let mut old = db::get(tx, account, id)?.ok_or(KeyOpError::NotFound)?;
+    let state_now = old.status(now);
+    if state_now != KeyStatus::Active {
+        return Err(KeyOpError::RotateNotActive(state_now));
+    }
+    // At most one key of a chain in grace: the one this rotation puts there.
+    for earlier in db::in_grace(tx, account, old.budget_id, now)? {
+        revoke_now(
+            tx,
+            now,
+            caller,
+            earlier.id,
+            "rotated",
+            Some(now),
+            Some(GraceEnded {
+                by_rotation_of: id,
+                was_until: earlier.grace_until,
+            }),
+        )?;
+    }
+    let mut new = KeyRow {
+        id: new_id,
+        kid: keyring.active_kid(),
+        created_at: now,
+        rotated_from: Some(id),
+        hint: String::new(),
+        last_used_at: None,
+        last_used_ip: None,
+        last_used_user_agent: None,
+        policy_version: now_ms,
+        limit_pending: true,
+        ..old.clone()
+    };
+    let plain = mint(keyring, &new)?;
+    new.hint = plain.hint();
+    db::insert(tx, &new)?;
+    db::enqueue_limit(tx, new_id, now_ms)?;
+    let version = revocations::next_version(tx, now)?;
+    db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
+    db::set_rotated_to(tx, id, new_id)?;
+    if grace == 0 {
+        revocations::enqueue_now(tx, id, version)?;
+    } else {
+        revocations::schedule(tx, id, version, grace_until)?;
+    }
+    audit::record(
+        tx,
+        now,
+        Some(account),
+        &caller.actor,
+        &Event::KeyRotated {
+            key_id: id,
+            new_key_id: new_id,
+            grace_until,
+            list_version: version,
+            rate_limit_budget: old.budget_id,
+        },
+    )?;
+    old.revoked_at = Some(grace_until);
+    old.revoke_reason = Some("rotated".into());
+    old.revocation_version = Some(version);
+    old.grace_until = Some(grace_until);
+    old.rotated_to = Some(new_id);
+    old.revocation_in_force = grace == 0;
+    Ok(Rotation {
+        old: view_of(tx, &old, now)?,
+        new,
+        plain,
+        list_version: version,
+    })
+}

@@ -1,0 +1,267 @@
+//! The revocation list's loop: rebuilds each touched shard from the database, signs it under a
+//! new list version, writes it through the sink, then clears the outbox rows it covered
+//! (coalescing, heartbeat and grace periods as the parent module says).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shared::mac::Keyring;
+use shared::revocation::{RevocationShard, ShardHeader};
+
+use super::{MIN_IDLE, RETRY, Sink, Trigger};
+use crate::error::AppError;
+use crate::state::Clock;
+use crate::store::StoreError;
+use crate::store::{Store, revocations};
+
+/// The publishing loop's state.
+pub struct Publisher {
+    store: Store,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn Sink>,
+    shard_count: u16,
+    /// Seconds a shard stays valid for readers.
+    lifetime: u64,
+    /// Every shard is republished this often (ms), changed or not.
+    heartbeat_ms: u64,
+    /// Last write attempt per shard, monotonic ms: for coalescing.
+    last_attempt_ms: HashMap<u16, u64>,
+    /// Last successful write per shard, monotonic ms: for the heartbeat.
+    last_ok_ms: HashMap<u16, u64>,
+    /// Since when (monotonic ms) writes have been failing, and when that was last reported.
+    failing_since_ms: Option<u64>,
+    last_alarm_ms: Option<u64>,
+}
+
+/// Shards are written at most this often each (Workers KV: one write per key per second).
+pub const MIN_WRITE_INTERVAL_MS: u64 = 1000;
+/// Longest sleep between passes.
+const MAX_IDLE: Duration = Duration::from_secs(5);
+/// Default list lifetime (a shard's next-update), seconds: a day, so an outage of the control
+/// plane (which issues every revocation) does not become an outage of the API; see
+/// `docs/revocation-list.md`.
+pub const DEFAULT_LIFETIME_SECS: u64 = 86_400;
+/// Default heartbeat, seconds: every shard is republished this often, so a healthy edge never
+/// holds a list older than about a minute, and one that does raises its staleness alarm.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 60;
+/// Writes failing this long (ms) raise the publisher's alarm, then once a minute.
+pub const ALARM_AFTER_MS: u64 = 5 * 60 * 1000;
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Shards written, with their versions.
+    pub written: Vec<(u16, u64)>,
+    /// Shards due but held back by coalescing.
+    pub deferred: Vec<u16>,
+    /// Shards whose write failed (retried next pass).
+    pub failed: Vec<u16>,
+    /// When the next pass has work, on the clock's monotonic scale (ms): the earliest moment a
+    /// deferred shard may be written again, the end of the next rotation grace period, or the
+    /// next heartbeat. `None`: nothing scheduled.
+    pub next_due_ms: Option<u64>,
+}
+
+impl Pass {
+    fn due_at(&mut self, at_ms: u64) {
+        self.next_due_ms = Some(self.next_due_ms.map_or(at_ms, |t| t.min(at_ms)));
+    }
+}
+
+impl Publisher {
+    /// A publisher for `shard_count` shards that stay valid `lifetime` seconds, republished every
+    /// [`DEFAULT_HEARTBEAT_SECS`] (at most every half lifetime).
+    pub fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn Sink>,
+        shard_count: u16,
+        lifetime: u64,
+    ) -> Self {
+        let lifetime = lifetime.max(2);
+        Self {
+            store,
+            keyring,
+            clock,
+            sink,
+            shard_count,
+            lifetime,
+            heartbeat_ms: DEFAULT_HEARTBEAT_SECS.min(lifetime / 2) * 1000,
+            last_attempt_ms: HashMap::new(),
+            last_ok_ms: HashMap::new(),
+            failing_since_ms: None,
+            last_alarm_ms: None,
+        }
+    }
+
+    /// Republishes every shard each `heartbeat` (at least 1 s, at most half the lifetime).
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        let ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
+        self.heartbeat_ms = ms.clamp(1000, self.lifetime * 500);
+        self
+    }
+
+    /// One pass: writes every shard that is due and not held back by coalescing. A shard is due
+    /// when its outbox holds a revocation in force (or a grace period that has ended), or its
+    /// heartbeat has come. Only the outbox decides what is in force; the clock only schedules.
+    pub async fn run_once(&mut self) -> Result<Pass, AppError> {
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
+        let mono = self.clock.monotonic_ms();
+        let count = self.shard_count;
+        let (mut due, next_grace_end) = self
+            .store
+            .read(move |c| -> Result<_, StoreError> {
+                Ok((
+                    revocations::shards_due(c, count, now)?,
+                    revocations::next_due_after(c, now)?,
+                ))
+            })
+            .await?;
+        let mut pass = Pass::default();
+        if let Some(at) = next_grace_end {
+            pass.due_at(mono + at.saturating_mul(1000).saturating_sub(now_ms));
+        }
+        // A reading before the last write means the clock stepped back (a clock without a
+        // monotonic reading): the interval is unknown, so the work is due.
+        for shard in 0..count {
+            match self.last_ok_ms.get(&shard) {
+                Some(&t) if (t..t + self.heartbeat_ms).contains(&mono) => {
+                    pass.due_at(t + self.heartbeat_ms);
+                }
+                _ if !due.contains(&shard) => due.push(shard),
+                _ => {}
+            }
+        }
+        due.sort_unstable();
+        for shard in due {
+            if let Some(&t) = self.last_attempt_ms.get(&shard) {
+                let free_at = t + MIN_WRITE_INTERVAL_MS;
+                if (t..free_at).contains(&mono) {
+                    pass.deferred.push(shard);
+                    pass.due_at(free_at);
+                    continue;
+                }
+            }
+            self.last_attempt_ms.insert(shard, mono);
+            match self.publish_shard(shard, now).await {
+                Ok(version) => {
+                    self.last_ok_ms.insert(shard, mono);
+                    pass.written.push((shard, version));
+                }
+                Err(e) => {
+                    tracing::warn!(shard, sink = self.sink.name(), error = %e, "shard publish failed");
+                    pass.failed.push(shard);
+                }
+            }
+        }
+        self.alarm(&pass, mono);
+        Ok(pass)
+    }
+
+    /// Raises the alarm when writes have failed for [`ALARM_AFTER_MS`]: revocations acknowledged
+    /// since are not in force at the edge, which fails closed once its list's lifetime is over.
+    fn alarm(&mut self, pass: &Pass, mono: u64) {
+        if pass.failed.is_empty() {
+            if !pass.written.is_empty() {
+                if self.failing_since_ms.take().is_some() {
+                    tracing::info!(sink = self.sink.name(), "revocation publishing recovered");
+                }
+                self.last_alarm_ms = None;
+            }
+            return;
+        }
+        let since = *self.failing_since_ms.get_or_insert(mono);
+        let failing_ms = mono - since;
+        let quiet = self.last_alarm_ms.is_none_or(|t| mono >= t + 60_000);
+        if failing_ms >= ALARM_AFTER_MS && quiet {
+            self.last_alarm_ms = Some(mono);
+            let oldest_ok_s = (0..self.shard_count)
+                .map(|s| self.last_ok_ms.get(&s).map_or(u64::MAX, |&t| mono - t))
+                .max()
+                .unwrap_or(0)
+                / 1000;
+            tracing::error!(
+                sink = self.sink.name(),
+                failing_s = failing_ms / 1000,
+                oldest_shard_age_s = oldest_ok_s,
+                lifetime_s = self.lifetime,
+                failed_shards = pass.failed.len(),
+                "ALARM revocation publishing is failing: revocations acknowledged since are not \
+                 in force at the edge, which fails closed when its shards' lifetime ends"
+            );
+        }
+    }
+
+    async fn publish_shard(&self, shard: u16, now: u64) -> anyhow::Result<u64> {
+        let count = self.shard_count;
+        let content = self
+            .store
+            .write(move |tx| revocations::prepare_shard(tx, shard, count, now))
+            .await
+            .context("prepare shard")?;
+        let next_update = now + self.lifetime;
+        let header = ShardHeader {
+            shard,
+            shard_count: count,
+            version: content.version,
+            issued_at: now,
+            next_update,
+        };
+        let bytes = RevocationShard::new(header, self.keyring.active_kid(), content.ids.clone())?
+            .encode(&self.keyring)?;
+        let sink = Arc::clone(&self.sink);
+        tokio::task::spawn_blocking(move || sink.put(shard, &bytes, now)).await??;
+        let version = content.version;
+        let ids = content.ids.len();
+        self.store
+            .write(move |tx| {
+                revocations::mark_published(tx, shard, count, &content, now, next_update)
+            })
+            .await
+            .context("mark published")?;
+        tracing::info!(
+            shard,
+            version,
+            ids,
+            sink = self.sink.name(),
+            "shard published"
+        );
+        Ok(version)
+    }
+
+    /// How long the loop sleeps after `pass` (unless a trigger wakes it earlier): until the
+    /// pass's next due moment, at most 5 s (the heartbeat's resolution), at most 2 s after a
+    /// failed write.
+    pub fn idle_after(&self, pass: &Pass) -> Duration {
+        let cap = if pass.failed.is_empty() {
+            MAX_IDLE
+        } else {
+            RETRY
+        };
+        let until_due = pass.next_due_ms.map_or(cap, |at| {
+            Duration::from_millis(at.saturating_sub(self.clock.monotonic_ms()))
+        });
+        until_due.clamp(MIN_IDLE, cap)
+    }
+
+    /// Runs passes forever: after each wake-up, when deferred work falls due, and at least every
+    /// few seconds.
+    pub async fn run(mut self, trigger: Trigger) {
+        loop {
+            let wait = match self.run_once().await {
+                Ok(pass) => self.idle_after(&pass),
+                Err(e) => {
+                    tracing::warn!(error = %format_args!("{e:#}"), "publish pass failed");
+                    RETRY
+                }
+            };
+            trigger.wait(wait).await;
+        }
+    }
+}

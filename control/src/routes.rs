@@ -1,0 +1,151 @@
+//! The HTTP surface: [`app`] builds the router from an [`AppState`], from one table of the API's
+//! operations ([`operations`]), which the OpenAPI test also reads, so a route cannot exist
+//! undocumented or be documented without existing.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post};
+
+use crate::error::{self, AppError, InternalCause, Json};
+use crate::state::AppState;
+use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
+
+/// The OpenAPI 3.1 description of this service.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// One operation of the API: its method, its path as the OpenAPI document spells it, and its
+/// handler.
+pub struct Operation {
+    /// The HTTP method.
+    pub method: Method,
+    /// The full path (`/v1/keys/{id}`).
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+fn op(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Operation {
+    Operation {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Every operation `openapi.json` describes, and so every route of the API; [`app`] routes
+/// exactly these. Not here: the dashboard's pages (HTML for a browser, `dashboard::routes`) and
+/// the edge's internal usage ingestion (`usage::ingest_routes`, signed with the keyring).
+pub fn operations() -> Vec<Operation> {
+    use Method as M;
+    vec![
+        op(M::POST, "/v1/keys", post(keys::create_key)),
+        op(M::GET, "/v1/keys", get(keys::list_keys)),
+        op(M::POST, "/v1/keys/verify", post(verify::verify_key)),
+        op(M::GET, "/v1/keys/{id}", get(keys::get_key)),
+        op(M::PATCH, "/v1/keys/{id}", patch(keys::update_key)),
+        op(M::POST, "/v1/keys/{id}/revoke", post(keys::revoke_key)),
+        op(M::POST, "/v1/keys/{id}/rotate", post(keys::rotate_key)),
+        op(M::GET, "/v1/keys/{id}/usage", get(usage::get_key_usage)),
+        op(
+            M::GET,
+            "/v1/keys/{id}/activity",
+            get(usage::list_key_activity),
+        ),
+        op(M::GET, "/v1/usage", get(usage::get_account_usage)),
+        op(M::GET, "/v1/account", get(account::get_account)),
+        op(M::GET, "/v1/audit-events", get(audit::list_audit_events)),
+        op(M::POST, "/v1/management-tokens", post(tokens::create_token)),
+        op(M::GET, "/v1/management-tokens", get(tokens::list_tokens)),
+        op(
+            M::POST,
+            "/v1/management-tokens/{id}/revoke",
+            post(tokens::revoke_token),
+        ),
+        op(M::POST, "/v1/sessions", post(auth::create_session)),
+        op(
+            M::DELETE,
+            "/v1/sessions/current",
+            delete(auth::delete_session),
+        ),
+        op(M::GET, "/healthz", get(healthz)),
+        op(M::GET, "/readyz", get(readyz)),
+        op(M::GET, "/openapi.json", get(openapi)),
+    ]
+}
+
+/// The whole HTTP service.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    let (mut api, mut root) = (Router::new(), Router::new());
+    for Operation { path, handler, .. } in operations() {
+        // Two operations on one path merge into one method router.
+        match path.strip_prefix("/v1") {
+            Some(rest) => api = api.route(rest, handler),
+            None => root = root.route(path, handler),
+        }
+    }
+    let api = api
+        // After routing: a method no route has is 405 before any body check.
+        .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .method_not_allowed_fallback(error::method_not_allowed);
+    root.merge(usage::ingest_routes())
+        .merge(dashboard::routes())
+        .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .nest("/v1", api)
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(log_requests))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    state.store.ping().await.map_err(|_| {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "The database is not reachable",
+        )
+    })?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// Logs one line per request: method, path (never the query or a body, so never a key),
+/// status and duration; and the cause of any 500, once.
+async fn log_requests(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(%method, path, status, elapsed_ms, cause, "request failed");
+    } else {
+        tracing::info!(%method, path, status, elapsed_ms, "request");
+    }
+    response
+}

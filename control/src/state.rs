@@ -1,0 +1,173 @@
+//! What every handler reaches: the [`AppState`] (database, keyring, clock, settings, guards),
+//! the [`Settings`] fixed at startup and the [`Clock`] tests move. Handler modules import it
+//! from here, and the router (`routes`) imports the handlers: nothing points back up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shared::mac::Keyring;
+
+use crate::store::Store;
+use crate::{auth, client_addr, publish, verify};
+
+/// The time source: a trait so tests can move time (rotation due dates, grace periods).
+///
+/// Two readings: the wall clock, for what is stored and signed (times, expiries, grace periods),
+/// and a monotonic clock, for intervals (coalescing, heartbeats, budgets), which must not
+/// stretch or shrink when the wall clock is stepped (a bad NTP server, an operator's
+/// correction). Nothing that decides whether a revocation is in force reads either.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
+    /// Milliseconds on a clock that only moves forward, at the pace of real time, from an
+    /// arbitrary origin. The default is the wall clock, for clocks that never step.
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
+    }
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let elapsed = ORIGIN.get_or_init(Instant::now).elapsed();
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A clock that moves only when told to. Its monotonic reading starts equal to the wall clock
+/// and moves with [`ManualClock::advance`] only.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    wall_ms: AtomicU64,
+    monotonic_ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock stopped at `unix_seconds`.
+    pub fn at(unix_seconds: u64) -> Self {
+        Self {
+            wall_ms: AtomicU64::new(unix_seconds * 1000),
+            monotonic_ms: AtomicU64::new(unix_seconds * 1000),
+        }
+    }
+
+    /// Moves the clock forward: real time passing.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.wall_ms.fetch_add(ms, Ordering::SeqCst);
+        self.monotonic_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Steps the wall clock to `unix_seconds`, forward or back, as an NTP correction (or a bad
+    /// NTP server) does: no time passes, so the monotonic reading stays.
+    pub fn set(&self, unix_seconds: u64) {
+        self.wall_ms.store(unix_seconds * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.monotonic_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings the handlers need, fixed at startup.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shards of the revocation list (the same number as the edge).
+    pub shard_count: u16,
+    /// The dashboard's origin (`https://keys.lynxo.ai`): cookie-authenticated writes must come
+    /// from it.
+    pub public_origin: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a session lasts, in seconds.
+    pub session_ttl: u64,
+    /// Password hashing cost (tests use a cheap one).
+    pub argon2: argon2::Params,
+    /// Sign-in password hashes that may run at once; more are answered 429.
+    pub sign_in_hashes: usize,
+    /// Proxies whose forwarding header names the client (none: the TCP peer is the client).
+    pub proxies: client_addr::TrustedProxies,
+    /// `POST /v1/keys/verify` calls per minute per account (a burst of a tenth of it).
+    pub verify_per_minute: u32,
+    /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
+    /// before it answers (zero without a publisher that can push limits).
+    pub limits_sync_wait: Duration,
+}
+
+/// The default bound on sign-in hashes at once: one per CPU.
+pub fn default_sign_in_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            shard_count: 16,
+            public_origin: "http://localhost:8080".into(),
+            max_body_bytes: 64 * 1024,
+            session_ttl: 12 * 3600,
+            argon2: argon2::Params::default(),
+            sign_in_hashes: default_sign_in_hashes(),
+            proxies: client_addr::TrustedProxies::default(),
+            verify_per_minute: verify::DEFAULT_PER_MINUTE,
+            limits_sync_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Signing keys: the active kid signs new API keys.
+    pub keyring: Arc<Keyring>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Startup settings.
+    pub settings: Arc<Settings>,
+    /// Wakes the publisher after a revocation commits.
+    pub publish: publish::Trigger,
+    /// Sign-in defences: attempt budgets and the bounded password hasher.
+    pub sign_in: Arc<auth::SignInGuard>,
+    /// The verify endpoint's budget per account and its trace.
+    pub verify_guard: Arc<verify::VerifyGuard>,
+}
+
+impl AppState {
+    /// State with default settings and a fresh publish trigger.
+    pub fn new(store: Store, keyring: Keyring, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        Self {
+            store,
+            sign_in: Arc::new(auth::SignInGuard::new(&keyring, &settings)),
+            keyring: Arc::new(keyring),
+            clock,
+            verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
+            settings: Arc::new(settings),
+            publish: publish::Trigger::default(),
+        }
+    }
+}

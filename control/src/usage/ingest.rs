@@ -1,0 +1,209 @@
+//! `POST /_lynxo/usage`: the edge's usage batches, signed with the keyring's usage subkey,
+//! applied exactly once per `(source, seq)`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use shared::envelope;
+use shared::key::KeyId;
+use shared::usage::{self as wire, Batch};
+
+use super::invalid;
+use crate::error::{AppError, Json, Result};
+use crate::state::AppState;
+use crate::store::usage as db;
+
+/// Largest usage batch body, in bytes (a batch of 1000 activity entries is about 1 MiB).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How far a batch's signature time may be from ours, in seconds.
+pub const SIGNATURE_TOLERANCE: u64 = 300;
+/// How far ahead of our clock a batch's times may be (the edge's clock may run ahead).
+const FUTURE_SLACK_SECS: u64 = 3600;
+
+/// Routes at the root: the edge's signed usage ingestion, with its own body limit
+/// ([`MAX_BATCH_BYTES`], applied by [`ingest_usage`]).
+pub fn ingest_routes() -> Router<AppState> {
+    Router::new().route(wire::INGEST_PATH, post(ingest_usage))
+}
+
+/// Answer of the ingestion endpoint.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestAnswer {
+    /// False: this batch (`source`, `seq`) was applied before and nothing changed.
+    pub applied: bool,
+    /// Count entries applied.
+    pub counts: u64,
+    /// Activity entries stored.
+    pub activity: u64,
+    /// Entries skipped: unknown key, not the key's account, or dated over an hour ahead.
+    pub skipped: u64,
+    /// Denial entries not stored because their key, minute and outcome had their sample
+    /// already (they are counted).
+    #[serde(default)]
+    pub sampled_out: u64,
+}
+
+fn bad_signature(detail: &str) -> AppError {
+    AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        "The batch signature is missing or invalid",
+    )
+    .with_detail(detail.to_owned())
+}
+
+fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<()> {
+    KeyId::parse_hex(key_id)
+        .map(|_| ())
+        .ok_or_else(|| invalid(field(), "must be 32 lowercase hex digits"))
+}
+
+/// Refuses a batch that no retry can fix: a bad name, a key id that is not one, an impossible
+/// count or status. Everything else is repaired by [`sanitize`] instead, because the edge keeps
+/// retrying a refused batch and would stall behind it.
+fn validate(batch: &Batch) -> Result<()> {
+    let source = &batch.source;
+    if source.is_empty() || source.len() > 128 || source.chars().any(char::is_control) {
+        return Err(invalid(
+            "source".into(),
+            "must be 1 to 128 bytes without control characters",
+        ));
+    }
+    if batch.seq == 0 {
+        return Err(invalid("seq".into(), "must be at least 1"));
+    }
+    if batch.activity.len() > wire::MAX_ACTIVITY_PER_BATCH {
+        return Err(invalid(
+            "activity".into(),
+            &format!("at most {} entries", wire::MAX_ACTIVITY_PER_BATCH),
+        ));
+    }
+    for (i, c) in batch.counts.iter().enumerate() {
+        check_key(|| format!("counts[{i}].key_id"), &c.key_id)?;
+        if c.n == 0 || c.n > 1 << 40 {
+            return Err(invalid(format!("counts[{i}].n"), "must be 1 to 2^40"));
+        }
+    }
+    for (i, l) in batch.last_used.iter().enumerate() {
+        check_key(|| format!("last_used[{i}].key_id"), &l.key_id)?;
+    }
+    for (i, a) in batch.activity.iter().enumerate() {
+        check_key(|| format!("activity[{i}].key_id"), &a.key_id)?;
+        if !(100..=599).contains(&a.status) {
+            return Err(invalid(
+                format!("activity[{i}].status"),
+                "must be 100 to 599",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn cut(text: &mut String, max: usize) {
+    let end = wire::truncate(text, max).len();
+    text.truncate(end);
+}
+
+fn cut_opt(text: &mut Option<String>, max: usize) {
+    if let Some(t) = text {
+        cut(t, max);
+    }
+}
+
+/// Truncates strings to what the store keeps and drops entries dated more than an hour ahead
+/// of our clock (a sender's broken clock must not pin `last_used_at` in the future). Returns
+/// how many entries it dropped.
+fn sanitize(batch: &mut Batch, now: u64) -> u64 {
+    let latest_minute = (now + FUTURE_SLACK_SECS) / 60;
+    let latest_ms = (now + FUTURE_SLACK_SECS) * 1000;
+    let before = batch.counts.len() + batch.last_used.len() + batch.activity.len();
+    batch.counts.retain(|c| c.minute <= latest_minute);
+    batch.last_used.retain(|l| l.at_ms <= latest_ms);
+    batch.activity.retain(|a| a.at_ms <= latest_ms);
+    for c in &mut batch.counts {
+        if let Some(scope) = &mut c.scope {
+            cut(scope, 64);
+        }
+    }
+    for l in &mut batch.last_used {
+        cut_opt(&mut l.client_ip, 64);
+        cut_opt(&mut l.user_agent, 256);
+    }
+    for a in &mut batch.activity {
+        cut(&mut a.method, 32);
+        cut(&mut a.path, 512);
+        cut_opt(&mut a.client_ip, 64);
+        cut_opt(&mut a.country, 8);
+        cut_opt(&mut a.colo, 16);
+        cut_opt(&mut a.user_agent, 256);
+    }
+    let after = batch.counts.len() + batch.last_used.len() + batch.activity.len();
+    (before - after) as u64
+}
+
+/// `POST /_lynxo/usage`: one signed batch from an edge meter. Answers `200` once the batch is
+/// committed (so an acknowledged batch survives a crash), `applied: false` for a batch applied
+/// before. 401 for a bad signature, 400 for a body that is not JSON, 422 for a batch that no
+/// retry can fix.
+pub async fn ingest_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestAnswer>> {
+    let now_ms = state.clock.now_ms();
+    let now = now_ms / 1000;
+    let signature = headers
+        .get("lynxo-signature")
+        .ok_or_else(|| bad_signature("send the Lynxo-Signature header"))?
+        .to_str()
+        .map_err(|_| bad_signature("the Lynxo-Signature header is malformed"))?;
+    // Everything the signature header says without the body first: an outsider's body is read
+    // only behind a header that could be genuine.
+    if let Err(e) = envelope::check_header(
+        &state.keyring,
+        envelope::SCHEME_V1,
+        signature,
+        now,
+        SIGNATURE_TOLERANCE,
+    ) {
+        tracing::warn!(error = %e, "usage batch refused before its body: bad signature header");
+        return Err(bad_signature("the signature does not verify"));
+    }
+    let body = crate::body::read(&headers, body, MAX_BATCH_BYTES).await?;
+    if let Err(e) = wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
+        tracing::warn!(error = %e, "usage batch refused: bad signature");
+        return Err(bad_signature("the signature does not verify"));
+    }
+    let batch: Batch = crate::error::parse_json(&body)?;
+    let mut batch = batch;
+    validate(&batch)?;
+    let dropped = sanitize(&mut batch, now);
+    let (source, seq) = (batch.source.clone(), batch.seq);
+    let mut applied = state
+        .store
+        .write(move |tx| db::apply_batch(tx, &batch, now_ms))
+        .await?;
+    if applied.applied {
+        applied.skipped += dropped;
+    }
+    tracing::info!(
+        source,
+        seq,
+        applied = applied.applied,
+        counts = applied.counts,
+        activity = applied.activity,
+        skipped = applied.skipped,
+        sampled_out = applied.sampled_out,
+        "usage batch"
+    );
+    Ok(Json(IngestAnswer {
+        applied: applied.applied,
+        counts: applied.counts,
+        activity: applied.activity,
+        skipped: applied.skipped,
+        sampled_out: applied.sampled_out,
+    }))
+}
