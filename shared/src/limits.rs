@@ -85,12 +85,9 @@ impl Policy {
     /// Checks the bounds: what [`Policy::new`] and deserializing enforce.
     pub fn check(&self) -> Result<(), PolicyError> {
         if self.limit == 0 {
-            Err(PolicyError::ZeroLimit)
-        } else if self.window == 0 || self.window > MAX_WINDOW {
-            Err(PolicyError::Window)
-        } else {
-            Ok(())
+            return Err(PolicyError::ZeroLimit);
         }
+        check_window(self.window)
     }
 
     /// Parses `"<limit>/<window seconds>"`, e.g. `"600/60"` (spaces around either number are
@@ -120,6 +117,16 @@ impl Policy {
     /// `t` parameter of the `RateLimit` header and `Retry-After` want it.
     pub const fn seconds_to_reset(&self, now_ms: u64) -> u64 {
         (self.reset_ms(now_ms) - now_ms).div_ceil(1000)
+    }
+}
+
+/// Checks a window's length alone: 1 to [`MAX_WINDOW`] seconds (the control plane checks a
+/// requested window before it knows the limit).
+pub fn check_window(window: u32) -> Result<(), PolicyError> {
+    if window == 0 || window > MAX_WINDOW {
+        Err(PolicyError::Window)
+    } else {
+        Ok(())
     }
 }
 
