@@ -228,9 +228,9 @@ fn refused_limits_push(error: &serde_json::Error) -> Reply {
     let why = error.to_string();
     let reason = if !error.is_data() {
         return invalid_push("malformed", "The body is not a JSON limits push.");
-    } else if why.contains(KeyId::EXPECTED) {
+    } else if why.starts_with(KeyId::REFUSED) {
         "invalid_key_id"
-    } else if why.contains(limits::POLICY_REFUSED) {
+    } else if why.starts_with(limits::POLICY_REFUSED) {
         "invalid_policy"
     } else {
         "malformed"

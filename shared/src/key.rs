@@ -140,8 +140,11 @@ impl fmt::Display for Environment {
 pub struct KeyId(pub [u8; 16]);
 
 impl KeyId {
-    /// What a reader of the wire form expects, as its error messages say.
+    /// What a reader of the wire form expects.
     pub const EXPECTED: &str = "a key id (32 lowercase hex digits)";
+
+    /// How a reader's error message for a refused key id starts.
+    pub const REFUSED: &str = "key id refused: not 32 lowercase hex digits";
 
     /// The id as one big-endian number (how revocation lists sort it).
     pub fn as_u128(self) -> u128 {
@@ -175,8 +178,7 @@ impl<'de> serde::Deserialize<'de> for KeyId {
                 f.write_str(KeyId::EXPECTED)
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<KeyId, E> {
-                KeyId::parse_hex(text)
-                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                KeyId::parse_hex(text).ok_or_else(|| E::custom(KeyId::REFUSED))
             }
         }
         deserializer.deserialize_str(Hex)

@@ -93,9 +93,11 @@ impl Policy {
     /// Parses `"<limit>/<window seconds>"`, e.g. `"600/60"` (spaces around either number are
     /// ignored), and checks it.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let number = |text: &str| text.trim().parse().map_err(|_| PolicyError::Malformed);
         let (limit, window) = text.split_once('/').ok_or(PolicyError::Malformed)?;
-        Self::new(number(limit)?, number(window)?)
+        match (decimal(limit), decimal(window)) {
+            (Some(limit), Some(window)) => Self::new(limit, window),
+            _ => Err(PolicyError::Malformed),
+        }
     }
 
     /// The window's length in milliseconds.
@@ -118,6 +120,22 @@ impl Policy {
     pub const fn seconds_to_reset(&self, now_ms: u64) -> u64 {
         (self.reset_ms(now_ms) - now_ms).div_ceil(1000)
     }
+}
+
+/// A decimal `u32` with spaces around it, read as `u32::from_str` reads one (a `+` sign
+/// allowed), in a loop small enough for the worker: it reads its configuration with it.
+fn decimal(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0_u32, |n, b| {
+        let digit = u32::from(b)
+            .checked_sub(u32::from(b'0'))
+            .filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(digit)
+    })
 }
 
 /// Checks a window's length alone: 1 to [`MAX_WINDOW`] seconds (the control plane checks a
@@ -253,7 +271,20 @@ mod tests {
         assert_eq!(Policy::parse("0/60"), Err(PolicyError::ZeroLimit));
         assert_eq!(Policy::parse("600/0"), Err(PolicyError::Window));
         assert_eq!(Policy::parse("600/86401"), Err(PolicyError::Window));
-        for malformed in ["x/60", "600", "600/x", "-1/60", "", "/", "1/2/3"] {
+        assert_eq!(Policy::parse("+5/60"), Policy::new(5, 60));
+        assert_eq!(Policy::parse("4294967295/60"), Policy::new(u32::MAX, 60));
+        for malformed in [
+            "x/60",
+            "600",
+            "600/x",
+            "-1/60",
+            "",
+            "/",
+            "1/2/3",
+            "+/60",
+            "4294967296/60",
+            "1 0/60",
+        ] {
             assert_eq!(
                 Policy::parse(malformed),
                 Err(PolicyError::Malformed),

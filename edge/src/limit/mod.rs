@@ -34,7 +34,9 @@
 //!
 //! `docs/rate-limits.md` has the arithmetic.
 //!
-//! - `counter`: the object's side: the messages it takes and answers, and its [`Counter`];
+//! - this module: the budgets and the messages between an isolate and an object ([`Call`],
+//!   [`Taken`], [`Grant`]): the protocol both sides speak;
+//! - `counter`: the object's side: its [`Counter`];
 //! - `lease`: the isolate's side: its [`Leases`] and the [`Decision`] for each request;
 //! - `answer`: what a request is told: [`Status`], its header fields, and the 429s.
 
@@ -43,9 +45,10 @@ mod counter;
 mod lease;
 
 pub use answer::{Status, exceeded, refused_exceeded};
-pub use counter::{Call, Counter, Grant, Outstanding, Return, SetOutcome, Taken, capped};
+pub use counter::{Counter, capped};
 pub use lease::{Decision, Leases, Local};
 
+use serde::{Deserialize, Serialize};
 use shared::key::KeyId;
 use shared::limits::{CAP_SPAN, Policy};
 
@@ -102,6 +105,117 @@ impl Budget {
             Self::Refused(key) => format!("refused-{key}"),
         }
     }
+}
+
+/// Tokens an isolate hands back unspent: the rest of the lease that ended at `lease_end_ms`
+/// (the object's clock, as [`Grant::lease_end_ms`] named it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Return {
+    /// The lease's end, as the object named it.
+    pub lease_end_ms: u64,
+    /// Tokens never spent.
+    pub n: u32,
+}
+
+/// A message from an isolate to a `KeyLimiter` object (JSON body of its fetch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Call {
+    /// Take a lease of up to `want` tokens; `default` applies when the budget has no policy.
+    Take {
+        /// The worker's `RATE_LIMIT_DEFAULT` ([`REFUSED_KEY_POLICY`] for a refused key).
+        default: Policy,
+        /// The most tokens the isolate wants (slow start).
+        want: u32,
+        /// Tokens of earlier leases the isolate will never spend.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        returned: Vec<Return>,
+    },
+    /// Store the budget's policy and per-minute cap (kept only if `version` is newer), after
+    /// taking back `returned` tokens.
+    Set {
+        /// The new policy.
+        policy: Policy,
+        /// Its version.
+        version: u64,
+        /// The plan's per-minute cap, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per_minute: Option<u32>,
+        /// Unspent tokens the isolate that took the push surrendered.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        returned: Vec<Return>,
+    },
+    /// Remember that this key's requests count at `budget`'s limiter (a key's budget never
+    /// changes, so repeating it is harmless).
+    Route {
+        /// The budget's key id (hex on the wire).
+        budget: KeyId,
+    },
+}
+
+/// The object's answer to [`Call::Take`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Tokens granted, 0 when the budget is spent (in the window, or under the cap).
+    pub granted: u32,
+    /// The policy's limit.
+    pub limit: u32,
+    /// The policy's window, seconds.
+    pub window: u32,
+    /// When the window ends, Unix milliseconds (the object's clock).
+    pub reset_ms: u64,
+    /// What the object has left after this grant: in the window, and under the cap.
+    pub remaining_after: u32,
+    /// The object's count of answers so far: orders answers that arrive out of order.
+    #[serde(default)]
+    pub serial: u64,
+    /// When the lease ends, the object's clock: names it when tokens are handed back.
+    #[serde(default)]
+    pub lease_end_ms: u64,
+    /// How long the lease lasts from its grant, ms. The isolate's tokens are void this long
+    /// after it sent the call (its own clock), so never after `lease_end_ms`.
+    #[serde(default)]
+    pub lifetime_ms: u64,
+    /// With nothing left after this grant: ms until the object can grant again.
+    #[serde(default)]
+    pub retry_ms: u64,
+    /// With nothing left after this grant: whether only the per-minute cap is spent (the window
+    /// has budget).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_cap: bool,
+    /// The per-minute cap in force, when it can bind (see [`capped`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+}
+
+/// The object's answer to [`Call::Take`]: a lease, or where this key's budget is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Taken {
+    /// The key's requests count at another key's limiter: ask that one.
+    Redirect {
+        /// The budget's key id (hex on the wire).
+        budget: KeyId,
+    },
+    /// A lease from this limiter.
+    Granted(Grant),
+}
+
+/// The object's answer to [`Call::Set`] and [`Call::Route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetOutcome {
+    /// Whether the policy was newer than the stored one and replaced it.
+    pub applied: bool,
+}
+
+/// Tokens granted whose lease ends at `ends_ms`: they count against the per-minute cap until
+/// 60 s after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outstanding {
+    /// The lease end (object clock), also the name under which tokens come back.
+    pub ends_ms: u64,
+    /// Tokens granted with that end and not handed back.
+    pub n: u32,
 }
 
 #[cfg(test)]
