@@ -6,13 +6,11 @@
 //! the host, where `worker`'s JavaScript-backed types cannot be built:
 //!
 //! - [`config`]: the typed configuration, read from the bindings once per isolate;
-//! - [`decide`]: credentials, key, revocation, route and scope: the whole admission decision and
-//!   whom the request belongs to;
+//! - [`decide`]: credentials, key, revocation, route, scope, and whom the request belongs to;
 //! - [`cache`]: revocation shards read from KV, trusted in isolate memory for a short time;
 //! - [`forward`]: the request the origin receives, with the signed caller identity;
 //! - [`body`]: request bodies: framing rules, and the capped read of a sync push;
-//! - [`sync`]: the checks of the control plane's signed pushes of revocation shards, rate limits
-//!   and the audit checkpoint;
+//! - [`sync`]: the checks of the control plane's signed pushes (shards, limits, checkpoint);
 //! - [`limit`]: per-key rate limits: the `KeyLimiter` object's counter and isolate-local leases;
 //! - [`meter`]: usage counts pre-aggregated in the isolate, the `UsageMeter` object's batches;
 //! - [`objects`]: the two Durable Object classes;

@@ -16,12 +16,22 @@
 //! Checks run cheapest first and stop at the first failure, so typos and random strings never
 //! reach the crypto: length, whitespace, prefix, shape, checksum, then version, kid, tag, claims,
 //! expiry.
+//!
+//! - `id`: the environments and the key id (its hex wire and storage form);
+//! - `text`: the text form: encoding, and the checks that need no secret.
 
 use core::fmt;
 
 use crate::base62;
+
+mod id;
+mod text;
+
 use crate::mac::{self, Keyring, Prf, PrfPurpose, Purpose};
 use crate::scope::ScopeSet;
+pub use id::{Environment, KeyId};
+pub use text::{ParsedKey, diagnose, encode_raw, parse, with_checksum};
+use text::{all_base62, diagnosis, fast_shape};
 
 /// The product prefix every key starts with. Secret scanners match on it: it must never change.
 pub const PREFIX: &str = "lnx_";
@@ -72,146 +82,6 @@ pub const MAX_KEY_LEN: usize = PREFIX.len() + 6 + BODY_CHARS;
 const MAX_INPUT_LEN: usize = 512;
 
 const FLAG_EXPIRES: u8 = 0b0000_0001;
-
-/// The environment a key belongs to. A key works only in its own environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Environment {
-    /// For local work and CI: `lnx_dev_`.
-    Development,
-    /// For pre-production: `lnx_stage_`.
-    Staging,
-    /// For real traffic: `lnx_live_`.
-    Production,
-}
-
-impl Environment {
-    /// Every environment, in a stable order.
-    pub const ALL: [Self; 3] = [Self::Development, Self::Staging, Self::Production];
-
-    /// The tag written in a key's text: `dev`, `stage` or `live`.
-    pub const fn tag(self) -> &'static str {
-        match self {
-            Self::Development => "dev",
-            Self::Staging => "stage",
-            Self::Production => "live",
-        }
-    }
-
-    /// The name used in configuration and APIs: `development`, `staging` or `production`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Development => "development",
-            Self::Staging => "staging",
-            Self::Production => "production",
-        }
-    }
-
-    /// Parses a key-text tag (`live`, ...).
-    pub fn from_tag(tag: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.tag() == tag)
-    }
-
-    /// Parses a name (`production`, ...).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.name() == name)
-    }
-
-    const fn code(self) -> u8 {
-        match self {
-            Self::Development => 0,
-            Self::Staging => 1,
-            Self::Production => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.code() == code)
-    }
-}
-
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A key's public identifier: 128 random bits chosen by the issuer. Not secret.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 16]);
-
-impl KeyId {
-    /// What a reader of the wire form expects.
-    pub const EXPECTED: &str = "a key id (32 lowercase hex digits)";
-
-    /// How a reader's error message for a refused key id starts.
-    pub const REFUSED: &str = "key id refused: not 32 lowercase hex digits";
-
-    /// The id as one big-endian number (how revocation lists sort it).
-    pub fn as_u128(self) -> u128 {
-        u128::from_be_bytes(self.0)
-    }
-
-    /// Parses the 32-digit lowercase hex form that [`fmt::Display`] writes.
-    pub fn parse_hex(text: &str) -> Option<Self> {
-        if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        u128::from_str_radix(text, 16)
-            .ok()
-            .map(|v| Self(v.to_be_bytes()))
-    }
-}
-
-/// On the wire a key id is its 32-digit lowercase hex form, checked when read.
-impl serde::Serialize for KeyId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Hex;
-        impl serde::de::Visitor<'_> for Hex {
-            type Value = KeyId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(KeyId::EXPECTED)
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<KeyId, E> {
-                KeyId::parse_hex(text).ok_or_else(|| E::custom(KeyId::REFUSED))
-            }
-        }
-        deserializer.deserialize_str(Hex)
-    }
-}
-
-/// In SQLite a key id is its hex text, as on the wire.
-#[cfg(feature = "sqlite")]
-impl rusqlite::types::ToSql for KeyId {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.to_string().into())
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl rusqlite::types::FromSql for KeyId {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = value.as_str()?;
-        KeyId::parse_hex(text).ok_or(rusqlite::types::FromSqlError::InvalidType)
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.as_u128())
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
 
 /// What a key says about itself. Everything here is authenticated by the key's tag; in a v2 key
 /// everything but `kid` is also sealed.
@@ -560,134 +430,6 @@ fn read_header(header: [u8; HEADER_LEN], tag: &[u8; TAG_LEN]) -> (u8, u8) {
     let (offset, mask) = whitening(tag);
     let v = (u16::from(header[0].wrapping_sub(V2)) + HEADER_VERSIONS - offset) % HEADER_VERSIONS;
     (V2 + v as u8, header[1] ^ mask)
-}
-
-/// Writes `lnx_<env_tag>_<base62 payload><checksum>` for any bytes: [`issue`] uses it with a
-/// sealed payload; tests and fuzzers use it to build keys that pass the checksum but not later
-/// checks.
-pub fn encode_raw(env_tag: &str, payload: &[u8]) -> String {
-    let mut text = String::with_capacity(PREFIX.len() + env_tag.len() + 1 + BODY_CHARS);
-    text.push_str(PREFIX);
-    text.push_str(env_tag);
-    text.push('_');
-    base62::encode_into(payload, &mut text);
-    with_checksum(text)
-}
-
-/// Appends the checksum of `text` to it: the CRC32 (IEEE) of every byte before the checksum,
-/// as [`CHECKSUM_CHARS`] base62 digits.
-pub fn with_checksum(mut text: String) -> String {
-    let crc = crc32fast::hash(text.as_bytes());
-    base62::write_digits(u64::from(crc), CHECKSUM_CHARS, &mut text);
-    text
-}
-
-/// A key text that passed every check that needs no secret: shape, length and checksum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParsedKey<'a> {
-    /// The environment named in the text.
-    pub environment: Environment,
-    /// The base62 digits of the payload (all known to be digits).
-    pub payload: &'a [u8],
-}
-
-/// Checks a key text's shape, length and checksum: what a secret scanner or the edge can tell
-/// with no secret. [`verify`] calls this first.
-///
-/// A well-formed key takes a fast path with no early exits to predict; anything else is handed
-/// to [`diagnose`], which runs the checks one by one to name the first that fails. Both accept
-/// exactly the same texts (a property test holds them to it).
-pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyError> {
-    fast_parse(text).ok_or(()).or_else(|()| diagnose(text))
-}
-
-fn fast_parse(text: &str) -> Option<ParsedKey<'_>> {
-    let parsed = fast_shape(text)?;
-    all_base62(parsed.payload).then_some(parsed)
-}
-
-/// Prefix, environment, length and checksum, but not the payload's digits: [`verify`] checks
-/// those while decoding them, [`fast_parse`] in a separate pass.
-fn fast_shape(text: &str) -> Option<ParsedKey<'_>> {
-    let rest = text.as_bytes().strip_prefix(PREFIX.as_bytes())?;
-    // The longest environment tag is 5 characters: the separator is within the first 6.
-    let sep = rest.iter().take(6).position(|&b| b == b'_')?;
-    let environment = Environment::ALL
-        .into_iter()
-        .find(|e| e.tag().as_bytes() == &rest[..sep])?;
-    let body = &rest[sep + 1..];
-    if body.len() != BODY_CHARS {
-        return None;
-    }
-    // `read_digits` refuses a non-digit among the checksum's characters.
-    let (signed, checksum) = text.as_bytes().split_at(text.len() - CHECKSUM_CHARS);
-    let crc = base62::read_digits(checksum).ok()?;
-    (crc == u64::from(crc32fast::hash(signed))).then(|| ParsedKey {
-        environment,
-        payload: &body[..PAYLOAD_CHARS],
-    })
-}
-
-/// The error [`diagnose`] names for a text the fast path refused.
-fn diagnosis(text: &str) -> KeyError {
-    // `diagnose` accepts only texts the fast path accepts too, so it always finds an error.
-    diagnose(text).err().unwrap_or(KeyError::Malformed)
-}
-
-/// Whether every byte is a base62 digit; branch-free so the compiler can vectorise it.
-fn all_base62(bytes: &[u8]) -> bool {
-    bytes.iter().fold(true, |ok, &b| {
-        ok & (b.wrapping_sub(b'0') < 10 || b.wrapping_sub(b'A') < 26 || b.wrapping_sub(b'a') < 26)
-    })
-}
-
-/// Runs the text checks one at a time, cheapest and most helpful first, and returns the first
-/// failure: the error a person sees for a malformed key.
-pub fn diagnose(text: &str) -> Result<ParsedKey<'_>, KeyError> {
-    let bytes = text.as_bytes();
-    if bytes.len() > MAX_INPUT_LEN {
-        return Err(KeyError::InvalidLength {
-            expected: MAX_KEY_LEN,
-            found: bytes.len(),
-        });
-    }
-    if text.trim() != text {
-        return Err(KeyError::SurroundingWhitespace);
-    }
-    if !text.starts_with(PREFIX) {
-        return Err(KeyError::MissingPrefix);
-    }
-    if let Some(position) = bytes
-        .iter()
-        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-    {
-        return Err(KeyError::InvalidCharacter { position });
-    }
-    let rest = &text[PREFIX.len()..];
-    let Some((env, body)) = rest.split_once('_') else {
-        return Err(KeyError::InvalidLength {
-            expected: MAX_KEY_LEN,
-            found: bytes.len(),
-        });
-    };
-    // An underscore in the body means one was added: the body has none.
-    if body.len() != BODY_CHARS || body.contains('_') {
-        let expected = PREFIX.len() + env.len() + 1 + BODY_CHARS;
-        return Err(KeyError::InvalidLength {
-            expected,
-            found: bytes.len(),
-        });
-    }
-    let (signed, checksum) = bytes.split_at(bytes.len() - CHECKSUM_CHARS);
-    let crc = base62::read_digits(checksum).map_err(|_| KeyError::InvalidChecksum)?;
-    if crc != u64::from(crc32fast::hash(signed)) {
-        return Err(KeyError::InvalidChecksum);
-    }
-    let environment = Environment::from_tag(env).ok_or(KeyError::UnknownEnvironment)?;
-    Ok(ParsedKey {
-        environment,
-        payload: &body.as_bytes()[..PAYLOAD_CHARS],
-    })
 }
 
 /// Verifies a key text at time `now` (Unix seconds) and returns its claims.
