@@ -14,22 +14,6 @@ use shared::key::{Claims, Environment, KeyId};
 use shared::mac::Keyring;
 use shared::scope::Permission;
 
-/// The edge of the test keyring's deployment: production, the control plane's signing keyring.
-fn edge_config() -> Config {
-    let ring = format!("active=1;1:{}", "11".repeat(32));
-    let origin_ring = format!("active=7;7:{}", "77".repeat(32));
-    Config::from_lookup(|name| {
-        Some(match name {
-            "LYNXO_ENV" => "production".to_owned(),
-            "LYNXO_KEYRING" => ring.clone(),
-            "ORIGIN_KEYRING" => origin_ring.clone(),
-            "ORIGIN_URL" => "http://origin.test".to_owned(),
-            _ => return None,
-        })
-    })
-    .unwrap()
-}
-
 /// (valid, status, code, reason, scope): what both sides must agree on.
 type Answer = (
     bool,
@@ -168,7 +152,8 @@ async fn the_verify_endpoint_answers_what_the_edge_answers() {
         ("GET", "/v1/jobs/%2e%2e"),
         ("PATCH", "/v1/account"),
     ];
-    let cfg = edge_config();
+    // The edge's own test deployment: production, signed with the control plane's test keyring.
+    let cfg = edge::testing::config();
     let now = START + 20;
     let mut kinds = std::collections::BTreeSet::new();
     for (name, text) in &keys {

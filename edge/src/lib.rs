@@ -46,8 +46,8 @@ mod request;
 mod respond;
 mod stubs;
 pub mod sync;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testing;
 
 use worker::{Context, Env, Request, Response, console_error, event};
 

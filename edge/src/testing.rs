@@ -1,9 +1,12 @@
-//! Fixtures for the unit tests: one production configuration with test-only secrets.
+//! Fixtures for tests (this crate's, and the control plane's parity test, behind the `testkit`
+//! feature): one production configuration with test-only secrets. Not API.
+#![doc(hidden)]
+#![allow(clippy::panic)]
 
 use crate::config::Config;
 
 /// A production configuration: key-signing kid 1 (`0x11` bytes), identity kid 7 (`0x77` bytes).
-pub(crate) fn config() -> Config {
+pub fn config() -> Config {
     let ring = format!("active=1;1:{}", "11".repeat(32));
     let origin_ring = format!("active=7;7:{}", "77".repeat(32));
     Config::from_lookup(|name| {

@@ -6,6 +6,7 @@ use edge::cache::ShardCache;
 use edge::config::Config;
 use edge::decide::{Incoming, RevocationStatus, decide};
 use edge::problem::{PROBLEM_JSON, Reply};
+use edge::testing::config;
 use edge::{forward, sync};
 use proptest::prelude::*;
 use shared::key::{self, Claims, Environment, KeyId};
@@ -13,21 +14,6 @@ use shared::revocation::shard_of;
 use shared::scope::ScopeSet;
 
 const NOW: u64 = 1_800_000_000;
-
-fn config() -> Config {
-    let ring = format!("active=1;1:{}", "11".repeat(32));
-    let origin_ring = format!("active=2;2:{}", "22".repeat(32));
-    Config::from_lookup(|name| {
-        Some(match name {
-            "LYNXO_ENV" => "production".to_owned(),
-            "LYNXO_KEYRING" => ring.clone(),
-            "ORIGIN_KEYRING" => origin_ring.clone(),
-            "ORIGIN_URL" => "http://origin.test".to_owned(),
-            _ => return None,
-        })
-    })
-    .expect("test config")
-}
 
 fn valid_key(cfg: &Config, environment: Environment, scopes: u32) -> String {
     let claims = Claims {
