@@ -5,9 +5,8 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use shared::gate::{self, Denial};
+use shared::gate::{self, Denial, Revocation};
 use shared::key::{self, Claims};
-use shared::scope::PolicyError;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -94,32 +93,20 @@ impl Verdict {
     }
 }
 
-/// The edge's answer to a denial, as a verdict.
+/// The edge's answer to a denial, as a verdict: `shared`'s mapping, the one the edge uses.
 fn verdict_of(denial: &Denial) -> Verdict {
-    match denial {
-        // Forged, tampered, unknown-signer and revoked keys look the same.
-        Denial::Key(e) if e.is_forgery_class() => Verdict::refuse(401, "invalid_token"),
-        Denial::Key(e) => Verdict {
-            reason: Some(e.code()),
-            ..Verdict::refuse(401, "invalid_token")
-        },
-        Denial::Revoked => Verdict::refuse(401, "invalid_token"),
-        Denial::Policy(PolicyError::NoRoute) => Verdict::refuse(404, "not_found"),
-        Denial::Policy(PolicyError::InvalidPath) => Verdict::refuse(400, "invalid_path"),
-        Denial::Policy(PolicyError::MethodNotAllowed { .. }) => {
-            Verdict::refuse(405, "method_not_allowed")
-        }
-        Denial::Policy(PolicyError::InsufficientScope { needed }) => Verdict {
-            scope: Some(needed.name()),
-            ..Verdict::refuse(403, "insufficient_scope")
-        },
-        _ => Verdict::refuse(401, "invalid_token"),
+    let answer = denial.answer();
+    Verdict {
+        reason: answer.reason,
+        scope: answer.scope.map(|s| s.name()),
+        ..Verdict::refuse(answer.status, answer.code)
     }
 }
 
-/// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`,
-/// the edge's decision, with the database's revocation state (which includes revocations not yet
-/// published).
+/// `POST /v1/keys/verify`: for origins not behind the edge. Runs `shared::gate::authenticate`
+/// and `admit`, the edge's decision, with the database's revocation state (which includes
+/// revocations not yet published), and answers with `shared::gate::Denial::answer`, the edge's
+/// mapping (`tests/verify_parity.rs` runs both on the same inputs).
 ///
 /// It answers only about the caller's own keys: a genuine key of another account gets exactly
 /// the answer of a forged one, before anything about it (expiry, revocation, scopes) can show,
@@ -152,33 +139,31 @@ pub async fn verify_key(
         .map(parse_environment)
         .transpose()?;
     let now = state.clock.now();
-    if let (Some(expected), Ok(parsed)) = (endpoint_env, key::parse(&body.key)) {
-        if parsed.environment != expected {
-            return Ok(Json(Verdict {
-                reason: Some("wrong_environment"),
-                ..Verdict::refuse(401, "invalid_token")
-            }));
-        }
-    }
-    // Whose key it is, from its tag alone (at time 0 nothing has expired): another account's key
-    // is answered as a forgery is, and the trace goes to its owner.
-    let owner = key::verify(&body.key, &state.keyring, 0).ok();
+    // The key checks, the edge's: public checks, environment, tag, expiry.
+    let authenticated = gate::authenticate(&body.key, &state.keyring, endpoint_env, now);
+    // Whose key it is, from that one check (an expired key's tag verified too): another
+    // account's key is answered as a forgery is, and the trace goes to its owner.
+    let owner = match &authenticated {
+        Ok(verified) => Some(verified.claims),
+        Err(Denial::Expired(claims)) => Some(*claims),
+        Err(_) => None,
+    };
     if let Some(foreign) = owner.filter(|o| o.account_id != caller.account_id) {
         trace_verify(&state, &caller, foreign, now, None);
-        return Ok(Json(Verdict::refuse(401, "invalid_token")));
+        return Ok(Json(Verdict::refuse(401, gate::INVALID_TOKEN)));
     }
     // The revocation lookup needs the key id, which only a verified key gives, and runs on the
-    // store's threads; `gate::admit` then finishes the same decision the edge makes.
-    let admission = match key::verify(&body.key, &state.keyring, now) {
-        Ok(claims) => {
-            let id = claims.key_id;
+    // store's threads; `admit` then finishes the same decision the edge makes.
+    let admission = match authenticated {
+        Ok(verified) => {
+            let id = verified.key_id();
             let revoked = state
                 .store
                 .read(move |c| db::is_revoked(c, id, now))
                 .await?;
-            gate::admit(claims, revoked, &body.method, &body.path)
+            verified.admit(Revocation::from(revoked), &body.method, &body.path)
         }
-        Err(e) => Err(Denial::Key(e)),
+        Err(denial) => Err(denial),
     };
     let verdict = match admission {
         Ok(admitted) => {
@@ -249,24 +234,4 @@ fn trace_verify(
             tracing::warn!(error = %e, action, "verify trace not written");
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shared::key::KeyError;
-    use shared::scope::Scope;
-
-    #[test]
-    fn denials_map_like_the_edge() {
-        let forged = verdict_of(&Denial::Key(KeyError::BadTag));
-        assert_eq!(forged, verdict_of(&Denial::Revoked));
-        assert_eq!(forged.reason, None);
-        let typo = verdict_of(&Denial::Key(KeyError::InvalidChecksum));
-        assert_eq!(typo.reason, Some("invalid_checksum"));
-        let scope = verdict_of(&Denial::Policy(PolicyError::InsufficientScope {
-            needed: Scope::JobsWrite,
-        }));
-        assert_eq!((scope.status, scope.scope), (Some(403), Some("jobs:write")));
-    }
 }

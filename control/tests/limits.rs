@@ -107,7 +107,7 @@ async fn a_new_key_is_pushed_with_its_policy_and_leaves_the_outbox() {
         edge.pushes(),
         vec![LimitPush {
             limits: vec![LimitUpdate {
-                key_id: id.to_owned(),
+                key_id: KeyId::parse_hex(id).unwrap(),
                 policy: shared::limits::Policy::new(50, 10).unwrap(),
                 version: START * 1000,
                 // The standard plan's cap; a created key is its own budget.
@@ -183,7 +183,7 @@ async fn changing_a_limit_pushes_a_new_version_without_a_new_key() {
     );
     publisher.run_once().await.unwrap();
     let second = edge.pushes()[1].limits[0].clone();
-    assert_eq!(second.key_id, id);
+    assert_eq!(second.key_id.to_string(), id);
     assert_eq!((second.policy.limit, second.policy.window), (5, 1));
     assert!(second.version > first.version);
     assert_eq!(second.version, START * 1000 + 1500);
@@ -263,10 +263,10 @@ async fn a_rotated_key_gets_its_own_policy_push() {
     publisher.run_once().await.unwrap();
     let push = &edge.pushes()[1].limits;
     assert_eq!(push.len(), 1);
-    assert_eq!(push[0].key_id, new_id);
+    assert_eq!(push[0].key_id.to_string(), new_id);
     assert_eq!(push[0].policy.limit, 42);
     // The successor spends its predecessor's budget: one limiter for the chain.
-    assert_eq!(push[0].budget.as_deref(), Some(id.as_str()));
+    assert_eq!(push[0].budget.map(|b| b.to_string()), Some(id.clone()));
     assert_eq!(rotated["key"]["rate_limit_budget"], id.as_str());
     assert_eq!(rotated["previous"]["rate_limit_budget"], id.as_str());
 }
@@ -412,7 +412,7 @@ fn migration_0002_keeps_old_limits_per_minute_and_queues_every_working_key() {
         .read_blocking::<_, StoreError, _>(|c| limits_db::pending(c, 1000))
         .unwrap();
     assert_eq!(queued.len(), 1, "revoked keys are not pushed");
-    assert_eq!(queued[0].key_id, live.to_string());
+    assert_eq!(queued[0].key_id, live);
 }
 
 #[test]
@@ -465,8 +465,10 @@ fn migration_0005_gives_every_rotation_chain_one_budget_and_queues_every_working
     let queued = store
         .read_blocking::<_, StoreError, _>(|c| limits_db::pending(c, 1000))
         .unwrap();
-    let mut pushed: Vec<(String, Option<String>)> =
-        queued.into_iter().map(|u| (u.key_id, u.budget)).collect();
+    let mut pushed: Vec<(String, Option<String>)> = queued
+        .into_iter()
+        .map(|u| (u.key_id.to_string(), u.budget.map(|b| b.to_string())))
+        .collect();
     pushed.sort();
     assert_eq!(
         pushed,

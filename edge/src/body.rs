@@ -102,6 +102,14 @@ impl Framing<'_> {
     }
 }
 
+/// The request's `Content-Length` and `Transfer-Encoding` headers.
+pub(crate) fn framing_headers(req: &Request) -> worker::Result<(Option<String>, Option<String>)> {
+    Ok((
+        req.headers().get("content-length")?,
+        req.headers().get("transfer-encoding")?,
+    ))
+}
+
 /// The length of a request's body by its framing: for an API request, the body the edge streams
 /// to the origin unread and the signed identity binds: `Content-Length`, or 0 without a body. A body that declares no length
 /// (chunked) is 411; a body on a method that takes none is 400.

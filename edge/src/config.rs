@@ -131,8 +131,9 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::Invalid("SYNC_MAX_BYTES"))?;
         let rate_limit_default = match get("RATE_LIMIT_DEFAULT") {
-            Some(text) => crate::limit::parse_policy(&text)
-                .map_err(|_| ConfigError::Invalid("RATE_LIMIT_DEFAULT"))?,
+            Some(text) => {
+                Policy::parse(&text).map_err(|_| ConfigError::Invalid("RATE_LIMIT_DEFAULT"))?
+            }
             None => DEFAULT_RATE_LIMIT,
         };
         let meter_shards: u16 = optional("METER_SHARDS", "4")

@@ -8,10 +8,10 @@
 
 use std::borrow::Cow;
 
-use shared::gate::{self, Denial};
+use shared::gate::{self, Answer, Denial};
 use shared::identity::Identity;
 use shared::key::{self, Claims, Environment, KeyError, KeyId};
-use shared::scope::{Method, PolicyError, Route};
+use shared::scope::{Method, PolicyError, Route, Scope};
 
 use crate::config::Config;
 use crate::problem::{self, CHALLENGE, Problem, Reply, bearer_error};
@@ -125,16 +125,8 @@ pub struct Verified {
     pub source: Source,
 }
 
-/// What the revocation list says about a key id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevocationStatus {
-    /// A fresh, verified shard does not list the key.
-    Clear,
-    /// A fresh, verified shard lists the key.
-    Revoked,
-    /// No usable shard: missing, never verified, or past its next-update time. Fail closed.
-    Unavailable,
-}
+/// What the revocation list says about a key id (`shared`'s, so both sides read it alike).
+pub use shared::gate::Revocation as RevocationStatus;
 
 /// A request to forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,71 +139,99 @@ pub struct Admitted {
     pub source: Source,
 }
 
-/// The first step: finds the one credential and verifies the key at `now` (Unix seconds).
-pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verified, Reply> {
-    let (token, source) = credential(req)?;
-    verify_key(&token, cfg, now).map(|claims| Verified { claims, source })
+/// The decision about a request and whom it belongs to, in one value: what the worker answers,
+/// meters and rate-limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The key's claims when its tag verified for this environment (an expired key's too): the
+    /// request counts as the key owner's. `None` for a forged, mis-copied or other-environment
+    /// key, or no key at all: such a request belongs to nobody.
+    pub owner: Option<Claims>,
+    /// The scope the request is about: the route's when admitted, the missing one for
+    /// `insufficient_scope`.
+    pub scope: Option<Scope>,
+    /// Forward, or the edge's own answer.
+    pub answer: Result<Admitted, Reply>,
 }
 
-/// The claims of a key the first step refused although its tag verified: an expired key of this
-/// environment. Such a request belongs to the key's owner (usage and activity); a forged,
-/// mis-copied or other-environment key belongs to nobody, and gets `None`. Costs one more key
-/// check (a v2 key's three SHA-256 compressions), on refusals only.
-pub fn owner(req: &Incoming<'_>, cfg: &Config) -> Option<Claims> {
-    let (token, _) = credential(req).ok()?;
-    // At time 0 nothing has expired yet: what remains is the tag and the format.
-    key::verify(&token, &cfg.keyring, 0)
-        .ok()
-        .filter(|claims| claims.environment == cfg.environment)
+impl Decided {
+    fn refused(owner: Option<Claims>, reply: Reply) -> Self {
+        Self {
+            owner,
+            scope: None,
+            answer: Err(reply),
+        }
+    }
 }
 
-/// The second step: revocation, then the route and its scope.
+/// The first step: finds the one credential and checks the key at `now` (Unix seconds) with
+/// `shared::gate::authenticate`. A refusal is final.
+pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verified, Decided> {
+    let (token, source) = credential(req).map_err(|reply| Decided::refused(None, reply))?;
+    match gate::authenticate(&token, &cfg.keyring, Some(cfg.environment), now) {
+        Ok(verified) => Ok(Verified {
+            claims: verified.claims,
+            source,
+        }),
+        Err(denial) => {
+            // Only an expired key has an owner here: its tag verified.
+            let owner = match &denial {
+                Denial::Expired(claims) => Some(*claims),
+                _ => None,
+            };
+            Err(Decided::refused(owner, refusal(&denial, cfg)))
+        }
+    }
+}
+
+/// The second step: revocation, then the route and its scope (`gate::Verified::admit`).
 pub fn admit(
     verified: &Verified,
     req: &Incoming<'_>,
     status: RevocationStatus,
     cfg: &Config,
-) -> Result<Admitted, Reply> {
-    let revoked = match status {
-        RevocationStatus::Clear => false,
-        RevocationStatus::Revoked => true,
-        RevocationStatus::Unavailable => {
-            return Err(problem::unavailable(
-                "revocation_list_unavailable",
-                "The edge cannot confirm that the key is not revoked right now, so it refuses the request.",
-                cfg.retry_after(),
-            ));
+) -> Decided {
+    let result = gate::Verified {
+        claims: verified.claims,
+    }
+    .admit(status, req.method, req.path);
+    let scope = gate::scope_of(&result);
+    let answer = match result {
+        Ok(admitted) => {
+            let claims = admitted.claims;
+            Ok(Admitted {
+                identity: Identity {
+                    account_id: claims.account_id,
+                    key_id: claims.key_id,
+                    environment: claims.environment,
+                    scopes: claims.scopes,
+                },
+                route: admitted.route,
+                source: verified.source,
+            })
         }
+        Err(denial) => Err(refusal(&denial, cfg)),
     };
-    let claims = verified.claims;
-    let admitted =
-        gate::admit(claims, revoked, req.method, req.path).map_err(|denial| match denial {
-            Denial::Policy(e) => policy_reply(e),
-            // Revoked, or anything this build does not know: the one answer for an invalid key.
-            _ => not_valid(),
-        })?;
-    let route = admitted.route;
-    Ok(Admitted {
-        identity: Identity {
-            account_id: claims.account_id,
-            key_id: claims.key_id,
-            environment: claims.environment,
-            scopes: claims.scopes,
-        },
-        route,
-        source: verified.source,
-    })
+    Decided {
+        owner: Some(verified.claims),
+        scope,
+        answer,
+    }
 }
 
-/// Both steps, with `revocation` answering for the key id: what the worker decides.
+/// Both steps, with `revocation` answering for the key id: what the worker decides, for the
+/// tests (the worker reads the shard between the steps).
+#[doc(hidden)]
 pub fn decide(
     req: &Incoming<'_>,
     cfg: &Config,
     now: u64,
     revocation: impl FnOnce(KeyId) -> RevocationStatus,
-) -> Result<Admitted, Reply> {
-    let verified = authenticate(req, cfg, now)?;
-    admit(&verified, req, revocation(verified.claims.key_id), cfg)
+) -> Decided {
+    match authenticate(req, cfg, now) {
+        Ok(verified) => admit(&verified, req, revocation(verified.claims.key_id), cfg),
+        Err(decided) => decided,
+    }
 }
 
 /// Whether a raw query parameter name is a credential's, in any spelling.
@@ -314,6 +334,23 @@ pub fn not_valid() -> Reply {
     )
 }
 
+/// The hint for each key error that is safe to name: the public ones from `shared::scan` (the
+/// JavaScript package's `inspectKey` gives the same words), the environment mismatch here.
+fn key_hint(error: &KeyError) -> Option<String> {
+    match error {
+        KeyError::WrongEnvironment { key, endpoint } => Some(format!(
+            "This is a {} key, but this endpoint serves {}. Use a key of that environment.",
+            environment_label(*key),
+            environment_label(*endpoint),
+        )),
+        other => shared::scan::error_hint(other),
+    }
+}
+
+fn expired_hint(expired_at: u64) -> String {
+    shared::scan::error_hint(&KeyError::Expired { expired_at }).unwrap_or_default()
+}
+
 fn environment_label(environment: Environment) -> String {
     format!(
         "{} (`{}{}_` keys)",
@@ -323,43 +360,54 @@ fn environment_label(environment: Environment) -> String {
     )
 }
 
-/// Verifies the key text: public checks with hints, the environment, then the secret checks.
-fn verify_key(token: &str, cfg: &Config, now: u64) -> Result<Claims, Reply> {
-    let key_error = |e: KeyError| {
-        if e.is_forgery_class() {
-            return not_valid();
-        }
-        match shared::scan::error_hint(&e) {
-            Some(hint) => problem::invalid_token(Some(e.code()), &hint),
-            None => not_valid(),
-        }
+/// The edge's problem document for a refusal: the (status, code, reason, scope) come from
+/// [`Denial::answer`], the same as the control plane's verify endpoint reports; the edge adds
+/// the words (title, detail, hint) and the headers (RFC 6750 challenges, `Allow`, `Retry-After`).
+pub fn refusal(denial: &Denial, cfg: &Config) -> Reply {
+    let answer = denial.answer();
+    let hint = match denial {
+        Denial::Key(e) => key_hint(e),
+        Denial::Expired(claims) => Some(expired_hint(claims.expires_at.unwrap_or(0))),
+        _ => None,
     };
-    let parsed = key::parse(token).map_err(key_error)?;
-    if parsed.environment != cfg.environment {
-        return Err(Problem::new(
-            401,
-            "invalid_token",
-            "Unauthorized",
-            "The API key is not valid.",
-        )
-        .reason("wrong_environment")
-        .hint(format!(
-            "This is a {} key, but this endpoint serves {}. Use a key of that environment.",
-            environment_label(parsed.environment),
-            environment_label(cfg.environment),
-        ))
-        .field("key_environment", parsed.environment.name())
-        .field("endpoint_environment", cfg.environment.name())
-        .header("www-authenticate", bearer_error("invalid_token"))
-        .reply());
+    match denial {
+        Denial::Key(_) | Denial::Expired(_) | Denial::Revoked => match (answer.reason, hint) {
+            (Some(reason), Some(hint)) => {
+                let mut p = Problem::new(
+                    answer.status,
+                    answer.code,
+                    "Unauthorized",
+                    "The API key is not valid.",
+                )
+                .reason(reason)
+                .hint(hint)
+                .header("www-authenticate", bearer_error(answer.code));
+                if let Denial::Key(KeyError::WrongEnvironment { key, endpoint }) = denial {
+                    p = p
+                        .field("key_environment", key.name())
+                        .field("endpoint_environment", endpoint.name());
+                }
+                p.reply()
+            }
+            // Forged, tampered, unknown-signer, revoked, or unknown to this build.
+            _ => not_valid(),
+        },
+        Denial::RevocationUnavailable => problem::unavailable(
+            answer.code,
+            "The edge cannot confirm that the key is not revoked right now, so it refuses the request.",
+            cfg.retry_after(),
+        ),
+        Denial::Policy(e) => policy_reply(e, answer),
+        // A denial this build does not know: refuse, without detail.
+        _ => problem::internal(),
     }
-    key::verify(token, &cfg.keyring, now).map_err(key_error)
 }
 
 /// The answer for a route-policy refusal.
-fn policy_reply(error: PolicyError) -> Reply {
+fn policy_reply(error: &PolicyError, answer: Answer) -> Reply {
+    let Answer { status, code, .. } = answer;
     match error {
-        PolicyError::NoRoute => Problem::new(404, "not_found", "Not Found", "The Lynxo API has no such route.")
+        PolicyError::NoRoute => Problem::new(status, code, "Not Found", "The Lynxo API has no such route.")
             .hint("Check the path against the API reference.")
             .reply(),
         PolicyError::MethodNotAllowed { allowed } => {
@@ -368,23 +416,23 @@ fn policy_reply(error: PolicyError) -> Reply {
                 names.push("HEAD");
             }
             let allow = names.join(", ");
-            Problem::new(405, "method_not_allowed", "Method Not Allowed", format!("This route accepts {allow}."))
+            Problem::new(status, code, "Method Not Allowed", format!("This route accepts {allow}."))
                 .header("allow", allow)
                 .reply()
         }
         PolicyError::InsufficientScope { needed } => Problem::new(
-            403,
-            "insufficient_scope",
+            status,
+            code,
             "Forbidden",
             format!("The API key lacks the `{needed}` scope this route needs."),
         )
         .field("scope", needed.name())
         .hint(format!("Edit the key's permissions in the dashboard to include `{needed}`, or use a key that has it."))
-        .header("www-authenticate", format!(r#"{CHALLENGE}, error="insufficient_scope", scope="{needed}""#))
+        .header("www-authenticate", format!(r#"{CHALLENGE}, error="{code}", scope="{needed}""#))
         .reply(),
         PolicyError::InvalidPath => Problem::new(
-            400,
-            "invalid_path",
+            status,
+            code,
             "Bad Request",
             "The path is not canonical: path segments hold only letters, digits, `-`, `.`, `_` and `~`, and are never `.` or `..`.",
         )
@@ -442,7 +490,7 @@ mod tests {
             query,
             authorization: auth,
         };
-        decide(&req, &config(), NOW, |_| status)
+        decide(&req, &config(), NOW, |_| status).answer
     }
 
     fn get(auth: &str) -> Result<Admitted, Reply> {
@@ -674,23 +722,46 @@ mod tests {
         );
         // An expired key still has an owner; a mis-copied one has none.
         let auth = format!("Bearer {expired}");
-        let req = |auth| Incoming {
-            method: "GET",
-            path: "/v1/jobs",
-            query: None,
-            authorization: Some(auth),
+        let owner = |auth: &str| {
+            let req = Incoming {
+                method: "GET",
+                path: "/v1/jobs",
+                query: None,
+                authorization: Some(auth),
+            };
+            decide(&req, &config(), NOW, |_| RevocationStatus::Clear).owner
         };
-        assert_eq!(
-            owner(&req(&auth), &config()).map(|c| c.key_id),
-            Some(KeyId([3; 16]))
-        );
-        let typo = format!("Bearer {typo}");
-        assert_eq!(owner(&req(&typo), &config()), None);
+        assert_eq!(owner(&auth).map(|c| c.key_id), Some(KeyId([3; 16])));
+        assert_eq!(owner(&format!("Bearer {typo}")), None);
         let dev = issue(
             &claims(Environment::Development, ScopeSet::FULL_ACCESS),
             &config().keyring,
         );
-        assert_eq!(owner(&req(&format!("Bearer {dev}")), &config()), None);
+        assert_eq!(owner(&format!("Bearer {dev}")), None);
+    }
+
+    #[test]
+    fn the_decision_carries_its_attribution() {
+        let key = live_key();
+        let auth = format!("Bearer {key}");
+        let decided = |method, status| {
+            let req = Incoming {
+                method,
+                path: "/v1/jobs",
+                query: None,
+                authorization: Some(&auth),
+            };
+            decide(&req, &config(), NOW, |_| status)
+        };
+        let admitted = decided("GET", RevocationStatus::Clear);
+        assert_eq!(admitted.owner.map(|c| c.key_id), Some(KeyId([3; 16])));
+        assert_eq!(admitted.scope, Some(Scope::JobsRead));
+        let refused = decided("POST", RevocationStatus::Clear);
+        assert_eq!(refused.scope, Some(Scope::JobsWrite));
+        assert_eq!(refused.answer.unwrap_err().status, 403);
+        let revoked = decided("GET", RevocationStatus::Revoked);
+        assert_eq!(revoked.owner.map(|c| c.key_id), Some(KeyId([3; 16])));
+        assert_eq!(revoked.scope, None);
     }
 
     #[test]

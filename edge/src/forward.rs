@@ -268,7 +268,9 @@ mod tests {
             query: Some("a=1&b=2"),
             authorization: Some(auth),
         };
-        decide(&header_only, cfg, NOW, |_| RevocationStatus::Clear).unwrap()
+        decide(&header_only, cfg, NOW, |_| RevocationStatus::Clear)
+            .answer
+            .unwrap()
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!   hex, or a refused key's, `refused-<id>`): the [`Counter`](crate::limit::Counter), persisted
 //!   after every change, or the route to the key's chain's budget;
 //! - [`UsageMeter`] (binding `METER`, objects `meter-0` .. `meter-<METER_SHARDS - 1>`): the open
-//!   [`Aggregate`], sealed batches and their delivery to the control plane.
+//!   [`Aggregate`](crate::meter::Aggregate), sealed batches and their delivery to the control
+//!   plane. What to write and delete is [`MeterState`]'s pure storage protocol; this only
+//!   carries it out.
 //!
 //! Every runtime error becomes an error response or a log line, never a panic.
 
@@ -12,21 +14,16 @@ use std::cell::RefCell;
 
 use shared::usage::{INGEST_PATH, sign_batch};
 use worker::{
-    Date, DurableObject, Env, Fetch, Headers, ListOptions, Method, Request, RequestInit, Response,
-    State, console_error, console_log, console_warn, durable_object, js_sys,
+    DurableObject, Env, Fetch, Headers, ListOptions, Method, Request, RequestInit, Response, State,
+    console_error, console_log, console_warn, durable_object, js_sys,
 };
 
-use shared::key::KeyId;
-
+use crate::isolate::now_ms;
 use crate::limit::{Call, Counter, SetOutcome, Taken};
-use crate::meter::{self, Aggregate, Delivery};
+use crate::meter::{self, Delivery, MeterState, Stored};
 
 /// Storage key of a limiter's counter.
 const COUNTER_KEY: &str = "counter";
-
-fn now_ms() -> u64 {
-    Date::now().as_millis()
-}
 
 /// A 200 JSON answer from a serialized body.
 fn json(body: String) -> worker::Result<Response> {
@@ -80,7 +77,7 @@ impl DurableObject for KeyLimiter {
                     default,
                     want,
                     returned,
-                } => match counter.budget.clone() {
+                } => match counter.budget {
                     // This key's requests count at its chain's first key: send the isolate
                     // there (tokens it hands back here were granted here).
                     Some(budget) => {
@@ -101,10 +98,7 @@ impl DurableObject for KeyLimiter {
                     serde_json::to_string(&SetOutcome { applied })?
                 }
                 Call::Route { budget } => {
-                    if KeyId::parse_hex(&budget).is_none() {
-                        return Response::error("not a key id", 400);
-                    }
-                    counter.route(&budget);
+                    counter.route(budget);
                     serde_json::to_string(&SetOutcome { applied: true })?
                 }
             };
@@ -115,18 +109,6 @@ impl DurableObject for KeyLimiter {
             .await?;
         json(answer)
     }
-}
-
-/// What a meter object keeps in memory, mirrored in its storage.
-#[derive(Debug, Default)]
-struct MeterState {
-    open: Aggregate,
-    /// Number of the last sealed batch.
-    seq: u64,
-    /// `meter-<shard>-<random>`, made once and persisted.
-    source: Option<String>,
-    /// Failed deliveries in a row.
-    failures: u32,
 }
 
 /// One shard's usage aggregation and delivery.
@@ -177,37 +159,17 @@ impl UsageMeter {
             return Ok(());
         }
         let storage = self.state.storage();
-        let open: Option<String> = storage.get("open").await?;
-        let seq: Option<String> = storage.get("seq").await?;
-        let source: Option<String> = storage.get("source").await?;
-        let mut open: Aggregate = match open.map(|s| serde_json::from_str(&s)) {
-            Some(Ok(open)) => open,
-            Some(Err(e)) => return Err(format!("open aggregate unreadable: {e}").into()),
-            None => Aggregate::default(),
+        let stored = Stored {
+            open: storage.get(meter::OPEN_KEY).await?,
+            seq: storage.get(meter::SEQ_KEY).await?,
+            source: storage.get(meter::SOURCE_KEY).await?,
+            chunks: list_strings(&storage, meter::CHUNK_PREFIX).await?,
         };
-        let mut chunks = Vec::new();
-        for (key, value) in list_strings(&storage, "act/").await? {
-            if let (Some(n), Ok(entries)) =
-                (meter::chunk_number(&key), serde_json::from_str(&value))
-            {
-                chunks.push((n, entries));
-            }
-        }
-        let stale: Vec<String> = open
-            .restore_chunks(chunks)
-            .into_iter()
-            .map(meter::chunk_key)
-            .collect();
+        let (state, stale) = MeterState::load(stored)?;
         if !stale.is_empty() {
             // Chunks of batches already sealed, left by an interrupted clean-up.
             storage.delete_multiple(stale).await?;
         }
-        let state = MeterState {
-            open,
-            seq: seq.and_then(|s| s.parse().ok()).unwrap_or(0),
-            source,
-            failures: 0,
-        };
         self.mem.borrow_mut().get_or_insert(state);
         Ok(())
     }
@@ -215,33 +177,25 @@ impl UsageMeter {
     async fn record(&self, delivery: Delivery) -> worker::Result<()> {
         self.load().await?;
         let storage = self.state.storage();
-        let seen = meter::seen_key(&delivery.id);
-        if storage.get::<String>(&seen).await?.is_some() {
+        if storage
+            .get::<String>(&meter::seen_key(&delivery.id))
+            .await?
+            .is_some()
+        {
             // A retry of a delivery stored before (its answer was lost): counted already.
             return Ok(());
         }
-        let writes = {
-            let mut mem = self.mem.borrow_mut();
-            let Some(mem) = mem.as_mut() else {
-                return Err("meter state not loaded".into());
-            };
-            let mut writes = vec![(seen, now_ms().to_string())];
-            if mem.source.is_none() {
-                let source = meter::source_name(delivery.shard, &random_hex());
-                mem.source = Some(source.clone());
-                writes.push(("source".to_owned(), source));
-            }
-            let kept = mem.open.merge(delivery);
-            if !kept.is_empty() {
-                let n = mem.open.next_chunk();
-                writes.push((meter::chunk_key(n), serde_json::to_string(&kept)?));
-            }
-            writes.push(("open".to_owned(), serde_json::to_string(&mem.open)?));
-            writes
+        let writes = match self.mem.borrow_mut().as_mut() {
+            Some(mem) => mem.record(delivery, random_hex, now_ms()),
+            None => return Err("meter state not loaded".into()),
         };
         // The merged counts, the activity chunk, the delivery's name and (the first time) the
         // source: one atomic write.
-        if let Err(e) = put_all(&storage, &writes).await {
+        let written = match writes {
+            Ok(writes) => put_all(&storage, &writes).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
             // Memory is ahead of storage: read it back, so the worker's retry counts once.
             *self.mem.borrow_mut() = None;
             return Err(e);
@@ -255,32 +209,16 @@ impl UsageMeter {
     /// Seals the open aggregate (if any) as the next batch.
     async fn seal(&self) -> worker::Result<()> {
         let storage = self.state.storage();
-        let (writes, chunks) = {
-            let mut mem = self.mem.borrow_mut();
-            let Some(mem) = mem.as_mut() else {
-                return Err("meter state not loaded".into());
-            };
-            if mem.open.is_empty() {
-                return Ok(());
-            }
-            let Some(source) = mem.source.clone() else {
-                return Err("meter has events but no source".into());
-            };
-            mem.seq += 1;
-            let (batch, chunks) = mem.open.seal(&source, mem.seq);
-            let writes = vec![
-                (meter::batch_key(mem.seq), serde_json::to_string(&batch)?),
-                ("seq".to_owned(), mem.seq.to_string()),
-                ("open".to_owned(), serde_json::to_string(&mem.open)?),
-            ];
-            (writes, chunks)
+        let sealed = match self.mem.borrow_mut().as_mut() {
+            Some(mem) => mem.seal()?,
+            None => return Err("meter state not loaded".into()),
         };
-        // One atomic write: the batch, its number, and the emptied aggregate whose chunk floor
-        // excludes the chunks the batch took.
-        put_all(&storage, &writes).await?;
-        let stale: Vec<String> = chunks.map(meter::chunk_key).collect();
-        if !stale.is_empty() {
-            if let Err(e) = storage.delete_multiple(stale).await {
+        let Some(sealed) = sealed else {
+            return Ok(());
+        };
+        put_all(&storage, &sealed.writes).await?;
+        if !sealed.delete.is_empty() {
+            if let Err(e) = storage.delete_multiple(sealed.delete).await {
                 // Harmless: below the floor, the next load deletes them.
                 console_warn!("lynxo-edge: meter: deleting sealed chunks failed: {e}");
             }
@@ -310,7 +248,7 @@ impl UsageMeter {
     /// Posts every sealed batch in order; returns whether all were acknowledged.
     async fn deliver(&self, control_url: &str, keyring: &shared::mac::Keyring) -> bool {
         let storage = self.state.storage();
-        let batches = match list_strings(&storage, "batch/").await {
+        let batches = match list_strings(&storage, meter::BATCH_PREFIX).await {
             Ok(batches) => batches,
             Err(e) => {
                 console_error!("lynxo-edge: meter: listing batches failed: {e}");
@@ -323,7 +261,7 @@ impl UsageMeter {
             let sent = async {
                 let headers = Headers::new();
                 headers.set("content-type", "application/json")?;
-                headers.set("lynxo-signature", &signature)?;
+                headers.set(shared::envelope::SYNC_HEADER, &signature)?;
                 let mut init = RequestInit::new();
                 init.with_method(Method::Post)
                     .with_headers(headers)
@@ -377,7 +315,7 @@ impl DurableObject for UsageMeter {
 
     async fn alarm(&self) -> worker::Result<Response> {
         let storage = self.state.storage();
-        let cfg = match crate::load_config(&self.env) {
+        let cfg = match crate::isolate::load_config(&self.env) {
             Ok(cfg) => cfg,
             Err(_) => {
                 // Logged by load_config; try again later, keeping every batch.

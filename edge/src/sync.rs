@@ -35,10 +35,8 @@ use crate::body::Framing;
 use crate::config::Config;
 use crate::problem::{Problem, Reply};
 
-/// Path prefix of the endpoint; the shard index follows.
-pub const PATH_PREFIX: &str = "/_lynxo/sync/revocations/";
-/// Header carrying the push's signature.
-pub const SIGNATURE_HEADER: &str = "lynxo-signature";
+/// Header carrying the push's signature (`shared`'s: the control plane sends the same).
+pub use shared::envelope::SYNC_HEADER as SIGNATURE_HEADER;
 /// Seconds a push's timestamp may differ from the edge's clock.
 pub const TOLERANCE: u64 = 300;
 /// Signs a push of `body` as shard `index` at `now`: what the control plane sends.
@@ -189,53 +187,55 @@ pub fn check_limits_push(
     let signature = signature.ok_or_else(missing_signature)?;
     limits::verify_push(&cfg.keyring, signature, body, now, TOLERANCE)
         .map_err(signature_refusal)?;
-    let push: LimitPush = serde_json::from_slice(body)
-        .map_err(|_| invalid_push("malformed", "The body is not a JSON limits push."))?;
+    // Key ids and policies are checked as the push is read.
+    let push: LimitPush = serde_json::from_slice(body).map_err(|e| refused_limits_push(&e))?;
     if push.limits.len() > MAX_PUSH_ENTRIES {
-        return Err(invalid_push(
-            "too_many_entries",
-            format!("A push has at most {MAX_PUSH_ENTRIES} entries."),
-        ));
+        return Err(too_many_entries());
     }
     push.limits
         .iter()
         .enumerate()
         .map(|(i, entry)| {
-            let key_id = KeyId::parse_hex(&entry.key_id).ok_or_else(|| {
-                invalid_push(
-                    "invalid_key_id",
-                    format!("Entry {i}: the key id is not 32 lowercase hex digits."),
-                )
-            })?;
-            entry
-                .policy
-                .check()
-                .map_err(|e| invalid_push("invalid_policy", format!("Entry {i}: {e}.")))?;
             if entry.per_minute == Some(0) {
                 return Err(invalid_push(
                     "invalid_policy",
                     format!("Entry {i}: a per-minute cap allows at least 1 request."),
                 ));
             }
-            let budget = match entry.budget.as_deref() {
-                None => None,
-                Some(text) => Some(KeyId::parse_hex(text).ok_or_else(|| {
-                    invalid_push(
-                        "invalid_key_id",
-                        format!("Entry {i}: the budget is not 32 lowercase hex digits."),
-                    )
-                })?),
-            };
             Ok(LimitEntry {
-                key_id,
+                key_id: entry.key_id,
                 policy: entry.policy,
                 version: entry.version,
                 per_minute: entry.per_minute,
                 // A key that names itself counts at its own limiter.
-                budget: budget.filter(|b| *b != key_id),
+                budget: entry.budget.filter(|b| *b != entry.key_id),
             })
         })
         .collect()
+}
+
+fn too_many_entries() -> Reply {
+    invalid_push(
+        "too_many_entries",
+        format!("A push has at most {MAX_PUSH_ENTRIES} entries."),
+    )
+}
+
+/// The answer for a limits push that did not read as one. Key ids and policies are checked as
+/// they are read, so the reader's message names the value refused (and where): its reason
+/// follows from which of `shared`'s checks refused it.
+fn refused_limits_push(error: &serde_json::Error) -> Reply {
+    let why = error.to_string();
+    let reason = if !error.is_data() {
+        return invalid_push("malformed", "The body is not a JSON limits push.");
+    } else if why.starts_with(KeyId::REFUSED) {
+        "invalid_key_id"
+    } else if why.starts_with(limits::POLICY_REFUSED) {
+        "invalid_policy"
+    } else {
+        "malformed"
+    };
+    invalid_push(reason, format!("The limits push was refused: {why}."))
 }
 
 /// Checks a push of `body` to shard path segment `index_text` at `now` (Unix seconds).
@@ -621,7 +621,7 @@ mod tests {
         let many = LimitPush {
             limits: vec![
                 shared::limits::LimitUpdate {
-                    key_id: id.clone(),
+                    key_id: KeyId([0xab; 16]),
                     policy: Policy::new(1, 1).unwrap(),
                     version: 1,
                     per_minute: None,

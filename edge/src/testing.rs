@@ -1,9 +1,12 @@
-//! Fixtures for the unit tests: one production configuration with test-only secrets.
+//! Fixtures for tests (this crate's, and the control plane's parity test, behind the `testkit`
+//! feature): one production configuration with test-only secrets. Not API.
+#![doc(hidden)]
+#![allow(clippy::panic)]
 
 use crate::config::Config;
 
 /// A production configuration with the test keyrings of `shared::testkit`.
-pub(crate) fn config() -> Config {
+pub fn config() -> Config {
     let ring = shared::testkit::KEYRING.to_owned();
     let origin_ring = shared::testkit::ORIGIN_KEYRING.to_owned();
     Config::from_lookup(|name| {

@@ -1,16 +1,18 @@
 //! Property tests of usage metering end to end, natively: requests counted in isolates'
 //! buffers, flushed as named parts (some lost, some stored without an answer, all retried),
-//! merged by a model of the meter object (which remembers the names it stored, restarts from
-//! its storage and seals batches) give exactly the counts of the requests sent: none lost, none
-//! counted twice, every request either in the activity log or counted as dropped, and the
-//! denials of each key sampled up to their cap.
+//! merged by the meter object's own storage protocol run against a map (it remembers the names
+//! it stored, restarts from its storage and seals batches) give exactly the counts of the
+//! requests sent: none lost, none counted twice, every request either in the activity log or
+//! counted as dropped, and the denials of each key sampled up to their cap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use edge::meter::{Aggregate, Answered, Buffer, Caller, DENIED_ACTIVITY_PER_KEY, Delivery, Seen};
+use edge::meter::{
+    self, Answered, Buffer, Caller, DENIED_ACTIVITY_PER_KEY, Delivery, MeterState, Seen, Stored,
+};
 use proptest::prelude::*;
 use shared::key::KeyId;
-use shared::usage::{Activity, Batch, MAX_ACTIVITY_PER_BATCH, Outcome};
+use shared::usage::{Batch, MAX_ACTIVITY_PER_BATCH, Outcome};
 
 const T0: u64 = 1_800_000_000_000;
 const SHARDS: u16 = 3;
@@ -69,52 +71,71 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A meter object: what it holds in memory, and what its storage holds.
+/// A meter object: its memory, and its storage as a map, run by the object's own storage
+/// protocol (`MeterState`): the writes it returns are what `objects::UsageMeter` puts.
 #[derive(Default)]
 struct Object {
-    open: Aggregate,
-    stored_open: String,
-    chunks: BTreeMap<u64, Vec<Activity>>,
-    seen: BTreeSet<String>,
-    seq: u64,
-    batches: Vec<Batch>,
+    mem: Option<MeterState>,
+    storage: BTreeMap<String, String>,
 }
 
 impl Object {
+    /// The values under `prefix`, in key order, as `list` returns them.
+    fn list(&self, prefix: &str) -> Vec<(String, String)> {
+        self.storage
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn loaded(&mut self) -> &mut MeterState {
+        if self.mem.is_none() {
+            self.restart();
+        }
+        self.mem.as_mut().unwrap()
+    }
+
     /// `UsageMeter::record`: a name it stored is acknowledged without counting it again.
     fn record(&mut self, delivery: Delivery) {
-        if !self.seen.insert(delivery.id.clone()) {
+        if self.storage.contains_key(&meter::seen_key(&delivery.id)) {
             return;
         }
-        let kept = self.open.merge(delivery);
-        if !kept.is_empty() {
-            let n = self.open.next_chunk();
-            self.chunks.insert(n, kept);
-        }
-        self.stored_open = serde_json::to_string(&self.open).unwrap();
+        let writes = self.loaded().record(delivery, || "x".into(), T0).unwrap();
+        self.storage.extend(writes);
     }
 
     fn seal(&mut self) {
-        if self.open.is_empty() {
-            return;
+        if let Some(sealed) = self.loaded().seal().unwrap() {
+            self.storage.extend(sealed.writes);
+            for key in sealed.delete {
+                self.storage.remove(&key);
+            }
         }
-        self.seq += 1;
-        let (batch, chunks) = self.open.seal("meter-x", self.seq);
-        self.stored_open = serde_json::to_string(&self.open).unwrap();
-        for n in chunks {
-            self.chunks.remove(&n);
-        }
-        self.batches.push(batch);
     }
 
+    /// An eviction: memory is gone, the object loads from its storage.
     fn restart(&mut self) {
-        self.open = if self.stored_open.is_empty() {
-            Aggregate::default()
-        } else {
-            serde_json::from_str(&self.stored_open).unwrap()
+        let stored = Stored {
+            open: self.storage.get(meter::OPEN_KEY).cloned(),
+            seq: self.storage.get(meter::SEQ_KEY).cloned(),
+            source: self.storage.get(meter::SOURCE_KEY).cloned(),
+            chunks: self.list(meter::CHUNK_PREFIX),
         };
-        let chunks = self.chunks.iter().map(|(n, c)| (*n, c.clone())).collect();
-        assert!(self.open.restore_chunks(chunks).is_empty());
+        let (state, stale) = MeterState::load(stored).unwrap();
+        assert!(
+            stale.is_empty(),
+            "sealed chunks are deleted with their seal"
+        );
+        self.mem = Some(state);
+    }
+
+    /// The sealed batches, in order.
+    fn batches(&self) -> Vec<Batch> {
+        self.list(meter::BATCH_PREFIX)
+            .iter()
+            .map(|(_, body)| serde_json::from_str(body).unwrap())
+            .collect()
     }
 }
 
@@ -191,7 +212,7 @@ proptest! {
         let (mut in_activity, mut dropped) = (0_u64, 0_u64);
         for object in &mut objects {
             object.seal();
-            for batch in &object.batches {
+            for batch in &object.batches() {
                 let mut keys = BTreeSet::new();
                 for c in &batch.counts {
                     prop_assert!(c.n >= 1);

@@ -6,6 +6,7 @@ use edge::cache::ShardCache;
 use edge::config::Config;
 use edge::decide::{Incoming, RevocationStatus, decide};
 use edge::problem::{PROBLEM_JSON, Reply};
+use edge::testing::config;
 use edge::{forward, sync};
 use proptest::prelude::*;
 use shared::key::{self, Claims, Environment, KeyId};
@@ -13,21 +14,6 @@ use shared::revocation::shard_of;
 use shared::scope::ScopeSet;
 
 const NOW: u64 = 1_800_000_000;
-
-fn config() -> Config {
-    let ring = shared::testkit::KEYRING.to_owned();
-    let origin_ring = shared::testkit::ORIGIN_KEYRING.to_owned();
-    Config::from_lookup(|name| {
-        Some(match name {
-            "LYNXO_ENV" => "production".to_owned(),
-            "LYNXO_KEYRING" => ring.clone(),
-            "ORIGIN_KEYRING" => origin_ring.clone(),
-            "ORIGIN_URL" => "http://origin.test".to_owned(),
-            _ => return None,
-        })
-    })
-    .expect("test config")
-}
 
 fn valid_key(cfg: &Config, environment: Environment, scopes: u32) -> String {
     let claims = Claims {
@@ -149,7 +135,7 @@ proptest! {
         match decide(&req, &cfg, now, |id| {
             assert!(shard_of(id, cfg.shard_count) < cfg.shard_count);
             status
-        }) {
+        }).answer {
             Ok(admitted) => {
                 prop_assert_eq!(status, RevocationStatus::Clear);
                 prop_assert_eq!(admitted.identity.environment, Environment::Production);

@@ -17,6 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use shared::key::Environment;
 use shared::mac::{PrfPurpose, Purpose};
 use shared::{gate, key, scope, testkit};
 
@@ -81,11 +82,12 @@ fn verify_path(c: &mut Criterion) {
     for (name, text) in [("lynxo_v2_full", &text), ("lynxo_v1_full", &text_v1)] {
         group.bench_function(name, |b| {
             b.iter(|| {
-                gate::authenticate(
+                gate::decide(
                     black_box(text),
                     &keyring,
+                    Some(Environment::Production),
                     NOW,
-                    |id| shard.contains(id),
+                    |id| shard.contains(id).into(),
                     "GET",
                     "/v1/jobs",
                 )

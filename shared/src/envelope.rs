@@ -34,6 +34,10 @@ pub enum EnvelopeError {
     BadSignature,
 }
 
+/// The header that carries a signed push or read between the control plane and the edge's sync
+/// endpoints (revocation shards, limits, usage batches, the audit checkpoint).
+pub const SYNC_HEADER: &str = "lynxo-signature";
+
 /// The scheme of [`sign`] and [`verify`]: the parts exactly as the caller gives them.
 pub const SCHEME_V1: &str = "v1";
 

@@ -1,26 +1,117 @@
 //! The whole admission decision for one API request, as the edge and the control plane's
-//! verify endpoint both make it: key, then revocation, then route policy.
+//! verify endpoint both make it, and the answer each refusal gets: one rule, two callers.
 //!
-//! Revocation is a closure so each caller brings its own store (the edge's cached shards, the
-//! control plane's database) while the order of checks, and so the answer, stays the same.
+//! It runs in two steps because the revocation status to look up depends on the key id and
+//! each caller looks it up asynchronously in its own store (the edge's cached shards, the
+//! control plane's database): [`authenticate`] checks the key (public checks, environment,
+//! tag, expiry; no I/O), then [`Verified::admit`] takes the revocation status and checks the
+//! route policy. [`Denial::answer`] is the (status, code, reason, scope) of every refusal, so
+//! the edge's problem documents and the verify endpoint's verdicts cannot drift apart.
 
-use crate::key::{self, Claims, KeyError, KeyId};
+use crate::key::{self, Claims, Environment, KeyError, KeyId};
 use crate::mac::Keyring;
-use crate::scope::{self, PolicyError, Route};
+use crate::scope::{self, PolicyError, Route, Scope};
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Denial {
-    /// The key itself is invalid.
+    /// The key itself is invalid (never [`KeyError::Expired`]: that is [`Denial::Expired`]).
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The key is genuine, of this environment, but expired: it still has an owner.
+    #[error("the key expired")]
+    Expired(Claims),
     /// The key is genuine but revoked.
     #[error("the key has been revoked")]
     Revoked,
+    /// The revocation status could not be learnt: fail closed.
+    #[error("the revocation list is unavailable")]
+    RevocationUnavailable,
     /// The key may not call this route.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+}
+
+/// What the revocation list says about a key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The list does not name the key.
+    Clear,
+    /// The list names the key.
+    Revoked,
+    /// No usable list (missing, unverified, or past its next-update time).
+    Unavailable,
+}
+
+impl From<bool> for Revocation {
+    fn from(revoked: bool) -> Self {
+        if revoked { Self::Revoked } else { Self::Clear }
+    }
+}
+
+/// The answer to a refusal: what both the edge and the verify endpoint report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status the edge refuses with.
+    pub status: u16,
+    /// The stable problem code (`invalid_token`, `insufficient_scope`, ...).
+    pub code: &'static str,
+    /// For a key mistake that is safe to name (typo, expiry, environment): which one.
+    pub reason: Option<&'static str>,
+    /// For `insufficient_scope`: the scope the route needs.
+    pub scope: Option<Scope>,
+}
+
+impl Answer {
+    const fn refuse(status: u16, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            reason: None,
+            scope: None,
+        }
+    }
+}
+
+/// The problem code of an invalid key, whatever the reason.
+pub const INVALID_TOKEN: &str = "invalid_token";
+
+impl Denial {
+    /// The (status, code, reason, scope) of this refusal. Forged, tampered, unknown-signer and
+    /// revoked keys get one identical answer, so a prober cannot tell them apart.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Self::Key(e) if e.is_forgery_class() => Answer::refuse(401, INVALID_TOKEN),
+            Self::Key(e) => Answer {
+                reason: Some(e.code()),
+                ..Answer::refuse(401, INVALID_TOKEN)
+            },
+            Self::Expired(_) => Answer {
+                reason: Some("expired"),
+                ..Answer::refuse(401, INVALID_TOKEN)
+            },
+            Self::RevocationUnavailable => Answer::refuse(503, "revocation_list_unavailable"),
+            Self::Policy(PolicyError::NoRoute) => Answer::refuse(404, "not_found"),
+            Self::Policy(PolicyError::InvalidPath) => Answer::refuse(400, "invalid_path"),
+            Self::Policy(PolicyError::MethodNotAllowed { .. }) => {
+                Answer::refuse(405, "method_not_allowed")
+            }
+            Self::Policy(PolicyError::InsufficientScope { needed }) => Answer {
+                scope: Some(*needed),
+                ..Answer::refuse(403, "insufficient_scope")
+            },
+            // Revoked, or anything this build does not know: the one answer for an invalid key.
+            _ => Answer::refuse(401, INVALID_TOKEN),
+        }
+    }
+}
+
+/// A key that passed every check that needs no revocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The key's claims.
+    pub claims: Claims,
 }
 
 /// A request that may go ahead.
@@ -32,25 +123,180 @@ pub struct Admitted {
     pub route: &'static Route,
 }
 
-/// Decides whether the key `text` may call `method path` at `now`.
+/// The first step: checks the key `text` at `now` (Unix seconds) for an endpoint serving
+/// `endpoint` (`None`: any environment).
 pub fn authenticate(
     text: &str,
     keyring: &Keyring,
+    endpoint: Option<Environment>,
     now: u64,
-    is_revoked: impl FnOnce(KeyId) -> bool,
+) -> Result<Verified, Denial> {
+    let claims = key::check(text, keyring, endpoint)?;
+    match claims.expires_at {
+        Some(expired_at) if now >= expired_at => Err(Denial::Expired(claims)),
+        _ => Ok(Verified { claims }),
+    }
+}
+
+impl Verified {
+    /// The key id whose revocation status [`Verified::admit`] needs.
+    pub const fn key_id(&self) -> KeyId {
+        self.claims.key_id
+    }
+
+    /// The second step: revocation, then the route policy for `method path`.
+    pub fn admit(
+        self,
+        revocation: Revocation,
+        method: &str,
+        path: &str,
+    ) -> Result<Admitted, Denial> {
+        match revocation {
+            Revocation::Clear => {}
+            Revocation::Revoked => return Err(Denial::Revoked),
+            Revocation::Unavailable => return Err(Denial::RevocationUnavailable),
+        }
+        let route = scope::authorize(self.claims.scopes, method, path)?;
+        Ok(Admitted {
+            claims: self.claims,
+            route,
+        })
+    }
+}
+
+/// Both steps, with `revocation` answering for the key id: for the benchmarks and tests, whose
+/// revocation store answers synchronously.
+#[cfg(any(test, feature = "testkit"))]
+pub fn decide(
+    text: &str,
+    keyring: &Keyring,
+    endpoint: Option<Environment>,
+    now: u64,
+    revocation: impl FnOnce(KeyId) -> Revocation,
     method: &str,
     path: &str,
 ) -> Result<Admitted, Denial> {
-    let claims = key::verify(text, keyring, now)?;
-    admit(claims, is_revoked(claims.key_id), method, path)
+    let verified = authenticate(text, keyring, endpoint, now)?;
+    verified.admit(revocation(verified.key_id()), method, path)
 }
 
-/// The second half of [`authenticate`], for callers that verified the key already and looked up
-/// its revocation status themselves (asynchronously, by its key id).
-pub fn admit(claims: Claims, revoked: bool, method: &str, path: &str) -> Result<Admitted, Denial> {
-    if revoked {
-        return Err(Denial::Revoked);
+/// The scope a decision is about: the route's for an admitted request, the needed one for
+/// `insufficient_scope`, none otherwise.
+pub fn scope_of(result: &Result<Admitted, Denial>) -> Option<Scope> {
+    match result {
+        Ok(admitted) => Some(admitted.route.scope),
+        Err(denial) => denial.answer().scope,
     }
-    let route = scope::authorize(claims.scopes, method, path)?;
-    Ok(Admitted { claims, route })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::{Permission, ScopeSet};
+    use crate::testkit;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims(environment: Environment, expires_at: Option<u64>) -> Claims {
+        Claims {
+            kid: 1,
+            account_id: 42,
+            key_id: KeyId([3; 16]),
+            environment,
+            scopes: Permission::ReadOnly.scopes(),
+            issued_at: NOW - 100,
+            expires_at,
+        }
+    }
+
+    fn key(c: &Claims) -> String {
+        key::issue(c, &testkit::keyring()).unwrap().into_inner()
+    }
+
+    fn run(text: &str, revocation: Revocation, method: &str, path: &str) -> Answer {
+        decide(
+            text,
+            &testkit::keyring(),
+            Some(Environment::Production),
+            NOW,
+            |_| revocation,
+            method,
+            path,
+        )
+        .map(|_| Answer::refuse(200, "ok"))
+        .unwrap_or_else(|d| d.answer())
+    }
+
+    #[test]
+    fn every_refusal_has_its_answer() {
+        let live = key(&claims(Environment::Production, None));
+        let dev = key(&claims(Environment::Development, None));
+        let expired = key(&claims(Environment::Production, Some(NOW)));
+        let mut typo = live.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        let other_ring = crate::Keyring::from_config(&format!("active=1;1:{}", "99".repeat(32)));
+        let forged = key::issue(&claims(Environment::Production, None), &other_ring.unwrap())
+            .unwrap()
+            .into_inner();
+        let invalid = |reason| Answer {
+            reason,
+            ..Answer::refuse(401, INVALID_TOKEN)
+        };
+        let get = |text: &str, r| run(text, r, "GET", "/v1/jobs");
+        assert_eq!(get(&live, Revocation::Clear).status, 200);
+        assert_eq!(get(&live, Revocation::Revoked), invalid(None));
+        assert_eq!(get(&forged, Revocation::Clear), invalid(None));
+        assert_eq!(
+            get(&typo, Revocation::Clear),
+            invalid(Some("invalid_checksum"))
+        );
+        assert_eq!(
+            get(&dev, Revocation::Clear),
+            invalid(Some("wrong_environment"))
+        );
+        assert_eq!(get(&expired, Revocation::Clear), invalid(Some("expired")));
+        assert_eq!(
+            get(&live, Revocation::Unavailable),
+            Answer::refuse(503, "revocation_list_unavailable")
+        );
+        assert_eq!(
+            run(&live, Revocation::Clear, "POST", "/v1/jobs"),
+            Answer {
+                scope: Some(Scope::JobsWrite),
+                ..Answer::refuse(403, "insufficient_scope")
+            }
+        );
+        assert_eq!(run(&live, Revocation::Clear, "GET", "/v2/x").status, 404);
+        assert_eq!(run(&live, Revocation::Clear, "PUT", "/v1/jobs").status, 405);
+        assert_eq!(
+            run(&live, Revocation::Clear, "GET", "/v1/jobs/%2e%2e").status,
+            400
+        );
+    }
+
+    #[test]
+    fn an_expired_key_keeps_its_owner_and_no_environment_is_any() {
+        let c = claims(Environment::Development, Some(NOW));
+        let text = key(&c);
+        let ring = testkit::keyring();
+        assert_eq!(
+            authenticate(&text, &ring, None, NOW),
+            Err(Denial::Expired(c))
+        );
+        assert_eq!(
+            authenticate(&text, &ring, None, NOW - 1).map(|v| v.claims),
+            Ok(c)
+        );
+        assert_eq!(
+            authenticate(&text, &ring, Some(Environment::Production), NOW),
+            Err(Denial::Key(KeyError::WrongEnvironment {
+                key: Environment::Development,
+                endpoint: Environment::Production
+            }))
+        );
+        let admitted = Verified { claims: c }.admit(Revocation::Clear, "GET", "/v1/jobs");
+        assert_eq!(scope_of(&admitted), Some(Scope::JobsRead));
+        let _ = ScopeSet::EMPTY;
+    }
 }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, EnvelopeError};
+use crate::key::KeyId;
 use crate::mac::{Keyring, Purpose};
 
 /// The edge's sync endpoint for limit pushes (`PUT`).
@@ -29,8 +30,10 @@ pub const CAP_SPAN: u32 = 60;
 /// Domain separation: a limits push can never pass as another signed message.
 const PUSH_KIND: &[u8] = b"limits";
 
-/// `limit` requests per `window` seconds.
+/// `limit` requests per `window` seconds. A deserialized policy is checked ([`Policy::check`]):
+/// there is no unchecked one to forget about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
 pub struct Policy {
     /// Requests allowed in one window, at least 1.
     pub limit: u32,
@@ -38,16 +41,37 @@ pub struct Policy {
     pub window: u32,
 }
 
+/// A policy as it arrives, before [`Policy::check`].
+#[derive(Deserialize)]
+struct Unchecked {
+    limit: u32,
+    window: u32,
+}
+
+impl TryFrom<Unchecked> for Policy {
+    type Error = PolicyError;
+    fn try_from(raw: Unchecked) -> Result<Self, PolicyError> {
+        Self::new(raw.limit, raw.window)
+    }
+}
+
+/// Every [`PolicyError`] message starts with this: a reader's error message that holds it
+/// names a refused policy.
+pub const POLICY_REFUSED: &str = "rate limit policy refused: ";
+
 /// Why a policy was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// The limit is zero.
-    #[error("a rate limit allows at least 1 request per window")]
+    #[error("{POLICY_REFUSED}a rate limit allows at least 1 request per window")]
     ZeroLimit,
     /// The window is zero or longer than [`MAX_WINDOW`].
-    #[error("a rate-limit window is 1 to {MAX_WINDOW} seconds")]
+    #[error("{POLICY_REFUSED}a rate-limit window is 1 to {MAX_WINDOW} seconds")]
     Window,
+    /// The text is not `<limit>/<window seconds>` with both numbers in digits.
+    #[error("{POLICY_REFUSED}it is written `<limit>/<window seconds>`, e.g. `600/60`")]
+    Malformed,
 }
 
 impl Policy {
@@ -58,14 +82,21 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Checks the bounds (a deserialized policy has not been checked yet).
+    /// Checks the bounds: what [`Policy::new`] and deserializing enforce.
     pub fn check(&self) -> Result<(), PolicyError> {
         if self.limit == 0 {
-            Err(PolicyError::ZeroLimit)
-        } else if self.window == 0 || self.window > MAX_WINDOW {
-            Err(PolicyError::Window)
-        } else {
-            Ok(())
+            return Err(PolicyError::ZeroLimit);
+        }
+        check_window(self.window)
+    }
+
+    /// Parses `"<limit>/<window seconds>"`, e.g. `"600/60"` (spaces around either number are
+    /// ignored), and checks it.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let (limit, window) = text.split_once('/').ok_or(PolicyError::Malformed)?;
+        match (decimal(limit), decimal(window)) {
+            (Some(limit), Some(window)) => Self::new(limit, window),
+            _ => Err(PolicyError::Malformed),
         }
     }
 
@@ -91,26 +122,91 @@ impl Policy {
     }
 }
 
-/// One key's policy in a push.
+/// A decimal `u32` with spaces around it, read as `u32::from_str` reads one (a `+` sign
+/// allowed), in a loop small enough for the worker: it reads its configuration with it.
+fn decimal(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0_u32, |n, b| {
+        let digit = u32::from(b)
+            .checked_sub(u32::from(b'0'))
+            .filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// Checks a window's length alone: 1 to [`MAX_WINDOW`] seconds (the control plane checks a
+/// requested window before it knows the limit).
+pub fn check_window(window: u32) -> Result<(), PolicyError> {
+    if window == 0 || window > MAX_WINDOW {
+        Err(PolicyError::Window)
+    } else {
+        Ok(())
+    }
+}
+
+/// One key's policy in a push. On the wire the policy's fields sit beside the others
+/// ([`WireUpdate`]); reading one checks its policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireUpdate", into = "WireUpdate")]
 pub struct LimitUpdate {
-    /// The key id, 32 lowercase hex digits.
-    pub key_id: String,
+    /// The key id (32 lowercase hex digits on the wire).
+    pub key_id: KeyId,
     /// The policy.
-    #[serde(flatten)]
     pub policy: Policy,
     /// Monotonic per key: the edge ignores an update older than one it has applied.
     pub version: u64,
     /// The plan's per-minute cap: the most requests the key is admitted in any [`CAP_SPAN`]
     /// seconds, aligned to its windows or not, whatever its window. Absent: only the window
     /// limits the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_minute: Option<u32>,
-    /// The key whose limiter counts this key's requests, 32 lowercase hex digits: the first key
-    /// of its rotation chain, so a key and its successor share one budget. Absent: its own.
-    /// Fixed for the life of a key.
+    /// The key whose limiter counts this key's requests: the first key of its rotation chain,
+    /// so a key and its successor share one budget. Absent: its own. Fixed for the life of a
+    /// key.
+    pub budget: Option<KeyId>,
+}
+
+/// The wire form of a [`LimitUpdate`]: flat, so `serde(flatten)` and its buffering stay out of
+/// the worker.
+#[derive(Serialize, Deserialize)]
+struct WireUpdate {
+    key_id: KeyId,
+    limit: u32,
+    window: u32,
+    version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<String>,
+    per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget: Option<KeyId>,
+}
+
+impl TryFrom<WireUpdate> for LimitUpdate {
+    type Error = PolicyError;
+    fn try_from(w: WireUpdate) -> Result<Self, PolicyError> {
+        Ok(Self {
+            key_id: w.key_id,
+            policy: Policy::new(w.limit, w.window)?,
+            version: w.version,
+            per_minute: w.per_minute,
+            budget: w.budget,
+        })
+    }
+}
+
+impl From<LimitUpdate> for WireUpdate {
+    fn from(u: LimitUpdate) -> Self {
+        Self {
+            key_id: u.key_id,
+            limit: u.policy.limit,
+            window: u.policy.window,
+            version: u.version,
+            per_minute: u.per_minute,
+            budget: u.budget,
+        }
+    }
 }
 
 /// The body of a `PUT` to [`SYNC_PATH`].
@@ -169,10 +265,54 @@ mod tests {
     }
 
     #[test]
+    fn parsing() {
+        assert_eq!(Policy::parse("600/60"), Policy::new(600, 60));
+        assert_eq!(Policy::parse(" 5 / 1 "), Policy::new(5, 1));
+        assert_eq!(Policy::parse("0/60"), Err(PolicyError::ZeroLimit));
+        assert_eq!(Policy::parse("600/0"), Err(PolicyError::Window));
+        assert_eq!(Policy::parse("600/86401"), Err(PolicyError::Window));
+        assert_eq!(Policy::parse("+5/60"), Policy::new(5, 60));
+        assert_eq!(Policy::parse("4294967295/60"), Policy::new(u32::MAX, 60));
+        for malformed in [
+            "x/60",
+            "600",
+            "600/x",
+            "-1/60",
+            "",
+            "/",
+            "1/2/3",
+            "+/60",
+            "4294967296/60",
+            "1 0/60",
+        ] {
+            assert_eq!(
+                Policy::parse(malformed),
+                Err(PolicyError::Malformed),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_is_checked_when_read_and_key_ids_are_hex() {
+        let entry = |limit: u32, window: u32, key_id: &str| {
+            serde_json::from_str::<LimitUpdate>(&format!(
+                r#"{{"key_id":"{key_id}","limit":{limit},"window":{window},"version":1}}"#
+            ))
+        };
+        let id = "ab".repeat(16);
+        assert_eq!(entry(5, 60, &id).unwrap().key_id, KeyId([0xab; 16]));
+        assert!(entry(0, 60, &id).is_err());
+        assert!(entry(5, MAX_WINDOW + 1, &id).is_err());
+        assert!(entry(5, 60, &"AB".repeat(16)).is_err());
+        assert!(entry(5, 60, "ab").is_err());
+    }
+
+    #[test]
     fn wire_form() {
         let push = LimitPush {
             limits: vec![LimitUpdate {
-                key_id: "00".repeat(16),
+                key_id: KeyId([0; 16]),
                 policy: Policy::new(5, 10).unwrap(),
                 version: 7,
                 per_minute: None,
@@ -188,11 +328,11 @@ mod tests {
         // A rotated key names the first key of its chain; the plan's cap rides along.
         let push = LimitPush {
             limits: vec![LimitUpdate {
-                key_id: "01".repeat(16),
+                key_id: KeyId([1; 16]),
                 policy: Policy::new(8_640_000, 86_400).unwrap(),
                 version: 8,
                 per_minute: Some(6000),
-                budget: Some("00".repeat(16)),
+                budget: Some(KeyId([0; 16])),
             }],
         };
         let text = serde_json::to_string(&push).unwrap();

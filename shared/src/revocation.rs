@@ -29,6 +29,14 @@ use crate::envelope::{self, EnvelopeError};
 use crate::key::KeyId;
 use crate::mac::{Keyring, Purpose, TAG_LEN};
 
+/// Path prefix of the edge's sync endpoint for one shard (`PUT`); the shard index follows.
+pub const SYNC_PATH_PREFIX: &str = "/_lynxo/sync/revocations/";
+
+/// The path of the edge's sync endpoint for shard `index`.
+pub fn sync_path(index: u16) -> String {
+    format!("{SYNC_PATH_PREFIX}{index}")
+}
+
 /// First bytes of every shard.
 pub const MAGIC: &[u8; 4] = b"LNXR";
 /// The shard format this crate writes.

@@ -238,6 +238,28 @@ impl Permission {
         }
     }
 
+    /// Reads a permission as the API takes it: a level name (`read_only`, `read_write`,
+    /// `full_access`), or `custom` with the scope names (at least one). The dashboard and the
+    /// keys API both read it here.
+    pub fn parse<'a>(
+        level: &str,
+        scopes: Option<impl IntoIterator<Item = &'a str>>,
+    ) -> Result<Self, PermissionError<'a>> {
+        match (level, scopes) {
+            ("custom", Some(names)) => match ScopeSet::from_names(names) {
+                Ok(ScopeSet::EMPTY) => Err(PermissionError::NoScopes),
+                Ok(set) => Ok(Self::Custom(set)),
+                Err(bad) => Err(PermissionError::UnknownScope(bad)),
+            },
+            ("custom", None) => Err(PermissionError::MissingScopes),
+            (_, Some(_)) => Err(PermissionError::UnexpectedScopes),
+            ("read_only", None) => Ok(Self::ReadOnly),
+            ("read_write", None) => Ok(Self::ReadWrite),
+            ("full_access", None) => Ok(Self::FullAccess),
+            (_, None) => Err(PermissionError::UnknownLevel),
+        }
+    }
+
     /// The level's API name: `read_only`, `read_write`, `full_access` or `custom`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -247,6 +269,27 @@ impl Permission {
             Self::Custom(_) => "custom",
         }
     }
+}
+
+/// Why [`Permission::parse`] refused a permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PermissionError<'a> {
+    /// The level is none of `read_only`, `read_write`, `full_access`, `custom`.
+    #[error("permission must be read_only, read_write, full_access or custom")]
+    UnknownLevel,
+    /// `custom` came without scopes.
+    #[error("custom permission needs `scopes`")]
+    MissingScopes,
+    /// `custom` came with an empty list of scopes.
+    #[error("custom permission needs at least one scope")]
+    NoScopes,
+    /// Scopes came with a level other than `custom`.
+    #[error("`scopes` goes only with permission `custom`")]
+    UnexpectedScopes,
+    /// A scope name is not in the catalog.
+    #[error("unknown scope `{0}`")]
+    UnknownScope(&'a str),
 }
 
 /// An HTTP method the API routes on.
@@ -452,6 +495,54 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permissions_parse() {
+        let none = None::<[&str; 0]>;
+        assert_eq!(
+            Permission::parse("read_only", none),
+            Ok(Permission::ReadOnly)
+        );
+        assert_eq!(
+            Permission::parse("read_write", none),
+            Ok(Permission::ReadWrite)
+        );
+        assert_eq!(
+            Permission::parse("full_access", none),
+            Ok(Permission::FullAccess)
+        );
+        assert_eq!(
+            Permission::parse("custom", Some(["jobs:read"])),
+            Ok(Permission::Custom(ScopeSet::EMPTY.with(Scope::JobsRead)))
+        );
+        assert_eq!(
+            Permission::parse("admin", none),
+            Err(PermissionError::UnknownLevel)
+        );
+        assert_eq!(
+            Permission::parse("custom", none),
+            Err(PermissionError::MissingScopes)
+        );
+        assert_eq!(
+            Permission::parse("custom", Some([])),
+            Err(PermissionError::NoScopes)
+        );
+        assert_eq!(
+            Permission::parse("read_only", Some(["jobs:read"])),
+            Err(PermissionError::UnexpectedScopes)
+        );
+        assert_eq!(
+            Permission::parse("custom", Some(["jobs:read", "nope"])),
+            Err(PermissionError::UnknownScope("nope"))
+        );
+        for p in [
+            Permission::ReadOnly,
+            Permission::ReadWrite,
+            Permission::FullAccess,
+        ] {
+            assert_eq!(Permission::parse(p.name(), none), Ok(p));
+        }
+    }
 
     #[test]
     fn catalog_is_consistent() {

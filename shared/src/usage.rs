@@ -167,7 +167,7 @@ pub struct LastUsed {
     pub at_ms: u64,
     /// The client's address (`CF-Connecting-IP`), when known.
     pub client_ip: Option<String>,
-    /// The client's `User-Agent`, truncated to 256 bytes.
+    /// The client's `User-Agent`, at most [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
 }
 
@@ -182,7 +182,7 @@ pub struct Activity {
     pub at_ms: u64,
     /// The method as sent.
     pub method: String,
-    /// The path, without the query (a query can carry a key), truncated to 512 bytes.
+    /// The path, without the query (a query can carry a key), at most [`MAX_PATH`] bytes.
     pub path: String,
     /// The status the client received.
     pub status: u16,
@@ -194,7 +194,7 @@ pub struct Activity {
     pub country: Option<String>,
     /// Cloudflare data-center code, when known.
     pub colo: Option<String>,
-    /// The client's `User-Agent`, truncated to 256 bytes.
+    /// The client's `User-Agent`, at most [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
 }
 
@@ -237,6 +237,55 @@ pub fn verify_batch(
         now,
         tolerance,
     )
+}
+
+/// Longest `method` of an activity entry, in bytes. This and the other `MAX_*` lengths are
+/// the one rule for a batch's text fields: the edge cuts what it sends to them and the control
+/// plane cuts what it stores to them ([`Batch::clip`]), so the two never disagree.
+pub const MAX_METHOD: usize = 32;
+/// Longest `path`, in bytes.
+pub const MAX_PATH: usize = 512;
+/// Longest `client_ip`, in bytes.
+pub const MAX_CLIENT_IP: usize = 64;
+/// Longest `country`, in bytes.
+pub const MAX_COUNTRY: usize = 8;
+/// Longest `colo`, in bytes.
+pub const MAX_COLO: usize = 16;
+/// Longest `user_agent`, in bytes.
+pub const MAX_USER_AGENT: usize = 256;
+/// Longest `scope` of a count, in bytes.
+pub const MAX_SCOPE: usize = 64;
+
+impl Batch {
+    /// Cuts every text field to its `MAX_*` length.
+    pub fn clip(&mut self) {
+        for c in &mut self.counts {
+            cut_opt(&mut c.scope, MAX_SCOPE);
+        }
+        for l in &mut self.last_used {
+            cut_opt(&mut l.client_ip, MAX_CLIENT_IP);
+            cut_opt(&mut l.user_agent, MAX_USER_AGENT);
+        }
+        for a in &mut self.activity {
+            cut(&mut a.method, MAX_METHOD);
+            cut(&mut a.path, MAX_PATH);
+            cut_opt(&mut a.client_ip, MAX_CLIENT_IP);
+            cut_opt(&mut a.country, MAX_COUNTRY);
+            cut_opt(&mut a.colo, MAX_COLO);
+            cut_opt(&mut a.user_agent, MAX_USER_AGENT);
+        }
+    }
+}
+
+fn cut(text: &mut String, max: usize) {
+    let end = truncate(text, max).len();
+    text.truncate(end);
+}
+
+fn cut_opt(text: &mut Option<String>, max: usize) {
+    if let Some(text) = text {
+        cut(text, max);
+    }
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

@@ -4,7 +4,7 @@
 //! Each export runs a loop of `n` iterations inside wasm and returns a count that depends on every
 //! iteration, so the work cannot be optimised away and the JS<->wasm call cost is amortised.
 
-use shared::key;
+use shared::key::{self, Environment};
 use shared::mac::{PrfPurpose, Purpose};
 use shared::revocation::RevocationShard;
 use shared::{Keyring, gate, testkit};
@@ -77,11 +77,12 @@ impl Bench {
     fn full_path(&self, text: &str, n: u32) -> u32 {
         (0..n)
             .filter(|_| {
-                gate::authenticate(
+                gate::decide(
                     text,
                     &self.keyring,
+                    Some(Environment::Production),
                     self.now,
-                    |id| self.shard.contains(id),
+                    |id| self.shard.contains(id).into(),
                     "GET",
                     "/v1/jobs",
                 )

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use shared::key::{Environment, KeyId};
-use shared::scope::{Permission, Scope, ScopeSet};
+use shared::scope::{Permission, PermissionError, Scope, ScopeSet};
 
 use super::view::{IDLE_AFTER, KeyStatus};
 use crate::error::{AppError, PageLimit, Result};
@@ -111,42 +111,23 @@ impl CreateKey {
         let name = clean_name(&self.name)?;
         let description = clean_description(self.description.as_deref())?;
         let environment = parse_environment(&self.environment)?;
-        let permission_error =
-            |msg: &str| AppError::validation(msg.to_owned()).with_field("field", "permission");
-        let scopes = match (self.permission.as_str(), &self.scopes) {
-            ("custom", Some(names)) => {
-                let set =
-                    ScopeSet::from_names(names.iter().map(String::as_str)).map_err(|bad| {
-                        AppError::validation(format!("unknown scope `{bad}`"))
-                            .with_field("field", "scopes")
-                            .with_field(
-                                "known_scopes",
-                                Scope::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
-                            )
-                    })?;
-                if set == ScopeSet::EMPTY {
-                    return Err(
-                        AppError::validation("custom permission needs at least one scope")
-                            .with_field("field", "scopes"),
-                    );
-                }
-                set
-            }
-            ("custom", None) => return Err(permission_error("custom permission needs `scopes`")),
-            (level, None) => match level {
-                "read_only" => Permission::ReadOnly.scopes(),
-                "read_write" => Permission::ReadWrite.scopes(),
-                "full_access" => Permission::FullAccess.scopes(),
-                _ => {
-                    return Err(permission_error(
-                        "permission must be read_only, read_write, full_access or custom",
+        // The rule is `shared`'s (`Permission::parse`); this only names the field at fault.
+        let scope_names = self.scopes.as_ref().map(|n| n.iter().map(String::as_str));
+        let scopes = match Permission::parse(&self.permission, scope_names) {
+            Ok(permission) => permission.scopes(),
+            Err(e @ PermissionError::UnknownScope(_)) => {
+                return Err(AppError::validation(e.to_string())
+                    .with_field("field", "scopes")
+                    .with_field(
+                        "known_scopes",
+                        Scope::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
                     ));
-                }
-            },
-            (_, Some(_)) => {
-                return Err(permission_error(
-                    "`scopes` goes only with permission `custom`",
-                ));
+            }
+            Err(e @ PermissionError::NoScopes) => {
+                return Err(AppError::validation(e.to_string()).with_field("field", "scopes"));
+            }
+            Err(e) => {
+                return Err(AppError::validation(e.to_string()).with_field("field", "permission"));
             }
         };
         if let Some(exp) = self.expires_at {
@@ -426,7 +407,7 @@ impl RotateKey {
 /// Checks a requested window (absent: [`DEFAULT_WINDOW`]).
 pub(super) fn check_window(window: Option<u32>) -> Result<u32> {
     let window = window.unwrap_or(DEFAULT_WINDOW);
-    if window == 0 || window > shared::limits::MAX_WINDOW {
+    if shared::limits::check_window(window).is_err() {
         return Err(AppError::validation(format!(
             "rate_limit_window must be between 1 and {} seconds",
             shared::limits::MAX_WINDOW

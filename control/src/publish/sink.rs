@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::audit;
+use shared::envelope::SYNC_HEADER;
 use shared::limits;
 use shared::mac::Keyring;
 use shared::revocation;
@@ -223,8 +224,8 @@ impl EdgeSyncSink {
         now: u64,
     ) -> Result<http::Request<Vec<u8>>, SinkError> {
         let signature = revocation::sign_push(&self.keyring, index, body, now);
-        http::Request::put(format!("{}/_lynxo/sync/revocations/{index}", self.base_url))
-            .header("lynxo-signature", signature)
+        http::Request::put(format!("{}{}", self.base_url, revocation::sync_path(index)))
+            .header(SYNC_HEADER, signature)
             .header("content-type", "application/octet-stream")
             .body(body.to_vec())
             .map_err(|e| SinkError::Transport(e.to_string()))
@@ -238,7 +239,7 @@ impl EdgeSyncSink {
     ) -> Result<http::Request<Vec<u8>>, SinkError> {
         let signature = limits::sign_push(&self.keyring, body, now);
         http::Request::put(format!("{}{}", self.base_url, limits::SYNC_PATH))
-            .header("lynxo-signature", signature)
+            .header(SYNC_HEADER, signature)
             .header("content-type", "application/json")
             .body(body.to_vec())
             .map_err(|e| SinkError::Transport(e.to_string()))
@@ -253,10 +254,7 @@ impl EdgeSyncSink {
         now: u64,
     ) -> Result<http::Request<Vec<u8>>, SinkError> {
         http::Request::put(format!("{}{}", self.base_url, audit::SYNC_PATH))
-            .header(
-                "lynxo-signature",
-                audit::sign_push(&self.keyring, body, now),
-            )
+            .header(SYNC_HEADER, audit::sign_push(&self.keyring, body, now))
             .header("content-type", "application/octet-stream")
             .body(body.to_vec())
             .map_err(|e| SinkError::Transport(e.to_string()))
@@ -265,7 +263,7 @@ impl EdgeSyncSink {
     /// The signed request that reads the stored checkpoint back at `now`.
     pub fn checkpoint_read_request(&self, now: u64) -> Result<http::Request<()>, SinkError> {
         http::Request::get(format!("{}{}", self.base_url, audit::SYNC_PATH))
-            .header("lynxo-signature", audit::sign_read(&self.keyring, now))
+            .header(SYNC_HEADER, audit::sign_read(&self.keyring, now))
             .body(())
             .map_err(|e| SinkError::Transport(e.to_string()))
     }

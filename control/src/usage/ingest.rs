@@ -102,17 +102,6 @@ fn validate(batch: &Batch) -> Result<()> {
     Ok(())
 }
 
-fn cut(text: &mut String, max: usize) {
-    let end = wire::truncate(text, max).len();
-    text.truncate(end);
-}
-
-fn cut_opt(text: &mut Option<String>, max: usize) {
-    if let Some(t) = text {
-        cut(t, max);
-    }
-}
-
 /// Truncates strings to what the store keeps and drops entries dated more than an hour ahead
 /// of our clock (a sender's broken clock must not pin `last_used_at` in the future). Returns
 /// how many entries it dropped.
@@ -123,23 +112,8 @@ fn sanitize(batch: &mut Batch, now: u64) -> u64 {
     batch.counts.retain(|c| c.minute <= latest_minute);
     batch.last_used.retain(|l| l.at_ms <= latest_ms);
     batch.activity.retain(|a| a.at_ms <= latest_ms);
-    for c in &mut batch.counts {
-        if let Some(scope) = &mut c.scope {
-            cut(scope, 64);
-        }
-    }
-    for l in &mut batch.last_used {
-        cut_opt(&mut l.client_ip, 64);
-        cut_opt(&mut l.user_agent, 256);
-    }
-    for a in &mut batch.activity {
-        cut(&mut a.method, 32);
-        cut(&mut a.path, 512);
-        cut_opt(&mut a.client_ip, 64);
-        cut_opt(&mut a.country, 8);
-        cut_opt(&mut a.colo, 16);
-        cut_opt(&mut a.user_agent, 256);
-    }
+    // The field lengths are `shared`'s, the ones the edge cuts to.
+    batch.clip();
     let after = batch.counts.len() + batch.last_used.len() + batch.activity.len();
     (before - after) as u64
 }
@@ -156,7 +130,7 @@ pub async fn ingest_usage(
     let now_ms = state.clock.now_ms();
     let now = now_ms / 1000;
     let signature = headers
-        .get("lynxo-signature")
+        .get(envelope::SYNC_HEADER)
         .ok_or_else(|| bad_signature("send the Lynxo-Signature header"))?
         .to_str()
         .map_err(|_| bad_signature("the Lynxo-Signature header is malformed"))?;

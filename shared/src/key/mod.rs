@@ -16,12 +16,22 @@
 //! Checks run cheapest first and stop at the first failure, so typos and random strings never
 //! reach the crypto: length, whitespace, prefix, shape, checksum, then version, kid, tag, claims,
 //! expiry.
+//!
+//! - `id`: the environments and the key id (its hex wire and storage form);
+//! - `text`: the text form: encoding, and the checks that need no secret.
 
 use core::fmt;
 
 use crate::base62;
+
+mod id;
+mod text;
+
 use crate::mac::{self, Keyring, Prf, PrfPurpose, Purpose};
 use crate::scope::ScopeSet;
+pub use id::{Environment, KeyId};
+pub use text::{ParsedKey, diagnose, encode_raw, parse, with_checksum};
+use text::{all_base62, diagnosis, fast_shape};
 
 /// The product prefix every key starts with. Secret scanners match on it: it must never change.
 pub const PREFIX: &str = "lnx_";
@@ -83,101 +93,6 @@ pub fn too_long(len: usize) -> Option<KeyError> {
 }
 
 const FLAG_EXPIRES: u8 = 0b0000_0001;
-
-/// The environment a key belongs to. A key works only in its own environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Environment {
-    /// For local work and CI: `lnx_dev_`.
-    Development,
-    /// For pre-production: `lnx_stage_`.
-    Staging,
-    /// For real traffic: `lnx_live_`.
-    Production,
-}
-
-impl Environment {
-    /// Every environment, in a stable order.
-    pub const ALL: [Self; 3] = [Self::Development, Self::Staging, Self::Production];
-
-    /// The tag written in a key's text: `dev`, `stage` or `live`.
-    pub const fn tag(self) -> &'static str {
-        match self {
-            Self::Development => "dev",
-            Self::Staging => "stage",
-            Self::Production => "live",
-        }
-    }
-
-    /// The name used in configuration and APIs: `development`, `staging` or `production`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Development => "development",
-            Self::Staging => "staging",
-            Self::Production => "production",
-        }
-    }
-
-    /// Parses a key-text tag (`live`, ...).
-    pub fn from_tag(tag: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.tag() == tag)
-    }
-
-    /// Parses a name (`production`, ...).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.name() == name)
-    }
-
-    const fn code(self) -> u8 {
-        match self {
-            Self::Development => 0,
-            Self::Staging => 1,
-            Self::Production => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.code() == code)
-    }
-}
-
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A key's public identifier: 128 random bits chosen by the issuer. Not secret.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 16]);
-
-impl KeyId {
-    /// The id as one big-endian number (how revocation lists sort it).
-    pub fn as_u128(self) -> u128 {
-        u128::from_be_bytes(self.0)
-    }
-
-    /// Parses the 32-digit lowercase hex form that [`fmt::Display`] writes.
-    pub fn parse_hex(text: &str) -> Option<Self> {
-        if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        u128::from_str_radix(text, 16)
-            .ok()
-            .map(|v| Self(v.to_be_bytes()))
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.as_u128())
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
 
 /// What a key says about itself. Everything here is authenticated by the key's tag; in a v2 key
 /// everything but `kid` is also sealed.
@@ -352,6 +267,15 @@ pub enum KeyError {
         /// Unix seconds of expiry.
         expired_at: u64,
     },
+    /// The key is of another environment than the endpoint serves (found without a secret,
+    /// after the public checks).
+    #[error("a {key} key, but the endpoint serves {endpoint}")]
+    WrongEnvironment {
+        /// The environment named in the key.
+        key: Environment,
+        /// The environment the endpoint serves.
+        endpoint: Environment,
+    },
 }
 
 impl KeyError {
@@ -369,6 +293,7 @@ impl KeyError {
             Self::UnknownKid(_) => "unknown_kid",
             Self::BadTag => "bad_tag",
             Self::Expired { .. } => "expired",
+            Self::WrongEnvironment { .. } => "wrong_environment",
         }
     }
 
@@ -518,136 +443,39 @@ fn read_header(header: [u8; HEADER_LEN], tag: &[u8; TAG_LEN]) -> (u8, u8) {
     (V2 + v as u8, header[1] ^ mask)
 }
 
-/// Writes `lnx_<env_tag>_<base62 payload><checksum>` for any bytes: [`issue`] uses it with a
-/// sealed payload; tests and fuzzers use it to build keys that pass the checksum but not later
-/// checks.
-pub fn encode_raw(env_tag: &str, payload: &[u8]) -> String {
-    let mut text = String::with_capacity(PREFIX.len() + env_tag.len() + 1 + BODY_CHARS);
-    text.push_str(PREFIX);
-    text.push_str(env_tag);
-    text.push('_');
-    base62::encode_into(payload, &mut text);
-    with_checksum(text)
-}
-
-/// Appends the checksum of `text` to it: the CRC32 (IEEE) of every byte before the checksum,
-/// as [`CHECKSUM_CHARS`] base62 digits.
-pub fn with_checksum(mut text: String) -> String {
-    let crc = crc32fast::hash(text.as_bytes());
-    base62::write_digits(u64::from(crc), CHECKSUM_CHARS, &mut text);
-    text
-}
-
-/// A key text that passed every check that needs no secret: shape, length and checksum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParsedKey<'a> {
-    /// The environment named in the text.
-    pub environment: Environment,
-    /// The base62 digits of the payload (all known to be digits).
-    pub payload: &'a [u8],
-}
-
-/// Checks a key text's shape, length and checksum: what a secret scanner or the edge can tell
-/// with no secret. [`verify`] calls this first.
-///
-/// A well-formed key takes a fast path with no early exits to predict; anything else is handed
-/// to [`diagnose`], which runs the checks one by one to name the first that fails. Both accept
-/// exactly the same texts (a property test holds them to it).
-pub fn parse(text: &str) -> Result<ParsedKey<'_>, KeyError> {
-    fast_parse(text).ok_or(()).or_else(|()| diagnose(text))
-}
-
-fn fast_parse(text: &str) -> Option<ParsedKey<'_>> {
-    let parsed = fast_shape(text)?;
-    all_base62(parsed.payload).then_some(parsed)
-}
-
-/// Prefix, environment, length and checksum, but not the payload's digits: [`verify`] checks
-/// those while decoding them, [`fast_parse`] in a separate pass.
-fn fast_shape(text: &str) -> Option<ParsedKey<'_>> {
-    let rest = text.as_bytes().strip_prefix(PREFIX.as_bytes())?;
-    // The longest environment tag is 5 characters: the separator is within the first 6.
-    let sep = rest.iter().take(6).position(|&b| b == b'_')?;
-    let environment = Environment::ALL
-        .into_iter()
-        .find(|e| e.tag().as_bytes() == &rest[..sep])?;
-    let body = &rest[sep + 1..];
-    if body.len() != BODY_CHARS {
-        return None;
-    }
-    // `read_digits` refuses a non-digit among the checksum's characters.
-    let (signed, checksum) = text.as_bytes().split_at(text.len() - CHECKSUM_CHARS);
-    let crc = base62::read_digits(checksum).ok()?;
-    (crc == u64::from(crc32fast::hash(signed))).then(|| ParsedKey {
-        environment,
-        payload: &body[..PAYLOAD_CHARS],
-    })
-}
-
-/// The error [`diagnose`] names for a text the fast path refused.
-fn diagnosis(text: &str) -> KeyError {
-    // `diagnose` accepts only texts the fast path accepts too, so it always finds an error.
-    diagnose(text).err().unwrap_or(KeyError::Malformed)
-}
-
-/// Whether every byte is a base62 digit; branch-free so the compiler can vectorise it.
-fn all_base62(bytes: &[u8]) -> bool {
-    bytes.iter().fold(true, |ok, &b| {
-        ok & (b.wrapping_sub(b'0') < 10 || b.wrapping_sub(b'A') < 26 || b.wrapping_sub(b'a') < 26)
-    })
-}
-
-/// Runs the text checks one at a time, cheapest and most helpful first, and returns the first
-/// failure: the error a person sees for a malformed key.
-pub fn diagnose(text: &str) -> Result<ParsedKey<'_>, KeyError> {
-    let bytes = text.as_bytes();
-    if let Some(error) = too_long(bytes.len()) {
-        return Err(error);
-    }
-    if text.trim() != text {
-        return Err(KeyError::SurroundingWhitespace);
-    }
-    if !text.starts_with(PREFIX) {
-        return Err(KeyError::MissingPrefix);
-    }
-    if let Some(position) = bytes
-        .iter()
-        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-    {
-        return Err(KeyError::InvalidCharacter { position });
-    }
-    let rest = &text[PREFIX.len()..];
-    let Some((env, body)) = rest.split_once('_') else {
-        return Err(KeyError::InvalidLength {
-            expected: MAX_KEY_LEN,
-            found: bytes.len(),
-        });
-    };
-    // An underscore in the body means one was added: the body has none.
-    if body.len() != BODY_CHARS || body.contains('_') {
-        let expected = PREFIX.len() + env.len() + 1 + BODY_CHARS;
-        return Err(KeyError::InvalidLength {
-            expected,
-            found: bytes.len(),
-        });
-    }
-    let (signed, checksum) = bytes.split_at(bytes.len() - CHECKSUM_CHARS);
-    let crc = base62::read_digits(checksum).map_err(|_| KeyError::InvalidChecksum)?;
-    if crc != u64::from(crc32fast::hash(signed)) {
-        return Err(KeyError::InvalidChecksum);
-    }
-    let environment = Environment::from_tag(env).ok_or(KeyError::UnknownEnvironment)?;
-    Ok(ParsedKey {
-        environment,
-        payload: &body.as_bytes()[..PAYLOAD_CHARS],
-    })
-}
-
 /// Verifies a key text at time `now` (Unix seconds) and returns its claims.
 ///
 /// This does not consult revocation: the caller checks [`Claims::key_id`] against its list.
 pub fn verify(text: &str, keyring: &Keyring, now: u64) -> Result<Claims, KeyError> {
+    let claims = check(text, keyring, None)?;
+    if let Some(expired_at) = claims.expires_at {
+        if now >= expired_at {
+            return Err(KeyError::Expired { expired_at });
+        }
+    }
+    Ok(claims)
+}
+
+/// [`verify`] without the clock: the public checks, then (if `endpoint` names one) the
+/// environment, then the tag. The claims come back whatever their expiry, so a caller that
+/// refuses an expired key still knows, from this one check, whose key it was.
+pub fn check(
+    text: &str,
+    keyring: &Keyring,
+    endpoint: Option<Environment>,
+) -> Result<Claims, KeyError> {
     let parsed = fast_shape(text).ok_or_else(|| diagnosis(text))?;
+    // Another environment's key is named before any secret is used (a person can fix that),
+    // once every public check has passed: those come first, as `parse` orders them.
+    if let Some(endpoint) = endpoint.filter(|e| *e != parsed.environment) {
+        if !all_base62(parsed.payload) {
+            return Err(diagnosis(text));
+        }
+        return Err(KeyError::WrongEnvironment {
+            key: parsed.environment,
+            endpoint,
+        });
+    }
     let mut payload = [0_u8; PAYLOAD_LEN];
     base62::decode_into(parsed.payload, &mut payload).map_err(|e| match e {
         // A non-digit that the checksum let through: report it as `parse` would.
@@ -663,11 +491,6 @@ pub fn verify(text: &str, keyring: &Keyring, now: u64) -> Result<Claims, KeyErro
     let claims = Claims::from_bytes(&claims_bytes)?;
     if claims.environment != parsed.environment {
         return Err(KeyError::Malformed);
-    }
-    if let Some(expired_at) = claims.expires_at {
-        if now >= expired_at {
-            return Err(KeyError::Expired { expired_at });
-        }
     }
     Ok(claims)
 }

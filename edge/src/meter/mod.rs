@@ -1,24 +1,37 @@
 //! Usage metering: what the isolate counts for each request it can attribute to a key, its
 //! buffer of pre-aggregated parts of a batch, and the `UsageMeter` Durable Object's open batch,
-//! sealing and delivery schedule. Pure: `lib.rs` moves the parts and batches; the wire format
-//! of a batch is `shared::usage`.
+//! sealing and delivery schedule. Pure: the runtime glue (`stubs`, `objects`) moves the parts
+//! and batches and carries out the storage writes; the wire format of a batch is
+//! `shared::usage`.
 //!
 //! The request path only increments a counter: the isolate's [`Buffer`] keeps, per meter shard,
 //! the counts per (key, minute, scope, outcome), each key's last use, and the activity entries
 //! the batch would keep anyway (built only when kept). After the response (in `ctx.wait_until`)
 //! it flushes each shard's part as one named [`Delivery`] to the meter object of that shard
 //! (`meter-<key id mod shards>`), [`FLUSH_AFTER_MS`] after the first buffered request or when
-//! a shard's part is full (see [`FLUSH_AT`]). The object merges a delivery into its open [`Aggregate`]
-//! in durable storage; its alarm seals the open aggregate as the next numbered [`Batch`] and
-//! posts the sealed batches in order to the control plane, deleting each only after a 2xx. A
-//! batch keeps its `(source, seq)` for ever, so the control plane applies it once however often
-//! it is sent.
+//! a shard's part is full (see [`FLUSH_AT`]). The object merges a delivery into its open
+//! [`Aggregate`] in durable storage ([`MeterState`] says which writes to make); its alarm seals
+//! the open aggregate as the next numbered [`Batch`] and posts the sealed batches in order to
+//! the control plane, deleting each only after a 2xx. A batch keeps its `(source, seq)` for
+//! ever, so the control plane applies it once however often it is sent.
+//!
+//! - `buffer`: the isolate's per-shard parts and the deliveries they become;
+//! - `aggregate`: the object's open batch, merged from deliveries and sealed as batches;
+//! - `store`: the object's storage protocol, as the writes to make;
+//! - `names`: object names, delivery names and storage keys.
 
-use std::collections::{BTreeMap, HashMap};
+mod aggregate;
+mod buffer;
+mod names;
+mod store;
 
-use serde::{Deserialize, Serialize};
+pub use aggregate::Aggregate;
+pub use buffer::{Buffer, Delivery, Flush};
+pub use names::*;
+pub use store::{MeterState, Stored, backoff_ms};
+
 use shared::key::KeyId;
-use shared::usage::{Activity, Batch, Count, LastUsed, MAX_ACTIVITY_PER_BATCH, Outcome, truncate};
+use shared::usage::{MAX_ACTIVITY_PER_BATCH, Outcome};
 
 /// The isolate flushes this long after the first request it buffered ...
 pub const FLUSH_AFTER_MS: u64 = 1_000;
@@ -46,10 +59,6 @@ pub const SEAL_AFTER_MS: u64 = 1_000;
 pub const MIN_BACKOFF_MS: u64 = 1_000;
 /// Longest retry delay.
 pub const MAX_BACKOFF_MS: u64 = 30_000;
-/// Longest path kept in an activity entry, bytes.
-pub const MAX_PATH: usize = 512;
-/// Longest `User-Agent` kept, bytes.
-pub const MAX_USER_AGENT: usize = 256;
 
 /// Who made a request and what it asked for: the parts of a request's record known before the
 /// answer.
@@ -92,51 +101,18 @@ pub struct Answered {
     pub at_ms: u64,
 }
 
-fn owned(text: Option<&str>, max: usize) -> Option<String> {
-    text.map(|t| truncate(t, max).to_owned())
-}
-
-fn replace_if_changed(slot: &mut Option<String>, text: Option<&str>, max: usize) {
-    let text = text.map(|t| truncate(t, max));
-    if slot.as_deref() != text {
-        *slot = text.map(str::to_owned);
-    }
-}
-
-/// The activity entry of a request (allocates: only for an entry that is kept).
-fn activity(caller: &Caller, seen: &Seen, answered: Answered) -> Activity {
-    Activity {
-        key_id: caller.key_id.to_string(),
-        account_id: caller.account_id,
-        at_ms: answered.at_ms,
-        method: truncate(&seen.method, 16).to_owned(),
-        path: truncate(&seen.path, MAX_PATH).to_owned(),
-        status: answered.status,
-        outcome: answered.outcome,
-        client_ip: owned(seen.client_ip.as_deref(), 64),
-        country: owned(seen.country.as_deref(), 8),
-        colo: owned(seen.colo.as_deref(), 8),
-        user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
-    }
-}
-
-/// The meter shard of a key: `meter-<shard>` aggregates its requests.
-pub fn shard_of(key_id: KeyId, shards: u16) -> u16 {
-    (key_id.as_u128() % u128::from(shards.max(1))) as u16
-}
-
-/// The name of meter object `shard`.
-pub fn object_name(shard: u16) -> String {
-    format!("meter-{shard}")
-}
-
 /// The activity sampling rule of a batch, shared by the isolate's parts and the object's open
 /// batch: up to [`ALLOWED_ACTIVITY_PER_KEY`] allowed requests per key (at most
 /// [`MAX_ALLOWED_ACTIVITY_PER_BATCH`] in all, so denials always have room) and up to
 /// [`DENIED_ACTIVITY_PER_KEY`] denials per key and outcome, at most [`MAX_ACTIVITY_PER_BATCH`]
 /// entries in all. `kept_of_key` is the entries kept so far for the key (allowed) or for the
 /// key and outcome (denials); both counters move when the entry is kept.
-fn keep(entries: usize, outcome: Outcome, kept_of_key: &mut u32, allowed_kept: &mut usize) -> bool {
+pub(crate) fn keep(
+    entries: usize,
+    outcome: Outcome,
+    kept_of_key: &mut u32,
+    allowed_kept: &mut usize,
+) -> bool {
     if entries >= MAX_ACTIVITY_PER_BATCH {
         return false;
     }
@@ -154,489 +130,10 @@ fn keep(entries: usize, outcome: Outcome, kept_of_key: &mut u32, allowed_kept: &
     true
 }
 
-/// What a count is kept under in the isolate: small `Copy` values, no allocation per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct CountKey {
-    key_id: KeyId,
-    account_id: u64,
-    minute: u64,
-    scope: Option<&'static str>,
-    outcome: Outcome,
-}
-
-/// A key's latest request in a part.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Last {
-    account_id: u64,
-    at_ms: u64,
-    client_ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-/// One shard's requests not yet handed to its meter object: a batch in miniature.
-#[derive(Debug, Default)]
-struct Part {
-    counts: HashMap<CountKey, u64>,
-    last_used: HashMap<KeyId, Last>,
-    activity: Vec<Activity>,
-    allowed_of_key: HashMap<KeyId, u32>,
-    denied_of_key: HashMap<(KeyId, Outcome), u32>,
-    allowed_kept: usize,
-    dropped_activity: u64,
-}
-
-impl Part {
-    /// Counts one request; returns how many entries (counts and activity) it added.
-    fn add(&mut self, caller: &Caller, seen: &Seen, answered: Answered) -> usize {
-        let mut added = 0;
-        let n = self
-            .counts
-            .entry(CountKey {
-                key_id: caller.key_id,
-                account_id: caller.account_id,
-                minute: answered.at_ms / 60_000,
-                scope: caller.scope,
-                outcome: answered.outcome,
-            })
-            .or_insert_with(|| {
-                added += 1;
-                0
-            });
-        *n += 1;
-        match self.last_used.get_mut(&caller.key_id) {
-            Some(last) if last.at_ms > answered.at_ms => {}
-            Some(last) => {
-                last.account_id = caller.account_id;
-                last.at_ms = answered.at_ms;
-                // A key's requests mostly come from one client: allocate only on a change.
-                replace_if_changed(&mut last.client_ip, seen.client_ip.as_deref(), 64);
-                replace_if_changed(
-                    &mut last.user_agent,
-                    seen.user_agent.as_deref(),
-                    MAX_USER_AGENT,
-                );
-            }
-            None => {
-                self.last_used.insert(
-                    caller.key_id,
-                    Last {
-                        account_id: caller.account_id,
-                        at_ms: answered.at_ms,
-                        client_ip: owned(seen.client_ip.as_deref(), 64),
-                        user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
-                    },
-                );
-            }
-        }
-        let kept_of_key = if answered.outcome.is_allowed() {
-            self.allowed_of_key.entry(caller.key_id).or_insert(0)
-        } else {
-            self.denied_of_key
-                .entry((caller.key_id, answered.outcome))
-                .or_insert(0)
-        };
-        if keep(
-            self.activity.len(),
-            answered.outcome,
-            kept_of_key,
-            &mut self.allowed_kept,
-        ) {
-            self.activity.push(activity(caller, seen, answered));
-            added += 1;
-        } else {
-            self.dropped_activity += 1;
-        }
-        added
-    }
-
-    fn into_delivery(self, shard: u16, id: String) -> Delivery {
-        let mut counts: Vec<Count> = self
-            .counts
-            .into_iter()
-            .map(|(k, n)| Count {
-                key_id: k.key_id.to_string(),
-                account_id: k.account_id,
-                minute: k.minute,
-                scope: k.scope.map(str::to_owned),
-                outcome: k.outcome,
-                n,
-            })
-            .collect();
-        counts.sort_by(|a, b| {
-            (&a.key_id, a.minute, &a.scope, a.outcome)
-                .cmp(&(&b.key_id, b.minute, &b.scope, b.outcome))
-        });
-        let mut last_used: Vec<LastUsed> = self
-            .last_used
-            .into_iter()
-            .map(|(key_id, l)| LastUsed {
-                key_id: key_id.to_string(),
-                account_id: l.account_id,
-                at_ms: l.at_ms,
-                client_ip: l.client_ip,
-                user_agent: l.user_agent,
-            })
-            .collect();
-        last_used.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        Delivery {
-            shard,
-            id,
-            counts,
-            last_used,
-            activity: self.activity,
-            dropped_activity: self.dropped_activity,
-        }
-    }
-}
-
-/// What the isolate should do after buffering a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flush {
-    /// Flush now (the buffer is full enough).
-    Now,
-    /// Start the timer: this is the first buffered request.
-    After(u64),
-    /// Nothing: a flush is already due.
-    Pending,
-}
-
-/// The isolate's requests not yet handed to a meter object: one [`Part`] per shard, and the
-/// deliveries that failed, kept whole to be sent again under their names.
-#[derive(Debug, Default)]
-pub struct Buffer {
-    parts: BTreeMap<u16, Part>,
-    /// Entries in `parts`.
-    entries: usize,
-    retry: Vec<Delivery>,
-    /// Entries in `retry`.
-    retry_entries: usize,
-    counter: u64,
-    timer: bool,
-    now_due: bool,
-    dropped: u64,
-}
-
-impl Buffer {
-    /// Counts `caller`'s request, answered as `answered`, for meter shard
-    /// `shard_of(key, shards)`, and says when to flush.
-    pub fn push(&mut self, shards: u16, caller: &Caller, seen: &Seen, answered: Answered) -> Flush {
-        let shard = shard_of(caller.key_id, shards);
-        let part = self.parts.entry(shard).or_default();
-        self.entries += part.add(caller, seen, answered);
-        let full = part.counts.len() >= FLUSH_AT || part.activity.len() >= MAX_ACTIVITY_PER_BATCH;
-        self.trim();
-        if full && !self.now_due {
-            self.now_due = true;
-            Flush::Now
-        } else if !self.timer {
-            self.timer = true;
-            Flush::After(FLUSH_AFTER_MS)
-        } else {
-            Flush::Pending
-        }
-    }
-
-    /// Drops the oldest failed deliveries, whole, while more than [`MAX_BUFFERED`] entries wait.
-    /// New parts are never dropped: they flush when full.
-    fn trim(&mut self) {
-        while self.entries + self.retry_entries > MAX_BUFFERED && !self.retry.is_empty() {
-            let old = self.retry.remove(0);
-            self.retry_entries -= old.entries();
-            self.dropped += old.requests();
-        }
-    }
-
-    /// Takes everything to send: first the deliveries to retry (under their names), then one
-    /// delivery per shard of the new parts, each named `delivery_id(now_ms, nonce, n)`. Also
-    /// ends the timer: requests buffered after this start a new one.
-    pub fn take(&mut self, now_ms: u64, nonce: &str) -> Vec<Delivery> {
-        self.timer = false;
-        self.now_due = false;
-        self.entries = 0;
-        self.retry_entries = 0;
-        let mut out = std::mem::take(&mut self.retry);
-        for (shard, part) in std::mem::take(&mut self.parts) {
-            self.counter += 1;
-            out.push(part.into_delivery(shard, delivery_id(now_ms, nonce, self.counter)));
-        }
-        out
-    }
-
-    /// Keeps a delivery that failed, to send again under the same name (the meter object
-    /// ignores a name it has stored). Returns whether the caller should arm a timer to retry.
-    pub fn restore(&mut self, delivery: Delivery) -> bool {
-        self.retry_entries += delivery.entries();
-        self.retry.push(delivery);
-        self.trim();
-        let arm = !self.timer && !self.is_empty();
-        self.timer |= arm;
-        arm
-    }
-
-    /// Ends the timer without flushing: the next request starts a new one.
-    pub fn disarm(&mut self) {
-        self.timer = false;
-    }
-
-    /// Requests dropped so far because the buffer was full (for the log).
-    pub fn take_dropped(&mut self) -> u64 {
-        std::mem::take(&mut self.dropped)
-    }
-
-    /// Entries (counts and activity entries) buffered, new or to retry.
-    pub fn len(&self) -> usize {
-        self.entries + self.retry_entries
-    }
-
-    /// Whether nothing is buffered.
-    pub fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.retry.is_empty()
-    }
-}
-
-/// What a worker sends a meter object (JSON body of its fetch): one shard's part of a batch,
-/// under a name unique to this isolate and flush, kept when the delivery is retried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
-    /// The object's shard number (it names its source after it).
-    pub shard: u16,
-    /// `<first attempt, ms, 13 digits>-<isolate nonce>-<counter>`.
-    pub id: String,
-    /// Requests per (key, minute, scope, outcome), one entry each.
-    pub counts: Vec<Count>,
-    /// Each key's latest request.
-    pub last_used: Vec<LastUsed>,
-    /// The activity entries the isolate kept.
-    pub activity: Vec<Activity>,
-    /// Requests the isolate left out of `activity`.
-    pub dropped_activity: u64,
-}
-
-impl Delivery {
-    /// The requests it counts.
-    pub fn requests(&self) -> u64 {
-        self.counts.iter().map(|c| c.n).sum()
-    }
-
-    /// Its size in buffer entries.
-    fn entries(&self) -> usize {
-        self.counts.len() + self.activity.len()
-    }
-}
-
-/// How long a meter object remembers a delivery's name, so a retry of a delivery it stored
-/// (whose answer was lost) is not counted twice.
-pub const DEDUPE_MS: u64 = 600_000;
-
-/// The name of a delivery first attempted at `at_ms` by the isolate `nonce`.
-pub fn delivery_id(at_ms: u64, nonce: &str, n: u64) -> String {
-    format!("{at_ms:013}-{nonce}-{n}")
-}
-
-/// The storage key recording that delivery `id` was stored; keys sort by first attempt time.
-pub fn seen_key(id: &str) -> String {
-    format!("seen/{id}")
-}
-
-/// Storage keys of delivery names older than [`DEDUPE_MS`] at `now_ms` sort below this.
-pub fn seen_cutoff(now_ms: u64) -> String {
-    format!("seen/{:013}", now_ms.saturating_sub(DEDUPE_MS))
-}
-
-/// Activity entries kept for one key in the open batch: allowed ones (`outcome` absent), or
-/// denials of one outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Sampled {
-    key_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    outcome: Option<Outcome>,
-    n: u32,
-}
-
-/// The open batch of a meter object: what its next [`Batch`] will say.
-///
-/// Stored in two parts so a delivery does not rewrite a thousand activity entries: the
-/// aggregate itself (counts, last use, sampling state: small) under one storage key, and the
-/// activity entries each delivery kept as a numbered chunk ([`chunk_key`]). Chunks
-/// `chunk_floor..chunk_next` belong to the open batch; sealing moves the floor up in the same
-/// write that stores the batch, so a chunk is in exactly one batch.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Aggregate {
-    counts: Vec<Count>,
-    last_used: Vec<LastUsed>,
-    dropped_activity: u64,
-    sampled: Vec<Sampled>,
-    allowed_kept: usize,
-    /// First activity chunk of this batch.
-    pub chunk_floor: u64,
-    /// Number of the next activity chunk.
-    pub chunk_next: u64,
-    /// The activity entries of the chunks, in memory.
-    #[serde(skip)]
-    activity: Vec<Activity>,
-}
-
-impl Aggregate {
-    /// Whether nothing was merged since the last seal.
-    pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
-    }
-
-    /// Merges an isolate's part of a batch; returns the activity entries the batch keeps (by
-    /// the same rule as the isolate, now over the whole batch; the rest are counted dropped).
-    pub fn merge(&mut self, part: Delivery) -> Vec<Activity> {
-        let found: Vec<Option<usize>> = {
-            let index: HashMap<(&str, u64, Option<&str>, Outcome), usize> = self
-                .counts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    (
-                        (c.key_id.as_str(), c.minute, c.scope.as_deref(), c.outcome),
-                        i,
-                    )
-                })
-                .collect();
-            part.counts
-                .iter()
-                .map(|c| {
-                    index
-                        .get(&(c.key_id.as_str(), c.minute, c.scope.as_deref(), c.outcome))
-                        .copied()
-                })
-                .collect()
-        };
-        for (count, at) in part.counts.into_iter().zip(found) {
-            match at {
-                Some(i) => self.counts[i].n += count.n,
-                None => self.counts.push(count),
-            }
-        }
-        for last in part.last_used {
-            match self.last_used.iter_mut().find(|l| l.key_id == last.key_id) {
-                Some(l) if l.at_ms <= last.at_ms => *l = last,
-                Some(_) => {}
-                None => self.last_used.push(last),
-            }
-        }
-        self.dropped_activity += part.dropped_activity;
-        let mut kept = Vec::new();
-        for entry in part.activity {
-            if self.sample(&entry) {
-                self.activity.push(entry.clone());
-                kept.push(entry);
-            } else {
-                self.dropped_activity += 1;
-            }
-        }
-        kept
-    }
-
-    /// Whether the batch keeps `entry` (see [`keep`]).
-    fn sample(&mut self, entry: &Activity) -> bool {
-        let outcome = (!entry.outcome.is_allowed()).then_some(entry.outcome);
-        let i = match self
-            .sampled
-            .iter()
-            .position(|s| s.key_id == entry.key_id && s.outcome == outcome)
-        {
-            Some(i) => i,
-            None => {
-                self.sampled.push(Sampled {
-                    key_id: entry.key_id.clone(),
-                    outcome,
-                    n: 0,
-                });
-                self.sampled.len() - 1
-            }
-        };
-        keep(
-            self.activity.len(),
-            entry.outcome,
-            &mut self.sampled[i].n,
-            &mut self.allowed_kept,
-        )
-    }
-
-    /// Takes the number for the chunk of activity entries the current delivery kept.
-    pub fn next_chunk(&mut self) -> u64 {
-        let n = self.chunk_next;
-        self.chunk_next += 1;
-        n
-    }
-
-    /// Puts back, after a restart, the activity entries of stored chunks: those of this batch
-    /// (`chunk_floor..chunk_next`), in chunk order. Returns the numbers of chunks that belong
-    /// to no open batch (already sealed), for the caller to delete.
-    pub fn restore_chunks(&mut self, mut chunks: Vec<(u64, Vec<Activity>)>) -> Vec<u64> {
-        chunks.sort_by_key(|(n, _)| *n);
-        let mut stale = Vec::new();
-        self.activity.clear();
-        for (n, entries) in chunks {
-            if (self.chunk_floor..self.chunk_next).contains(&n) {
-                self.activity.extend(entries);
-            } else {
-                stale.push(n);
-            }
-        }
-        stale
-    }
-
-    /// Seals the aggregate as batch `seq` of `source`, leaving it empty with its chunk floor
-    /// past every chunk the batch took. Returns the batch and the chunks to delete once the
-    /// seal is stored.
-    pub fn seal(&mut self, source: &str, seq: u64) -> (Batch, std::ops::Range<u64>) {
-        let chunks = self.chunk_floor..self.chunk_next;
-        let open = std::mem::replace(
-            self,
-            Self {
-                chunk_floor: self.chunk_next,
-                chunk_next: self.chunk_next,
-                ..Self::default()
-            },
-        );
-        let batch = Batch {
-            source: source.to_owned(),
-            seq,
-            counts: open.counts,
-            last_used: open.last_used,
-            activity: open.activity,
-            dropped_activity: open.dropped_activity,
-        };
-        (batch, chunks)
-    }
-}
-
-/// The storage key of activity chunk `n`: zero-padded so a listing is in order.
-pub fn chunk_key(n: u64) -> String {
-    format!("act/{n:020}")
-}
-
-/// The chunk number of a storage key made by [`chunk_key`].
-pub fn chunk_number(key: &str) -> Option<u64> {
-    key.strip_prefix("act/")?.parse().ok()
-}
-
-/// The storage key of sealed batch `seq`: zero-padded so a listing is in `seq` order.
-pub fn batch_key(seq: u64) -> String {
-    format!("batch/{seq:020}")
-}
-
-/// The source name of meter `shard` with its persisted random part.
-pub fn source_name(shard: u16, random_hex: &str) -> String {
-    format!("meter-{shard}-{random_hex}")
-}
-
-/// The delay before the next delivery attempt after `failures` failed ones in a row.
-pub fn backoff_ms(failures: u32) -> u64 {
-    MIN_BACKOFF_MS
-        .saturating_mul(1_u64 << failures.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF_MS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::usage::{Activity, Batch, MAX_PATH};
 
     const T0: u64 = 1_800_000_000_000;
 
