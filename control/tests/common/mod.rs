@@ -243,7 +243,7 @@ impl TestApp {
         let body = serde_json::to_vec(batch).unwrap();
         let signature = shared::usage::sign_batch(&self.state.keyring, &body, self.clock.now());
         self.anonymous()
-            .header("lynxo-signature", &signature)
+            .header(shared::envelope::SYNC_HEADER, &signature)
             .send(Method::POST, shared::usage::INGEST_PATH, Some(body))
             .await
     }
