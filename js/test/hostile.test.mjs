@@ -5,7 +5,7 @@
 // ConfigError (a 500 the origin logs). findKeys and inspectKey, megabytes of text from anyone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
+import { signIdentity } from '../test-support/sign.mjs';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -13,28 +13,11 @@ import { Keyring, ReplayCache, verifyIdentity, findKeys, inspectKey, IdentityErr
 
 const SECRET = '5a'.repeat(32);
 const keyring = new Keyring(`active=3;3:${SECRET}`);
-// The identity subkey and the v2 envelope, written out with node:crypto as the edge signs
-// (shared/src/identity.rs; bench/js-identity.mjs holds the same code to the vectors file).
-const subkey = createHmac('sha256', Buffer.from(SECRET, 'hex')).update('lynxo-keys/v1/identity').digest();
 const NOW = 1_750_000_000;
 
-function sign({ method = 'GET', path = '/v1/jobs', query = '', bodyLength = 0 } = {}) {
-  const headers = {
-    'lynxo-account-id': '42',
-    'lynxo-key-id': 'a1'.repeat(16),
-    'lynxo-environment': 'production',
-    'lynxo-scopes': 'jobs:read',
-    'lynxo-request-id': randomBytes(16).toString('hex'),
-  };
-  const mac = createHmac('sha256', subkey).update(`${NOW}.`);
-  for (const part of ['v2', ...Object.values(headers), method, path, query, String(bodyLength)]) {
-    const bytes = Buffer.from(part);
-    const length = Buffer.alloc(8);
-    length.writeBigUInt64BE(BigInt(bytes.length));
-    mac.update(length).update(bytes);
-  }
-  headers['lynxo-identity-signature'] = `t=${NOW},kid=3,v2=${mac.digest('hex')}`;
-  return headers;
+// Signed as the edge signs (sign.mjs), at NOW.
+function sign(request = {}) {
+  return signIdentity(SECRET, { ...request, t: NOW });
 }
 
 // A Node `IncomingMessage` as the package reads it: lowercase header names, rawHeaders.

@@ -5,30 +5,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
+import { signIdentity } from '../test-support/sign.mjs';
 import net from 'node:net';
 
 const SECRET = '6b'.repeat(32);
-const subkey = createHmac('sha256', Buffer.from(SECRET, 'hex')).update('lynxo-keys/v1/identity').digest();
-
-// The identity headers the edge would send for this request, signed now (as in hostile.test.mjs).
-function sign({ method = 'GET', path = '/v1/jobs', query = '', bodyLength = 0 } = {}) {
-  const t = Math.floor(Date.now() / 1000);
-  const headers = {
-    'lynxo-account-id': '42',
-    'lynxo-key-id': 'a1'.repeat(16),
-    'lynxo-environment': 'production',
-    'lynxo-scopes': 'jobs:read',
-    'lynxo-request-id': randomBytes(16).toString('hex'),
-  };
-  const mac = createHmac('sha256', subkey).update(`${t}.`);
-  for (const part of ['v2', ...Object.values(headers), method, path, query, String(bodyLength)]) {
-    const bytes = Buffer.from(part);
-    const length = Buffer.alloc(8);
-    length.writeBigUInt64BE(BigInt(bytes.length));
-    mac.update(length).update(bytes);
-  }
-  headers['lynxo-identity-signature'] = `t=${t},kid=3,v2=${mac.digest('hex')}`;
+// The identity headers the edge would send for this request, signed now (sign.mjs).
+function sign(request = {}) {
+  const headers = signIdentity(SECRET, { ...request, t: Math.floor(Date.now() / 1000) });
   return Object.entries(headers).map(([n, v]) => `${n}: ${v}\r\n`).join('');
 }
 
