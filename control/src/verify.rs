@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use shared::gate::{self, Denial, Revocation};
 use shared::key::{self, Claims};
 
-use crate::AppState;
+use crate::state::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, Result};
 use crate::events::Event;

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use shared::key::KeyId;
 
-use crate::AppState;
+use crate::state::AppState;
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::store::accounts;
