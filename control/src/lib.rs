@@ -35,6 +35,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod openapi;
 pub mod publish;
 pub mod routes;
 pub mod secret;
@@ -45,5 +46,6 @@ pub mod tokens;
 pub mod usage;
 pub mod verify;
 
-pub use routes::{OPENAPI, app};
+pub use openapi::OPENAPI;
+pub use routes::app;
 pub use state::{AppState, Clock, ManualClock, Settings, SystemClock, default_sign_in_hashes};
