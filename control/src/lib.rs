@@ -18,6 +18,7 @@
 //! - [`state`]: the state every handler reaches, the settings and the clock.
 //! - [`secret`]: secrets by type (tokens, their hashes, session ids), never printed.
 //! - [`routes`]: the router, built from one table of operations.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and their types.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
 #![cfg_attr(

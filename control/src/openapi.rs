@@ -30,8 +30,9 @@ pub static OPENAPI: LazyLock<Result<String, String>> = LazyLock::new(|| {
 /// The OpenAPI 3.1 description of this service.
 pub fn document() -> Result<serde_json::Value, String> {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).map_err(|e| e.to_string())?;
-    // What utoipa cannot say, said here. JSON Schema's if/then/else has no utoipa attribute: `scopes` is required with `custom`
-    // and must be absent (or null) otherwise (`keys::request::CreateKey::spec`).
+    // What utoipa cannot say, said here (on schemas the derive made: see the test below).
+    // JSON Schema's if/then/else has no utoipa attribute: `scopes` is required with `custom` and
+    // must be absent (or null) otherwise (`keys::request::CreateKey::validate`).
     let create = &mut doc["components"]["schemas"]["CreateKey"];
     create["if"] = serde_json::json!({
         "properties": { "permission": { "const": "custom" } },
@@ -47,6 +48,15 @@ pub fn document() -> Result<serde_json::Value, String> {
     // Every outcome, and nothing else (utoipa sets `additionalProperties` only from
     // `deny_unknown_fields`, a deserializing attribute, and this is an answer).
     doc["components"]["schemas"]["OutcomeCounts"]["additionalProperties"] = false.into();
+    // The audit trail's `before` takes any number (one past every sequence number is no bound,
+    // `audit::AuditQuery`): no `int64` format that would call a larger one invalid.
+    if let Some(params) = doc["paths"]["/v1/audit-events"]["get"]["parameters"].as_array_mut() {
+        for param in params.iter_mut().filter(|p| p["name"] == "before") {
+            if let Some(schema) = param["schema"].as_object_mut() {
+                schema.remove("format");
+            }
+        }
+    }
     Ok(doc)
 }
 
@@ -185,9 +195,10 @@ pub fn scopes() -> Schema {
         .into()
 }
 
-/// Scope names from the catalog, or null.
+/// Scope names from the catalog, or null: `CreateKey.scopes`.
 pub fn scopes_or_null() -> Schema {
     ArrayBuilder::new()
+        .description(Some("Only with `custom`: at least one scope name."))
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
         .items(RefOr::T(string_enum(Scope::ALL.map(Scope::name)).into()))
         .into()
@@ -215,3 +226,27 @@ pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 
 /// A display name: trimmed, 1 to 100 characters, no control characters.
 pub const NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Indexing a `serde_json::Value` creates what is missing: a renamed schema would leave the
+    /// additions in [`document`] on an empty object of the old name.
+    #[test]
+    fn what_document_adds_lands_on_generated_schemas() {
+        let doc = document().unwrap();
+        for name in ["CreateKey", "UpdateKey", "OutcomeCounts"] {
+            let schema = &doc["components"]["schemas"][name];
+            assert!(schema["properties"].is_object(), "{name} is not generated");
+        }
+        let audit = &doc["paths"]["/v1/audit-events"]["get"]["parameters"];
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "before")
+        );
+    }
+}

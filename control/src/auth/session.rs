@@ -170,10 +170,11 @@ fn sign_in_busy() -> AppError {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
-    /// The user's email.
+    /// The user's email: an address (`local@domain.tld`) of at most 254 bytes; anything else
+    /// is 422 before any work.
     #[schema(max_length = 254, pattern = r"^[!-?A-~]+@[!-~]*\.[!-~]*$")]
     pub email: String,
-    /// Their password.
+    /// Their password, 1 to 1024 bytes.
     #[schema(min_length = 1)]
     pub password: String,
 }

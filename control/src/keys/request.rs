@@ -48,15 +48,21 @@ pub struct CreateKey {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::scopes_or_null)]
     pub scopes: Option<Vec<String>>,
-    /// Unix seconds; absent: never expires.
+    /// Unix seconds, in the future and within ten years (else 422); absent: never expires.
     #[serde(default, deserialize_with = "whole::opt_u64")]
     pub expires_at: Option<u64>,
-    /// Requests per `rate_limit_window`; absent: the plan's default rate for that window.
+    /// Requests per `rate_limit_window`; absent: the plan's default rate (standard: 600 per
+    /// minute) scaled to the window.
+    /// The plan caps the rate per minute (standard: 6000): `rate_limit * 60` must not exceed
+    /// `6000 * rate_limit_window`, else 422 `validation_failed` with `field: rate_limit`,
+    /// `max_rate_limit` (per minute), `max_rate_limit_for_window`, `rate_limit` and
+    /// `rate_limit_window`.
     #[serde(default, deserialize_with = "whole::opt_u32")]
     #[schema(minimum = 1, maximum = 8640000)]
     pub rate_limit: Option<u32>,
-    /// Seconds, 1 to 86400; absent: 60. (Absent from the idempotency hash when absent, so a
-    /// request hashes as it did before windows existed.)
+    /// Seconds, 1 to 86400; absent: 60.
+    // Absent from the idempotency hash when absent, so a request hashes as it did before
+    // windows existed.
     #[serde(
         default,
         deserialize_with = "whole::opt_u32",
@@ -307,7 +313,7 @@ fn parse_cursor(cursor: &str) -> Option<(u64, KeyId)> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
-    /// New name.
+    /// New name (trimmed, 1 to 100 characters, no control characters).
     #[serde(default, deserialize_with = "present")]
     #[schema(
         nullable = false,
@@ -320,7 +326,12 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
-    /// New rate limit, requests per window (the window stays unless sent too).
+    /// New rate limit, requests per window (the window stays unless sent too). A change takes a
+    /// new policy version that is pushed to the edge: no new key needed.
+    /// The plan caps the rate per minute (standard: 6000): `rate_limit * 60` must not exceed
+    /// `6000 * rate_limit_window`, else 422 `validation_failed` with `field: rate_limit`,
+    /// `max_rate_limit` (per minute), `max_rate_limit_for_window`, `rate_limit` and
+    /// `rate_limit_window`.
     #[serde(default, deserialize_with = "whole::some_u32")]
     #[schema(nullable = false, minimum = 1, maximum = 8640000)]
     pub rate_limit: Option<u32>,
@@ -386,7 +397,7 @@ impl UpdateKey {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeKey {
-    /// Why (recorded in the key and the audit trail).
+    /// Why (recorded in the key and the audit trail): 1 to 500 characters, not only spaces.
     #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub reason: String,
 }
