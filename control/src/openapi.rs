@@ -118,8 +118,9 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// RFC 9457 problem details with a stable `code`: the body of every error answer
-/// ([`crate::error::AppError`]). Fields beyond these name the failure's specifics.
+/// RFC 9457 problem details with a stable `code`: the body of every error answer. Fields beyond
+/// these name the failure's specifics.
+// The body `crate::error::AppError` writes; this type only describes it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type.

@@ -20,7 +20,8 @@ pub mod guard;
 
 pub use guard::{DEFAULT_PER_MINUTE, MAX_TRACES_PER_HOUR, VerifyGuard};
 
-/// Body of `POST /v1/keys/verify`. Its `Debug` shows only the key's hint.
+/// Body of `POST /v1/keys/verify`.
+// Its `Debug` shows only the key's hint.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyKey {

@@ -166,7 +166,8 @@ fn sign_in_busy() -> AppError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
-/// Sign-in body. Its `Debug` leaves the password out.
+/// Sign-in body.
+// Its `Debug` leaves the password out.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {

@@ -183,7 +183,8 @@ pub(super) fn view_of(conn: &rusqlite::Connection, row: &KeyRow, now: u64) -> Re
 /// A new key with its secret: the only response that ever holds the key string.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
-    /// The full key. Shown once; store it now. (`PlainKey`'s `Debug` shows only its hint.)
+    /// The full key. Shown once; store it now.
+    // (`PlainKey`'s `Debug` shows only its hint.)
     #[serde(serialize_with = "expose_key")]
     #[schema(value_type = String)]
     pub key: PlainKey,

@@ -48,7 +48,7 @@ impl Actor {
     }
 }
 
-/// One stored event.
+/// One event of the audit trail, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Position in the chain.
