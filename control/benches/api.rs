@@ -73,8 +73,7 @@ fn main() -> anyhow::Result<()> {
             &format!("bench{i}@example.com"),
             "bench password 1",
             now,
-        )
-        .map_err(|e| anyhow::anyhow!("{}", e.code()))?;
+        )?;
         tokens.push(created.token);
         fifty_account = created.account_id;
     }

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use shared::gate::{self, Denial, Revocation};
 use shared::key::{self, Claims};
 
-use crate::state::AppState;
 use crate::auth::Caller;
 use crate::error::{AppError, Json, Result};
 use crate::events::Event;
 use crate::keys::{parse_environment, scope_names};
+use crate::state::AppState;
 use crate::store::audit;
 use crate::store::keys as db;
 

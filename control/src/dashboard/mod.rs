@@ -24,9 +24,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use shared::key::KeyId;
 
-use crate::state::AppState;
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::state::AppState;
 use crate::store::accounts;
 
 /// The policy of every dashboard response: nothing inline, nothing from elsewhere.

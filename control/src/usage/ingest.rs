@@ -4,15 +4,15 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::envelope;
 use shared::key::KeyId;
 use shared::usage::{self as wire, Batch};
 
-use super::invalid;
-use crate::error::{AppError, Json, Result};
+use super::{UsageError, invalid};
+use crate::error::{Json, Result};
 use crate::state::AppState;
 use crate::store::usage as db;
 
@@ -46,16 +46,7 @@ pub struct IngestAnswer {
     pub sampled_out: u64,
 }
 
-fn bad_signature(detail: &str) -> AppError {
-    AppError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_signature",
-        "The batch signature is missing or invalid",
-    )
-    .with_detail(detail.to_owned())
-}
-
-fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<()> {
+fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<(), UsageError> {
     KeyId::parse_hex(key_id)
         .map(|_| ())
         .ok_or_else(|| invalid(field(), "must be 32 lowercase hex digits"))
@@ -64,7 +55,7 @@ fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<()> {
 /// Refuses a batch that no retry can fix: a bad name, a key id that is not one, an impossible
 /// count or status. Everything else is repaired by [`sanitize`] instead, because the edge keeps
 /// retrying a refused batch and would stall behind it.
-fn validate(batch: &Batch) -> Result<()> {
+fn validate(batch: &Batch) -> Result<(), UsageError> {
     let source = &batch.source;
     if source.is_empty() || source.len() > 128 || source.chars().any(char::is_control) {
         return Err(invalid(
@@ -131,9 +122,9 @@ pub async fn ingest_usage(
     let now = now_ms / 1000;
     let signature = headers
         .get(envelope::SYNC_HEADER)
-        .ok_or_else(|| bad_signature("send the Lynxo-Signature header"))?
+        .ok_or(UsageError::BadSignature("send the Lynxo-Signature header"))?
         .to_str()
-        .map_err(|_| bad_signature("the Lynxo-Signature header is malformed"))?;
+        .map_err(|_| UsageError::BadSignature("the Lynxo-Signature header is malformed"))?;
     // Everything the signature header says without the body first: an outsider's body is read
     // only behind a header that could be genuine.
     if let Err(e) = envelope::check_header(
@@ -144,12 +135,12 @@ pub async fn ingest_usage(
         SIGNATURE_TOLERANCE,
     ) {
         tracing::warn!(error = %e, "usage batch refused before its body: bad signature header");
-        return Err(bad_signature("the signature does not verify"));
+        return Err(UsageError::BadSignature("the signature does not verify").into());
     }
     let body = crate::body::read(&headers, body, MAX_BATCH_BYTES).await?;
     if let Err(e) = wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
         tracing::warn!(error = %e, "usage batch refused: bad signature");
-        return Err(bad_signature("the signature does not verify"));
+        return Err(UsageError::BadSignature("the signature does not verify").into());
     }
     let batch: Batch = crate::error::parse_json(&body)?;
     let mut batch = batch;
