@@ -12,7 +12,7 @@ use shared::key::KeyId;
 use shared::usage::{self as wire, Batch};
 
 use super::{UsageError, invalid};
-use crate::error::{Json, Result};
+use crate::error::{AppError, Json, Result, json_refused};
 use crate::state::AppState;
 use crate::store::usage as db;
 
@@ -46,15 +46,29 @@ pub struct IngestAnswer {
     pub sampled_out: u64,
 }
 
-fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<(), UsageError> {
-    KeyId::parse_hex(key_id)
-        .map(|_| ())
-        .ok_or_else(|| invalid(field(), "must be 32 lowercase hex digits"))
+/// Reads a batch. Key ids are checked as they are read (`shared`'s [`KeyId`]); one that is not
+/// 32 lowercase hex digits is a 422 naming where it is (`counts[3].key_id`), as it was when
+/// the ids were checked after reading.
+fn parse_batch(body: &[u8]) -> Result<Batch, AppError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let batch = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        if e.inner().is_data() && e.inner().to_string().starts_with(KeyId::REFUSED) {
+            AppError::from(invalid(
+                e.path().to_string(),
+                "must be 32 lowercase hex digits",
+            ))
+        } else {
+            json_refused(e.into_inner())
+        }
+    })?;
+    reader.end().map_err(json_refused)?;
+    Ok(batch)
 }
 
-/// Refuses a batch that no retry can fix: a bad name, a key id that is not one, an impossible
-/// count or status. Everything else is repaired by [`sanitize`] instead, because the edge keeps
-/// retrying a refused batch and would stall behind it.
+/// Refuses a batch that no retry can fix: a bad name, an impossible count or status (a key id
+/// that is not one was refused as the batch was read, by [`parse_batch`]). Everything else is
+/// repaired by [`sanitize`] instead, because the edge keeps retrying a refused batch and would
+/// stall behind it.
 fn validate(batch: &Batch) -> Result<(), UsageError> {
     let source = &batch.source;
     if source.is_empty() || source.len() > 128 || source.chars().any(char::is_control) {
@@ -73,16 +87,11 @@ fn validate(batch: &Batch) -> Result<(), UsageError> {
         ));
     }
     for (i, c) in batch.counts.iter().enumerate() {
-        check_key(|| format!("counts[{i}].key_id"), &c.key_id)?;
         if c.n == 0 || c.n > 1 << 40 {
             return Err(invalid(format!("counts[{i}].n"), "must be 1 to 2^40"));
         }
     }
-    for (i, l) in batch.last_used.iter().enumerate() {
-        check_key(|| format!("last_used[{i}].key_id"), &l.key_id)?;
-    }
     for (i, a) in batch.activity.iter().enumerate() {
-        check_key(|| format!("activity[{i}].key_id"), &a.key_id)?;
         if !(100..=599).contains(&a.status) {
             return Err(invalid(
                 format!("activity[{i}].status"),
@@ -142,8 +151,7 @@ pub async fn ingest_usage(
         tracing::warn!(error = %e, "usage batch refused: bad signature");
         return Err(UsageError::BadSignature("the signature does not verify").into());
     }
-    let batch: Batch = crate::error::parse_json(&body)?;
-    let mut batch = batch;
+    let mut batch = parse_batch(&body)?;
     validate(&batch)?;
     let dropped = sanitize(&mut batch, now);
     let (source, seq) = (batch.source.clone(), batch.seq);
