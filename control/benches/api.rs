@@ -73,8 +73,7 @@ fn main() -> anyhow::Result<()> {
             &format!("bench{i}@example.com"),
             "bench password 1",
             now,
-        )
-        .map_err(|e| anyhow::anyhow!("{}", e.code()))?;
+        )?;
         tokens.push(created.token);
         fifty_account = created.account_id;
     }
@@ -193,14 +192,15 @@ fn usage(
     ring: &Keyring,
     now: u64,
 ) -> anyhow::Result<()> {
+    use shared::key::KeyId;
     use shared::usage::{Batch, Count, Outcome};
     let (_, body) = get(agent, &format!("{base}/v1/keys?limit=50"), token)?;
     let list: serde_json::Value = serde_json::from_slice(&body)?;
-    let ids: Vec<String> = list["data"]
+    let ids: Vec<KeyId> = list["data"]
         .as_array()
         .map(|keys| {
             keys.iter()
-                .filter_map(|k| k["id"].as_str().map(str::to_owned))
+                .filter_map(|k| k["id"].as_str().and_then(KeyId::parse_hex))
                 .collect()
         })
         .unwrap_or_default();
@@ -215,7 +215,7 @@ fn usage(
                 ("files:write", Outcome::Forbidden),
             ] {
                 counts.push(Count {
-                    key_id: id.clone(),
+                    key_id: *id,
                     account_id: account,
                     minute: now / 60 - m,
                     scope: Some(scope.into()),

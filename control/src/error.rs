@@ -259,7 +259,13 @@ where
 /// Parses a JSON body: 400 `invalid_json` for bytes that are not JSON, 422 `validation_failed`
 /// for JSON of the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+    serde_json::from_slice(bytes).map_err(json_refused)
+}
+
+/// The answer for a body `serde_json` refused: 422 for JSON of the wrong shape, 400 for text
+/// that is not JSON.
+pub fn json_refused(e: serde_json::Error) -> AppError {
+    match e.classify() {
         serde_json::error::Category::Data => AppError::validation(e.to_string()),
         _ => AppError::new(
             StatusCode::BAD_REQUEST,
@@ -267,7 +273,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
             "The body is not valid JSON",
         )
         .with_detail(e.to_string()),
-    })
+    }
 }
 
 /// Whether the request says its body is JSON: `application/json` or `application/*+json`.

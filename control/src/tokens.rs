@@ -1,19 +1,65 @@
 //! Management tokens API: a signed-in user creates, lists and revokes the `lnxm_` tokens that
 //! scripts use. Creating and revoking need a dashboard session: a leaked token must not be able
 //! to mint its own replacements. Listing works with either.
+//!
+//! The checks and transactions refuse with [`TokenOpError`], which becomes the API's answer in
+//! one place, its `From` into [`AppError`].
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, Via};
 use crate::error::{AppError, IdPath, Json, Result};
 use crate::events::Event;
-use crate::secret::PlainToken;
+use crate::secret::{HashedToken, PlainToken};
 use crate::state::AppState;
+use crate::store::StoreError;
 use crate::store::accounts::{self, TokenRow};
-use crate::store::audit;
+use crate::store::audit::{self, Actor};
+
+/// Why a management-token operation refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenOpError {
+    /// The caller used a management token: only a dashboard session creates or revokes them.
+    #[error("a management token cannot create or revoke management tokens")]
+    SessionRequired,
+    /// No token with this id in the caller's account (a malformed id included).
+    #[error("no such management token")]
+    NotFound,
+    /// The name is empty, longer than 100 characters or holds control characters.
+    #[error("name is required, up to 100 characters")]
+    InvalidName,
+    /// The token just created could not be read back in its own transaction.
+    #[error("token vanished")]
+    Vanished,
+    /// Storage failed.
+    #[error("storage")]
+    Store(#[from] StoreError),
+}
+
+impl From<TokenOpError> for AppError {
+    fn from(e: TokenOpError) -> Self {
+        match e {
+            TokenOpError::SessionRequired => AppError::new(
+                StatusCode::FORBIDDEN,
+                "session_required",
+                "Sign in to the dashboard to manage tokens",
+            )
+            .with_detail("a management token cannot create or revoke management tokens"),
+            TokenOpError::NotFound => AppError::not_found(),
+            TokenOpError::InvalidName => {
+                AppError::validation("name is required, up to 100 characters")
+                    .with_field("field", "name")
+            }
+            TokenOpError::Vanished => AppError::internal_error(e),
+            TokenOpError::Store(e) => e.into(),
+        }
+    }
+}
 
 /// Body of `POST /v1/management-tokens`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -46,21 +92,78 @@ pub struct TokenList {
     pub data: Vec<TokenRow>,
 }
 
-fn session_required(caller: &Caller) -> Result<()> {
+fn session_required(caller: &Caller) -> Result<(), TokenOpError> {
     if caller.via == Via::Session {
         Ok(())
     } else {
-        Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "session_required",
-            "Sign in to the dashboard to manage tokens",
-        )
-        .with_detail("a management token cannot create or revoke management tokens"))
+        Err(TokenOpError::SessionRequired)
     }
 }
 
-fn parse_token_id(id: &str) -> Result<u64> {
-    id.parse().map_err(|_| AppError::not_found())
+fn parse_token_id(id: &str) -> Result<u64, TokenOpError> {
+    id.parse().map_err(|_| TokenOpError::NotFound)
+}
+
+/// The name as stored: trimmed, 1 to 100 characters, no control characters.
+fn check_name(name: &str) -> Result<String, TokenOpError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(TokenOpError::InvalidName);
+    }
+    Ok(name.to_owned())
+}
+
+/// Stores a new token's hash with its audit event; returns its record.
+fn create(
+    tx: &Transaction<'_>,
+    account: u64,
+    actor: &Actor,
+    name: String,
+    (hash, hint): (HashedToken, String),
+    now: u64,
+) -> Result<TokenRow, TokenOpError> {
+    let id = accounts::create_token(tx, account, &name, &hash, &hint, now)?;
+    audit::record(
+        tx,
+        now,
+        Some(account),
+        actor,
+        &Event::TokenCreated {
+            token_id: id,
+            name: Some(name),
+            hint,
+        },
+    )?;
+    accounts::get_token(tx, account, id)?.ok_or(TokenOpError::Vanished)
+}
+
+/// Revokes token `id` of `account` with its audit event; a revoked token is left as it is.
+fn revoke(
+    tx: &Transaction<'_>,
+    account: u64,
+    actor: &Actor,
+    id: u64,
+    now: u64,
+) -> Result<TokenRow, TokenOpError> {
+    let row = accounts::get_token(tx, account, id)?.ok_or(TokenOpError::NotFound)?;
+    if row.revoked_at.is_some() {
+        return Ok(row);
+    }
+    accounts::revoke_token(tx, id, now)?;
+    audit::record(
+        tx,
+        now,
+        Some(account),
+        actor,
+        &Event::TokenRevoked {
+            token_id: id,
+            hint: row.hint.clone(),
+        },
+    )?;
+    Ok(TokenRow {
+        revoked_at: Some(now),
+        ..row
+    })
 }
 
 /// `POST /v1/management-tokens`.
@@ -86,35 +189,13 @@ pub async fn create_token(
     Json(body): Json<CreateToken>,
 ) -> Result<Response> {
     session_required(&caller)?;
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(
-            AppError::validation("name is required, up to 100 characters")
-                .with_field("field", "name"),
-        );
-    }
+    let name = check_name(&body.name)?;
     let token = PlainToken::generate()?;
-    let (hash, hint) = (token.hash(), token.hint());
     let now = state.clock.now();
-    let account = caller.account_id;
+    let stored = (token.hash(), token.hint());
     let record = state
         .store
-        .write(move |tx| {
-            let id = accounts::create_token(tx, account, &name, &hash, &hint, now)?;
-            audit::record(
-                tx,
-                now,
-                Some(account),
-                &caller.actor,
-                &Event::TokenCreated {
-                    token_id: id,
-                    name: Some(name),
-                    hint,
-                },
-            )?;
-            accounts::get_token(tx, account, id)?
-                .ok_or_else(|| AppError::internal("token vanished"))
-        })
+        .write(move |tx| create(tx, caller.account_id, &caller.actor, name, stored, now))
         .await?;
     let mut response = (StatusCode::CREATED, Json(CreatedToken { token, record })).into_response();
     response
@@ -167,30 +248,9 @@ pub async fn revoke_token(
     let id = parse_token_id(&id)?;
     session_required(&caller)?;
     let now = state.clock.now();
-    let account = caller.account_id;
     let row = state
         .store
-        .write(move |tx| -> Result<_, AppError> {
-            let row = accounts::get_token(tx, account, id)?.ok_or_else(AppError::not_found)?;
-            if row.revoked_at.is_some() {
-                return Ok(row);
-            }
-            accounts::revoke_token(tx, id, now)?;
-            audit::record(
-                tx,
-                now,
-                Some(account),
-                &caller.actor,
-                &Event::TokenRevoked {
-                    token_id: id,
-                    hint: row.hint.clone(),
-                },
-            )?;
-            Ok(TokenRow {
-                revoked_at: Some(now),
-                ..row
-            })
-        })
+        .write(move |tx| revoke(tx, caller.account_id, &caller.actor, id, now))
         .await?;
     Ok(Json(row))
 }

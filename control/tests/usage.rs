@@ -7,9 +7,15 @@ use common::{START, TestApp};
 use control::store::StoreError;
 use control::store::usage::DENIAL_ACTIVITY_KEEP;
 use serde_json::{Value, json};
+use shared::key::KeyId;
 use shared::usage::{Activity, Batch, Count, LastUsed, Outcome};
 
 const MINUTE: u64 = START / 60;
+
+/// A key id the API returned, as the wire type.
+fn kid(text: &str) -> KeyId {
+    KeyId::parse_hex(text).expect("a key id")
+}
 
 fn count(
     key: &str,
@@ -20,7 +26,7 @@ fn count(
     n: u64,
 ) -> Count {
     Count {
-        key_id: key.to_owned(),
+        key_id: kid(key),
         account_id: account,
         minute,
         scope: scope.map(str::to_owned),
@@ -31,7 +37,7 @@ fn count(
 
 fn activity(key: &str, account: u64, at_ms: u64, status: u16, outcome: Outcome) -> Activity {
     Activity {
-        key_id: key.to_owned(),
+        key_id: kid(key),
         account_id: account,
         at_ms,
         method: "GET".into(),
@@ -150,10 +156,37 @@ async fn invalid_batches_are_refused() {
     let app = TestApp::new();
     let id = new_key(&app, json!({})).await;
     let a = app.alice_account;
-    let bad_id = batch(1, vec![count("ABC", a, MINUTE, None, Outcome::Success, 1)]);
-    app.ingest(&bad_id)
-        .await
-        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // A key id that is not one is refused as the batch is read, naming where it is.
+    let mut entries = batch(1, vec![count(&id, a, MINUTE, None, Outcome::Success, 1)]);
+    entries
+        .activity
+        .push(activity(&id, a, START * 1000, 200, Outcome::Success));
+    let entries = serde_json::to_string(&entries).unwrap();
+    let last = entries.rfind(&id).unwrap();
+    let short_in_activity = format!(
+        "{}{}{}",
+        &entries[..last],
+        &id[..31],
+        &entries[last + id.len()..]
+    );
+    for (bad, field) in [
+        (entries.replacen(&id, "ABC", 1), "counts[0].key_id"),
+        (
+            entries.replacen(&id, &id.to_uppercase(), 1),
+            "counts[0].key_id",
+        ),
+        (short_in_activity, "activity[0].key_id"),
+    ] {
+        let sig = shared::usage::sign_batch(&app.state.keyring, bad.as_bytes(), START);
+        let refused = app
+            .anonymous()
+            .header("lynxo-signature", &sig)
+            .send(Method::POST, "/_lynxo/usage", Some(bad.into_bytes()))
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(refused.body["field"], field, "{}", refused.body);
+        assert_eq!(refused.body["detail"], "must be 32 lowercase hex digits");
+    }
     let zero = batch(1, vec![count(&id, a, MINUTE, None, Outcome::Success, 0)]);
     app.ingest(&zero)
         .await
@@ -230,7 +263,7 @@ async fn entries_of_unknown_keys_or_another_account_are_skipped() {
         ],
     );
     b.last_used.push(LastUsed {
-        key_id: id.clone(),
+        key_id: kid(&id),
         account_id: bob,
         at_ms: START * 1000,
         client_ip: Some("198.51.100.1".into()),
@@ -648,7 +681,7 @@ async fn key_views_show_last_use_requests_24h_and_unused_scopes() {
         ],
     );
     b.last_used.push(LastUsed {
-        key_id: id.clone(),
+        key_id: kid(&id),
         account_id: a,
         at_ms: now * 1000 - 500,
         client_ip: Some("203.0.113.9".into()),
@@ -658,7 +691,7 @@ async fn key_views_show_last_use_requests_24h_and_unused_scopes() {
     // An older last use in a later batch does not move it back.
     let mut late = batch(2, vec![]);
     late.last_used.push(LastUsed {
-        key_id: id.clone(),
+        key_id: kid(&id),
         account_id: a,
         at_ms: now * 1000 - 5000,
         client_ip: Some("192.0.2.1".into()),
@@ -697,7 +730,7 @@ async fn keys_idle_for_thirty_days_are_flagged_and_filtered() {
     let fresh = new_key(&app, json!({ "name": "fresh" })).await;
     let mut b = batch(1, vec![]);
     b.last_used.push(LastUsed {
-        key_id: used.clone(),
+        key_id: kid(&used),
         account_id: app.alice_account,
         at_ms: (now - 86_400) * 1000,
         client_ip: None,

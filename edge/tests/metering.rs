@@ -139,7 +139,7 @@ impl Object {
     }
 }
 
-type CountKey = (String, u64, Option<String>, Outcome);
+type CountKey = (KeyId, u64, Option<String>, Outcome);
 
 fn flush(buffer: &mut Buffer, objects: &mut [Object], fates: &[Fate], now_ms: u64, nonce: &str) {
     for (i, delivery) in buffer.take(now_ms, nonce).into_iter().enumerate() {
@@ -165,7 +165,7 @@ proptest! {
         let mut buffers = [Buffer::default(), Buffer::default()];
         let mut objects: Vec<Object> = (0..SHARDS).map(|_| Object::default()).collect();
         let mut expected: HashMap<CountKey, u64> = HashMap::new();
-        let mut latest: HashMap<String, u64> = HashMap::new();
+        let mut latest: HashMap<KeyId, u64> = HashMap::new();
         let mut requests = 0_u64;
         let mut clock = T0;
         for op in ops {
@@ -186,9 +186,9 @@ proptest! {
                     };
                     let at_ms = T0 + at;
                     buffers[isolate].push(SHARDS, &caller, &seen, Answered { status, outcome, at_ms });
-                    let id = caller.key_id.to_string();
+                    let id = caller.key_id;
                     *expected
-                        .entry((id.clone(), at_ms / 60_000, caller.scope.map(str::to_owned), outcome))
+                        .entry((id, at_ms / 60_000, caller.scope.map(str::to_owned), outcome))
                         .or_default() += 1;
                     let last = latest.entry(id).or_default();
                     *last = (*last).max(at_ms);
@@ -208,7 +208,7 @@ proptest! {
             prop_assert_eq!(buffer.take_dropped(), 0);
         }
         let mut counted: HashMap<CountKey, u64> = HashMap::new();
-        let mut last_used: HashMap<String, u64> = HashMap::new();
+        let mut last_used: HashMap<KeyId, u64> = HashMap::new();
         let (mut in_activity, mut dropped) = (0_u64, 0_u64);
         for object in &mut objects {
             object.seal();
@@ -216,12 +216,12 @@ proptest! {
                 let mut keys = BTreeSet::new();
                 for c in &batch.counts {
                     prop_assert!(c.n >= 1);
-                    let key = (c.key_id.clone(), c.minute, c.scope.clone(), c.outcome);
+                    let key = (c.key_id, c.minute, c.scope.clone(), c.outcome);
                     prop_assert!(keys.insert(key.clone()), "one entry per count key in a batch");
                     *counted.entry(key).or_default() += c.n;
                 }
                 for l in &batch.last_used {
-                    let at = last_used.entry(l.key_id.clone()).or_default();
+                    let at = last_used.entry(l.key_id).or_default();
                     *at = (*at).max(l.at_ms);
                 }
                 prop_assert!(batch.activity.len() <= MAX_ACTIVITY_PER_BATCH);
@@ -229,9 +229,9 @@ proptest! {
                 dropped += batch.dropped_activity;
                 // Denials are sampled per key and outcome: as many as the batch counted, up to
                 // the cap (fewer requests than a batch's room for them).
-                let mut denied: HashMap<(&str, Outcome), u64> = HashMap::new();
+                let mut denied: HashMap<(KeyId, Outcome), u64> = HashMap::new();
                 for c in batch.counts.iter().filter(|c| c.outcome.is_denial()) {
-                    *denied.entry((c.key_id.as_str(), c.outcome)).or_default() += c.n;
+                    *denied.entry((c.key_id, c.outcome)).or_default() += c.n;
                 }
                 for ((key, outcome), n) in denied {
                     let kept = batch

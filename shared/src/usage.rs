@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, EnvelopeError};
+use crate::key::KeyId;
 use crate::mac::{Keyring, Purpose};
 
 /// The control plane's ingestion endpoint (`POST`, body a JSON [`Batch`]).
@@ -141,8 +142,9 @@ impl Outcome {
 /// Requests of one key in one minute with one route scope and one outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
-    /// The key id, 32 lowercase hex digits.
-    pub key_id: String,
+    /// The key id (on the wire, 32 lowercase hex digits; anything else is refused as it is
+    /// read, with [`KeyId::REFUSED`]).
+    pub key_id: KeyId,
     /// The key's account.
     pub account_id: u64,
     /// Unix minute: Unix seconds / 60.
@@ -160,7 +162,7 @@ pub struct Count {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastUsed {
     /// The key id.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// The key's account.
     pub account_id: u64,
     /// When, in Unix milliseconds.
@@ -175,7 +177,7 @@ pub struct LastUsed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     /// The key id.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// The key's account.
     pub account_id: u64,
     /// When, in Unix milliseconds.

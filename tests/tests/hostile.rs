@@ -1906,12 +1906,13 @@ fn underscore_identity_headers_stripped(ctx: &Ctx) {
 /// A usage batch as the edge's meter sends it: `n` requests of `key_id` and one activity row.
 fn batch(source: &str, seq: u64, key_id: &str, account_id: u64, n: u64) -> Vec<u8> {
     use shared::usage::{Activity, Batch, Count, Outcome};
+    let key_id = KeyId::parse_hex(key_id).expect("a key id");
     let at_ms = unix_ms();
     let batch = Batch {
         source: source.to_owned(),
         seq,
         counts: vec![Count {
-            key_id: key_id.to_owned(),
+            key_id,
             account_id,
             minute: at_ms / 60_000,
             scope: Some("jobs:read".to_owned()),
@@ -1919,7 +1920,7 @@ fn batch(source: &str, seq: u64, key_id: &str, account_id: u64, n: u64) -> Vec<u
             n,
         }],
         activity: vec![Activity {
-            key_id: key_id.to_owned(),
+            key_id,
             account_id,
             at_ms,
             method: "GET".to_owned(),

@@ -19,15 +19,19 @@
 //! - [`caller`]: who a request is ([`Caller`]): a management token or a session cookie, CSRF.
 //! - [`password`]: password hashing and `init`'s first account, user and token.
 //! - [`session`]: sign-in (its defences, [`SignInGuard`]) and sign-out.
+//! - [`SignInError`], [`BootstrapError`] (`error`): why sign-in or `init` refused, each turned
+//!   into the API's answer in one place.
 
 pub mod caller;
 pub mod device;
+mod error;
 pub mod hasher;
 pub mod limit;
 pub mod password;
 pub mod session;
 
 pub use self::caller::{Caller, Via, cookie, same_origin, source};
+pub use self::error::{BootstrapError, SignInError};
 pub use self::password::{Bootstrap, bootstrap, hash_password};
 pub use self::session::{
     Client, DEVICE_FAILURES, EMAIL_FAILURES, PAIR_FAILURES, SessionView, SignIn, SignInGuard,

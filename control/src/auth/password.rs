@@ -2,8 +2,8 @@
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Version};
-use axum::http::StatusCode;
 
+use super::error::BootstrapError;
 use super::hasher::MAX_PASSWORD_BYTES;
 use super::random_bytes;
 use crate::error::{AppError, Result};
@@ -56,15 +56,13 @@ pub fn bootstrap(
     email: &str,
     password: &str,
     now: u64,
-) -> Result<Bootstrap> {
-    let email = normalize_email(email).ok_or_else(|| AppError::validation("invalid email"))?;
+) -> Result<Bootstrap, BootstrapError> {
+    let email = normalize_email(email).ok_or(BootstrapError::InvalidEmail)?;
     if password.chars().count() < 12 || password.len() > MAX_PASSWORD_BYTES {
-        return Err(AppError::validation(
-            "password must be at least 12 characters and at most 1024 bytes",
-        ));
+        return Err(BootstrapError::InvalidPassword);
     }
-    let password_hash = hash_password(password, settings)?;
-    let token = PlainToken::generate()?;
+    let password_hash = hash_password(password, settings).map_err(BootstrapError::Credentials)?;
+    let token = PlainToken::generate().map_err(BootstrapError::Credentials)?;
     let (token_hash, hint) = (token.hash(), token.hint());
     let cli = Actor {
         actor: "cli".into(),
@@ -74,13 +72,7 @@ pub fn bootstrap(
     store.write_blocking(move |tx| {
         let account_id = accounts::create_account(tx, &account_name, now)?;
         let user_id = accounts::create_user(tx, account_id, &email, &password_hash, now)?
-            .ok_or_else(|| {
-                AppError::new(
-                    StatusCode::CONFLICT,
-                    "email_taken",
-                    "A user with this email exists",
-                )
-            })?;
+            .ok_or(BootstrapError::EmailTaken)?;
         let token_id = accounts::create_token(tx, account_id, "initial", &token_hash, &hint, now)?;
         let events = [
             Event::AccountCreated {

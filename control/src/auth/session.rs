@@ -10,12 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::mac::{Keyring, MacKey, Purpose};
 
-use super::caller::{Caller, Via, cross_site, same_origin, session_cookie};
+use super::caller::{Caller, Via, same_origin, session_cookie};
 use super::device::{self, DeviceId};
+use super::error::SignInError;
 use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
-use super::limit::{
-    Attempt, AttemptLedger, Budget, BudgetKey, MemoryLedger, Outcome, Refusal, Reservation,
-};
+use super::limit::{Attempt, AttemptLedger, Budget, BudgetKey, MemoryLedger, Outcome, Reservation};
 use super::password::normalize_email;
 use super::{SESSION_COOKIE, random_bytes};
 use crate::client_addr;
@@ -146,26 +145,6 @@ impl SignInGuard {
     }
 }
 
-fn too_many_attempts(retry_after: u64) -> AppError {
-    AppError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_sign_in_attempts",
-        "Too many failed sign-ins",
-    )
-    .with_detail("wait before trying again")
-    .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)))
-}
-
-fn sign_in_busy() -> AppError {
-    AppError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "sign_in_busy",
-        "Too many sign-ins at once",
-    )
-    .with_detail("try again in a moment")
-    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-}
-
 /// Sign-in body.
 // Its `Debug` leaves the password out.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -228,16 +207,12 @@ pub async fn create_session(
     let browser_sent =
         parts.headers.contains_key("sec-fetch-site") || parts.headers.contains_key(header::ORIGIN);
     if browser_sent && !same_origin(&parts.headers, &state.settings.public_origin) {
-        return Err(cross_site());
+        return Err(SignInError::CrossSite.into());
     }
     // Shape first: what can never be a user costs nothing and is never a budget's name.
-    let email = normalize_email(&body.email).ok_or_else(|| {
-        AppError::validation("email must be an address of at most 254 bytes")
-            .with_field("field", "email")
-    })?;
+    let email = normalize_email(&body.email).ok_or(SignInError::InvalidEmail)?;
     if body.password.is_empty() || body.password.len() > MAX_PASSWORD_BYTES {
-        return Err(AppError::validation("password must be 1 to 1024 bytes")
-            .with_field("field", "password"));
+        return Err(SignInError::InvalidPassword.into());
     }
     let now = state.clock.now();
     let guard = &state.sign_in;
@@ -249,17 +224,14 @@ pub async fn create_session(
     let ticket = guard
         .hasher
         .admit(client_ip.map(client_addr::network))
-        .ok_or_else(sign_in_busy)?;
+        .ok_or(SignInError::Busy)?;
     let reservation = Reservation::take(
         Arc::clone(&guard.ledger),
         guard.attempt(&email, client),
         now,
     )
     .await
-    .map_err(|refusal| match refusal {
-        Refusal::Locked { retry_after } => too_many_attempts(retry_after),
-        Refusal::Busy => sign_in_busy(),
-    })?;
+    .map_err(SignInError::from)?;
     let lookup = email.clone();
     let user = match state
         .store
@@ -334,7 +306,7 @@ pub async fn create_session(
     });
     let succeeded = answered.await.map_err(AppError::internal)??;
     let Some(user) = user.filter(|_| succeeded) else {
-        return Err(AppError::unauthenticated().with_detail("the email or password is wrong"));
+        return Err(SignInError::WrongCredentials.into());
     };
     let now = state.clock.now();
     let actor = Actor {

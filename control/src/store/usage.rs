@@ -62,26 +62,26 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
     if fresh == 0 {
         return Ok(Applied::default());
     }
-    let mut owners: HashMap<&str, Option<u64>> = HashMap::new();
+    let mut owners: HashMap<KeyId, Option<u64>> = HashMap::new();
     let mut owner_stmt = tx.prepare_cached("SELECT account_id FROM api_keys WHERE id = ?1")?;
     let ids = batch
         .counts
         .iter()
-        .map(|c| c.key_id.as_str())
-        .chain(batch.last_used.iter().map(|l| l.key_id.as_str()))
-        .chain(batch.activity.iter().map(|a| a.key_id.as_str()));
+        .map(|c| c.key_id)
+        .chain(batch.last_used.iter().map(|l| l.key_id))
+        .chain(batch.activity.iter().map(|a| a.key_id));
     for id in ids {
-        if !owners.contains_key(id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = owners.entry(id) {
             let owner: Option<i64> = owner_stmt.query_row([id], |r| r.get(0)).optional()?;
-            owners.insert(id, owner.map(to_u64).transpose()?);
+            slot.insert(owner.map(to_u64).transpose()?);
         }
     }
-    let owns = |key_id: &str, account_id: u64| owners.get(key_id) == Some(&Some(account_id));
+    let owns = |key_id: KeyId, account_id: u64| owners.get(&key_id) == Some(&Some(account_id));
     let mut result = Applied {
         applied: true,
         ..Applied::default()
     };
-    let mut touched: HashSet<&str> = HashSet::new();
+    let mut touched: HashSet<KeyId> = HashSet::new();
 
     let mut minute_stmt = tx.prepare_cached(
         "INSERT INTO usage_minutes (key_id, account_id, minute, scope, outcome, n) \
@@ -94,7 +94,7 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
          ON CONFLICT (key_id, hour, scope, outcome) DO UPDATE SET n = n + excluded.n",
     )?;
     for c in &batch.counts {
-        if !owns(&c.key_id, c.account_id) {
+        if !owns(c.key_id, c.account_id) {
             result.skipped += 1;
             continue;
         }
@@ -118,7 +118,7 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
             n
         ])?;
         result.counts += 1;
-        touched.insert(&c.key_id);
+        touched.insert(c.key_id);
     }
 
     let mut last_stmt = tx.prepare_cached(
@@ -127,7 +127,7 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
          WHERE id = ?1 AND account_id = ?2 AND coalesce(last_used_at_ms, -1) < ?3",
     )?;
     for l in &batch.last_used {
-        if !owns(&l.key_id, l.account_id) {
+        if !owns(l.key_id, l.account_id) {
             result.skipped += 1;
             continue;
         }
@@ -145,21 +145,21 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
          client_ip, country, colo, user_agent) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
-    let mut pruned: HashSet<&str> = HashSet::new();
+    let mut pruned: HashSet<KeyId> = HashSet::new();
     // Denial rows already stored per (key, minute, outcome), read once per triple.
-    let mut denials: HashMap<(&str, u64, Outcome), u32> = HashMap::new();
+    let mut denials: HashMap<(KeyId, u64, Outcome), u32> = HashMap::new();
     let mut stored_stmt = tx.prepare_cached(
         "SELECT count(*) FROM activity WHERE key_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 \
          AND outcome = ?4",
     )?;
     for a in &batch.activity {
-        if !owns(&a.key_id, a.account_id) {
+        if !owns(a.key_id, a.account_id) {
             result.skipped += 1;
             continue;
         }
         if a.outcome.is_denial() {
             let minute = a.at_ms / 60_000;
-            let stored = match denials.entry((a.key_id.as_str(), minute, a.outcome)) {
+            let stored = match denials.entry((a.key_id, minute, a.outcome)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let n: u32 = stored_stmt.query_row(
@@ -194,7 +194,7 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
             a.user_agent
         ])?;
         result.activity += 1;
-        pruned.insert(&a.key_id);
+        pruned.insert(a.key_id);
     }
 
     let now = now_ms / 1000;

@@ -4,15 +4,15 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use shared::envelope;
 use shared::key::KeyId;
 use shared::usage::{self as wire, Batch};
 
-use super::invalid;
-use crate::error::{AppError, Json, Result};
+use super::{UsageError, invalid};
+use crate::error::{AppError, Json, Result, json_refused};
 use crate::state::AppState;
 use crate::store::usage as db;
 
@@ -46,25 +46,30 @@ pub struct IngestAnswer {
     pub sampled_out: u64,
 }
 
-fn bad_signature(detail: &str) -> AppError {
-    AppError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_signature",
-        "The batch signature is missing or invalid",
-    )
-    .with_detail(detail.to_owned())
+/// Reads a batch. Key ids are checked as they are read (`shared`'s [`KeyId`]); one that is not
+/// 32 lowercase hex digits is a 422 naming where it is (`counts[3].key_id`), as it was when
+/// the ids were checked after reading.
+fn parse_batch(body: &[u8]) -> Result<Batch, AppError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let batch = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        if e.inner().is_data() && e.inner().to_string().starts_with(KeyId::REFUSED) {
+            AppError::from(invalid(
+                e.path().to_string(),
+                "must be 32 lowercase hex digits",
+            ))
+        } else {
+            json_refused(e.into_inner())
+        }
+    })?;
+    reader.end().map_err(json_refused)?;
+    Ok(batch)
 }
 
-fn check_key(field: impl Fn() -> String, key_id: &str) -> Result<()> {
-    KeyId::parse_hex(key_id)
-        .map(|_| ())
-        .ok_or_else(|| invalid(field(), "must be 32 lowercase hex digits"))
-}
-
-/// Refuses a batch that no retry can fix: a bad name, a key id that is not one, an impossible
-/// count or status. Everything else is repaired by [`sanitize`] instead, because the edge keeps
-/// retrying a refused batch and would stall behind it.
-fn validate(batch: &Batch) -> Result<()> {
+/// Refuses a batch that no retry can fix: a bad name, an impossible count or status (a key id
+/// that is not one was refused as the batch was read, by [`parse_batch`]). Everything else is
+/// repaired by [`sanitize`] instead, because the edge keeps retrying a refused batch and would
+/// stall behind it.
+fn validate(batch: &Batch) -> Result<(), UsageError> {
     let source = &batch.source;
     if source.is_empty() || source.len() > 128 || source.chars().any(char::is_control) {
         return Err(invalid(
@@ -82,16 +87,11 @@ fn validate(batch: &Batch) -> Result<()> {
         ));
     }
     for (i, c) in batch.counts.iter().enumerate() {
-        check_key(|| format!("counts[{i}].key_id"), &c.key_id)?;
         if c.n == 0 || c.n > 1 << 40 {
             return Err(invalid(format!("counts[{i}].n"), "must be 1 to 2^40"));
         }
     }
-    for (i, l) in batch.last_used.iter().enumerate() {
-        check_key(|| format!("last_used[{i}].key_id"), &l.key_id)?;
-    }
     for (i, a) in batch.activity.iter().enumerate() {
-        check_key(|| format!("activity[{i}].key_id"), &a.key_id)?;
         if !(100..=599).contains(&a.status) {
             return Err(invalid(
                 format!("activity[{i}].status"),
@@ -131,9 +131,9 @@ pub async fn ingest_usage(
     let now = now_ms / 1000;
     let signature = headers
         .get(envelope::SYNC_HEADER)
-        .ok_or_else(|| bad_signature("send the Lynxo-Signature header"))?
+        .ok_or(UsageError::BadSignature("send the Lynxo-Signature header"))?
         .to_str()
-        .map_err(|_| bad_signature("the Lynxo-Signature header is malformed"))?;
+        .map_err(|_| UsageError::BadSignature("the Lynxo-Signature header is malformed"))?;
     // Everything the signature header says without the body first: an outsider's body is read
     // only behind a header that could be genuine.
     if let Err(e) = envelope::check_header(
@@ -144,15 +144,14 @@ pub async fn ingest_usage(
         SIGNATURE_TOLERANCE,
     ) {
         tracing::warn!(error = %e, "usage batch refused before its body: bad signature header");
-        return Err(bad_signature("the signature does not verify"));
+        return Err(UsageError::BadSignature("the signature does not verify").into());
     }
     let body = crate::body::read(&headers, body, MAX_BATCH_BYTES).await?;
     if let Err(e) = wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
         tracing::warn!(error = %e, "usage batch refused: bad signature");
-        return Err(bad_signature("the signature does not verify"));
+        return Err(UsageError::BadSignature("the signature does not verify").into());
     }
-    let batch: Batch = crate::error::parse_json(&body)?;
-    let mut batch = batch;
+    let mut batch = parse_batch(&body)?;
     validate(&batch)?;
     let dropped = sanitize(&mut batch, now);
     let (source, seq) = (batch.source.clone(), batch.seq);

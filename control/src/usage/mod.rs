@@ -12,9 +12,13 @@
 //!
 //! - [`ingest`]: the edge's signed batches in.
 //! - [`query`]: the usage and activity API out.
+//! - [`UsageError`] (`error`): why either refused, which becomes the API's answer in one place.
 
+mod error;
 pub mod ingest;
 pub mod query;
+
+pub use self::error::UsageError;
 
 pub use self::ingest::{
     IngestAnswer, MAX_BATCH_BYTES, SIGNATURE_TOLERANCE, ingest_routes, ingest_usage,
@@ -24,9 +28,10 @@ pub use self::query::{
     OutcomeCounts, TOP_KEYS, TopKey, Totals, UsageQuery, UsageReport, get_account_usage,
     get_key_usage, list_key_activity,
 };
-use crate::error::AppError;
-
 /// A 422 naming the field.
-fn invalid(field: String, detail: &str) -> AppError {
-    AppError::validation(detail.to_owned()).with_field("field", field)
+fn invalid(field: String, detail: &str) -> UsageError {
+    UsageError::Invalid {
+        field,
+        detail: detail.to_owned(),
+    }
 }

@@ -7,9 +7,9 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use shared::usage::Outcome;
 
-use super::invalid;
+use super::{UsageError, invalid};
 use crate::auth::Caller;
-use crate::error::{AppError, Json, KeyIdPath, PageLimit, Query, Result};
+use crate::error::{Json, KeyIdPath, PageLimit, Query, Result};
 use crate::state::AppState;
 use crate::store::keys as keys_db;
 use crate::store::usage::{self as db, ByOutcome, Granularity, Subject};
@@ -46,7 +46,7 @@ struct Range {
     granularity: Granularity,
 }
 
-fn resolve(q: &UsageQuery, now: u64) -> Result<Range> {
+fn resolve(q: &UsageQuery, now: u64) -> Result<Range, UsageError> {
     let granularity = match q.granularity.as_deref() {
         None => Granularity::Hour,
         Some(name) => Granularity::from_name(name).ok_or_else(|| {
@@ -74,12 +74,11 @@ fn resolve(q: &UsageQuery, now: u64) -> Result<Range> {
     let (from, to) = (from / g * g, to.div_ceil(g) * g);
     let buckets = (to - from) / g;
     if buckets > MAX_BUCKETS {
-        return Err(AppError::validation(format!(
-            "the range holds {buckets} {} buckets; at most {MAX_BUCKETS}",
-            granularity.name()
-        ))
-        .with_field("field", "from")
-        .with_field("max_buckets", MAX_BUCKETS));
+        return Err(UsageError::TooManyBuckets {
+            buckets,
+            granularity: granularity.name(),
+            max: MAX_BUCKETS,
+        });
     }
     Ok(Range {
         from,
@@ -296,8 +295,8 @@ pub async fn get_key_usage(
     let account = caller.account_id;
     let usage = state
         .store
-        .read(move |c| -> Result<_, AppError> {
-            keys_db::get(c, account, id)?.ok_or_else(AppError::not_found)?;
+        .read(move |c| -> Result<_, UsageError> {
+            keys_db::get(c, account, id)?.ok_or(UsageError::NotFound)?;
             Ok(db::usage(
                 c,
                 Subject::Key(account, id),
@@ -466,8 +465,8 @@ pub async fn list_key_activity(
     let account = caller.account_id;
     let rows = state
         .store
-        .read(move |c| -> Result<_, AppError> {
-            keys_db::get(c, account, id)?.ok_or_else(AppError::not_found)?;
+        .read(move |c| -> Result<_, UsageError> {
+            keys_db::get(c, account, id)?.ok_or(UsageError::NotFound)?;
             Ok(db::activity(
                 c,
                 account,
@@ -493,6 +492,7 @@ mod tests {
     use axum::http::StatusCode;
 
     use super::*;
+    use crate::error::AppError;
 
     fn q(from: Option<u64>, to: Option<u64>, g: Option<&str>) -> UsageQuery {
         UsageQuery {
@@ -523,14 +523,17 @@ mod tests {
     #[test]
     fn ranges_are_bounded() {
         let now = 1_767_225_600;
+        let reversed = resolve(&q(Some(10), Some(5), None), now).unwrap_err();
+        assert!(matches!(&reversed, UsageError::Invalid { field, .. } if field == "from"));
         assert_eq!(
-            resolve(&q(Some(10), Some(5), None), now)
-                .unwrap_err()
-                .status(),
+            AppError::from(reversed).status(),
             StatusCode::UNPROCESSABLE_ENTITY
         );
         assert!(resolve(&q(Some(0), Some(1500 * 60), Some("minute")), now).is_ok());
-        assert!(resolve(&q(Some(0), Some(1500 * 60 + 1), Some("minute")), now).is_err());
+        assert!(matches!(
+            resolve(&q(Some(0), Some(1500 * 60 + 1), Some("minute")), now),
+            Err(UsageError::TooManyBuckets { buckets: 1501, .. })
+        ));
         assert!(resolve(&q(None, None, Some("week")), now).is_err());
         assert!(resolve(&q(Some(MAX_TIME + 1), None, None), now).is_err());
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use shared::key::KeyId;
 use shared::usage::{Activity, Batch, Count, LastUsed, Outcome};
 
 use super::{Delivery, keep};
@@ -12,7 +13,7 @@ use super::{Delivery, keep};
 /// denials of one outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Sampled {
-    key_id: String,
+    key_id: KeyId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
     n: u32,
@@ -51,22 +52,17 @@ impl Aggregate {
     /// the same rule as the isolate, now over the whole batch; the rest are counted dropped).
     pub fn merge(&mut self, part: Delivery) -> Vec<Activity> {
         let found: Vec<Option<usize>> = {
-            let index: HashMap<(&str, u64, Option<&str>, Outcome), usize> = self
+            let index: HashMap<(KeyId, u64, Option<&str>, Outcome), usize> = self
                 .counts
                 .iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    (
-                        (c.key_id.as_str(), c.minute, c.scope.as_deref(), c.outcome),
-                        i,
-                    )
-                })
+                .map(|(i, c)| ((c.key_id, c.minute, c.scope.as_deref(), c.outcome), i))
                 .collect();
             part.counts
                 .iter()
                 .map(|c| {
                     index
-                        .get(&(c.key_id.as_str(), c.minute, c.scope.as_deref(), c.outcome))
+                        .get(&(c.key_id, c.minute, c.scope.as_deref(), c.outcome))
                         .copied()
                 })
                 .collect()
@@ -108,7 +104,7 @@ impl Aggregate {
             Some(i) => i,
             None => {
                 self.sampled.push(Sampled {
-                    key_id: entry.key_id.clone(),
+                    key_id: entry.key_id,
                     outcome,
                     n: 0,
                 });

@@ -28,7 +28,7 @@ fn replace_if_changed(slot: &mut Option<String>, text: Option<&str>, max: usize)
 /// The activity entry of a request (allocates: only for an entry that is kept).
 fn activity(caller: &Caller, seen: &Seen, answered: Answered) -> Activity {
     Activity {
-        key_id: caller.key_id.to_string(),
+        key_id: caller.key_id,
         account_id: caller.account_id,
         at_ms: answered.at_ms,
         method: truncate(&seen.method, MAX_METHOD).to_owned(),
@@ -146,7 +146,7 @@ impl Part {
             .counts
             .into_iter()
             .map(|(k, n)| Count {
-                key_id: k.key_id.to_string(),
+                key_id: k.key_id,
                 account_id: k.account_id,
                 minute: k.minute,
                 scope: k.scope.map(str::to_owned),
@@ -162,14 +162,14 @@ impl Part {
             .last_used
             .into_iter()
             .map(|(key_id, l)| LastUsed {
-                key_id: key_id.to_string(),
+                key_id,
                 account_id: l.account_id,
                 at_ms: l.at_ms,
                 client_ip: l.client_ip,
                 user_agent: l.user_agent,
             })
             .collect();
-        last_used.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        last_used.sort_by_key(|l| l.key_id);
         Delivery {
             shard,
             id,

@@ -200,7 +200,7 @@ mod tests {
         buf.push(1, &unscoped, &s, answered(Outcome::Unauthorized, T0 + 1));
         let d = part(&mut buf);
         let a = &d.activity[0];
-        assert_eq!(a.key_id, KeyId([1; 16]).to_string());
+        assert_eq!(a.key_id, KeyId([1; 16]));
         assert_eq!((a.account_id, a.status, a.at_ms), (9, 429, T0));
         assert_eq!(a.user_agent.as_ref().unwrap().len(), 256);
         assert_eq!(a.path.len(), MAX_PATH);
@@ -231,9 +231,7 @@ mod tests {
                 .counts
                 .iter()
                 .find(|c| {
-                    c.key_id == KeyId([key; 16]).to_string()
-                        && c.minute == minute
-                        && c.outcome == outcome
+                    c.key_id == KeyId([key; 16]) && c.minute == minute && c.outcome == outcome
                 })
                 .map_or(0, |c| c.n)
         };
@@ -247,7 +245,7 @@ mod tests {
         let last1 = batch
             .last_used
             .iter()
-            .find(|l| l.key_id == KeyId([1; 16]).to_string())
+            .find(|l| l.key_id == KeyId([1; 16]))
             .unwrap();
         assert_eq!(last1.at_ms, T0 + 60_000);
         assert_eq!(batch.activity.len(), 6);
@@ -480,11 +478,7 @@ mod tests {
         let shards: Vec<u16> = deliveries.iter().map(|d| d.shard).collect();
         assert_eq!(shards, [0, 1, 2, 3]);
         for d in &deliveries {
-            assert!(
-                d.counts
-                    .iter()
-                    .all(|c| shard_of(KeyId::parse_hex(&c.key_id).unwrap(), 4) == d.shard)
-            );
+            assert!(d.counts.iter().all(|c| shard_of(c.key_id, 4) == d.shard));
         }
         let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(
