@@ -11,7 +11,8 @@ use crate::store::accounts::{self, AccountInfo};
 use crate::store::keys;
 
 /// `GET /v1/account`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Account)]
 pub struct AccountView {
     /// The account, its plan and the plan's limits.
     #[serde(flatten)]
@@ -24,6 +25,16 @@ pub struct AccountView {
 }
 
 /// `GET /v1/account`.
+#[utoipa::path(
+    get,
+    path = "/v1/account",
+    summary = "The caller's account: name, plan and keys in use",
+    responses(
+        (status = 200, description = "The account.", body = crate::account::AccountView),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn get_account(
     State(state): State<AppState>,
     caller: Caller,

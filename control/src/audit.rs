@@ -23,11 +23,12 @@ pub struct AuditQuery {
 }
 
 /// A page of events.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The events, newest first.
     pub data: Vec<AuditEvent>,
     /// Pass as `before` for the next page; absent on the last page.
+    #[schema(required = true)]
     pub next_before: Option<u64>,
 }
 
@@ -35,6 +36,23 @@ pub struct AuditPage {
 type AuditLimit = PageLimit<100, 1000>;
 
 /// `GET /v1/audit-events`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-events",
+    summary = "Read the account's audit trail",
+    params(
+        ("before" = Option<u64>, Query, description = "Only events with a smaller sequence number (paging); any larger number means no bound.", minimum = 0),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000),
+        ("target" = Option<String>, Query, description = "Only events about this target: a key id (32 hex digits) or a management token id.", max_length = 64, min_length = 1),
+    ),
+    responses(
+        (status = 200, description = "Events, newest first.", body = crate::audit::AuditPage),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query string.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or target.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn list_audit_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -18,6 +18,7 @@
 //! - [`state`]: the state every handler reaches, the settings and the clock.
 //! - [`secret`]: secrets by type (tokens, their hashes, session ids), never printed.
 //! - [`routes`]: the router, built from one table of operations.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and their types.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
 #![cfg_attr(
@@ -35,6 +36,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod openapi;
 pub mod publish;
 pub mod routes;
 pub mod secret;
@@ -45,5 +47,6 @@ pub mod tokens;
 pub mod usage;
 pub mod verify;
 
-pub use routes::{OPENAPI, app};
+pub use openapi::OPENAPI;
+pub use routes::app;
 pub use state::{AppState, Clock, ManualClock, Settings, SystemClock, default_sign_in_hashes};

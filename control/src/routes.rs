@@ -10,11 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post};
 
 use crate::error::{self, AppError, InternalCause, Json};
+use crate::openapi::OPENAPI;
 use crate::state::AppState;
 use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
-
-/// The OpenAPI 3.1 description of this service.
-pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// One operation of the API: its method, its path as the OpenAPI document spells it, and its
 /// handler.
@@ -40,7 +38,7 @@ fn op(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Op
     }
 }
 
-/// Every operation `openapi.json` describes, and so every route of the API; [`app`] routes
+/// Every operation the OpenAPI document ([`crate::openapi`]) describes, and so every route of the API; [`app`] routes
 /// exactly these. Not here: the dashboard's pages (HTML for a browser, `dashboard::routes`) and
 /// the edge's internal usage ingestion (`usage::ingest_routes`, signed with the keyring).
 pub fn operations() -> Vec<Operation> {
@@ -107,11 +105,37 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// The answer of the health checks.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (alive) or `ready`.
+    pub status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "Alive.", body = crate::routes::Status),
+    ),
+    security(),
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Ready.", body = crate::routes::Status),
+        (status = 503, description = "The database is not reachable.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(),
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, AppError> {
     state.store.ping().await.map_err(|_| {
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -119,18 +143,28 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
             "The database is not reachable",
         )
     })?;
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(Status { status: "ready" }))
 }
 
-async fn openapi() -> Response {
-    (
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1.", body = Object),
+    ),
+    security(),
+)]
+async fn openapi() -> Result<Response, AppError> {
+    let text = OPENAPI.as_deref().map_err(AppError::internal)?;
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        OPENAPI,
+        text,
     )
-        .into_response()
+        .into_response())
 }
 
 /// Logs one line per request: method, path (never the query or a body, so never a key),

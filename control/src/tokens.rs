@@ -62,17 +62,23 @@ impl From<TokenOpError> for AppError {
 }
 
 /// Body of `POST /v1/management-tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for (trimmed, 1 to 100 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
 /// A new token, shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token. Store it now: it is never shown again.
+    #[schema(value_type = String, pattern = "^lnxm_[0-9a-f]{64}$")]
     pub token: PlainToken,
     /// Its record.
     #[serde(flatten)]
@@ -80,7 +86,7 @@ pub struct CreatedToken {
 }
 
 /// A list of tokens.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     /// Newest first.
     pub data: Vec<TokenRow>,
@@ -161,6 +167,22 @@ fn revoke(
 }
 
 /// `POST /v1/management-tokens`.
+#[utoipa::path(
+    post,
+    path = "/v1/management-tokens",
+    summary = "Create a management token (dashboard session only)",
+    request_body = crate::tokens::CreateToken,
+    responses(
+        (status = 201, description = "Created; the token is shown this once.", body = crate::tokens::CreatedToken),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request, or called with a management token (`session_required`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,6 +205,16 @@ pub async fn create_token(
 }
 
 /// `GET /v1/management-tokens`.
+#[utoipa::path(
+    get,
+    path = "/v1/management-tokens",
+    summary = "List management tokens",
+    responses(
+        (status = 200, description = "Tokens, newest first.", body = crate::tokens::TokenList),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Json<TokenList>> {
     let account = caller.account_id;
     let data = state
@@ -193,6 +225,21 @@ pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Resul
 }
 
 /// `POST /v1/management-tokens/{id}/revoke`: irreversible; twice is harmless.
+#[utoipa::path(
+    post,
+    path = "/v1/management-tokens/{id}/revoke",
+    summary = "Revoke a management token (dashboard session only)",
+    params(
+        ("id" = u64, Path, minimum = 0, maximum = 9223372036854775807_i64),
+    ),
+    responses(
+        (status = 200, description = "Revoked (twice is harmless).", body = crate::store::accounts::TokenRow),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request, or called with a management token.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such token in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,

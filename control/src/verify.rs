@@ -20,8 +20,9 @@ pub mod guard;
 
 pub use guard::{DEFAULT_PER_MINUTE, MAX_TRACES_PER_HOUR, VerifyGuard};
 
-/// Body of `POST /v1/keys/verify`. Its `Debug` shows only the key's hint.
-#[derive(Deserialize)]
+/// Body of `POST /v1/keys/verify`.
+// Its `Debug` shows only the key's hint.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyKey {
     /// The API key to check.
@@ -32,6 +33,7 @@ pub struct VerifyKey {
     pub path: String,
     /// The environment the calling origin serves; a key of another environment is refused.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::environment_or_null)]
     pub environment: Option<String>,
 }
 
@@ -47,33 +49,41 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 /// The verdict: what the edge would have answered.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Verdict {
     /// Whether the request may go ahead.
     pub valid: bool,
     /// The status the edge answers with when refusing (401, 403, 404, 405).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub status: Option<u16>,
     /// `invalid_token`, `insufficient_scope`, `not_found`, `method_not_allowed`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub code: Option<&'static str>,
     /// For a key mistake that is safe to name (typo, expiry, environment): which one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     /// For `insufficient_scope`: the scope needed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub scope: Option<&'static str>,
     /// The key's account (valid keys only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub account_id: Option<u64>,
     /// The key's id (valid keys only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub key_id: Option<String>,
     /// The key's environment (valid keys only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub environment: Option<&'static str>,
     /// The key's scopes (valid keys only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub scopes: Option<Vec<&'static str>>,
 }
 
@@ -113,6 +123,24 @@ fn verdict_of(denial: &Denial) -> Verdict {
 /// and that account's audit trail records who presented it. Each account has a budget of calls
 /// (`guard::VerifyGuard`, 429 with `Retry-After`), and calls about a real key leave a trace in
 /// the audit trail, at most once per key per hour and within a cap per caller.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/verify",
+    summary = "Verify a key as the edge would",
+    description = "Runs the edge's decision (`shared::gate::authenticate`) with the database's revocation state. Answers only about the caller's own keys: another account's key gets exactly the answer of a forged one. Each account may call it 600 times a minute (a burst of 60; `--verify-rate-limit`), and calls about a real key are recorded in the audit trail (`key.verified`, or `key.verified_by_other_account` in the owner's trail), at most once per key per hour.",
+    request_body = crate::verify::VerifyKey,
+    responses(
+        (status = 200, description = "The verdict.", body = crate::verify::Verdict),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The account's verify budget is spent (`rate_limit_exceeded`); see Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until the budget has room again."))),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn verify_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -839,7 +839,7 @@ async fn service_endpoints_and_unknown_routes() {
 #[tokio::test]
 async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
     let app = TestApp::new();
-    let spec: Value = serde_json::from_str(control::OPENAPI).unwrap();
+    let spec: Value = serde_json::from_str(control::OPENAPI.as_ref().unwrap()).unwrap();
     let mut described = std::collections::BTreeSet::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -871,6 +871,24 @@ async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
         );
     }
     assert_eq!(described.len(), 20);
+}
+
+/// `control/openapi.json` is for readers (and reviews of a contract change): the document the
+/// service generates and serves, byte for byte. `UPDATE_OPENAPI=1 cargo test -p control --test
+/// keys_api committed_openapi` rewrites it after a change to the handlers or their types.
+#[test]
+fn the_committed_openapi_document_is_the_generated_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let generated = control::OPENAPI.as_ref().unwrap();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        committed == *generated,
+        "control/openapi.json is not the generated document; run \
+         UPDATE_OPENAPI=1 cargo test -p control --test keys_api committed_openapi"
+    );
 }
 
 #[tokio::test]

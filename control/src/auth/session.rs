@@ -145,13 +145,17 @@ impl SignInGuard {
     }
 }
 
-/// Sign-in body. Its `Debug` leaves the password out.
-#[derive(Deserialize)]
+/// Sign-in body.
+// Its `Debug` leaves the password out.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
-    /// The user's email.
+    /// The user's email: an address (`local@domain.tld`) of at most 254 bytes; anything else
+    /// is 422 before any work.
+    #[schema(max_length = 254, pattern = r"^[!-?A-~]+@[!-~]*\.[!-~]*$")]
     pub email: String,
-    /// Their password.
+    /// Their password, 1 to 1024 bytes.
+    #[schema(min_length = 1)]
     pub password: String,
 }
 
@@ -164,7 +168,8 @@ impl std::fmt::Debug for SignIn {
 }
 
 /// Sign-in answer (the session itself is in the cookie).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Session)]
 pub struct SessionView {
     /// The account the session acts for.
     pub account_id: u64,
@@ -176,6 +181,23 @@ pub struct SessionView {
 
 /// `POST /v1/sessions`: email + password sign-in; sets the session cookie (and the device
 /// cookie that marks this browser as known for this email).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    summary = "Sign in with email and password",
+    request_body = crate::auth::session::SignIn,
+    responses(
+        (status = 200, description = "Signed in; the session is in a `__Host-lynxo_session` cookie, and `__Host-lynxo_device` marks this browser as known for this email (it then has a sign-in budget of its own).", body = crate::auth::session::SessionView, headers(("Set-Cookie" = String))),
+        (status = 401, description = "Wrong email or password.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_sign_in_attempts`: a budget of failed sign-ins is spent (this address or device for this email, or unknown browsers for this email); `sign_in_busy`: every password-hashing slot is taken, try again in a moment. Both carry Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(),
+)]
 pub async fn create_session(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
@@ -342,6 +364,17 @@ pub async fn create_session(
 }
 
 /// `DELETE /v1/sessions/current`: signs out (idempotent).
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/current",
+    summary = "Sign out",
+    responses(
+        (status = 204, description = "Signed out (a no-op for a management token)."),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,

@@ -53,6 +53,28 @@ fn no_store(mut response: Response) -> Response {
 }
 
 /// `POST /v1/keys`.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    summary = "Create a key",
+    description = "Answers once with the full key. With an `Idempotency-Key`, a replay of the same body returns 200 with the same record and no key string (it is never stored); the same idempotency key with a different body is 422 `idempotency_key_reused`. Past the plan's key limit (keys in a rotation's grace period count) it is 409 `active_key_limit_reached` with `active_keys`, `rotating_keys`, `max_active_keys` and `candidates`.",
+    request_body = crate::keys::request::CreateKey,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$"),
+    ),
+    responses(
+        (status = 201, description = "Created. The only response that contains the key string.", body = crate::keys::view::CreatedKey),
+        (status = 200, description = "Idempotent replay: the same key's record, without the key string.", body = crate::keys::view::KeyView, headers(("Idempotent-Replayed" = String))),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The plan's active-key limit is reached; lists active count and candidates to retire.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,6 +127,21 @@ pub async fn create_key(
 }
 
 /// `GET /v1/keys`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    summary = "List keys",
+    params(
+        crate::keys::request::ListQuery,
+    ),
+    responses(
+        (status = 200, description = "Keys, newest first.", body = crate::keys::view::KeyList),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query string.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter value.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +183,20 @@ pub async fn list_keys(
 }
 
 /// `GET /v1/keys/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}",
+    summary = "Get a key",
+    params(
+        ("id" = String, Path, description = "Key id, 32 lowercase hex digits. Another account's key is 404.", pattern = "^[0-9a-f]{32}$"),
+    ),
+    responses(
+        (status = 200, description = "The key.", body = crate::keys::view::KeyView),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,6 +219,28 @@ pub async fn get_key(
 /// `PATCH /v1/keys/{id}`: name, description and rate limit. The scopes, environment and expiry
 /// are signed into the key and never change; the rate limit lives in the record and reaches the
 /// edge through the limits outbox (a new policy version), so it changes without a new key.
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{id}",
+    summary = "Rename, re-describe or re-limit a key",
+    description = "The rate limit of a key that is not active (in a rotation's grace, revoked, expired) cannot change: 409 `key_not_active` (a key in grace shares its successor's limit).",
+    request_body = crate::keys::request::UpdateKey,
+    params(
+        ("id" = String, Path, description = "Key id, 32 lowercase hex digits. Another account's key is 404.", pattern = "^[0-9a-f]{32}$"),
+    ),
+    responses(
+        (status = 200, description = "The key.", body = crate::keys::view::KeyView),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is not active.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn update_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,6 +263,26 @@ pub async fn update_key(
 
 /// `POST /v1/keys/{id}/revoke`: irreversible. A second revoke changes nothing and answers the
 /// same. Revoking a key in its rotation grace period makes the revocation immediate.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/revoke",
+    summary = "Revoke a key (irreversible)",
+    request_body = crate::keys::request::RevokeKey,
+    params(
+        ("id" = String, Path, description = "Key id, 32 lowercase hex digits. Another account's key is 404.", pattern = "^[0-9a-f]{32}$"),
+    ),
+    responses(
+        (status = 200, description = "Revoked (or already revoked: `changed` false).", body = crate::keys::view::Revoked),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -222,6 +315,28 @@ pub async fn revoke_key(
 /// counts against the plan until the grace ends; and a chain has at most one key in grace, so
 /// rotating the new key again ends the old key's grace at once (revoked now, and published).
 /// Rotating works at the cap: the account's number of budgets does not change.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/rotate",
+    summary = "Rotate a key",
+    description = "A new key with the same settings; the old one works until `grace_until`. Rotation never multiplies an account's keys or quota: both keys spend one rate-limit budget (`rate_limit_budget`), the old key counts against the plan's key limit until its grace ends, and a chain keeps at most one key in grace (rotating the new key again revokes the old one at once). Rotating works at the plan's key limit. The answer waits (up to 2 s) for the edge to acknowledge the new key's budget; `rate_limit_pending` says whether it did.",
+    request_body = crate::keys::request::RotateKey,
+    params(
+        ("id" = String, Path, description = "Key id, 32 lowercase hex digits. Another account's key is 404.", pattern = "^[0-9a-f]{32}$"),
+    ),
+    responses(
+        (status = 201, description = "The new key (with its key string) and the old one.", body = crate::keys::view::Rotated),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is not active.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn rotate_key(
     State(state): State<AppState>,
     caller: Caller,

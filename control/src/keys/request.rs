@@ -24,34 +24,51 @@ pub const MAX_GRACE: u64 = 30 * 86_400;
 pub const DEFAULT_WINDOW: u32 = 60;
 
 /// Body of `POST /v1/keys`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// Display name (trimmed, 1 to 100 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Usage note (up to 1000 characters).
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// `development`, `staging` or `production`.
+    #[schema(schema_with = crate::openapi::environment)]
     pub environment: String,
     /// `read_only`, `read_write`, `full_access` or `custom`.
+    #[schema(schema_with = crate::openapi::permission)]
     pub permission: String,
     /// For `custom`: the scope names.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::scopes_or_null)]
     pub scopes: Option<Vec<String>>,
-    /// Unix seconds; absent: never expires.
+    /// Unix seconds, in the future and within ten years (else 422); absent: never expires.
     #[serde(default, deserialize_with = "whole::opt_u64")]
     pub expires_at: Option<u64>,
-    /// Requests per `rate_limit_window`; absent: the plan's default rate for that window.
+    /// Requests per `rate_limit_window`; absent: the plan's default rate (standard: 600 per
+    /// minute) scaled to the window.
+    /// The plan caps the rate per minute (standard: 6000): `rate_limit * 60` must not exceed
+    /// `6000 * rate_limit_window`, else 422 `validation_failed` with `field: rate_limit`,
+    /// `max_rate_limit` (per minute), `max_rate_limit_for_window`, `rate_limit` and
+    /// `rate_limit_window`.
     #[serde(default, deserialize_with = "whole::opt_u32")]
+    #[schema(minimum = 1, maximum = 8640000)]
     pub rate_limit: Option<u32>,
-    /// Seconds, 1 to 86400; absent: 60. (Absent from the idempotency hash when absent, so a
-    /// request hashes as it did before windows existed.)
+    /// Seconds, 1 to 86400; absent: 60.
+    // Absent from the idempotency hash when absent, so a request hashes as it did before
+    // windows existed.
     #[serde(
         default,
         deserialize_with = "whole::opt_u32",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(minimum = 1, maximum = 86400)]
     pub rate_limit_window: Option<u32>,
 }
 
@@ -210,18 +227,24 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
 }
 
 /// Query of `GET /v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only keys of this environment.
+    #[param(schema_with = crate::openapi::environment)]
     pub environment: Option<String>,
     /// Only keys of this status: `active`, `expired`, `rotating`, `revoked`.
+    #[param(schema_with = crate::openapi::key_status)]
     pub status: Option<String>,
     /// Only keys whose name contains this (case-insensitive).
+    #[param(max_length = 100)]
     pub search: Option<String>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Continue after this cursor (`next_cursor` of the previous page).
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9a-f]{32}$")]
     pub cursor: Option<String>,
     /// `true`: only idle keys (active, neither used nor created in 30 days); `false`: only the
     /// others.
@@ -287,20 +310,34 @@ fn parse_cursor(cursor: &str) -> Option<(u64, KeyId)> {
 }
 
 /// Body of `PATCH /v1/keys/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
-    /// New name.
+    /// New name (trimmed, 1 to 100 characters, no control characters).
     #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
     /// New description; an empty string clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
-    /// New rate limit, requests per window (the window stays unless sent too).
+    /// New rate limit, requests per window (the window stays unless sent too). A change takes a
+    /// new policy version that is pushed to the edge: no new key needed.
+    /// The plan caps the rate per minute (standard: 6000): `rate_limit * 60` must not exceed
+    /// `6000 * rate_limit_window`, else 422 `validation_failed` with `field: rate_limit`,
+    /// `max_rate_limit` (per minute), `max_rate_limit_for_window`, `rate_limit` and
+    /// `rate_limit_window`.
     #[serde(default, deserialize_with = "whole::some_u32")]
+    #[schema(nullable = false, minimum = 1, maximum = 8640000)]
     pub rate_limit: Option<u32>,
     /// New window, seconds (the limit stays unless sent too).
     #[serde(default, deserialize_with = "whole::some_u32")]
+    #[schema(nullable = false, minimum = 1, maximum = 86400)]
     pub rate_limit_window: Option<u32>,
 }
 
@@ -357,10 +394,11 @@ impl UpdateKey {
 }
 
 /// Body of `POST /v1/keys/{id}/revoke`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeKey {
-    /// Why (recorded in the key and the audit trail).
+    /// Why (recorded in the key and the audit trail): 1 to 500 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -383,11 +421,12 @@ fn clean_reason(reason: &str) -> Result<String> {
 }
 
 /// Body of `POST /v1/keys/{id}/rotate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// Seconds the old key keeps working (0: revoked at once; at most 30 days).
     #[serde(deserialize_with = "whole::u64")]
+    #[schema(maximum = 2592000)]
     pub grace_period_seconds: u64,
 }
 

@@ -18,41 +18,53 @@ pub const ROTATION_DUE_AFTER: u64 = 90 * 86_400;
 pub const IDLE_AFTER: u64 = 30 * 86_400;
 
 /// A key as the API shows it: never the key string.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Key)]
 pub struct KeyView {
     /// 32 hex digits.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     pub id: String,
     /// Display name.
     pub name: String,
     /// Usage note.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// `development`, `staging` or `production`.
+    #[schema(schema_with = crate::openapi::environment)]
     pub environment: &'static str,
     /// `read_only`, `read_write`, `full_access` or `custom`.
+    #[schema(schema_with = crate::openapi::permission)]
     pub permission: &'static str,
     /// The scopes the key carries (`["*"]` for Full Access).
     pub scopes: Vec<&'static str>,
     /// Non-secret reminder of the key: prefix and last characters.
     pub hint: String,
     /// Requests per `rate_limit_window` seconds.
+    #[schema(minimum = 1)]
     pub rate_limit: u32,
     /// The rate limit's window, seconds (fixed windows aligned to the Unix epoch).
+    #[schema(minimum = 1, maximum = 86400)]
     pub rate_limit_window: u32,
     /// The edge has not acknowledged the current rate limit yet.
     pub rate_limit_pending: bool,
     /// `active`, `expired`, `rotating` (revocation scheduled) or `revoked`.
+    #[schema(schema_with = crate::openapi::key_status)]
     pub status: KeyStatus,
     /// Active and older than 90 days.
     pub rotation_due: bool,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds, or null: never expires.
+    #[schema(required = true)]
     pub expires_at: Option<u64>,
     /// Unix seconds of the last use seen, if any.
+    #[schema(required = true)]
     pub last_used_at: Option<u64>,
     /// Client address of the last use.
+    #[schema(required = true)]
     pub last_used_ip: Option<String>,
     /// `User-Agent` of the last use.
+    #[schema(required = true)]
     pub last_used_user_agent: Option<String>,
     /// Requests in the last 24 hours (every outcome).
     pub requests_24h: u64,
@@ -60,24 +72,32 @@ pub struct KeyView {
     pub idle: bool,
     /// Scopes the key holds (every catalog scope for Full Access) with no allowed request since
     /// `unused_scopes_since`: candidates to narrow the key.
+    #[schema(schema_with = crate::openapi::scopes)]
     pub unused_scopes: Vec<&'static str>,
     /// Unix seconds: the later of the key's creation and 30 days ago.
     pub unused_scopes_since: u64,
     /// When the revocation took (or takes) effect.
+    #[schema(required = true)]
     pub revoked_at: Option<u64>,
     /// Why it was revoked.
+    #[schema(required = true)]
     pub revoke_reason: Option<String>,
     /// The revocation is in every published shard of this list version or newer.
+    #[schema(required = true)]
     pub revocation_version: Option<u64>,
     /// The key this one replaced.
+    #[schema(required = true)]
     pub rotated_from: Option<String>,
     /// The key that replaced this one.
+    #[schema(required = true)]
     pub rotated_to: Option<String>,
     /// End of the grace period after a rotation.
+    #[schema(required = true)]
     pub grace_until: Option<u64>,
     /// The key whose rate limit this key spends at the edge: the first key of its rotation
     /// chain (its own id for a key that was created). A key and its successor in grace show the
     /// same value: they share one budget.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     pub rate_limit_budget: String,
 }
 
@@ -161,10 +181,12 @@ pub(super) fn view_of(conn: &rusqlite::Connection, row: &KeyRow, now: u64) -> Re
 }
 
 /// A new key with its secret: the only response that ever holds the key string.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
-    /// The full key. Shown once; store it now. (`PlainKey`'s `Debug` shows only its hint.)
+    /// The full key. Shown once; store it now.
+    // (`PlainKey`'s `Debug` shows only its hint.)
     #[serde(serialize_with = "expose_key")]
+    #[schema(value_type = String)]
     pub key: PlainKey,
     /// The key's record.
     #[serde(flatten)]
@@ -176,7 +198,7 @@ fn expose_key<S: serde::Serializer>(key: &PlainKey, s: S) -> Result<S::Ok, S::Er
 }
 
 /// A list of keys.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyList {
     /// Newest first.
     pub data: Vec<KeyView>,
@@ -188,11 +210,12 @@ pub struct KeyList {
     /// The plan's limit.
     pub max_active_keys: u32,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// Answer of a revoke.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     /// The key, now revoked.
     pub key: KeyView,
@@ -203,7 +226,7 @@ pub struct Revoked {
 }
 
 /// Answer of a rotate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Rotated {
     /// The new key, with its key string (shown once).
     pub key: CreatedKey,

@@ -11,7 +11,7 @@ use super::{to_i64, to_u64};
 use crate::secret::HashedToken;
 
 /// An account's plan limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     /// Most keys that may be active at once.
     pub max_active_keys: u32,
@@ -22,9 +22,10 @@ pub struct Plan {
 }
 
 /// An account as its members see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AccountInfo {
     /// The account's id.
+    #[schema(minimum = 1)]
     pub id: u64,
     /// Its name.
     pub name: String,
@@ -248,7 +249,8 @@ pub fn delete_session(tx: &Transaction<'_>, token_hash: &HashedToken) -> Result<
 }
 
 /// A management token's record (never the token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct TokenRow {
     /// Token id.
     pub id: u64,
@@ -259,8 +261,10 @@ pub struct TokenRow {
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds, if ever used.
+    #[schema(required = true)]
     pub last_used_at: Option<u64>,
     /// Unix seconds, if revoked.
+    #[schema(required = true)]
     pub revoked_at: Option<u64>,
 }
 

@@ -48,24 +48,28 @@ impl Actor {
     }
 }
 
-/// One stored event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One event of the audit trail, as stored.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Position in the chain.
     pub seq: u64,
     /// Unix seconds.
     pub at: u64,
     /// The account the event belongs to.
+    #[schema(required = true)]
     pub account_id: Option<u64>,
     /// Who acted.
     pub actor: String,
     /// What happened: `key.created`, `key.revoked`, ...
     pub action: String,
     /// What it happened to (a key id, a user id).
+    #[schema(required = true)]
     pub target: Option<String>,
     /// Client address.
+    #[schema(required = true)]
     pub source: Option<String>,
     /// Event-specific facts.
+    #[schema(value_type = Value)]
     pub details: Value,
 }
 

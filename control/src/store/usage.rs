@@ -253,6 +253,9 @@ pub enum Granularity {
 }
 
 impl Granularity {
+    /// Every size, smallest first.
+    pub const ALL: [Self; 3] = [Self::Minute, Self::Hour, Self::Day];
+
     /// Parses `minute`, `hour` or `day`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
@@ -459,7 +462,8 @@ pub fn key_stats(
 }
 
 /// One activity-log entry, as the activity API serializes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ActivityEntry)]
 pub struct ActivityRow {
     /// Row id: with `at_ms`, the cursor; not serialized.
     #[serde(skip)]
@@ -471,16 +475,22 @@ pub struct ActivityRow {
     /// Path, without the query string.
     pub path: String,
     /// Status the client received.
+    #[schema(minimum = 100, maximum = 599)]
     pub status: u16,
     /// `2xx`, `3xx`, `4xx`, `5xx`, `401`, `403` or `429`.
+    #[schema(schema_with = crate::openapi::outcome)]
     pub outcome: String,
     /// Client address, when known.
+    #[schema(required = true)]
     pub client_ip: Option<String>,
     /// ISO country code, when known.
+    #[schema(required = true)]
     pub country: Option<String>,
     /// Cloudflare data center, when known.
+    #[schema(required = true)]
     pub colo: Option<String>,
     /// User agent, when sent.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
 }
 

@@ -22,15 +22,19 @@ pub const TOP_KEYS: u32 = 20;
 const MAX_TIME: u64 = 253_402_300_799;
 
 /// Query of the usage endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Unix seconds; default `to` minus 24 hours. Rounded down to a bucket edge.
+    #[param(maximum = 253402300799_i64)]
     pub from: Option<u64>,
     /// Unix seconds, exclusive; rounded up to a bucket edge. Default: the end of the bucket
     /// holding now.
+    #[param(maximum = 253402300799_i64)]
     pub to: Option<u64>,
     /// `minute`, `hour` (default) or `day` (UTC days).
+    #[param(schema_with = crate::openapi::granularity)]
     pub granularity: Option<String>,
 }
 
@@ -84,7 +88,7 @@ fn resolve(q: &UsageQuery, now: u64) -> Result<Range, UsageError> {
 }
 
 /// Requests per outcome class.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OutcomeCounts {
     /// Forwarded, origin answered 1xx/2xx.
     #[serde(rename = "2xx")]
@@ -144,7 +148,8 @@ impl From<ByOutcome> for OutcomeCounts {
 }
 
 /// Sums of a range.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = UsageTotals)]
 pub struct Totals {
     /// Every request.
     pub requests: u64,
@@ -157,7 +162,8 @@ pub struct Totals {
 }
 
 /// One bucket of a series.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = UsageBucket)]
 pub struct Bucket {
     /// Unix seconds of the bucket's start.
     pub start: u64,
@@ -168,9 +174,10 @@ pub struct Bucket {
 }
 
 /// The part of a usage answer common to a key and an account.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UsageReport {
     /// `minute`, `hour` or `day`.
+    #[schema(schema_with = crate::openapi::granularity)]
     pub granularity: &'static str,
     /// Start of the first bucket, Unix seconds.
     pub from: u64,
@@ -226,9 +233,10 @@ fn report(range: Range, usage: &db::Usage) -> UsageReport {
 }
 
 /// Answer of `GET /v1/keys/{id}/usage`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyUsage {
     /// The key.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     pub key_id: String,
     /// The usage.
     #[serde(flatten)]
@@ -236,9 +244,10 @@ pub struct KeyUsage {
 }
 
 /// A key in the account usage.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TopKey {
     /// Key id.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     pub key_id: String,
     /// Its name.
     pub name: String,
@@ -247,16 +256,35 @@ pub struct TopKey {
 }
 
 /// Answer of `GET /v1/usage`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountUsage {
     /// The usage of every key of the account.
     #[serde(flatten)]
     pub report: UsageReport,
     /// The keys with the most requests in the range, at most 20, most first.
+    #[schema(max_items = 20)]
     pub keys: Vec<TopKey>,
 }
 
 /// `GET /v1/keys/{id}/usage`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}/usage",
+    summary = "Usage of one key",
+    description = "Requests per bucket and outcome, as reported by the edge (counted once per request, exactly, also across control plane restarts). Dense: every bucket of the range, zeros included.",
+    params(
+        ("id" = String, Path, description = "Key id, 32 lowercase hex digits. Another account's key is 404.", pattern = "^[0-9a-f]{32}$"),
+        crate::usage::query::UsageQuery,
+    ),
+    responses(
+        (status = 200, description = "The key's usage.", body = crate::usage::query::KeyUsage),
+        (status = 400, description = "Bad query string.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`from` after `to`, or more than 1500 buckets (`max_buckets`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn get_key_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -286,6 +314,21 @@ pub async fn get_key_usage(
 }
 
 /// `GET /v1/usage`: every key of the account.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    summary = "Usage of every key of the account",
+    params(
+        crate::usage::query::UsageQuery,
+    ),
+    responses(
+        (status = 200, description = "The account's usage and its top keys.", body = crate::usage::query::AccountUsage),
+        (status = 400, description = "Bad query string.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`from` after `to`, or more than 1500 buckets (`max_buckets`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn get_account_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -322,14 +365,18 @@ pub async fn get_account_usage(
 }
 
 /// Query of `GET /v1/keys/{id}/activity`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9]{1,19}$")]
     pub before: Option<String>,
     /// Only this outcome (`2xx` ... `edge_5xx`), or `denied` (every answer of the edge itself).
+    #[param(schema_with = crate::openapi::outcome_filter)]
     pub outcome: Option<String>,
 }
 
@@ -337,11 +384,12 @@ pub struct ActivityQuery {
 pub use db::ActivityRow as ActivityEntry;
 
 /// A page of activity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActivityPage {
     /// Newest first.
     pub data: Vec<ActivityEntry>,
     /// Pass as `before` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -356,6 +404,24 @@ type ActivityLimit = PageLimit<50, 500>;
 /// `GET /v1/keys/{id}/activity`: the key's recent requests (kept 30 days: the latest 200
 /// forwarded ones, and a sample of the edge's own answers: the latest 200, at most 10 per minute
 /// and outcome).
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}/activity",
+    summary = "Recent requests of one key",
+    description = "Kept 30 days: the latest 200 forwarded requests (2xx-5xx) per key and every denial (401, 403, 429). The edge sends every denial and a bounded sample of forwarded requests.",
+    params(
+        ("id" = String, Path, description = "Key id, 32 lowercase hex digits. Another account's key is 404.", pattern = "^[0-9a-f]{32}$"),
+        crate::usage::query::ActivityQuery,
+    ),
+    responses(
+        (status = 200, description = "Requests, newest first.", body = crate::usage::query::ActivityPage),
+        (status = 400, description = "Bad query string.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad `limit`, `before` or `outcome`.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
 pub async fn list_key_activity(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,0 +1,253 @@
+//! The OpenAPI document, generated (utoipa) from the handlers' `#[utoipa::path]` attributes and
+//! the `ToSchema` of their bodies and answers, so it cannot drift from the code. [`document`] is
+//! what `GET /openapi.json` serves; `control/openapi.json` is the same text committed for
+//! readers, and a test keeps the two equal. The vocabularies (environments, statuses, scopes,
+//! outcomes) come from the enums that parse them.
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use shared::key::Environment;
+use shared::scope::{Permission, Scope, ScopeSet};
+use shared::usage::Outcome;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::store::keys::KeyStatus;
+use crate::store::usage::Granularity;
+use crate::{account, audit, auth, keys, routes, tokens, usage, verify};
+
+/// The document as served, generated on first use: the pretty JSON text, with a final newline.
+/// (It cannot fail, every map key being a string; a failure would be a 500, not a panic.)
+pub static OPENAPI: LazyLock<Result<String, String>> = LazyLock::new(|| {
+    let mut text = serde_json::to_string_pretty(&document()?).map_err(|e| e.to_string())?;
+    text.push('\n');
+    Ok(text)
+});
+
+/// The OpenAPI 3.1 description of this service.
+pub fn document() -> Result<serde_json::Value, String> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).map_err(|e| e.to_string())?;
+    // What utoipa cannot say, said here (on schemas the derive made: see the test below).
+    // JSON Schema's if/then/else has no utoipa attribute: `scopes` is required with `custom` and
+    // must be absent (or null) otherwise (`keys::request::CreateKey::validate`).
+    let create = &mut doc["components"]["schemas"]["CreateKey"];
+    create["if"] = serde_json::json!({
+        "properties": { "permission": { "const": "custom" } },
+        "required": ["permission"],
+    });
+    create["then"] = serde_json::json!({
+        "required": ["scopes"],
+        "properties": { "scopes": { "type": "array", "minItems": 1 } },
+    });
+    create["else"] = serde_json::json!({ "properties": { "scopes": { "type": "null" } } });
+    // utoipa's `min_properties` writes `maxProperties` (5.5.0): a PATCH must change something.
+    doc["components"]["schemas"]["UpdateKey"]["minProperties"] = 1.into();
+    // Every outcome, and nothing else (utoipa sets `additionalProperties` only from
+    // `deny_unknown_fields`, a deserializing attribute, and this is an answer).
+    doc["components"]["schemas"]["OutcomeCounts"]["additionalProperties"] = false.into();
+    // The audit trail's `before` takes any number (one past every sequence number is no bound,
+    // `audit::AuditQuery`): no `int64` format that would call a larger one invalid.
+    if let Some(params) = doc["paths"]["/v1/audit-events"]["get"]["parameters"].as_array_mut() {
+        for param in params.iter_mut().filter(|p| p["name"] == "before") {
+            if let Some(schema) = param["schema"].as_object_mut() {
+                schema.remove("format");
+            }
+        }
+    }
+    Ok(doc)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Lynxo Keys control plane",
+        version = "1.0.0",
+        description = "Admin API for Lynxo API keys. Errors are RFC 9457 problem+json with a stable `code`. Times are Unix seconds.",
+    ),
+    servers((url = "http://localhost:8080")),
+    paths(
+        keys::create_key,
+        keys::list_keys,
+        verify::verify_key,
+        keys::get_key,
+        keys::update_key,
+        keys::revoke_key,
+        keys::rotate_key,
+        usage::query::get_key_usage,
+        usage::query::list_key_activity,
+        usage::query::get_account_usage,
+        account::get_account,
+        audit::list_audit_events,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::revoke_token,
+        auth::session::create_session,
+        auth::session::delete_session,
+        routes::healthz,
+        routes::readyz,
+        routes::openapi,
+    ),
+    modifiers(&SecuritySchemes),
+)]
+struct ApiDoc;
+
+/// The two ways to call the API.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let mut bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A management token, `lnxm_...`. API keys (`lnx_...`) are refused.",
+            ))
+            .build();
+        bearer.bearer_format = None;
+        components.add_security_scheme("managementToken", SecurityScheme::Http(bearer));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                auth::SESSION_COOKIE,
+                "Dashboard session; state-changing requests must come from the dashboard origin.",
+            ))),
+        );
+    }
+}
+
+/// RFC 9457 problem details with a stable `code`: the body of every error answer. Fields beyond
+/// these name the failure's specifics.
+// The body `crate::error::AppError` writes; this type only describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// This occurrence, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
+    /// The stable, machine-readable code.
+    pub code: String,
+}
+
+fn string_enum<'a>(names: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names))
+}
+
+/// `development`, `staging` or `production`.
+pub fn environment() -> Schema {
+    string_enum(Environment::ALL.map(Environment::name)).into()
+}
+
+/// A key's permission level.
+pub fn permission() -> Schema {
+    string_enum(
+        [
+            Permission::ReadOnly,
+            Permission::ReadWrite,
+            Permission::FullAccess,
+            Permission::Custom(ScopeSet::EMPTY),
+        ]
+        .map(Permission::name),
+    )
+    .into()
+}
+
+/// A key's status.
+pub fn key_status() -> Schema {
+    string_enum(KeyStatus::ALL.map(KeyStatus::name)).into()
+}
+
+/// A usage bucket's size.
+pub fn granularity() -> Schema {
+    string_enum(Granularity::ALL.map(Granularity::name)).into()
+}
+
+/// A request's outcome.
+pub fn outcome() -> Schema {
+    string_enum(Outcome::ALL.map(Outcome::name)).into()
+}
+
+/// An outcome, or `denied`: every answer of the edge itself.
+pub fn outcome_filter() -> Schema {
+    string_enum(
+        Outcome::ALL
+            .map(Outcome::name)
+            .into_iter()
+            .chain(["denied"]),
+    )
+    .into()
+}
+
+/// Scope names from the catalog.
+pub fn scopes() -> Schema {
+    ArrayBuilder::new()
+        .items(RefOr::T(string_enum(Scope::ALL.map(Scope::name)).into()))
+        .into()
+}
+
+/// Scope names from the catalog, or null: `CreateKey.scopes`.
+pub fn scopes_or_null() -> Schema {
+    ArrayBuilder::new()
+        .description(Some("Only with `custom`: at least one scope name."))
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(RefOr::T(string_enum(Scope::ALL.map(Scope::name)).into()))
+        .into()
+}
+
+/// An environment, or null.
+pub fn environment_or_null() -> Schema {
+    let names = Environment::ALL.map(|e| serde_json::Value::from(e.name()));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(names.into_iter().chain([serde_json::Value::Null])))
+        .into()
+}
+
+/// A key id: 32 lowercase hex digits.
+pub fn key_id() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(KEY_ID_PATTERN))
+        .into()
+}
+
+/// The pattern of a key id.
+pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{32}$";
+
+/// A display name: trimmed, 1 to 100 characters, no control characters.
+pub const NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Indexing a `serde_json::Value` creates what is missing: a renamed schema would leave the
+    /// additions in [`document`] on an empty object of the old name.
+    #[test]
+    fn what_document_adds_lands_on_generated_schemas() {
+        let doc = document().unwrap();
+        for name in ["CreateKey", "UpdateKey", "OutcomeCounts"] {
+            let schema = &doc["components"]["schemas"][name];
+            assert!(schema["properties"].is_object(), "{name} is not generated");
+        }
+        let audit = &doc["paths"]["/v1/audit-events"]["get"]["parameters"];
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "before")
+        );
+    }
+}
