@@ -31,7 +31,7 @@ pub struct AccountView {
     summary = "The caller's account: name, plan and keys in use",
     responses(
         (status = 200, description = "The account.", body = crate::account::AccountView),
-        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Unauthenticated,
     ),
     security(("managementToken" = []), ("session" = [])),
 )]

@@ -47,8 +47,8 @@ type AuditLimit = PageLimit<100, 1000>;
     ),
     responses(
         (status = 200, description = "Events, newest first.", body = crate::audit::AuditPage),
-        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Bad query string.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Unauthenticated,
+        crate::openapi::BadQuery,
         (status = 422, description = "Bad limit or target.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("managementToken" = []), ("session" = [])),

@@ -4,17 +4,21 @@
 //! readers, and a test keeps the two equal. The vocabularies (environments, statuses, scopes,
 //! outcomes) come from the enums that parse them.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use serde::Serialize;
 use shared::key::Environment;
 use shared::scope::{Permission, Scope, ScopeSet};
 use shared::usage::Outcome;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{OpenApi as Document, RefOr};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
+use crate::error::KeyIdPath;
 use crate::store::keys::KeyStatus;
 use crate::store::usage::Granularity;
 use crate::{account, audit, auth, keys, routes, tokens, usage, verify};
@@ -136,6 +140,72 @@ pub struct Problem {
     pub detail: Option<String>,
     /// The stable, machine-readable code.
     pub code: String,
+}
+
+/// An error answer: a problem document (RFC 9457) described by `description`.
+fn problem(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", content)
+            .build(),
+    )
+}
+
+/// Sets of error answers that many operations share, each written once: a handler's
+/// `responses(...)` names the sets it can answer with beside its own answers.
+macro_rules! refusals {
+    ($($(#[$doc:meta])* $name:ident { $($status:literal => $description:literal),+ $(,)? })*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                BTreeMap::from([$(($status.to_owned(), problem($description))),+])
+            }
+        }
+    )*};
+}
+
+refusals! {
+    /// No credentials, or credentials that are not valid (`auth::Caller`).
+    Unauthenticated { "401" => "Missing or invalid credentials (RFC 6750)." }
+    /// A JSON body that cannot be read or is invalid (`error::Json`, `body`).
+    JsonBodyRefused {
+        "400" => "Body is not valid JSON.",
+        "413" => "Body too large.",
+        "415" => "Body is not application/json.",
+        "422" => "A field is invalid.",
+    }
+    /// A state-changing request with a session cookie from another site (`auth::Caller`).
+    CrossSite { "403" => "Cross-site request with a session cookie." }
+    /// A key id that names no key of the caller's account (`error::KeyIdPath`).
+    KeyNotFound { "404" => "No such key in this account." }
+    /// A query string that cannot be read (`error::Query`).
+    BadQuery { "400" => "Bad query string." }
+}
+
+/// The `{id}` of the key routes, as `error::KeyIdPath` reads it.
+impl IntoParams for KeyIdPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-f]{32}$"));
+        vec![
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(
+                    "Key id, 32 lowercase hex digits. Another account's key is 404.",
+                ))
+                .schema(Some(schema))
+                .build(),
+        ]
+    }
 }
 
 fn string_enum<'a>(names: impl IntoIterator<Item = &'a str>) -> ObjectBuilder {

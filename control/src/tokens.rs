@@ -174,12 +174,9 @@ fn revoke(
     request_body = crate::tokens::CreateToken,
     responses(
         (status = 201, description = "Created; the token is shown this once.", body = crate::tokens::CreatedToken),
-        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Unauthenticated,
+        crate::openapi::JsonBodyRefused,
         (status = 403, description = "Cross-site request, or called with a management token (`session_required`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("managementToken" = []), ("session" = [])),
 )]
@@ -211,7 +208,7 @@ pub async fn create_token(
     summary = "List management tokens",
     responses(
         (status = 200, description = "Tokens, newest first.", body = crate::tokens::TokenList),
-        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Unauthenticated,
     ),
     security(("managementToken" = []), ("session" = [])),
 )]
@@ -234,7 +231,7 @@ pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Resul
     ),
     responses(
         (status = 200, description = "Revoked (twice is harmless).", body = crate::store::accounts::TokenRow),
-        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Unauthenticated,
         (status = 403, description = "Cross-site request, or called with a management token.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such token in this account.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),

@@ -190,11 +190,8 @@ pub struct SessionView {
         (status = 200, description = "Signed in; the session is in a `__Host-lynxo_session` cookie, and `__Host-lynxo_device` marks this browser as known for this email (it then has a sign-in budget of its own).", body = crate::auth::session::SessionView, headers(("Set-Cookie" = String))),
         (status = 401, description = "Wrong email or password.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_sign_in_attempts`: a budget of failed sign-ins is spent (this address or device for this email, or unknown browsers for this email); `sign_in_busy`: every password-hashing slot is taken, try again in a moment. Both carry Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Body is not valid JSON.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request with a session cookie.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not application/json.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::JsonBodyRefused,
+        crate::openapi::CrossSite,
     ),
     security(),
 )]
@@ -370,7 +367,7 @@ pub async fn create_session(
     summary = "Sign out",
     responses(
         (status = 204, description = "Signed out (a no-op for a management token)."),
-        (status = 401, description = "Missing or invalid credentials (RFC 6750).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::Unauthenticated,
         (status = 403, description = "Cross-site request.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("managementToken" = []), ("session" = [])),
