@@ -186,6 +186,8 @@ refusals! {
     KeyNotFound { "404" => "No such key in this account." }
     /// A query string that cannot be read (`error::Query`).
     BadQuery { "400" => "Bad query string." }
+    /// A usage range the usage queries refuse (`usage::query::resolve`).
+    UsageRangeRefused { "422" => "`from` after `to`, or more than 1500 buckets (`max_buckets`)." }
 }
 
 /// The `{id}` of the key routes, as `error::KeyIdPath` reads it.

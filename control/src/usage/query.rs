@@ -281,7 +281,7 @@ pub struct AccountUsage {
         crate::openapi::BadQuery,
         crate::openapi::Unauthenticated,
         crate::openapi::KeyNotFound,
-        (status = 422, description = "`from` after `to`, or more than 1500 buckets (`max_buckets`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::UsageRangeRefused,
     ),
     security(("managementToken" = []), ("session" = [])),
 )]
@@ -325,7 +325,7 @@ pub async fn get_key_usage(
         (status = 200, description = "The account's usage and its top keys.", body = crate::usage::query::AccountUsage),
         crate::openapi::BadQuery,
         crate::openapi::Unauthenticated,
-        (status = 422, description = "`from` after `to`, or more than 1500 buckets (`max_buckets`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::UsageRangeRefused,
     ),
     security(("managementToken" = []), ("session" = [])),
 )]
