@@ -151,6 +151,16 @@ fn read_patch(mut reader: impl BufRead, found: &mut impl FnMut(GitFinding)) -> i
                         h.added.push(b'\n');
                     }
                     h.new_left = h.new_left.saturating_sub(1);
+                    // A huge hunk (a generated file) is scanned in parts, at line ends, so
+                    // memory stays bounded by the longest line.
+                    if h.added.len() >= crate::find::CHUNK {
+                        if let Some(path) = path.as_ref() {
+                            scan_hunk(&mut scanner, h, commit.as_deref(), path, found)?;
+                        }
+                        let lines = memchr::memchr_iter(b'\n', &h.added).count() as u64;
+                        h.first_line += lines;
+                        h.added.clear();
+                    }
                 }
                 Some(b'-') => h.old_left = h.old_left.saturating_sub(1),
                 Some(b' ') => {
@@ -283,5 +293,21 @@ mod tests {
                 ("c0ffee".to_owned(), "x".to_owned(), 11, 2, 2),
             ]
         );
+    }
+
+    #[test]
+    fn a_huge_hunk_is_scanned_in_parts_with_its_line_numbers() {
+        let key = crate::find::tests::key(4);
+        let filler = 1_000_000_u64;
+        let mut patch = format!("\0abc\n+++ b/gen\n@@ -0,0 +1,{} @@\n", filler + 2);
+        patch.push_str(&"+0123456789\n".repeat(filler as usize));
+        patch.push_str(&format!("+{key}\n+ {key}\n"));
+        let mut got = Vec::new();
+        read_patch(patch.as_bytes(), &mut |f: GitFinding| {
+            got.push((f.located.line, f.located.column))
+        })
+        .unwrap();
+        assert!(patch.len() > crate::find::CHUNK);
+        assert_eq!(got, [(filler + 1, 1), (filler + 2, 2)]);
     }
 }

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     match scan(&args) {
         Ok(outcome) => outcome,
         Err(error) => {
-            eprintln!("lynxo-keys: {error}");
+            eprintln!("lynxo-keys: {}", printable(&error.to_string()));
             ExitCode::from(2)
         }
     }
@@ -218,7 +218,7 @@ fn from_paths(args: &ScanArgs, errors: &AtomicU64) -> Vec<Finding> {
                 let entry = match entry {
                     Ok(entry) => entry,
                     Err(e) => {
-                        fail(&e);
+                        fail(&printable(&e.to_string()));
                         return WalkState::Continue;
                     }
                 };
@@ -235,7 +235,7 @@ fn from_paths(args: &ScanArgs, errors: &AtomicU64) -> Vec<Finding> {
                     .and_then(|file| scanner.scan(file, !args.binary, |l| report(shown, l)));
                 match scanned {
                     Ok(Scanned::Whole | Scanned::Binary) => {}
-                    Err(e) => fail(&format_args!("{shown}: {e}")),
+                    Err(e) => fail(&format_args!("{}: {e}", printable(shown))),
                 }
                 WalkState::Continue
             })
@@ -254,28 +254,43 @@ fn from_paths(args: &ScanArgs, errors: &AtomicU64) -> Vec<Finding> {
     findings
 }
 
-/// Asks the control plane about each distinct key once.
+/// Asks the control plane about each distinct key once. After a failed call (a refused token,
+/// the budget spent, no answer) it asks nothing more: the rest are `unknown`.
 fn check_live(checker: &Checker, findings: &mut [Finding], errors: &AtomicU64) {
-    let mut asked: Vec<(String, Option<Liveness>)> = Vec::new();
+    let mut asked: Vec<(String, Liveness)> = Vec::new();
+    let mut failed = false;
     for finding in findings.iter_mut() {
         let key = finding.located.hit.expose();
         let live = match asked.iter().find(|(k, _)| k == key) {
             Some((_, live)) => *live,
+            None if failed => Liveness::Unknown,
             None => {
-                let live = match checker.check(key) {
-                    Ok(live) => Some(live),
-                    Err(e) => {
-                        eprintln!("lynxo-keys: {e}");
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
-                };
+                let live = checker.check(key).unwrap_or_else(|e| {
+                    eprintln!("lynxo-keys: {}", printable(&e.to_string()));
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    failed = true;
+                    Liveness::Unknown
+                });
                 asked.push((key.to_owned(), live));
                 live
             }
         };
-        finding.live = Some(live.unwrap_or(Liveness::Unknown));
+        finding.live = Some(live);
     }
+}
+
+/// `text` with control characters escaped: a file name (or an answer) from someone else's tree
+/// cannot move the cursor or forge a line of output.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Prints one finding: `[commit ]path:line:column: hint (...)`, or a JSON line.
@@ -313,7 +328,7 @@ fn print(out: &mut impl Write, f: &Finding, json: bool) -> io::Result<()> {
     writeln!(
         out,
         "{commit}{}:{}:{}: {} ({})",
-        f.path,
+        printable(&f.path),
         f.located.line,
         f.located.column,
         hit.hint(),

@@ -317,6 +317,17 @@ fn reads_standard_input_and_exits_by_what_it_found() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let out = lynxo_keys(d, &["scan", "--bogus"], None);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A file name cannot forge output lines or send escape sequences to the terminal.
+    std::fs::remove_file(d.join("k.txt")).unwrap();
+    write(d, "a\n\u{1b}[2Jb.txt", &dev);
+    let out = lynxo_keys(d, &["scan"], None);
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        (out.status.code(), text.lines().count()),
+        (Some(1), 1),
+        "{text}"
+    );
+    assert!(text.starts_with("a\\n\\u{1b}[2Jb.txt:1:1: "), "{text}");
 }
 
 /// A million random strings of a key's exact shape, each environment, whole and split across
