@@ -143,27 +143,12 @@ impl Scanner {
     }
 }
 
-/// Reads until `buf` holds `chunk` bytes or the stream ends; `true` at the end.
+/// Appends to `buf` until it holds `chunk` bytes or the stream ends; `true` at the end. Reads
+/// into the buffer's spare capacity: a small file costs its own size, not a zeroed chunk.
 fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, chunk: usize) -> io::Result<bool> {
-    let start = buf.len();
-    buf.resize(chunk.max(start + scan::MAX_SPAN + 1), 0);
-    let mut len = start;
-    let eof = loop {
-        if len == buf.len() {
-            break false;
-        }
-        match reader.read(&mut buf[len..]) {
-            Ok(0) => break true,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(len);
-                return Err(e);
-            }
-        }
-    };
-    buf.truncate(len);
-    Ok(eof)
+    let want = chunk.max(buf.len() + scan::MAX_SPAN + 1) - buf.len();
+    let read = reader.take(want as u64).read_to_end(buf)?;
+    Ok(read < want)
 }
 
 #[cfg(test)]
