@@ -112,11 +112,16 @@ fn scan(args: &ScanArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(checker) = &checker {
         check_live(checker, &mut findings, &errors);
     }
+    // A closed standard output (`| head`) must not turn a found key into a mere error.
     let mut out = io::stdout().lock();
-    for finding in &findings {
-        print(&mut out, finding, args.json)?;
+    let printed = findings
+        .iter()
+        .try_for_each(|finding| print(&mut out, finding, args.json))
+        .and_then(|()| out.flush());
+    if let Err(e) = printed {
+        eprintln!("lynxo-keys: writing the findings: {e}");
+        errors.fetch_add(1, Ordering::Relaxed);
     }
-    out.flush()?;
     let errors = errors.load(Ordering::Relaxed);
     if !findings.is_empty() {
         let files = {

@@ -317,6 +317,22 @@ fn reads_standard_input_and_exits_by_what_it_found() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let out = lynxo_keys(d, &["scan", "--bogus"], None);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A reader that stops early (`| head -1`) does not turn found keys into an error.
+    write(d, "many.txt", format!("{dev}\n").repeat(50_000));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lynxo-keys"))
+        .current_dir(d)
+        .args(["scan", "many.txt"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("many.txt:1:1: "), "{first}");
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    std::fs::remove_file(d.join("many.txt")).unwrap();
     // A file name cannot forge output lines or send escape sequences to the terminal.
     std::fs::remove_file(d.join("k.txt")).unwrap();
     write(d, "a\n\u{1b}[2Jb.txt", &dev);
