@@ -146,7 +146,7 @@ impl Checker {
             return Err(LiveError::Refused {
                 url: self.url.clone(),
                 status,
-                body: text.chars().take(300).collect(),
+                body: redacted(&text).chars().take(300).collect(),
             });
         }
         let verdict: Verdict = serde_json::from_str(&text).map_err(|e| LiveError::Transport {
@@ -155,6 +155,20 @@ impl Checker {
         })?;
         Ok(liveness(&verdict))
     }
+}
+
+/// `text` with every key in it replaced by its hint: an answer that echoes a key (a proxy's
+/// error page) must not print it.
+fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for found in shared::scan::find_keys(text) {
+        out.push_str(&text[from..found.start]);
+        out.push_str(&shared::key::hint(found.text));
+        from = found.start + found.text.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 /// A verdict about `GET /` read as liveness: a key refused for the route (400, 403, 404, 405)
@@ -225,5 +239,19 @@ mod tests {
         assert_eq!(liveness(&v(false, Some(401), None)), Liveness::Inactive);
         assert_eq!(liveness(&v(false, Some(503), None)), Liveness::Unknown);
         assert_eq!(liveness(&v(false, None, None)), Liveness::Unknown);
+    }
+
+    #[test]
+    fn an_answer_that_echoes_a_key_is_printed_without_it() {
+        let key = crate::find::tests::key(9);
+        let text = format!("{{\"detail\":\"bad key {key}\"}} and {key}");
+        let shown = redacted(&text);
+        assert!(!shown.contains(&key[10..90]), "{shown}");
+        assert_eq!(
+            shown.matches(&shared::key::hint(&key)).count(),
+            2,
+            "{shown}"
+        );
+        assert_eq!(redacted("no key"), "no key");
     }
 }
