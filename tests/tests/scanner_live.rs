@@ -5,36 +5,14 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::control::{AUDIT_KEYRING, control_binary};
 use e2e::http;
-use e2e::stack::{KEYRING, workspace_root};
+use e2e::stack::{KEYRING, workspace_binary};
 use serde_json::{Value, json};
-
-/// Builds `lynxo-keys` with the cargo running the tests; its path.
-fn scanner_binary() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", "lynxo-cli", "--bin", "lynxo-keys"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let output = cmd.output().expect("cargo build -p lynxo-cli");
-    assert!(output.status.success(), "cargo build -p lynxo-cli failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "lynxo-keys")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no lynxo-keys executable")
-}
 
 /// `control serve` on a fresh database, stopped (its process group) when dropped.
 struct Served {
@@ -162,7 +140,7 @@ fn lives(out: &Output) -> Vec<(u64, String)> {
 
 #[test]
 fn check_live_reads_the_real_verify_endpoint() {
-    let bin = scanner_binary();
+    let bin = workspace_binary("lynxo-cli", "lynxo-keys");
     let served = serve();
     let (mine, theirs) = (&served.tokens[0], &served.tokens[1]);
     let create = |token: &str, name: &str| {
