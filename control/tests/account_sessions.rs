@@ -649,3 +649,52 @@ fn the_reset_password_command() {
         assert!(!out.status.success(), "{email}: {out:?}");
     }
 }
+
+/// The new secrets of this change, hunted where they must not be: a session id (the cookie's
+/// value) and a changed password are in neither the database file, its WAL, nor the logs; the
+/// session list shows neither the id nor its hash.
+#[tokio::test]
+async fn session_ids_and_new_passwords_are_nowhere_in_the_database_or_logs() {
+    let logs = common::capture_logs();
+    let app = TestApp::new();
+    let me = sign_in(&app, "leak hunt").await;
+    let other = sign_in(&app, "other").await;
+    from(&app, &me)
+        .post(
+            "/v1/user/password",
+            json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    from(&app, &me)
+        .post(
+            "/v1/user/password",
+            json!({ "current_password": "wrong guess here", "new_password": "never stored!!" }),
+        )
+        .await
+        .problem(StatusCode::FORBIDDEN, "wrong_password");
+    let listed = from(&app, &me).get("/v1/sessions").await.body.to_string();
+    let mut secrets = vec![
+        NEW_PASSWORD.to_owned(),
+        "never stored!!".to_owned(),
+        "wrong guess here".to_owned(),
+    ];
+    for browser in [&me, &other] {
+        let value = browser.cookie.split_once('=').unwrap().1.to_owned();
+        let hash = HashedToken::of(&value);
+        assert!(!listed.contains(&value));
+        assert!(!listed.contains(&hex::encode(hash.as_bytes())));
+        secrets.push(value);
+    }
+    let [db, wal] = common::database_files(&app);
+    let logged = logs.bytes();
+    assert!(!logged.is_empty());
+    for secret in &secrets {
+        for (name, bytes) in [("database", &db), ("WAL", &wal), ("logs", &logged)] {
+            assert!(
+                !common::contains(bytes, secret.as_bytes()),
+                "a secret is in the {name}"
+            );
+        }
+    }
+}
