@@ -173,14 +173,19 @@ impl FromRequestParts<AppState> for Caller {
                 .read(move |c| sessions::find(c, &hash, now, idle))
                 .await?
             {
-                // A session's use is written at most once per interval: reads stay reads.
+                // A session's use is written at most once per interval: reads stay reads. A
+                // failed write only leaves the idle timer running (the session ends sooner, never
+                // later), so it fails no request.
                 let every = state.settings.session_touch_every();
                 if now >= live.last_seen_at + every {
                     let ip = source.clone();
-                    state
+                    let touched = state
                         .store
                         .write(move |tx| sessions::touch(tx, live.id, now, ip.as_deref(), every))
-                        .await?;
+                        .await;
+                    if let Err(e) = touched {
+                        tracing::error!(error = %e, "recording a session's use");
+                    }
                 }
                 return Ok(Self {
                     account_id: live.account_id,
