@@ -166,6 +166,34 @@ async fn sign_out_everywhere_ends_every_other_session() {
     assert!(recorded[0]["actor"].as_str().unwrap().starts_with("user:"));
 }
 
+/// Two sessions signing each other out at the same moment (the owner and a thief): the first to
+/// commit wins, the session it ended ends nothing, so one of them always stays signed in.
+#[tokio::test]
+async fn two_sessions_signing_each_other_out_at_once_leave_one() {
+    let app = TestApp::new();
+    for round in 0..10 {
+        let owner = sign_in(&app, "owner").await;
+        let thief = sign_in(&app, "thief").await;
+        let (a, b) = tokio::join!(
+            async { from(&app, &owner).delete("/v1/sessions/others").await },
+            async { from(&app, &thief).delete("/v1/sessions/others").await },
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert!(
+            statuses == [StatusCode::OK, StatusCode::UNAUTHORIZED]
+                || statuses == [StatusCode::OK, StatusCode::OK],
+            "round {round}: {statuses:?}"
+        );
+        let alive = [works(&app, &owner).await, works(&app, &thief).await];
+        assert_eq!(
+            alive.iter().filter(|s| **s == StatusCode::OK).count(),
+            1,
+            "round {round}: {alive:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_idle_session_ends_and_use_writes_its_last_seen_at_most_once_a_minute() {
     let app = TestApp::builder()

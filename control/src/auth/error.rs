@@ -138,6 +138,9 @@ pub enum PasswordChangeError {
     /// The current password is wrong (or was changed meanwhile).
     #[error("the current password is wrong")]
     WrongPassword,
+    /// The session that asked was ended while the request was on its way.
+    #[error("this session has ended")]
+    Ended,
     /// Hashing failed.
     #[error("hashing the password")]
     Credentials(#[source] AppError),
@@ -169,6 +172,7 @@ impl From<PasswordChangeError> for AppError {
                 "The current password is wrong",
             )
             .with_detail("failures count against the same limits as sign-in"),
+            PasswordChangeError::Ended => AppError::unauthenticated(),
             PasswordChangeError::Credentials(e) => e,
             PasswordChangeError::Store(e) => e.into(),
         }

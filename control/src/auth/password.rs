@@ -227,6 +227,10 @@ async fn change(
     let changed = state
         .store
         .write(move |tx| -> Result<_, PasswordChangeError> {
+            // The session that asked may have been ended meanwhile: then it changes nothing.
+            if !sessions::exists(tx, me.session_id)? {
+                return Err(PasswordChangeError::Ended);
+            }
             // Only over the hash that was checked: a change or reset that committed meanwhile
             // wins, and this one is refused as a wrong password.
             if !accounts::set_password_hash(tx, user_id, &new_hash, Some(&old_hash))? {

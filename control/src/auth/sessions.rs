@@ -59,6 +59,10 @@ pub enum SessionOpError {
     /// The caller has no session with this id (another user's included).
     #[error("no such session")]
     NotFound,
+    /// The caller's own session ended while the request was on its way (another of the user's
+    /// sessions ended it): it may end nothing.
+    #[error("this session has ended")]
+    Ended,
     /// Storage failed.
     #[error("storage")]
     Store(#[from] StoreError),
@@ -74,6 +78,7 @@ impl From<SessionOpError> for AppError {
             )
             .with_detail(e.to_string()),
             SessionOpError::NotFound => AppError::not_found(),
+            SessionOpError::Ended => AppError::unauthenticated(),
             SessionOpError::Store(e) => e.into(),
         }
     }
@@ -139,7 +144,12 @@ async fn end_sessions(
     let (account, actor) = (caller.account_id, caller.actor);
     let ended = state
         .store
-        .write(move |tx| -> Result<_, StoreError> {
+        .write(move |tx| -> Result<_, SessionOpError> {
+            // Checked in the transaction: of two sessions ending each other at once, the first
+            // to commit wins, and the one it ended ends nothing.
+            if !sessions::exists(tx, me.session_id)? {
+                return Err(SessionOpError::Ended);
+            }
             let ended = which(tx, me)?;
             if !ended.is_empty() {
                 let event = Event::SessionsEnded {

@@ -257,6 +257,17 @@ pub fn end_all_but(tx: &Transaction<'_>, user_id: u64, keep: Option<u64>) -> Res
     )
 }
 
+/// Whether session `id` still exists (it may have been ended since the request was
+/// authenticated).
+pub fn exists(tx: &Transaction<'_>, id: u64) -> Result<bool> {
+    Ok(tx
+        .query_row("SELECT 1 FROM sessions WHERE id = ?1", [to_i64(id)], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some())
+}
+
 /// Ends the session with this hash (sign-out).
 pub fn end_by_hash(tx: &Transaction<'_>, token_hash: &HashedToken) -> Result<()> {
     tx.execute(
