@@ -105,7 +105,12 @@ try {
   check(list.every((r) => r.text.includes('127.0.0.1')), 'the address is shown');
   check(await second.isVisible(`button[data-session="${list[0].id}"]`) === false, 'no End button on this browser');
   await second.screenshot({ path: join(SHOTS, 'sessions.png'), fullPage: true });
-  step('the Sessions page lists both browsers');
+  await second.setViewportSize({ width: 375, height: 800 });
+  const width = await second.evaluate(() => document.documentElement.scrollWidth);
+  check(width <= 375, `the Sessions page fits 375 px (scroll width ${width})`);
+  await second.screenshot({ path: join(SHOTS, 'sessions-375px.png'), fullPage: true });
+  await second.setViewportSize({ width: 1280, height: 800 });
+  step('the Sessions page lists both browsers (and fits 375 px)');
 
   // End one.
   await second.click(`button[data-session="${list[1].id}"]`);
