@@ -37,6 +37,8 @@ const STAGES = [
   ["origin request built (Headers, RequestInit)", /request::answer/],
   ["RateLimit fields on the response (respond::origin_with_rate_headers)", /origin_with_rate_headers/],
   ["edge answer to a response (respond::to_response)", /respond::to_response/],
+  ["KeyLimiter object (same isolate: leases)", /KeyLimiter|limit::counter/],
+  ["UsageMeter object (same isolate: deliveries, storage, alarm)", /UsageMeter|objects::put_all|objects::list_strings|meter::aggregate|meter::store/],
 ];
 
 async function target() {
@@ -117,7 +119,7 @@ for (const [id, us] of self) {
     const f = name(byId.get(at));
     for (const [l, re] of STAGES) if (re.test(f)) { label = l; break; }
   }
-  label ??= own === "(garbage collector)" ? "(garbage collector)" : "other: runtime glue, futures, JS";
+  label ??= own === "(garbage collector)" ? "(garbage collector)" : "in no stage: the runtime's builtins (fetch, Request, Response), bindgen glue, futures";
   stage.set(label, (stage.get(label) || 0) + us);
 }
 
