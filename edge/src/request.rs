@@ -308,7 +308,7 @@ async fn refusal(
 
 /// The request details for the activity log and a key's last use.
 fn seen(req: &Request, client: &ClientHeaders, method: &str, path: &str) -> Seen {
-    // `request.cf` is a getter that builds its object again on every read: read it once.
+    // `request.cf` is a getter of the runtime's request: one call for both fields.
     let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
         .ok()
         .filter(JsValue::is_object);

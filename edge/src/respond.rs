@@ -1,7 +1,7 @@
 //! Response building: the edge's own answers ([`Reply`]) become runtime responses that cannot
 //! fail, and the origin's response gets the RateLimit header fields.
 
-use worker::{Headers, Response, ResponseBuilder, console_error, web_sys};
+use worker::{Headers, Response, ResponseBody, ResponseBuilder, console_error, web_sys};
 
 use crate::limit::Status;
 use crate::problem::Reply;
@@ -37,8 +37,9 @@ pub(crate) fn origin_with_rate_headers(
     status: &Status,
     now_ms: u64,
 ) -> Response {
+    let code = response.status_code();
     // 101 (a WebSocket) passes through untouched.
-    if !(200..=599).contains(&response.status_code()) {
+    if !(200..=599).contains(&code) {
         return response;
     }
     let headers = match web_sys::Headers::new_with_headers(&response.headers().0) {
@@ -53,7 +54,13 @@ pub(crate) fn origin_with_rate_headers(
             console_error!("lynxo-edge: header {name} refused by the runtime");
         }
     }
-    response.with_headers(headers)
+    let response = response.with_headers(headers);
+    // A null-body status must not get a stream (the Response constructor would throw).
+    if matches!(code, 204 | 205 | 304) && matches!(response.body(), ResponseBody::Stream(_)) {
+        let (builder, _) = response.into_parts();
+        return builder.empty();
+    }
+    response
 }
 
 /// Builds a response that cannot fail: a header the runtime refuses is logged and left out.
