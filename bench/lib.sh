@@ -14,6 +14,8 @@
 #   median                           the median of the numbers on stdin, one per line
 #   to_us <wrk time>                 812.00us, 1.23ms or 1.02s in microseconds
 #   workerd_pair <out> <a> <b>       two worker builds side by side under workerd (below)
+#   workerd_workers <out> <names...> the same for any number of builds
+#   cpu_ticks <pid>                  user + system clock ticks of a process and its children
 #   e2e_bench <test> <pattern> [test args]
 #                                    an ignored measurement test of tests/ (below)
 #
@@ -91,10 +93,12 @@ e2e_bench() { # test pattern [test args...]
 #   workerd_pair <out dir> <name a> <name b>
 #
 # expects worker-build output (index.js, index_bg.wasm) in <out>/<name a> and <out>/<name b>,
-# and sets: workerd (the binary's path), key (a development Full Access key), keyring and
+# and sets: workerd (the binary's path), workerd_pid (its process), key (a development Full Access key), keyring and
 # origin_keyring (the test keyrings, from bench_fixtures), ports[<name>]
 # (each worker's loopback port) and ingest_port. Both workers get the same bindings, with a rate
-# limit no run reaches.
+# limit no run reaches. `workerd_workers <out> <name>...` serves any number of builds the same
+# way (workerd_pair is it with two). WORKERD_INSPECTOR=<host:port> starts workerd with its
+# DevTools inspector there (bench/cpu-profile.mjs reads a CPU profile through it).
 
 workerd="node_modules/@cloudflare/workerd-linux-64/bin/workerd"
 _pair_pids=()
@@ -144,11 +148,17 @@ $(_pair_bindings "$1")
 EOW
 }
 
-workerd_pair() {
-  local out="$1" a="$2" b="$3"
+workerd_pair() { # out a b
+  workerd_workers "$@"
+}
+
+workerd_workers() { # out name...
+  local out="$1" name
+  shift
   [[ -x "$workerd" ]] || die "workerd not found at $workerd: run scripts/bootstrap.sh"
   trap _pair_stop EXIT
-  mkdir -p "$out/kv" "$out/do-$a" "$out/do-$b"
+  mkdir -p "$out/kv"
+  for name in "$@"; do mkdir -p "$out/do-$name"; done
 
   cargo build --quiet --release -p e2e --bin bench_origin --bin bench_fixtures
   target/release/bench_fixtures "$out/kv"
@@ -164,8 +174,7 @@ workerd_pair() {
   [[ -n "$origin" ]] || die "bench origin did not start"
 
   declare -gA ports
-  ports[$a]="$(free_port)"
-  ports[$b]="$(free_port)"
+  for name in "$@"; do ports[$name]="$(free_port)"; done
   ingest_port="$(free_port)"
 
   local shards="" n
@@ -176,30 +185,30 @@ workerd_pair() {
   # The stand-ins for KV and the control plane's ingestion, beside the config that embeds them.
   cp bench/workerd/kv.js bench/workerd/ingest.js "$out/"
 
+  local services="" sockets="" workers="" n=0
+  for name in "$@"; do
+    n=$((n + 1))
+    services+="    (name = \"$name\", worker = .worker$n),"$'\n'
+    services+="    (name = \"do-$name\", disk = (path = \"$out/do-$name\", writable = true)),"$'\n'
+    sockets+="    (name = \"$name\", address = \"127.0.0.1:${ports[$name]}\", http = (), service = \"$name\"),"$'\n'
+    workers+="$(_pair_worker "$name" "worker$n")"$'\n\n'
+  done
+
   cat >"$out/config.capnp" <<EOC
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
   services = [
-    (name = "$a", worker = .workerA),
-    (name = "$b", worker = .workerB),
-    (name = "kv", worker = .kvWorker),
+$services    (name = "kv", worker = .kvWorker),
     (name = "ingest", worker = .ingestWorker),
-    (name = "do-$a", disk = (path = "$out/do-$a", writable = true)),
-    (name = "do-$b", disk = (path = "$out/do-$b", writable = true)),
     (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [
-    (name = "$a", address = "127.0.0.1:${ports[$a]}", http = (), service = "$a"),
-    (name = "$b", address = "127.0.0.1:${ports[$b]}", http = (), service = "$b"),
-    (name = "ingest", address = "127.0.0.1:$ingest_port", http = (), service = "ingest"),
+$sockets    (name = "ingest", address = "127.0.0.1:$ingest_port", http = (), service = "ingest"),
   ],
 );
 
-$(_pair_worker "$a" workerA)
-
-$(_pair_worker "$b" workerB)
-
+$workers
 const kvWorker :Workerd.Worker = (
   modules = [(name = "kv.js", esModule = embed "kv.js")],
   compatibilityDate = "2026-04-01",
@@ -213,10 +222,30 @@ const ingestWorker :Workerd.Worker = (
 );
 EOC
 
-  "$workerd" serve --experimental "$out/config.capnp" >"$out/workerd.log" 2>&1 &
+  local inspector=()
+  [[ -z "${WORKERD_INSPECTOR:-}" ]] || inspector=(--inspector-addr="$WORKERD_INSPECTOR")
+  "$workerd" serve --experimental "${inspector[@]}" "$out/config.capnp" >"$out/workerd.log" 2>&1 &
+  # shellcheck disable=SC2034  # for the caller
+  workerd_pid=$!
   _pair_pids+=($!)
-  local port
-  for port in "${ports[$a]}" "${ports[$b]}"; do
-    wait_for_url "http://127.0.0.1:$port/healthz" || true
+  for name in "$@"; do
+    wait_for_url "http://127.0.0.1:${ports[$name]}/healthz" || true
   done
+}
+
+# User + system CPU of process <pid> and of its children (living, and those it waited for), in
+# clock ticks (getconf CLK_TCK per second), from /proc/<pid>/stat: fields 14 to 17.
+cpu_ticks() { # pid
+  local pid="$1" total=0 child
+  total=$(_stat_ticks "$pid")
+  # shellcheck disable=SC2013  # the file holds pids separated by spaces
+  for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
+    total=$((total + $(cpu_ticks "$child")))
+  done
+  echo "$total"
+}
+
+_stat_ticks() { # pid
+  # The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+  sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }' || echo 0
 }

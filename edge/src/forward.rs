@@ -151,7 +151,7 @@ pub fn plan(
     cfg: &Config,
     req: &Incoming<'_>,
     admitted: &Admitted,
-    client_headers: impl IntoIterator<Item = (String, String)>,
+    client_headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
     body_length: u64,
     request_id: RequestId,
     now: u64,
@@ -159,14 +159,16 @@ pub fn plan(
     let keep_authorization = cfg.forward_authorization && admitted.source == Source::Header;
     let mut headers: Vec<(String, String)> = client_headers
         .into_iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .map(|(name, value)| (name.as_ref().to_ascii_lowercase(), value))
         .filter(|(name, value)| {
+            let value = value.as_ref();
             (keep_authorization && name == "authorization")
                 || (!never_forwarded(name)
                     && (FORWARDED.contains(&name.as_str()) || cfg.forward_headers.contains(name))
                     // A key pasted into another header never reaches the origin's logs.
                     && !holds_key(value))
         })
+        .map(|(name, value)| (name, value.as_ref().to_owned()))
         .collect();
     let query = forwarded_query(req.query);
     let mut url = format!("{}{}", cfg.origin, req.path);
@@ -353,7 +355,16 @@ mod tests {
             query: None,
             authorization: Some(&auth),
         };
-        let fwd = plan(&cfg, &req, &admitted, Vec::new(), 13, ID, NOW).unwrap();
+        let fwd = plan(
+            &cfg,
+            &req,
+            &admitted,
+            Vec::<(String, String)>::new(),
+            13,
+            ID,
+            NOW,
+        )
+        .unwrap();
         let get = |name: &str| {
             fwd.headers
                 .iter()

@@ -34,37 +34,59 @@ pub(crate) async fn api(
     url: &Url,
 ) -> (Option<Attributed>, worker::Result<Answer>) {
     let now_ms = now_ms();
+    // Every header the path reads (framing, credentials, the activity log's, the forwarded
+    // ones) from one copy, taken in one pass: each `get` would cross into the runtime.
+    let client = ClientHeaders(req.headers().entries().collect());
     // The body is never read here: it streams to the origin. Its framing is checked first.
-    let body_length = match framed_length(&req, method) {
-        Ok(Ok(n)) => n,
-        Ok(Err(reply)) => return (None, Ok(reply.into())),
-        Err(e) => return (None, Err(e)),
-    };
-    let authorization = match req.headers().get("authorization") {
-        Ok(authorization) => authorization,
-        Err(e) => return (None, Err(e)),
+    let body_length = match framed_length(&req, &client, method) {
+        Ok(n) => n,
+        Err(reply) => return (None, Ok(reply.into())),
     };
     let incoming = Incoming {
         method,
         path: url.path(),
         query: url.query(),
-        authorization: authorization.as_deref(),
+        authorization: client.get("authorization"),
     };
     let decided = decide_request(env, cfg, &incoming, now_ms).await;
-    let attributed = attribution(&req, cfg, &incoming, &decided);
-    let answer = answer(req, env, ctx, cfg, &incoming, decided, body_length, now_ms).await;
+    let attributed = attribution(&req, &client, cfg, &incoming, &decided);
+    let answer = answer(
+        req,
+        &client,
+        env,
+        ctx,
+        cfg,
+        &incoming,
+        decided,
+        body_length,
+        now_ms,
+    )
+    .await;
     (attributed, answer)
 }
 
+/// The client's headers as the runtime lists them: names lowercase, the values of a repeated
+/// name joined by `, ` (what `Headers.get` answers).
+struct ClientHeaders(Vec<(String, String)>);
+
+impl ClientHeaders {
+    /// The value of header `name` (lowercase).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 /// The length of the request's body, from its framing headers, or the answer refusing them.
-fn framed_length(req: &Request, method: &str) -> worker::Result<Result<u64, Reply>> {
-    let (content_length, transfer_encoding) = body::framing_headers(req)?;
+fn framed_length(req: &Request, client: &ClientHeaders, method: &str) -> Result<u64, Reply> {
     let framing = body::Framing {
-        content_length: content_length.as_deref(),
-        transfer_encoding: transfer_encoding.as_deref(),
+        content_length: client.get("content-length"),
+        transfer_encoding: client.get("transfer-encoding"),
     };
     let has_body = req.inner().body().is_some();
-    Ok(body::request_body_length(method, framing, has_body))
+    body::request_body_length(method, framing, has_body)
 }
 
 /// The admission decision, with the key's revocation shard read in between its two steps.
@@ -100,6 +122,7 @@ async fn decide_request(_: &Env, cfg: &Config, _: &Incoming<'_>, _: u64) -> Deci
 /// The usage record of a request whose key has an owner, when metering is on.
 fn attribution(
     req: &Request,
+    client: &ClientHeaders,
     cfg: &Config,
     incoming: &Incoming<'_>,
     decided: &Decided,
@@ -115,7 +138,7 @@ fn attribution(
             account_id: claims.account_id,
             scope: decided.scope.map(|s| s.name()),
         },
-        seen: seen(req, incoming.method, incoming.path),
+        seen: seen(req, client, incoming.method, incoming.path),
         shards: cfg.meter_shards,
     })
 }
@@ -125,6 +148,7 @@ fn attribution(
 #[allow(clippy::too_many_arguments)]
 async fn answer(
     req: Request,
+    client: &ClientHeaders,
     env: &Env,
     ctx: &Context,
     cfg: &Config,
@@ -161,7 +185,7 @@ async fn answer(
         cfg,
         incoming,
         &admitted,
-        req.headers().entries(),
+        client.0.iter().map(|(name, value)| (name, value)),
         body_length,
         random_request_id()?,
         now_ms / 1000,
@@ -283,24 +307,23 @@ async fn refusal(
 }
 
 /// The request details for the activity log and a key's last use.
-fn seen(req: &Request, method: &str, path: &str) -> Seen {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+fn seen(req: &Request, client: &ClientHeaders, method: &str, path: &str) -> Seen {
+    // `request.cf` is a getter of the runtime's request: one call for both fields.
+    let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
+        .ok()
+        .filter(JsValue::is_object);
     let cf_field = |name: &str| {
-        let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf")).ok()?;
-        if !cf.is_object() {
-            return None;
-        }
-        js_sys::Reflect::get(&cf, &JsValue::from_str(name))
+        js_sys::Reflect::get(cf.as_ref()?, &JsValue::from_str(name))
             .ok()?
             .as_string()
     };
     Seen {
         method: method.to_owned(),
         path: path.to_owned(),
-        client_ip: header("cf-connecting-ip"),
+        client_ip: client.get("cf-connecting-ip").map(str::to_owned),
         country: cf_field("country"),
         colo: cf_field("colo"),
-        user_agent: header("user-agent"),
+        user_agent: client.get("user-agent").map(str::to_owned),
     }
 }
 

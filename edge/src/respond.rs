@@ -1,7 +1,7 @@
 //! Response building: the edge's own answers ([`Reply`]) become runtime responses that cannot
 //! fail, and the origin's response gets the RateLimit header fields.
 
-use worker::{Headers, Response, ResponseBody, ResponseBuilder, console_error, console_warn};
+use worker::{Headers, Response, ResponseBody, ResponseBuilder, console_error, web_sys};
 
 use crate::limit::Status;
 use crate::problem::Reply;
@@ -28,8 +28,10 @@ pub(crate) fn with_rate_headers(mut reply: Reply, status: Option<Status>, now_ms
     reply
 }
 
-/// The origin's response with the RateLimit header fields added. Its headers are immutable in
-/// the Workers runtime, so this is a new response around the same body stream.
+/// The origin's response with the RateLimit header fields added. A fetched response's headers
+/// are immutable in the Workers runtime, so they are copied, by the runtime in one call (no
+/// crossing of the wasm boundary per header), and the two fields set on the copy; the status
+/// and the body stream stay as they are.
 pub(crate) fn origin_with_rate_headers(
     response: Response,
     status: &Status,
@@ -40,27 +42,25 @@ pub(crate) fn origin_with_rate_headers(
     if !(200..=599).contains(&code) {
         return response;
     }
-    let headers = Headers::new();
-    for (name, value) in response.headers().entries() {
-        if headers.append(&name, &value).is_err() {
-            console_warn!("lynxo-edge: origin header {name} not copied");
+    let headers = match web_sys::Headers::new_with_headers(&response.headers().0) {
+        Ok(headers) => Headers(headers),
+        Err(e) => {
+            console_error!("lynxo-edge: origin headers not copied: {e:?}");
+            return response;
         }
-    }
+    };
     for (name, value) in status.headers(now_ms) {
         if headers.set(name, &value).is_err() {
             console_error!("lynxo-edge: header {name} refused by the runtime");
         }
     }
-    let (_, body) = response.into_parts();
+    let response = response.with_headers(headers);
     // A null-body status must not get a stream (the Response constructor would throw).
-    let body = match body {
-        ResponseBody::Stream(_) if matches!(code, 204 | 205 | 304) => ResponseBody::Empty,
-        body => body,
-    };
-    ResponseBuilder::new()
-        .with_status(code)
-        .with_headers(headers)
-        .body(body)
+    if matches!(code, 204 | 205 | 304) && matches!(response.body(), ResponseBody::Stream(_)) {
+        let (builder, _) = response.into_parts();
+        return builder.empty();
+    }
+    response
 }
 
 /// Builds a response that cannot fail: a header the runtime refuses is logged and left out.
