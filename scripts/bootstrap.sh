@@ -16,6 +16,8 @@
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
 #     browser of its own (`npx playwright install` cannot work offline): the tests point it at
 #     /usr/bin/chromium.
+#   - Debian's `systemd` (for `systemd-analyze`) and `nginx-light`, only if missing: the deploy
+#     runbook's check (scripts/check-deploy.sh) verifies the unit and runs the TLS proxy.
 # Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
@@ -89,6 +91,21 @@ else
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   [[ -x /usr/bin/chromium ]] || die "apt-get installed chromium but /usr/bin/chromium is missing"
+fi
+
+# --- systemd-analyze and nginx for the deploy runbook's check (scripts/check-deploy.sh) --------
+missing=()
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+if ((${#missing[@]})); then
+  command -v apt-get >/dev/null || die "${missing[*]} missing and apt-get is not available"
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "deploy check: installing Debian's ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  log "deploy check: systemd-analyze and nginx present"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \
