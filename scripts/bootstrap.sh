@@ -16,8 +16,9 @@
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
 #     browser of its own (`npx playwright install` cannot work offline): the tests point it at
 #     /usr/bin/chromium.
-#   - Debian's `systemd` (for `systemd-analyze`) and `nginx-light`, only if missing: the deploy
-#     runbook's check (scripts/check-deploy.sh) verifies the unit and runs the TLS proxy.
+#   - Debian's `systemd` (for `systemd-analyze`), `nginx-light` and `sqlite3`, only if missing:
+#     the deploy runbook's check (scripts/check-deploy.sh) verifies the unit, runs the TLS proxy
+#     and takes the pre-upgrade backup.
 # Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
@@ -97,6 +98,7 @@ fi
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null || die "${missing[*]} missing and apt-get is not available"
   sudo=""
@@ -105,7 +107,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 else
-  log "deploy check: systemd-analyze and nginx present"
+  log "deploy check: systemd-analyze, nginx and sqlite3 present"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \

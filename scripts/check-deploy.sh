@@ -9,8 +9,8 @@
 #   3. TLS in front: deploy/nginx.conf, its ports and certificate paths substituted, with a
 #      self-signed certificate; `nginx -t`, then /readyz and /healthz through it over HTTPS,
 #      with the HSTS header;
-#   4. stop (SIGTERM: exit 0), then `compact` and `verify-audit` on the database, as an upgrade
-#      does them.
+#   4. the upgrade's steps: an online backup (`VACUUM INTO`) checked with `verify-audit`, stop
+#      (SIGTERM: exit 0), then `compact` and `verify-audit` on the database.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -21,6 +21,7 @@ PATH="$PATH:/usr/sbin:/sbin"
 need systemd-analyze "scripts/bootstrap.sh installs it"
 need nginx "scripts/bootstrap.sh installs it"
 need openssl
+need sqlite3 "scripts/bootstrap.sh installs it"
 
 cargo build -q -p control
 bin="$LYNXO_ROOT/target/debug/control"
@@ -105,7 +106,12 @@ hsts="$(curl -fsS -D - -o /dev/null --cacert "$work/cert.pem" "$https/healthz" |
 [[ -n "$hsts" ]] || die "no HSTS header through the proxy"
 log "TLS in front: /readyz and /healthz answer through nginx over HTTPS ($hsts)"
 
-# --- 4. stop, compact, verify ------------------------------------------------------------------
+# --- 4. an upgrade's backup while it runs; stop, compact, verify -------------------------------
+backup="$work/pre-upgrade.sqlite3"
+sqlite3 "$work/control.sqlite3" "VACUUM INTO '$backup'"
+env -i PATH="$PATH" "${settings[@]}" LYNXO_DATABASE="$backup" "$bin" verify-audit |
+  grep '^audit chain intact' >/dev/null || die "verify-audit of the online backup"
+log "online backup (VACUUM INTO) taken while serving; verify-audit passes on it"
 kill -TERM "$serve"
 status=0
 wait "$serve" || status=$?
