@@ -186,6 +186,39 @@ fn step_bound(
     }))
 }
 
+/// Walks the keys of `table` after `after`, calling `expire(key, last)` for each key with rows
+/// before `cutoff` (`last`: the last unit to handle in this step), until about `budget` rows
+/// or keys were touched. Returns where the walk stops (`None`: past the last key) and the rows
+/// `expire` reported.
+fn walk_keys(
+    tx: &Transaction<'_>,
+    table: &str,
+    unit: &str,
+    mut after: String,
+    cutoff: u64,
+    budget: u64,
+    mut expire: impl FnMut(&str, u64) -> Result<u64>,
+) -> Result<(Option<String>, u64)> {
+    let (mut spent, mut rows) = (0, 0);
+    while spent < budget {
+        let Some(key) = next_key(tx, table, &after)? else {
+            return Ok((None, rows));
+        };
+        spent += 1;
+        if let Some((last, whole)) = step_bound(tx, table, unit, &key, cutoff, budget - spent)? {
+            let n = expire(&key, last)?;
+            spent += n;
+            rows += n;
+            if !whole {
+                // This key has more: the next step starts with it again.
+                break;
+            }
+        }
+        after = key;
+    }
+    Ok((Some(after), rows))
+}
+
 /// One bounded step of a pass at `now`: at most about `budget` rows (or keys visited) in this
 /// transaction. Returns where the next step starts.
 pub fn step(
@@ -200,9 +233,8 @@ pub fn step(
         steps: 1,
         ..Compacted::default()
     };
-    let mut spent = 0;
     match phase {
-        Phase::Minutes(mut after) => {
+        Phase::Minutes(after) => {
             let cutoff = retention.minute_cutoff(now);
             if after.is_empty() {
                 // Before any minute goes: from here on, queries read hours before the cutoff.
@@ -211,64 +243,54 @@ pub fn step(
                 )?
                 .execute([to_i64(cutoff)])?;
             }
-            while spent < budget {
-                let Some(key) = next_key(tx, "usage_minutes", &after)? else {
-                    return Ok((Phase::Hours(String::new()), done));
-                };
-                spent += 1;
-                let Some((last, whole)) =
-                    step_bound(tx, "usage_minutes", "minute", &key, cutoff, budget - spent)?
-                else {
-                    after = key;
-                    continue;
-                };
-                let n = tx
-                    .prepare_cached("DELETE FROM usage_minutes WHERE key_id = ?1 AND minute <= ?2")?
-                    .execute(params![key, to_i64(last)])?;
-                spent += n as u64;
-                done.minutes_deleted += n as u64;
-                if !whole {
-                    // This key has more: the next step starts with it again.
-                    break;
-                }
-                after = key;
-            }
-            Ok((Phase::Minutes(after), done))
+            let (next, n) = walk_keys(
+                tx,
+                "usage_minutes",
+                "minute",
+                after,
+                cutoff,
+                budget,
+                |key, last| {
+                    Ok(tx
+                        .prepare_cached(
+                            "DELETE FROM usage_minutes WHERE key_id = ?1 AND minute <= ?2",
+                        )?
+                        .execute(params![key, to_i64(last)])? as u64)
+                },
+            )?;
+            done.minutes_deleted = n;
+            Ok((
+                next.map_or(Phase::Hours(String::new()), Phase::Minutes),
+                done,
+            ))
         }
-        Phase::Hours(mut after) => {
+        Phase::Hours(after) => {
             let cutoff = retention.hour_cutoff(now);
-            while spent < budget {
-                let Some(key) = next_key(tx, "usage_hours", &after)? else {
-                    return Ok((Phase::Activity, done));
-                };
-                spent += 1;
-                let Some((last, whole)) =
-                    step_bound(tx, "usage_hours", "hour", &key, cutoff, budget - spent)?
-                else {
-                    after = key;
-                    continue;
-                };
-                // Moved in one transaction: the count is in the hours or in the days, never
-                // both, never neither.
-                tx.prepare_cached(
-                    "INSERT INTO usage_days (key_id, account_id, day, scope, outcome, n) \
+            let (next, n) = walk_keys(
+                tx,
+                "usage_hours",
+                "hour",
+                after,
+                cutoff,
+                budget,
+                |key, last| {
+                    // Moved in one transaction: the count is in the hours or in the days, never
+                    // both, never neither.
+                    tx.prepare_cached(
+                        "INSERT INTO usage_days (key_id, account_id, day, scope, outcome, n) \
                      SELECT key_id, account_id, hour / 24, scope, outcome, sum(n) FROM usage_hours \
                      WHERE key_id = ?1 AND hour <= ?2 \
                      GROUP BY account_id, hour / 24, scope, outcome \
                      ON CONFLICT (key_id, day, scope, outcome) DO UPDATE SET n = n + excluded.n",
-                )?
-                .execute(params![key, to_i64(last)])?;
-                let n = tx
-                    .prepare_cached("DELETE FROM usage_hours WHERE key_id = ?1 AND hour <= ?2")?
+                    )?
                     .execute(params![key, to_i64(last)])?;
-                spent += n as u64;
-                done.hours_rolled += n as u64;
-                if !whole {
-                    break;
-                }
-                after = key;
-            }
-            Ok((Phase::Hours(after), done))
+                    Ok(tx
+                        .prepare_cached("DELETE FROM usage_hours WHERE key_id = ?1 AND hour <= ?2")?
+                        .execute(params![key, to_i64(last)])? as u64)
+                },
+            )?;
+            done.hours_rolled = n;
+            Ok((next.map_or(Phase::Activity, Phase::Hours), done))
         }
         Phase::Activity => {
             let cutoff_ms = now.saturating_sub(usage::ACTIVITY_RETENTION) * 1000;
