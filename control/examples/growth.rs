@@ -377,8 +377,6 @@ fn main() -> anyhow::Result<()> {
     };
     let pass = started.elapsed();
     drop(store);
-    let wal = path.with_extension("sqlite3-wal");
-    let _ = std::fs::remove_file(&wal);
 
     println!(
         "RESULT scale={scale} keys={} active_keys={} minute_rows={} hour_rows={} \
@@ -401,7 +399,8 @@ fn main() -> anyhow::Result<()> {
         done.hours_rolled,
     );
     // The plans, on the generated data.
-    let conn = Connection::open(&path)?;
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
     for name in ["key list", "key usage", "account usage"] {
         for sql in &plans[name] {
             println!(
