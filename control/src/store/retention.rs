@@ -341,26 +341,19 @@ pub fn step(
 }
 
 /// Runs a whole pass at `now` on `store`, one step per write transaction: other writes
-/// (ingestion, key changes) take their turn between steps.
+/// (ingestion, key changes) take their turn between steps. [`compact_blocking`] on a blocking
+/// thread.
 pub async fn compact(
     store: &super::Store,
     retention: Retention,
     now: u64,
     budget: u64,
 ) -> Result<Compacted> {
-    let mut phase = Phase::start();
-    let mut total = Compacted::default();
-    while phase != Phase::Done {
-        let (next, done) = store
-            .write(move |tx| step(tx, &retention, now, phase, budget))
-            .await?;
-        total.add(done);
-        phase = next;
-    }
-    Ok(total)
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || compact_blocking(&store, retention, now, budget)).await?
 }
 
-/// [`compact`] for callers off the async runtime (the `compact` command).
+/// A whole pass, for callers off the async runtime (the `compact` command; [`compact`]).
 pub fn compact_blocking(
     store: &super::Store,
     retention: Retention,
