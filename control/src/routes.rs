@@ -73,6 +73,18 @@ pub fn operations() -> Vec<Operation> {
             "/v1/sessions/current",
             delete(auth::delete_session),
         ),
+        op(M::GET, "/v1/sessions", get(auth::sessions::list_sessions)),
+        op(
+            M::DELETE,
+            "/v1/sessions/others",
+            delete(auth::sessions::end_other_sessions),
+        ),
+        op(
+            M::DELETE,
+            "/v1/sessions/{id}",
+            delete(auth::sessions::end_session),
+        ),
+        op(M::POST, "/v1/user/password", post(auth::change_password)),
         op(M::GET, "/healthz", get(healthz)),
         op(M::GET, "/readyz", get(readyz)),
         op(M::GET, "/openapi.json", get(openapi)),

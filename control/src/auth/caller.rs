@@ -12,8 +12,8 @@ use crate::events::Event;
 use crate::secret::{PlainToken, SessionId};
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::accounts;
 use crate::store::audit::{self, Actor};
+use crate::store::{accounts, sessions};
 
 /// A token's use is audited at most this often (seconds), so reads do not each write a row.
 const TOKEN_USE_AUDIT_INTERVAL: u64 = 3600;
@@ -36,6 +36,17 @@ pub struct Caller {
     pub actor: Actor,
     /// Token or session.
     pub via: Via,
+    /// The session and its user, when signed in (`None` for a management token).
+    pub session: Option<SignedIn>,
+}
+
+/// The session a signed-in caller used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The session's id.
+    pub session_id: u64,
+    /// Its user.
+    pub user_id: u64,
 }
 
 /// The client address for the audit trail, if the server recorded one: the TCP peer, or what a
@@ -146,6 +157,7 @@ impl FromRequestParts<AppState> for Caller {
                 account_id: owner.account_id,
                 actor,
                 via: Via::Token,
+                session: None,
             });
         }
         if let Some(session) = session_cookie(&parts.headers) {
@@ -155,18 +167,37 @@ impl FromRequestParts<AppState> for Caller {
                 return Err(cross_site());
             }
             let hash = session.hash();
-            if let Some((user_id, account_id)) = state
+            let idle = state.settings.session_idle;
+            if let Some(live) = state
                 .store
-                .read(move |c| accounts::session_by_hash(c, &hash, now))
+                .read(move |c| sessions::find(c, &hash, now, idle))
                 .await?
             {
+                // A session's use is written at most once per interval: reads stay reads. A
+                // failed write only leaves the idle timer running (the session ends sooner, never
+                // later), so it fails no request.
+                let every = state.settings.session_touch_every();
+                if now >= live.last_seen_at + every {
+                    let ip = source.clone();
+                    let touched = state
+                        .store
+                        .write(move |tx| sessions::touch(tx, live.id, now, ip.as_deref(), every))
+                        .await;
+                    if let Err(e) = touched {
+                        tracing::error!(error = %e, "recording a session's use");
+                    }
+                }
                 return Ok(Self {
-                    account_id,
+                    account_id: live.account_id,
                     actor: Actor {
-                        actor: format!("user:{user_id}"),
+                        actor: format!("user:{}", live.user_id),
                         source,
                     },
                     via: Via::Session,
+                    session: Some(SignedIn {
+                        session_id: live.id,
+                        user_id: live.user_id,
+                    }),
                 });
             }
         }
