@@ -16,6 +16,9 @@
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
 #     browser of its own (`npx playwright install` cannot work offline): the tests point it at
 #     /usr/bin/chromium.
+#   - Debian's `systemd` (for `systemd-analyze`), `nginx-light` and `sqlite3`, only if missing:
+#     the deploy runbook's check (scripts/check-deploy.sh) verifies the unit, runs the TLS proxy
+#     and takes the pre-upgrade backup.
 # Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
@@ -89,6 +92,22 @@ else
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   [[ -x /usr/bin/chromium ]] || die "apt-get installed chromium but /usr/bin/chromium is missing"
+fi
+
+# --- systemd-analyze and nginx for the deploy runbook's check (scripts/check-deploy.sh) --------
+missing=()
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+if ((${#missing[@]})); then
+  command -v apt-get >/dev/null || die "${missing[*]} missing and apt-get is not available"
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "deploy check: installing Debian's ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  log "deploy check: systemd-analyze, nginx and sqlite3 present"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \

@@ -11,7 +11,9 @@
 #      `wrangler deploy --dry-run` of each environment;
 #   5. the native tests of the whole workspace, including the end-to-end suite in tests/ (the
 #      worker under `wrangler dev` in front of the demo origin);
-#   6. schemathesis against a live control plane (scripts/schemathesis.sh);
+#   6. schemathesis against a live control plane (scripts/schemathesis.sh), and the deploy
+#      runbook's local commands: the systemd unit verified, a first start, TLS in front
+#      (scripts/check-deploy.sh);
 #   7. the shared crate's vector tests again as wasm32 under Node (scripts/test-wasm.sh);
 #   8. the JavaScript package @lynxo/keys: built with wasm-pack, packed, and its tests run by
 #      Node's own test runner from the same vectors files (js/build.sh, js/test/).
@@ -47,6 +49,9 @@ cargo test --workspace
 
 step "schemathesis against a live control plane"
 bash scripts/schemathesis.sh
+
+step "deploy runbook: systemd unit, first start, TLS in front, stop and compact"
+bash scripts/check-deploy.sh
 
 step "shared tests as wasm32 under Node"
 bash scripts/test-wasm.sh

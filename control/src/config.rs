@@ -15,6 +15,7 @@ use crate::publish::{
     DEFAULT_HEARTBEAT_SECS, DEFAULT_LIFETIME_SECS, EdgeSyncSink, KvRestSink, MemorySink, Sink,
 };
 use crate::secret::Secret;
+use crate::store::retention::Retention;
 
 /// Lynxo Keys control plane.
 #[derive(Debug, Parser)]
@@ -53,6 +54,58 @@ pub enum Command {
     /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING or, generated again,
     /// LYNXO_AUDIT_KEYRING.
     GenerateKeyring,
+    /// Run one compaction pass now (roll old usage up, delete what expired), in small
+    /// transactions, beside a running `serve` or not. `serve` runs the same pass on its own.
+    Compact(CompactArgs),
+}
+
+/// How long usage is kept (`store::retention`).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Days of per-minute usage (at least 2); older minutes are read from the hourly counts.
+    #[arg(long, env = "LYNXO_USAGE_MINUTE_DAYS", default_value_t = Retention::default().minute_days)]
+    pub usage_minute_days: u32,
+    /// Days of per-hour usage (at least 31 and at least the minute days); older hours are rolled
+    /// up into per-day counts, kept for ever.
+    #[arg(long, env = "LYNXO_USAGE_HOUR_DAYS", default_value_t = Retention::default().hour_days)]
+    pub usage_hour_days: u32,
+    /// Activity rows kept per key, of each kind (forwarded requests; the edge's own refusals).
+    #[arg(long, env = "LYNXO_ACTIVITY_PER_KEY", default_value_t = Retention::default().activity_per_key)]
+    pub activity_per_key: u32,
+    /// Days an applied usage batch's name is kept (at least 1).
+    #[arg(long, env = "LYNXO_USAGE_BATCH_DAYS", default_value_t = Retention::default().batch_days)]
+    pub usage_batch_days: u32,
+    /// Seconds between compaction passes of `serve`.
+    #[arg(long, env = "LYNXO_COMPACT_EVERY_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub compact_every_secs: u64,
+}
+
+impl RetentionArgs {
+    /// The retention, checked.
+    pub fn retention(&self) -> anyhow::Result<Retention> {
+        let r = Retention {
+            minute_days: self.usage_minute_days,
+            hour_days: self.usage_hour_days,
+            activity_per_key: self.activity_per_key,
+            batch_days: self.usage_batch_days,
+        };
+        r.validate()?;
+        Ok(r)
+    }
+}
+
+/// `compact` settings.
+#[derive(Debug, Clone, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub retention: RetentionArgs,
 }
 
 /// The database.
@@ -305,6 +358,9 @@ pub struct ServeArgs {
     /// Sessions a user may have at once; a sign-in past it ends their oldest.
     #[arg(long, env = "LYNXO_SESSIONS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub sessions_per_user: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub retention: RetentionArgs,
 }
 
 /// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
@@ -349,6 +405,7 @@ impl ServeArgs {
             "--heartbeat-secs must be at most half of --list-lifetime-secs, so a shard is \
              republished before the edge refuses it"
         );
+        self.retention.retention()?;
         Ok(())
     }
 

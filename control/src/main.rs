@@ -8,6 +8,7 @@ use clap::Parser as _;
 use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
 use control::secret::Secret;
+use control::store::retention::{self, STEP_ROWS};
 use control::store::{Store, StoreError, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
 use shared::audit::Checkpoint;
@@ -53,6 +54,22 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::VerifyAudit(args) => verify_audit(&args),
+        Command::Compact(args) => {
+            let retention = args.retention.retention()?;
+            let store = Store::open(&args.db.database, args.audit.load(None)?)?;
+            let done = retention::compact_blocking(&store, retention, SystemClock.now(), STEP_ROWS)
+                .context("compacting")?;
+            println!(
+                "compacted in {} transactions: {} minute rows deleted, {} hour rows rolled up \
+                 into days, {} activity rows and {} batch names deleted",
+                done.steps,
+                done.minutes_deleted,
+                done.hours_rolled,
+                done.activity_deleted,
+                done.batches_deleted
+            );
+            Ok(())
+        }
         Command::ResetPassword(args) => {
             let store = Store::open(&args.db.database, args.audit.load(None)?)?;
             let now = SystemClock.now();
@@ -176,6 +193,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             Duration::ZERO
         },
+        retention: args.retention.retention()?,
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);
@@ -210,6 +228,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(publisher.run(state.publish.clone()));
     // Its own loop: a failing limits push must not delay revocations.
     tokio::spawn(limit_publisher.run(state.publish.clone()));
+    tokio::spawn(retention::run(
+        state.store.clone(),
+        clock.clone(),
+        state.settings.retention,
+        Duration::from_secs(args.retention.compact_every_secs),
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -119,6 +119,8 @@ pub struct Settings {
     /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
     /// before it answers (zero without a publisher that can push limits).
     pub limits_sync_wait: Duration,
+    /// How long usage is kept, and activity rows per key (`store::retention`).
+    pub retention: crate::store::retention::Retention,
 }
 
 impl Settings {
@@ -149,6 +151,7 @@ impl Default for Settings {
             proxies: client_addr::TrustedProxies::default(),
             verify_per_minute: verify::DEFAULT_PER_MINUTE,
             limits_sync_wait: Duration::ZERO,
+            retention: crate::store::retention::Retention::default(),
         }
     }
 }

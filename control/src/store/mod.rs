@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod audit;
 pub mod keys;
 pub mod limits;
+pub mod retention;
 pub mod revocations;
 pub mod sessions;
 pub mod usage;
@@ -73,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
     include_str!("migrations/0005_rotation_budgets.sql"),
     include_str!("migrations/0006_session_details.sql"),
+    include_str!("migrations/0009_retention.sql"),
 ];
 
 /// Readers kept open between calls.

@@ -1,13 +1,16 @@
 //! Usage counters, last use and the activity log, as the edge's batches report them.
 //!
 //! A batch is applied in one transaction together with its name `(source, seq)` in
-//! `usage_batches`: a retried batch finds its name and changes nothing, so retries never count
+//! `usage_batches`: a retried batch finds its name (or, once the name has expired, a `seq` at
+//! or below its source's floor in `usage_sources`) and changes nothing, so retries never count
 //! twice, and an acknowledged batch is committed. Counts go to per-minute rows and to per-hour
-//! rollups in the same transaction; hour and day queries read the rollups.
+//! rollups in the same transaction; hour and day queries read the rollups and the daily rows
+//! the compaction job (`store::retention`) made of old hours.
 //!
 //! Stored activity is bounded per key whatever the edge sends: the counts are exact, the rows a
-//! sample. Per key, the latest 200 forwarded requests and the latest 200 of the edge's own
-//! answers (refusals and failures), at most 10 of those per minute and outcome; 30 days at most.
+//! sample. Per key, the latest [`Retention::activity_per_key`] forwarded requests and as many of
+//! the edge's own answers (refusals and failures), at most 10 of those per minute and outcome;
+//! 30 days at most (the compaction job deletes older rows).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -16,20 +19,17 @@ use shared::key::KeyId;
 use shared::usage::{Batch, Outcome};
 
 use super::Result;
+use super::retention::{self, Retention};
 use super::{to_i64, to_u64};
 
-/// Non-denial activity rows kept per key.
-pub const ACTIVITY_KEEP: i64 = 200;
-/// Denial rows (answers of the edge itself) kept per key: the latest ones. Their exact number is
-/// in the usage counters.
-pub const DENIAL_ACTIVITY_KEEP: i64 = 200;
+/// Denial rows (answers of the edge itself) kept per key by default: the latest ones. Their
+/// exact number is in the usage counters. (As many forwarded requests are kept.)
+pub const DENIAL_ACTIVITY_KEEP: i64 = retention::ACTIVITY_PER_KEY as i64;
 /// Denial rows stored per key, minute and outcome: a sample, so a flood of refused requests
 /// cannot push a key's earlier denials out of its log within a minute, nor grow the database.
 pub const DENIALS_PER_MINUTE: u32 = 10;
 /// Activity (denials included) is kept this long, in seconds.
 pub const ACTIVITY_RETENTION: u64 = 30 * 86_400;
-/// Usage counters older than this (seconds) are deleted.
-pub const USAGE_RETENTION: u64 = 400 * 86_400;
 
 /// What applying a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,8 +47,18 @@ pub struct Applied {
     pub sampled_out: u64,
 }
 
-/// Applies a validated batch at `now_ms`, once per `(source, seq)`.
-pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<Applied> {
+/// Applies a validated batch at `now_ms`, once per `(source, seq)`, keeping
+/// `retention.activity_per_key` activity rows of each kind per key.
+pub fn apply_batch(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    now_ms: u64,
+    retention: &Retention,
+) -> Result<Applied> {
+    if retention::pruned_through(tx, &batch.source)?.is_some_and(|floor| batch.seq <= floor) {
+        // Applied long ago: its name expired, its source's floor remembers it.
+        return Ok(Applied::default());
+    }
     let fresh = tx
         .prepare_cached(
             "INSERT INTO usage_batches (source, seq, applied_at) VALUES (?1, ?2, ?3) \
@@ -81,7 +91,6 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
         applied: true,
         ..Applied::default()
     };
-    let mut touched: HashSet<KeyId> = HashSet::new();
 
     let mut minute_stmt = tx.prepare_cached(
         "INSERT INTO usage_minutes (key_id, account_id, minute, scope, outcome, n) \
@@ -118,7 +127,6 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
             n
         ])?;
         result.counts += 1;
-        touched.insert(c.key_id);
     }
 
     let mut last_stmt = tx.prepare_cached(
@@ -197,9 +205,6 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
         pruned.insert(a.key_id);
     }
 
-    let now = now_ms / 1000;
-    let activity_cutoff_ms = to_i64(now.saturating_sub(ACTIVITY_RETENTION) * 1000);
-    let usage_cutoff_minute = to_i64(now.saturating_sub(USAGE_RETENTION) / 60);
     // The latest rows per key of each kind: forwarded requests, and the edge's own answers.
     let origin = serde_json::Value::from(
         Outcome::ALL
@@ -216,19 +221,10 @@ pub fn apply_batch(tx: &Transaction<'_>, batch: &Batch, now_ms: u64) -> Result<A
                         AND (outcome IN (SELECT value FROM json_each(?2))) = ?3 \
                         ORDER BY at_ms DESC, id DESC LIMIT ?4)",
     )?;
+    let keep = retention.activity_per_key;
     for key in &pruned {
-        keep_stmt.execute(params![key, origin, true, ACTIVITY_KEEP])?;
-        keep_stmt.execute(params![key, origin, false, DENIAL_ACTIVITY_KEEP])?;
-    }
-    tx.prepare_cached("DELETE FROM activity WHERE at_ms < ?1")?
-        .execute([activity_cutoff_ms])?;
-    let mut old_minutes =
-        tx.prepare_cached("DELETE FROM usage_minutes WHERE key_id = ?1 AND minute < ?2")?;
-    let mut old_hours =
-        tx.prepare_cached("DELETE FROM usage_hours WHERE key_id = ?1 AND hour < ?2")?;
-    for key in &touched {
-        old_minutes.execute(params![key, usage_cutoff_minute])?;
-        old_hours.execute(params![key, usage_cutoff_minute / 60])?;
+        keep_stmt.execute(params![key, origin, true, keep])?;
+        keep_stmt.execute(params![key, origin, false, keep])?;
     }
     if result.skipped > 0 {
         tracing::warn!(
@@ -313,7 +309,23 @@ fn outcome_index(name: &str) -> Option<usize> {
     Outcome::ALL.iter().position(|o| *o == outcome)
 }
 
+/// Binds the named parameters of `args` that `stmt` uses (each query of [`usage`] uses a
+/// different subset of them).
+fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[(&str, &dyn rusqlite::ToSql)]) -> Result<()> {
+    for (name, value) in args {
+        if let Some(i) = stmt.parameter_index(name)? {
+            stmt.raw_bind_parameter(i, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Usage of `subject` in the buckets `[from, to)` of `granularity` (`from` and `to` aligned).
+///
+/// Reads across the three granularities, so totals are exact whatever has been compacted:
+/// minutes from `usage_retention.minutes_from` on, hours and days before it (a minute query)
+/// or everywhere (an hour or day query). A rolled-up hour or day counts in the bucket where it
+/// starts, and only if it starts in the range.
 pub fn usage(
     conn: &Connection,
     subject: Subject,
@@ -324,38 +336,64 @@ pub fn usage(
 ) -> Result<Usage> {
     let g = granularity.seconds();
     let buckets = usize::try_from((to - from) / g).unwrap_or(0);
-    let (table, unit_col, unit) = match granularity {
-        Granularity::Minute => ("usage_minutes", "minute", 60),
-        Granularity::Hour | Granularity::Day => ("usage_hours", "hour", 3600),
+    // Each table's range, in its own unit: [lo, hi).
+    let (minutes, hours) = match granularity {
+        Granularity::Minute => {
+            let kept = retention::minutes_from(conn)?;
+            let first = (from / 60).max(kept);
+            (
+                (first, (to / 60).max(first)),
+                (from.div_ceil(3600), to.div_ceil(3600).min(kept / 60)),
+            )
+        }
+        Granularity::Hour | Granularity::Day => ((0, 0), (from / 3600, to / 3600)),
     };
+    let days = (from.div_ceil(86_400), to.div_ceil(86_400));
     let (filter, account, key) = match subject {
         // `+` keeps the planner on the primary key (one key's rows): the account index covers
         // these queries too and would read every key of the account.
         Subject::Key(account, id) => (
-            "u.key_id = ?6 AND +u.account_id = ?1",
+            "u.key_id = :key AND +u.account_id = :account",
             account,
             Some(id.to_string()),
         ),
-        Subject::Account(account) => ("u.account_id = ?1 AND ?6 IS NULL", account, None),
+        Subject::Account(account) => ("u.account_id = :account AND :key IS NULL", account, None),
     };
-    let range = format!("{filter} AND u.{unit_col} >= ?2 AND u.{unit_col} < ?3");
-    let args = params![
-        to_i64(account),
-        to_i64(from / unit),
-        to_i64(to / unit),
-        to_i64(from),
-        to_i64(g),
-        key
+    let arm = |table: &str, unit: &str, seconds: u64, range: &str| {
+        format!(
+            "SELECT u.key_id, u.{unit} * {seconds} AS t, u.scope, u.outcome, u.n FROM {table} u \
+             WHERE {filter} AND u.{unit} >= :{range}_lo AND u.{unit} < :{range}_hi"
+        )
+    };
+    let source = [
+        arm("usage_minutes", "minute", 60, "m"),
+        arm("usage_hours", "hour", 3600, "h"),
+        arm("usage_days", "day", 86_400, "d"),
+    ]
+    .join(" UNION ALL ");
+    let bounds = [minutes, hours, days].map(|(lo, hi)| (to_i64(lo), to_i64(hi.max(lo))));
+    let args: [(&str, &dyn rusqlite::ToSql); 10] = [
+        (":account", &to_i64(account)),
+        (":key", &key),
+        (":from", &to_i64(from)),
+        (":g", &to_i64(g)),
+        (":m_lo", &bounds[0].0),
+        (":m_hi", &bounds[0].1),
+        (":h_lo", &bounds[1].0),
+        (":h_hi", &bounds[1].1),
+        (":d_lo", &bounds[2].0),
+        (":d_hi", &bounds[2].1),
     ];
     let mut usage = Usage {
         series: vec![[0; Outcome::ALL.len()]; buckets],
         ..Usage::default()
     };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT (u.{unit_col} * {unit} - ?4) / ?5 AS b, u.outcome, sum(u.n) FROM {table} u \
-         WHERE {range} GROUP BY b, u.outcome"
+        "SELECT (s.t - :from) / :g AS b, s.outcome, sum(s.n) FROM ({source}) s \
+         GROUP BY b, s.outcome"
     ))?;
-    let mut rows = stmt.query(args)?;
+    bind(&mut stmt, &args)?;
+    let mut rows = stmt.raw_query();
     while let Some(r) = rows.next()? {
         let b: i64 = r.get(0)?;
         let outcome: String = r.get(1)?;
@@ -367,24 +405,26 @@ pub fn usage(
             slot[i] += n;
         }
     }
+    drop(rows);
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT u.scope, sum(u.n) FROM {table} u WHERE {range} AND u.scope != '' \
-         AND ?4 IS NOT NULL AND ?5 IS NOT NULL GROUP BY u.scope"
+        "SELECT s.scope, sum(s.n) FROM ({source}) s WHERE s.scope != '' GROUP BY s.scope"
     ))?;
-    let mut rows = stmt.query(args)?;
+    bind(&mut stmt, &args)?;
+    let mut rows = stmt.raw_query();
     while let Some(r) = rows.next()? {
         usage.by_scope.insert(r.get(0)?, to_u64(r.get(1)?)?);
     }
+    drop(rows);
     if matches!(subject, Subject::Account(_)) && top > 0 {
         // Sum first, then look up the names of the few keys kept.
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT t.key_id, k.name, t.requests FROM \
-             (SELECT u.key_id, sum(u.n) AS requests FROM {table} u \
-              WHERE {range} AND ?4 IS NOT NULL AND ?5 IS NOT NULL \
-              GROUP BY u.key_id ORDER BY requests DESC, u.key_id LIMIT {top}) t \
+             (SELECT s.key_id, sum(s.n) AS requests FROM ({source}) s \
+              GROUP BY s.key_id ORDER BY requests DESC, s.key_id LIMIT {top}) t \
              JOIN api_keys k ON k.id = t.key_id ORDER BY t.requests DESC, t.key_id"
         ))?;
-        let mut rows = stmt.query(args)?;
+        bind(&mut stmt, &args)?;
+        let mut rows = stmt.raw_query();
         while let Some(r) = rows.next()? {
             usage
                 .top_keys

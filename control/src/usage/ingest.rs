@@ -155,9 +155,10 @@ pub async fn ingest_usage(
     validate(&batch)?;
     let dropped = sanitize(&mut batch, now);
     let (source, seq) = (batch.source.clone(), batch.seq);
+    let retention = state.settings.retention;
     let mut applied = state
         .store
-        .write(move |tx| db::apply_batch(tx, &batch, now_ms))
+        .write(move |tx| db::apply_batch(tx, &batch, now_ms, &retention))
         .await?;
     if applied.applied {
         applied.skipped += dropped;
