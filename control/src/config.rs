@@ -50,6 +50,37 @@ pub enum Command {
     /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING or, generated again,
     /// LYNXO_AUDIT_KEYRING.
     GenerateKeyring,
+    /// Copy the database to a file while the service runs (a consistent snapshot, `VACUUM
+    /// INTO`); never overwrites a file.
+    Backup(BackupArgs),
+    /// Check a backup (integrity, schema, audit chain) and put it in place of a stopped
+    /// service's database; the next `serve` republishes revocations and limits in full.
+    Restore(RestoreArgs),
+}
+
+/// `backup` settings.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// The backup file to write (must not exist).
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+/// `restore` settings.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    /// The backup file to restore (written by `backup`).
+    #[arg(long)]
+    pub from: PathBuf,
 }
 
 /// The database.

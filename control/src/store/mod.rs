@@ -17,6 +17,7 @@ pub mod audit;
 mod health;
 pub mod keys;
 pub mod limits;
+pub mod restore;
 pub mod revocations;
 pub mod usage;
 
@@ -125,6 +126,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_rotation_budgets.sql"),
     include_str!("migrations/0010_write_probe.sql"),
 ];
+
+/// The schema version this build writes (`PRAGMA user_version` after its migrations): a
+/// database of a higher one comes from a newer build and is refused.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Readers kept open between calls.
 const READER_POOL: usize = 4;
