@@ -5,9 +5,9 @@
 //! do not block each other). The copy goes to `FILE.partial`, is checked (`integrity_check`),
 //! fsynced and renamed, so `FILE` is a whole backup or absent.
 //!
-//! A restore checks the file first (integrity, a schema this build knows, the audit chain with
-//! the audit keyring: the same `store::audit::verify_chain` as `verify-audit`), refuses while a
-//! service holds the database ([`ServiceLock`]), moves the current files aside, puts the copy in
+//! A restore refuses while a service holds the database ([`ServiceLock`]), copies the file beside
+//! it and checks the copy (integrity, a schema this build knows, the audit chain with the audit
+//! keyring: the same `store::audit::verify_chain` as `verify-audit`), moves the current files aside, puts the copy in
 //! place and then makes the edge's view follow it (`store::restore`): versions move past
 //! anything published since the backup, and every key's rate limit is queued, so the next start
 //! republishes the revocation list and the limits in full. See `docs/operations.md`.
@@ -199,11 +199,18 @@ pub fn restore(
     audit: Arc<AuditKeyring>,
     now_ms: u64,
 ) -> anyhow::Result<RestoreReport> {
-    let checked = check(from, &audit)?;
     let _lock = ServiceLock::acquire(database)?;
+    // The copy is what is checked, so what is checked is what is restored.
     let incoming = suffixed(database, ".restoring");
     std::fs::copy(from, &incoming)
         .with_context(|| format!("copying {} to {}", from.display(), incoming.display()))?;
+    let checked = match check(&incoming, &audit) {
+        Ok(checked) => checked,
+        Err(e) => {
+            let _ = std::fs::remove_file(&incoming);
+            return Err(e.context(format!("{} is not restored", from.display())));
+        }
+    };
     File::open(&incoming)?.sync_all()?;
     // The current database with its WAL and shared memory, kept aside: a WAL left beside the
     // restored file would be replayed into it.

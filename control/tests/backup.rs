@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Service, free_port};
-use serde_json::{Value, json};
+use common::{BIN, agent, free_port, keys, send, serve_binary};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_control");
 const CLIENTS: usize = 32;
 
 fn run(args: &[&str], db: &Path, extra: &[&std::ffi::OsStr]) -> Output {
@@ -41,75 +40,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn serve(db: &Path, port: u16) -> Service {
-    let child = Command::new(BIN)
-        .args(["serve", "--no-publish", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--database")
-        .arg(db)
-        .env("LYNXO_KEYRING", shared::testkit::KEYRING)
-        .env("LYNXO_AUDIT_KEYRING", shared::testkit::AUDIT_KEYRING)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let service = Service(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ureq::get(&format!("http://127.0.0.1:{port}/readyz"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "service did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    service
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn call(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let mut response = match body {
-        Some(body) => agent
-            .post(url)
-            .header("authorization", &auth)
-            .content_type("application/json")
-            .send(body.to_string()),
-        None => agent.get(url).header("authorization", &auth).call(),
-    }
-    .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Every key of the account: id -> status.
-fn keys(base: &str, token: &str) -> std::collections::HashMap<String, String> {
-    let agent = agent();
-    let mut all = std::collections::HashMap::new();
-    let mut url = format!("{base}/v1/keys?limit=100");
-    loop {
-        let (status, body) = call(&agent, &url, token, None);
-        assert_eq!(status, 200, "{body}");
-        for k in body["data"].as_array().unwrap() {
-            all.insert(
-                k["id"].as_str().unwrap().to_owned(),
-                k["status"].as_str().unwrap().to_owned(),
-            );
-        }
-        match body["next_cursor"].as_str() {
-            Some(cursor) => url = format!("{base}/v1/keys?limit=100&cursor={cursor}"),
-            None => return all,
-        }
-    }
-}
-
 /// An acknowledged change, with when its answer arrived.
 type Acked = Arc<Mutex<Vec<(String, Instant)>>>;
 
@@ -125,7 +55,7 @@ fn a_backup_under_32_writers_restores_everything_acknowledged_before_it_began() 
         .unwrap()
         .to_owned();
     let port = free_port();
-    let service = serve(&db, port);
+    let service = serve_binary(&db, port);
     let base = format!("http://127.0.0.1:{port}");
 
     let created: Acked = Arc::default();
@@ -141,14 +71,15 @@ fn a_backup_under_32_writers_restores_everything_acknowledged_before_it_began() 
                 let agent = agent();
                 while !stop.load(Ordering::SeqCst) {
                     let body = json!({ "name": format!("c{c}"), "environment": "production", "permission": "read_only" });
-                    let (status, key) = call(&agent, &format!("{base}/v1/keys"), &token, Some(body));
-                    assert_eq!(status, 201, "{key}");
+                    let r = send(&agent, &format!("{base}/v1/keys"), &token, Some(body));
+                    assert_eq!(r.status, 201, "{}", r.body);
+                    let key = r.body;
                     let id = key["id"].as_str().unwrap().to_owned();
                     created.lock().unwrap().push((id.clone(), Instant::now()));
                     acked.fetch_add(1, Ordering::SeqCst);
                     let url = format!("{base}/v1/keys/{id}/revoke");
-                    let (status, body) = call(&agent, &url, &token, Some(json!({ "reason": "backup test" })));
-                    assert_eq!(status, 200, "{body}");
+                    let r = send(&agent, &url, &token, Some(json!({ "reason": "backup test" })));
+                    assert_eq!(r.status, 200, "{}", r.body);
                     revoked.lock().unwrap().push((id, Instant::now()));
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
@@ -198,8 +129,11 @@ fn a_backup_under_32_writers_restores_everything_acknowledged_before_it_began() 
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("audit chain intact"), "{}", text(&out));
     let port = free_port();
-    let service = serve(&restored, port);
-    let listed = keys(&format!("http://127.0.0.1:{port}"), &token);
+    let service = serve_binary(&restored, port);
+    let listed: std::collections::HashMap<String, String> =
+        keys(&agent(), &format!("http://127.0.0.1:{port}"), &token)
+            .into_iter()
+            .collect();
     let before = |acked: &Acked| -> HashSet<String> {
         acked
             .lock()

@@ -10,13 +10,11 @@ mod common;
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Service, free_port};
+use common::{BIN, Reply, agent, free_port, init_binary, keys, send, serve_binary};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_control");
 
 /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop.
 struct Tmpfs {
@@ -81,76 +79,6 @@ fn fill(path: PathBuf) -> PathBuf {
     path
 }
 
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    body: Value,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
-    let auth = format!("Bearer {token}");
-    let mut response = match body {
-        Some(body) => agent
-            .post(url)
-            .header("authorization", &auth)
-            .content_type("application/json")
-            .send(body.to_string()),
-        None => agent.get(url).header("authorization", &auth).call(),
-    }
-    .unwrap();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let text = response.body_mut().read_to_string().unwrap();
-    Reply {
-        status: response.status().as_u16(),
-        retry_after,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-    }
-}
-
-fn init(db: &Path) -> String {
-    let init = Command::new(BIN)
-        .args(["init", "--email", "ops@example.com", "--database"])
-        .arg(db)
-        .env("LYNXO_INIT_PASSWORD", "a long enough password")
-        .env("LYNXO_AUDIT_KEYRING", shared::testkit::AUDIT_KEYRING)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    String::from_utf8(init.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("management_token="))
-        .unwrap()
-        .to_owned()
-}
-
-fn serve(db: &Path, port: u16) -> Service {
-    let child = Command::new(BIN)
-        .args(["serve", "--no-publish", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--database")
-        .arg(db)
-        .env("LYNXO_KEYRING", shared::testkit::KEYRING)
-        .env("LYNXO_AUDIT_KEYRING", shared::testkit::AUDIT_KEYRING)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Service(child)
-}
-
 /// Polls `/readyz` until it answers `status` (bounded: the test fails after 30 s).
 fn await_ready(agent: &ureq::Agent, base: &str, status: u16) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -180,33 +108,13 @@ fn assert_storage_full(r: &Reply, what: &str) {
     assert_eq!(r.retry_after.as_deref(), Some("5"), "{what}");
 }
 
-/// Every key of the account, by id, with its status.
-fn keys(agent: &ureq::Agent, base: &str, token: &str) -> Vec<(String, String)> {
-    let mut all = Vec::new();
-    let mut url = format!("{base}/v1/keys?limit=100");
-    loop {
-        let r = send(agent, &url, token, None);
-        assert_eq!(r.status, 200, "{}", r.body);
-        all.extend(r.body["data"].as_array().unwrap().iter().map(|k| {
-            (
-                k["id"].as_str().unwrap().to_owned(),
-                k["status"].as_str().unwrap().to_owned(),
-            )
-        }));
-        match r.body["next_cursor"].as_str() {
-            Some(cursor) => url = format!("{base}/v1/keys?limit=100&cursor={cursor}"),
-            None => return all,
-        }
-    }
-}
-
 #[test]
 fn a_full_disk_refuses_writes_with_503_loses_nothing_and_recovers_without_restart() {
     let fs = Tmpfs::mount("6m");
     let db = fs.path().join("control.sqlite3");
-    let token = init(&db);
+    let token = init_binary(&db);
     let port = free_port();
-    let _service = serve(&db, port);
+    let _service = serve_binary(&db, port);
     let base = format!("http://127.0.0.1:{port}");
     let agent = agent();
     await_ready(&agent, &base, 200);
