@@ -563,7 +563,8 @@ async fn a_pass_pushes_its_shards_concurrently_and_a_failed_one_keeps_its_rows()
 }
 
 /// The edge's 503 `sync_busy` (it was reading as many bodies as it allows) is sent again within
-/// the pass; any other 503 waits for the next pass (`a_failed_write_keeps_the_outbox_row_and_is_retried`).
+/// the pass, as is a push whose connection was reset (`BUSY_RETRIES` in all); any other 503 waits
+/// for the next pass (`a_failed_write_keeps_the_outbox_row_and_is_retried`).
 #[tokio::test]
 async fn a_push_the_edge_was_too_busy_to_read_is_sent_again_in_the_same_pass() {
     struct Busy {
@@ -577,9 +578,14 @@ async fn a_push_the_edge_was_too_busy_to_read_is_sent_again_in_the_same_pass() {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
-                return Err(SinkError::Status {
-                    status: 503,
-                    body: r#"{"code":"sync_busy","status":503}"#.into(),
+                return Err(if self.refusals.load(Ordering::SeqCst) == 0 {
+                    // The last refusal: a reset kept-alive connection, sent once more too.
+                    SinkError::Transport("io: Connection reset by peer".into())
+                } else {
+                    SinkError::Status {
+                        status: 503,
+                        body: r#"{"code":"sync_busy","status":503}"#.into(),
+                    }
                 });
             }
             self.inner.put(index, body, now)
@@ -604,6 +610,11 @@ async fn a_push_the_edge_was_too_busy_to_read_is_sent_again_in_the_same_pass() {
     let (id, _) = revoke_new_key(&app).await;
     let pass = publisher.run_once().await.unwrap();
     assert!(pass.failed.is_empty(), "{pass:?}");
+    assert_eq!(
+        sink.refusals.load(Ordering::SeqCst),
+        0,
+        "both refusals were met"
+    );
     assert_eq!(pass.written.len(), 1);
     assert!(open(&sink.inner.latest(0).unwrap()).contains(id));
 }

@@ -43,9 +43,10 @@ pub const MIN_WRITE_INTERVAL_MS: u64 = 1000;
 /// push refused that way is sent again a moment later ([`BUSY_RETRIES`]).
 pub const MAX_CONCURRENT_PUSHES: usize = 8;
 /// The code of the edge's 503 for a push that came while it was reading as many bodies as it
-/// allows (`edge::body`): the only refusal sent again within the pass.
+/// allows (`edge::body`): the only refusal sent again within the pass (with a push that got no
+/// answer, a connection reset).
 const EDGE_BUSY: &str = "\"sync_busy\"";
-/// Times a push answered 503 `sync_busy` is sent again within the pass, after 25 ms, then twice
+/// Times a push answered 503 `sync_busy`, or without an answer, is sent again within the pass, after 25 ms, then twice
 /// as long each time (under 0.8 s in all); after that the shard waits for the next pass.
 pub const BUSY_RETRIES: u32 = 5;
 /// Longest sleep between passes.
@@ -273,6 +274,12 @@ impl Publisher {
                             Err(SinkError::Status { status: 503, body })
                                 if retries < BUSY_RETRIES && body.contains(EDGE_BUSY) =>
                             {
+                                tokio::time::sleep(Duration::from_millis(25 << retries)).await;
+                                retries += 1;
+                            }
+                            // A kept-alive connection the edge had closed: sent again on
+                            // a new one (a push is idempotent), within the same budget.
+                            Err(SinkError::Transport(_)) if retries < BUSY_RETRIES => {
                                 tokio::time::sleep(Duration::from_millis(25 << retries)).await;
                                 retries += 1;
                             }
