@@ -13,6 +13,8 @@
 #   bash bench/propagation.sh               # both
 #   bash bench/propagation.sh control       # through the control plane only
 #   bash bench/propagation.sh edge          # sync push and KV only
+#   bash bench/propagation.sh load          # 30 revocations a second through the control plane
+#                                           # (PROPAGATION_LOAD_SECS, 20 by default): p50/p99
 #   PROPAGATION_REVOCATIONS=50 bash bench/propagation.sh control
 #
 # Needs scripts/bootstrap.sh. Results and the production bound: docs/edge.md.
@@ -25,7 +27,8 @@ case "${1:-all}" in
   all) filter=(revocation_propagation) ;;
   control) filter=(revocation_propagation_through_the_control_plane --exact) ;;
   edge) filter=(revocation_propagation --exact) ;;
-  *) echo "usage: bash bench/propagation.sh [all|control|edge]" >&2; exit 2 ;;
+  load) filter=(revocation_propagation_under_load --exact) ;;
+  *) echo "usage: bash bench/propagation.sh [all|control|edge|load]" >&2; exit 2 ;;
 esac
 
 e2e_bench propagation 'propagation via.*' "${filter[@]}"

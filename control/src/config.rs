@@ -57,6 +57,12 @@ pub enum Command {
     /// Run one compaction pass now (roll old usage up, delete what expired), in small
     /// transactions, beside a running `serve` or not. `serve` runs the same pass on its own.
     Compact(CompactArgs),
+    /// Copy the database to a file while the service runs (a consistent snapshot, `VACUUM
+    /// INTO`); never overwrites a file.
+    Backup(BackupArgs),
+    /// Check a backup (integrity, schema, audit chain) and put it in place of a stopped
+    /// service's database; the next `serve` republishes revocations and limits in full.
+    Restore(RestoreArgs),
 }
 
 /// How long usage is kept (`store::retention`).
@@ -106,6 +112,31 @@ pub struct CompactArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub retention: RetentionArgs,
+}
+
+/// `backup` settings.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// The backup file to write (must not exist).
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+/// `restore` settings.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    /// The backup file to restore (written by `backup`).
+    #[arg(long)]
+    pub from: PathBuf,
 }
 
 /// The database.

@@ -145,10 +145,39 @@ impl From<rusqlite::Error> for AppError {
     }
 }
 
-/// The one conversion of a storage failure at the HTTP boundary: a 500, the cause logged.
+/// Seconds a client is asked to wait after `storage_full`.
+pub const STORAGE_FULL_RETRY_AFTER: u32 = 5;
+
+/// The one conversion of a storage failure at the HTTP boundary: a 500, the cause logged; or,
+/// when the disk refused the write (full, or failing I/O), a 503 `storage_full` with
+/// `Retry-After`, its cause logged too. Either way the write was rolled back whole.
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::internal_error(e)
+        if !e.is_unwritable() {
+            return Self::internal_error(e);
+        }
+        let mut full = Self::storage_full();
+        full.0.internal = Some(e.into());
+        full
+    }
+}
+
+impl AppError {
+    /// 503 `storage_full`: the database's disk refuses writes; nothing of this request was
+    /// written.
+    pub fn storage_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_full",
+            "The database cannot store writes now",
+        )
+        .with_detail(
+            "the control plane's disk is full or failing; nothing was written, retry later",
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(STORAGE_FULL_RETRY_AFTER),
+        )
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
 //! - [`verify`]: the verify endpoint (`POST /v1/keys/verify`), its per-account budget and trace.
 //! - [`dashboard`]: the web dashboard.
+//! - [`backup`]: `control backup` and `control restore` (online copy, checks, republish).
 //! - [`config`]: flags and environment.
 //! - [`state`]: the state every handler reaches, the settings and the clock.
 //! - [`secret`]: secrets by type (tokens, their hashes, session ids), never printed.
@@ -29,6 +30,7 @@
 pub mod account;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod body;
 pub mod client_addr;
 pub mod config;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use control::config::{Cli, Command, LogFormat, ServeArgs, VerifyAuditArgs};
+use control::config::{Cli, Command, LogFormat, RestoreArgs, ServeArgs, VerifyAuditArgs};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
 use control::secret::Secret;
 use control::store::retention::{self, STEP_ROWS};
@@ -93,6 +93,17 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Backup(args) => {
+            let report = control::backup::backup(&args.db.database, &args.to)?;
+            println!(
+                "backup written: {} ({} bytes, schema {})",
+                args.to.display(),
+                report.bytes,
+                report.schema
+            );
+            Ok(())
+        }
+        Command::Restore(args) => restore(&args),
         Command::GenerateKeyring => {
             let secret = auth::random_bytes().context("reading random bytes")?;
             println!("active=1;1:{}", hex::encode(secret));
@@ -156,9 +167,43 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks a backup and puts it in place (`control::backup::restore`), saying what it did and
+/// what the operator must know.
+fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let audit_keyring = args.audit.load(None)?;
+    let report = control::backup::restore(
+        &args.from,
+        &args.db.database,
+        audit_keyring,
+        SystemClock.now_ms(),
+    )?;
+    let chain = &report.checked.chain;
+    println!(
+        "backup checked: integrity ok, schema {}, audit chain intact ({} events)",
+        report.checked.schema, chain.events
+    );
+    if let Some(aside) = &report.replaced {
+        println!("the database it replaced: {}", aside.display());
+    }
+    println!(
+        "restored into {}: the next `serve` republishes every revocation shard (versions from \
+         {} on) and {} rate-limit policies",
+        args.db.database.display(),
+        report.republish.list_version,
+        report.republish.limits_queued
+    );
+    println!(
+        "changes acknowledged after the backup was taken are not in it: revocations made since \
+         must be made again (docs/operations.md, \"Backup and restore\")"
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
+    // Held until the process ends: `restore` refuses to replace a served database.
+    let _lock = control::backup::ServiceLock::acquire(&args.db.database)?;
     let keyring_text = args.keyring.text()?;
     let keyring = Keyring::from_config(&keyring_text).context("parsing the keyring")?;
     let audit_keyring = args.audit.load(Some(&keyring_text))?;

@@ -143,7 +143,7 @@ async fn healthz() -> Json<Status> {
     summary = "Readiness",
     responses(
         (status = 200, description = "Ready.", body = crate::routes::Status),
-        (status = 503, description = "The database is not reachable.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`not_ready`: the database is not reachable, or does not take a write (a full or failing disk). Carries Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(),
 )]
@@ -155,7 +155,31 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, AppError>
             "The database is not reachable",
         )
     })?;
+    write_probe(&state).await?;
     Ok(Json(Status { status: "ready" }))
+}
+
+/// Readiness's write probe: not ready while a write does not commit (`store::health`: a real
+/// write, at most one a second however many calls arrive).
+async fn write_probe(state: &AppState) -> Result<(), AppError> {
+    use crate::store::ProbeFailure;
+    state.store.probe_write().await.map_err(|e| {
+        let detail = match e {
+            ProbeFailure::Unwritable(_) => "the disk refuses writes (full or failing)",
+            ProbeFailure::TimedOut => "a write did not commit in time",
+            _ => "a write failed",
+        };
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "The database does not take writes",
+        )
+        .with_detail(detail)
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(error::STORAGE_FULL_RETRY_AFTER),
+        )
+    })
 }
 
 #[utoipa::path(

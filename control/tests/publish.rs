@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{START, TestApp, keyring};
+use control::publish::revocations::MAX_CONCURRENT_PUSHES;
 use control::publish::{EdgeSyncSink, KvRestSink, MemorySink, Publisher, Sink, SinkError};
 use control::store::StoreError;
 use control::store::{Store, revocations};
@@ -463,4 +464,157 @@ async fn a_two_hour_control_plane_outage_leaves_the_list_valid_and_revocations_a
     let end = last_beat + args.list_lifetime_secs;
     assert!(held[0].check(end - 1, None).is_ok());
     assert!(held[0].check(end, None).is_err());
+}
+
+/// A sink whose pushes wait (up to 10 s) until `expect` of them are in flight at once, and which
+/// records the most it saw, and fails shard `fail`.
+struct Overlapping {
+    in_flight: std::sync::Mutex<(usize, usize)>,
+    all_in: std::sync::Condvar,
+    expect: usize,
+    fail: u16,
+    inner: MemorySink,
+}
+
+impl Sink for Overlapping {
+    fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
+        let mut guard = self.in_flight.lock().unwrap();
+        guard.0 += 1;
+        guard.1 = guard.1.max(guard.0);
+        self.all_in.notify_all();
+        let (mut guard, _) = self
+            .all_in
+            .wait_timeout_while(guard, Duration::from_secs(10), |(_, max)| {
+                *max < self.expect
+            })
+            .unwrap();
+        guard.0 -= 1;
+        drop(guard);
+        if index == self.fail {
+            return Err(SinkError::Status {
+                status: 503,
+                body: "down".into(),
+            });
+        }
+        self.inner.put(index, body, now)
+    }
+
+    fn name(&self) -> &'static str {
+        "overlapping"
+    }
+}
+
+/// Under load every shard is due at once: a pass pushes them concurrently, as many at once as
+/// the edge reads (a sequential pass would see one push in flight at a time; the edge answers
+/// more than `MAX_CONCURRENT_PUSHES` 503), each under its own new version, in shard order; a
+/// shard whose push fails keeps its outbox rows while the others' are cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_pushes_its_shards_concurrently_and_a_failed_one_keeps_its_rows() {
+    let app = TestApp::builder().shard_count(4).build();
+    let sink = Arc::new(Overlapping {
+        in_flight: std::sync::Mutex::new((0, 0)),
+        all_in: std::sync::Condvar::new(),
+        expect: MAX_CONCURRENT_PUSHES.min(4),
+        fail: 2,
+        inner: MemorySink::default(),
+    });
+    let mut publisher = Publisher::new(
+        app.state.store.clone(),
+        Arc::clone(&app.state.keyring),
+        app.clock.clone(),
+        sink.clone(),
+        4,
+        3600,
+    );
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(
+        sink.in_flight.lock().unwrap().1,
+        MAX_CONCURRENT_PUSHES.min(4),
+        "pushes overlapped, up to the limit"
+    );
+    assert_eq!(pass.failed, vec![2]);
+    let written: Vec<u16> = pass.written.iter().map(|(s, _)| *s).collect();
+    assert_eq!(written, vec![0, 1, 3]);
+    let versions: Vec<u64> = pass.written.iter().map(|(_, v)| *v).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+
+    // Revocations in two shards, one of which fails again: its row stays, the other's goes.
+    let mut revoked = Vec::new();
+    while revoked.iter().all(|id| shard_of(*id, 4) != 2)
+        || revoked.iter().all(|id| shard_of(*id, 4) == 2)
+    {
+        revoked.push(revoke_new_key(&app).await.0);
+    }
+    app.advance(2);
+    let pending = |app: &TestApp| {
+        app.state
+            .store
+            .read_blocking::<_, StoreError, _>(|c| revocations::pending(c, START + 2))
+            .unwrap()
+    };
+    let in_shard_2 = revoked.iter().filter(|id| shard_of(**id, 4) == 2).count() as u64;
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.failed, vec![2]);
+    assert_eq!(pending(&app), in_shard_2);
+    for id in revoked.iter().filter(|id| shard_of(**id, 4) != 2) {
+        let shard = shard_of(*id, 4);
+        assert!(open(&sink.inner.latest(shard).unwrap()).contains(*id));
+    }
+}
+
+/// The edge's 503 `sync_busy` (it was reading as many bodies as it allows) is sent again within
+/// the pass, as is a push whose connection was reset (`BUSY_RETRIES` in all); any other 503 waits
+/// for the next pass (`a_failed_write_keeps_the_outbox_row_and_is_retried`).
+#[tokio::test]
+async fn a_push_the_edge_was_too_busy_to_read_is_sent_again_in_the_same_pass() {
+    struct Busy {
+        refusals: AtomicU32,
+        inner: MemorySink,
+    }
+    impl Sink for Busy {
+        fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
+            if self
+                .refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(if self.refusals.load(Ordering::SeqCst) == 0 {
+                    // The last refusal: a reset kept-alive connection, sent once more too.
+                    SinkError::Transport("io: Connection reset by peer".into())
+                } else {
+                    SinkError::Status {
+                        status: 503,
+                        body: r#"{"code":"sync_busy","status":503}"#.into(),
+                    }
+                });
+            }
+            self.inner.put(index, body, now)
+        }
+        fn name(&self) -> &'static str {
+            "busy"
+        }
+    }
+    let app = TestApp::builder().shard_count(1).build();
+    let sink = Arc::new(Busy {
+        refusals: AtomicU32::new(2),
+        inner: MemorySink::default(),
+    });
+    let mut publisher = Publisher::new(
+        app.state.store.clone(),
+        Arc::clone(&app.state.keyring),
+        app.clock.clone(),
+        sink.clone(),
+        1,
+        3600,
+    );
+    let (id, _) = revoke_new_key(&app).await;
+    let pass = publisher.run_once().await.unwrap();
+    assert!(pass.failed.is_empty(), "{pass:?}");
+    assert_eq!(
+        sink.refusals.load(Ordering::SeqCst),
+        0,
+        "both refusals were met"
+    );
+    assert_eq!(pass.written.len(), 1);
+    assert!(open(&sink.inner.latest(0).unwrap()).contains(id));
 }

@@ -227,3 +227,189 @@ fn revocation_propagation_through_the_control_plane() {
         back_to_back,
     );
 }
+
+/// Revocations per second in [`revocation_propagation_under_load`].
+const LOAD_PER_SECOND: u32 = 30;
+/// Default length of that run, seconds (`PROPAGATION_LOAD_SECS` for another).
+const LOAD_SECS: u64 = 20;
+
+/// Revoke-to-published under load (issue 15): [`LOAD_PER_SECOND`] revocations a second through
+/// the control plane's admin API, spread over every shard by the random key ids, for
+/// [`LOAD_SECS`]. Each is timed from the moment its revoke call returns to the first 401 at the
+/// edge; four pollers share the revoked keys not yet refused, so a time includes up to one poll
+/// round (a few tens of milliseconds at these rates). Keys are created just ahead of their
+/// revocation by a separate thread, so the account stays under its active-key limit.
+#[test]
+#[ignore = "a measurement: run by bench/propagation.sh"]
+fn revocation_propagation_under_load() {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+
+    let secs: u64 = std::env::var("PROPAGATION_LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LOAD_SECS);
+    let total = usize::try_from(secs * u64::from(LOAD_PER_SECOND)).unwrap_or(usize::MAX);
+    let options = Options {
+        cache_ms: 2_000,
+        ..Options::default()
+    };
+    let stack = Stack::start(env!("CARGO_BIN_EXE_demo_origin"), options);
+    let control = Control::start(&stack);
+
+    // Keys created, not yet revoked (at most 20 ahead).
+    let ready: Mutex<VecDeque<(String, String)>> = Mutex::default();
+    let room = Condvar::new();
+    // Keys revoked, not yet refused at the edge: (key, when its revoke call returned).
+    let pending: Mutex<Vec<(String, Instant)>> = Mutex::default();
+    let samples: Mutex<Vec<Duration>> = Mutex::default();
+    let shards_hit: Mutex<std::collections::HashSet<u16>> = Mutex::default();
+    let next_slot = AtomicUsize::new(0);
+    let revoking_done = AtomicBool::new(false);
+    let started = Mutex::new(Instant::now());
+    let next_create = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let n = next_create.fetch_add(1, Ordering::SeqCst);
+                    if n >= total {
+                        return;
+                    }
+                    let body = json!({
+                        "name": format!("load {n}"),
+                        "environment": "development",
+                        "permission": "full_access",
+                    });
+                    let created = control.expect("POST", "/v1/keys", Some(&body), 201);
+                    let key = created["key"].as_str().unwrap_or_default().to_owned();
+                    let id = created["id"].as_str().unwrap_or_default().to_owned();
+                    let mut queue = ready.lock().unwrap();
+                    while queue.len() >= 40 {
+                        queue = room.wait(queue).unwrap();
+                    }
+                    queue.push_back((key, id));
+                    room.notify_all();
+                }
+            });
+        }
+        // The clock starts with a stock of keys, so creation does not pace the revocations.
+        {
+            let mut queue = ready.lock().unwrap();
+            while queue.len() < 30.min(total) {
+                queue = room.wait(queue).unwrap();
+            }
+        }
+        *started.lock().unwrap() = Instant::now();
+        let revokers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    loop {
+                        let slot = next_slot.fetch_add(1, Ordering::SeqCst);
+                        if slot >= total {
+                            return;
+                        }
+                        let at = *started.lock().unwrap()
+                            + Duration::from_secs_f64(slot as f64 / f64::from(LOAD_PER_SECOND));
+                        sleep(at.saturating_duration_since(Instant::now()));
+                        let (key, id) = {
+                            let mut queue = ready.lock().unwrap();
+                            while queue.is_empty() {
+                                let (q, wait) =
+                                    room.wait_timeout(queue, Duration::from_secs(30)).unwrap();
+                                assert!(!wait.timed_out(), "no key was created for 30 s");
+                                queue = q;
+                            }
+                            let next = queue.pop_front().unwrap();
+                            room.notify_all();
+                            next
+                        };
+                        let r = control.api(
+                            "POST",
+                            &format!("/v1/keys/{id}/revoke"),
+                            Some(&json!({ "reason": "load benchmark" })),
+                        );
+                        let returned = Instant::now();
+                        assert_eq!(r.status, 200, "{}", r.raw.text());
+                        if let Some(kid) = shared::key::KeyId::parse_hex(&id) {
+                            shards_hit
+                                .lock()
+                                .unwrap()
+                                .insert(shared::revocation::shard_of(kid, keys::SHARDS));
+                        }
+                        pending.lock().unwrap().push((key, returned));
+                    }
+                })
+            })
+            .collect();
+        let pollers: Vec<_> = (0..4)
+            .map(|p| {
+                let (pending, samples, done) = (&pending, &samples, &revoking_done);
+                let stack = &stack;
+                s.spawn(move || {
+                    loop {
+                        let mine: Vec<(String, Instant)> = {
+                            let list = pending.lock().unwrap();
+                            if list.is_empty() && done.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            list.iter().skip(p).step_by(4).cloned().collect()
+                        };
+                        for (key, returned) in mine {
+                            match status(stack, &key) {
+                                401 => {
+                                    let took = returned.elapsed();
+                                    // Two pollers may have taken the same key (the list
+                                    // shifts): the one that removes it records it.
+                                    let mut list = pending.lock().unwrap();
+                                    if let Some(i) = list.iter().position(|(k, _)| *k == key) {
+                                        list.swap_remove(i);
+                                        samples.lock().unwrap().push(took);
+                                    }
+                                }
+                                200 => assert!(
+                                    returned.elapsed() < Duration::from_secs(120),
+                                    "a revocation never arrived"
+                                ),
+                                other => panic!("unexpected status {other} while polling"),
+                            }
+                        }
+                        sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        for r in revokers {
+            r.join().unwrap();
+        }
+        revoking_done.store(true, Ordering::SeqCst);
+        for p in pollers {
+            p.join().unwrap();
+        }
+    });
+    let took = started.into_inner().unwrap().elapsed();
+    if std::env::var_os("PROPAGATION_LOG").is_some() {
+        println!("{}", control.log());
+    }
+    let mut samples = samples.into_inner().unwrap();
+    assert_eq!(
+        samples.len(),
+        total,
+        "every revocation was seen at the edge"
+    );
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| ms(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
+    println!(
+        "propagation via the control plane under load: {total} revocations in {:.1} s ({:.1}/s) \
+         over {} shards; revoke call returns -> first 401 at the edge: p50 {:.1} ms, p99 {:.1} \
+         ms, max {:.1} ms",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64(),
+        shards_hit.into_inner().unwrap().len(),
+        at(0.5),
+        at(0.99),
+        ms(samples[samples.len() - 1]),
+    );
+}

@@ -9,6 +9,11 @@
 //! time with the clock, so a clock that ran fast, or steps back, neither delays nor undoes an
 //! acknowledged revocation. The loop also:
 //!
+//! - publishes every shard due in a pass at once: one transaction takes their versions and reads
+//!   their contents, the pushes run concurrently (eight in flight; one the
+//!   edge answers 503 because it is reading too many bodies at once is sent again shortly), and one transaction
+//!   records those that succeeded; two commits a pass, not two per shard, so under load (every
+//!   shard due every second) a pass takes about one push's time, not one per shard;
 //! - coalesces: a shard is written at most once per second (Workers KV's limit per key); a burst
 //!   of revocations in one shard becomes one write. The first revocation in a shard not written
 //!   in the last second is written in the pass its trigger wakes, at once; a shard held back is

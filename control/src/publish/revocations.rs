@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use shared::mac::Keyring;
 use shared::revocation::{RevocationShard, ShardHeader};
 
-use super::{MIN_IDLE, RETRY, Sink, Trigger};
+use super::{MIN_IDLE, RETRY, Sink, SinkError, Trigger};
 use crate::error::AppError;
 use crate::state::Clock;
 use crate::store::StoreError;
@@ -38,6 +37,18 @@ pub struct Publisher {
 
 /// Shards are written at most this often each (Workers KV: one write per key per second).
 pub const MIN_WRITE_INTERVAL_MS: u64 = 1000;
+/// Shard pushes in flight at once within a pass. The edge reads at most two bodies at once per
+/// isolate (`edge::body::MAX_READS_IN_FLIGHT`) and answers a third 503 `sync_busy` at once; its
+/// slot is free again as soon as a body is read, long before the push's KV write ends, so a
+/// push refused that way is sent again a moment later ([`BUSY_RETRIES`]).
+pub const MAX_CONCURRENT_PUSHES: usize = 8;
+/// The code of the edge's 503 for a push that came while it was reading as many bodies as it
+/// allows (`edge::body`): the only refusal sent again within the pass (with a push that got no
+/// answer, a connection reset).
+const EDGE_BUSY: &str = "\"sync_busy\"";
+/// Times a push answered 503 `sync_busy`, or without an answer, is sent again within the pass, after 25 ms, then twice
+/// as long each time (under 0.8 s in all); after that the shard waits for the next pass.
+pub const BUSY_RETRIES: u32 = 5;
 /// Longest sleep between passes.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 /// Default list lifetime (a shard's next-update), seconds: a day, so an outage of the control
@@ -139,6 +150,7 @@ impl Publisher {
             }
         }
         due.sort_unstable();
+        let mut chosen = Vec::with_capacity(due.len());
         for shard in due {
             if let Some(&t) = self.last_attempt_ms.get(&shard) {
                 let free_at = t + MIN_WRITE_INTERVAL_MS;
@@ -149,13 +161,16 @@ impl Publisher {
                 }
             }
             self.last_attempt_ms.insert(shard, mono);
-            match self.publish_shard(shard, now).await {
+            chosen.push(shard);
+        }
+        for (shard, result) in self.publish_shards(chosen, now).await {
+            match result {
                 Ok(version) => {
                     self.last_ok_ms.insert(shard, mono);
                     pass.written.push((shard, version));
                 }
                 Err(e) => {
-                    tracing::warn!(shard, sink = self.sink.name(), error = %e, "shard publish failed");
+                    tracing::warn!(shard, sink = self.sink.name(), error = %format_args!("{e:#}"), "shard publish failed");
                     pass.failed.push(shard);
                 }
             }
@@ -198,41 +213,133 @@ impl Publisher {
         }
     }
 
-    async fn publish_shard(&self, shard: u16, now: u64) -> anyhow::Result<u64> {
+    /// Publishes `shards` (ascending) in one pass: one transaction takes a version for each and
+    /// reads their contents, the pushes run concurrently (at most [`MAX_CONCURRENT_PUSHES`] at
+    /// once), and one transaction records the pushes that succeeded and clears the outbox rows
+    /// they covered. A failed push leaves its rows for the next pass. The first transaction
+    /// commits before any push, so a version once sent is never taken again, even after a crash;
+    /// passes never overlap, so each shard's pushes reach the edge in version order.
+    async fn publish_shards(&self, shards: Vec<u16>, now: u64) -> Vec<(u16, anyhow::Result<u64>)> {
+        if shards.is_empty() {
+            return Vec::new();
+        }
         let count = self.shard_count;
-        let content = self
+        let prepare = shards.clone();
+        let prepared = self
             .store
-            .write(move |tx| revocations::prepare_shard(tx, shard, count, now))
-            .await
-            .context("prepare shard")?;
-        let next_update = now + self.lifetime;
-        let header = ShardHeader {
-            shard,
-            shard_count: count,
-            version: content.version,
-            issued_at: now,
-            next_update,
-        };
-        let bytes = RevocationShard::new(header, self.keyring.active_kid(), content.ids.clone())?
-            .encode(&self.keyring)?;
-        let sink = Arc::clone(&self.sink);
-        tokio::task::spawn_blocking(move || sink.put(shard, &bytes, now)).await??;
-        let version = content.version;
-        let ids = content.ids.len();
-        self.store
             .write(move |tx| {
-                revocations::mark_published(tx, shard, count, &content, now, next_update)
+                prepare
+                    .iter()
+                    .map(|&shard| revocations::prepare_shard(tx, shard, count, now))
+                    .collect::<Result<Vec<_>, StoreError>>()
             })
-            .await
-            .context("mark published")?;
-        tracing::info!(
-            shard,
-            version,
-            ids,
-            sink = self.sink.name(),
-            "shard published"
-        );
-        Ok(version)
+            .await;
+        let contents = match prepared {
+            Ok(contents) => contents,
+            Err(e) => {
+                let e = format!("{:#}", anyhow::Error::new(e).context("prepare shards"));
+                return shards
+                    .into_iter()
+                    .map(|shard| (shard, Err(anyhow::anyhow!("{e}"))))
+                    .collect();
+            }
+        };
+        let next_update = now + self.lifetime;
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PUSHES));
+        let mut pushes = tokio::task::JoinSet::new();
+        for (shard, content) in shards.iter().copied().zip(contents) {
+            let header = ShardHeader {
+                shard,
+                shard_count: count,
+                version: content.version,
+                issued_at: now,
+                next_update,
+            };
+            let encoded = (|| -> anyhow::Result<Vec<u8>> {
+                let list =
+                    RevocationShard::new(header, self.keyring.active_kid(), content.ids.clone())?;
+                Ok(list.encode(&self.keyring)?)
+            })();
+            let (sink, limit) = (Arc::clone(&self.sink), Arc::clone(&limit));
+            pushes.spawn(async move {
+                let pushed = async {
+                    let bytes = encoded?;
+                    let _slot = limit.acquire_owned().await?;
+                    let bytes = Arc::new(bytes);
+                    let mut retries = 0;
+                    loop {
+                        let (sink, bytes) = (Arc::clone(&sink), Arc::clone(&bytes));
+                        let put = move || sink.put(shard, &bytes, now);
+                        match tokio::task::spawn_blocking(put).await? {
+                            Err(SinkError::Status { status: 503, body })
+                                if retries < BUSY_RETRIES && body.contains(EDGE_BUSY) =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(25 << retries)).await;
+                                retries += 1;
+                            }
+                            // A kept-alive connection the edge had closed: sent again on
+                            // a new one (a push is idempotent), within the same budget.
+                            Err(SinkError::Transport(_)) if retries < BUSY_RETRIES => {
+                                tokio::time::sleep(Duration::from_millis(25 << retries)).await;
+                                retries += 1;
+                            }
+                            pushed => return anyhow::Ok(pushed?),
+                        }
+                    }
+                }
+                .await;
+                (shard, content, pushed)
+            });
+        }
+        let mut results = Vec::with_capacity(shards.len());
+        let mut pushed = Vec::new();
+        while let Some(joined) = pushes.join_next().await {
+            match joined {
+                Ok((shard, content, Ok(()))) => pushed.push((shard, content)),
+                Ok((shard, _, Err(e))) => results.push((shard, Err(e))),
+                Err(e) => tracing::error!(error = %e, "a shard push task failed"),
+            }
+        }
+        pushed.sort_unstable_by_key(|(shard, _)| *shard);
+        let marks = pushed.clone();
+        let marked = self
+            .store
+            .write(move |tx| {
+                marks.iter().try_for_each(|(shard, content)| {
+                    revocations::mark_published(tx, *shard, count, content, now, next_update)
+                })
+            })
+            .await;
+        match marked {
+            Ok(()) => {
+                for (shard, content) in pushed {
+                    tracing::info!(
+                        shard,
+                        version = content.version,
+                        ids = content.ids.len(),
+                        sink = self.sink.name(),
+                        "shard published"
+                    );
+                    results.push((shard, Ok(content.version)));
+                }
+            }
+            Err(e) => {
+                let e = format!("{:#}", anyhow::Error::new(e).context("mark published"));
+                results.extend(
+                    pushed
+                        .into_iter()
+                        .map(|(shard, _)| (shard, Err(anyhow::anyhow!("{e}")))),
+                );
+            }
+        }
+        // A task that panicked answered nothing: count its shard as failed.
+        for &shard in &shards {
+            if !results.iter().any(|(s, _)| *s == shard) {
+                results.push((shard, Err(anyhow::anyhow!("the push task failed"))));
+            }
+        }
+        results.sort_unstable_by_key(|(shard, _)| *shard);
+        results
     }
 
     /// How long the loop sleeps after `pass` (unless a trigger wakes it earlier): until the

@@ -14,14 +14,17 @@
 
 pub mod accounts;
 pub mod audit;
+mod health;
 pub mod keys;
 pub mod limits;
 pub mod retention;
+pub mod restore;
 pub mod revocations;
 pub mod sessions;
 pub mod usage;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -60,10 +63,60 @@ pub enum StoreError {
     /// The audit keyring's active kid has no key.
     #[error("the active audit kid has no key")]
     NoAuditKey,
+    /// The disk refused the batch's `BEGIN` or `COMMIT` (full, or failing I/O): none of its
+    /// writes happened. A statement's own refusal of that kind stays a [`StoreError::Sqlite`];
+    /// [`StoreError::is_unwritable`] tells both.
+    #[error("the disk refused the write: {0}")]
+    Unwritable(String),
+}
+
+impl StoreError {
+    /// Whether the disk refused to store the write: SQLite's `SQLITE_FULL`, or an I/O error
+    /// (a full disk shows as either, depending on which file and call ran out of room). Such a
+    /// write was rolled back whole; it may succeed once there is room again.
+    pub fn is_unwritable(&self) -> bool {
+        match self {
+            Self::Unwritable(_) => true,
+            Self::Sqlite(e) => is_unwritable(e),
+            _ => false,
+        }
+    }
+}
+
+/// [`StoreError::is_unwritable`] for SQLite's own error.
+fn is_unwritable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+    matches!(e.sqlite_error_code(), Some(DiskFull | SystemIoFailure))
+}
+
+/// Why a batch's `BEGIN` or `COMMIT` failed, handed to each of its writes.
+#[derive(Debug, Clone)]
+struct BatchFailure {
+    message: String,
+    unwritable: bool,
+}
+
+impl BatchFailure {
+    fn new(stage: &str, e: &rusqlite::Error) -> Self {
+        Self {
+            message: format!("{stage}: {e}"),
+            unwritable: is_unwritable(e),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        if self.unwritable {
+            StoreError::Unwritable(self.message)
+        } else {
+            StoreError::Commit(self.message)
+        }
+    }
 }
 
 /// Storage result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub use self::health::{PROBE_INTERVAL, ProbeFailure};
 
 /// The schema, in order. Applied ones are counted in `PRAGMA user_version`; never edit an entry
 /// that has shipped, add a new one.
@@ -75,7 +128,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_rotation_budgets.sql"),
     include_str!("migrations/0006_session_details.sql"),
     include_str!("migrations/0009_retention.sql"),
+    include_str!("migrations/0010_write_probe.sql"),
 ];
+
+/// The schema version this build writes (`PRAGMA user_version` after its migrations): a
+/// database of a higher one comes from a newer build and is refused.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Readers kept open between calls.
 const READER_POOL: usize = 4;
@@ -91,13 +149,17 @@ struct Inner {
     /// Jobs for the writer thread, which owns the only write connection.
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// The writer's last batch failed because the disk refused it (see [`run_writer`]).
+    unwritable: Arc<AtomicBool>,
+    /// Readiness's write probe: its last result, shared by every `/readyz` ([`health`]).
+    probe: health::Probe,
 }
 
 /// Most writes committed by one `COMMIT` (one fsync).
 const MAX_BATCH: usize = 256;
 
 /// What a write job hands back once it ran: called with the batch's commit result.
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), BatchFailure>) + Send>;
 /// A write: run inside the batch's transaction (`None` if it could not begin).
 type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Finish + Send>;
 
@@ -119,7 +181,7 @@ where
         Box::new(move |commit| {
             reply(match commit {
                 Ok(()) => result,
-                Err(e) => Err(StoreError::Commit(e).into()),
+                Err(e) => Err(e.into_error().into()),
             });
         })
     })
@@ -157,7 +219,17 @@ pub(crate) fn writer_audit_keyring() -> Option<Arc<AuditKeyring>> {
 /// The writer thread: takes every job waiting (up to [`MAX_BATCH`]), runs them in one
 /// `BEGIN IMMEDIATE` transaction, commits once, then answers them all. Under concurrency this
 /// turns N fsyncs into one (group commit); alone, a job is its own batch.
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, audit: Arc<AuditKeyring>) {
+///
+/// `unwritable` says whether the last batch failed because the disk refused it (full or failing
+/// I/O), so readiness says so at once; the next batch that commits clears it. A failed `COMMIT`
+/// leaves nothing behind: SQLite rolls the transaction back (dropping the `Transaction` rolls
+/// back what it did not), and the WAL frames it may have appended carry no commit mark.
+fn run_writer(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    audit: Arc<AuditKeyring>,
+    unwritable: Arc<AtomicBool>,
+) {
     WRITER_AUDIT_KEYRING.set(Some(audit));
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -169,16 +241,43 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, audit: Arc<AuditK
         }
         match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => {
-                let finishers: Vec<Finish> = batch.into_iter().map(|job| job(Some(&tx))).collect();
-                let commit = tx.commit().map_err(|e| e.to_string());
+                // SQLite may roll the whole transaction back on its own after a statement fails
+                // with SQLITE_FULL or an I/O error: the jobs after that must not run (each
+                // savepoint would then commit on its own), and the batch has failed.
+                let mut rolled_back = false;
+                let finishers: Vec<Finish> = batch
+                    .into_iter()
+                    .map(|job| {
+                        rolled_back = rolled_back || tx.is_autocommit();
+                        job((!rolled_back).then_some(&tx))
+                    })
+                    .collect();
+                rolled_back = rolled_back || tx.is_autocommit();
+                let commit = if rolled_back {
+                    Err(BatchFailure {
+                        message: "SQLite rolled the transaction back after a write failed".into(),
+                        unwritable: true,
+                    })
+                } else {
+                    tx.commit().map_err(|e| BatchFailure::new("commit", &e))
+                };
+                match &commit {
+                    Ok(()) => unwritable.store(false, Ordering::SeqCst),
+                    Err(e) => {
+                        unwritable.store(e.unwritable, Ordering::SeqCst);
+                        tracing::error!(error = %e.message, "a write batch failed to commit");
+                    }
+                }
                 for finish in finishers {
                     finish(commit.clone());
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not begin a write transaction");
+                let failure = BatchFailure::new("begin", &e);
+                unwritable.store(failure.unwritable, Ordering::SeqCst);
                 for job in batch {
-                    job(None)(Err(format!("begin: {e}")));
+                    job(None)(Err(failure.clone()));
                 }
             }
         }
@@ -214,14 +313,18 @@ impl Store {
         configure(&writer)?;
         migrate(&writer)?;
         let (jobs, queue) = mpsc::channel();
+        let unwritable = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&unwritable);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(writer, queue, audit))?;
+            .spawn(move || run_writer(writer, queue, audit, flag))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                unwritable,
+                probe: health::Probe::default(),
             }),
         })
     }

@@ -374,3 +374,113 @@ pub fn database_files(app: &TestApp) -> [Vec<u8>; 2] {
         std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default(),
     ]
 }
+
+/// The real binary of this package.
+pub const BIN: &str = env!("CARGO_BIN_EXE_control");
+
+/// An HTTP client that hands back error statuses as answers.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// `control init` on `db` with the tests' audit keyring; returns the management token.
+pub fn init_binary(db: &std::path::Path) -> String {
+    let init = std::process::Command::new(BIN)
+        .args(["init", "--email", "ops@example.com", "--database"])
+        .arg(db)
+        .env("LYNXO_INIT_PASSWORD", "a long enough password")
+        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    String::from_utf8(init.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("management_token="))
+        .unwrap()
+        .to_owned()
+}
+
+/// `control serve --no-publish` on `db` at `port`, returned once it answers HTTP.
+pub fn serve_binary(db: &std::path::Path, port: u16) -> Service {
+    let child = std::process::Command::new(BIN)
+        .args(["serve", "--no-publish", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--database")
+        .arg(db)
+        .env("LYNXO_KEYRING", shared::testkit::KEYRING)
+        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let service = Service(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("http://127.0.0.1:{port}/readyz"))
+        .call()
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service
+}
+
+/// An answer of the binary.
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// A GET (no body) or a JSON POST with the management token.
+pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+    let auth = format!("Bearer {token}");
+    let mut response = match body {
+        Some(body) => agent
+            .post(url)
+            .header("authorization", &auth)
+            .content_type("application/json")
+            .send(body.to_string()),
+        None => agent.get(url).header("authorization", &auth).call(),
+    }
+    .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.body_mut().read_to_string().unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        retry_after,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+/// Every key of the account, by id, with its status.
+pub fn keys(agent: &ureq::Agent, base: &str, token: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    let mut url = format!("{base}/v1/keys?limit=100");
+    loop {
+        let r = send(agent, &url, token, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        all.extend(r.body["data"].as_array().unwrap().iter().map(|k| {
+            (
+                k["id"].as_str().unwrap().to_owned(),
+                k["status"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match r.body["next_cursor"].as_str() {
+            Some(cursor) => url = format!("{base}/v1/keys?limit=100&cursor={cursor}"),
+            None => return all,
+        }
+    }
+}
