@@ -1,7 +1,7 @@
 // Sign-in, the account's audit log, and management tokens.
 
 import {
-  api, busy, detailsText, dialog, el, emptyRow, fill, problemText, row, showError, timeEl,
+  api, busy, detailsList, dialog, el, emptyRow, fill, problemText, row, showError, timeEl, userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -61,13 +61,13 @@ export function initAudit() {
     const rows = r.body.data.map((e) => row([
       ['#', String(e.seq)],
       ['Time', timeEl(e.at)],
-      ['Event', el('code', {}, e.action)],
-      ['Target', e.target && e.action.startsWith('key.')
+      ['Event', el('code', {}, userText(e.action))],
+      ['Target', e.target && e.action.startsWith('key.') && /^[0-9a-f]{32}$/.test(e.target)
         ? el('a', { href: `/dashboard/keys/${e.target}`, title: e.target }, el('code', {}, `${e.target.slice(0, 12)}…`))
-        : (e.target || '—')],
-      ['By', e.actor],
-      ['From', e.source || '—'],
-      ['Details', el('span', { class: 'details-text' }, detailsText(e.details))],
+        : (e.target ? userText(e.target) : '—')],
+      ['By', userText(e.actor)],
+      ['From', e.source ? userText(e.source) : '—'],
+      ['Details', detailsList(e.details)],
     ]));
     if (append) body.append(...rows);
     else fill(body, rows.length ? rows : emptyRow(7, 'No events yet.'));
@@ -92,7 +92,7 @@ export function initTokens() {
       return;
     }
     fill(body, r.body.data.length ? r.body.data.map((t) => row([
-      ['Name', t.name],
+      ['Name', userText(t.name)],
       ['Token', el('code', {}, t.hint)],
       ['Created', timeEl(t.created_at)],
       ['Last used', timeEl(t.last_used_at, true)],
@@ -147,7 +147,7 @@ export function initTokens() {
     const b = e.target.closest('button[data-token]');
     if (!b) return;
     revoking = b.dataset.token;
-    $('token-revoke-name').textContent = b.dataset.name;
+    fill($('token-revoke-name'), userText(b.dataset.name));
     revoke.open(revokeForm.querySelector('[type=submit]'));
   });
   revokeForm.addEventListener('submit', async (e) => {

@@ -39,6 +39,14 @@ pub enum Event {
     },
     /// `user.signed_out`.
     SignedOut,
+    /// `user.password_check_failed`: a signed-in user was asked for their password again (to
+    /// create a management token) and gave a wrong one.
+    PasswordCheckFailed {
+        /// The user.
+        user_id: u64,
+        /// What the password was asked for (`management_token.create`).
+        purpose: &'static str,
+    },
     /// `management_token.created`.
     TokenCreated {
         /// The token's id.
@@ -47,11 +55,17 @@ pub enum Event {
         name: Option<String>,
         /// Its non-secret hint.
         hint: String,
+        /// What it may do: `scopes`, `key_grant`, `expires_at` (absent for tokens from before).
+        grant: Option<Value>,
     },
     /// `management_token.used` (at most once an hour per token).
     TokenUsed {
         /// The token's id.
         token_id: u64,
+        /// The method of the call that used it.
+        method: String,
+        /// Its path (at most 200 characters).
+        path: String,
     },
     /// `management_token.revoked`.
     TokenRevoked {
@@ -139,6 +153,7 @@ impl Event {
             Self::SignedIn { .. } => "user.signed_in",
             Self::SignInFailed { .. } => "user.sign_in_failed",
             Self::SignedOut => "user.signed_out",
+            Self::PasswordCheckFailed { .. } => "user.password_check_failed",
             Self::TokenCreated { .. } => "management_token.created",
             Self::TokenUsed { .. } => "management_token.used",
             Self::TokenRevoked { .. } => "management_token.revoked",
@@ -157,10 +172,11 @@ impl Event {
             Self::AccountCreated { account_id, .. } => Some(account_id.to_string()),
             Self::UserCreated { user_id, .. }
             | Self::SignedIn { user_id }
-            | Self::SignInFailed { user_id, .. } => Some(user_id.to_string()),
+            | Self::SignInFailed { user_id, .. }
+            | Self::PasswordCheckFailed { user_id, .. } => Some(user_id.to_string()),
             Self::SignedOut => None,
             Self::TokenCreated { token_id, .. }
-            | Self::TokenUsed { token_id }
+            | Self::TokenUsed { token_id, .. }
             | Self::TokenRevoked { token_id, .. } => Some(token_id.to_string()),
             Self::KeyCreated { key_id, .. }
             | Self::KeyUpdated { key_id, .. }
@@ -176,12 +192,22 @@ impl Event {
         match self {
             Self::AccountCreated { name, .. } => json!({ "name": name }),
             Self::UserCreated { email, .. } => json!({ "email": email }),
-            Self::SignedIn { .. } | Self::SignedOut | Self::TokenUsed { .. } => json!({}),
+            Self::SignedIn { .. } | Self::SignedOut => json!({}),
+            Self::TokenUsed { method, path, .. } => json!({ "method": method, "path": path }),
             Self::SignInFailed { known_device, .. } => json!({ "known_device": known_device }),
-            Self::TokenCreated { name, hint, .. } => match name {
-                Some(name) => json!({ "name": name, "hint": hint }),
-                None => json!({ "hint": hint }),
-            },
+            Self::PasswordCheckFailed { purpose, .. } => json!({ "purpose": purpose }),
+            Self::TokenCreated {
+                name, hint, grant, ..
+            } => {
+                let mut details = match name {
+                    Some(name) => json!({ "name": name, "hint": hint }),
+                    None => json!({ "hint": hint }),
+                };
+                if let (Some(Value::Object(grant)), Some(out)) = (grant, details.as_object_mut()) {
+                    out.extend(grant.clone());
+                }
+                details
+            }
             Self::TokenRevoked { hint, .. } => json!({ "hint": hint }),
             Self::KeyCreated { settings, .. } => settings.clone(),
             Self::KeyUpdated {
@@ -242,6 +268,7 @@ mod tests {
                     token_id: 3,
                     name: None,
                     hint: "lnxm_…abcd".into(),
+                    grant: None,
                 },
                 "management_token.created",
                 Some("3"),

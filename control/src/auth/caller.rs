@@ -5,6 +5,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use shared::scope::ScopeSet;
+
+use super::grant::{self, Access};
 use super::{SESSION_COOKIE, TOKEN_PREFIX};
 use crate::client_addr::{self, TrustedProxies};
 use crate::error::{AppError, Result};
@@ -14,9 +17,13 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::audit::{self, Actor};
+use crate::store::tokens::{self, TokenOwner};
 
-/// A token's use is audited at most this often (seconds), so reads do not each write a row.
-const TOKEN_USE_AUDIT_INTERVAL: u64 = 3600;
+/// A token's use is audited (`management_token.used`) at most this often (seconds), so reads
+/// do not each write a row; every change a token makes has its own event naming it.
+pub const TOKEN_USE_AUDIT_INTERVAL: u64 = 3600;
+/// A token's `last_used_at` moves at most this often (seconds).
+pub const TOKEN_TOUCH_INTERVAL: u64 = 60;
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +43,38 @@ pub struct Caller {
     pub actor: Actor,
     /// Token or session.
     pub via: Via,
+    /// The signed-in user (a session's).
+    pub user_id: Option<u64>,
+    /// For a token, the most the keys it manages may carry (`auth::grant`); a session's user
+    /// may manage every key.
+    pub key_grant: Option<ScopeSet>,
+}
+
+impl Caller {
+    /// Whether the caller may create, change, rotate or revoke a key carrying `scopes`: a
+    /// token only within its key grant (the grant is the error).
+    pub fn may_manage(&self, scopes: ScopeSet) -> Result<(), ScopeSet> {
+        match self.key_grant {
+            Some(grant) if !scopes.is_within(grant) => Err(grant),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The client address for the audit trail, if the server recorded one: the TCP peer, or what a
 /// trusted proxy says the client was.
 pub fn source(parts: &Parts, proxies: &TrustedProxies) -> Option<String> {
     client_addr::client_ip(parts, proxies).map(|ip| ip.to_string())
+}
+
+/// The access the route asks for (`routes::operations`); a route that names none is open to
+/// sessions only.
+fn access(parts: &Parts) -> Access {
+    parts
+        .extensions
+        .get::<Access>()
+        .copied()
+        .unwrap_or(Access::Session)
 }
 
 fn invalid_token(detail: &str) -> AppError {
@@ -113,39 +146,34 @@ impl FromRequestParts<AppState> for Caller {
             let hash = PlainToken::presented(token).hash();
             let owner = state
                 .store
-                .read(move |c| accounts::token_by_hash(c, &hash))
+                .read(move |c| tokens::by_hash(c, &hash))
                 .await?
                 .ok_or_else(|| invalid_token("the management token is not valid"))?;
+            if owner.expires_at.is_some_and(|t| t <= now) {
+                return Err(invalid_token("the management token has expired"));
+            }
+            match access(parts) {
+                Access::Any => {}
+                Access::Session => return Err(grant::session_required()),
+                Access::Scope(scope) if owner.scopes.contains(scope) => {}
+                Access::Scope(scope) => return Err(grant::insufficient_scope(scope)),
+            }
             let actor = Actor {
                 actor: format!("token:{}", owner.token_id),
                 source,
             };
             if owner
                 .last_used_at
-                .is_none_or(|t| now >= t + TOKEN_USE_AUDIT_INTERVAL)
+                .is_none_or(|t| now >= t.saturating_add(TOKEN_TOUCH_INTERVAL))
             {
-                let who = actor.clone();
-                state
-                    .store
-                    .write(move |tx| -> Result<_, StoreError> {
-                        accounts::touch_token(tx, owner.token_id, now)?;
-                        audit::record(
-                            tx,
-                            now,
-                            Some(owner.account_id),
-                            &who,
-                            &Event::TokenUsed {
-                                token_id: owner.token_id,
-                            },
-                        )?;
-                        Ok(())
-                    })
-                    .await?;
+                record_use(state, &owner, &actor, parts, now).await?;
             }
             return Ok(Self {
                 account_id: owner.account_id,
                 actor,
                 via: Via::Token,
+                user_id: None,
+                key_grant: Some(owner.key_grant),
             });
         }
         if let Some(session) = session_cookie(&parts.headers) {
@@ -167,9 +195,53 @@ impl FromRequestParts<AppState> for Caller {
                         source,
                     },
                     via: Via::Session,
+                    user_id: Some(user_id),
+                    key_grant: None,
                 });
             }
         }
         Err(AppError::unauthenticated())
     }
+}
+
+/// Moves the token's `last_used_at` and, at most once per [`TOKEN_USE_AUDIT_INTERVAL`], writes
+/// `management_token.used` with the call that used it.
+async fn record_use(
+    state: &AppState,
+    owner: &TokenOwner,
+    actor: &Actor,
+    parts: &Parts,
+    now: u64,
+) -> Result<()> {
+    let (token_id, account_id) = (owner.token_id, owner.account_id);
+    let who = actor.clone();
+    let method = parts.method.to_string();
+    let path: String = parts.uri.path().chars().take(200).collect();
+    state
+        .store
+        .write(move |tx| -> Result<_, StoreError> {
+            let audit = tokens::record_use(
+                tx,
+                token_id,
+                now,
+                TOKEN_TOUCH_INTERVAL,
+                TOKEN_USE_AUDIT_INTERVAL,
+            )?;
+            if audit {
+                audit::record(
+                    tx,
+                    now,
+                    Some(account_id),
+                    &who,
+                    &Event::TokenUsed {
+                        token_id,
+                        method,
+                        path,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
 }

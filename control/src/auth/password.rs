@@ -4,6 +4,7 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Version};
 
 use super::error::BootstrapError;
+use super::grant::AdminScopes;
 use super::hasher::MAX_PASSWORD_BYTES;
 use super::random_bytes;
 use crate::error::{AppError, Result};
@@ -11,7 +12,8 @@ use crate::events::Event;
 use crate::secret::PlainToken;
 use crate::state::Settings;
 use crate::store::audit::{self, Actor};
-use crate::store::{Store, accounts};
+use crate::store::{Store, accounts, tokens};
+use shared::scope::ScopeSet;
 
 fn argon2(settings: &Settings) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, settings.argon2.clone())
@@ -57,6 +59,7 @@ pub fn bootstrap(
     password: &str,
     now: u64,
 ) -> Result<Bootstrap, BootstrapError> {
+    crate::text::check(account_name).map_err(BootstrapError::InvalidAccountName)?;
     let email = normalize_email(email).ok_or(BootstrapError::InvalidEmail)?;
     if password.chars().count() < 12 || password.len() > MAX_PASSWORD_BYTES {
         return Err(BootstrapError::InvalidPassword);
@@ -73,7 +76,28 @@ pub fn bootstrap(
         let account_id = accounts::create_account(tx, &account_name, now)?;
         let user_id = accounts::create_user(tx, account_id, &email, &password_hash, now)?
             .ok_or(BootstrapError::EmailTaken)?;
-        let token_id = accounts::create_token(tx, account_id, "initial", &token_hash, &hint, now)?;
+        // The operator's first token: every admin scope, a Full Access grant, and the plan's
+        // longest lifetime (`docs/security.md`); people sign in and make narrower ones.
+        let plan = tokens::plan(tx, account_id)?;
+        let expires_at = plan.max_ttl.map(|ttl| now.saturating_add(ttl));
+        let token_id = tokens::create(
+            tx,
+            &tokens::NewToken {
+                account_id,
+                name: "initial",
+                hash: &token_hash,
+                hint: &hint,
+                scopes: AdminScopes::ALL,
+                key_grant: ScopeSet::FULL_ACCESS,
+                expires_at,
+            },
+            now,
+        )?;
+        let grant = serde_json::json!({
+            "scopes": AdminScopes::ALL.names(),
+            "key_grant": "full_access",
+            "expires_at": expires_at,
+        });
         let events = [
             Event::AccountCreated {
                 account_id,
@@ -84,6 +108,7 @@ pub fn bootstrap(
                 token_id,
                 name: None,
                 hint,
+                grant: Some(grant),
             },
         ];
         for event in &events {
@@ -103,6 +128,7 @@ pub(super) fn normalize_email(email: &str) -> Option<String> {
     (!local.is_empty()
         && domain.contains('.')
         && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control()))
+        && !email.chars().any(char::is_whitespace)
+        && crate::text::check(email).is_ok())
     .then(|| email.to_lowercase())
 }

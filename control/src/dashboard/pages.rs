@@ -64,6 +64,14 @@ impl Shell<'_> {
             .collect()
     }
 
+    /// The account's name as shown: refused characters stored before the rule made visible
+    /// (`text::visible`); the template isolates it in a `<bdi>`.
+    fn account_name(&self) -> String {
+        self.account
+            .map(|account| crate::text::visible(&account.name))
+            .unwrap_or_default()
+    }
+
     fn plan_name(&self) -> String {
         self.account
             .map(|account| capitalized(&account.plan_id))
