@@ -64,7 +64,7 @@ pub enum Event {
         token_id: u64,
         /// The method of the call that used it.
         method: String,
-        /// Its path (at most 200 characters).
+        /// Its route (`/v1/keys/{id}`).
         path: String,
     },
     /// `management_token.revoked`.

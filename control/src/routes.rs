@@ -2,6 +2,8 @@
 //! operations ([`operations`]), which the OpenAPI test also reads, so a route cannot exist
 //! undocumented or be documented without existing.
 
+use std::convert::Infallible;
+
 use axum::Extension;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -10,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post};
 
-use crate::auth::grant::{Access, AdminScope};
+use crate::auth::grant::{Access, AdminScope, RoutePath};
 use crate::error::{self, AppError, InternalCause, Json};
 use crate::openapi::OPENAPI;
 use crate::state::AppState;
@@ -168,7 +170,9 @@ pub fn app(state: AppState) -> Router {
         ..
     } in operations()
     {
-        let handler = handler.layer(Extension(access));
+        let handler: MethodRouter<AppState> = handler
+            .layer::<_, Infallible>(Extension(access))
+            .layer(Extension(RoutePath(path)));
         // Two operations on one path merge into one method router.
         match path.strip_prefix("/v1") {
             Some(rest) => api = api.route(rest, handler),

@@ -216,7 +216,14 @@ async fn record_use(
     let (token_id, account_id) = (owner.token_id, owner.account_id);
     let who = actor.clone();
     let method = parts.method.to_string();
-    let path: String = parts.uri.path().chars().take(200).collect();
+    // The route as the table names it (`/v1/keys/{id}`): bounded, and no ids in the trail.
+    let path: String = parts
+        .extensions
+        .get::<grant::RoutePath>()
+        .map_or(parts.uri.path(), |route| route.0)
+        .chars()
+        .take(200)
+        .collect();
     state
         .store
         .write(move |tx| -> Result<_, StoreError> {

@@ -161,6 +161,11 @@ pub enum Access {
     Any,
 }
 
+/// The path of the operation a request was routed to, as the table of operations names it
+/// (`/v1/keys/{id}`): what the audit trail records of a token's use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePath(pub &'static str);
+
 /// The key grant of a token: the API scopes the keys it manages may carry at most.
 pub fn grant_name(grant: ScopeSet) -> &'static str {
     grant.permission().name()

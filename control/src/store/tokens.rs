@@ -274,3 +274,78 @@ pub fn revoke(tx: &Transaction<'_>, id: u64, now: u64) -> Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::grant::AdminScopes;
+
+    /// Tokens made before schema 7 keep working as legacy tokens: every admin scope of the
+    /// catalog, a Full Access grant, and the plan's default lifetime from the upgrade; revoked
+    /// ones stay revoked. The migration's literal defaults are the catalog's bits.
+    #[test]
+    fn tokens_from_before_scopes_become_legacy_tokens_that_expire() {
+        assert_eq!(AdminScopes::ALL.bits(), 127, "0007's default for `scopes`");
+        assert_eq!(
+            ScopeSet::FULL_ACCESS.bits(),
+            2_147_483_648,
+            "0007's `key_grant`"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let schema_5 = 5;
+        let live = HashedToken::of("lnxm_live");
+        let gone = HashedToken::of("lnxm_gone");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &super::super::MIGRATIONS[..schema_5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (id, name, plan_id, created_at) VALUES (1, 'a', 'standard', 1)",
+                [],
+            )
+            .unwrap();
+            for (id, hash, revoked) in [(1, &live, None), (2, &gone, Some(5_i64))] {
+                conn.execute(
+                    "INSERT INTO management_tokens (id, account_id, name, token_hash, hint, \
+                     created_at, last_used_at, revoked_at) VALUES (?1, 1, 'old', ?2, 'h', 1, 3, ?3)",
+                    params![id, hash.as_bytes(), revoked],
+                )
+                .unwrap();
+            }
+        }
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        drop(super::super::Store::open(&path, super::super::test_audit_keyring()).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let owner = by_hash(&conn, &live).unwrap().unwrap();
+        assert_eq!(owner.scopes, AdminScopes::ALL);
+        assert_eq!(owner.key_grant, ScopeSet::FULL_ACCESS);
+        let expires = owner.expires_at.unwrap();
+        let month = 30 * 86_400;
+        assert!(
+            (before + month..=before + month + 60).contains(&expires),
+            "{expires}"
+        );
+        let row = get(&conn, 1, 1, before).unwrap().unwrap();
+        assert!(row.legacy);
+        assert_eq!(row.status, "active");
+        assert_eq!(row.key_grant, "full_access");
+        assert!(by_hash(&conn, &gone).unwrap().is_none());
+        let revoked = get(&conn, 1, 2, before).unwrap().unwrap();
+        assert_eq!((revoked.status, revoked.expires_at), ("revoked", None));
+        let plan = plan(&conn, 1).unwrap();
+        assert_eq!(
+            plan,
+            TokenPlan {
+                max_tokens: 25,
+                default_ttl: month,
+                max_ttl: Some(365 * 86_400),
+            }
+        );
+    }
+}
