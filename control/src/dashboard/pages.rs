@@ -13,6 +13,7 @@ use shared::scope::{Method, Permission, ROUTES, Scope};
 
 use super::Account;
 use super::assets;
+use crate::auth::grant::AdminScope;
 use crate::store::accounts::Plan;
 
 /// `text` with its first letter in upper case (`standard` → `Standard`).
@@ -254,11 +255,20 @@ pub(super) fn audit(account: &Account) -> Audit<'_> {
     }
 }
 
-/// Management tokens: list, create (shown once), revoke.
+/// Management tokens: list, create (scopes, key grant, expiry, password; shown once), revoke.
 #[derive(Template)]
 #[template(path = "tokens.html")]
 pub(super) struct Tokens<'a> {
     shell: Shell<'a>,
+    scopes: Vec<AdminScopeBox>,
+}
+
+/// One admin scope's checkbox.
+pub(super) struct AdminScopeBox {
+    /// The element id, `admin-keys-read` for `keys:read`.
+    id: String,
+    name: &'static str,
+    about: &'static str,
 }
 
 /// Management tokens.
@@ -270,6 +280,14 @@ pub(super) fn tokens(account: &Account) -> Tokens<'_> {
             account: Some(account),
             key_id: None,
         },
+        scopes: AdminScope::ALL
+            .iter()
+            .map(|s| AdminScopeBox {
+                id: format!("admin-{}", s.name().replace(':', "-")),
+                name: s.name(),
+                about: s.description(),
+            })
+            .collect(),
     }
 }
 
