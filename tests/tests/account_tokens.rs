@@ -8,13 +8,12 @@
 //! (and hold), that a wrong password is refused, and that a bidi override in a new token's name
 //! is refused with the message shown. Screenshots go to `target/account-tokens-screenshots/`.
 
-use std::io::{Read, Seek};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use e2e::browser::{chromium, run_script};
 use e2e::control::{AUDIT_KEYRING, EMAIL, PASSWORD, control_binary};
 use e2e::http;
 use e2e::stack::{KEYRING, workspace_root};
@@ -30,11 +29,6 @@ impl Drop for Serve {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("LYNXO_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
 #[test]
@@ -155,7 +149,20 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
 
     let screenshots = root.join("target/account-tokens-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{screenshots:?}: {e}"));
-    let (ok, output) = run_script(&root, &browser, addr, &key_id, &screenshots);
+    let url = format!("http://{addr}");
+    let (ok, output) = run_script(
+        &root,
+        "tests/browser/account_tokens.mjs",
+        &[
+            ("LYNXO_DASHBOARD_URL", url.as_ref()),
+            ("LYNXO_EMAIL", EMAIL.as_ref()),
+            ("LYNXO_PASSWORD", PASSWORD.as_ref()),
+            ("LYNXO_KEY_ID", key_id.as_ref()),
+            ("LYNXO_SCREENSHOTS", screenshots.as_os_str()),
+            ("LYNXO_CHROMIUM", browser.as_os_str()),
+        ],
+        SCRIPT_DEADLINE,
+    );
     eprintln!("{output}");
     assert!(
         ok,
@@ -183,51 +190,4 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
         serde_json::json!(["keys:read", "usage:read"])
     );
     assert_eq!(tokens[0]["key_grant"], "read_only");
-}
-
-/// Runs the browser script; returns whether it passed and what it printed. Killed after
-/// [`SCRIPT_DEADLINE`].
-fn run_script(
-    root: &Path,
-    browser: &Path,
-    addr: SocketAddr,
-    key_id: &str,
-    screenshots: &Path,
-) -> (bool, String) {
-    let log = tempfile::tempfile().unwrap_or_else(|e| panic!("temp file: {e}"));
-    let log_err = log.try_clone().unwrap_or_else(|e| panic!("temp file: {e}"));
-    let mut reader = log.try_clone().unwrap_or_else(|e| panic!("temp file: {e}"));
-    let mut child = Command::new("node")
-        .arg(root.join("tests/browser/account_tokens.mjs"))
-        .current_dir(root)
-        .env("LYNXO_DASHBOARD_URL", format!("http://{addr}"))
-        .env("LYNXO_EMAIL", EMAIL)
-        .env("LYNXO_PASSWORD", PASSWORD)
-        .env("LYNXO_KEY_ID", key_id)
-        .env("LYNXO_SCREENSHOTS", screenshots)
-        .env("LYNXO_CHROMIUM", browser)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("running node tests/browser/account_tokens.mjs: {e}"));
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let mut output = String::new();
-    let _ = reader.rewind();
-    let _ = reader.read_to_string(&mut output);
-    if status.is_none() {
-        output.push_str(&format!("\n(killed after {SCRIPT_DEADLINE:?})"));
-    }
-    (status.is_some_and(|s| s.success()), output)
 }

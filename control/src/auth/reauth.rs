@@ -4,15 +4,11 @@
 //! email, counted before the hash and refunded on success; a wrong password spends them as a
 //! failed sign-in does, and is recorded (`user.password_check_failed`).
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
-use super::error::SignInError;
 use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
-use super::limit::{Outcome, Reservation};
-use super::session::Client;
+use super::limit::Outcome;
 use crate::client_addr;
 use crate::error::{AppError, Result};
 use crate::events::Event;
@@ -55,18 +51,7 @@ pub async fn confirm_password(
     let guard = &state.sign_in;
     let client_ip = client_addr::client_ip(parts, &state.settings.proxies);
     let device = guard.device(&parts.headers, &email, now);
-    let client = device.map_or(Client::Address(client_ip), Client::Device);
-    let ticket = guard
-        .hasher
-        .admit(client_ip.map(client_addr::network))
-        .ok_or(SignInError::Busy)?;
-    let reservation = Reservation::take(
-        Arc::clone(&guard.ledger),
-        guard.attempt(&email, client),
-        now,
-    )
-    .await
-    .map_err(SignInError::from)?;
+    let (ticket, reservation) = guard.admit(&email, client_ip, device, now).await?;
     let matched = Hasher::check(ticket, password, Some(user.password_hash)).await;
     let now = state.clock.now();
     let right = matches!(matched, Ok(true));

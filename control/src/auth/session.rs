@@ -13,7 +13,7 @@ use shared::mac::{Keyring, MacKey, Purpose};
 use super::caller::{Caller, Via, same_origin, session_cookie};
 use super::device::{self, DeviceId};
 use super::error::SignInError;
-use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
+use super::hasher::{Hasher, MAX_PASSWORD_BYTES, Ticket};
 use super::limit::{Attempt, AttemptLedger, Budget, BudgetKey, MemoryLedger, Outcome, Reservation};
 use super::password::normalize_email;
 use super::{SESSION_COOKIE, random_bytes};
@@ -139,6 +139,26 @@ impl SignInGuard {
         device::verify(&self.mac, device::from_headers(headers)?, email, now)
     }
 
+    /// A place to hash and a reserved guess from the budgets of `email`, for a password check
+    /// by `client_ip` (or the known `device`): both refuse rather than queue, and neither
+    /// counts anything when it refuses. Sign-in and the password asked again share it.
+    pub async fn admit(
+        &self,
+        email: &str,
+        client_ip: Option<IpAddr>,
+        device: Option<DeviceId>,
+        now: u64,
+    ) -> Result<(Ticket, Reservation), SignInError> {
+        let client = device.map_or(Client::Address(client_ip), Client::Device);
+        let ticket = self
+            .hasher
+            .admit(client_ip.map(client_addr::network))
+            .ok_or(SignInError::Busy)?;
+        let reservation =
+            Reservation::take(Arc::clone(&self.ledger), self.attempt(email, client), now).await?;
+        Ok((ticket, reservation))
+    }
+
     /// The device cookie value to set after a successful sign-in to `email`.
     pub fn device_cookie(&self, email: &str, device: DeviceId, now: u64) -> String {
         device::issue(&self.mac, email, device, now)
@@ -215,20 +235,7 @@ pub async fn create_session(
     let guard = &state.sign_in;
     let client_ip = client_addr::client_ip(&parts, &state.settings.proxies);
     let device = guard.device(&parts.headers, &email, now);
-    let client = device.map_or(Client::Address(client_ip), Client::Device);
-    // A place to hash, then a guess from the budgets: both refuse rather than queue, and
-    // neither counts anything when it refuses.
-    let ticket = guard
-        .hasher
-        .admit(client_ip.map(client_addr::network))
-        .ok_or(SignInError::Busy)?;
-    let reservation = Reservation::take(
-        Arc::clone(&guard.ledger),
-        guard.attempt(&email, client),
-        now,
-    )
-    .await
-    .map_err(SignInError::from)?;
+    let (ticket, reservation) = guard.admit(&email, client_ip, device, now).await?;
     let lookup = email.clone();
     let user = match state
         .store
