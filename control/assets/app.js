@@ -3,6 +3,7 @@
 import { initAudit, initSignIn, initTokens, signOut } from './account.js';
 import { initKey } from './key.js';
 import { initKeys } from './keys.js';
+import { initSessions } from './sessions.js';
 
 const pages = {
   'sign-in': initSignIn,
@@ -10,6 +11,7 @@ const pages = {
   key: initKey,
   audit: initAudit,
   tokens: initTokens,
+  sessions: initSessions,
 };
 
 const out = document.getElementById('sign-out');

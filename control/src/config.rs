@@ -47,6 +47,9 @@ pub enum Command {
     /// Check the audit trail's keyed chain and, with a publisher configured, that it still holds
     /// the checkpoint anchored at the edge; exits non-zero if not.
     VerifyAudit(VerifyAuditArgs),
+    /// Set a new password for a user and end every session of theirs (there is no email, so no
+    /// reset link: this is the way back in for a user who lost their password).
+    ResetPassword(ResetPasswordArgs),
     /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING or, generated again,
     /// LYNXO_AUDIT_KEYRING.
     GenerateKeyring,
@@ -292,6 +295,16 @@ pub struct ServeArgs {
     /// with Retry-After. Default: the number of CPUs.
     #[arg(long, env = "LYNXO_SIGN_IN_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub sign_in_concurrency: Option<u16>,
+    /// Seconds a dashboard session lasts at most, however it is used (the absolute timeout).
+    #[arg(long, env = "LYNXO_SESSION_TTL_SECS", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(60..=30 * 86400))]
+    pub session_ttl_secs: u64,
+    /// Seconds a dashboard session may go unused before it ends (the idle timeout); at most the
+    /// absolute timeout.
+    #[arg(long, env = "LYNXO_SESSION_IDLE_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_secs: u64,
+    /// Sessions a user may have at once; a sign-in past it ends their oldest.
+    #[arg(long, env = "LYNXO_SESSIONS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sessions_per_user: u32,
 }
 
 /// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
@@ -328,6 +341,10 @@ impl ServeArgs {
             "--max-body-bytes must be at least 1024"
         );
         anyhow::ensure!(
+            self.session_idle_secs <= self.session_ttl_secs,
+            "--session-idle-secs must be at most --session-ttl-secs"
+        );
+        anyhow::ensure!(
             self.heartbeat_secs * 2 <= self.list_lifetime_secs,
             "--heartbeat-secs must be at most half of --list-lifetime-secs, so a shard is \
              republished before the edge refuses it"
@@ -355,6 +372,24 @@ pub struct InitArgs {
     pub email: String,
     /// The first user's password (at least 12 characters); prefer the environment variable.
     #[arg(long, env = "LYNXO_INIT_PASSWORD", hide_env_values = true)]
+    pub password: Secret,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+}
+
+/// `reset-password` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ResetPasswordArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    /// The user's email.
+    #[arg(long, env = "LYNXO_RESET_EMAIL")]
+    pub email: String,
+    /// The new password (at least 12 characters); prefer the environment variable, which stays
+    /// out of the shell's history and the process list.
+    #[arg(long, env = "LYNXO_RESET_PASSWORD", hide_env_values = true)]
     pub password: Secret,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -393,6 +428,14 @@ mod tests {
         assert!(args.validate().is_err(), "no publisher and no --no-publish");
         assert!(args.proxies().is_empty());
         assert_eq!(args.sign_in_concurrency, None);
+        assert_eq!(
+            (
+                args.session_ttl_secs,
+                args.session_idle_secs,
+                args.sessions_per_user
+            ),
+            (12 * 3600, 3600, 10)
+        );
         assert!(Cli::try_parse_from(["control", "serve", "--shard-count", "0"]).is_err());
     }
 
@@ -452,6 +495,8 @@ mod tests {
             &["--trusted-proxies", "10.0.0.0/40"],
             &["--client-address-header", "x-real-ip"],
             &["--sign-in-concurrency", "0"],
+            &["--session-idle-secs", "0"],
+            &["--sessions-per-user", "0"],
         ] {
             assert!(serve(bad).is_err(), "{bad:?}");
         }

@@ -29,6 +29,8 @@ pub enum Event {
     SignedIn {
         /// Who signed in.
         user_id: u64,
+        /// The session opened.
+        session_id: u64,
     },
     /// `user.sign_in_failed`: a wrong password for a known user.
     SignInFailed {
@@ -46,6 +48,37 @@ pub enum Event {
         user_id: u64,
         /// What the password was asked for (`management_token.create`).
         purpose: &'static str,
+    },
+    /// `user.sessions_ended`: sessions of a user ended before their time, other than by signing
+    /// out of them.
+    SessionsEnded {
+        /// Whose sessions.
+        user_id: u64,
+        /// Which, oldest first.
+        session_ids: Vec<u64>,
+        /// Why.
+        reason: SessionsEndedBy,
+    },
+    /// `user.password_changed`: the user changed their password, which ended their other
+    /// sessions.
+    PasswordChanged {
+        /// Whose password.
+        user_id: u64,
+        /// The sessions it ended, oldest first.
+        session_ids: Vec<u64>,
+    },
+    /// `user.password_change_failed`: a password change gave a wrong current password.
+    PasswordChangeFailed {
+        /// Whose password.
+        user_id: u64,
+    },
+    /// `user.password_reset`: an operator set a new password (`control reset-password`), which
+    /// ended every session of the user.
+    PasswordReset {
+        /// Whose password.
+        user_id: u64,
+        /// The sessions it ended, oldest first.
+        session_ids: Vec<u64>,
     },
     /// `management_token.created`.
     TokenCreated {
@@ -135,6 +168,28 @@ pub enum Event {
     },
 }
 
+/// Why sessions ended early (`user.sessions_ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionsEndedBy {
+    /// `ended_by_user`: the user ended this one session from another (or from itself).
+    User,
+    /// `sign_out_everywhere`: the user ended every session but the one they used.
+    SignOutEverywhere,
+    /// `session_cap`: a sign-in past the per-user cap ended the oldest.
+    Cap,
+}
+
+impl SessionsEndedBy {
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::User => "ended_by_user",
+            Self::SignOutEverywhere => "sign_out_everywhere",
+            Self::Cap => "session_cap",
+        }
+    }
+}
+
 /// A grace period that a later rotation ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GraceEnded {
@@ -154,6 +209,10 @@ impl Event {
             Self::SignInFailed { .. } => "user.sign_in_failed",
             Self::SignedOut => "user.signed_out",
             Self::PasswordCheckFailed { .. } => "user.password_check_failed",
+            Self::SessionsEnded { .. } => "user.sessions_ended",
+            Self::PasswordChanged { .. } => "user.password_changed",
+            Self::PasswordChangeFailed { .. } => "user.password_change_failed",
+            Self::PasswordReset { .. } => "user.password_reset",
             Self::TokenCreated { .. } => "management_token.created",
             Self::TokenUsed { .. } => "management_token.used",
             Self::TokenRevoked { .. } => "management_token.revoked",
@@ -171,8 +230,12 @@ impl Event {
         match self {
             Self::AccountCreated { account_id, .. } => Some(account_id.to_string()),
             Self::UserCreated { user_id, .. }
-            | Self::SignedIn { user_id }
+            | Self::SignedIn { user_id, .. }
             | Self::SignInFailed { user_id, .. }
+            | Self::SessionsEnded { user_id, .. }
+            | Self::PasswordChanged { user_id, .. }
+            | Self::PasswordChangeFailed { user_id }
+            | Self::PasswordReset { user_id, .. }
             | Self::PasswordCheckFailed { user_id, .. } => Some(user_id.to_string()),
             Self::SignedOut => None,
             Self::TokenCreated { token_id, .. }
@@ -192,7 +255,18 @@ impl Event {
         match self {
             Self::AccountCreated { name, .. } => json!({ "name": name }),
             Self::UserCreated { email, .. } => json!({ "email": email }),
-            Self::SignedIn { .. } | Self::SignedOut => json!({}),
+            Self::SignedOut | Self::PasswordChangeFailed { .. } => {
+                json!({})
+            }
+            Self::SignedIn { session_id, .. } => json!({ "session_id": session_id }),
+            Self::SessionsEnded {
+                session_ids,
+                reason,
+                ..
+            } => json!({ "session_ids": session_ids, "reason": reason.name() }),
+            Self::PasswordChanged { session_ids, .. } | Self::PasswordReset { session_ids, .. } => {
+                json!({ "sessions_ended": session_ids })
+            }
             Self::TokenUsed { method, path, .. } => json!({ "method": method, "path": path }),
             Self::SignInFailed { known_device, .. } => json!({ "known_device": known_device }),
             Self::PasswordCheckFailed { purpose, .. } => json!({ "purpose": purpose }),

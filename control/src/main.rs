@@ -53,6 +53,29 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::VerifyAudit(args) => verify_audit(&args),
+        Command::ResetPassword(args) => {
+            let store = Store::open(&args.db.database, args.audit.load(None)?)?;
+            let now = SystemClock.now();
+            store
+                .write_blocking(move |tx| audit::seal_legacy(tx, now))
+                .context("sealing the audit trail")?;
+            let reset = auth::reset_password(
+                &store,
+                &Settings::default(),
+                &args.email,
+                args.password.expose(),
+                now,
+            )
+            .context("reset-password failed")?;
+            println!("user_id={}", reset.user_id);
+            println!("sessions_ended={}", reset.sessions_ended.len());
+            eprintln!(
+                "The new password is set and every session of the user has ended. A running \
+                 control plane may still refuse their sign-ins for a while if their failure \
+                 budget is spent."
+            );
+            Ok(())
+        }
         Command::GenerateKeyring => {
             let secret = auth::random_bytes().context("reading random bytes")?;
             println!("active=1;1:{}", hex::encode(secret));
@@ -143,6 +166,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .sign_in_concurrency
             .map_or_else(control::default_sign_in_hashes, usize::from),
         proxies: args.proxies(),
+        session_ttl: args.session_ttl_secs,
+        session_idle: args.session_idle_secs,
+        sessions_per_user: args.sessions_per_user,
         verify_per_minute: args.verify_rate_limit,
         // Only the edge's sync endpoint takes limits pushes: a rotation waits for it.
         limits_sync_wait: if args.publish.edge_sync_url.is_some() {
@@ -175,6 +201,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             CheckpointPublisher::new(store, audit_keyring, clock.clone(), sink, heartbeat);
         tokio::spawn(checkpoints.run());
     }
+    tokio::spawn(auth::sessions::purge_loop(
+        state.store.clone(),
+        clock.clone(),
+        args.session_idle_secs,
+    ));
     // The first pass also repairs what a crash left in the outbox.
     tokio::spawn(publisher.run(state.publish.clone()));
     // Its own loop: a failing limits push must not delay revocations.

@@ -102,8 +102,12 @@ pub struct Settings {
     pub public_origin: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// How long a session lasts, in seconds.
+    /// How long a session lasts at most, in seconds, however it is used (the absolute timeout).
     pub session_ttl: u64,
+    /// A session unused this long, in seconds, ends (the idle timeout).
+    pub session_idle: u64,
+    /// Sessions a user may have at once; signing in past it ends their oldest.
+    pub sessions_per_user: u32,
     /// Password hashing cost (tests use a cheap one).
     pub argon2: argon2::Params,
     /// Sign-in password hashes that may run at once; more are answered 429.
@@ -115,6 +119,15 @@ pub struct Settings {
     /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
     /// before it answers (zero without a publisher that can push limits).
     pub limits_sync_wait: Duration,
+}
+
+impl Settings {
+    /// A session's use is written to the database at most this often (seconds): a tenth of the
+    /// idle timeout, at most a minute, so reads do not each write and the idle timeout is off
+    /// by at most a tenth.
+    pub fn session_touch_every(&self) -> u64 {
+        (self.session_idle / 10).clamp(1, 60)
+    }
 }
 
 /// The default bound on sign-in hashes at once: one per CPU.
@@ -129,6 +142,8 @@ impl Default for Settings {
             public_origin: "http://localhost:8080".into(),
             max_body_bytes: 64 * 1024,
             session_ttl: 12 * 3600,
+            session_idle: 3600,
+            sessions_per_user: 10,
             argon2: argon2::Params::default(),
             sign_in_hashes: default_sign_in_hashes(),
             proxies: client_addr::TrustedProxies::default(),

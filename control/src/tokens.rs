@@ -395,7 +395,7 @@ pub async fn create_token(
     let spec = body.validate(now)?;
     // The extractor admits only sessions here (`routes::operations`); a session has a user.
     let user = caller
-        .user_id
+        .user_id()
         .ok_or_else(crate::auth::grant::session_required)?;
     reauth::confirm_password(
         &state,

@@ -29,7 +29,7 @@ use tempfile::TempDir;
 use shared::key::Environment;
 use shared::scope::ScopeSet;
 
-use crate::stack::{KEYRING, Stack, workspace_root};
+use crate::stack::{KEYRING, Stack, workspace_binary};
 use crate::{http, keys};
 
 /// The control plane's audit keyring in the tests (`LYNXO_AUDIT_KEYRING`): a test-only secret,
@@ -108,26 +108,7 @@ pub struct ApiResponse {
 
 /// Builds the `control` binary with the cargo running the tests; returns its path.
 pub fn control_binary() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", "control", "--bin", "control"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running cargo build -p control: {e}"));
-    assert!(output.status.success(), "cargo build -p control failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "control")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo reported no executable for the control binary"))
+    workspace_binary("control", "control")
 }
 
 /// Runs `control init` on `database`: a new account, its user and a management token.

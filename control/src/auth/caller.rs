@@ -15,8 +15,8 @@ use crate::events::Event;
 use crate::secret::{PlainToken, SessionId};
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::accounts;
 use crate::store::audit::{self, Actor};
+use crate::store::sessions;
 use crate::store::tokens::{self, TokenOwner};
 
 /// A token's use is audited (`management_token.used`) at most this often (seconds), so reads
@@ -43,14 +43,28 @@ pub struct Caller {
     pub actor: Actor,
     /// Token or session.
     pub via: Via,
-    /// The signed-in user (a session's).
-    pub user_id: Option<u64>,
+    /// The session and its user, when signed in (`None` for a management token).
+    pub session: Option<SignedIn>,
     /// For a token, the most the keys it manages may carry (`auth::grant`); a session's user
     /// may manage every key.
     pub key_grant: Option<ScopeSet>,
 }
 
+/// The session a signed-in caller used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The session's id.
+    pub session_id: u64,
+    /// Its user.
+    pub user_id: u64,
+}
+
 impl Caller {
+    /// The signed-in user, for a session.
+    pub fn user_id(&self) -> Option<u64> {
+        self.session.map(|s| s.user_id)
+    }
+
     /// Whether the caller may create, change, rotate or revoke a key carrying `scopes`: a
     /// token only within its key grant (the grant is the error).
     pub fn may_manage(&self, scopes: ScopeSet) -> Result<(), ScopeSet> {
@@ -172,7 +186,7 @@ impl FromRequestParts<AppState> for Caller {
                 account_id: owner.account_id,
                 actor,
                 via: Via::Token,
-                user_id: None,
+                session: None,
                 key_grant: Some(owner.key_grant),
             });
         }
@@ -183,19 +197,37 @@ impl FromRequestParts<AppState> for Caller {
                 return Err(cross_site());
             }
             let hash = session.hash();
-            if let Some((user_id, account_id)) = state
+            let idle = state.settings.session_idle;
+            if let Some(live) = state
                 .store
-                .read(move |c| accounts::session_by_hash(c, &hash, now))
+                .read(move |c| sessions::find(c, &hash, now, idle))
                 .await?
             {
+                // A session's use is written at most once per interval: reads stay reads. A
+                // failed write only leaves the idle timer running (the session ends sooner, never
+                // later), so it fails no request.
+                let every = state.settings.session_touch_every();
+                if now >= live.last_seen_at + every {
+                    let ip = source.clone();
+                    let touched = state
+                        .store
+                        .write(move |tx| sessions::touch(tx, live.id, now, ip.as_deref(), every))
+                        .await;
+                    if let Err(e) = touched {
+                        tracing::error!(error = %e, "recording a session's use");
+                    }
+                }
                 return Ok(Self {
-                    account_id,
+                    account_id: live.account_id,
                     actor: Actor {
-                        actor: format!("user:{user_id}"),
+                        actor: format!("user:{}", live.user_id),
                         source,
                     },
                     via: Via::Session,
-                    user_id: Some(user_id),
+                    session: Some(SignedIn {
+                        session_id: live.id,
+                        user_id: live.user_id,
+                    }),
                     key_grant: None,
                 });
             }

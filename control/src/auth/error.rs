@@ -121,3 +121,87 @@ impl From<BootstrapError> for AppError {
         }
     }
 }
+
+/// Why a password change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordChangeError {
+    /// The caller used a management token: only the signed-in user changes their password.
+    #[error("only a signed-in user can change their password")]
+    SessionRequired,
+    /// The current password is empty or over 1024 bytes.
+    #[error("current_password must be 1 to 1024 bytes")]
+    InvalidCurrent,
+    /// The new password breaks the password rule.
+    #[error("new_password must be at least 12 characters and at most 1024 bytes")]
+    InvalidNew,
+    /// The new password is the current one.
+    #[error("new_password must differ from the current one")]
+    Unchanged,
+    /// No hashing slot, or a spent failure budget: answered as sign-in answers it.
+    #[error(transparent)]
+    Refused(#[from] SignInError),
+    /// The current password is wrong (or was changed meanwhile).
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// The session that asked was ended while the request was on its way.
+    #[error("this session has ended")]
+    Ended,
+    /// Hashing failed.
+    #[error("hashing the password")]
+    Credentials(#[source] AppError),
+    /// Storage failed.
+    #[error("storage")]
+    Store(#[from] StoreError),
+}
+
+impl From<PasswordChangeError> for AppError {
+    fn from(e: PasswordChangeError) -> Self {
+        match e {
+            PasswordChangeError::SessionRequired => AppError::new(
+                StatusCode::FORBIDDEN,
+                "session_required",
+                "Sign in to the dashboard to change your password",
+            )
+            .with_detail(e.to_string()),
+            PasswordChangeError::InvalidCurrent => {
+                AppError::validation(e.to_string()).with_field("field", "current_password")
+            }
+            PasswordChangeError::InvalidNew | PasswordChangeError::Unchanged => {
+                AppError::validation(e.to_string()).with_field("field", "new_password")
+            }
+            PasswordChangeError::Refused(e) => e.into(),
+            // Not 401: the session is valid, and a 401 would tell the dashboard it is not.
+            PasswordChangeError::WrongPassword => AppError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_password",
+                "The current password is wrong",
+            )
+            .with_detail("failures count against the same limits as sign-in"),
+            PasswordChangeError::Ended => AppError::unauthenticated(),
+            PasswordChangeError::Credentials(e) => e,
+            PasswordChangeError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Why `reset-password` refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResetPasswordError {
+    /// The email is not an address.
+    #[error("invalid email")]
+    InvalidEmail,
+    /// The new password breaks the password rule.
+    #[error("the password must be at least 12 characters and at most 1024 bytes")]
+    InvalidPassword,
+    /// No user has this email.
+    #[error("no user has this email")]
+    UnknownUser,
+    /// Hashing the password failed.
+    #[error("hashing the password")]
+    Credentials(#[source] AppError),
+    /// Storage failed.
+    #[error("storage")]
+    Store(#[from] StoreError),
+}

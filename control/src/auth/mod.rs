@@ -20,8 +20,10 @@
 //! - [`grant`]: what a management token may do: the admin scope catalog, each route's access,
 //!   the key grant.
 //! - [`reauth`]: asking a signed-in user for their password again, under the sign-in budgets.
-//! - [`password`]: password hashing and `init`'s first account, user and token.
+//! - [`password`]: the password rule, hashing, and `init`'s first account, user and token.
 //! - [`session`]: sign-in (its defences, [`SignInGuard`]) and sign-out.
+//! - [`sessions`]: the signed-in user's sessions (list, end one, end every other) and their
+//!   purge; [`password`] also holds the password change and the operator's reset.
 //! - [`SignInError`], [`BootstrapError`] (`error`): why sign-in or `init` refused, each turned
 //!   into the API's answer in one place.
 
@@ -34,10 +36,14 @@ pub mod limit;
 pub mod password;
 pub mod reauth;
 pub mod session;
+pub mod sessions;
 
-pub use self::caller::{Caller, Via, cookie, same_origin, source};
-pub use self::error::{BootstrapError, SignInError};
-pub use self::password::{Bootstrap, bootstrap, hash_password};
+pub use self::caller::{Caller, SignedIn, Via, cookie, same_origin, source};
+pub use self::error::{BootstrapError, PasswordChangeError, ResetPasswordError, SignInError};
+pub use self::password::{
+    Bootstrap, Reset, acceptable_password, bootstrap, change_password, hash_password,
+    reset_password,
+};
 pub use self::session::{
     Client, DEVICE_FAILURES, EMAIL_FAILURES, PAIR_FAILURES, SessionView, SignIn, SignInGuard,
     create_session, delete_session,

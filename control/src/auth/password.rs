@@ -3,17 +3,33 @@
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Version};
 
-use super::error::BootstrapError;
+use axum::extract::State;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+
+use super::caller::Caller;
+use super::error::{BootstrapError, PasswordChangeError, ResetPasswordError};
 use super::grant::AdminScopes;
-use super::hasher::MAX_PASSWORD_BYTES;
+use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
+use super::limit::Outcome;
 use super::random_bytes;
-use crate::error::{AppError, Result};
+use super::sessions::cli_actor;
+use crate::client_addr;
+use crate::error::{AppError, Json, Result};
 use crate::events::Event;
 use crate::secret::PlainToken;
-use crate::state::Settings;
-use crate::store::audit::{self, Actor};
-use crate::store::{Store, accounts, tokens};
+use crate::state::{AppState, Settings};
+use crate::store::{Store, accounts, audit, sessions, tokens};
 use shared::scope::ScopeSet;
+
+/// Fewest characters a new password may have.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// The rule every password set meets (`init`, a change, a reset): at least
+/// [`MIN_PASSWORD_CHARS`] characters and at most [`MAX_PASSWORD_BYTES`] bytes.
+pub fn acceptable_password(password: &str) -> bool {
+    password.chars().count() >= MIN_PASSWORD_CHARS && password.len() <= MAX_PASSWORD_BYTES
+}
 
 fn argon2(settings: &Settings) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, settings.argon2.clone())
@@ -61,16 +77,13 @@ pub fn bootstrap(
 ) -> Result<Bootstrap, BootstrapError> {
     crate::text::check(account_name).map_err(BootstrapError::InvalidAccountName)?;
     let email = normalize_email(email).ok_or(BootstrapError::InvalidEmail)?;
-    if password.chars().count() < 12 || password.len() > MAX_PASSWORD_BYTES {
+    if !acceptable_password(password) {
         return Err(BootstrapError::InvalidPassword);
     }
     let password_hash = hash_password(password, settings).map_err(BootstrapError::Credentials)?;
     let token = PlainToken::generate().map_err(BootstrapError::Credentials)?;
     let (token_hash, hint) = (token.hash(), token.hint());
-    let cli = Actor {
-        actor: "cli".into(),
-        source: None,
-    };
+    let cli = cli_actor();
     let account_name = account_name.to_owned();
     store.write_blocking(move |tx| {
         let account_id = accounts::create_account(tx, &account_name, now)?;
@@ -131,4 +144,183 @@ pub(super) fn normalize_email(email: &str) -> Option<String> {
         && !email.chars().any(char::is_whitespace)
         && crate::text::check(email).is_ok())
     .then(|| email.to_lowercase())
+}
+
+/// Body of `POST /v1/user/password`. Its `Debug` shows neither password.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The password the user signs in with now, 1 to 1024 bytes.
+    #[schema(min_length = 1)]
+    pub current_password: String,
+    /// The new password: at least 12 characters, at most 1024 bytes, not the current one.
+    #[schema(min_length = 12)]
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePassword").finish_non_exhaustive()
+    }
+}
+
+/// What a password change did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasswordChanged {
+    /// The user's other sessions it ended, oldest first (the one that asked stays signed in).
+    pub sessions_ended: Vec<u64>,
+}
+
+/// `POST /v1/user/password`: the signed-in user changes their password, given the current one;
+/// every other session of theirs ends.
+#[utoipa::path(
+    post,
+    path = "/v1/user/password",
+    summary = "Change your password (dashboard session only)",
+    request_body = crate::auth::password::ChangePassword,
+    responses(
+        (status = 200, description = "Changed; every other session of yours has ended.", body = crate::auth::password::PasswordChanged),
+        crate::openapi::Unauthenticated,
+        crate::openapi::JsonBodyRefused,
+        (status = 403, description = "`wrong_password`: the current password is wrong (it counts against the sign-in limits); `session_required`: called with a management token; `cross_site_request`.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_sign_in_attempts` or `sign_in_busy`, as for sign-in; Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    parts: Parts,
+    Json(body): Json<ChangePassword>,
+) -> Result<Json<PasswordChanged>> {
+    Ok(Json(change(&state, caller, &parts, body).await?))
+}
+
+async fn change(
+    state: &AppState,
+    caller: Caller,
+    parts: &Parts,
+    body: ChangePassword,
+) -> Result<PasswordChanged, PasswordChangeError> {
+    let me = caller.session.ok_or(PasswordChangeError::SessionRequired)?;
+    let ChangePassword {
+        current_password: current,
+        new_password: new,
+    } = body;
+    if current.is_empty() || current.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordChangeError::InvalidCurrent);
+    }
+    if !acceptable_password(&new) {
+        return Err(PasswordChangeError::InvalidNew);
+    }
+    if new == current {
+        return Err(PasswordChangeError::Unchanged);
+    }
+    let user_id = me.user_id;
+    let (email, user) = state
+        .store
+        .read(move |c| accounts::user_by_id(c, user_id))
+        .await?
+        .ok_or(PasswordChangeError::WrongPassword)?;
+    // The current password is checked as a sign-in checks it: a hashing slot, a guess from the
+    // same budgets (this browser's device, or the email's and this address's), counted before
+    // the hash. A client that hangs up mid-hash drops its reservation, which counts as a failure.
+    let now = state.clock.now();
+    let guard = &state.sign_in;
+    let client_ip = client_addr::client_ip(parts, &state.settings.proxies);
+    let device = guard.device(&parts.headers, &email, now);
+    let (ticket, reservation) = guard.admit(&email, client_ip, device, now).await?;
+    let old_hash = user.password_hash;
+    let matched = Hasher::check(ticket, current, Some(old_hash.clone()))
+        .await
+        .map_err(PasswordChangeError::Credentials)?;
+    let (account, actor) = (caller.account_id, caller.actor);
+    if !matched {
+        reservation.settle(Outcome::Failed, now).await;
+        let event = Event::PasswordChangeFailed { user_id };
+        state
+            .store
+            .write(move |tx| audit::record(tx, now, Some(account), &actor, &event))
+            .await?;
+        return Err(PasswordChangeError::WrongPassword);
+    }
+    let settings = std::sync::Arc::clone(&state.settings);
+    let new_hash = tokio::task::spawn_blocking(move || hash_password(&new, &settings))
+        .await
+        .map_err(|e| PasswordChangeError::Credentials(AppError::internal(e)))?
+        .map_err(PasswordChangeError::Credentials)?;
+    let now = state.clock.now();
+    let changed = state
+        .store
+        .write(move |tx| -> Result<_, PasswordChangeError> {
+            // The session that asked may have been ended meanwhile: then it changes nothing.
+            if !sessions::exists(tx, me.session_id)? {
+                return Err(PasswordChangeError::Ended);
+            }
+            // Only over the hash that was checked: a change or reset that committed meanwhile
+            // wins, and this one is refused as a wrong password.
+            if !accounts::set_password_hash(tx, user_id, &new_hash, Some(&old_hash))? {
+                return Err(PasswordChangeError::WrongPassword);
+            }
+            let ended = sessions::end_all_but(tx, user_id, Some(me.session_id))?;
+            let event = Event::PasswordChanged {
+                user_id,
+                session_ids: ended.clone(),
+            };
+            audit::record(tx, now, Some(account), &actor, &event)?;
+            Ok(ended)
+        })
+        .await;
+    let outcome = if changed.is_ok() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Abandoned
+    };
+    reservation.settle(outcome, now).await;
+    Ok(PasswordChanged {
+        sessions_ended: changed?,
+    })
+}
+
+/// What [`reset_password`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// Whose password.
+    pub user_id: u64,
+    /// The sessions it ended, oldest first.
+    pub sessions_ended: Vec<u64>,
+}
+
+/// Sets a new password for the user with `email` and ends every session of theirs, with a
+/// `user.password_reset` event by `cli`: the operator's way back in for a user who lost their
+/// password (there is no email to send a reset link). Blocking: the CLI's.
+pub fn reset_password(
+    store: &Store,
+    settings: &Settings,
+    email: &str,
+    password: &str,
+    now: u64,
+) -> Result<Reset, ResetPasswordError> {
+    let email = normalize_email(email).ok_or(ResetPasswordError::InvalidEmail)?;
+    if !acceptable_password(password) {
+        return Err(ResetPasswordError::InvalidPassword);
+    }
+    let lookup = email.clone();
+    let user = store
+        .read_blocking(move |c| accounts::user_by_email(c, &lookup))?
+        .ok_or(ResetPasswordError::UnknownUser)?;
+    let hash = hash_password(password, settings).map_err(ResetPasswordError::Credentials)?;
+    store.write_blocking(move |tx| {
+        accounts::set_password_hash(tx, user.id, &hash, None)?;
+        let ended = sessions::end_all_but(tx, user.id, None)?;
+        let event = Event::PasswordReset {
+            user_id: user.id,
+            session_ids: ended.clone(),
+        };
+        audit::record(tx, now, Some(user.account_id), &cli_actor(), &event)?;
+        Ok(Reset {
+            user_id: user.id,
+            sessions_ended: ended,
+        })
+    })
 }

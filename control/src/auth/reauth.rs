@@ -44,8 +44,9 @@ pub async fn confirm_password(
     }
     let (email, user) = state
         .store
-        .read(move |c| accounts::user_by_id(c, account_id, user_id))
+        .read(move |c| accounts::user_by_id(c, user_id))
         .await?
+        .filter(|(_, user)| user.account_id == account_id)
         .ok_or_else(AppError::unauthenticated)?;
     let now = state.clock.now();
     let guard = &state.sign_in;

@@ -19,12 +19,13 @@ use super::password::normalize_email;
 use super::{SESSION_COOKIE, random_bytes};
 use crate::client_addr;
 use crate::error::{AppError, Json, Result};
-use crate::events::Event;
+use crate::events::{Event, SessionsEndedBy};
 use crate::secret::SessionId;
 use crate::state::{AppState, Settings};
 use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::audit::{self, Actor};
+use crate::store::sessions::{self, NewSession};
 
 /// Failures allowed per window to unknown browsers for one email, from all addresses together:
 /// what a distributed guesser gets.
@@ -139,9 +140,11 @@ impl SignInGuard {
         device::verify(&self.mac, device::from_headers(headers)?, email, now)
     }
 
-    /// A place to hash and a reserved guess from the budgets of `email`, for a password check
-    /// by `client_ip` (or the known `device`): both refuse rather than queue, and neither
-    /// counts anything when it refuses. Sign-in and the password asked again share it.
+    /// A password check for `email`: a hashing slot, then a guess from every budget the attempt
+    /// draws on (the device's if the browser is a known `device`, else the email's and the
+    /// address's). Both refuse at once rather than queue, and neither counts anything when it
+    /// refuses. Sign-in and a password change (its current password) both pass here, so a
+    /// stolen session guesses no faster than a stranger at the sign-in form.
     pub async fn admit(
         &self,
         email: &str,
@@ -195,7 +198,10 @@ pub struct SessionView {
     pub account_id: u64,
     /// The signed-in user.
     pub user_id: u64,
-    /// Unix seconds.
+    /// The session's id (as `GET /v1/sessions` lists it).
+    pub session_id: u64,
+    /// When the session ends whatever its use, Unix seconds; unused for the idle timeout, it
+    /// ends earlier.
     pub expires_at: u64,
 }
 
@@ -328,19 +334,43 @@ pub async fn create_session(
     let session = SessionId::generate()?;
     let hash = session.hash();
     let expires_at = now + state.settings.session_ttl;
+    // A new id at every sign-in, and the one this browser held (if any) ends with it.
+    let replaces = session_cookie(&parts.headers).map(|old| old.hash());
+    let ip = client_ip.map(|ip| ip.to_string());
+    let agent = super::sessions::user_agent(&parts.headers);
+    let (idle, cap) = (
+        state.settings.session_idle,
+        state.settings.sessions_per_user,
+    );
     let u = user.clone();
-    state
+    let session_id = state
         .store
         .write(move |tx| -> Result<_, StoreError> {
-            accounts::create_session(tx, &hash, &u, now, expires_at)?;
-            audit::record(
-                tx,
+            let new = NewSession {
+                token_hash: &hash,
+                user_id: u.id,
+                account_id: u.account_id,
                 now,
-                Some(u.account_id),
-                &actor,
-                &Event::SignedIn { user_id: u.id },
-            )?;
-            Ok(())
+                expires_at,
+                ip: ip.as_deref(),
+                user_agent: &agent,
+            };
+            let opened = sessions::create(tx, &new, idle, cap, replaces.as_ref())?;
+            let id = opened.id;
+            let signed_in = Event::SignedIn {
+                user_id: u.id,
+                session_id: opened.id,
+            };
+            audit::record(tx, now, Some(u.account_id), &actor, &signed_in)?;
+            if !opened.ended_by_cap.is_empty() {
+                let ended = Event::SessionsEnded {
+                    user_id: u.id,
+                    session_ids: opened.ended_by_cap,
+                    reason: SessionsEndedBy::Cap,
+                };
+                audit::record(tx, now, Some(u.account_id), &actor, &ended)?;
+            }
+            Ok(id)
         })
         .await?;
     let cookie = format!(
@@ -352,6 +382,7 @@ pub async fn create_session(
     let mut response = Json(SessionView {
         account_id: user.account_id,
         user_id: user.id,
+        session_id,
         expires_at,
     })
     .into_response();
@@ -391,7 +422,7 @@ pub async fn delete_session(
         state
             .store
             .write(move |tx| -> Result<_, StoreError> {
-                accounts::delete_session(tx, &hash)?;
+                sessions::end_by_hash(tx, &hash)?;
                 audit::record(
                     tx,
                     now,
@@ -404,12 +435,8 @@ pub async fn delete_session(
             .await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
-        ))
-        .map_err(AppError::internal)?,
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, super::sessions::clear_cookie()?);
     Ok(response)
 }

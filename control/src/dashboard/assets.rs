@@ -41,6 +41,7 @@ const ASSETS: &[Asset] = &[
     asset!("key.js", JS),
     asset!("secret.js", JS),
     asset!("account.js", JS),
+    asset!("sessions.js", JS),
 ];
 
 /// The asset called `name`.

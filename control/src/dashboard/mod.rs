@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/keys/{id}", get(key_page))
         .route("/dashboard/audit", get(audit_page))
         .route("/dashboard/tokens", get(tokens_page))
+        .route("/dashboard/sessions", get(sessions_page))
         .route("/assets/{version}/{file}", get(asset))
         // The page shells hold no account data beyond the header: any signed-in caller may
         // load them (the data comes from the API, under its own access rules).
@@ -168,6 +169,17 @@ async fn tokens_page(State(state): State<AppState>, caller: Result<Caller, AppEr
     }
 }
 
+/// `GET /dashboard/sessions`: the user's sessions and the password change.
+async fn sessions_page(
+    State(state): State<AppState>,
+    caller: Result<Caller, AppError>,
+) -> Response {
+    match signed_in(&state, caller).await {
+        Ok(account) => html(&pages::sessions(&account, &state.settings)),
+        Err(redirect) => redirect,
+    }
+}
+
 /// `GET /assets/{version}/{file}`: an embedded asset, cached for a year under its version.
 async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
     let Some(asset) = assets::find(&file).filter(|_| version == assets::version()) else {
@@ -260,6 +272,7 @@ mod tests {
             "/dashboard/keys",
             "/dashboard/audit",
             "/dashboard/tokens",
+            "/dashboard/sessions",
         ] {
             let (status, headers, _) = get(&app, path, None).await;
             assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
@@ -340,6 +353,9 @@ mod tests {
                 .unwrap(),
             pages::audit(&account).render().unwrap(),
             pages::tokens(&account).render().unwrap(),
+            pages::sessions(&account, &Settings::default())
+                .render()
+                .unwrap(),
         ];
         // The account's name is the customer's text: escaped wherever it is shown.
         for page in &pages[1..] {

@@ -14,6 +14,8 @@ use shared::scope::{Method, Permission, ROUTES, Scope};
 use super::Account;
 use super::assets;
 use crate::auth::grant::AdminScope;
+use crate::auth::password::MIN_PASSWORD_CHARS;
+use crate::state::Settings;
 use crate::store::accounts::Plan;
 
 /// `text` with its first letter in upper case (`standard` → `Standard`).
@@ -29,6 +31,7 @@ const NAV: &[(&str, &str, &str)] = &[
     ("/dashboard/keys", "keys", "API Keys"),
     ("/dashboard/tokens", "tokens", "Management tokens"),
     ("/dashboard/audit", "audit", "Audit log"),
+    ("/dashboard/sessions", "sessions", "Sessions"),
 ];
 
 /// One entry of the navigation.
@@ -288,6 +291,34 @@ pub(super) fn tokens(account: &Account) -> Tokens<'_> {
                 about: s.description(),
             })
             .collect(),
+    }
+}
+
+/// The signed-in user's sessions (list, end one, sign out everywhere else) and the password
+/// change form.
+#[derive(Template)]
+#[template(path = "sessions.html")]
+pub(super) struct Sessions<'a> {
+    shell: Shell<'a>,
+    idle_minutes: u64,
+    ttl_hours: u64,
+    cap: u32,
+    min_chars: usize,
+}
+
+/// Sessions and password, stating the limits `settings` puts on sessions.
+pub(super) fn sessions<'a>(account: &'a Account, settings: &Settings) -> Sessions<'a> {
+    Sessions {
+        shell: Shell {
+            title: "Sessions and password",
+            page: "sessions",
+            account: Some(account),
+            key_id: None,
+        },
+        idle_minutes: settings.session_idle.div_ceil(60),
+        ttl_hours: settings.session_ttl.div_ceil(3600),
+        cap: settings.sessions_per_user,
+        min_chars: MIN_PASSWORD_CHARS,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Accounts (tenants), their plans, users and sessions (management tokens: `store::tokens`).
+//! Accounts (tenants), their plans and users (sessions: `sessions`; management tokens: `tokens`).
 //!
 //! Secrets that authenticate (session ids, management tokens) are stored as SHA-256 hashes
 //! only: they are 256-bit random values, so a fast hash is enough and lookup is one index probe.
@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::Result;
 use super::{to_i64, to_u64};
-use crate::secret::HashedToken;
 
 /// An account's plan limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -141,24 +140,19 @@ pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<UserLogin>
         .optional()?)
 }
 
-/// The email and login of user `user_id` of `account_id` (asking a signed-in user for their
-/// password again).
-pub fn user_by_id(
-    conn: &Connection,
-    account_id: u64,
-    user_id: u64,
-) -> Result<Option<(String, UserLogin)>> {
+/// The user `user_id` and their email, if they exist.
+pub fn user_by_id(conn: &Connection, user_id: u64) -> Result<Option<(String, UserLogin)>> {
     Ok(conn
         .query_row(
-            "SELECT email, password_hash FROM users WHERE id = ?1 AND account_id = ?2",
-            params![to_i64(user_id), to_i64(account_id)],
+            "SELECT email, account_id, password_hash FROM users WHERE id = ?1",
+            [to_i64(user_id)],
             |r| {
                 Ok((
                     r.get(0)?,
                     UserLogin {
                         id: user_id,
-                        account_id,
-                        password_hash: r.get(1)?,
+                        account_id: to_u64(r.get(1)?)?,
+                        password_hash: r.get(2)?,
                     },
                 ))
             },
@@ -166,48 +160,16 @@ pub fn user_by_id(
         .optional()?)
 }
 
-/// Stores a session's hash.
-pub fn create_session(
+/// Replaces a user's password hash; with `expected`, only if it is still that one. Whether it
+/// changed.
+pub fn set_password_hash(
     tx: &Transaction<'_>,
-    token_hash: &HashedToken,
-    user: &UserLogin,
-    now: u64,
-    expires_at: u64,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            token_hash.as_bytes(),
-            to_i64(user.id),
-            to_i64(user.account_id),
-            to_i64(now),
-            to_i64(expires_at)
-        ],
-    )?;
-    Ok(())
-}
-
-/// The `(user id, account id)` of an unexpired session.
-pub fn session_by_hash(
-    conn: &Connection,
-    token_hash: &HashedToken,
-    now: u64,
-) -> Result<Option<(u64, u64)>> {
-    Ok(conn
-        .query_row(
-            "SELECT user_id, account_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
-            params![token_hash.as_bytes(), to_i64(now)],
-            |r| Ok((to_u64(r.get(0)?)?, to_u64(r.get(1)?)?)),
-        )
-        .optional()?)
-}
-
-/// Ends a session.
-pub fn delete_session(tx: &Transaction<'_>, token_hash: &HashedToken) -> Result<()> {
-    tx.execute(
-        "DELETE FROM sessions WHERE token_hash = ?1",
-        [token_hash.as_bytes()],
-    )?;
-    Ok(())
+    user_id: u64,
+    password_hash: &str,
+    expected: Option<&str>,
+) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND (?3 IS NULL OR password_hash = ?3)",
+        params![to_i64(user_id), password_hash, expected],
+    )? == 1)
 }

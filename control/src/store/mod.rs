@@ -17,6 +17,7 @@ pub mod audit;
 pub mod keys;
 pub mod limits;
 pub mod revocations;
+pub mod sessions;
 pub mod tokens;
 pub mod usage;
 
@@ -72,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit_by_target.sql"),
     include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
     include_str!("migrations/0005_rotation_budgets.sql"),
+    include_str!("migrations/0006_session_details.sql"),
     include_str!("migrations/0007_token_scopes.sql"),
 ];
 

@@ -443,6 +443,46 @@ fn read_header(header: [u8; HEADER_LEN], tag: &[u8; TAG_LEN]) -> (u8, u8) {
     (V2 + v as u8, header[1] ^ mask)
 }
 
+/// Every check of a key text that needs no secret: [`parse`] (shape, length, checksum), then
+/// the payload's encoding (each chunk in range: `Malformed`) and its format version, which the
+/// header tells without a secret (`UnsupportedVersion`). What a secret scanner can confirm
+/// offline: a text that passes was written by an issuer, or forged by someone who computed a
+/// checksum on purpose; only the keyring tells those apart ([`check`] runs the same steps first).
+pub fn check_public(text: &str) -> Result<ParsedKey<'_>, KeyError> {
+    let parsed = parse(text)?;
+    public_version(&decode_payload(text, &parsed)?)?;
+    Ok(parsed)
+}
+
+/// The payload bytes of a text whose shape and checksum passed.
+fn decode_payload(text: &str, parsed: &ParsedKey<'_>) -> Result<[u8; PAYLOAD_LEN], KeyError> {
+    let mut payload = [0_u8; PAYLOAD_LEN];
+    base62::decode_into(parsed.payload, &mut payload).map_err(|e| match e {
+        // A non-digit that the checksum let through: report it as `parse` would.
+        base62::DecodeError::InvalidCharacter(_) => diagnosis(text),
+        _ => KeyError::Malformed,
+    })?;
+    Ok(payload)
+}
+
+/// The format version of a payload, read with no secret: the first byte tells the versions
+/// apart (`1`: v1; `0`: reserved), and a v2-family header names its version through the public
+/// whitening. Only 1 and 2 pass.
+fn public_version(payload: &[u8; PAYLOAD_LEN]) -> Result<u8, KeyError> {
+    match payload[0] {
+        V1 => Ok(V1),
+        0 => Err(KeyError::UnsupportedVersion(0)),
+        _ => {
+            let mut tag = [0_u8; TAG_LEN];
+            tag.copy_from_slice(&payload[HEADER_LEN..HEADER_LEN + TAG_LEN]);
+            match read_header([payload[0], payload[1]], &tag) {
+                (V2, _) => Ok(V2),
+                (version, _) => Err(KeyError::UnsupportedVersion(version)),
+            }
+        }
+    }
+}
+
 /// Verifies a key text at time `now` (Unix seconds) and returns its claims.
 ///
 /// This does not consult revocation: the caller checks [`Claims::key_id`] against its list.
@@ -476,16 +516,9 @@ pub fn check(
             endpoint,
         });
     }
-    let mut payload = [0_u8; PAYLOAD_LEN];
-    base62::decode_into(parsed.payload, &mut payload).map_err(|e| match e {
-        // A non-digit that the checksum let through: report it as `parse` would.
-        base62::DecodeError::InvalidCharacter(_) => diagnosis(text),
-        _ => KeyError::Malformed,
-    })?;
-    // The first byte tells the versions apart before any secret is chosen.
-    let claims_bytes = match payload[0] {
+    let payload = decode_payload(text, &parsed)?;
+    let claims_bytes = match public_version(&payload)? {
         V1 => open_v1(&payload, keyring)?,
-        0 => return Err(KeyError::UnsupportedVersion(0)),
         _ => open(&payload, keyring)?,
     };
     let claims = Claims::from_bytes(&claims_bytes)?;
