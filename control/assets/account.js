@@ -1,7 +1,8 @@
 // Sign-in, the account's audit log, and management tokens.
 
 import {
-  api, busy, detailsText, dialog, el, emptyRow, fill, problemText, row, showError, timeEl,
+  api, busy, detailsList, dialog, el, emptyRow, fill, plainText, problemText, row, showError, timeEl,
+  userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -61,13 +62,13 @@ export function initAudit() {
     const rows = r.body.data.map((e) => row([
       ['#', String(e.seq)],
       ['Time', timeEl(e.at)],
-      ['Event', el('code', {}, e.action)],
-      ['Target', e.target && e.action.startsWith('key.')
+      ['Event', el('code', {}, userText(e.action))],
+      ['Target', e.target && e.action.startsWith('key.') && /^[0-9a-f]{32}$/.test(e.target)
         ? el('a', { href: `/dashboard/keys/${e.target}`, title: e.target }, el('code', {}, `${e.target.slice(0, 12)}…`))
-        : (e.target || '—')],
-      ['By', e.actor],
-      ['From', e.source || '—'],
-      ['Details', el('span', { class: 'details-text' }, detailsText(e.details))],
+        : (e.target ? userText(e.target) : '—')],
+      ['By', userText(e.actor)],
+      ['From', e.source ? userText(e.source) : '—'],
+      ['Details', detailsList(e.details)],
     ]));
     if (append) body.append(...rows);
     else fill(body, rows.length ? rows : emptyRow(7, 'No events yet.'));
@@ -78,31 +79,61 @@ export function initAudit() {
   load(false);
 }
 
+const GRANTS = {
+  read_only: 'Read Only keys', read_write: 'Read Only and Read/Write keys', full_access: 'Any key', custom: 'Custom',
+};
+
 export function initTokens() {
   const body = $('tokens-body');
   const form = $('token-form');
   const panel = $('token-created');
   const error = $('token-error');
+  const more = $('tokens-more');
   let forget = null;
+  let cursor = null;
 
-  async function load() {
-    const r = await api('GET', '/v1/management-tokens');
-    if (r.status !== 200) {
-      fill(body, emptyRow(6, problemText(r)));
-      return;
-    }
-    fill(body, r.body.data.length ? r.body.data.map((t) => row([
-      ['Name', t.name],
+  function tokenRow(t) {
+    const status = el('span', { class: `badge status-${t.status}` }, { active: 'Active', expired: 'Expired', revoked: 'Revoked' }[t.status] || t.status);
+    return row([
+      ['Name', userText(t.name)],
       ['Token', el('code', {}, t.hint)],
-      ['Created', timeEl(t.created_at)],
+      ['Scopes', el('span', { class: 'chips' }, t.scopes.map((s) => el('code', { class: 'chip' }, s)))],
+      ['Keys it may manage', t.key_grant === 'custom' ? t.key_grant_scopes.join(', ') : GRANTS[t.key_grant] || t.key_grant],
+      ['Expires', t.expires_at ? timeEl(t.expires_at) : 'Never'],
       ['Last used', timeEl(t.last_used_at, true)],
-      ['Status', el('span', { class: `badge status-${t.revoked_at ? 'revoked' : 'active'}` }, t.revoked_at ? 'Revoked' : 'Active')],
+      ['Status', el('span', { class: 'badges' }, status, t.legacy ? el('span', { class: 'badge idle', title: 'Made before tokens had scopes: every scope, any key, and an expiry from the upgrade' }, 'Legacy') : null)],
       ['Actions', t.revoked_at ? '' : el('button', {
         type: 'button', class: 'destructive small', 'data-token': t.id, 'data-name': t.name,
-        'aria-label': `Revoke token ${t.name}`,
+        'aria-label': `Revoke token ${plainText(t.name)}`,
       }, 'Revoke…')],
-    ])) : emptyRow(6, 'No tokens.'));
+    ], { 'data-token-id': t.id });
   }
+
+  async function load(append) {
+    const q = new URLSearchParams({ limit: '100' });
+    if (append && cursor) q.set('cursor', cursor);
+    const r = await api('GET', `/v1/management-tokens?${q}`);
+    if (r.status !== 200) {
+      fill(body, emptyRow(8, problemText(r)));
+      return;
+    }
+    const rows = r.body.data.map(tokenRow);
+    if (append) body.append(...rows);
+    else fill(body, rows.length ? rows : emptyRow(8, 'No tokens.'));
+    cursor = r.body.next_cursor;
+    more.hidden = !cursor;
+    const { plan } = r.body;
+    $('tokens-count').textContent = `${r.body.active_tokens} of ${plan.max_tokens} tokens work now.`;
+    const expiry = $('token-expiry');
+    for (const option of [...expiry.options]) {
+      const days = Number(option.value);
+      option.disabled = plan.max_ttl !== null && days * 86400 > plan.max_ttl;
+    }
+    if (plan.max_ttl === null && !expiry.querySelector('option[value=never]')) {
+      expiry.append(el('option', { value: 'never' }, 'never'));
+    }
+  }
+  more.addEventListener('click', () => load(true));
 
   const create = dialog($('token-dialog'), {
     onClose() {
@@ -118,20 +149,39 @@ export function initTokens() {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     showError(error, '');
-    const name = form.elements.name.value.trim();
+    const f = form.elements;
+    const name = f.name.value.trim();
+    const scopes = [...form.querySelectorAll('input[name=scopes]:checked')].map((c) => c.value);
+    const password = f.password.value;
     if (!name) {
       showError(error, 'Give the token a name.');
       return;
     }
-    const r = await busy(form, () => api('POST', '/v1/management-tokens', { name }));
+    if (!scopes.length) {
+      showError(error, 'Choose at least one scope: what the script needs, and no more.');
+      return;
+    }
+    if (!password) {
+      showError(error, 'Enter your password to confirm.');
+      f.password.focus();
+      return;
+    }
+    const request = { name, password, scopes, key_grant: f.key_grant.value };
+    const expiry = f.expiry.value;
+    if (expiry === 'never') request.never_expires = true;
+    // 30 days is the plan's default; other lifetimes a minute short, so a clock ahead of the
+    // server's never asks past the plan's maximum.
+    else if (expiry !== '30') request.expires_at = Math.floor(Date.now() / 1000) + Number(expiry) * 86400 - 60;
+    const r = await busy(form, () => api('POST', '/v1/management-tokens', request));
+    f.password.value = '';
     if (r.status !== 201) {
-      showError(error, problemText(r));
+      showError(error, r.body?.code === 'password_incorrect' ? 'The password is not correct.' : problemText(r));
       return;
     }
     form.hidden = true;
     const curl = `curl -H "Authorization: Bearer ${r.body.token}" ${location.origin}/v1/keys`;
     forget = showSecret(panel, r.body.token, curl);
-    load();
+    load(false);
   });
 
   let revoking = null;
@@ -147,7 +197,7 @@ export function initTokens() {
     const b = e.target.closest('button[data-token]');
     if (!b) return;
     revoking = b.dataset.token;
-    $('token-revoke-name').textContent = b.dataset.name;
+    fill($('token-revoke-name'), userText(b.dataset.name));
     revoke.open(revokeForm.querySelector('[type=submit]'));
   });
   revokeForm.addEventListener('submit', async (e) => {
@@ -159,7 +209,7 @@ export function initTokens() {
       return;
     }
     revoke.close();
-    load();
+    load(false);
   });
-  load();
+  load(false);
 }

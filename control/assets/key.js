@@ -2,8 +2,8 @@
 // events, Rotate (shown-once new key) and Revoke (typed-name confirmation).
 
 import {
-  api, busy, catalog, curlLine, detailsText, dialog, el, emptyRow, ENVIRONMENTS, fill, missingRoute, num,
-  PERMISSIONS, problemText, row, showError, statusBadges, timeEl, when,
+  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, missingRoute, num,
+  PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, userText, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
 import { showSecret } from './secret.js';
@@ -32,16 +32,16 @@ export function initKey() {
   }
 
   function renderKey(k) {
-    document.title = `${k.name} · Lynxo Keys`;
-    $('key-title').textContent = k.name;
-    $('crumb-name').textContent = k.name;
+    document.title = `${plainText(k.name)} · Lynxo Keys`;
+    fill($('key-title'), userText(k.name));
+    fill($('crumb-name'), userText(k.name));
     fill($('key-status'), el('span', { class: 'badges' }, statusBadges(k)));
     const dd = (term, ...value) => [el('dt', {}, term), el('dd', {}, ...value)];
     const link = (other) => el('a', { href: `/dashboard/keys/${other}` }, other);
     fill($('key-details'),
       dd('Key', el('code', {}, k.hint)),
       dd('Key id', el('code', {}, k.id)),
-      k.description ? dd('Description', k.description) : null,
+      k.description ? dd('Description', userText(k.description)) : null,
       dd('Environment', ENVIRONMENTS[k.environment] || k.environment),
       dd('Permission', PERMISSIONS[k.permission] || k.permission),
       dd('Scopes', el('span', { class: 'chips' }, (k.scopes || []).map((s) => el('code', { class: 'chip' }, s === '*' ? 'all scopes' : s)))),
@@ -50,14 +50,14 @@ export function initKey() {
       dd('Expires', k.expires_at ? timeEl(k.expires_at) : 'Never'),
       dd('Last used', timeEl(k.last_used_at, true),
         k.last_used_ip ? el('span', { class: 'sub' }, `from ${k.last_used_ip}`) : null,
-        k.last_used_user_agent ? el('span', { class: 'sub' }, k.last_used_user_agent) : null),
+        k.last_used_user_agent ? el('span', { class: 'sub' }, userText(k.last_used_user_agent)) : null),
       dd('Requests (24 h)', num(k.requests_24h)),
       k.rotated_from ? dd('Replaces', link(k.rotated_from)) : null,
       k.rotated_to ? dd('Replaced by', link(k.rotated_to)) : null,
       k.grace_until && k.status === 'rotating' ? dd('Stops working', timeEl(k.grace_until)) : null,
       k.rate_limit_budget && k.rate_limit_budget !== k.id
         ? dd('Rate limit shared with', 'its rotation chain, from ', link(k.rate_limit_budget)) : null,
-      k.revoked_at && k.status === 'revoked' ? dd('Revoked', timeEl(k.revoked_at), k.revoke_reason ? el('span', { class: 'sub' }, k.revoke_reason) : null) : null,
+      k.revoked_at && k.status === 'revoked' ? dd('Revoked', timeEl(k.revoked_at), k.revoke_reason ? el('span', { class: 'sub' }, userText(k.revoke_reason)) : null) : null,
     );
     const f = $('settings-form').elements;
     f.name.value = k.name;
@@ -69,7 +69,7 @@ export function initKey() {
     pending.textContent = k.rate_limit_pending ? 'The new rate limit is on its way to the edge.' : '';
     $('rotate-open').disabled = k.status !== 'active';
     $('revoke-open').disabled = k.status === 'revoked';
-    $('revoke-name').textContent = k.name;
+    fill($('revoke-name'), userText(k.name));
     renderUnused(k);
   }
 
@@ -142,11 +142,11 @@ export function initKey() {
     }
     const rows = (r.body.data || []).map((a) => row([
       ['Time', timeEl(Math.floor(a.at_ms / 1000))],
-      ['Request', el('code', {}, `${a.method} ${a.path}`)],
+      ['Request', el('code', {}, userText(`${a.method} ${a.path}`))],
       ['Status', el('span', { class: `badge outcome o-${a.outcome}` }, String(a.status))],
-      ['Client', a.client_ip || '—'],
-      ['Where', [a.country, a.colo].filter(Boolean).join(' · ') || '—'],
-      ['User agent', el('span', { class: 'ua' }, a.user_agent || '—')],
+      ['Client', a.client_ip ? userText(a.client_ip) : '—'],
+      ['Where', userText([a.country, a.colo].filter(Boolean).join(' · ') || '—')],
+      ['User agent', el('span', { class: 'ua' }, a.user_agent ? userText(a.user_agent) : '—')],
     ], { class: 'activity' }));
     if (more) body.append(...rows);
     else fill(body, rows.length ? rows : emptyRow(6, outcome ? 'No request with this outcome.' : 'No requests recorded yet.'));
@@ -170,9 +170,9 @@ export function initKey() {
     const mine = own.body.data.concat(made).sort((a, b) => b.seq - a.seq);
     fill(body, mine.length ? mine.map((e) => row([
       ['Time', timeEl(e.at)],
-      ['Event', el('code', {}, e.action)],
-      ['By', e.actor],
-      ['Details', el('span', { class: 'details-text' }, detailsText(e.details))],
+      ['Event', el('code', {}, userText(e.action))],
+      ['By', userText(e.actor)],
+      ['Details', detailsList(e.details)],
     ])) : emptyRow(4, 'No events.'));
   }
 

@@ -2,7 +2,7 @@
 
 import {
   api, busy, curlLine, dialog, el, emptyRow, ENVIRONMENTS, fill, num, PERMISSIONS, problemText,
-  row, showError, statusBadges, timeEl,
+  row, showError, statusBadges, timeEl, userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -75,7 +75,7 @@ export function initKeys() {
         ' A rotated key counts until its grace period ends (rotate its replacement, or revoke it, to end it now).'),
       list.length ? el('p', {}, 'Keys that are idle or oldest:') : null,
       list.length ? el('ul', {}, list.map((k) => el('li', {},
-        el('a', { href: `/dashboard/keys/${k.id}` }, k.name), ' ',
+        el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name)), ' ',
         el('span', { class: 'muted' }, k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used')))) : null,
     ];
     fill(notice, explain());
@@ -101,9 +101,9 @@ export function initKeys() {
 }
 
 function keyRow(k) {
-  const link = el('a', { href: `/dashboard/keys/${k.id}` }, k.name);
+  const link = el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name));
   return row([
-    ['Name', link, k.description ? el('span', { class: 'sub' }, k.description) : null],
+    ['Name', link, k.description ? el('span', { class: 'sub' }, userText(k.description)) : null],
     ['Environment', el('span', { class: `env env-${k.environment}` }, ENVIRONMENTS[k.environment] || k.environment)],
     ['Permission', PERMISSIONS[k.permission] || k.permission],
     ['Key', el('code', { class: 'hint-text' }, k.hint)],
@@ -193,7 +193,7 @@ function initCreate(reload) {
           ' Revoke a key you no longer use before creating another.',
           r.body.rotating_keys ? ` ${r.body.rotating_keys} of them are rotated keys in their grace period; they count until it ends.` : ''),
         el('ul', {}, (r.body.candidates || []).map((k) => el('li', {},
-          el('a', { href: `/dashboard/keys/${k.id}` }, k.name), ' ',
+          el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name)), ' ',
           el('span', { class: 'muted' }, k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used')))));
       notice.hidden = false;
       return;

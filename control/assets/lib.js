@@ -156,12 +156,49 @@ export function statusBadges(key) {
   return out;
 }
 
-/** An audit event's details as "name: value" lines, for people rather than parsers. */
-export function detailsText(details) {
+// What the API refuses in text people give it (control/src/text.rs; a test checks the two sets
+// are one): control, format, line and paragraph separators, default-ignorable, noncharacters.
+const REFUSED = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\p{Noncharacter_Code_Point}]/gu;
+
+/** A refused character's visible stand-in, e.g. "U+202E". */
+function codePoint(c) {
+  return `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/**
+ * Text a person or a client gave us (names, descriptions, reasons, user agents, audit details),
+ * ready to show: isolated in a <bdi> so it cannot reorder what is around it, and every
+ * character the API refuses today (stored before the rule, or from the edge) shown as a marked
+ * "U+XXXX" instead of acting, so no stored string can hide, reorder or break a line.
+ */
+export function userText(text, attrs = {}) {
+  const node = el('bdi', { ...attrs, class: attrs.class ? `user-text ${attrs.class}` : 'user-text' });
+  const value = text === undefined || text === null ? '' : String(text);
+  let at = 0;
+  for (const m of value.matchAll(REFUSED)) {
+    if (m.index > at) node.append(value.slice(at, m.index));
+    node.append(el('span', { class: 'hidden-char', title: 'Invisible or control character, shown by its code' }, codePoint(m[0])));
+    at = m.index + m[0].length;
+  }
+  if (at < value.length) node.append(value.slice(at));
+  return node;
+}
+
+/** The same as one line of plain text (a document title): refused characters as "⟨U+XXXX⟩". */
+export function plainText(text) {
+  return String(text ?? '').replace(REFUSED, (c) => `⟨${codePoint(c)}⟩`);
+}
+
+/** An audit event's details, one "name: value" line each, every value isolated. */
+export function detailsList(details) {
   if (!details || typeof details !== 'object') return '';
-  return Object.entries(details)
-    .map(([k, v]) => `${k}: ${v === null ? '—' : typeof v === 'object' ? (Array.isArray(v) ? v.join(', ') : JSON.stringify(v)) : v}`)
-    .join('\n');
+  return el('span', { class: 'details-text' }, Object.entries(details).map(([k, v]) => el(
+    'span',
+    { class: 'detail' },
+    userText(k),
+    ': ',
+    userText(v === null ? '—' : typeof v === 'object' ? (Array.isArray(v) ? v.join(', ') : JSON.stringify(v)) : v),
+  )));
 }
 
 /** Shows or hides an error paragraph. */

@@ -41,6 +41,14 @@ pub enum Event {
     },
     /// `user.signed_out`.
     SignedOut,
+    /// `user.password_check_failed`: a signed-in user was asked for their password again (to
+    /// create a management token) and gave a wrong one.
+    PasswordCheckFailed {
+        /// The user.
+        user_id: u64,
+        /// What the password was asked for (`management_token.create`).
+        purpose: &'static str,
+    },
     /// `user.sessions_ended`: sessions of a user ended before their time, other than by signing
     /// out of them.
     SessionsEnded {
@@ -80,11 +88,17 @@ pub enum Event {
         name: Option<String>,
         /// Its non-secret hint.
         hint: String,
+        /// What it may do: `scopes`, `key_grant`, `expires_at` (absent for tokens from before).
+        grant: Option<Value>,
     },
     /// `management_token.used` (at most once an hour per token).
     TokenUsed {
         /// The token's id.
         token_id: u64,
+        /// The method of the call that used it.
+        method: String,
+        /// Its route (`/v1/keys/{id}`).
+        path: String,
     },
     /// `management_token.revoked`.
     TokenRevoked {
@@ -194,6 +208,7 @@ impl Event {
             Self::SignedIn { .. } => "user.signed_in",
             Self::SignInFailed { .. } => "user.sign_in_failed",
             Self::SignedOut => "user.signed_out",
+            Self::PasswordCheckFailed { .. } => "user.password_check_failed",
             Self::SessionsEnded { .. } => "user.sessions_ended",
             Self::PasswordChanged { .. } => "user.password_changed",
             Self::PasswordChangeFailed { .. } => "user.password_change_failed",
@@ -220,10 +235,11 @@ impl Event {
             | Self::SessionsEnded { user_id, .. }
             | Self::PasswordChanged { user_id, .. }
             | Self::PasswordChangeFailed { user_id }
-            | Self::PasswordReset { user_id, .. } => Some(user_id.to_string()),
+            | Self::PasswordReset { user_id, .. }
+            | Self::PasswordCheckFailed { user_id, .. } => Some(user_id.to_string()),
             Self::SignedOut => None,
             Self::TokenCreated { token_id, .. }
-            | Self::TokenUsed { token_id }
+            | Self::TokenUsed { token_id, .. }
             | Self::TokenRevoked { token_id, .. } => Some(token_id.to_string()),
             Self::KeyCreated { key_id, .. }
             | Self::KeyUpdated { key_id, .. }
@@ -239,7 +255,7 @@ impl Event {
         match self {
             Self::AccountCreated { name, .. } => json!({ "name": name }),
             Self::UserCreated { email, .. } => json!({ "email": email }),
-            Self::SignedOut | Self::TokenUsed { .. } | Self::PasswordChangeFailed { .. } => {
+            Self::SignedOut | Self::PasswordChangeFailed { .. } => {
                 json!({})
             }
             Self::SignedIn { session_id, .. } => json!({ "session_id": session_id }),
@@ -251,11 +267,21 @@ impl Event {
             Self::PasswordChanged { session_ids, .. } | Self::PasswordReset { session_ids, .. } => {
                 json!({ "sessions_ended": session_ids })
             }
+            Self::TokenUsed { method, path, .. } => json!({ "method": method, "path": path }),
             Self::SignInFailed { known_device, .. } => json!({ "known_device": known_device }),
-            Self::TokenCreated { name, hint, .. } => match name {
-                Some(name) => json!({ "name": name, "hint": hint }),
-                None => json!({ "hint": hint }),
-            },
+            Self::PasswordCheckFailed { purpose, .. } => json!({ "purpose": purpose }),
+            Self::TokenCreated {
+                name, hint, grant, ..
+            } => {
+                let mut details = match name {
+                    Some(name) => json!({ "name": name, "hint": hint }),
+                    None => json!({ "hint": hint }),
+                };
+                if let (Some(Value::Object(grant)), Some(out)) = (grant, details.as_object_mut()) {
+                    out.extend(grant.clone());
+                }
+                details
+            }
             Self::TokenRevoked { hint, .. } => json!({ "hint": hint }),
             Self::KeyCreated { settings, .. } => settings.clone(),
             Self::KeyUpdated {
@@ -316,6 +342,7 @@ mod tests {
                     token_id: 3,
                     name: None,
                     hint: "lnxm_…abcd".into(),
+                    grant: None,
                 },
                 "management_token.created",
                 Some("3"),

@@ -11,6 +11,7 @@
 //! - [`events`]: the audit trail's vocabulary, one typed variant per recorded action.
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
+//! - [`text`]: the one rule for text people give us (no control, format or invisible characters).
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
 //! - [`verify`]: the verify endpoint (`POST /v1/keys/verify`), its per-account budget and trace.
 //! - [`dashboard`]: the web dashboard.
@@ -45,6 +46,7 @@ pub mod secret;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod tokens;
 pub mod usage;
 pub mod verify;

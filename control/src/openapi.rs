@@ -18,6 +18,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
+use crate::auth::grant::{Access, AdminScope};
 use crate::error::KeyIdPath;
 use crate::store::keys::KeyStatus;
 use crate::store::usage::Granularity;
@@ -47,6 +48,40 @@ pub fn document() -> Result<serde_json::Value, String> {
         "properties": { "scopes": { "type": "array", "minItems": 1 } },
     });
     create["else"] = serde_json::json!({ "properties": { "scopes": { "type": "null" } } });
+    // The text rule's refused characters, from its one table.
+    for &(schema, property, required) in GUARDED_TEXT {
+        doc["components"]["schemas"][schema]["properties"][property]["pattern"] =
+            text_pattern(required).into();
+    }
+    // Who may call each operation, from the table the router enforces (`routes::operations`).
+    for op in routes::operations() {
+        let method = op.method.as_str().to_ascii_lowercase();
+        let operation = &mut doc["paths"][op.path][method.as_str()];
+        if operation["security"] == serde_json::json!([]) {
+            continue;
+        }
+        match op.access {
+            Access::Scope(scope) => {
+                operation["security"] = serde_json::json!([
+                    { "managementToken": [scope.name()] },
+                    { "session": [] },
+                ]);
+                let refusal = format!(
+                    "A management token without the scope `{}` (`insufficient_scope`).",
+                    scope.name()
+                );
+                let answer = &mut operation["responses"]["403"];
+                match answer["description"].as_str() {
+                    Some(other) => answer["description"] = format!("{other} {refusal}").into(),
+                    None => *answer = serde_json::to_value(problem(&refusal)).unwrap_or_default(),
+                }
+            }
+            Access::Session => {
+                operation["security"] = serde_json::json!([{ "session": [] }]);
+            }
+            Access::Any => {}
+        }
+    }
     // utoipa's `min_properties` writes `maxProperties` (5.5.0): a PATCH must change something.
     doc["components"]["schemas"]["UpdateKey"]["minProperties"] = 1.into();
     // Every outcome, and nothing else (utoipa sets `additionalProperties` only from
@@ -272,6 +307,31 @@ pub fn scopes() -> Schema {
         .into()
 }
 
+/// Admin scope names (`auth::grant::AdminScope`), at least one: `CreateToken.scopes`.
+pub fn admin_scopes() -> Schema {
+    ArrayBuilder::new()
+        .min_items(Some(1))
+        .items(RefOr::T(
+            string_enum(AdminScope::ALL.map(AdminScope::name)).into(),
+        ))
+        .into()
+}
+
+/// A permission level, or null: `CreateToken.key_grant`.
+pub fn permission_or_null() -> Schema {
+    let names = [
+        Permission::ReadOnly,
+        Permission::ReadWrite,
+        Permission::FullAccess,
+        Permission::Custom(ScopeSet::EMPTY),
+    ]
+    .map(|p| serde_json::Value::from(p.name()));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(names.into_iter().chain([serde_json::Value::Null])))
+        .into()
+}
+
 /// Scope names from the catalog, or null: `CreateKey.scopes`.
 pub fn scopes_or_null() -> Schema {
     ArrayBuilder::new()
@@ -301,8 +361,27 @@ pub fn key_id() -> Schema {
 /// The pattern of a key id.
 pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
-pub const NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+/// The fields the text rule guards (`crate::text`), by schema and property, and whether they
+/// must hold more than spaces.
+const GUARDED_TEXT: &[(&str, &str, bool)] = &[
+    ("CreateKey", "name", true),
+    ("CreateKey", "description", false),
+    ("UpdateKey", "name", true),
+    ("UpdateKey", "description", false),
+    ("RevokeKey", "reason", true),
+    ("CreateToken", "name", true),
+];
+
+/// The pattern of a guarded text field: none of the refused characters (those the pattern
+/// dialects can spell, `text::bmp_class`), and, if `required`, one that is not a space.
+fn text_pattern(required: bool) -> String {
+    let refused = crate::text::bmp_class();
+    if required {
+        format!("^[^{refused}]*[^\\s{refused}][^{refused}]*$")
+    } else {
+        format!("^[^{refused}]*$")
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -316,6 +395,13 @@ mod tests {
         for name in ["CreateKey", "UpdateKey", "OutcomeCounts"] {
             let schema = &doc["components"]["schemas"][name];
             assert!(schema["properties"].is_object(), "{name} is not generated");
+        }
+        for &(schema, property, _) in GUARDED_TEXT {
+            let field = &doc["components"]["schemas"][schema]["properties"][property];
+            assert!(
+                field["maxLength"].is_u64(),
+                "{schema}.{property} is not generated"
+            );
         }
         let audit = &doc["paths"]["/v1/audit-events"]["get"]["parameters"];
         assert!(

@@ -2,6 +2,9 @@
 //! operations ([`operations`]), which the OpenAPI test also reads, so a route cannot exist
 //! undocumented or be documented without existing.
 
+use std::convert::Infallible;
+
+use axum::Extension;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -9,18 +12,22 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post};
 
+use crate::auth::grant::{Access, AdminScope, RoutePath};
 use crate::error::{self, AppError, InternalCause, Json};
 use crate::openapi::OPENAPI;
 use crate::state::AppState;
 use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
 
-/// One operation of the API: its method, its path as the OpenAPI document spells it, and its
-/// handler.
+/// One operation of the API: its method, its path as the OpenAPI document spells it, who may
+/// call it, and its handler.
 pub struct Operation {
     /// The HTTP method.
     pub method: Method,
     /// The full path (`/v1/keys/{id}`).
     pub path: &'static str,
+    /// Who may call it: the admin scope a management token needs, or sessions only. The
+    /// caller extractor (`auth::Caller`) enforces it; the OpenAPI document states it.
+    pub access: Access,
     handler: MethodRouter<AppState>,
 }
 
@@ -30,10 +37,16 @@ impl std::fmt::Debug for Operation {
     }
 }
 
-fn op(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Operation {
+fn op(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> Operation {
     Operation {
         method,
         path,
+        access,
         handler,
     }
 }
@@ -42,52 +55,131 @@ fn op(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Op
 /// exactly these. Not here: the dashboard's pages (HTML for a browser, `dashboard::routes`) and
 /// the edge's internal usage ingestion (`usage::ingest_routes`, signed with the keyring).
 pub fn operations() -> Vec<Operation> {
+    use AdminScope::{
+        AccountRead, AuditRead, KeysRead, KeysVerify, KeysWrite, TokensRead, UsageRead,
+    };
     use Method as M;
+    let needs = Access::Scope;
     vec![
-        op(M::POST, "/v1/keys", post(keys::create_key)),
-        op(M::GET, "/v1/keys", get(keys::list_keys)),
-        op(M::POST, "/v1/keys/verify", post(verify::verify_key)),
-        op(M::GET, "/v1/keys/{id}", get(keys::get_key)),
-        op(M::PATCH, "/v1/keys/{id}", patch(keys::update_key)),
-        op(M::POST, "/v1/keys/{id}/revoke", post(keys::revoke_key)),
-        op(M::POST, "/v1/keys/{id}/rotate", post(keys::rotate_key)),
-        op(M::GET, "/v1/keys/{id}/usage", get(usage::get_key_usage)),
+        op(
+            M::POST,
+            "/v1/keys",
+            needs(KeysWrite),
+            post(keys::create_key),
+        ),
+        op(M::GET, "/v1/keys", needs(KeysRead), get(keys::list_keys)),
+        op(
+            M::POST,
+            "/v1/keys/verify",
+            needs(KeysVerify),
+            post(verify::verify_key),
+        ),
+        op(M::GET, "/v1/keys/{id}", needs(KeysRead), get(keys::get_key)),
+        op(
+            M::PATCH,
+            "/v1/keys/{id}",
+            needs(KeysWrite),
+            patch(keys::update_key),
+        ),
+        op(
+            M::POST,
+            "/v1/keys/{id}/revoke",
+            needs(KeysWrite),
+            post(keys::revoke_key),
+        ),
+        op(
+            M::POST,
+            "/v1/keys/{id}/rotate",
+            needs(KeysWrite),
+            post(keys::rotate_key),
+        ),
+        op(
+            M::GET,
+            "/v1/keys/{id}/usage",
+            needs(UsageRead),
+            get(usage::get_key_usage),
+        ),
         op(
             M::GET,
             "/v1/keys/{id}/activity",
+            needs(UsageRead),
             get(usage::list_key_activity),
         ),
-        op(M::GET, "/v1/usage", get(usage::get_account_usage)),
-        op(M::GET, "/v1/account", get(account::get_account)),
-        op(M::GET, "/v1/audit-events", get(audit::list_audit_events)),
-        op(M::POST, "/v1/management-tokens", post(tokens::create_token)),
-        op(M::GET, "/v1/management-tokens", get(tokens::list_tokens)),
+        op(
+            M::GET,
+            "/v1/usage",
+            needs(UsageRead),
+            get(usage::get_account_usage),
+        ),
+        op(
+            M::GET,
+            "/v1/account",
+            needs(AccountRead),
+            get(account::get_account),
+        ),
+        op(
+            M::GET,
+            "/v1/audit-events",
+            needs(AuditRead),
+            get(audit::list_audit_events),
+        ),
+        op(
+            M::POST,
+            "/v1/management-tokens",
+            Access::Session,
+            post(tokens::create_token),
+        ),
+        op(
+            M::GET,
+            "/v1/management-tokens",
+            needs(TokensRead),
+            get(tokens::list_tokens),
+        ),
         op(
             M::POST,
             "/v1/management-tokens/{id}/revoke",
+            Access::Session,
             post(tokens::revoke_token),
         ),
-        op(M::POST, "/v1/sessions", post(auth::create_session)),
+        op(
+            M::POST,
+            "/v1/sessions",
+            Access::Any,
+            post(auth::create_session),
+        ),
         op(
             M::DELETE,
             "/v1/sessions/current",
+            Access::Any,
             delete(auth::delete_session),
         ),
-        op(M::GET, "/v1/sessions", get(auth::sessions::list_sessions)),
+        op(
+            M::GET,
+            "/v1/sessions",
+            Access::Session,
+            get(auth::sessions::list_sessions),
+        ),
         op(
             M::DELETE,
             "/v1/sessions/others",
+            Access::Session,
             delete(auth::sessions::end_other_sessions),
         ),
         op(
             M::DELETE,
             "/v1/sessions/{id}",
+            Access::Session,
             delete(auth::sessions::end_session),
         ),
-        op(M::POST, "/v1/user/password", post(auth::change_password)),
-        op(M::GET, "/healthz", get(healthz)),
-        op(M::GET, "/readyz", get(readyz)),
-        op(M::GET, "/openapi.json", get(openapi)),
+        op(
+            M::POST,
+            "/v1/user/password",
+            Access::Session,
+            post(auth::change_password),
+        ),
+        op(M::GET, "/healthz", Access::Any, get(healthz)),
+        op(M::GET, "/readyz", Access::Any, get(readyz)),
+        op(M::GET, "/openapi.json", Access::Any, get(openapi)),
     ]
 }
 
@@ -95,7 +187,16 @@ pub fn operations() -> Vec<Operation> {
 pub fn app(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let (mut api, mut root) = (Router::new(), Router::new());
-    for Operation { path, handler, .. } in operations() {
+    for Operation {
+        path,
+        handler,
+        access,
+        ..
+    } in operations()
+    {
+        let handler: MethodRouter<AppState> = handler
+            .layer::<_, Infallible>(Extension(access))
+            .layer(Extension(RoutePath(path)));
         // Two operations on one path merge into one method router.
         match path.strip_prefix("/v1") {
             Some(rest) => api = api.route(rest, handler),

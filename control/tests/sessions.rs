@@ -378,7 +378,14 @@ async fn a_signed_in_user_creates_lists_and_revokes_management_tokens() {
             .header("origin", ORIGIN)
     };
     let created = dashboard()
-        .post("/v1/management-tokens", json!({ "name": " deploy bot " }))
+        .post(
+            "/v1/management-tokens",
+            json!({
+                "name": " deploy bot ",
+                "password": PASSWORD,
+                "scopes": ["keys:read", "tokens:read"],
+            }),
+        )
         .await
         .expect(StatusCode::CREATED);
     assert_eq!(created.header("cache-control"), Some("no-store"));
@@ -404,7 +411,10 @@ async fn a_signed_in_user_creates_lists_and_revokes_management_tokens() {
         .await
         .problem(StatusCode::FORBIDDEN, "session_required");
     // Validation, tenancy, cross-site.
-    for bad in [json!({ "name": "  " }), json!({})] {
+    for bad in [
+        json!({ "name": "  ", "password": PASSWORD, "scopes": ["keys:read"] }),
+        json!({}),
+    ] {
         dashboard()
             .post("/v1/management-tokens", bad)
             .await

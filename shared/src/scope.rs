@@ -174,6 +174,12 @@ impl ScopeSet {
         self.is_full_access() || self.0 & (1 << scope.bit()) != 0
     }
 
+    /// Whether every scope this set grants, `other` grants too. Full Access is within Full
+    /// Access only: it holds scopes added later, which no listed set holds.
+    pub const fn is_within(self, other: Self) -> bool {
+        other.is_full_access() || (!self.is_full_access() && self.0 & !other.0 == 0)
+    }
+
     /// The scopes granted, in catalog order (all of them for Full Access).
     pub fn iter(self) -> impl Iterator<Item = Scope> {
         Scope::ALL.into_iter().filter(move |s| self.contains(*s))
@@ -586,6 +592,28 @@ mod tests {
         assert_eq!(ScopeSet::from_bits(1 << 30), None);
         assert_eq!(ScopeSet::from_bits(1 << 31 | 1), None);
         assert_eq!(ScopeSet::from_names(["jobs:read", "nope"]), Err("nope"));
+    }
+
+    #[test]
+    fn within() {
+        let (ro, rw, full) = (
+            Permission::ReadOnly.scopes(),
+            Permission::ReadWrite.scopes(),
+            ScopeSet::FULL_ACCESS,
+        );
+        let every = Scope::ALL.into_iter().fold(ScopeSet::EMPTY, ScopeSet::with);
+        for (set, of, expected) in [
+            (ro, rw, true),
+            (rw, ro, false),
+            (rw, full, true),
+            (full, full, true),
+            (ScopeSet::EMPTY, ro, true),
+            // Full Access holds scopes added later: no listed set covers it.
+            (full, every, false),
+            (every, full, true),
+        ] {
+            assert_eq!(set.is_within(of), expected, "{set:?} within {of:?}");
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! - [`keys`]: keys and revocation shards signed with the test keyring;
 //! - [`attack`]: what a hostile client sends (no length, slow, from many addresses) and what it
 //!   measures (`/proc` memory of the processes under attack);
-//! - [`capture`]: a wiretap between the worker and the origin.
+//! - [`capture`]: a wiretap between the worker and the origin;
+//! - [`browser`]: runs a browser script (`tests/browser/*.mjs`) with node, bounded in time.
 
 pub mod attack;
+pub mod browser;
 pub mod capture;
 pub mod control;
 pub mod http;

@@ -10,21 +10,15 @@
 //! Screenshots go to `target/dashboard-screenshots/`. `scripts/bootstrap.sh` installs Chromium
 //! and playwright-core; without them this test fails and says so.
 
-use std::io::{Read, Seek};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use e2e::browser::chromium;
 use e2e::control::{Control, EMAIL, PASSWORD};
 use e2e::stack::{Options, Stack, workspace_root};
 
 /// The whole browser script, generously: it takes well under a minute when usage arrives fast.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
-
-fn chromium() -> PathBuf {
-    std::env::var_os("LYNXO_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
 
 #[test]
 fn dashboard_in_headless_chromium() {
@@ -96,44 +90,24 @@ fn run_script(
     screenshots: &Path,
     secrets: &Path,
 ) -> (bool, String) {
-    let log = tempfile::tempfile().unwrap_or_else(|e| panic!("temp file: {e}"));
-    let log_err = log.try_clone().unwrap_or_else(|e| panic!("temp file: {e}"));
-    let mut reader = log.try_clone().unwrap_or_else(|e| panic!("temp file: {e}"));
-    let mut child = Command::new("node")
-        .arg(root.join("tests/browser/dashboard.mjs"))
-        .current_dir(root)
-        .env("LYNXO_DASHBOARD_URL", format!("http://{}", control.addr))
-        .env("LYNXO_EDGE_URL", format!("http://{}", stack.edge))
-        .env("LYNXO_EMAIL", EMAIL)
-        .env("LYNXO_PASSWORD", PASSWORD)
-        .env("LYNXO_SCREENSHOTS", screenshots)
-        .env("LYNXO_SECRETS_FILE", secrets)
-        .env("LYNXO_CHROMIUM", browser)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("running node tests/browser/dashboard.mjs: {e}"));
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let mut output = String::new();
-    // The three handles share one file offset: read from the start.
-    let _ = reader.rewind();
-    let _ = reader.read_to_string(&mut output);
-    if status.is_none() {
-        output.push_str(&format!("\n(killed after {SCRIPT_DEADLINE:?})"));
-    }
-    (status.is_some_and(|s| s.success()), output)
+    let (dashboard, edge) = (
+        format!("http://{}", control.addr),
+        format!("http://{}", stack.edge),
+    );
+    e2e::browser::run_script(
+        root,
+        "tests/browser/dashboard.mjs",
+        &[
+            ("LYNXO_DASHBOARD_URL", dashboard.as_ref()),
+            ("LYNXO_EDGE_URL", edge.as_ref()),
+            ("LYNXO_EMAIL", EMAIL.as_ref()),
+            ("LYNXO_PASSWORD", PASSWORD.as_ref()),
+            ("LYNXO_SCREENSHOTS", screenshots.as_os_str()),
+            ("LYNXO_SECRETS_FILE", secrets.as_os_str()),
+            ("LYNXO_CHROMIUM", browser.as_os_str()),
+        ],
+        SCRIPT_DEADLINE,
+    )
 }
 
 /// The last `lines` lines of `text`.

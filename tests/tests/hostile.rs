@@ -2324,7 +2324,7 @@ fn session_and_token_after_revoke(ctx: &Ctx) {
     let created = ctx.as_session(
         "POST",
         "/v1/management-tokens",
-        Some(&json!({"name": "short-lived"})),
+        Some(&json!({"name": "short-lived", "password": PASSWORD, "scopes": ["keys:read"]})),
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let token = created.json()["token"]
@@ -2715,14 +2715,22 @@ fn patch_limits_in_parallel(ctx: &Ctx) {
 }
 
 fn tokens_in_parallel(ctx: &Ctx) {
+    // Each create asks for the password again; one user's password checks run one at a time
+    // (the sign-in budgets), so those that overlap are `429 sign_in_busy`, counted nowhere.
     let answers = race(10, |i| {
         let r = ctx.as_session(
             "POST",
             "/v1/management-tokens",
-            Some(&json!({"name": format!("parallel-{i}")})),
+            Some(&json!({
+                "name": format!("parallel-{i}"),
+                "password": PASSWORD,
+                "scopes": ["keys:read"],
+            })),
         );
-        (r.status, r.json()["id"].as_u64().unwrap_or(0))
+        let busy = r.status == 429 && r.json()["code"] == "sign_in_busy";
+        (r.status, r.json()["id"].as_u64().unwrap_or(0), busy)
     });
+    let created = answers.iter().filter(|a| a.0 == 201).count();
     let ids: std::collections::BTreeSet<u64> =
         answers.iter().map(|a| a.1).filter(|i| *i > 0).collect();
     let events: i64 = ids
@@ -2756,9 +2764,13 @@ fn tokens_in_parallel(ctx: &Ctx) {
         ),
     );
     let mut faults = Faults::default();
-    faults.check(ids.len() == 10 && events == 10, || {
-        format!("{} ids, {events} events", ids.len())
-    });
+    faults.check(
+        created >= 1
+            && ids.len() == created
+            && usize::try_from(events).ok() == Some(created)
+            && answers.iter().all(|a| a.0 == 201 || a.2),
+        || format!("{created} created, {} ids, {events} events", ids.len()),
+    );
     faults.check(minted.status == 403 || minted.status == 401, || {
         format!("a token minted a token: {}", minted.status)
     });

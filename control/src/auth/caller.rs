@@ -5,6 +5,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use shared::scope::ScopeSet;
+
+use super::grant::{self, Access};
 use super::{SESSION_COOKIE, TOKEN_PREFIX};
 use crate::client_addr::{self, TrustedProxies};
 use crate::error::{AppError, Result};
@@ -13,10 +16,14 @@ use crate::secret::{PlainToken, SessionId};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor};
-use crate::store::{accounts, sessions};
+use crate::store::sessions;
+use crate::store::tokens::{self, TokenOwner};
 
-/// A token's use is audited at most this often (seconds), so reads do not each write a row.
-const TOKEN_USE_AUDIT_INTERVAL: u64 = 3600;
+/// A token's use is audited (`management_token.used`) at most this often (seconds), so reads
+/// do not each write a row; every change a token makes has its own event naming it.
+pub const TOKEN_USE_AUDIT_INTERVAL: u64 = 3600;
+/// A token's `last_used_at` moves at most this often (seconds).
+pub const TOKEN_TOUCH_INTERVAL: u64 = 60;
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +45,9 @@ pub struct Caller {
     pub via: Via,
     /// The session and its user, when signed in (`None` for a management token).
     pub session: Option<SignedIn>,
+    /// For a token, the most the keys it manages may carry (`auth::grant`); a session's user
+    /// may manage every key.
+    pub key_grant: Option<ScopeSet>,
 }
 
 /// The session a signed-in caller used.
@@ -49,10 +59,36 @@ pub struct SignedIn {
     pub user_id: u64,
 }
 
+impl Caller {
+    /// The signed-in user, for a session.
+    pub fn user_id(&self) -> Option<u64> {
+        self.session.map(|s| s.user_id)
+    }
+
+    /// Whether the caller may create, change, rotate or revoke a key carrying `scopes`: a
+    /// token only within its key grant (the grant is the error).
+    pub fn may_manage(&self, scopes: ScopeSet) -> Result<(), ScopeSet> {
+        match self.key_grant {
+            Some(grant) if !scopes.is_within(grant) => Err(grant),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The client address for the audit trail, if the server recorded one: the TCP peer, or what a
 /// trusted proxy says the client was.
 pub fn source(parts: &Parts, proxies: &TrustedProxies) -> Option<String> {
     client_addr::client_ip(parts, proxies).map(|ip| ip.to_string())
+}
+
+/// The access the route asks for (`routes::operations`); a route that names none is open to
+/// sessions only.
+fn access(parts: &Parts) -> Access {
+    parts
+        .extensions
+        .get::<Access>()
+        .copied()
+        .unwrap_or(Access::Session)
 }
 
 fn invalid_token(detail: &str) -> AppError {
@@ -124,40 +160,34 @@ impl FromRequestParts<AppState> for Caller {
             let hash = PlainToken::presented(token).hash();
             let owner = state
                 .store
-                .read(move |c| accounts::token_by_hash(c, &hash))
+                .read(move |c| tokens::by_hash(c, &hash))
                 .await?
                 .ok_or_else(|| invalid_token("the management token is not valid"))?;
+            if owner.expires_at.is_some_and(|t| t <= now) {
+                return Err(invalid_token("the management token has expired"));
+            }
+            match access(parts) {
+                Access::Any => {}
+                Access::Session => return Err(grant::session_required()),
+                Access::Scope(scope) if owner.scopes.contains(scope) => {}
+                Access::Scope(scope) => return Err(grant::insufficient_scope(scope)),
+            }
             let actor = Actor {
                 actor: format!("token:{}", owner.token_id),
                 source,
             };
             if owner
                 .last_used_at
-                .is_none_or(|t| now >= t + TOKEN_USE_AUDIT_INTERVAL)
+                .is_none_or(|t| now >= t.saturating_add(TOKEN_TOUCH_INTERVAL))
             {
-                let who = actor.clone();
-                state
-                    .store
-                    .write(move |tx| -> Result<_, StoreError> {
-                        accounts::touch_token(tx, owner.token_id, now)?;
-                        audit::record(
-                            tx,
-                            now,
-                            Some(owner.account_id),
-                            &who,
-                            &Event::TokenUsed {
-                                token_id: owner.token_id,
-                            },
-                        )?;
-                        Ok(())
-                    })
-                    .await?;
+                record_use(state, &owner, &actor, parts, now).await?;
             }
             return Ok(Self {
                 account_id: owner.account_id,
                 actor,
                 via: Via::Token,
                 session: None,
+                key_grant: Some(owner.key_grant),
             });
         }
         if let Some(session) = session_cookie(&parts.headers) {
@@ -198,9 +228,59 @@ impl FromRequestParts<AppState> for Caller {
                         session_id: live.id,
                         user_id: live.user_id,
                     }),
+                    key_grant: None,
                 });
             }
         }
         Err(AppError::unauthenticated())
     }
+}
+
+/// Moves the token's `last_used_at` and, at most once per [`TOKEN_USE_AUDIT_INTERVAL`], writes
+/// `management_token.used` with the call that used it.
+async fn record_use(
+    state: &AppState,
+    owner: &TokenOwner,
+    actor: &Actor,
+    parts: &Parts,
+    now: u64,
+) -> Result<()> {
+    let (token_id, account_id) = (owner.token_id, owner.account_id);
+    let who = actor.clone();
+    let method = parts.method.to_string();
+    // The route as the table names it (`/v1/keys/{id}`): bounded, and no ids in the trail.
+    let path: String = parts
+        .extensions
+        .get::<grant::RoutePath>()
+        .map_or(parts.uri.path(), |route| route.0)
+        .chars()
+        .take(200)
+        .collect();
+    state
+        .store
+        .write(move |tx| -> Result<_, StoreError> {
+            let audit = tokens::record_use(
+                tx,
+                token_id,
+                now,
+                TOKEN_TOUCH_INTERVAL,
+                TOKEN_USE_AUDIT_INTERVAL,
+            )?;
+            if audit {
+                audit::record(
+                    tx,
+                    now,
+                    Some(account_id),
+                    &who,
+                    &Event::TokenUsed {
+                        token_id,
+                        method,
+                        path,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
 }

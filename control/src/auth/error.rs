@@ -81,6 +81,9 @@ impl From<SignInError> for AppError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BootstrapError {
+    /// The account name holds a control, format or invisible character (`crate::text`).
+    #[error("{}", .0.describe("the account name"))]
+    InvalidAccountName(crate::text::Refused),
     /// The email is not an address.
     #[error("invalid email")]
     InvalidEmail,
@@ -101,6 +104,9 @@ pub enum BootstrapError {
 impl From<BootstrapError> for AppError {
     fn from(e: BootstrapError) -> Self {
         match e {
+            BootstrapError::InvalidAccountName(r) => {
+                AppError::validation(r.describe("the account name"))
+            }
             BootstrapError::InvalidEmail => AppError::validation("invalid email"),
             BootstrapError::InvalidPassword => AppError::validation(
                 "password must be at least 12 characters and at most 1024 bytes",

@@ -17,6 +17,9 @@
 //! `docs/sign-in.md` gives the reasoning.
 //!
 //! - [`caller`]: who a request is ([`Caller`]): a management token or a session cookie, CSRF.
+//! - [`grant`]: what a management token may do: the admin scope catalog, each route's access,
+//!   the key grant.
+//! - [`reauth`]: asking a signed-in user for their password again, under the sign-in budgets.
 //! - [`password`]: the password rule, hashing, and `init`'s first account, user and token.
 //! - [`session`]: sign-in (its defences, [`SignInGuard`]) and sign-out.
 //! - [`sessions`]: the signed-in user's sessions (list, end one, end every other) and their
@@ -27,9 +30,11 @@
 pub mod caller;
 pub mod device;
 mod error;
+pub mod grant;
 pub mod hasher;
 pub mod limit;
 pub mod password;
+pub mod reauth;
 pub mod session;
 pub mod sessions;
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::error::{BootstrapError, PasswordChangeError, ResetPasswordError};
+use super::grant::AdminScopes;
 use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
 use super::limit::Outcome;
 use super::random_bytes;
@@ -18,7 +19,8 @@ use crate::error::{AppError, Json, Result};
 use crate::events::Event;
 use crate::secret::PlainToken;
 use crate::state::{AppState, Settings};
-use crate::store::{Store, accounts, audit, sessions};
+use crate::store::{Store, accounts, audit, sessions, tokens};
+use shared::scope::ScopeSet;
 
 /// Fewest characters a new password may have.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -73,6 +75,7 @@ pub fn bootstrap(
     password: &str,
     now: u64,
 ) -> Result<Bootstrap, BootstrapError> {
+    crate::text::check(account_name).map_err(BootstrapError::InvalidAccountName)?;
     let email = normalize_email(email).ok_or(BootstrapError::InvalidEmail)?;
     if !acceptable_password(password) {
         return Err(BootstrapError::InvalidPassword);
@@ -86,7 +89,28 @@ pub fn bootstrap(
         let account_id = accounts::create_account(tx, &account_name, now)?;
         let user_id = accounts::create_user(tx, account_id, &email, &password_hash, now)?
             .ok_or(BootstrapError::EmailTaken)?;
-        let token_id = accounts::create_token(tx, account_id, "initial", &token_hash, &hint, now)?;
+        // The operator's first token: every admin scope, a Full Access grant, and the plan's
+        // longest lifetime (`docs/security.md`); people sign in and make narrower ones.
+        let plan = tokens::plan(tx, account_id)?;
+        let expires_at = plan.max_ttl.map(|ttl| now.saturating_add(ttl));
+        let token_id = tokens::create(
+            tx,
+            &tokens::NewToken {
+                account_id,
+                name: "initial",
+                hash: &token_hash,
+                hint: &hint,
+                scopes: AdminScopes::ALL,
+                key_grant: ScopeSet::FULL_ACCESS,
+                expires_at,
+            },
+            now,
+        )?;
+        let grant = serde_json::json!({
+            "scopes": AdminScopes::ALL.names(),
+            "key_grant": "full_access",
+            "expires_at": expires_at,
+        });
         let events = [
             Event::AccountCreated {
                 account_id,
@@ -97,6 +121,7 @@ pub fn bootstrap(
                 token_id,
                 name: None,
                 hint,
+                grant: Some(grant),
             },
         ];
         for event in &events {
@@ -116,7 +141,8 @@ pub(super) fn normalize_email(email: &str) -> Option<String> {
     (!local.is_empty()
         && domain.contains('.')
         && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control()))
+        && !email.chars().any(char::is_whitespace)
+        && crate::text::check(email).is_ok())
     .then(|| email.to_lowercase())
 }
 

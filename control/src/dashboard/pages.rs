@@ -13,6 +13,7 @@ use shared::scope::{Method, Permission, ROUTES, Scope};
 
 use super::Account;
 use super::assets;
+use crate::auth::grant::AdminScope;
 use crate::auth::password::MIN_PASSWORD_CHARS;
 use crate::state::Settings;
 use crate::store::accounts::Plan;
@@ -65,6 +66,14 @@ impl Shell<'_> {
                 current: name == self.page || (self.page == "key" && name == "keys"),
             })
             .collect()
+    }
+
+    /// The account's name as shown: refused characters stored before the rule made visible
+    /// (`text::visible`); the template isolates it in a `<bdi>`.
+    fn account_name(&self) -> String {
+        self.account
+            .map(|account| crate::text::visible(&account.name))
+            .unwrap_or_default()
     }
 
     fn plan_name(&self) -> String {
@@ -249,11 +258,20 @@ pub(super) fn audit(account: &Account) -> Audit<'_> {
     }
 }
 
-/// Management tokens: list, create (shown once), revoke.
+/// Management tokens: list, create (scopes, key grant, expiry, password; shown once), revoke.
 #[derive(Template)]
 #[template(path = "tokens.html")]
 pub(super) struct Tokens<'a> {
     shell: Shell<'a>,
+    scopes: Vec<AdminScopeBox>,
+}
+
+/// One admin scope's checkbox.
+pub(super) struct AdminScopeBox {
+    /// The element id, `admin-keys-read` for `keys:read`.
+    id: String,
+    name: &'static str,
+    about: &'static str,
 }
 
 /// Management tokens.
@@ -265,6 +283,14 @@ pub(super) fn tokens(account: &Account) -> Tokens<'_> {
             account: Some(account),
             key_id: None,
         },
+        scopes: AdminScope::ALL
+            .iter()
+            .map(|s| AdminScopeBox {
+                id: format!("admin-{}", s.name().replace(':', "-")),
+                name: s.name(),
+                about: s.description(),
+            })
+            .collect(),
     }
 }
 

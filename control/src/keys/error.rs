@@ -47,6 +47,10 @@ pub enum KeyOpError {
     /// Only an active key's rate limit can change (a rotating key shares its successor's).
     #[error("only an active key's rate limit can change; this one is {0}")]
     LimitOfNotActive(KeyStatus),
+    /// The caller is a management token and the key lies beyond its key grant (the grant is
+    /// carried).
+    #[error("the key is beyond the token's key grant")]
+    BeyondGrant(shared::scope::ScopeSet),
     /// The key string could not be issued (the active kid has no key).
     #[error("issuing the key")]
     Issue(#[source] shared::key::IssueError),
@@ -64,6 +68,7 @@ impl From<KeyOpError> for AppError {
     fn from(e: KeyOpError) -> Self {
         match e {
             KeyOpError::NotFound => AppError::not_found(),
+            KeyOpError::BeyondGrant(grant) => crate::auth::grant::key_grant_exceeded(grant),
             KeyOpError::IdempotencyKeyReused => AppError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

@@ -81,6 +81,9 @@ pub async fn create_key(
     let now_ms = state.clock.now_ms();
     let now = now_ms / 1000;
     let spec = body.validate(now)?;
+    caller
+        .may_manage(spec.scopes)
+        .map_err(crate::auth::grant::key_grant_exceeded)?;
     let idem = request::idempotency_key(&headers)?;
     let request_hash =
         Sha256::digest(serde_json::to_vec(&body).map_err(AppError::internal)?).to_vec();

@@ -190,6 +190,9 @@ pub(super) fn update(
     let now = now_ms / 1000;
     let account = caller.account_id;
     let mut row = db::get(tx, account, id)?.ok_or(KeyOpError::NotFound)?;
+    caller
+        .may_manage(row.scopes)
+        .map_err(KeyOpError::BeyondGrant)?;
     let snapshot = |row: &KeyRow| {
         json!({
             "name": row.name,
@@ -274,6 +277,9 @@ pub(super) fn revoke(
     now: u64,
 ) -> Result<(KeyView, u64, bool), KeyOpError> {
     let mut row = db::get(tx, caller.account_id, id)?.ok_or(KeyOpError::NotFound)?;
+    caller
+        .may_manage(row.scopes)
+        .map_err(KeyOpError::BeyondGrant)?;
     if let (Some(version), KeyStatus::Revoked) = (row.revocation_version, row.status(now)) {
         return Ok((view_of(tx, &row, now)?, version, false));
     }
@@ -312,6 +318,10 @@ pub(super) fn rotate(
     let grace_until = now + grace;
     let account = caller.account_id;
     let mut old = db::get(tx, account, id)?.ok_or(KeyOpError::NotFound)?;
+    // The new key carries the old one's scopes and its secret is shown: rotating is minting.
+    caller
+        .may_manage(old.scopes)
+        .map_err(KeyOpError::BeyondGrant)?;
     let state_now = old.status(now);
     if state_now != KeyStatus::Active {
         return Err(KeyOpError::RotateNotActive(state_now));

@@ -11,6 +11,7 @@ use super::view::{IDLE_AFTER, KeyStatus};
 use crate::error::{AppError, PageLimit, Result};
 use crate::store::accounts;
 use crate::store::keys::ListFilter;
+use crate::text;
 
 /// Longest key name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -28,11 +29,7 @@ pub const DEFAULT_WINDOW: u32 = 60;
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// Display name (trimmed, 1 to 100 characters).
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Usage note (up to 1000 characters).
     #[serde(default)]
@@ -85,6 +82,7 @@ pub(super) struct KeySpec {
 }
 
 fn clean_name(name: &str) -> Result<String> {
+    text::guard("name", name)?;
     let name = name.trim();
     if name.is_empty() {
         return Err(AppError::validation("name is required").with_field("field", "name"));
@@ -95,13 +93,13 @@ fn clean_name(name: &str) -> Result<String> {
         ))
         .with_field("field", "name"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(AppError::validation("name has control characters").with_field("field", "name"));
-    }
     Ok(name.to_owned())
 }
 
 fn clean_description(description: Option<&str>) -> Result<Option<String>> {
+    if let Some(d) = description {
+        text::guard("description", d)?;
+    }
     let Some(d) = description.map(str::trim).filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
@@ -315,12 +313,7 @@ fn parse_cursor(cursor: &str) -> Option<(u64, KeyId)> {
 pub struct UpdateKey {
     /// New name (trimmed, 1 to 100 characters, no control characters).
     #[serde(default, deserialize_with = "present")]
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(nullable = false, min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// New description; an empty string clears it.
     #[serde(default, deserialize_with = "present")]
@@ -398,7 +391,7 @@ impl UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct RevokeKey {
     /// Why (recorded in the key and the audit trail): 1 to 500 characters, not only spaces.
-    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -410,6 +403,7 @@ impl RevokeKey {
 }
 
 fn clean_reason(reason: &str) -> Result<String> {
+    text::guard("reason", reason)?;
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(AppError::validation(format!(

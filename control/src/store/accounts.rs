@@ -1,4 +1,4 @@
-//! Accounts (tenants), their plans, users and management tokens (sessions: `sessions`).
+//! Accounts (tenants), their plans and users (sessions: `sessions`; management tokens: `tokens`).
 //!
 //! Secrets that authenticate (session ids, management tokens) are stored as SHA-256 hashes
 //! only: they are 256-bit random values, so a fast hash is enough and lookup is one index probe.
@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::Result;
 use super::{to_i64, to_u64};
-use crate::secret::HashedToken;
 
 /// An account's plan limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -173,127 +172,4 @@ pub fn set_password_hash(
         "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND (?3 IS NULL OR password_hash = ?3)",
         params![to_i64(user_id), password_hash, expected],
     )? == 1)
-}
-
-/// Stores a management token's hash.
-pub fn create_token(
-    tx: &Transaction<'_>,
-    account_id: u64,
-    name: &str,
-    token_hash: &HashedToken,
-    hint: &str,
-    now: u64,
-) -> Result<u64> {
-    tx.execute(
-        "INSERT INTO management_tokens (account_id, name, token_hash, hint, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            to_i64(account_id),
-            name,
-            token_hash.as_bytes(),
-            hint,
-            to_i64(now)
-        ],
-    )?;
-    Ok(to_u64(tx.last_insert_rowid())?)
-}
-
-/// A live management token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenOwner {
-    /// Token id.
-    pub token_id: u64,
-    /// The account it acts for.
-    pub account_id: u64,
-    /// When it was last used, if ever.
-    pub last_used_at: Option<u64>,
-}
-
-/// Finds the unrevoked token with this hash.
-pub fn token_by_hash(conn: &Connection, token_hash: &HashedToken) -> Result<Option<TokenOwner>> {
-    Ok(conn
-        .query_row(
-            "SELECT id, account_id, last_used_at FROM management_tokens \
-             WHERE token_hash = ?1 AND revoked_at IS NULL",
-            [token_hash.as_bytes()],
-            |r| {
-                Ok(TokenOwner {
-                    token_id: to_u64(r.get(0)?)?,
-                    account_id: to_u64(r.get(1)?)?,
-                    last_used_at: r.get::<_, Option<i64>>(2)?.map(to_u64).transpose()?,
-                })
-            },
-        )
-        .optional()?)
-}
-
-/// Records a token's use.
-pub fn touch_token(tx: &Transaction<'_>, token_id: u64, now: u64) -> Result<()> {
-    tx.execute(
-        "UPDATE management_tokens SET last_used_at = ?2 WHERE id = ?1",
-        params![to_i64(token_id), to_i64(now)],
-    )?;
-    Ok(())
-}
-
-/// A management token's record (never the token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = Token)]
-pub struct TokenRow {
-    /// Token id.
-    pub id: u64,
-    /// Display name.
-    pub name: String,
-    /// `lnxm_…abcd`.
-    pub hint: String,
-    /// Unix seconds.
-    pub created_at: u64,
-    /// Unix seconds, if ever used.
-    #[schema(required = true)]
-    pub last_used_at: Option<u64>,
-    /// Unix seconds, if revoked.
-    #[schema(required = true)]
-    pub revoked_at: Option<u64>,
-}
-
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
-    Ok(TokenRow {
-        id: to_u64(r.get(0)?)?,
-        name: r.get(1)?,
-        hint: r.get(2)?,
-        created_at: to_u64(r.get(3)?)?,
-        last_used_at: r.get::<_, Option<i64>>(4)?.map(to_u64).transpose()?,
-        revoked_at: r.get::<_, Option<i64>>(5)?.map(to_u64).transpose()?,
-    })
-}
-
-/// An account's management tokens, newest first.
-pub fn list_tokens(conn: &Connection, account_id: u64) -> Result<Vec<TokenRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, hint, created_at, last_used_at, revoked_at FROM management_tokens \
-         WHERE account_id = ?1 ORDER BY id DESC",
-    )?;
-    let rows = stmt.query_map([to_i64(account_id)], token_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// One of the account's tokens; another account's is `None`.
-pub fn get_token(conn: &Connection, account_id: u64, id: u64) -> Result<Option<TokenRow>> {
-    Ok(conn
-        .query_row(
-            "SELECT id, name, hint, created_at, last_used_at, revoked_at FROM management_tokens \
-             WHERE account_id = ?1 AND id = ?2",
-            params![to_i64(account_id), to_i64(id)],
-            token_row,
-        )
-        .optional()?)
-}
-
-/// Revokes a token (no-op if already revoked).
-pub fn revoke_token(tx: &Transaction<'_>, id: u64, now: u64) -> Result<()> {
-    tx.execute(
-        "UPDATE management_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        params![to_i64(id), to_i64(now)],
-    )?;
-    Ok(())
 }

@@ -21,6 +21,7 @@ pub mod retention;
 pub mod restore;
 pub mod revocations;
 pub mod sessions;
+pub mod tokens;
 pub mod usage;
 
 use std::path::{Path, PathBuf};
@@ -127,6 +128,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
     include_str!("migrations/0005_rotation_budgets.sql"),
     include_str!("migrations/0006_session_details.sql"),
+    include_str!("migrations/0007_token_scopes.sql"),
     include_str!("migrations/0009_retention.sql"),
     include_str!("migrations/0010_write_probe.sql"),
 ];

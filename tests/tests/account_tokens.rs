@@ -1,0 +1,193 @@
+//! Management tokens and names that cannot lie (issue 12, points 3 and 4) in real headless
+//! Chromium against the real control plane (`control serve --no-publish`: no edge is needed).
+//! Before the browser starts, this test writes a key name holding a right-to-left override, a
+//! description holding a CR/LF and a token name holding a zero-width space straight into the
+//! database, as rows stored before the text rule would be; `tests/browser/account_tokens.mjs`
+//! then checks that they render isolated, with their hidden characters shown, that an audit
+//! event carrying them forges no row or line, that token scopes are chosen in the dashboard
+//! (and hold), that a wrong password is refused, and that a bidi override in a new token's name
+//! is refused with the message shown. Screenshots go to `target/account-tokens-screenshots/`.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::browser::{chromium, run_script};
+use e2e::control::{AUDIT_KEYRING, EMAIL, PASSWORD, control_binary};
+use e2e::http;
+use e2e::stack::{KEYRING, workspace_root};
+
+/// The whole browser script, generously (it takes seconds).
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The control plane this test started; killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
+    let root = workspace_root();
+    let browser = chromium();
+    assert!(
+        browser.exists(),
+        "no Chromium at {}: run scripts/bootstrap.sh (it installs Debian's chromium)",
+        browser.display()
+    );
+    let bin = control_binary();
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let database = state.path().join("control.sqlite3");
+    let init = Command::new(&bin)
+        .arg("init")
+        .arg("--database")
+        .arg(&database)
+        .args(["--account-name", "Acme", "--email", EMAIL])
+        .env("LYNXO_INIT_PASSWORD", PASSWORD)
+        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("control init: {e}"));
+    assert!(init.status.success(), "control init failed");
+    let printed = String::from_utf8_lossy(&init.stdout).into_owned();
+    let token = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("management_token="))
+        .unwrap_or_else(|| panic!("init printed no token"))
+        .to_owned();
+
+    let addr = SocketAddr::from((
+        [127, 0, 0, 1],
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("free port: {e}"))
+            .port(),
+    ));
+    let log_path = state.path().join("control.log");
+    let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log: {e}"));
+    let log_err = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
+    let _serve = Serve(
+        Command::new(&bin)
+            .arg("serve")
+            .arg("--database")
+            .arg(&database)
+            .args(["--listen", &addr.to_string(), "--no-publish"])
+            .args(["--public-origin", &format!("http://{addr}")])
+            .env("LYNXO_KEYRING", KEYRING)
+            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("control serve: {e}")),
+    );
+    let ready = Instant::now();
+    while !http::send(addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "control plane not ready:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A key made through the API, then its name and description rewritten in the file as rows
+    // from before the text rule would hold them; the same for `init`'s token name.
+    let bearer = format!("Bearer {token}");
+    let created = http::send(
+        addr,
+        "POST",
+        "/v1/keys",
+        &[
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+        ],
+        br#"{"name":"clean","environment":"production","permission":"read_only"}"#,
+    )
+    .unwrap_or_else(|e| panic!("create key: {e}"));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let key_id = created.json()["id"].as_str().unwrap_or_default().to_owned();
+    let db = rusqlite::Connection::open(&database).unwrap_or_else(|e| panic!("sqlite: {e}"));
+    db.busy_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    let changed = db
+        .execute(
+            "UPDATE api_keys SET name = ?2, description = ?3 WHERE id = ?1",
+            rusqlite::params![
+                key_id,
+                "\u{202E}noitcudorp-ffo-deripxe",
+                "line one\r\nkey.revoked by user:1 FORGED",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    assert_eq!(changed, 1);
+    db.execute(
+        "UPDATE management_tokens SET name = ?1 WHERE id = 1",
+        ["Prod\u{200B} key"],
+    )
+    .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    // A revoke reason from before the rule, as its event stored it: a CR/LF meant to forge a
+    // second row and an override. (Written outside the chain: `verify-audit` would flag it;
+    // what is checked here is how it renders.)
+    let details = serde_json::json!({
+        "reason": "rotated\r\n42  key.revoked  user:1 \u{202E}DEGGORF",
+        "list_version": 1,
+    });
+    db.execute(
+        "INSERT INTO audit_events (at, account_id, actor, action, target, source, details, \
+         prev_hash, hash) VALUES (1767225600, 1, 'user:1', 'key.revoked', ?1, NULL, ?2, x'00', x'00')",
+        rusqlite::params![key_id, details.to_string()],
+    )
+    .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    drop(db);
+
+    let screenshots = root.join("target/account-tokens-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{screenshots:?}: {e}"));
+    let url = format!("http://{addr}");
+    let (ok, output) = run_script(
+        &root,
+        "tests/browser/account_tokens.mjs",
+        &[
+            ("LYNXO_DASHBOARD_URL", url.as_ref()),
+            ("LYNXO_EMAIL", EMAIL.as_ref()),
+            ("LYNXO_PASSWORD", PASSWORD.as_ref()),
+            ("LYNXO_KEY_ID", key_id.as_ref()),
+            ("LYNXO_SCREENSHOTS", screenshots.as_os_str()),
+            ("LYNXO_CHROMIUM", browser.as_os_str()),
+        ],
+        SCRIPT_DEADLINE,
+    );
+    eprintln!("{output}");
+    assert!(
+        ok,
+        "tests/browser/account_tokens.mjs failed (screenshot: {}):\n{output}\ncontrol plane log:\n{}",
+        screenshots.join("failure.png").display(),
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+
+    // What the browser made holds in the API: the token it created has the scopes it chose,
+    // and the refused name left nothing.
+    let list = http::send(
+        addr,
+        "GET",
+        "/v1/management-tokens",
+        &[("authorization", bearer.as_str())],
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("list tokens: {e}"));
+    let list = list.json();
+    let tokens = list["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tokens.len(), 2, "{list}");
+    assert_eq!(tokens[0]["name"], "ci reader");
+    assert_eq!(
+        tokens[0]["scopes"],
+        serde_json::json!(["keys:read", "usage:read"])
+    );
+    assert_eq!(tokens[0]["key_grant"], "read_only");
+}
