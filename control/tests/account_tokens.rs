@@ -260,7 +260,7 @@ async fn minting_needs_the_password_and_a_wrong_one_spends_the_sign_in_budget() 
     }
     for r in &refusals[..5] {
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert_eq!(r.body["code"], "password_incorrect");
+        assert_eq!(r.body["code"], "wrong_password");
     }
     assert_eq!(refusals[5].status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refusals[5].body["code"], "too_many_sign_in_attempts");
