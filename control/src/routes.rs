@@ -12,7 +12,7 @@ use axum::routing::{MethodRouter, delete, get, patch, post};
 use crate::error::{self, AppError, InternalCause, Json};
 use crate::openapi::OPENAPI;
 use crate::state::AppState;
-use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
+use crate::{account, audit, auth, body, dashboard, keys, metrics, skew, tokens, usage, verify};
 
 /// One operation of the API: its method, its path as the OpenAPI document spells it, and its
 /// handler.
@@ -76,6 +76,7 @@ pub fn operations() -> Vec<Operation> {
         op(M::GET, "/healthz", get(healthz)),
         op(M::GET, "/readyz", get(readyz)),
         op(M::GET, "/openapi.json", get(openapi)),
+        op(M::GET, metrics::PATH, get(metrics::get_metrics)),
     ]
 }
 
@@ -93,15 +94,21 @@ pub fn app(state: AppState) -> Router {
     let api = api
         // After routing: a method no route has is 405 before any body check.
         .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .method_not_allowed_fallback(error::method_not_allowed);
     root.merge(usage::ingest_routes())
         .merge(dashboard::routes())
         .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .nest("/v1", api)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(log_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .with_state(state)
 }
 
@@ -131,7 +138,7 @@ async fn healthz() -> Json<Status> {
     summary = "Readiness",
     responses(
         (status = 200, description = "Ready.", body = crate::routes::Status),
-        (status = 503, description = "The database is not reachable.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable (`not_ready`), or the edge's clock is too far from this one (`clock_skew`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(),
 )]
@@ -143,6 +150,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, AppError>
             "The database is not reachable",
         )
     })?;
+    skew::check_ready(&state)?;
     Ok(Json(Status { status: "ready" }))
 }
 

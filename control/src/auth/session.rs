@@ -221,14 +221,27 @@ pub async fn create_session(
     let ticket = guard
         .hasher
         .admit(client_ip.map(client_addr::network))
-        .ok_or(SignInError::Busy)?;
+        .ok_or_else(|| {
+            state.metrics.sign_in_failed("busy");
+            SignInError::Busy
+        })?;
     let reservation = Reservation::take(
         Arc::clone(&guard.ledger),
         guard.attempt(&email, client),
         now,
     )
     .await
-    .map_err(SignInError::from)?;
+    .map_err(|refusal| {
+        let refused = SignInError::from(refusal);
+        state
+            .metrics
+            .sign_in_failed(if matches!(refused, SignInError::Locked { .. }) {
+                "locked"
+            } else {
+                "busy"
+            });
+        refused
+    })?;
     let lookup = email.clone();
     let user = match state
         .store
@@ -303,6 +316,7 @@ pub async fn create_session(
     });
     let succeeded = answered.await.map_err(AppError::internal)??;
     let Some(user) = user.filter(|_| succeeded) else {
+        state.metrics.sign_in_failed("wrong_credentials");
         return Err(SignInError::WrongCredentials.into());
     };
     let now = state.clock.now();

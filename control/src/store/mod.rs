@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod audit;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod revocations;
 pub mod usage;
 
@@ -71,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit_by_target.sql"),
     include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
     include_str!("migrations/0005_rotation_budgets.sql"),
+    include_str!("migrations/0011_limits_queued_at.sql"),
 ];
 
 /// Readers kept open between calls.
