@@ -15,7 +15,9 @@
 #     the dashboard's browser tests) in node_modules;
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
 #     browser of its own (`npx playwright install` cannot work offline): the tests point it at
-#     /usr/bin/chromium.
+#     /usr/bin/chromium;
+#   - Debian's `faketime` (apt): libfaketime, which the clock-skew test (tests/tests/metrics.rs)
+#     preloads into a control plane so its clock runs behind the edge's.
 # Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
@@ -89,6 +91,20 @@ else
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   [[ -x /usr/bin/chromium ]] || die "apt-get installed chromium but /usr/bin/chromium is missing"
+fi
+
+# --- libfaketime for the clock-skew test (tests/tests/metrics.rs) -------------------------------
+libfaketime=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
+if [[ -f "$libfaketime" ]]; then
+  log "faketime: present"
+else
+  command -v apt-get >/dev/null || die "libfaketime is missing and apt-get is not available: install Debian's faketime"
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "faketime: installing Debian's package"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq faketime >/dev/null
+  [[ -f "$libfaketime" ]] || die "apt-get installed faketime but $libfaketime is missing"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \

@@ -3,9 +3,13 @@
 //! usage batches.
 
 mod common;
+// The e2e harness's parser, so both read /metrics by one rule.
+#[path = "../../tests/src/exposition.rs"]
+mod exposition;
 
 use axum::http::{Method, StatusCode};
 use common::{START, TestApp};
+use exposition::{Sample, parse_exposition};
 use serde_json::json;
 use shared::key::KeyId;
 use shared::usage::{Batch, Count, EdgeHealth, IsolateHealth, Outcome};
@@ -53,52 +57,6 @@ fn routes(scrape: &[Sample]) -> std::collections::BTreeSet<String> {
         .filter(|s| s.name == "lynxo_http_requests_total")
         .filter_map(|s| s.labels.get("route").cloned())
         .collect()
-}
-
-/// One sample of a scrape: its series name (`_total`, `_count`, `_sum` as exposed), labels
-/// and value.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses an exposition with `openmetrics-parser` (a grammar for the OpenMetrics text
-/// format: a malformed line, a missing `# EOF`, a sample of another family's type all fail)
-/// and flattens it into samples.
-fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
-    use openmetrics_parser::OpenMetricsValue as V;
-    let exposition =
-        openmetrics_parser::openmetrics::parse_openmetrics(text).map_err(|e| format!("{e:?}"))?;
-    let mut samples = Vec::new();
-    for (name, family) in &exposition.families {
-        for sample in family.iter_samples() {
-            let labels = sample
-                .get_labelset()
-                .map_err(|e| format!("{e:?}"))?
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<std::collections::BTreeMap<_, _>>();
-            let mut push = |suffix: &str, value: f64| {
-                samples.push(Sample {
-                    name: format!("{name}{suffix}"),
-                    labels: labels.clone(),
-                    value,
-                });
-            };
-            match &sample.value {
-                V::Counter(c) => push("_total", c.value.as_f64()),
-                V::Gauge(n) | V::Unknown(n) => push("", n.as_f64()),
-                V::Histogram(h) => {
-                    push("_count", h.count.unwrap_or(0) as f64);
-                    push("_sum", h.sum.as_ref().map_or(0.0, |s| s.as_f64()));
-                }
-                other => return Err(format!("unexpected {other:?} in {name}")),
-            }
-        }
-    }
-    Ok(samples)
 }
 
 #[tokio::test]

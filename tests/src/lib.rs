@@ -8,14 +8,18 @@
 //! - [`keys`]: keys and revocation shards signed with the test keyring;
 //! - [`attack`]: what a hostile client sends (no length, slow, from many addresses) and what it
 //!   measures (`/proc` memory of the processes under attack);
-//! - [`capture`]: a wiretap between the worker and the origin.
+//! - [`capture`]: a wiretap between the worker and the origin;
+//! - [`scrape`]: the control plane's `/metrics`, parsed with an OpenMetrics parser
+//!   ([`exposition`]).
 
 pub mod attack;
 pub mod capture;
 pub mod control;
+pub mod exposition;
 pub mod http;
 pub mod keys;
 pub mod origin;
+pub mod scrape;
 pub mod stack;
 
 /// A named step of an end-to-end test that shares one context with the others.
