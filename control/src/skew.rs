@@ -4,8 +4,9 @@
 //! Every message between the two is signed with its sender's clock and refused by the receiver
 //! beyond [`SIGNATURE_TOLERANCE`](crate::usage::SIGNATURE_TOLERANCE) (300 s): past it,
 //! revocation pushes, limit pushes and usage ingestion all stop. So the skew is measured long
-//! before: each usage batch's signature time against our clock (a genuine batch outside the
-//! tolerance is still measured, then refused), exposed as `lynxo_clock_skew_seconds`, logged
+//! before: each usage batch's signature time against our clock, when the batch is applied (a
+//! genuine batch outside the tolerance is still measured, then refused; a batch applied before,
+//! which may be a replay, never is), exposed as `lynxo_clock_skew_seconds`, logged
 //! once when it passes the warning threshold, and `/readyz` fails (503 `clock_skew`) while it
 //! is over the readiness threshold (60 s by default), so an operator hears of it at a fifth of
 //! the tolerance. `docs/operations.md` has the alert.

@@ -377,7 +377,12 @@ async fn clock_skew_is_measured_on_every_batch_and_fails_readiness() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let old = batch(&app, 7, id, vec![], 0);
     assert_eq!(ingest_at(&app, &old, START).await, StatusCode::OK);
-    app.advance(3600);
+    // Replayed 100 s later, inside the tolerance: acknowledged as a duplicate, not measured.
+    app.advance(100);
+    assert_eq!(ingest_at(&app, &old, START).await, StatusCode::OK);
+    ready(&app).await.expect(StatusCode::OK);
+    // And an hour later, outside it: refused, not measured.
+    app.advance(3500);
     assert_eq!(ingest_at(&app, &old, START).await, StatusCode::UNAUTHORIZED);
     let s = scrape(&app).await;
     assert_eq!(value(&s, "lynxo_clock_skew_seconds", &[]), Some(0.0));

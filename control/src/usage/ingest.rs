@@ -192,8 +192,6 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Jso
                 return Err(UsageError::BadSignature("the signature does not verify").into());
             }
         };
-    // Every genuine batch, applied or a retry: a retry is signed when it is sent.
-    state.metrics.skew.observe(signed_at, now_ms);
     let mut batch = parse_batch(&body)?;
     validate(&batch)?;
     let dropped = sanitize(&mut batch, now);
@@ -207,6 +205,9 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Jso
     if applied.applied {
         applied.skipped += dropped;
         let metrics = &state.metrics;
+        // Only a batch applied now: one applied before may be a replay signed long ago (the
+        // edge's own retry is signed when sent, but nothing tells the two apart).
+        metrics.skew.observe(signed_at, now_ms);
         metrics.usage_batch("applied");
         if let Some(minute) = oldest_minute {
             metrics.ingest_lag((now_ms as f64 / 1000.0) - (minute * 60) as f64);
