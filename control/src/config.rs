@@ -293,7 +293,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LYNXO_SIGN_IN_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub sign_in_concurrency: Option<u16>,
     /// The bearer token `GET /metrics` requires (at least 32 characters; give Prometheus the
-    /// same in `authorization.credentials`). Unset: `/metrics` answers 404.
+    /// same in `authorization.credentials`). Unset: `/metrics` refuses every request (401).
     #[arg(long, env = "LYNXO_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<Secret>,
     /// `/readyz` answers 503 `clock_skew` while the edge's clock (read from its signed usage

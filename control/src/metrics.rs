@@ -456,11 +456,10 @@ fn presents(headers: &HeaderMap, token: &Secret) -> bool {
     summary = "Prometheus metrics",
     description = "The control plane's and the edge's metrics in the Prometheus text format \
         (`docs/operations.md`). Needs the metrics token (`LYNXO_METRICS_TOKEN`), not a \
-        management token; without one configured the endpoint does not exist (404).",
+        management token; without one configured every request is refused (401).",
     responses(
         (status = 200, description = "The OpenMetrics text exposition (version 1.0.0), which Prometheus scrapes.", content_type = "application/openmetrics-text", body = String),
-        (status = 401, description = "No metrics token, or the wrong one.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No metrics token is configured.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No metrics token, the wrong one, or none configured on the server (metrics are off).", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("metrics_token" = [])),
 )]
@@ -468,10 +467,16 @@ pub async fn get_metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    // Without a configured token nothing can authenticate: the same 401, said plainly (the
+    // endpoint is in the public document anyway, and an operator who forgot the token should
+    // read why).
     let Some(token) = &state.settings.metrics_token else {
-        // Said plainly: the endpoint is in the public document anyway, and an operator who
-        // forgot the token should read why.
-        return Err(AppError::not_found().with_detail("metrics are off: no metrics token is set"));
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Send the metrics token as a bearer token",
+        )
+        .with_detail("metrics are off: no metrics token is set (LYNXO_METRICS_TOKEN)"));
     };
     if !presents(&headers, token) {
         return Err(AppError::new(

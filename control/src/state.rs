@@ -116,7 +116,7 @@ pub struct Settings {
     /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
     /// before it answers (zero without a publisher that can push limits).
     pub limits_sync_wait: Duration,
-    /// The bearer token `GET /metrics` needs; without one the endpoint answers 404.
+    /// The bearer token `GET /metrics` needs; without one it refuses every request.
     pub metrics_token: Option<Secret>,
     /// `/readyz` fails while the edge's clock is further than this from ours, in seconds.
     pub skew_ready_secs: u64,

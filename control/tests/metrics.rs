@@ -65,7 +65,7 @@ async fn metrics_need_their_own_token_and_do_not_exist_without_one() {
     app.client(Some(format!("Bearer {TOKEN}")))
         .get("/metrics")
         .await
-        .problem(StatusCode::NOT_FOUND, "not_found");
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
     let app = self::app();
     for auth in [
         None,
