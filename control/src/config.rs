@@ -392,6 +392,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub retention: RetentionArgs,
+    /// The bearer token `GET /metrics` requires (at least 32 characters; give Prometheus the
+    /// same in `authorization.credentials`). Unset: `/metrics` refuses every request (401).
+    #[arg(long, env = "LYNXO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+    /// `/readyz` answers 503 `clock_skew` while the edge's clock (read from its signed usage
+    /// batches) is further than this from ours, in seconds; signed exchanges stop at 300.
+    #[arg(long, env = "LYNXO_SKEW_READY_SECS", default_value_t = crate::skew::DEFAULT_READY_SECS, value_parser = clap::value_parser!(u64).range(1..300))]
+    pub skew_ready_secs: u64,
+    /// A warning is logged once when the clock skew passes this many seconds.
+    #[arg(long, env = "LYNXO_SKEW_WARN_SECS", default_value_t = crate::skew::DEFAULT_WARN_SECS, value_parser = clap::value_parser!(u64).range(1..300))]
+    pub skew_warn_secs: u64,
 }
 
 /// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
@@ -422,6 +433,13 @@ impl ServeArgs {
                  --kv-api-token, or --no-publish to run with revocations that reach no edge"
             ),
             _ => {}
+        }
+        if let Some(token) = &self.metrics_token {
+            anyhow::ensure!(
+                token.expose().len() >= 32 && token.expose().bytes().all(|b| b.is_ascii_graphic()),
+                "--metrics-token must be at least 32 printable characters without spaces \
+                 (`openssl rand -hex 32` makes one)"
+            );
         }
         anyhow::ensure!(
             self.max_body_bytes >= 1024,

@@ -21,6 +21,8 @@
 //! - [`secret`]: secrets by type (tokens, their hashes, session ids), never printed.
 //! - [`routes`]: the router, built from one table of operations.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and their types.
+//! - [`metrics`]: `GET /metrics` (Prometheus), with what the edge reports of itself.
+//! - [`skew`]: the clock skew between the control plane and the edge, and its readiness rule.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
 #![cfg_attr(
@@ -39,11 +41,13 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod skew;
 pub mod state;
 pub mod store;
 pub mod text;

@@ -239,11 +239,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Duration::ZERO
         },
         retention: args.retention.retention()?,
+        metrics_token: args.metrics_token.clone(),
+        skew_ready_secs: args.skew_ready_secs,
+        skew_warn_secs: args.skew_warn_secs,
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);
     let state = AppState::new(store.clone(), keyring, clock.clone(), settings);
-    let sink = args.publish.sink(Some(Arc::clone(&state.keyring)))?;
+    let sink = control::metrics::MeteredSink::wrap(
+        args.publish.sink(Some(Arc::clone(&state.keyring)))?,
+        Arc::clone(&state.metrics),
+    );
     let heartbeat = Duration::from_secs(args.heartbeat_secs);
     let limit_publisher = LimitPublisher::new(store.clone(), clock.clone(), Arc::clone(&sink));
     let publisher = Publisher::new(

@@ -22,7 +22,7 @@ use crate::auth::grant::{Access, AdminScope};
 use crate::error::KeyIdPath;
 use crate::store::keys::KeyStatus;
 use crate::store::usage::Granularity;
-use crate::{account, audit, auth, keys, routes, tokens, usage, verify};
+use crate::{account, audit, auth, keys, metrics, routes, tokens, usage, verify};
 
 /// The document as served, generated on first use: the pretty JSON text, with a final newline.
 /// (It cannot fail, every map key being a string; a failure would be a 500, not a panic.)
@@ -132,12 +132,13 @@ pub fn document() -> Result<serde_json::Value, String> {
         routes::healthz,
         routes::readyz,
         routes::openapi,
+        metrics::get_metrics,
     ),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
 
-/// The two ways to call the API.
+/// The two ways to call the API, and the operators' scrape token.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -151,6 +152,14 @@ impl Modify for SecuritySchemes {
             .build();
         bearer.bearer_format = None;
         components.add_security_scheme("managementToken", SecurityScheme::Http(bearer));
+        let mut scrape = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The metrics token (`LYNXO_METRICS_TOKEN`), for `GET /metrics` only.",
+            ))
+            .build();
+        scrape.bearer_format = None;
+        components.add_security_scheme("metrics_token", SecurityScheme::Http(scrape));
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(

@@ -16,7 +16,7 @@ use crate::auth::grant::{Access, AdminScope, RoutePath};
 use crate::error::{self, AppError, InternalCause, Json};
 use crate::openapi::OPENAPI;
 use crate::state::AppState;
-use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
+use crate::{account, audit, auth, body, dashboard, keys, metrics, skew, tokens, usage, verify};
 
 /// One operation of the API: its method, its path as the OpenAPI document spells it, who may
 /// call it, and its handler.
@@ -180,6 +180,7 @@ pub fn operations() -> Vec<Operation> {
         op(M::GET, "/healthz", Access::Any, get(healthz)),
         op(M::GET, "/readyz", Access::Any, get(readyz)),
         op(M::GET, "/openapi.json", Access::Any, get(openapi)),
+        op(M::GET, metrics::PATH, Access::Any, get(metrics::get_metrics)),
     ]
 }
 
@@ -206,15 +207,21 @@ pub fn app(state: AppState) -> Router {
     let api = api
         // After routing: a method no route has is 405 before any body check.
         .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .method_not_allowed_fallback(error::method_not_allowed);
     root.merge(usage::ingest_routes())
         .merge(dashboard::routes())
         .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .nest("/v1", api)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(log_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .with_state(state)
 }
 
@@ -244,7 +251,7 @@ async fn healthz() -> Json<Status> {
     summary = "Readiness",
     responses(
         (status = 200, description = "Ready.", body = crate::routes::Status),
-        (status = 503, description = "`not_ready`: the database is not reachable, or does not take a write (a full or failing disk). Carries Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`not_ready`: the database is not reachable, or does not take a write (a full or failing disk); carries Retry-After. `clock_skew`: the edge's clock is too far from this one.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(),
 )]
@@ -257,6 +264,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, AppError>
         )
     })?;
     write_probe(&state).await?;
+    skew::check_ready(&state)?;
     Ok(Json(Status { status: "ready" }))
 }
 

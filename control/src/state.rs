@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shared::mac::Keyring;
 
+use crate::secret::Secret;
 use crate::store::Store;
-use crate::{auth, client_addr, publish, verify};
+use crate::{auth, client_addr, metrics, publish, skew, verify};
 
 /// The time source: a trait so tests can move time (rotation due dates, grace periods).
 ///
@@ -121,6 +122,12 @@ pub struct Settings {
     pub limits_sync_wait: Duration,
     /// How long usage is kept, and activity rows per key (`store::retention`).
     pub retention: crate::store::retention::Retention,
+    /// The bearer token `GET /metrics` needs; without one it refuses every request.
+    pub metrics_token: Option<Secret>,
+    /// `/readyz` fails while the edge's clock is further than this from ours, in seconds.
+    pub skew_ready_secs: u64,
+    /// A warning is logged once when the skew passes this, in seconds.
+    pub skew_warn_secs: u64,
 }
 
 impl Settings {
@@ -152,6 +159,9 @@ impl Default for Settings {
             verify_per_minute: verify::DEFAULT_PER_MINUTE,
             limits_sync_wait: Duration::ZERO,
             retention: crate::store::retention::Retention::default(),
+            metrics_token: None,
+            skew_ready_secs: skew::DEFAULT_READY_SECS,
+            skew_warn_secs: skew::DEFAULT_WARN_SECS,
         }
     }
 }
@@ -173,6 +183,8 @@ pub struct AppState {
     pub sign_in: Arc<auth::SignInGuard>,
     /// The verify endpoint's budget per account and its trace.
     pub verify_guard: Arc<verify::VerifyGuard>,
+    /// What `GET /metrics` exposes.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -184,6 +196,7 @@ impl AppState {
             keyring: Arc::new(keyring),
             clock,
             verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
+            metrics: Arc::new(metrics::Metrics::new(&settings)),
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
         }

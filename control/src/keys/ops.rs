@@ -151,7 +151,7 @@ pub(super) fn create(
     let plain = mint(keyring, &row)?;
     row.hint = plain.hint();
     db::insert(tx, &row)?;
-    db::enqueue_limit(tx, id, now_ms)?;
+    db::enqueue_limit(tx, id, now_ms, now_ms)?;
     if let Some((idem, request_hash)) = &idempotency {
         db::insert_idempotency(tx, account, idem, request_hash, id, now)?;
     }
@@ -357,7 +357,7 @@ pub(super) fn rotate(
     let plain = mint(keyring, &new)?;
     new.hint = plain.hint();
     db::insert(tx, &new)?;
-    db::enqueue_limit(tx, new_id, now_ms)?;
+    db::enqueue_limit(tx, new_id, now_ms, now_ms)?;
     let version = revocations::next_version(tx, now)?;
     db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
     db::set_rotated_to(tx, id, new_id)?;

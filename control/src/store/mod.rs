@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod retention;
 pub mod restore;
+pub mod metrics;
 pub mod revocations;
 pub mod sessions;
 pub mod tokens;
@@ -131,6 +132,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_token_scopes.sql"),
     include_str!("migrations/0009_retention.sql"),
     include_str!("migrations/0010_write_probe.sql"),
+    include_str!("migrations/0011_limits_queued_at.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a
