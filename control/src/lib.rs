@@ -12,6 +12,7 @@
 //! - [`publish`]: revocation publishing (outbox, coalescing, heartbeat, publishers).
 //! - [`tokens`]: the management-tokens API.
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`leaks`]: secret-scanning reports (GitHub, GitLab), self-revocation, the leak records.
 //! - [`verify`]: the verify endpoint (`POST /v1/keys/verify`), its per-account budget and trace.
 //! - [`dashboard`]: the web dashboard.
 //! - [`config`]: flags and environment.
@@ -36,6 +37,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod leaks;
 pub mod openapi;
 pub mod publish;
 pub mod routes;

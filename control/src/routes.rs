@@ -7,12 +7,12 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use crate::error::{self, AppError, InternalCause, Json};
 use crate::openapi::OPENAPI;
 use crate::state::AppState;
-use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
+use crate::{account, audit, auth, body, dashboard, keys, leaks, tokens, usage, verify};
 
 /// One operation of the API: its method, its path as the OpenAPI document spells it, and its
 /// handler.
@@ -47,6 +47,7 @@ pub fn operations() -> Vec<Operation> {
         op(M::POST, "/v1/keys", post(keys::create_key)),
         op(M::GET, "/v1/keys", get(keys::list_keys)),
         op(M::POST, "/v1/keys/verify", post(verify::verify_key)),
+        op(M::POST, "/v1/keys/revoke", post(leaks::revoke_held_key)),
         op(M::GET, "/v1/keys/{id}", get(keys::get_key)),
         op(M::PATCH, "/v1/keys/{id}", patch(keys::update_key)),
         op(M::POST, "/v1/keys/{id}/revoke", post(keys::revoke_key)),
@@ -57,8 +58,15 @@ pub fn operations() -> Vec<Operation> {
             "/v1/keys/{id}/activity",
             get(usage::list_key_activity),
         ),
+        op(M::GET, "/v1/keys/{id}/leaks", get(leaks::list_key_leaks)),
         op(M::GET, "/v1/usage", get(usage::get_account_usage)),
         op(M::GET, "/v1/account", get(account::get_account)),
+        op(
+            M::PUT,
+            "/v1/account/leak-response",
+            put(leaks::set_leak_response),
+        ),
+        op(M::GET, "/v1/leaks", get(leaks::list_leaks)),
         op(M::GET, "/v1/audit-events", get(audit::list_audit_events)),
         op(M::POST, "/v1/management-tokens", post(tokens::create_token)),
         op(M::GET, "/v1/management-tokens", get(tokens::list_tokens)),
@@ -73,6 +81,16 @@ pub fn operations() -> Vec<Operation> {
             "/v1/sessions/current",
             delete(auth::delete_session),
         ),
+        op(
+            M::POST,
+            "/secret-scanning/github",
+            post(leaks::report_github_leaks),
+        ),
+        op(
+            M::POST,
+            "/secret-scanning/gitlab",
+            post(leaks::report_gitlab_leaks),
+        ),
         op(M::GET, "/healthz", get(healthz)),
         op(M::GET, "/readyz", get(readyz)),
         op(M::GET, "/openapi.json", get(openapi)),
@@ -83,11 +101,17 @@ pub fn operations() -> Vec<Operation> {
 pub fn app(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let (mut api, mut root) = (Router::new(), Router::new());
+    let scanning = state.settings.secret_scanning_path.clone();
     for Operation { path, handler, .. } in operations() {
+        // The report endpoints live where the operator registered them with the providers.
+        let path = match path.strip_prefix(leaks::DEFAULT_PATH) {
+            Some(rest) => format!("{scanning}{rest}"),
+            None => path.to_owned(),
+        };
         // Two operations on one path merge into one method router.
         match path.strip_prefix("/v1") {
             Some(rest) => api = api.route(rest, handler),
-            None => root = root.route(path, handler),
+            None => root = root.route(&path, handler),
         }
     }
     let api = api

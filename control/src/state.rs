@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shared::mac::Keyring;
 
 use crate::store::Store;
-use crate::{auth, client_addr, publish, verify};
+use crate::{auth, client_addr, leaks, publish, verify};
 
 /// The time source: a trait so tests can move time (rotation due dates, grace periods).
 ///
@@ -115,6 +115,16 @@ pub struct Settings {
     /// How long a rotation waits for the edge to acknowledge the new key's rate-limit budget
     /// before it answers (zero without a publisher that can push limits).
     pub limits_sync_wait: Duration,
+    /// Where the secret-scanning report endpoints live (`/secret-scanning`).
+    pub secret_scanning_path: String,
+    /// GitHub's secret-scanning public-key document (`None`: GitHub reports are off, 404).
+    pub github_keys_url: Option<String>,
+    /// GitLab's public-key document (`None`: GitLab reports are off, 404).
+    pub gitlab_keys_url: Option<String>,
+    /// Reports a minute per provider key identifier (a burst of a tenth of it).
+    pub reports_per_minute: u32,
+    /// Self-revocations a minute per client network (a burst of a tenth of it).
+    pub self_revoke_per_minute: u32,
 }
 
 /// The default bound on sign-in hashes at once: one per CPU.
@@ -134,6 +144,11 @@ impl Default for Settings {
             proxies: client_addr::TrustedProxies::default(),
             verify_per_minute: verify::DEFAULT_PER_MINUTE,
             limits_sync_wait: Duration::ZERO,
+            secret_scanning_path: leaks::DEFAULT_PATH.into(),
+            github_keys_url: None,
+            gitlab_keys_url: None,
+            reports_per_minute: leaks::DEFAULT_REPORTS_PER_MINUTE,
+            self_revoke_per_minute: leaks::DEFAULT_HOLDER_PER_MINUTE,
         }
     }
 }
@@ -155,6 +170,8 @@ pub struct AppState {
     pub sign_in: Arc<auth::SignInGuard>,
     /// The verify endpoint's budget per account and its trace.
     pub verify_guard: Arc<verify::VerifyGuard>,
+    /// Secret-scanning providers' keys and the leak endpoints' budgets.
+    pub leaks: Arc<leaks::LeakGuard>,
 }
 
 impl AppState {
@@ -166,6 +183,12 @@ impl AppState {
             keyring: Arc::new(keyring),
             clock,
             verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
+            leaks: Arc::new(leaks::LeakGuard::new(
+                settings.github_keys_url.clone(),
+                settings.gitlab_keys_url.clone(),
+                settings.reports_per_minute,
+                settings.self_revoke_per_minute,
+            )),
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
         }

@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod keys;
+pub mod leaks;
 pub mod limits;
 pub mod revocations;
 pub mod usage;
@@ -71,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit_by_target.sql"),
     include_str!("migrations/0004_keyed_audit_and_commit_order.sql"),
     include_str!("migrations/0005_rotation_budgets.sql"),
+    include_str!("migrations/0008_key_leaks.sql"),
 ];
 
 /// Readers kept open between calls.
