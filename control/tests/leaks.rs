@@ -3,79 +3,19 @@
 //! "notify only", hostile bodies. `tests/tests/leaks.rs` runs the same against the real edge.
 
 mod common;
+#[path = "common/provider.rs"]
+mod provider;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use base64::Engine as _;
 use common::TestApp;
 use http_body_util::BodyExt as _;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::{EncodePublicKey as _, LineEnding};
+use provider::Provider;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tower::ServiceExt as _;
-
-/// A provider: its signing key, and its public-key document served on loopback, counting
-/// fetches.
-struct Provider {
-    key: SigningKey,
-    identifier: String,
-    url: String,
-    fetches: Arc<AtomicUsize>,
-}
-
-impl Provider {
-    fn new(seed: u8) -> Self {
-        let key = SigningKey::from_slice(&[seed; 32]).unwrap();
-        let identifier = hex::encode(Sha256::digest([seed]));
-        let pem = key
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        let doc = json!({"public_keys": [
-            {"key_identifier": identifier, "key": pem, "is_current": true}
-        ]})
-        .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/keys", listener.local_addr().unwrap());
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&fetches);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut head = [0_u8; 4096];
-                let _ = conn.read(&mut head);
-                counter.fetch_add(1, Ordering::SeqCst);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
-                    doc.len()
-                );
-            }
-        });
-        Self {
-            key,
-            identifier,
-            url,
-            fetches,
-        }
-    }
-
-    fn sign(&self, body: &[u8]) -> String {
-        let signature: Signature = self.key.sign(body);
-        base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
-    }
-
-    fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
-    }
-}
 
 fn app_with(github: &Provider, gitlab: &Provider) -> TestApp {
     let (gh, gl) = (github.url.clone(), gitlab.url.clone());

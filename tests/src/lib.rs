@@ -8,7 +8,9 @@
 //! - [`keys`]: keys and revocation shards signed with the test keyring;
 //! - [`attack`]: what a hostile client sends (no length, slow, from many addresses) and what it
 //!   measures (`/proc` memory of the processes under attack);
-//! - [`capture`]: a wiretap between the worker and the origin.
+//! - [`capture`]: a wiretap between the worker and the origin;
+//! - [`provider`]: a secret-scanning provider (GitHub, GitLab): its signing key and the public-key
+//!   document it serves.
 
 pub mod attack;
 pub mod capture;
@@ -16,6 +18,7 @@ pub mod control;
 pub mod http;
 pub mod keys;
 pub mod origin;
+pub mod provider;
 pub mod stack;
 
 /// A named step of an end-to-end test that shares one context with the others.
