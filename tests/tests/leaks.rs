@@ -390,7 +390,7 @@ fn self_revocation(ctx: &mut Ctx) {
 #[test]
 fn leaked_keys_are_refused_at_the_edge() {
     let stack = Stack::start(env!("CARGO_BIN_EXE_demo_origin"), Options::default());
-    let (github, gitlab) = (Provider::start(21), Provider::start(22));
+    let (github, gitlab) = (Provider::new(21), Provider::new(22));
     let control = Control::start_with_env(
         &stack,
         &[

@@ -1,6 +1,6 @@
 //! A secret-scanning provider for the control plane's tests and benchmarks (`#[path]`-included):
 //! a P-256 signing key and its public-key document served on loopback, counting fetches.
-//! (`tests/src/provider.rs` is the end-to-end harness's own.)
+//! The end-to-end harness includes this file too (`tests/src/provider.rs`).
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
