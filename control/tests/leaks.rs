@@ -516,14 +516,21 @@ async fn the_report_path_is_configurable_and_unconfigured_providers_are_404() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(status_of(&app, &id).await["status"], "revoked");
     // GitLab is not configured here.
+    let signed = [
+        ("gitlab-public-key-identifier", github.identifier.as_str()),
+        ("gitlab-public-key-signature", signature.as_str()),
+    ];
     let (status, _, v) = send(
         &app,
         "/hooks/leaks-7f3a/gitlab",
-        &[],
+        &signed,
         Body::from(body.clone()),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    // Unsigned, it is refused as every unsigned report is.
+    let (status, _, v) = send(&app, "/hooks/leaks-7f3a/gitlab", &[], Body::from(body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
 }
 
 #[tokio::test]

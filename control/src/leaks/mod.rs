@@ -161,10 +161,6 @@ async fn handle_report(
     reporter: Reporter,
     request: Request,
 ) -> Result<Vec<TokenLabel>> {
-    let provider = state
-        .leaks
-        .provider(reporter)
-        .ok_or_else(AppError::not_found)?;
     let (parts, body) = request.into_parts();
     let (id_header, sig_header) = match reporter {
         Reporter::Gitlab => (
@@ -182,6 +178,11 @@ async fn handle_report(
     ) else {
         return Err(bad_signature(SignatureError::Missing));
     };
+    // Unsigned requests are refused alike whether or not the provider is configured.
+    let provider = state
+        .leaks
+        .provider(reporter)
+        .ok_or_else(AppError::not_found)?;
     let bytes = crate::body::read(&parts.headers, body, MAX_REPORT_BYTES).await?;
     let now_ms = state.clock.monotonic_ms();
     if let Err(e) = provider.verify(identifier, signature, &bytes, now_ms).await {
