@@ -13,6 +13,7 @@
 //! - [`tokens`]: the management-tokens API.
 //! - [`text`]: the one rule for text people give us (no control, format or invisible characters).
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`leaks`]: secret-scanning reports (GitHub, GitLab), self-revocation, the leak records.
 //! - [`verify`]: the verify endpoint (`POST /v1/keys/verify`), its per-account budget and trace.
 //! - [`dashboard`]: the web dashboard.
 //! - [`backup`]: `control backup` and `control restore` (online copy, checks, republish).
@@ -41,6 +42,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod leaks;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;

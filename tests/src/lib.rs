@@ -12,6 +12,8 @@
 //! - [`browser`]: runs a browser script (`tests/browser/*.mjs`) with node, bounded in time.
 //! - [`scrape`]: the control plane's `/metrics`, parsed with an OpenMetrics parser
 //!   ([`exposition`]).
+//! - [`provider`]: a secret-scanning provider (GitHub, GitLab): its signing key and the public-key
+//!   document it serves.
 
 pub mod attack;
 pub mod browser;
@@ -21,6 +23,7 @@ pub mod exposition;
 pub mod http;
 pub mod keys;
 pub mod origin;
+pub mod provider;
 pub mod scrape;
 pub mod stack;
 

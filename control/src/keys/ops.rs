@@ -13,7 +13,7 @@ use crate::auth::{Caller, random_bytes};
 use crate::error::Result;
 use crate::events::{Event, GraceEnded};
 use crate::store::StoreError;
-use crate::store::audit;
+use crate::store::audit::{self, Actor};
 use crate::store::keys::{self as db, KeyRow};
 use crate::store::{accounts, revocations};
 
@@ -238,12 +238,13 @@ pub(super) fn update(
     Ok((view_of(tx, &row, now)?, limit_changed))
 }
 
-/// Revokes `id` at `now`: the key's new state, a list version, the outbox row and the
-/// `key.revoked` event, in `tx`. Returns the version.
-fn revoke_now(
+/// Revokes `id` at `now` for `by` (its account, and who acts): the key's new state, a list
+/// version, the outbox row and the `key.revoked` event, in `tx`. Returns the version. Every
+/// revocation goes through here, so every one reaches the edge's list the same way.
+pub(crate) fn revoke_now(
     tx: &rusqlite::Transaction<'_>,
     now: u64,
-    caller: &Caller,
+    by: (u64, &Actor),
     id: KeyId,
     reason: &str,
     grace_until: Option<u64>,
@@ -255,8 +256,8 @@ fn revoke_now(
     audit::record(
         tx,
         now,
-        Some(caller.account_id),
-        &caller.actor,
+        Some(by.0),
+        by.1,
         &Event::KeyRevoked {
             key_id: id,
             reason: reason.to_owned(),
@@ -283,7 +284,8 @@ pub(super) fn revoke(
     if let (Some(version), KeyStatus::Revoked) = (row.revocation_version, row.status(now)) {
         return Ok((view_of(tx, &row, now)?, version, false));
     }
-    let version = revoke_now(tx, now, caller, id, &reason, row.grace_until, None)?;
+    let by = (caller.account_id, &caller.actor);
+    let version = revoke_now(tx, now, by, id, &reason, row.grace_until, None)?;
     row.revoked_at = Some(now);
     row.revoke_reason = Some(reason);
     row.revocation_version = Some(version);
@@ -331,7 +333,7 @@ pub(super) fn rotate(
         revoke_now(
             tx,
             now,
-            caller,
+            (account, &caller.actor),
             earlier.id,
             "rotated",
             Some(now),

@@ -16,10 +16,11 @@ pub mod accounts;
 pub mod audit;
 mod health;
 pub mod keys;
+pub mod leaks;
 pub mod limits;
-pub mod retention;
-pub mod restore;
 pub mod metrics;
+pub mod restore;
+pub mod retention;
 pub mod revocations;
 pub mod sessions;
 pub mod tokens;
@@ -130,6 +131,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_rotation_budgets.sql"),
     include_str!("migrations/0006_session_details.sql"),
     include_str!("migrations/0007_token_scopes.sql"),
+    include_str!("migrations/0008_key_leaks.sql"),
     include_str!("migrations/0009_retention.sql"),
     include_str!("migrations/0010_write_probe.sql"),
     include_str!("migrations/0011_limits_queued_at.sql"),
