@@ -15,10 +15,12 @@
 #     the dashboard's browser tests) in node_modules;
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
 #     browser of its own (`npx playwright install` cannot work offline): the tests point it at
-#     /usr/bin/chromium.
+#     /usr/bin/chromium;
 #   - Debian's `systemd` (for `systemd-analyze`), `nginx-light` and `sqlite3`, only if missing:
 #     the deploy runbook's check (scripts/check-deploy.sh) verifies the unit, runs the TLS proxy
-#     and takes the pre-upgrade backup.
+#     and takes the pre-upgrade backup;
+#   - Debian's `faketime` (apt): libfaketime, which the clock-skew test (tests/tests/metrics.rs)
+#     preloads into a control plane so its clock runs behind the edge's.
 # Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
@@ -108,6 +110,20 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 else
   log "deploy check: systemd-analyze, nginx and sqlite3 present"
+fi
+
+# --- libfaketime for the clock-skew test (tests/tests/metrics.rs) -------------------------------
+libfaketime=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
+if [[ -f "$libfaketime" ]]; then
+  log "faketime: present"
+else
+  command -v apt-get >/dev/null || die "libfaketime is missing and apt-get is not available: install Debian's faketime"
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "faketime: installing Debian's package"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq faketime >/dev/null
+  [[ -f "$libfaketime" ]] || die "apt-get installed faketime but $libfaketime is missing"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \

@@ -2,7 +2,7 @@
 // events, Rotate (shown-once new key) and Revoke (typed-name confirmation).
 
 import {
-  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, missingRoute, num,
+  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, missingRoute, num,
   PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, userText, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
@@ -176,9 +176,15 @@ export function initKey() {
     ])) : emptyRow(4, 'No events.'));
   }
 
+  // Where this key was found in public, and what was done (docs/secret-scanning.md).
+  async function loadLeaks() {
+    const r = await api('GET', `/v1/keys/${id}/leaks`);
+    fill($('key-leaks'), r.status === 200 ? leakBanner(r.body) : null);
+  }
+
   async function loadAll() {
     await loadKey();
-    await Promise.all([loadUsage(), loadActivity(), loadEvents()]);
+    await Promise.all([loadUsage(), loadActivity(), loadEvents(), loadLeaks()]);
   }
 
   initSettings(id, () => key, loadAll);

@@ -1,7 +1,7 @@
 // Developers → API Keys: the list with its filters, and the Create New API Key dialog.
 
 import {
-  api, busy, curlLine, dialog, el, emptyRow, ENVIRONMENTS, fill, num, PERMISSIONS, problemText,
+  api, busy, curlLine, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, num, PERMISSIONS, problemText,
   row, showError, statusBadges, timeEl, userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
@@ -97,7 +97,28 @@ export function initKeys() {
   more.addEventListener('click', () => load(true));
 
   initCreate(load);
+  initLeaks();
   load();
+}
+
+// The account's leak banner and its "notify only" switch (docs/secret-scanning.md).
+function initLeaks() {
+  const box = $('leak-notify');
+  async function loadLeaks() {
+    const [leaks, account] = await Promise.all([api('GET', '/v1/leaks'), api('GET', '/v1/account')]);
+    fill($('account-leaks'), leaks.status === 200 ? leakBanner(leaks.body, true) : null);
+    if (account.status === 200) box.checked = account.body.leak_response === 'notify';
+  }
+  box.addEventListener('change', async () => {
+    const wanted = box.checked ? 'notify' : 'revoke';
+    const r = await api('PUT', '/v1/account/leak-response', { leak_response: wanted });
+    showError($('leak-error'), r.status === 200 ? '' : problemText(r));
+    $('leak-ok').textContent = r.status === 200
+      ? (wanted === 'notify' ? 'Reported keys will be kept working; you will see a banner.' : 'Reported keys will be revoked at once.')
+      : '';
+    if (r.status !== 200) box.checked = !box.checked;
+  });
+  loadLeaks();
 }
 
 function keyRow(k) {

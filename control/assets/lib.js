@@ -156,6 +156,33 @@ export function statusBadges(key) {
   return out;
 }
 
+const REPORTERS = { github: 'GitHub secret scanning', gitlab: 'GitLab secret detection', holder: 'someone holding the key' };
+const LEAK_ACTIONS = {
+  revoked: 'revoked at once',
+  notified: 'not revoked (your account is set to notify only)',
+  already_revoked: 'it was already revoked',
+  expired: 'it had already expired',
+};
+
+/**
+ * The leak banner (docs/secret-scanning.md): where keys were found and what was done, from
+ * `GET /v1/leaks` or `GET /v1/keys/{id}/leaks`; null when there are none. `withKey` links each
+ * leak to its key (the account's banner).
+ */
+export function leakBanner(list, withKey = false) {
+  if (!list || !list.total) return null;
+  const items = list.leaks.slice(0, 5).map((l) => el('li', {},
+    withKey ? [el('a', { href: `/dashboard/keys/${l.key_id}` }, l.key_id), ': '] : null,
+    'found by ', REPORTERS[l.reporter] || l.reporter,
+    l.url ? [' in ', el('code', {}, userText(l.url))] : null,
+    l.source ? [' (', userText(l.source), ')'] : null,
+    ', ', timeEl(l.reported_at), ': ', LEAK_ACTIONS[l.action] || l.action, '.'));
+  const title = list.total === 1 ? 'A key was found in public' : `Keys were found in public ${list.total} times`;
+  return el('div', { class: 'error leak-banner', role: 'alert' },
+    el('strong', {}, title), el('ul', {}, items),
+    el('p', {}, 'Create a new key, deploy it, and remove the leaked one from where it was found and from the history.'));
+}
+
 // What the API refuses in text people give it (control/src/text.rs; a test checks the two sets
 // are one): control, format, line and paragraph separators, default-ignorable, noncharacters.
 const REFUSED = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\p{Noncharacter_Code_Point}]/gu;

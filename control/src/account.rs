@@ -9,6 +9,7 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::accounts::{self, AccountInfo};
 use crate::store::keys;
+use crate::store::leaks::{self, LeakResponse};
 
 /// `GET /v1/account`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -22,6 +23,12 @@ pub struct AccountView {
     pub active_keys: u32,
     /// Of those, keys in a rotation's grace period.
     pub rotating_keys: u32,
+    /// What happens when GitHub or GitLab reports one of the account's live keys in public:
+    /// `revoke` (the default) or `notify` only (`PUT /v1/account/leak-response`).
+    pub leak_response: LeakResponse,
+    /// Keys of the account reported leaked (or revoked by their holder), in all
+    /// (`GET /v1/leaks` lists them).
+    pub leaks: u64,
 }
 
 /// `GET /v1/account`.
@@ -49,6 +56,8 @@ pub async fn get_account(
                 account: accounts::account(c, id)?,
                 active_keys: counts.working,
                 rotating_keys: counts.rotating,
+                leak_response: leaks::leak_response(c, id)?,
+                leaks: leaks::count(c, id)?,
             })
         })
         .await?;

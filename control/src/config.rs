@@ -42,7 +42,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service and the revocation publisher.
-    Serve(ServeArgs),
+    // Boxed: its many flags make it far larger than the other commands.
+    Serve(Box<ServeArgs>),
     /// Create an account, its first user and a management token (printed once).
     Init(InitArgs),
     /// Check the audit trail's keyed chain and, with a publisher configured, that it still holds
@@ -392,6 +393,66 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub retention: RetentionArgs,
+    /// The bearer token `GET /metrics` requires (at least 32 characters; give Prometheus the
+    /// same in `authorization.credentials`). Unset: `/metrics` refuses every request (401).
+    #[arg(long, env = "LYNXO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+    /// `/readyz` answers 503 `clock_skew` while the edge's clock (read from its signed usage
+    /// batches) is further than this from ours, in seconds; signed exchanges stop at 300.
+    #[arg(long, env = "LYNXO_SKEW_READY_SECS", default_value_t = crate::skew::DEFAULT_READY_SECS, value_parser = clap::value_parser!(u64).range(1..300))]
+    pub skew_ready_secs: u64,
+    /// A warning is logged once when the clock skew passes this many seconds.
+    #[arg(long, env = "LYNXO_SKEW_WARN_SECS", default_value_t = crate::skew::DEFAULT_WARN_SECS, value_parser = clap::value_parser!(u64).range(1..300))]
+    pub skew_warn_secs: u64,
+    /// Path prefix of the secret-scanning report endpoints (`<prefix>/github`,
+    /// `<prefix>/gitlab`): what you register with GitHub and GitLab.
+    #[arg(long, env = "LYNXO_SECRET_SCANNING_PATH", default_value = crate::leaks::DEFAULT_PATH)]
+    pub secret_scanning_path: String,
+    /// GitHub's secret-scanning public-key document; unset, the GitHub endpoint answers 404.
+    /// GitHub's is `https://api.github.com/meta/public_keys/secret_scanning`.
+    #[arg(long, env = "LYNXO_GITHUB_KEYS_URL")]
+    pub github_keys_url: Option<String>,
+    /// GitLab's public-key document for its leaked-secret reports; unset, the GitLab endpoint
+    /// answers 404.
+    #[arg(long, env = "LYNXO_GITLAB_KEYS_URL")]
+    pub gitlab_keys_url: Option<String>,
+    /// Secret-scanning reports a minute per provider signing key (a burst of a tenth of it).
+    #[arg(long, env = "LYNXO_SECRET_SCANNING_RATE_LIMIT", default_value_t = crate::leaks::DEFAULT_REPORTS_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub secret_scanning_rate_limit: u32,
+    /// `POST /v1/keys/revoke` calls a minute per client network (a burst of a tenth of it).
+    #[arg(long, env = "LYNXO_SELF_REVOKE_RATE_LIMIT", default_value_t = crate::leaks::DEFAULT_HOLDER_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub self_revoke_rate_limit: u32,
+}
+
+/// Checks a path prefix for the report endpoints: `/` then segments of letters, digits, `-` and
+/// `_`, no trailing slash, and not under the API's `/v1` or the dashboard's paths.
+pub fn validate_scanning_path(path: &str) -> anyhow::Result<()> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
+    let well_formed = path.starts_with('/')
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    anyhow::ensure!(
+        well_formed,
+        "--secret-scanning-path must look like /secret-scanning (letters, digits, - and _ \
+         between slashes, no trailing slash), got {path:?}"
+    );
+    anyhow::ensure!(
+        ![
+            "v1",
+            "dashboard",
+            "assets",
+            "sign-in",
+            "healthz",
+            "readyz",
+            "openapi.json"
+        ]
+        .contains(&segments[0]),
+        "--secret-scanning-path must not be under another route ({path:?})"
+    );
+    Ok(())
 }
 
 /// Checks that `text` is an origin: `scheme://host[:port]`, nothing after it. The CSRF check
@@ -413,6 +474,7 @@ impl ServeArgs {
     /// Checks the settings that clap's types cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_origin(&self.public_origin)?;
+        validate_scanning_path(&self.secret_scanning_path)?;
         match (self.publish.is_configured(), self.no_publish) {
             (true, true) => anyhow::bail!(
                 "--no-publish contradicts the publisher given (--edge-sync-url or --kv-*)"
@@ -422,6 +484,13 @@ impl ServeArgs {
                  --kv-api-token, or --no-publish to run with revocations that reach no edge"
             ),
             _ => {}
+        }
+        if let Some(token) = &self.metrics_token {
+            anyhow::ensure!(
+                token.expose().len() >= 32 && token.expose().bytes().all(|b| b.is_ascii_graphic()),
+                "--metrics-token must be at least 32 printable characters without spaces \
+                 (`openssl rand -hex 32` makes one)"
+            );
         }
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
@@ -501,6 +570,27 @@ mod tests {
             "ftp://x",
         ] {
             assert!(validate_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_report_path_is_checked_at_startup() {
+        for good in ["/secret-scanning", "/hooks/leaks-7f3a_b", "/a"] {
+            assert!(validate_scanning_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/",
+            "secret-scanning",
+            "/secret-scanning/",
+            "/a//b",
+            "/a/../b",
+            "/a b",
+            "/v1/scan",
+            "/dashboard",
+            "/assets/x",
+        ] {
+            assert!(validate_scanning_path(bad).is_err(), "{bad}");
         }
     }
 

@@ -136,6 +136,28 @@ pub enum Event {
         /// Set when a rotation of the key's successor ended its grace period early.
         grace_ended: Option<GraceEnded>,
     },
+    /// `key.leaked`: a partner found the key in public, or its holder revoked it.
+    KeyLeaked {
+        /// The key.
+        key_id: KeyId,
+        /// `github`, `gitlab` or `holder`.
+        reporter: &'static str,
+        /// Where it was found, as reported ('' when none).
+        url: String,
+        /// What kind of place, as reported.
+        source: Option<String>,
+        /// What was done: `revoked`, `notified`, `already_revoked`, `expired`.
+        action: &'static str,
+    },
+    /// `account.leak_response_changed`.
+    LeakResponseChanged {
+        /// The account.
+        account_id: u64,
+        /// `revoke` or `notify`.
+        before: &'static str,
+        /// The same, now.
+        after: &'static str,
+    },
     /// `key.rotated`.
     KeyRotated {
         /// The old key.
@@ -220,6 +242,8 @@ impl Event {
             Self::KeyUpdated { .. } => "key.updated",
             Self::KeyRevoked { .. } => "key.revoked",
             Self::KeyRotated { .. } => "key.rotated",
+            Self::KeyLeaked { .. } => "key.leaked",
+            Self::LeakResponseChanged { .. } => "account.leak_response_changed",
             Self::KeyVerified { .. } => "key.verified",
             Self::KeyVerifiedByOtherAccount { .. } => "key.verified_by_other_account",
         }
@@ -228,7 +252,8 @@ impl Event {
     /// The stored `target`: the id of what it happened to.
     pub fn target(&self) -> Option<String> {
         match self {
-            Self::AccountCreated { account_id, .. } => Some(account_id.to_string()),
+            Self::AccountCreated { account_id, .. }
+            | Self::LeakResponseChanged { account_id, .. } => Some(account_id.to_string()),
             Self::UserCreated { user_id, .. }
             | Self::SignedIn { user_id, .. }
             | Self::SignInFailed { user_id, .. }
@@ -245,6 +270,7 @@ impl Event {
             | Self::KeyUpdated { key_id, .. }
             | Self::KeyRevoked { key_id, .. }
             | Self::KeyRotated { key_id, .. }
+            | Self::KeyLeaked { key_id, .. }
             | Self::KeyVerified { key_id, .. }
             | Self::KeyVerifiedByOtherAccount { key_id, .. } => Some(key_id.to_string()),
         }
@@ -322,6 +348,16 @@ impl Event {
                 "rate_limit_budget": rate_limit_budget.to_string(),
             }),
             Self::KeyVerified { valid, status, .. } => json!({ "valid": valid, "status": status }),
+            Self::KeyLeaked {
+                reporter,
+                url,
+                source,
+                action,
+                ..
+            } => json!({ "reporter": reporter, "url": url, "source": source, "action": action }),
+            Self::LeakResponseChanged { before, after, .. } => {
+                json!({ "before": before, "after": after })
+            }
             Self::KeyVerifiedByOtherAccount {
                 caller_account_id, ..
             } => json!({ "caller_account_id": caller_account_id }),

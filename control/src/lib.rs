@@ -13,6 +13,7 @@
 //! - [`tokens`]: the management-tokens API.
 //! - [`text`]: the one rule for text people give us (no control, format or invisible characters).
 //! - [`usage`]: usage ingestion from the edge, the usage and activity API, rate-limit pushes.
+//! - [`leaks`]: secret-scanning reports (GitHub, GitLab), self-revocation, the leak records.
 //! - [`verify`]: the verify endpoint (`POST /v1/keys/verify`), its per-account budget and trace.
 //! - [`dashboard`]: the web dashboard.
 //! - [`backup`]: `control backup` and `control restore` (online copy, checks, republish).
@@ -21,6 +22,8 @@
 //! - [`secret`]: secrets by type (tokens, their hashes, session ids), never printed.
 //! - [`routes`]: the router, built from one table of operations.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and their types.
+//! - [`metrics`]: `GET /metrics` (Prometheus), with what the edge reports of itself.
+//! - [`skew`]: the clock skew between the control plane and the edge, and its readiness rule.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
 #![cfg_attr(
@@ -39,11 +42,14 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod leaks;
+pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod skew;
 pub mod state;
 pub mod store;
 pub mod text;

@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
             .init(),
     }
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Init(args) => {
             let audit_keyring = args.audit.load(None)?;
             let store = Store::open(&args.db.database, audit_keyring)?;
@@ -232,6 +232,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_idle: args.session_idle_secs,
         sessions_per_user: args.sessions_per_user,
         verify_per_minute: args.verify_rate_limit,
+        secret_scanning_path: args.secret_scanning_path.clone(),
+        github_keys_url: args.github_keys_url.clone(),
+        gitlab_keys_url: args.gitlab_keys_url.clone(),
+        reports_per_minute: args.secret_scanning_rate_limit,
+        self_revoke_per_minute: args.self_revoke_rate_limit,
         // Only the edge's sync endpoint takes limits pushes: a rotation waits for it.
         limits_sync_wait: if args.publish.edge_sync_url.is_some() {
             LIMITS_SYNC_WAIT
@@ -239,11 +244,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Duration::ZERO
         },
         retention: args.retention.retention()?,
+        metrics_token: args.metrics_token.clone(),
+        skew_ready_secs: args.skew_ready_secs,
+        skew_warn_secs: args.skew_warn_secs,
         ..Settings::default()
     };
     let clock = Arc::new(SystemClock);
     let state = AppState::new(store.clone(), keyring, clock.clone(), settings);
-    let sink = args.publish.sink(Some(Arc::clone(&state.keyring)))?;
+    let sink = control::metrics::MeteredSink::wrap(
+        args.publish.sink(Some(Arc::clone(&state.keyring)))?,
+        Arc::clone(&state.metrics),
+    );
     let heartbeat = Duration::from_secs(args.heartbeat_secs);
     let limit_publisher = LimitPublisher::new(store.clone(), clock.clone(), Arc::clone(&sink));
     let publisher = Publisher::new(

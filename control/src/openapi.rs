@@ -22,7 +22,7 @@ use crate::auth::grant::{Access, AdminScope};
 use crate::error::KeyIdPath;
 use crate::store::keys::KeyStatus;
 use crate::store::usage::Granularity;
-use crate::{account, audit, auth, keys, routes, tokens, usage, verify};
+use crate::{account, audit, auth, keys, leaks, metrics, routes, tokens, usage, verify};
 
 /// The document as served, generated on first use: the pretty JSON text, with a final newline.
 /// (It cannot fail, every map key being a string; a failure would be a 500, not a panic.)
@@ -111,14 +111,18 @@ pub fn document() -> Result<serde_json::Value, String> {
         keys::create_key,
         keys::list_keys,
         verify::verify_key,
+        leaks::revoke_held_key,
         keys::get_key,
         keys::update_key,
         keys::revoke_key,
         keys::rotate_key,
         usage::query::get_key_usage,
         usage::query::list_key_activity,
+        leaks::list_key_leaks,
         usage::query::get_account_usage,
         account::get_account,
+        leaks::set_leak_response,
+        leaks::list_leaks,
         audit::list_audit_events,
         tokens::create_token,
         tokens::list_tokens,
@@ -129,15 +133,18 @@ pub fn document() -> Result<serde_json::Value, String> {
         auth::sessions::end_other_sessions,
         auth::sessions::end_session,
         auth::password::change_password,
+        leaks::report_github_leaks,
+        leaks::report_gitlab_leaks,
         routes::healthz,
         routes::readyz,
         routes::openapi,
+        metrics::get_metrics,
     ),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
 
-/// The two ways to call the API.
+/// The two ways to call the API, and the operators' scrape token.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -151,6 +158,14 @@ impl Modify for SecuritySchemes {
             .build();
         bearer.bearer_format = None;
         components.add_security_scheme("managementToken", SecurityScheme::Http(bearer));
+        let mut scrape = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The metrics token (`LYNXO_METRICS_TOKEN`), for `GET /metrics` only.",
+            ))
+            .build();
+        scrape.bearer_format = None;
+        components.add_security_scheme("metrics_token", SecurityScheme::Http(scrape));
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(

@@ -10,13 +10,15 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use crate::auth::grant::{Access, AdminScope, RoutePath};
 use crate::error::{self, AppError, InternalCause, Json};
 use crate::openapi::OPENAPI;
 use crate::state::AppState;
-use crate::{account, audit, auth, body, dashboard, keys, tokens, usage, verify};
+use crate::{
+    account, audit, auth, body, dashboard, keys, leaks, metrics, skew, tokens, usage, verify,
+};
 
 /// One operation of the API: its method, its path as the OpenAPI document spells it, who may
 /// call it, and its handler.
@@ -73,6 +75,12 @@ pub fn operations() -> Vec<Operation> {
             "/v1/keys/verify",
             needs(KeysVerify),
             post(verify::verify_key),
+        ),
+        op(
+            M::POST,
+            "/v1/keys/revoke",
+            Access::Any,
+            post(leaks::revoke_held_key),
         ),
         op(M::GET, "/v1/keys/{id}", needs(KeysRead), get(keys::get_key)),
         op(
@@ -136,6 +144,19 @@ pub fn operations() -> Vec<Operation> {
             get(tokens::list_tokens),
         ),
         op(
+            M::GET,
+            "/v1/keys/{id}/leaks",
+            needs(KeysRead),
+            get(leaks::list_key_leaks),
+        ),
+        op(
+            M::PUT,
+            "/v1/account/leak-response",
+            needs(KeysWrite),
+            put(leaks::set_leak_response),
+        ),
+        op(M::GET, "/v1/leaks", needs(KeysRead), get(leaks::list_leaks)),
+        op(
             M::POST,
             "/v1/management-tokens/{id}/revoke",
             Access::Session,
@@ -177,9 +198,27 @@ pub fn operations() -> Vec<Operation> {
             Access::Session,
             post(auth::change_password),
         ),
+        op(
+            M::POST,
+            "/secret-scanning/github",
+            Access::Any,
+            post(leaks::report_github_leaks),
+        ),
+        op(
+            M::POST,
+            "/secret-scanning/gitlab",
+            Access::Any,
+            post(leaks::report_gitlab_leaks),
+        ),
         op(M::GET, "/healthz", Access::Any, get(healthz)),
         op(M::GET, "/readyz", Access::Any, get(readyz)),
         op(M::GET, "/openapi.json", Access::Any, get(openapi)),
+        op(
+            M::GET,
+            metrics::PATH,
+            Access::Any,
+            get(metrics::get_metrics),
+        ),
     ]
 }
 
@@ -187,8 +226,9 @@ pub fn operations() -> Vec<Operation> {
 pub fn app(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let (mut api, mut root) = (Router::new(), Router::new());
+    let scanning = state.settings.secret_scanning_path.clone();
     for Operation {
-        path,
+        path: route,
         handler,
         access,
         ..
@@ -196,25 +236,36 @@ pub fn app(state: AppState) -> Router {
     {
         let handler: MethodRouter<AppState> = handler
             .layer::<_, Infallible>(Extension(access))
-            .layer(Extension(RoutePath(path)));
+            .layer(Extension(RoutePath(route)));
+        // The report endpoints live where the operator registered them with the providers.
+        let path = match route.strip_prefix(leaks::DEFAULT_PATH) {
+            Some(rest) => format!("{scanning}{rest}"),
+            None => route.to_owned(),
+        };
         // Two operations on one path merge into one method router.
         match path.strip_prefix("/v1") {
             Some(rest) => api = api.route(rest, handler),
-            None => root = root.route(path, handler),
+            None => root = root.route(&path, handler),
         }
     }
     let api = api
         // After routing: a method no route has is 405 before any body check.
         .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .method_not_allowed_fallback(error::method_not_allowed);
     root.merge(usage::ingest_routes())
         .merge(dashboard::routes())
         .route_layer(middleware::from_fn(body::refuse_unexpected_body))
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .nest("/v1", api)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(log_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .with_state(state)
 }
 
@@ -244,7 +295,7 @@ async fn healthz() -> Json<Status> {
     summary = "Readiness",
     responses(
         (status = 200, description = "Ready.", body = crate::routes::Status),
-        (status = 503, description = "`not_ready`: the database is not reachable, or does not take a write (a full or failing disk). Carries Retry-After.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`not_ready`: the database is not reachable, or does not take a write (a full or failing disk); carries Retry-After. `clock_skew`: the edge's clock is too far from this one.", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(),
 )]
@@ -257,6 +308,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, AppError>
         )
     })?;
     write_probe(&state).await?;
+    skew::check_ready(&state)?;
     Ok(Json(Status { status: "ready" }))
 }
 

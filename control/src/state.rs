@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shared::mac::Keyring;
 
+use crate::secret::Secret;
 use crate::store::Store;
-use crate::{auth, client_addr, publish, verify};
+use crate::{auth, client_addr, leaks, metrics, publish, skew, verify};
 
 /// The time source: a trait so tests can move time (rotation due dates, grace periods).
 ///
@@ -121,6 +122,22 @@ pub struct Settings {
     pub limits_sync_wait: Duration,
     /// How long usage is kept, and activity rows per key (`store::retention`).
     pub retention: crate::store::retention::Retention,
+    /// The bearer token `GET /metrics` needs; without one it refuses every request.
+    pub metrics_token: Option<Secret>,
+    /// `/readyz` fails while the edge's clock is further than this from ours, in seconds.
+    pub skew_ready_secs: u64,
+    /// A warning is logged once when the skew passes this, in seconds.
+    pub skew_warn_secs: u64,
+    /// Where the secret-scanning report endpoints live (`/secret-scanning`).
+    pub secret_scanning_path: String,
+    /// GitHub's secret-scanning public-key document (`None`: GitHub reports are off, 404).
+    pub github_keys_url: Option<String>,
+    /// GitLab's public-key document (`None`: GitLab reports are off, 404).
+    pub gitlab_keys_url: Option<String>,
+    /// Reports a minute per provider key identifier (a burst of a tenth of it).
+    pub reports_per_minute: u32,
+    /// Self-revocations a minute per client network (a burst of a tenth of it).
+    pub self_revoke_per_minute: u32,
 }
 
 impl Settings {
@@ -152,6 +169,14 @@ impl Default for Settings {
             verify_per_minute: verify::DEFAULT_PER_MINUTE,
             limits_sync_wait: Duration::ZERO,
             retention: crate::store::retention::Retention::default(),
+            metrics_token: None,
+            skew_ready_secs: skew::DEFAULT_READY_SECS,
+            skew_warn_secs: skew::DEFAULT_WARN_SECS,
+            secret_scanning_path: leaks::DEFAULT_PATH.into(),
+            github_keys_url: None,
+            gitlab_keys_url: None,
+            reports_per_minute: leaks::DEFAULT_REPORTS_PER_MINUTE,
+            self_revoke_per_minute: leaks::DEFAULT_HOLDER_PER_MINUTE,
         }
     }
 }
@@ -173,6 +198,10 @@ pub struct AppState {
     pub sign_in: Arc<auth::SignInGuard>,
     /// The verify endpoint's budget per account and its trace.
     pub verify_guard: Arc<verify::VerifyGuard>,
+    /// What `GET /metrics` exposes.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Secret-scanning providers' keys and the leak endpoints' budgets.
+    pub leaks: Arc<leaks::LeakGuard>,
 }
 
 impl AppState {
@@ -184,6 +213,13 @@ impl AppState {
             keyring: Arc::new(keyring),
             clock,
             verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),
+            metrics: Arc::new(metrics::Metrics::new(&settings)),
+            leaks: Arc::new(leaks::LeakGuard::new(
+                settings.github_keys_url.clone(),
+                settings.gitlab_keys_url.clone(),
+                settings.reports_per_minute,
+                settings.self_revoke_per_minute,
+            )),
             settings: Arc::new(settings),
             publish: publish::Trigger::default(),
         }

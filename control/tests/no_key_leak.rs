@@ -1,19 +1,28 @@
 //! No issued key string may reach the database file, its WAL or the logs. This test issues keys
-//! by create and rotate, revokes them, publishes, then searches every byte it can find.
+//! by create and rotate, revokes them (also as leaks: a GitHub report, a holder's
+//! self-revocation), publishes, then searches every byte it can find.
 //!
 //! It installs a global log subscriber, so it lives in its own test binary.
 
 mod common;
+#[path = "common/provider.rs"]
+mod provider;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use common::{TestApp, capture_logs, contains};
 use serde_json::json;
+use tower::ServiceExt as _;
 
 #[tokio::test]
 async fn issued_keys_are_nowhere_in_the_database_wal_or_logs() {
     let logs = capture_logs();
 
-    let app = TestApp::new();
+    let github = provider::Provider::new(31);
+    let url = github.url.clone();
+    let app = TestApp::builder()
+        .settings(move |s| s.github_keys_url = Some(url))
+        .build();
     let mut keys = Vec::new();
     for i in 0..5 {
         let k = app
@@ -47,6 +56,27 @@ async fn issued_keys_are_nowhere_in_the_database_wal_or_logs() {
             .await
             .expect(StatusCode::OK);
     }
+    // Leaks: two keys reported by GitHub, one revoked by its holder.
+    let report = serde_json::to_vec(&json!([
+        {"token": keys[0].1, "type": "lynxo", "url": "https://github.com/a/b", "source": "content"},
+        {"token": keys[1].1, "type": "lynxo", "url": "https://github.com/a/b", "source": "content"},
+    ]))
+    .unwrap();
+    let request = Request::post("/secret-scanning/github")
+        .header("github-public-key-identifier", &github.identifier)
+        .header("github-public-key-signature", github.sign(&report))
+        .header("content-type", "application/json")
+        .body(Body::from(report))
+        .unwrap();
+    let answer = app.router().oneshot(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let request = Request::post("/v1/keys/revoke")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={}", keys[2].1)))
+        .unwrap();
+    let answer = app.router().oneshot(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(app.audit_actions().contains(&"key.leaked".to_owned()));
     for (_, key) in &keys {
         app.alice()
             .post(

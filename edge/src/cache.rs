@@ -140,6 +140,16 @@ impl ShardCache {
         })
     }
 
+    /// The issued-at (Unix seconds) of the oldest good shard held, if any: the edge's
+    /// staleness, reported to the control plane (`health`).
+    pub fn oldest_issued_at(&self) -> Option<u64> {
+        self.entries
+            .values()
+            .filter_map(|e| e.good.as_ref())
+            .map(|s| s.header().issued_at)
+            .min()
+    }
+
     /// The version of the last good shard `index`, if any.
     pub fn version(&self, index: u16) -> Option<u64> {
         self.entries

@@ -16,7 +16,7 @@
 //! - [`objects`]: the two Durable Object classes;
 //! - [`problem`]: every answer the edge makes itself, as RFC 9457 problem documents.
 //!
-//! The glue, a module per job (`request`, `pushes`, `stubs`, `respond`, `isolate`), only moves
+//! The glue, a module per job (`request`, `pushes`, `stubs`, `respond`, `isolate`, `health`), only moves
 //! bytes between the runtime and those functions, and turns every runtime error into a 5xx
 //! problem, never a panic (a panic resets the module and aborts every request in flight). The
 //! design note, with the layout, is `docs/edge.md`.
@@ -36,6 +36,7 @@ pub mod cache;
 pub mod config;
 pub mod decide;
 pub mod forward;
+mod health;
 mod isolate;
 pub mod limit;
 pub mod meter;

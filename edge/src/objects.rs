@@ -343,6 +343,7 @@ impl DurableObject for UsageMeter {
             match mem.as_mut() {
                 Some(mem) if !delivered => {
                     mem.failures = mem.failures.saturating_add(1);
+                    mem.retries = mem.retries.saturating_add(1);
                     Some(meter::backoff_ms(mem.failures))
                 }
                 Some(mem) => {

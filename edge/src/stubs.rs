@@ -42,7 +42,10 @@ pub(crate) fn record(ctx: &Context, env: &Env, a: &Attributed, answered: Answere
 async fn flush(env: Env) {
     let nonce = NONCE.with(|n| n.clone());
     for attempt in 0..4_u32 {
-        let deliveries = METER.with_borrow_mut(|b| b.take(now_ms(), &nonce));
+        let mut deliveries = METER.with_borrow_mut(|b| b.take(now_ms(), &nonce));
+        for delivery in &mut deliveries {
+            delivery.health = Some(crate::health::report(now_ms()));
+        }
         let mut retry = false;
         for delivery in deliveries {
             if let Err(e) = deliver(&env, &delivery).await {
@@ -88,6 +91,7 @@ async fn deliver(env: &Env, delivery: &Delivery) -> worker::Result<()> {
 /// open; one line per request would flood the log), with the count of those not logged.
 pub(crate) fn limiter_failed(what: &str) {
     let now = now_ms();
+    crate::health::limiter_failed();
     let (last, quiet) = LIMITER_LOG.get();
     if now.saturating_sub(last) >= 1_000 {
         LIMITER_LOG.set((now, 0));

@@ -72,6 +72,16 @@ pub fn claims(key_id: KeyId) -> Claims {
     }
 }
 
+/// A look-alike of the key `claims` would make: the same claims and kid, signed with a secret
+/// that is not [`KEYRING`]'s, so its checksum holds (a scanner matches it) but its tag does not
+/// (`KeyError::BadTag`): what a forger, or a random string that happens to check out, looks like.
+pub fn forged(claims: &Claims) -> crate::key::PlainKey {
+    use crate::mac::Secret;
+    let secret = Secret::new(vec![0x99; 32]).unwrap_or_else(|_| unreachable!());
+    let ring = Keyring::new(claims.kid, &[(claims.kid, secret)]).unwrap_or_else(|_| unreachable!());
+    crate::key::issue(claims, &ring).unwrap_or_else(|_| unreachable!())
+}
+
 /// One shard revoking `n` pseudo-random ids (seeded), valid from 1,700,000,000 for a day.
 pub fn revoked_shard(n: usize, seed: u64) -> RevocationShard {
     let mut rng = SplitMix(seed);

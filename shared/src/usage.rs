@@ -215,6 +215,47 @@ pub struct Batch {
     pub activity: Vec<Activity>,
     /// Requests left out of `activity` (they are still in `counts`).
     pub dropped_activity: u64,
+    /// The edge's own health, as the meter that sealed the batch knew it. Optional: a batch
+    /// without it (from an edge older than the field) is read as before, and a control plane
+    /// older than the field ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<EdgeHealth>,
+}
+
+/// Most isolate reports one batch carries ([`EdgeHealth::isolates`]).
+pub const MAX_HEALTH_ISOLATES: usize = 32;
+/// Longest isolate id, in bytes.
+pub const MAX_ISOLATE_ID: usize = 32;
+
+/// What the edge reports of itself inside a usage batch: it has no endpoint to scrape, so its
+/// health rides in the batches it signs anyway, and the control plane exposes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EdgeHealth {
+    /// Failed deliveries of sealed batches to the control plane (each retried) since the
+    /// meter sealed its previous batch.
+    #[serde(default)]
+    pub meter_retries: u64,
+    /// The latest report of each isolate that delivered into the batch, at most
+    /// [`MAX_HEALTH_ISOLATES`].
+    #[serde(default)]
+    pub isolates: Vec<IsolateHealth>,
+}
+
+/// One isolate's report: counters since the isolate started, and what it holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolateHealth {
+    /// The isolate's random id (made once per isolate), at most [`MAX_ISOLATE_ID`] bytes.
+    pub isolate: String,
+    /// When it reported, Unix milliseconds on its clock.
+    pub at_ms: u64,
+    /// Calls to the rate limiter that failed (the request was answered without a verdict from
+    /// the limiter) since the isolate started.
+    #[serde(default)]
+    pub limiter_failures: u64,
+    /// Age, in seconds, of the oldest revocation shard the isolate holds (now minus the
+    /// shard's issued-at); absent when it holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_age_secs: Option<u64>,
 }
 
 /// Signs a batch body for the `Lynxo-Signature` header.
@@ -275,6 +316,12 @@ impl Batch {
             cut_opt(&mut a.country, MAX_COUNTRY);
             cut_opt(&mut a.colo, MAX_COLO);
             cut_opt(&mut a.user_agent, MAX_USER_AGENT);
+        }
+        if let Some(health) = &mut self.health {
+            health.isolates.truncate(MAX_HEALTH_ISOLATES);
+            for i in &mut health.isolates {
+                cut(&mut i.isolate, MAX_ISOLATE_ID);
+            }
         }
     }
 }
@@ -371,6 +418,46 @@ mod tests {
         );
         let sync = crate::limits::sign_push(&ring, &body, 1000);
         assert!(verify_batch(&ring, &sync, &body, 1000, 300).is_err());
+    }
+
+    #[test]
+    fn the_health_field_is_optional_both_ways() {
+        // A batch from an edge older than the field reads as before.
+        let old = r#"{"source":"meter-0-abc","seq":3,"counts":[],"last_used":[],"activity":[],"dropped_activity":0}"#;
+        let batch: Batch = serde_json::from_str(old).unwrap();
+        assert_eq!(batch.health, None);
+        // Without health, the body is byte for byte what older edges sent (and signed).
+        assert_eq!(serde_json::to_string(&batch).unwrap(), old);
+        let mut with = batch.clone();
+        with.health = Some(EdgeHealth {
+            meter_retries: 2,
+            isolates: vec![
+                IsolateHealth {
+                    isolate: "ab".repeat(40),
+                    at_ms: 1_000,
+                    limiter_failures: 1,
+                    shard_age_secs: Some(7),
+                };
+                MAX_HEALTH_ISOLATES + 5
+            ],
+        });
+        let text = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), with);
+        // A reader that knows nothing of it (serde ignores unknown fields) reads the rest.
+        #[derive(Deserialize)]
+        struct Older {
+            seq: u64,
+        }
+        assert_eq!(serde_json::from_str::<Older>(&text).unwrap().seq, 3);
+        with.clip();
+        let health = with.health.unwrap();
+        assert_eq!(health.isolates.len(), MAX_HEALTH_ISOLATES);
+        assert!(
+            health
+                .isolates
+                .iter()
+                .all(|i| i.isolate.len() == MAX_ISOLATE_ID)
+        );
     }
 
     #[test]

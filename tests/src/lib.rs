@@ -10,14 +10,21 @@
 //!   measures (`/proc` memory of the processes under attack);
 //! - [`capture`]: a wiretap between the worker and the origin;
 //! - [`browser`]: runs a browser script (`tests/browser/*.mjs`) with node, bounded in time.
+//! - [`scrape`]: the control plane's `/metrics`, parsed with an OpenMetrics parser
+//!   ([`exposition`]).
+//! - [`provider`]: a secret-scanning provider (GitHub, GitLab): its signing key and the public-key
+//!   document it serves.
 
 pub mod attack;
 pub mod browser;
 pub mod capture;
 pub mod control;
+pub mod exposition;
 pub mod http;
 pub mod keys;
 pub mod origin;
+pub mod provider;
+pub mod scrape;
 pub mod stack;
 
 /// A named step of an end-to-end test that shares one context with the others.

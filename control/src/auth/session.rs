@@ -241,7 +241,18 @@ pub async fn create_session(
     let guard = &state.sign_in;
     let client_ip = client_addr::client_ip(&parts, &state.settings.proxies);
     let device = guard.device(&parts.headers, &email, now);
-    let (ticket, reservation) = guard.admit(&email, client_ip, device, now).await?;
+    let (ticket, reservation) = guard
+        .admit(&email, client_ip, device, now)
+        .await
+        .inspect_err(|refused| {
+            state
+                .metrics
+                .sign_in_failed(if matches!(refused, SignInError::Locked { .. }) {
+                    "locked"
+                } else {
+                    "busy"
+                });
+        })?;
     let lookup = email.clone();
     let user = match state
         .store
@@ -316,6 +327,7 @@ pub async fn create_session(
     });
     let succeeded = answered.await.map_err(AppError::internal)??;
     let Some(user) = user.filter(|_| succeeded) else {
+        state.metrics.sign_in_failed("wrong_credentials");
         return Err(SignInError::WrongCredentials.into());
     };
     let now = state.clock.now();

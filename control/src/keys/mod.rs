@@ -16,7 +16,7 @@
 //! be shown again; the same idempotency key with a different body is a `422`.
 
 mod error;
-mod ops;
+pub(crate) mod ops;
 pub mod request;
 pub mod view;
 

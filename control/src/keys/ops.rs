@@ -13,7 +13,7 @@ use crate::auth::{Caller, random_bytes};
 use crate::error::Result;
 use crate::events::{Event, GraceEnded};
 use crate::store::StoreError;
-use crate::store::audit;
+use crate::store::audit::{self, Actor};
 use crate::store::keys::{self as db, KeyRow};
 use crate::store::{accounts, revocations};
 
@@ -151,7 +151,7 @@ pub(super) fn create(
     let plain = mint(keyring, &row)?;
     row.hint = plain.hint();
     db::insert(tx, &row)?;
-    db::enqueue_limit(tx, id, now_ms)?;
+    db::enqueue_limit(tx, id, now_ms, now_ms)?;
     if let Some((idem, request_hash)) = &idempotency {
         db::insert_idempotency(tx, account, idem, request_hash, id, now)?;
     }
@@ -238,12 +238,13 @@ pub(super) fn update(
     Ok((view_of(tx, &row, now)?, limit_changed))
 }
 
-/// Revokes `id` at `now`: the key's new state, a list version, the outbox row and the
-/// `key.revoked` event, in `tx`. Returns the version.
-fn revoke_now(
+/// Revokes `id` at `now` for `by` (its account, and who acts): the key's new state, a list
+/// version, the outbox row and the `key.revoked` event, in `tx`. Returns the version. Every
+/// revocation goes through here, so every one reaches the edge's list the same way.
+pub(crate) fn revoke_now(
     tx: &rusqlite::Transaction<'_>,
     now: u64,
-    caller: &Caller,
+    by: (u64, &Actor),
     id: KeyId,
     reason: &str,
     grace_until: Option<u64>,
@@ -255,8 +256,8 @@ fn revoke_now(
     audit::record(
         tx,
         now,
-        Some(caller.account_id),
-        &caller.actor,
+        Some(by.0),
+        by.1,
         &Event::KeyRevoked {
             key_id: id,
             reason: reason.to_owned(),
@@ -283,7 +284,8 @@ pub(super) fn revoke(
     if let (Some(version), KeyStatus::Revoked) = (row.revocation_version, row.status(now)) {
         return Ok((view_of(tx, &row, now)?, version, false));
     }
-    let version = revoke_now(tx, now, caller, id, &reason, row.grace_until, None)?;
+    let by = (caller.account_id, &caller.actor);
+    let version = revoke_now(tx, now, by, id, &reason, row.grace_until, None)?;
     row.revoked_at = Some(now);
     row.revoke_reason = Some(reason);
     row.revocation_version = Some(version);
@@ -331,7 +333,7 @@ pub(super) fn rotate(
         revoke_now(
             tx,
             now,
-            caller,
+            (account, &caller.actor),
             earlier.id,
             "rotated",
             Some(now),
@@ -357,7 +359,7 @@ pub(super) fn rotate(
     let plain = mint(keyring, &new)?;
     new.hint = plain.hint();
     db::insert(tx, &new)?;
-    db::enqueue_limit(tx, new_id, now_ms)?;
+    db::enqueue_limit(tx, new_id, now_ms, now_ms)?;
     let version = revocations::next_version(tx, now)?;
     db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
     db::set_rotated_to(tx, id, new_id)?;

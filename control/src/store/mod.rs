@@ -16,7 +16,9 @@ pub mod accounts;
 pub mod audit;
 mod health;
 pub mod keys;
+pub mod leaks;
 pub mod limits;
+pub mod metrics;
 pub mod restore;
 pub mod retention;
 pub mod revocations;
@@ -129,8 +131,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_rotation_budgets.sql"),
     include_str!("migrations/0006_session_details.sql"),
     include_str!("migrations/0007_token_scopes.sql"),
+    include_str!("migrations/0008_key_leaks.sql"),
     include_str!("migrations/0009_retention.sql"),
     include_str!("migrations/0010_write_probe.sql"),
+    include_str!("migrations/0011_limits_queued_at.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a

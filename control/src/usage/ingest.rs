@@ -127,6 +127,40 @@ pub async fn ingest_usage(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestAnswer>> {
+    let answer = ingest(&state, &headers, body).await;
+    if answer.is_err() {
+        state.metrics.usage_batch("refused");
+    }
+    answer
+}
+
+/// Measures the skew on a batch whose signature time is outside the tolerance: its body is
+/// read (bounded, as any batch's) and its signature checked with no bound on time, so only
+/// the edge's own batch moves the gauge; and one already applied (a replay of an old batch)
+/// says nothing about the edge's clock now.
+async fn measure_refused(state: &AppState, headers: &HeaderMap, signature: &str, body: Body) {
+    let Ok(body) = crate::body::read(headers, body, MAX_BATCH_BYTES).await else {
+        return;
+    };
+    let now_ms = state.clock.now_ms();
+    let Ok(signed_at) =
+        wire::verify_batch(&state.keyring, signature, &body, now_ms / 1000, u64::MAX)
+    else {
+        return;
+    };
+    let Ok(batch) = parse_batch(&body) else {
+        return;
+    };
+    let applied = state
+        .store
+        .read(move |c| crate::store::metrics::batch_applied(c, &batch.source, batch.seq))
+        .await;
+    if let Ok(false) = applied {
+        state.metrics.skew.observe(signed_at, now_ms);
+    }
+}
+
+async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<IngestAnswer>> {
     let now_ms = state.clock.now_ms();
     let now = now_ms / 1000;
     let signature = headers
@@ -144,24 +178,46 @@ pub async fn ingest_usage(
         SIGNATURE_TOLERANCE,
     ) {
         tracing::warn!(error = %e, "usage batch refused before its body: bad signature header");
+        if let envelope::EnvelopeError::OutsideTolerance { .. } = e {
+            measure_refused(state, headers, signature, body).await;
+        }
         return Err(UsageError::BadSignature("the signature does not verify").into());
     }
-    let body = crate::body::read(&headers, body, MAX_BATCH_BYTES).await?;
-    if let Err(e) = wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
-        tracing::warn!(error = %e, "usage batch refused: bad signature");
-        return Err(UsageError::BadSignature("the signature does not verify").into());
-    }
+    let body = crate::body::read(headers, body, MAX_BATCH_BYTES).await?;
+    let signed_at =
+        match wire::verify_batch(&state.keyring, signature, &body, now, SIGNATURE_TOLERANCE) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "usage batch refused: bad signature");
+                return Err(UsageError::BadSignature("the signature does not verify").into());
+            }
+        };
     let mut batch = parse_batch(&body)?;
     validate(&batch)?;
     let dropped = sanitize(&mut batch, now);
     let (source, seq) = (batch.source.clone(), batch.seq);
     let retention = state.settings.retention;
+    let oldest_minute = batch.counts.iter().map(|c| c.minute).min();
+    let health = batch.health.take();
     let mut applied = state
         .store
         .write(move |tx| db::apply_batch(tx, &batch, now_ms, &retention))
         .await?;
     if applied.applied {
         applied.skipped += dropped;
+        let metrics = &state.metrics;
+        // Only a batch applied now: one applied before may be a replay signed long ago (the
+        // edge's own retry is signed when sent, but nothing tells the two apart).
+        metrics.skew.observe(signed_at, now_ms);
+        metrics.usage_batch("applied");
+        if let Some(minute) = oldest_minute {
+            metrics.ingest_lag((now_ms as f64 / 1000.0) - (minute * 60) as f64);
+        }
+        if let Some(health) = &health {
+            metrics.edge_reported(health, now_ms);
+        }
+    } else {
+        state.metrics.usage_batch("duplicate");
     }
     tracing::info!(
         source,

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use shared::key::KeyId;
-use shared::usage::{Activity, Batch, Count, LastUsed, Outcome};
+use shared::usage::{
+    Activity, Batch, Count, EdgeHealth, IsolateHealth, LastUsed, MAX_HEALTH_ISOLATES, Outcome,
+};
 
 use super::{Delivery, keep};
 
@@ -37,6 +39,10 @@ pub struct Aggregate {
     pub chunk_floor: u64,
     /// Number of the next activity chunk.
     pub chunk_next: u64,
+    /// The latest health report of each isolate that delivered, at most
+    /// [`MAX_HEALTH_ISOLATES`] (absent from aggregates stored before the field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    health: Vec<IsolateHealth>,
     /// The activity entries of the chunks, in memory.
     #[serde(skip)]
     activity: Vec<Activity>,
@@ -81,6 +87,9 @@ impl Aggregate {
             }
         }
         self.dropped_activity += part.dropped_activity;
+        if let Some(report) = part.health {
+            self.note_health(report);
+        }
         let mut kept = Vec::new();
         for entry in part.activity {
             if self.sample(&entry) {
@@ -91,6 +100,25 @@ impl Aggregate {
             }
         }
         kept
+    }
+
+    /// Keeps `report` as its isolate's latest (an older one never replaces a newer one); past
+    /// [`MAX_HEALTH_ISOLATES`] isolates, the one heard from longest ago goes.
+    fn note_health(&mut self, report: IsolateHealth) {
+        match self.health.iter_mut().find(|h| h.isolate == report.isolate) {
+            Some(known) if known.at_ms <= report.at_ms => *known = report,
+            Some(_) => {}
+            None => {
+                self.health.push(report);
+                if self.health.len() > MAX_HEALTH_ISOLATES {
+                    if let Some(oldest) =
+                        (0..self.health.len()).min_by_key(|&i| self.health[i].at_ms)
+                    {
+                        self.health.swap_remove(oldest);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the batch keeps `entry` (see [`keep`]).
@@ -163,6 +191,10 @@ impl Aggregate {
             last_used: open.last_used,
             activity: open.activity,
             dropped_activity: open.dropped_activity,
+            health: (!open.health.is_empty()).then_some(EdgeHealth {
+                meter_retries: 0,
+                isolates: open.health,
+            }),
         };
         (batch, chunks)
     }

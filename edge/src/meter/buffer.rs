@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use shared::key::KeyId;
 use shared::usage::{
-    Activity, Count, LastUsed, MAX_ACTIVITY_PER_BATCH, MAX_CLIENT_IP, MAX_COLO, MAX_COUNTRY,
-    MAX_METHOD, MAX_PATH, MAX_USER_AGENT, Outcome, truncate,
+    Activity, Count, IsolateHealth, LastUsed, MAX_ACTIVITY_PER_BATCH, MAX_CLIENT_IP, MAX_COLO,
+    MAX_COUNTRY, MAX_METHOD, MAX_PATH, MAX_USER_AGENT, Outcome, truncate,
 };
 
 use super::{
@@ -177,6 +177,7 @@ impl Part {
             last_used,
             activity: self.activity,
             dropped_activity: self.dropped_activity,
+            health: None,
         }
     }
 }
@@ -302,6 +303,9 @@ pub struct Delivery {
     pub activity: Vec<Activity>,
     /// Requests the isolate left out of `activity`.
     pub dropped_activity: u64,
+    /// The isolate's health when it sent this (`health`); absent from older isolates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<IsolateHealth>,
 }
 
 impl Delivery {

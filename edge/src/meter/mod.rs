@@ -133,7 +133,7 @@ pub(crate) fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::usage::{Activity, Batch, MAX_PATH};
+    use shared::usage::{Activity, Batch, IsolateHealth, MAX_HEALTH_ISOLATES, MAX_PATH};
 
     const T0: u64 = 1_800_000_000_000;
 
@@ -184,6 +184,68 @@ mod tests {
 
     fn seal(agg: &mut Aggregate) -> Batch {
         agg.seal("meter-0-ab", 7).0
+    }
+
+    fn report(isolate: &str, at_ms: u64, limiter_failures: u64) -> IsolateHealth {
+        IsolateHealth {
+            isolate: isolate.into(),
+            at_ms,
+            limiter_failures,
+            shard_age_secs: Some(5),
+        }
+    }
+
+    #[test]
+    fn a_batch_carries_each_isolates_latest_report_bounded() {
+        let mut agg = Aggregate::default();
+        let mut deliver = |health: Option<IsolateHealth>| {
+            let mut buf = Buffer::default();
+            push(&mut buf, 1, Outcome::Success, T0);
+            let mut d = part(&mut buf);
+            d.health = health;
+            agg.merge(d);
+        };
+        deliver(Some(report("a", T0 + 2, 3)));
+        // An older report (a retried delivery) never replaces a newer one.
+        deliver(Some(report("a", T0 + 1, 1)));
+        deliver(None);
+        deliver(Some(report("b", T0, 0)));
+        let batch = seal(&mut agg);
+        let health = batch.health.unwrap();
+        assert_eq!(health.meter_retries, 0);
+        assert_eq!(
+            health.isolates,
+            [report("a", T0 + 2, 3), report("b", T0, 0)]
+        );
+        // Sealed: the next batch starts without reports, and one without any has no field.
+        let mut buf = Buffer::default();
+        push(&mut buf, 1, Outcome::Success, T0);
+        agg.merge(part(&mut buf));
+        assert_eq!(seal(&mut agg).health, None);
+        // Many isolates: the batch keeps the most recent ones, at most the cap.
+        for i in 0..(MAX_HEALTH_ISOLATES as u64 + 10) {
+            let mut buf = Buffer::default();
+            push(&mut buf, 1, Outcome::Success, T0);
+            let mut d = part(&mut buf);
+            d.health = Some(report(&format!("i{i}"), T0 + i, 0));
+            agg.merge(d);
+        }
+        let isolates = seal(&mut agg).health.unwrap().isolates;
+        assert_eq!(isolates.len(), MAX_HEALTH_ISOLATES);
+        assert!(isolates.iter().all(|h| h.at_ms >= T0 + 10));
+    }
+
+    #[test]
+    fn a_sealed_batch_reports_the_deliveries_that_failed_since_the_last() {
+        let mut state = MeterState::default();
+        let mut buf = Buffer::default();
+        push(&mut buf, 1, Outcome::Success, T0);
+        state.record(part(&mut buf), || "ab".into(), T0).unwrap();
+        state.retries = 2;
+        let sealed = state.seal().unwrap().unwrap();
+        let batch: Batch = serde_json::from_str(&sealed.writes[0].1).unwrap();
+        assert_eq!(batch.health.unwrap().meter_retries, 2);
+        assert_eq!(state.retries, 0);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct MeterState {
     pub source: Option<String>,
     /// Failed deliveries in a row (memory only).
     pub failures: u32,
+    /// Failed deliveries since the last seal (memory only): the next batch reports them.
+    pub retries: u64,
 }
 
 /// A seal: the batch, its number and the emptied aggregate to write at once, then the chunks
@@ -73,6 +75,7 @@ impl MeterState {
             seq: stored.seq.and_then(|s| s.parse().ok()).unwrap_or(0),
             source: stored.source,
             failures: 0,
+            retries: 0,
         };
         Ok((state, stale))
     }
@@ -112,7 +115,14 @@ impl MeterState {
             return Err("meter has events but no source".to_owned());
         };
         self.seq += 1;
-        let (batch, chunks) = self.open.seal(&source, self.seq);
+        let (mut batch, chunks) = self.open.seal(&source, self.seq);
+        let retries = std::mem::take(&mut self.retries);
+        if retries > 0 {
+            batch
+                .health
+                .get_or_insert_with(Default::default)
+                .meter_retries = retries;
+        }
         let json = |e: serde_json::Error| e.to_string();
         // The batch, its number, and the emptied aggregate whose chunk floor excludes the
         // chunks the batch took.

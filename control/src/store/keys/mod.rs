@@ -449,16 +449,17 @@ pub fn set_rate_limit(
         params![id.to_string(), limit, window, to_i64(now_ms)],
         |r| r.get(0),
     )?)?;
-    enqueue_limit(tx, id, version)?;
+    enqueue_limit(tx, id, version, now_ms)?;
     Ok(version)
 }
 
-/// Queues `version` of a key's policy for the edge (replacing an older queued version).
-pub fn enqueue_limit(tx: &Transaction<'_>, id: KeyId, version: u64) -> Result<()> {
+/// Queues `version` of a key's policy for the edge (replacing an older queued version) at
+/// `now_ms`; a key already waiting keeps its first `queued_at`.
+pub fn enqueue_limit(tx: &Transaction<'_>, id: KeyId, version: u64, now_ms: u64) -> Result<()> {
     tx.execute(
-        "INSERT INTO limits_outbox (key_id, version) VALUES (?1, ?2) \
+        "INSERT INTO limits_outbox (key_id, version, queued_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (key_id) DO UPDATE SET version = max(version, excluded.version)",
-        params![id.to_string(), to_i64(version)],
+        params![id.to_string(), to_i64(version), to_i64(now_ms)],
     )?;
     Ok(())
 }
