@@ -175,7 +175,7 @@ export function initTokens() {
     const r = await busy(form, () => api('POST', '/v1/management-tokens', request));
     f.password.value = '';
     if (r.status !== 201) {
-      showError(error, r.body?.code === 'password_incorrect' ? 'The password is not correct.' : problemText(r));
+      showError(error, r.body?.code === 'wrong_password' ? 'The password is not correct.' : problemText(r));
       return;
     }
     form.hidden = true;

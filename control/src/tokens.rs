@@ -373,13 +373,13 @@ fn revoke(
     post,
     path = "/v1/management-tokens",
     summary = "Create a management token (dashboard session and password)",
-    description = "Needs a dashboard session and the user's password (`password`): a wrong one is 403 `password_incorrect` and counts against the sign-in budgets of the user's email (429 `too_many_sign_in_attempts` when spent). Past the plan's number of working tokens it is 409 `token_limit_reached` with `active_tokens` and `max_tokens`. A management token is refused (403 `session_required`).",
+    description = "Needs a dashboard session and the user's password (`password`): a wrong one is 403 `wrong_password` and counts against the sign-in budgets of the user's email (429 `too_many_sign_in_attempts` when spent). Past the plan's number of working tokens it is 409 `token_limit_reached` with `active_tokens` and `max_tokens`. A management token is refused (403 `session_required`).",
     request_body = crate::tokens::CreateToken,
     responses(
         (status = 201, description = "Created; the token is shown this once.", body = crate::tokens::CreatedToken),
         crate::openapi::Unauthenticated,
         crate::openapi::JsonBodyRefused,
-        (status = 403, description = "Cross-site request, called with a management token (`session_required`), or a wrong password (`password_incorrect`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request, called with a management token (`session_required`), or a wrong password (`wrong_password`: it counts against the sign-in limits).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The plan's management token limit is reached (`token_limit_reached`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The sign-in budgets of the user's email are spent, or every password-hashing slot is taken (Retry-After).", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
@@ -402,8 +402,8 @@ pub async fn create_token(
         &parts,
         caller.account_id,
         user,
+        &caller.actor,
         body.password,
-        "management_token.create",
     )
     .await?;
     let token = PlainToken::generate()?;

@@ -260,7 +260,7 @@ async fn minting_needs_the_password_and_a_wrong_one_spends_the_sign_in_budget() 
     }
     for r in &refusals[..5] {
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert_eq!(r.body["code"], "password_incorrect");
+        assert_eq!(r.body["code"], "wrong_password");
     }
     assert_eq!(refusals[5].status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refusals[5].body["code"], "too_many_sign_in_attempts");
@@ -666,4 +666,34 @@ async fn use_events(app: &TestApp, id: u64) -> usize {
         .iter()
         .filter(|e| e["action"] == "management_token.used")
         .count()
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_the_same_answer_for_a_token_and_a_password_change() {
+    let app = TestApp::new();
+    let cookie = sign_in(&app).await;
+    let minting = mint(&app, &cookie, json!({ "password": "not the password" })).await;
+    let changing = dashboard(&app, &cookie)
+        .post(
+            "/v1/user/password",
+            json!({ "current_password": "not the password", "new_password": "a brand new password" }),
+        )
+        .await;
+    for r in [&minting, &changing] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.body["code"], "wrong_password");
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("sign-in"),
+            "the detail says failures count against the sign-in limits: {}",
+            r.body
+        );
+    }
+    for field in ["type", "title", "status", "code", "detail"] {
+        assert_eq!(minting.body[field], changing.body[field], "{field}");
+    }
+    // One failure event per wrong password, named for what the password was asked for.
+    let actions = app.audit_actions();
+    let count = |name: &str| actions.iter().filter(|a| *a == name).count();
+    assert_eq!(count("user.password_check_failed"), 1);
+    assert_eq!(count("user.password_change_failed"), 1);
 }

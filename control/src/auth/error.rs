@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 
 use super::caller::cross_site;
 use super::limit::Refusal;
+use super::reauth::wrong_password;
 use crate::error::AppError;
 use crate::store::StoreError;
 
@@ -122,6 +123,51 @@ impl From<BootstrapError> for AppError {
     }
 }
 
+/// Why [`super::reauth::check_password`] refused a signed-in user's password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordCheckError {
+    /// The password is not the user's.
+    #[error("the password is not correct")]
+    Wrong,
+    /// The user is gone, or not of the caller's account.
+    #[error("no such signed-in user")]
+    Gone,
+    /// No hashing slot, or a spent failure budget: answered as sign-in answers it.
+    #[error(transparent)]
+    Refused(#[from] SignInError),
+    /// Hashing failed.
+    #[error("checking the password")]
+    Credentials(#[source] AppError),
+    /// Storage failed.
+    #[error("storage")]
+    Store(#[from] StoreError),
+}
+
+impl From<PasswordCheckError> for AppError {
+    fn from(e: PasswordCheckError) -> Self {
+        match e {
+            PasswordCheckError::Wrong => wrong_password(),
+            PasswordCheckError::Gone => AppError::unauthenticated(),
+            PasswordCheckError::Refused(e) => e.into(),
+            PasswordCheckError::Credentials(e) => e,
+            PasswordCheckError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PasswordCheckError> for PasswordChangeError {
+    fn from(e: PasswordCheckError) -> Self {
+        match e {
+            PasswordCheckError::Wrong => Self::WrongPassword,
+            PasswordCheckError::Gone => Self::Ended,
+            PasswordCheckError::Refused(e) => Self::Refused(e),
+            PasswordCheckError::Credentials(e) => Self::Credentials(e),
+            PasswordCheckError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 /// Why a password change was refused or failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,13 +217,7 @@ impl From<PasswordChangeError> for AppError {
                 AppError::validation(e.to_string()).with_field("field", "new_password")
             }
             PasswordChangeError::Refused(e) => e.into(),
-            // Not 401: the session is valid, and a 401 would tell the dashboard it is not.
-            PasswordChangeError::WrongPassword => AppError::new(
-                StatusCode::FORBIDDEN,
-                "wrong_password",
-                "The current password is wrong",
-            )
-            .with_detail("failures count against the same limits as sign-in"),
+            PasswordChangeError::WrongPassword => wrong_password(),
             PasswordChangeError::Ended => AppError::unauthenticated(),
             PasswordChangeError::Credentials(e) => e,
             PasswordChangeError::Store(e) => e.into(),

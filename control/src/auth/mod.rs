@@ -39,7 +39,9 @@ pub mod session;
 pub mod sessions;
 
 pub use self::caller::{Caller, SignedIn, Via, cookie, same_origin, source};
-pub use self::error::{BootstrapError, PasswordChangeError, ResetPasswordError, SignInError};
+pub use self::error::{
+    BootstrapError, PasswordChangeError, PasswordCheckError, ResetPasswordError, SignInError,
+};
 pub use self::password::{
     Bootstrap, Reset, acceptable_password, bootstrap, change_password, hash_password,
     reset_password,

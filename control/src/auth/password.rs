@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::caller::Caller;
 use super::error::{BootstrapError, PasswordChangeError, ResetPasswordError};
 use super::grant::AdminScopes;
-use super::hasher::{Hasher, MAX_PASSWORD_BYTES};
+use super::hasher::MAX_PASSWORD_BYTES;
 use super::limit::Outcome;
 use super::random_bytes;
+use super::reauth::{Checked, Purpose, check_password};
 use super::sessions::cli_actor;
-use crate::client_addr;
 use crate::error::{AppError, Json, Result};
 use crate::events::Event;
 use crate::secret::PlainToken;
@@ -217,33 +217,20 @@ async fn change(
         return Err(PasswordChangeError::Unchanged);
     }
     let user_id = me.user_id;
-    let (email, user) = state
-        .store
-        .read(move |c| accounts::user_by_id(c, user_id))
-        .await?
-        .ok_or(PasswordChangeError::WrongPassword)?;
-    // The current password is checked as a sign-in checks it: a hashing slot, a guess from the
-    // same budgets (this browser's device, or the email's and this address's), counted before
-    // the hash. A client that hangs up mid-hash drops its reservation, which counts as a failure.
-    let now = state.clock.now();
-    let guard = &state.sign_in;
-    let client_ip = client_addr::client_ip(parts, &state.settings.proxies);
-    let device = guard.device(&parts.headers, &email, now);
-    let (ticket, reservation) = guard.admit(&email, client_ip, device, now).await?;
-    let old_hash = user.password_hash;
-    let matched = Hasher::check(ticket, current, Some(old_hash.clone()))
-        .await
-        .map_err(PasswordChangeError::Credentials)?;
     let (account, actor) = (caller.account_id, caller.actor);
-    if !matched {
-        reservation.settle(Outcome::Failed, now).await;
-        let event = Event::PasswordChangeFailed { user_id };
-        state
-            .store
-            .write(move |tx| audit::record(tx, now, Some(account), &actor, &event))
-            .await?;
-        return Err(PasswordChangeError::WrongPassword);
-    }
+    let Checked {
+        reservation,
+        password_hash: old_hash,
+    } = check_password(
+        state,
+        parts,
+        account,
+        user_id,
+        &actor,
+        current,
+        Purpose::ChangePassword,
+    )
+    .await?;
     let settings = std::sync::Arc::clone(&state.settings);
     let new_hash = tokio::task::spawn_blocking(move || hash_password(&new, &settings))
         .await
