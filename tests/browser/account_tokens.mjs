@@ -16,36 +16,21 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, check, env, step } from './lib.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const BASE = env('LYNXO_DASHBOARD_URL').replace(/\/$/, '');
 const EMAIL = env('LYNXO_EMAIL');
 const PASSWORD = env('LYNXO_PASSWORD');
 const KEY_ID = env('LYNXO_KEY_ID');
 const SHOTS = env('LYNXO_SCREENSHOTS');
-const CHROMIUM = env('LYNXO_CHROMIUM', '/usr/bin/chromium');
 
-const started = Date.now();
-function step(text) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${text}`);
-}
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
 
 const profile = mkdtempSync(join(tmpdir(), 'lynxo-chromium-'));
 mkdirSync(SHOTS, { recursive: true });
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
+  args: CHROMIUM_ARGS,
   viewport: { width: 1280, height: 900 },
 });
 const page = context.pages()[0] ?? (await context.newPage());

@@ -17,34 +17,19 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, check, elapsed, env, since, step } from './lib.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const BASE = env('LYNXO_DASHBOARD_URL').replace(/\/$/, '');
 const EDGE = env('LYNXO_EDGE_URL').replace(/\/$/, '');
 const EMAIL = env('LYNXO_EMAIL');
 const PASSWORD = env('LYNXO_PASSWORD');
 const SHOTS = env('LYNXO_SCREENSHOTS');
 const SECRETS = env('LYNXO_SECRETS_FILE');
-const CHROMIUM = env('LYNXO_CHROMIUM', '/usr/bin/chromium');
 /** Usage arrives from the edge in batches: how long to wait for it on the key page. */
 const USAGE_DEADLINE_MS = Number(env('LYNXO_USAGE_DEADLINE_MS', '45000'));
 /** How long a revocation may take to reach the edge. */
 const REVOKE_DEADLINE_MS = 15000;
 
-const started = Date.now();
-let stepStart = started;
-function step(text) {
-  const now = Date.now();
-  console.log(`[${((now - started) / 1000).toFixed(1)} s] ${text}`);
-  stepStart = now;
-}
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Calls the edge like a customer would. */
@@ -74,10 +59,7 @@ mkdirSync(SHOTS, { recursive: true });
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
+  args: CHROMIUM_ARGS,
   viewport: { width: 1280, height: 800 },
 });
 const page = context.pages()[0] ?? (await context.newPage());
@@ -491,9 +473,9 @@ try {
   step('signed out');
 
   check(problems.length === 0, `console errors (CSP violations, script errors): ${problems.join(' | ')}`);
-  console.log(`dashboard browser test passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`dashboard browser test passed in ${since()}`);
 } catch (e) {
-  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s (step took ${Date.now() - stepStart} ms): ${e.stack || e}`);
+  console.error(`FAILED ${elapsed()}: ${e.stack || e}`);
   console.error(`page: ${page.url()}`);
   if (problems.length) console.error(`console errors: ${problems.join(' | ')}`);
   await page.screenshot({ path: join(SHOTS, 'failure.png'), fullPage: true }).catch(() => {});

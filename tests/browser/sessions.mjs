@@ -17,33 +17,20 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, check, env, since, step } from './lib.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const BASE = env('LYNXO_DASHBOARD_URL').replace(/\/$/, '');
 const EMAIL = env('LYNXO_EMAIL');
 const PASSWORD = env('LYNXO_PASSWORD');
 const NEW_PASSWORD = env('LYNXO_NEW_PASSWORD');
 const SHOTS = env('LYNXO_SCREENSHOTS');
-const CHROMIUM = env('LYNXO_CHROMIUM', '/usr/bin/chromium');
 
-const started = Date.now();
-function step(text) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${text}`);
-}
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
 
 mkdirSync(SHOTS, { recursive: true });
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: CHROMIUM_ARGS,
 });
 const problems = [];
 
@@ -165,9 +152,9 @@ try {
   step('the password change signed the other browser out; the old password stopped working');
 
   check(problems.length === 0, `console errors (CSP violations, script errors): ${problems.join(' | ')}`);
-  console.log(`sessions browser test passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`sessions browser test passed in ${since()}`);
 } catch (e) {
-  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${e.stack || e}`);
+  console.error(`FAILED after ${since()}: ${e.stack || e}`);
   if (problems.length) console.error(`console errors: ${problems.join(' | ')}`);
   await second.screenshot({ path: join(SHOTS, 'sessions-failure.png'), fullPage: true }).catch(() => {});
   process.exitCode = 1;
