@@ -394,6 +394,9 @@ try {
   await page.waitForSelector('#tokens-body tr td[data-label="Name"]');
   await page.click('#token-open');
   await page.fill('#token-name', 'browser test token');
+  // A token carries the scopes chosen for it, and minting one asks for the password again.
+  await page.check('#admin-keys-read');
+  await page.fill('#token-password', PASSWORD);
   await page.click('#token-form button[type=submit]');
   await page.waitForSelector('#token-created:not([hidden])');
   const token = (await page.textContent('#token-created [data-secret]')).trim();
