@@ -89,8 +89,14 @@ fn clock_skew_fails_readiness_and_shows_in_the_metric(stack: &Stack) {
         ],
     );
     // Within the 300 s tolerance both ways: its pushes reached the edge (start waited for
-    // every shard), and it is ready before it has heard from the edge.
-    assert_eq!(ready(&control).0, 200);
+    // every shard). Ready before it has heard from the edge, unless the edge's meter already
+    // delivered a batch while it started (seen under load): then not ready for the skew and
+    // for nothing else.
+    let (status, body) = ready(&control);
+    assert!(
+        status == 200 || (status == 503 && body["code"] == "clock_skew"),
+        "{status} {body}"
+    );
     let (id, key) = create(
         &control,
         &json!({"name": "skew", "permission": "read_only"}),
