@@ -11,8 +11,8 @@
 #     Cargo.lock, both under $LYNXO_TOOLS/bin (scripts/env.sh says where and why);
 #   - wasm-pack, pinned, in the same place: it builds the JavaScript package (js/build.sh) with
 #     the wasm-bindgen CLI above, which it finds first on PATH at the locked version;
-#   - the npm packages of package-lock.json (wrangler and its workerd, esbuild; playwright-core for
-#     the dashboard's browser tests) in node_modules;
+#   - the npm packages of package-lock.json (wrangler and its workerd, esbuild; playwright-core and
+#     axe-core for the dashboard's browser tests) in node_modules;
 #   - Debian's `chromium` (apt), the browser those tests drive. playwright-core never downloads a
 #     browser of its own (`npx playwright install` cannot work offline): the tests point it at
 #     /usr/bin/chromium;

@@ -33,7 +33,7 @@ export function initSessions() {
       ['Ends', timeEl(Math.min(s.idle_expires_at, s.expires_at))],
       ['Actions', s.current ? '' : el('button', {
         type: 'button', class: 'secondary small', 'data-session': s.id,
-        'aria-label': `End the session of ${s.user_agent || 'an unknown browser'} signed in ${new Date(s.created_at * 1000).toISOString()}`,
+        'aria-label': `End session: ${s.user_agent || 'an unknown browser'}, signed in ${new Date(s.created_at * 1000).toISOString()}`,
       }, 'End session')],
     ], { 'data-session-row': s.id })));
   }

@@ -12,11 +12,9 @@
 //
 // Exits 0 when every check passed; prints one line per step.
 
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, check, env, step } from './lib.mjs';
+import { a11y, check, env, step, launch } from './lib.mjs';
 
 const BASE = env('LYNXO_DASHBOARD_URL').replace(/\/$/, '');
 const EMAIL = env('LYNXO_EMAIL');
@@ -25,21 +23,8 @@ const KEY_ID = env('LYNXO_KEY_ID');
 const SHOTS = env('LYNXO_SCREENSHOTS');
 
 
-const profile = mkdtempSync(join(tmpdir(), 'lynxo-chromium-'));
 mkdirSync(SHOTS, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: CHROMIUM_ARGS,
-  viewport: { width: 1280, height: 900 },
-});
-const page = context.pages()[0] ?? (await context.newPage());
-page.setDefaultTimeout(15000);
-const problems = [];
-page.on('console', (m) => {
-  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-});
-page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+const { context, page, problems, profile } = await launch({ width: 1280, height: 900 });
 const screenshot = (name) => page.screenshot({ path: join(SHOTS, name), fullPage: true });
 
 /**
@@ -82,6 +67,7 @@ try {
   check(description.markers.join(' ') === 'U+000D U+000A', `description markers: ${description.markers}`);
   check(!/[\r\n]/.test(description.text), 'the legacy CR/LF breaks the description');
   await screenshot('legacy-keys.png');
+  await a11y(page, 'keys list with hostile names');
 
   step('the key page shows it the same way, the document title too');
   await page.goto(`${BASE}/dashboard/keys/${KEY_ID}`);
@@ -126,6 +112,7 @@ try {
   check(reason && reason.markers.join(' ') === 'U+000D U+000A U+202E', `reason markers: ${JSON.stringify(revoked)}`);
   check(clean(revoked), `the legacy reason breaks a line or hides: ${JSON.stringify(revoked)}`);
   await screenshot('legacy-audit.png');
+  await a11y(page, 'audit log with hostile reasons');
 
   step('tokens page: the legacy token name is isolated and marked');
   await page.goto(`${BASE}/dashboard/tokens`);
@@ -152,6 +139,7 @@ try {
     ?? '';
   check(/^lnxm_[0-9a-f]{64}$/.test(token), `the shown token: ${token.slice(0, 8)}…`);
   await screenshot('token-created.png');
+  await a11y(page, 'token created');
   await page.click('#token-created [data-done]');
   await page.waitForSelector('#tokens-body tr td[data-label=Name]:has-text("ci reader")');
   const chips = await page.$$eval('#tokens-body > tr', (trs) => {
@@ -183,6 +171,7 @@ try {
     check(refusal.includes(part), `the refusal does not say ${part}: ${refusal}`);
   }
   await screenshot('token-name-refused.png');
+  await a11y(page, 'token name refused');
 
   check(problems.length === 0, `console errors: ${problems.join(' | ')}`);
   step('done');

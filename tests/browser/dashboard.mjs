@@ -12,12 +12,10 @@
 //
 // Exits 0 when every check passed; prints one line per step with the time it took.
 
-import { mkdtempSync, mkdirSync, appendFileSync, rmSync } from 'node:fs';
+import { mkdirSync, appendFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, check, elapsed, env, since, step } from './lib.mjs';
+import { a11y, check, elapsed, env, since, step, launch } from './lib.mjs';
 
 const BASE = env('LYNXO_DASHBOARD_URL').replace(/\/$/, '');
 const EDGE = env('LYNXO_EDGE_URL').replace(/\/$/, '');
@@ -54,22 +52,8 @@ async function edgeUntil(key, want, deadline) {
   throw new Error(`the edge answered ${last}, not ${want}, for ${deadline} ms`);
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'lynxo-chromium-'));
 mkdirSync(SHOTS, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: CHROMIUM_ARGS,
-  viewport: { width: 1280, height: 800 },
-});
-const page = context.pages()[0] ?? (await context.newPage());
-page.setDefaultTimeout(15000);
-const problems = [];
-page.on('console', (m) => {
-  // A refused resource or script shows up here; plain 4xx answers of the API do not count.
-  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-});
-page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+const { context, page, problems, profile } = await launch({ width: 1280, height: 800 });
 
 const secrets = [];
 function remember(secret) {
@@ -159,6 +143,7 @@ try {
   await page.click('#sign-in-form button[type=submit]');
   await page.waitForSelector('#sign-in-error:not([hidden])');
   await screenshot('sign-in-refused.png');
+  await a11y(page, 'sign-in, password refused');
   const signInContrast = await lowContrast();
   check(signInContrast.length === 0, `low contrast on the sign-in page: ${signInContrast}`);
   await page.fill('#password', PASSWORD);
@@ -205,6 +190,7 @@ try {
   const clipboard = await page.evaluate(() => navigator.clipboard.readText());
   check(clipboard === key, 'the copy button put the key on the clipboard');
   await screenshot('create-dialog-shown-once.png');
+  await a11y(page, 'create dialog, key shown once');
   const dialogContrast = await lowContrast();
   check(dialogContrast.length === 0, `low contrast in the shown-once dialog: ${dialogContrast}`);
   step('created a custom-scope key; shown once, copied to the clipboard');
@@ -269,6 +255,7 @@ try {
   await page.waitForFunction(() => document.getElementById('usage-totals').textContent.includes('24 hours'));
   await page.waitForSelector('svg.usage-chart rect.bar');
   await screenshot('key-page-with-usage.png', { fullPage: true });
+  await a11y(page, 'key page with usage and activity');
   const keyContrast = await lowContrast();
   check(keyContrast.length === 0, `low contrast on the key page: ${keyContrast}`);
   step(`usage and activity on the key page after ${Date.now() - t0} ms`);
@@ -369,6 +356,7 @@ try {
   const nightly = await page.evaluate(async () => (await (await fetch('/v1/keys?search=nightly')).json()).data[0]);
   check(nightly.rate_limit === 5000 && nightly.rate_limit_window === 3600, `rate limit from the form: ${nightly.rate_limit}/${nightly.rate_limit_window}`);
   await screenshot('keys-list.png', { fullPage: true });
+  await a11y(page, 'keys list');
   const listContrast = await lowContrast();
   check(listContrast.length === 0, `low contrast on the keys page: ${listContrast}`);
   await page.setViewportSize({ width: 375, height: 800 });
@@ -388,6 +376,7 @@ try {
   await page.goto(`${BASE}/dashboard/audit`);
   await page.waitForFunction(() => document.querySelector('#audit-body').textContent.includes('key.revoked'));
   await screenshot('audit-log.png');
+  await a11y(page, 'audit log');
   const auditContrast = await lowContrast();
   check(auditContrast.length === 0, `low contrast on the audit page: ${auditContrast}`);
   await page.goto(`${BASE}/dashboard/tokens`);
@@ -403,6 +392,7 @@ try {
   check(/^lnxm_[0-9a-f]{64}$/.test(token), 'a management token is shown once');
   remember(token);
   await screenshot('token-created-shown-once.png');
+  await a11y(page, 'token created, shown once');
   await page.click('#token-created [data-done]');
   await page.click('button[aria-label="Revoke token browser test token"]');
   await page.click('#token-revoke-form button[type=submit]');
@@ -465,6 +455,7 @@ try {
   const idleLinks = await page.locator('#create-limit a[href^="/dashboard/keys/"]').count();
   check(idleLinks > 0, 'the create form links to idle keys');
   await screenshot('create-dialog-at-limit.png');
+  await a11y(page, 'create dialog at the 50-key limit');
   await page.keyboard.press('Escape');
   step(`at the 50-key limit (${made} keys added through the API) the form explains why and links ${idleLinks} idle keys`);
 

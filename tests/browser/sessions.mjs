@@ -17,7 +17,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, check, env, since, step } from './lib.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, a11y, check, env, since, step } from './lib.mjs';
 
 const BASE = env('LYNXO_DASHBOARD_URL').replace(/\/$/, '');
 const EMAIL = env('LYNXO_EMAIL');
@@ -92,6 +92,7 @@ try {
   check(list.every((r) => r.text.includes('127.0.0.1')), 'the address is shown');
   check(await second.isVisible(`button[data-session="${list[0].id}"]`) === false, 'no End button on this browser');
   await second.screenshot({ path: join(SHOTS, 'sessions.png'), fullPage: true });
+  await a11y(second, 'sessions page');
   await second.setViewportSize({ width: 375, height: 800 });
   const width = await second.evaluate(() => document.documentElement.scrollWidth);
   check(width <= 375, `the Sessions page fits 375 px (scroll width ${width})`);
@@ -143,6 +144,7 @@ try {
   await second.waitForFunction(() => document.getElementById('password-ok').textContent.startsWith('Password changed. 1 other session was'));
   check(await second.inputValue('#new-password') === '', 'the form is cleared');
   await second.screenshot({ path: join(SHOTS, 'password-changed.png'), fullPage: true });
+  await a11y(second, 'password changed');
   check(!(await stillSignedIn(first)), 'the password change signed the other browser out');
   check(await stillSignedIn(second), 'this browser stays signed in');
   await signIn(first, PASSWORD);
