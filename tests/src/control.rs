@@ -112,7 +112,13 @@ pub fn control_binary() -> PathBuf {
 }
 
 /// Runs `control init` on `database`: a new account, its user and a management token.
-fn init(bin: &Path, database: &Path, name: &str, email: &str, password: &str) -> Account {
+pub(crate) fn init(
+    bin: &Path,
+    database: &Path,
+    name: &str,
+    email: &str,
+    password: &str,
+) -> Account {
     let init = Command::new(bin)
         .arg("init")
         .arg("--database")

@@ -12,6 +12,7 @@
 //! - [`browser`]: runs a browser script (`tests/browser/*.mjs`) with node, bounded in time.
 //! - [`scrape`]: the control plane's `/metrics`, parsed with an OpenMetrics parser
 //!   ([`exposition`]).
+//! - [`standalone`]: the control plane alone (`serve --no-publish`), for tests that need no edge;
 //! - [`provider`]: a secret-scanning provider (GitHub, GitLab): its signing key and the public-key
 //!   document it serves.
 
@@ -26,6 +27,7 @@ pub mod origin;
 pub mod provider;
 pub mod scrape;
 pub mod stack;
+pub mod standalone;
 
 /// A named step of an end-to-end test that shares one context with the others.
 pub type Scenario<C> = (&'static str, fn(&mut C));

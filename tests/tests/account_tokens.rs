@@ -8,28 +8,16 @@
 //! (and hold), that a wrong password is refused, and that a bidi override in a new token's name
 //! is refused with the message shown. Screenshots go to `target/account-tokens-screenshots/`.
 
-use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::browser::{chromium, run_script};
-use e2e::control::{AUDIT_KEYRING, EMAIL, PASSWORD, control_binary};
+use e2e::control::{EMAIL, PASSWORD};
 use e2e::http;
-use e2e::stack::{KEYRING, workspace_root};
+use e2e::stack::workspace_root;
+use e2e::standalone::Standalone;
 
 /// The whole browser script, generously (it takes seconds).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
-
-/// The control plane this test started; killed when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
@@ -40,62 +28,9 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
         "no Chromium at {}: run scripts/bootstrap.sh (it installs Debian's chromium)",
         browser.display()
     );
-    let bin = control_binary();
-    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let database = state.path().join("control.sqlite3");
-    let init = Command::new(&bin)
-        .arg("init")
-        .arg("--database")
-        .arg(&database)
-        .args(["--account-name", "Acme", "--email", EMAIL])
-        .env("LYNXO_INIT_PASSWORD", PASSWORD)
-        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("control init: {e}"));
-    assert!(init.status.success(), "control init failed");
-    let printed = String::from_utf8_lossy(&init.stdout).into_owned();
-    let token = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("management_token="))
-        .unwrap_or_else(|| panic!("init printed no token"))
-        .to_owned();
-
-    let addr = SocketAddr::from((
-        [127, 0, 0, 1],
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap_or_else(|e| panic!("free port: {e}"))
-            .port(),
-    ));
-    let log_path = state.path().join("control.log");
-    let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log: {e}"));
-    let log_err = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-    let _serve = Serve(
-        Command::new(&bin)
-            .arg("serve")
-            .arg("--database")
-            .arg(&database)
-            .args(["--listen", &addr.to_string(), "--no-publish"])
-            .args(["--public-origin", &format!("http://{addr}")])
-            .env("LYNXO_KEYRING", KEYRING)
-            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("control serve: {e}")),
-    );
-    let ready = Instant::now();
-    while !http::send(addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(
-            ready.elapsed() < Duration::from_secs(30),
-            "control plane not ready:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let serve = Standalone::start("Acme", EMAIL, PASSWORD);
+    let (addr, token) = (serve.addr, serve.account.token.clone());
+    let database = serve.database();
 
     // A key made through the API, then its name and description rewritten in the file as rows
     // from before the text rule would hold them; the same for `init`'s token name.
@@ -149,7 +84,7 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
 
     let screenshots = root.join("target/account-tokens-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{screenshots:?}: {e}"));
-    let url = format!("http://{addr}");
+    let url = serve.url();
     let (ok, output) = run_script(
         &root,
         "tests/browser/account_tokens.mjs",
@@ -168,7 +103,7 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
         ok,
         "tests/browser/account_tokens.mjs failed (screenshot: {}):\n{output}\ncontrol plane log:\n{}",
         screenshots.join("failure.png").display(),
-        std::fs::read_to_string(&log_path).unwrap_or_default()
+        serve.log()
     );
 
     // What the browser made holds in the API: the token it created has the scopes it chose,
