@@ -87,11 +87,17 @@ impl Held {
 }
 
 /// Waits until the hasher has started a check beyond `before`: the request under test has read
-/// the password hash it checks (the read comes first).
+/// the password hash it checks (the read comes first). A request refused before its check would
+/// leave this waiting: after two minutes it fails instead of hanging.
 async fn check_started(app: &TestApp, before: u64) {
-    while app.state.sign_in.hasher.stats().started == before {
-        tokio::task::yield_now().await;
-    }
+    let started = async {
+        while app.state.sign_in.hasher.stats().started == before {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), started)
+        .await
+        .expect("the request never started its password check");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
