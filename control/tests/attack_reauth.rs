@@ -179,16 +179,17 @@ async fn a_token_mint_whose_session_ends_meanwhile_mints_nothing() {
     );
 }
 
+async fn put(client: common::Client<'_>, value: &str) -> common::Resp {
+    let body = json!({ "leak_response": value }).to_string().into_bytes();
+    client
+        .send(Method::PUT, "/v1/account/leak-response", Some(body))
+        .await
+}
+
 #[tokio::test]
 async fn only_a_full_access_grant_may_turn_off_revoking_leaked_keys() {
     let app = TestApp::new();
     let (cookie, _) = sign_in(&app).await;
-    let put = |client: common::Client<'_>, value: &'static str| async move {
-        let body = json!({ "leak_response": value }).to_string().into_bytes();
-        client
-            .send(Method::PUT, "/v1/account/leak-response", Some(body))
-            .await
-    };
     let mint = |grant: &'static str| {
         let body = json!({ "name": grant, "password": PASSWORD,
                            "scopes": ["keys:write", "account:read"], "key_grant": grant });
