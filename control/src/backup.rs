@@ -86,6 +86,18 @@ pub fn backup(database: &Path, to: &Path) -> anyhow::Result<BackupReport> {
     ensure!(database.exists(), "{} does not exist", database.display());
     let partial = suffixed(to, ".partial");
     let _ = std::fs::remove_file(&partial);
+    // Every account's data (password hashes included) is in it: readable by its owner only,
+    // whatever the umask of the shell it was run from. SQLite writes into an empty file it is
+    // given and keeps the file's mode.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+    }
     let source = Connection::open_with_flags(
         database,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -28,6 +28,7 @@ use crate::secret::{HashedToken, PlainToken};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor};
+use crate::store::sessions;
 use crate::store::tokens::{self as db, NewToken, TokenPlan, TokenRow};
 
 /// Why a management-token operation refused or failed.
@@ -409,9 +410,19 @@ pub async fn create_token(
     let token = PlainToken::generate()?;
     let stored = (token.hash(), token.hint());
     let now = state.clock.now();
+    let session = caller.session.map(|s| s.session_id);
     let record = state
         .store
-        .write(move |tx| create(tx, caller.account_id, &caller.actor, spec, stored, now))
+        .write(move |tx| {
+            // The session that asked may have been ended while the password was checked (sign
+            // out everywhere, a password change): then it mints nothing.
+            if let Some(id) = session
+                && !sessions::exists(tx, id)?
+            {
+                return Err(AppError::unauthenticated());
+            }
+            create(tx, caller.account_id, &caller.actor, spec, stored, now)
+        })
         .await?;
     let mut response = (StatusCode::CREATED, Json(CreatedToken { token, record })).into_response();
     response

@@ -355,9 +355,16 @@ pub async fn create_session(
         state.settings.sessions_per_user,
     );
     let u = user.clone();
-    let session_id = state
+    let opened = state
         .store
         .write(move |tx| -> Result<_, StoreError> {
+            // Only over the hash that was checked: a password change or reset that committed
+            // while this sign-in hashed ended every session, and must not be followed by one
+            // opened with the old password.
+            let still = accounts::user_by_id(tx, u.id)?;
+            if still.is_none_or(|(_, user)| user.password_hash != u.password_hash) {
+                return Ok(None);
+            }
             let new = NewSession {
                 token_hash: &hash,
                 user_id: u.id,
@@ -382,9 +389,13 @@ pub async fn create_session(
                 };
                 audit::record(tx, now, Some(u.account_id), &actor, &ended)?;
             }
-            Ok(id)
+            Ok(Some(id))
         })
         .await?;
+    let Some(session_id) = opened else {
+        state.metrics.sign_in_failed("wrong_credentials");
+        return Err(SignInError::WrongCredentials.into());
+    };
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
         session.expose(),

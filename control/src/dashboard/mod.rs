@@ -25,7 +25,7 @@ use axum::routing::get;
 use shared::key::KeyId;
 
 use crate::auth::Caller;
-use crate::auth::grant::Access;
+use crate::auth::grant::{Access, AdminScope};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::accounts;
@@ -46,9 +46,10 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/tokens", get(tokens_page))
         .route("/dashboard/sessions", get(sessions_page))
         .route("/assets/{version}/{file}", get(asset))
-        // The page shells hold no account data beyond the header: any signed-in caller may
-        // load them (the data comes from the API, under its own access rules).
-        .layer(axum::Extension(Access::Any))
+        // The page shells hold no account data beyond the header (the account's name and
+        // plan, what `GET /v1/account` shows): a session, or a token that may read the account
+        // (the data comes from the API, under its own access rules).
+        .layer(axum::Extension(Access::Scope(AdminScope::AccountRead)))
         .layer(middleware::from_fn(security_headers))
 }
 

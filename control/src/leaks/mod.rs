@@ -423,13 +423,13 @@ pub struct SetLeakResponse {
     put,
     path = "/v1/account/leak-response",
     summary = "Revoke leaked keys, or only notify",
-    description = "What happens when GitHub or GitLab reports one of the account's live keys in public: `revoke` it at once (the default), or only `notify` (a banner, the key's audit events). A holder's self-revocation always revokes. The change is recorded in the audit trail.",
+    description = "What happens when GitHub or GitLab reports one of the account's live keys in public: `revoke` it at once (the default), or only `notify` (a banner, the key's audit events). A holder's self-revocation always revokes. The change is recorded in the audit trail. It governs every key, so a management token needs a Full Access key grant (else 403 `key_grant_exceeded`).",
     request_body = crate::leaks::SetLeakResponse,
     responses(
         (status = 200, description = "The setting now.", body = crate::leaks::SetLeakResponseAnswer),
         crate::openapi::Unauthenticated,
         crate::openapi::JsonBodyRefused,
-        crate::openapi::CrossSite,
+        (status = 403, description = "Cross-site request, or a management token without a Full Access key grant (`key_grant_exceeded`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("managementToken" = []), ("session" = [])),
 )]
@@ -438,6 +438,11 @@ pub async fn set_leak_response(
     caller: Caller,
     Json(body): Json<SetLeakResponse>,
 ) -> Result<Json<SetLeakResponseAnswer>> {
+    // The setting decides the fate of every key of the account, Full Access ones included: a
+    // token may change it only if it may manage every key (a Full Access key grant).
+    caller
+        .may_manage(shared::scope::ScopeSet::FULL_ACCESS)
+        .map_err(crate::auth::grant::key_grant_exceeded)?;
     let now = state.clock.now();
     let after = body.leak_response;
     state
