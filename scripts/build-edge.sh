@@ -5,8 +5,9 @@
 #   EDGE_FEATURES=bench-no-limits EDGE_OUT_DIR=build-bench-no-limits bash scripts/build-edge.sh
 #
 # Output: edge/build/index.js (entry module, which wrangler.toml's main re-exports through
-# edge/build/worker/shim.mjs) and edge/build/index_bg.wasm. wrangler runs this as the [build]
-# command of wrangler.toml. Needs the tools of scripts/bootstrap.sh.
+# edge/build/worker/shim.mjs) and edge/build/index_bg.wasm, without its function names
+# (scripts/strip-wasm-names.mjs), at most 400,000 bytes gzip -9 or the build fails. wrangler
+# runs this as the [build] command of wrangler.toml. Needs the tools of scripts/bootstrap.sh.
 #
 # Benchmark baselines: EDGE_FEATURES (comma-separated cargo features of edge/, e.g.
 # bench-no-limits or bench-no-auth) builds into EDGE_OUT_DIR (a directory under edge/, required
@@ -38,6 +39,11 @@ fi
 
 wasm="edge/$out_dir/index_bg.wasm"
 [[ -f "$wasm" ]] || die "worker-build produced no $wasm"
+# The function names are for stack traces only, and a quarter of the module (docs/edge.md, "Size").
+node scripts/strip-wasm-names.mjs "$wasm"
 raw=$(wc -c <"$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
 printf 'build-edge: %s: %d bytes, %d bytes gzip -9 (%d KiB)\n' "$wasm" "$raw" "$gz" $(((gz + 1023) / 1024))
+# The size budget (docs/edge.md, "Size"): a module over it fails the build, so no test runs it.
+budget=400000
+((gz <= budget)) || die "$wasm is $gz bytes gzip -9, over the budget of $budget"

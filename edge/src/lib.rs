@@ -50,7 +50,7 @@ pub mod sync;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testing;
 
-use worker::{Context, Env, Request, Response, console_error, event};
+use worker::{Context, Env, Request, console_error, event, web_sys};
 
 use crate::isolate::{load_config, now_ms};
 use crate::meter::Answered;
@@ -110,7 +110,7 @@ pub fn endpoint<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
 
 /// Workers entry point for HTTP requests.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let (attributed, handled) = handle(req, &env, &ctx).await;
     let answer = handled.unwrap_or_else(|e| {
         // Logged once, here; the caller learns nothing about the edge's internals.
@@ -120,7 +120,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     if let Some(a) = attributed {
         let (status, outcome) = match &answer {
             Answer::Origin(response) => {
-                let status = response.status_code();
+                let status = response.status();
                 (status, shared::usage::Outcome::of_origin_status(status))
             }
             // The edge's own answer: never origin traffic, whatever its status.
@@ -138,7 +138,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     }
     Ok(match answer {
         Answer::Origin(response) => response,
-        Answer::Reply(reply) => to_response(&reply),
+        Answer::Reply(reply) => to_response(&reply).into(),
     })
 }
 

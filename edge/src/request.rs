@@ -5,9 +5,11 @@
 use shared::key::KeyId;
 use shared::revocation::shard_of;
 use worker::{
-    Context, Env, Fetch, Headers, Request, RequestInit, RequestRedirect, Url, console_error,
-    console_log, console_warn, js_sys,
+    Context, Env, Headers, Request, RequestInit, RequestRedirect, Url, console_error, console_log,
+    console_warn, js_sys,
     wasm_bindgen::{JsCast, JsValue},
+    wasm_bindgen_futures::JsFuture,
+    web_sys,
 };
 
 use crate::body;
@@ -17,7 +19,7 @@ use crate::decide::{self, Decided, Incoming};
 use crate::forward;
 use crate::isolate::{METER_OFF_LOGGED, SHARDS, now_ms};
 use crate::limit::{self, Budget, Decision};
-use crate::meter::{Caller, Seen};
+use crate::meter::{Caller, Place, Seen};
 use crate::problem::{Problem, Reply};
 use crate::respond::{Answer, origin_with_rate_headers, with_rate_headers};
 use crate::stubs::{Attributed, rate_limit};
@@ -138,7 +140,9 @@ fn attribution(
             account_id: claims.account_id,
             scope: decided.scope.map(|s| s.name()),
         },
-        seen: seen(req, client, incoming.method, incoming.path),
+        seen: seen(client, incoming.method, incoming.path),
+        // The handle (`Clone`), not the runtime's `Request.clone()`, which would tee the body.
+        request: Clone::clone(req.inner()),
         shards: cfg.meter_shards,
     })
 }
@@ -207,13 +211,7 @@ async fn answer(
         .with_body(body)
         .with_redirect(RequestRedirect::Manual);
     let origin_request = Request::new_with_init(&plan.url, &init)?;
-    // With an mTLS certificate binding, the origin can require the worker's own client
-    // certificate (docs/edge.md, "Locking the origin to the edge").
-    let sent = match env.service(ORIGIN_MTLS_BINDING) {
-        Ok(client_certificate) => client_certificate.fetch_request(origin_request).await,
-        Err(_) => Fetch::Request(origin_request).send().await,
-    };
-    match sent {
+    match send(env, &origin_request).await {
         Ok(response) => Ok(Answer::Origin(match rate {
             Some(status) => origin_with_rate_headers(response, &status, now_ms),
             None => response,
@@ -230,6 +228,24 @@ async fn answer(
             Ok(with_rate_headers(reply, rate, now_ms).into())
         }
     }
+}
+
+/// Sends the request to the origin; its response comes back as the runtime's object, unread
+/// (`worker::Response` would take it apart with a call per field, to be put together again).
+async fn send(env: &Env, request: &Request) -> worker::Result<web_sys::Response> {
+    // With an mTLS certificate binding, the origin can require the worker's own client
+    // certificate (docs/edge.md, "Locking the origin to the edge").
+    let promise = match env.service(ORIGIN_MTLS_BINDING) {
+        Ok(client_certificate) => {
+            let fetcher: &worker::worker_sys::Fetcher = client_certificate.as_ref().unchecked_ref();
+            fetcher.fetch(request.inner())?
+        }
+        Err(_) => {
+            let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+            global.fetch_with_request(request.inner())
+        }
+    };
+    Ok(JsFuture::from(promise).await?.dyn_into()?)
 }
 
 /// Makes sure the isolate's copy of shard `index` is at most one cache period old.
@@ -307,9 +323,20 @@ async fn refusal(
 }
 
 /// The request details for the activity log and a key's last use.
-fn seen(req: &Request, client: &ClientHeaders, method: &str, path: &str) -> Seen {
+fn seen(client: &ClientHeaders, method: &str, path: &str) -> Seen {
+    Seen {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        client_ip: client.get("cf-connecting-ip").map(str::to_owned),
+        user_agent: client.get("user-agent").map(str::to_owned),
+    }
+}
+
+/// Where the request came from (`request.cf`), for an activity entry the meter keeps: three
+/// calls into the runtime, so made only then ([`crate::meter::Buffer::push`]).
+pub(crate) fn place(req: &web_sys::Request) -> Place {
     // `request.cf` is a getter of the runtime's request: one call for both fields.
-    let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
+    let cf = js_sys::Reflect::get(req, &JsValue::from_str("cf"))
         .ok()
         .filter(JsValue::is_object);
     let cf_field = |name: &str| {
@@ -317,13 +344,9 @@ fn seen(req: &Request, client: &ClientHeaders, method: &str, path: &str) -> Seen
             .ok()?
             .as_string()
     };
-    Seen {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        client_ip: client.get("cf-connecting-ip").map(str::to_owned),
+    Place {
         country: cf_field("country"),
         colo: cf_field("colo"),
-        user_agent: client.get("user-agent").map(str::to_owned),
     }
 }
 

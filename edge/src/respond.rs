@@ -1,7 +1,7 @@
 //! Response building: the edge's own answers ([`Reply`]) become runtime responses that cannot
 //! fail, and the origin's response gets the RateLimit header fields.
 
-use worker::{Headers, Response, ResponseBody, ResponseBuilder, console_error, web_sys};
+use worker::{Headers, Response, ResponseBuilder, console_error, web_sys};
 
 use crate::limit::Status;
 use crate::problem::Reply;
@@ -10,8 +10,9 @@ use crate::problem::Reply;
 pub(crate) enum Answer {
     /// The edge's own answer.
     Reply(Reply),
-    /// The origin's response.
-    Origin(Response),
+    /// The origin's response, as the runtime's object: passed on as it came, or rebuilt once
+    /// with the RateLimit fields.
+    Origin(web_sys::Response),
 }
 
 impl From<Reply> for Answer {
@@ -29,38 +30,44 @@ pub(crate) fn with_rate_headers(mut reply: Reply, status: Option<Status>, now_ms
 }
 
 /// The origin's response with the RateLimit header fields added. A fetched response's headers
-/// are immutable in the Workers runtime, so they are copied, by the runtime in one call (no
-/// crossing of the wasm boundary per header), and the two fields set on the copy; the status
-/// and the body stream stay as they are.
+/// are immutable in the Workers runtime, so the response is built anew around the same body
+/// stream, status and status text, the runtime copying the headers in the constructor (one
+/// call, no crossing of the wasm boundary per header); the two fields are then set on the new
+/// response's own (mutable) headers.
 pub(crate) fn origin_with_rate_headers(
-    response: Response,
+    response: web_sys::Response,
     status: &Status,
     now_ms: u64,
-) -> Response {
-    let code = response.status_code();
+) -> web_sys::Response {
+    let code = response.status();
     // 101 (a WebSocket) passes through untouched.
     if !(200..=599).contains(&code) {
         return response;
     }
-    let headers = match web_sys::Headers::new_with_headers(&response.headers().0) {
-        Ok(headers) => Headers(headers),
-        Err(e) => {
-            console_error!("lynxo-edge: origin headers not copied: {e:?}");
-            return response;
-        }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(code);
+    init.set_status_text(&response.status_text());
+    init.set_headers(&response.headers());
+    // A null-body status must not get a stream (the Response constructor would throw).
+    let body = match code {
+        204 | 205 | 304 => None,
+        _ => response.body(),
     };
+    let rebuilt =
+        match web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init) {
+            Ok(rebuilt) => rebuilt,
+            Err(e) => {
+                console_error!("lynxo-edge: origin response not rebuilt: {e:?}");
+                return response;
+            }
+        };
+    let headers = rebuilt.headers();
     for (name, value) in status.headers(now_ms) {
         if headers.set(name, &value).is_err() {
             console_error!("lynxo-edge: header {name} refused by the runtime");
         }
     }
-    let response = response.with_headers(headers);
-    // A null-body status must not get a stream (the Response constructor would throw).
-    if matches!(code, 204 | 205 | 304) && matches!(response.body(), ResponseBody::Stream(_)) {
-        let (builder, _) = response.into_parts();
-        return builder.empty();
-    }
-    response
+    rebuilt
 }
 
 /// Builds a response that cannot fail: a header the runtime refuses is logged and left out.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use worker::{Context, Delay, Env, Request, RequestInit, console_error};
+use worker::{Context, Delay, Env, Request, RequestInit, console_error, web_sys};
 
 use crate::config::Config;
 use crate::isolate::{LEASES, LIMITER_LOG, METER, NONCE, now_ms};
@@ -19,13 +19,17 @@ pub(crate) struct Attributed {
     pub(crate) caller: Caller,
     /// The request's details for the activity log.
     pub(crate) seen: Seen,
+    /// The client's request, for `request.cf` ([`crate::request::place`]): read only if the
+    /// activity entry is kept.
+    pub(crate) request: web_sys::Request,
     /// `METER_SHARDS`.
     pub(crate) shards: u16,
 }
 
 /// Counts a request in the isolate's buffer and schedules its flush after the response.
 pub(crate) fn record(ctx: &Context, env: &Env, a: &Attributed, answered: Answered) {
-    match METER.with_borrow_mut(|b| b.push(a.shards, &a.caller, &a.seen, answered)) {
+    let place = || crate::request::place(&a.request);
+    match METER.with_borrow_mut(|b| b.push(a.shards, &a.caller, &a.seen, answered, place)) {
         Flush::Now => ctx.wait_until(flush(env.clone())),
         Flush::After(ms) => {
             let env = env.clone();

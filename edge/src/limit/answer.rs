@@ -39,25 +39,50 @@ impl Status {
     }
 
     /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers, structured
-    /// fields) at `now_ms`. A key with a per-minute cap lists it as a second policy.
+    /// fields) at `now_ms`. A key with a per-minute cap lists it as a second policy. Written
+    /// digit by digit into strings of their final size: these go on every answer to a key,
+    /// and `format!` would run the formatting machinery and grow each string as it goes.
     pub fn headers(&self, now_ms: u64) -> [(&'static str, String); 2] {
-        let mut policy = format!("\"default\";q={};w={}", self.limit, self.window);
+        let mut policy = String::with_capacity(64);
+        policy.push_str("\"default\";q=");
+        push_decimal(&mut policy, self.limit.into());
+        policy.push_str(";w=");
+        push_decimal(&mut policy, self.window.into());
         if let Some(cap) = self.per_minute {
-            policy.push_str(&format!(", \"minute\";q={cap};w={CAP_SPAN}"));
+            policy.push_str(", \"minute\";q=");
+            push_decimal(&mut policy, cap.into());
+            policy.push_str(";w=");
+            push_decimal(&mut policy, CAP_SPAN.into());
         }
         let t = if self.remaining == 0 {
             self.seconds_to_retry(now_ms)
         } else {
             self.seconds_to_reset(now_ms)
         };
-        [
-            ("ratelimit-policy", policy),
-            (
-                "ratelimit",
-                format!("\"default\";r={};t={t}", self.remaining),
-            ),
-        ]
+        let mut rate = String::with_capacity(48);
+        rate.push_str("\"default\";r=");
+        push_decimal(&mut rate, self.remaining.into());
+        rate.push_str(";t=");
+        push_decimal(&mut rate, t);
+        [("ratelimit-policy", policy), ("ratelimit", rate)]
     }
+}
+
+/// Appends `n` in decimal, without the formatting machinery.
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        // `n % 10` is below 10: the cast keeps every value.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// The window, in words.
@@ -126,4 +151,44 @@ pub fn refused_exceeded(status: &Status, now_ms: u64) -> Reply {
     .field("retry_after", retry_after)
     .header("retry-after", retry_after.to_string())
     .reply()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fields written digit by digit read as `format!` would write them.
+        #[test]
+        fn header_values_are_the_formatted_numbers(
+            limit: u32,
+            window: u32,
+            remaining: u32,
+            cap: Option<u32>,
+            reset in 0_u64..u64::MAX / 2,
+            retry in 0_u64..u64::MAX / 2,
+            now in 0_u64..u64::MAX / 2,
+        ) {
+            let s = Status { limit, window, remaining, reset_ms: reset, retry_ms: retry, per_minute: cap };
+            let t = if remaining == 0 { s.seconds_to_retry(now) } else { s.seconds_to_reset(now) };
+            let mut policy = format!("\"default\";q={limit};w={window}");
+            if let Some(cap) = cap {
+                policy.push_str(&format!(", \"minute\";q={cap};w={CAP_SPAN}"));
+            }
+            prop_assert_eq!(
+                s.headers(now),
+                [("ratelimit-policy", policy), ("ratelimit", format!("\"default\";r={remaining};t={t}"))]
+            );
+        }
+    }
+
+    #[test]
+    fn decimals_at_the_ends() {
+        for n in [0, 1, 9, 10, 99, 100, u64::from(u32::MAX), u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
 }

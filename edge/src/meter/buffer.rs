@@ -11,7 +11,8 @@ use shared::usage::{
 };
 
 use super::{
-    Answered, Caller, FLUSH_AFTER_MS, FLUSH_AT, MAX_BUFFERED, Seen, delivery_id, keep, shard_of,
+    Answered, Caller, FLUSH_AFTER_MS, FLUSH_AT, MAX_BUFFERED, Place, Seen, delivery_id, keep,
+    shard_of,
 };
 
 fn owned(text: Option<&str>, max: usize) -> Option<String> {
@@ -26,7 +27,7 @@ fn replace_if_changed(slot: &mut Option<String>, text: Option<&str>, max: usize)
 }
 
 /// The activity entry of a request (allocates: only for an entry that is kept).
-fn activity(caller: &Caller, seen: &Seen, answered: Answered) -> Activity {
+fn activity(caller: &Caller, seen: &Seen, place: Place, answered: Answered) -> Activity {
     Activity {
         key_id: caller.key_id,
         account_id: caller.account_id,
@@ -36,8 +37,8 @@ fn activity(caller: &Caller, seen: &Seen, answered: Answered) -> Activity {
         status: answered.status,
         outcome: answered.outcome,
         client_ip: owned(seen.client_ip.as_deref(), MAX_CLIENT_IP),
-        country: owned(seen.country.as_deref(), MAX_COUNTRY),
-        colo: owned(seen.colo.as_deref(), MAX_COLO),
+        country: owned(place.country.as_deref(), MAX_COUNTRY),
+        colo: owned(place.colo.as_deref(), MAX_COLO),
         user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
     }
 }
@@ -74,8 +75,15 @@ struct Part {
 }
 
 impl Part {
-    /// Counts one request; returns how many entries (counts and activity) it added.
-    fn add(&mut self, caller: &Caller, seen: &Seen, answered: Answered) -> usize {
+    /// Counts one request; returns how many entries (counts and activity) it added. `place` is
+    /// called only for a request whose activity entry is kept.
+    fn add(
+        &mut self,
+        caller: &Caller,
+        seen: &Seen,
+        answered: Answered,
+        place: impl FnOnce() -> Place,
+    ) -> usize {
         let mut added = 0;
         let n = self
             .counts
@@ -133,7 +141,8 @@ impl Part {
             kept_of_key,
             &mut self.allowed_kept,
         ) {
-            self.activity.push(activity(caller, seen, answered));
+            self.activity
+                .push(activity(caller, seen, place(), answered));
             added += 1;
         } else {
             self.dropped_activity += 1;
@@ -211,11 +220,20 @@ pub struct Buffer {
 
 impl Buffer {
     /// Counts `caller`'s request, answered as `answered`, for meter shard
-    /// `shard_of(key, shards)`, and says when to flush.
-    pub fn push(&mut self, shards: u16, caller: &Caller, seen: &Seen, answered: Answered) -> Flush {
+    /// `shard_of(key, shards)`, and says when to flush. `place` is called (the glue reads
+    /// `request.cf`) only when the request's activity entry is kept: at most a few per key and
+    /// batch, so almost never at a high request rate.
+    pub fn push(
+        &mut self,
+        shards: u16,
+        caller: &Caller,
+        seen: &Seen,
+        answered: Answered,
+        place: impl FnOnce() -> Place,
+    ) -> Flush {
         let shard = shard_of(caller.key_id, shards);
         let part = self.parts.entry(shard).or_default();
-        self.entries += part.add(caller, seen, answered);
+        self.entries += part.add(caller, seen, answered, place);
         let full = part.counts.len() >= FLUSH_AT || part.activity.len() >= MAX_ACTIVITY_PER_BATCH;
         self.trim();
         if full && !self.now_due {

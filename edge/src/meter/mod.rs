@@ -82,12 +82,19 @@ pub struct Seen {
     pub path: String,
     /// `CF-Connecting-IP`.
     pub client_ip: Option<String>,
+    /// `User-Agent` as sent.
+    pub user_agent: Option<String>,
+}
+
+/// Where a request came from, as Cloudflare saw it (`request.cf`): only an activity entry
+/// carries it, so the glue reads it (calls into the runtime) only for a request whose entry
+/// the buffer keeps ([`Buffer::push`] asks for it then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
     /// Cloudflare's country code.
     pub country: Option<String>,
     /// Cloudflare's data-center code.
     pub colo: Option<String>,
-    /// `User-Agent` as sent.
-    pub user_agent: Option<String>,
 }
 
 /// One answered request, as the buffer records it.
@@ -150,9 +157,14 @@ mod tests {
             method: "GET".into(),
             path: "/v1/jobs".into(),
             client_ip: Some("203.0.113.7".into()),
+            user_agent: Some("curl/8".into()),
+        }
+    }
+
+    fn nl() -> Place {
+        Place {
             country: Some("NL".into()),
             colo: Some("AMS".into()),
-            user_agent: Some("curl/8".into()),
         }
     }
 
@@ -172,7 +184,7 @@ mod tests {
 
     /// Pushes one request of key `n` to a one-shard buffer.
     fn push(buf: &mut Buffer, n: u8, outcome: Outcome, at_ms: u64) -> Flush {
-        buf.push(1, &caller(n), &seen(), answered(outcome, at_ms))
+        buf.push(1, &caller(n), &seen(), answered(outcome, at_ms), nl)
     }
 
     /// Everything buffered, as one shard's delivery.
@@ -254,12 +266,18 @@ mod tests {
         s.user_agent = Some("é".repeat(200));
         s.path = "/".repeat(600);
         let mut buf = Buffer::default();
-        buf.push(1, &caller(1), &s, answered(Outcome::RateLimited, T0));
+        buf.push(1, &caller(1), &s, answered(Outcome::RateLimited, T0), nl);
         let unscoped = Caller {
             scope: None,
             ..caller(1)
         };
-        buf.push(1, &unscoped, &s, answered(Outcome::Unauthorized, T0 + 1));
+        buf.push(
+            1,
+            &unscoped,
+            &s,
+            answered(Outcome::Unauthorized, T0 + 1),
+            nl,
+        );
         let d = part(&mut buf);
         let a = &d.activity[0];
         assert_eq!(a.key_id, KeyId([1; 16]));
@@ -271,6 +289,32 @@ mod tests {
         assert_eq!(scopes, [None, Some("jobs:read")], "sorted");
         assert_eq!(d.last_used[0].user_agent.as_ref().unwrap().len(), 256);
         assert_eq!(d.last_used[0].at_ms, T0 + 1);
+    }
+
+    /// `request.cf` is a call into the runtime: read for the kept activity entries only.
+    #[test]
+    fn the_place_is_read_only_for_kept_entries() {
+        let mut buf = Buffer::default();
+        let mut reads = 0;
+        let total = ALLOWED_ACTIVITY_PER_KEY + 50;
+        for i in 0..total {
+            buf.push(
+                1,
+                &caller(1),
+                &seen(),
+                answered(Outcome::Success, T0 + u64::from(i)),
+                || {
+                    reads += 1;
+                    nl()
+                },
+            );
+        }
+        let d = part(&mut buf);
+        assert_eq!(reads, d.activity.len());
+        assert_eq!(reads, ALLOWED_ACTIVITY_PER_KEY as usize);
+        assert_eq!(d.dropped_activity, 50);
+        assert!(d.activity.iter().all(|a| a.colo.as_deref() == Some("AMS")));
+        assert_eq!(d.counts[0].n, u64::from(total));
     }
 
     #[test]
@@ -317,13 +361,13 @@ mod tests {
     fn last_use_is_the_latest_request_in_isolate_and_object() {
         let mut buf = Buffer::default();
         let mut s = seen();
-        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 5));
+        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 5), nl);
         s.client_ip = Some("198.51.100.1".into());
         // An older request (another request's clock) does not replace the latest.
-        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 4));
+        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 4), nl);
         let first = part(&mut buf);
         assert_eq!(first.last_used[0].client_ip.as_deref(), Some("203.0.113.7"));
-        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 9));
+        buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 9), nl);
         let second = part(&mut buf);
         assert_eq!(
             second.last_used[0].client_ip.as_deref(),
@@ -505,7 +549,7 @@ mod tests {
                 key_id: KeyId(u128::from(1 + i / 10).to_be_bytes()),
                 ..caller(0)
             };
-            if buf.push(1, &caller, &seen(), answered(Outcome::Forbidden, T0)) == Flush::Now {
+            if buf.push(1, &caller, &seen(), answered(Outcome::Forbidden, T0), nl) == Flush::Now {
                 now.push(i);
             }
         }
@@ -526,7 +570,7 @@ mod tests {
                 key_id: key,
                 ..caller(0)
             };
-            if buf.push(1, &caller, &seen(), answered(Outcome::Success, T0)) == Flush::Now {
+            if buf.push(1, &caller, &seen(), answered(Outcome::Success, T0), nl) == Flush::Now {
                 now.push(i);
             }
         }
@@ -534,7 +578,7 @@ mod tests {
         buf.take(T0, "n1");
         let mut buf = Buffer::default();
         for key in 0..8 {
-            buf.push(4, &caller(key), &seen(), answered(Outcome::Success, T0));
+            buf.push(4, &caller(key), &seen(), answered(Outcome::Success, T0), nl);
         }
         let deliveries = buf.take(T0, "n1");
         let shards: Vec<u16> = deliveries.iter().map(|d| d.shard).collect();
@@ -554,7 +598,7 @@ mod tests {
         );
         // A new request after a flush starts a new timer.
         assert_eq!(
-            buf.push(4, &caller(3), &seen(), answered(Outcome::Success, T0)),
+            buf.push(4, &caller(3), &seen(), answered(Outcome::Success, T0), nl),
             Flush::After(FLUSH_AFTER_MS)
         );
         // A failed delivery is kept whole and sent again first, under the same name.
