@@ -10,7 +10,8 @@
 //! keyring: the same `store::audit::verify_chain` as `verify-audit`), moves the current files aside, puts the copy in
 //! place and then makes the edge's view follow it (`store::restore`): versions move past
 //! anything published since the backup, and every key's rate limit is queued, so the next start
-//! republishes the revocation list and the limits in full. See `docs/operations.md`.
+//! republishes the revocation list and the limits in full, after reading the edge's shards back
+//! so no revocation made since the backup is undone. See `docs/operations.md`.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

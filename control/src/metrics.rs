@@ -527,6 +527,10 @@ impl Sink for MeteredSink {
         self.count("revocations", self.inner.put(index, body, now))
     }
 
+    fn get(&self, index: u16, now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        self.inner.get(index, now)
+    }
+
     fn name(&self) -> &'static str {
         self.inner.name()
     }

@@ -618,3 +618,128 @@ async fn a_push_the_edge_was_too_busy_to_read_is_sent_again_in_the_same_pass() {
     assert_eq!(pass.written.len(), 1);
     assert!(open(&sink.inner.latest(0).unwrap()).contains(id));
 }
+
+/// Shard `shard` of `count` signed with `ring` at `version`, revoking `ids`.
+fn signed_shard(ring: &shared::mac::Keyring, count: u16, version: u64, ids: &[KeyId]) -> Vec<u8> {
+    let header = shared::revocation::ShardHeader {
+        shard: 0,
+        shard_count: count,
+        version,
+        issued_at: START,
+        next_update: START + 3600,
+    };
+    RevocationShard::new(header, ring.active_kid(), ids.iter().copied())
+        .unwrap()
+        .encode(ring)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_start_reads_the_shards_back_and_keeps_every_revocation_the_database_lacks() {
+    // What a restore from an older backup leaves: the edge holds a newer shard that revokes a
+    // key the database has as active, and one it does not have at all.
+    let app = TestApp::builder().shard_count(1).build();
+    let key = app.create_key(json!({})).await;
+    let known = KeyId::parse_hex(key["id"].as_str().unwrap()).unwrap();
+    let unknown = KeyId([0x42; 16]);
+    let held_version = START * 1000 + 86_400_000;
+    let held = signed_shard(&keyring(), 1, held_version, &[known, unknown]);
+    app.sink.put(0, &held, START).unwrap();
+
+    let mut publisher = app.publisher();
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!(pass.written.len(), 1, "{pass:?}");
+    let published = open(&app.sink.latest(0).unwrap());
+    assert!(published.contains(known) && published.contains(unknown));
+    assert!(published.header().version > held_version, "newer than held");
+    // The control plane agrees: the key shows revoked, with its audit event by the system.
+    let id = known.to_string();
+    let view = app.alice().get(&format!("/v1/keys/{id}")).await;
+    assert_eq!(view.body["status"], "revoked", "{}", view.body);
+    let events = app
+        .alice()
+        .get(&format!("/v1/audit-events?target={id}"))
+        .await
+        .expect(StatusCode::OK);
+    let recovered: Vec<_> = events.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.revoked")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{}", events.body);
+    assert_eq!(recovered[0]["actor"], "system");
+    assert_eq!(
+        recovered[0]["details"]["reason"],
+        revocations::RECOVERED_REASON
+    );
+
+    // A restart reads back what it wrote: nothing new to record, the unknown id still carried.
+    let revoked_events = || {
+        app.audit_actions()
+            .iter()
+            .filter(|a| *a == "key.revoked")
+            .count()
+    };
+    app.advance(2);
+    let mut restarted = app.publisher();
+    assert_eq!(restarted.run_once().await.unwrap().written.len(), 1);
+    assert_eq!(revoked_events(), 1);
+    let again = open(&app.sink.latest(0).unwrap());
+    assert!(again.contains(known) && again.contains(unknown));
+    // And a later revocation in the shard publishes with them.
+    app.advance(2);
+    let (later, _) = revoke_new_key(&app).await;
+    restarted.run_once().await.unwrap();
+    let latest = open(&app.sink.latest(0).unwrap());
+    assert!(latest.contains(later) && latest.contains(unknown) && latest.contains(known));
+}
+
+#[tokio::test]
+async fn a_shard_read_back_that_does_not_open_with_the_keyring_teaches_nothing() {
+    let app = TestApp::builder().shard_count(1).build();
+    let key = app.create_key(json!({})).await;
+    let id = KeyId::parse_hex(key["id"].as_str().unwrap()).unwrap();
+    let other =
+        shared::mac::Keyring::from_config(&format!("active=1;1:{}", "99".repeat(32))).unwrap();
+    let forged = signed_shard(&other, 1, u64::MAX / 2, &[id]);
+    app.sink.put(0, &forged, START).unwrap();
+    let mut publisher = app.publisher();
+    assert_eq!(publisher.run_once().await.unwrap().written.len(), 1);
+    assert!(!open(&app.sink.latest(0).unwrap()).contains(id));
+    let view = app.alice().get(&format!("/v1/keys/{id}")).await;
+    assert_eq!(view.body["status"], "active", "{}", view.body);
+    assert!(!app.audit_actions().contains(&"key.revoked".to_owned()));
+}
+
+/// A sink whose reads fail: nothing is written over what it holds.
+struct Unreadable(Arc<MemorySink>);
+
+impl Sink for Unreadable {
+    fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
+        self.0.put(index, body, now)
+    }
+    fn get(&self, _index: u16, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        Err(SinkError::Transport("connection refused".into()))
+    }
+    fn name(&self) -> &'static str {
+        "unreadable"
+    }
+}
+
+#[tokio::test]
+async fn a_shard_that_could_not_be_read_back_is_not_written() {
+    let app = TestApp::builder().shard_count(2).build();
+    let sink = Arc::new(MemorySink::default());
+    let mut publisher = Publisher::new(
+        app.state.store.clone(),
+        Arc::clone(&app.state.keyring),
+        app.clock.clone(),
+        Arc::new(Unreadable(Arc::clone(&sink))),
+        2,
+        3600,
+    );
+    let pass = publisher.run_once().await.unwrap();
+    assert_eq!((pass.written.len(), pass.failed.len()), (0, 2), "{pass:?}");
+    assert_eq!(sink.writes(), 0);
+}

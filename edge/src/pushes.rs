@@ -119,6 +119,46 @@ pub(crate) async fn push_limits(
     .into())
 }
 
+/// The signature header of a `GET` to a sync endpoint, which takes no body: one that comes with
+/// a body is refused unread.
+fn read_get(req: &Request, method: &str) -> worker::Result<Result<Option<String>, Reply>> {
+    let (content_length, transfer_encoding) = body::framing_headers(req)?;
+    let framing = body::Framing {
+        content_length: content_length.as_deref(),
+        transfer_encoding: transfer_encoding.as_deref(),
+    };
+    let has_body = req.inner().body().is_some();
+    Ok(match body::request_body_length(method, framing, has_body) {
+        Ok(_) => Ok(req.headers().get(sync::SIGNATURE_HEADER)?),
+        Err(reply) => Err(reply),
+    })
+}
+
+/// `GET /_lynxo/sync/revocations/<n>`, signed: the bytes KV holds for the shard, so the control
+/// plane can learn every revocation the edge enforces (`sync::check_read`, `sync::shard_reply`).
+async fn read_revocations(
+    req: Request,
+    env: &Env,
+    cfg: &Config,
+    method: &str,
+    index_text: &str,
+) -> worker::Result<Answer> {
+    let signature = match read_get(&req, method)? {
+        Ok(signature) => signature,
+        Err(reply) => return Ok(reply.into()),
+    };
+    let index = match sync::check_read(cfg, index_text, signature.as_deref(), now_ms() / 1000) {
+        Ok(index) => index,
+        Err(reply) => return Ok(reply.into()),
+    };
+    Ok(match kv_read(env, cfg, &cache::kv_key(index)).await {
+        Ok((_, stored)) => sync::shard_reply(stored.as_deref()).into(),
+        Err(reply) => reply.into(),
+    })
+}
+
+/// `PUT` (a signed push of a shard) or `GET` (a signed read of it) at
+/// `/_lynxo/sync/revocations/<n>`.
 pub(crate) async fn push_revocations(
     req: Request,
     env: &Env,
@@ -126,8 +166,10 @@ pub(crate) async fn push_revocations(
     method: &str,
     index_text: &str,
 ) -> worker::Result<Answer> {
-    if method != "PUT" {
-        return Ok(sync::put_only().into());
+    match method {
+        "PUT" => {}
+        "GET" => return read_revocations(req, env, cfg, method, index_text).await,
+        _ => return Ok(sync::get_or_put().into()),
     }
     if let Err(reply) = sync::parse_index(index_text, cfg) {
         return Ok(reply.into());
@@ -185,19 +227,7 @@ pub(crate) async fn sync_checkpoint(
 ) -> worker::Result<Answer> {
     let read = match method {
         "PUT" => read_push(&req, cfg).await?,
-        // A read takes no body: one that comes with a body is refused unread.
-        "GET" => {
-            let (content_length, transfer_encoding) = body::framing_headers(&req)?;
-            let framing = body::Framing {
-                content_length: content_length.as_deref(),
-                transfer_encoding: transfer_encoding.as_deref(),
-            };
-            let has_body = req.inner().body().is_some();
-            match body::request_body_length(method, framing, has_body) {
-                Ok(_) => Ok((req.headers().get(sync::SIGNATURE_HEADER)?, Vec::new())),
-                Err(reply) => Err(reply),
-            }
-        }
+        "GET" => read_get(&req, method)?.map(|signature| (signature, Vec::new())),
         _ => return Ok(sync::get_or_put().into()),
     };
     let (signature, body) = match read {

@@ -11,9 +11,11 @@
 //! kid and time (300 s tolerance). The body is then read up to `SYNC_MAX_BYTES` and checked in
 //! order: size, signature, that the shard opens with the keyring, is the shard of the path and is
 //! not already past its next-update time (stale), then ([`check_against_stored`]) that it is not
-//! older than what KV holds. Only then does the worker write KV. Answers: 204 written, 401
-//! unsigned or bad signature, 409 older than KV, 413 too large, 422 not a valid shard for this
-//! index, or stale.
+//! older than what KV holds and carries every revoked id it holds. Only then does the worker
+//! write KV. Answers: 204 written, 401 unsigned or bad signature, 409 older than KV or leaving
+//! out a revoked id it holds, 413 too large, 422 not a valid shard for this index, or stale.
+//! A signed `GET` of the same path ([`check_read`]) answers the bytes KV holds, so the control
+//! plane can learn what the edge enforces.
 //!
 //! The audit checkpoint (`shared::audit`, [`check_checkpoint_push`], [`check_checkpoint_read`])
 //! has its own endpoint: `PUT` stores the control plane's newest checkpoint in KV unless KV holds
@@ -298,29 +300,56 @@ pub fn check_push(
     Ok(Push { index, shard })
 }
 
-/// Refuses a push older than the shard KV holds at `now`. A stored value that does not open
-/// (tampered, or signed by a retired kid), or that is past its next-update (no reader uses it),
-/// is replaced: a stale shard never blocks a fresh one.
+/// Refuses a push older than the shard KV holds at `now`, or one that would take a revocation
+/// back.
+///
+/// The version check: a stored value that does not open (tampered, or signed by a retired kid),
+/// or that is past its next-update (no reader uses it), does not block a fresh push of a lower
+/// version.
+///
+/// Revocations are never undone, so a push must also carry every id of the stored shard (of the
+/// same layout), whatever its version: a control plane whose database lost some (a restore from
+/// an older backup) is answered 409 `revocations_dropped` and reads the shard back (`GET`,
+/// [`check_read`]) to learn them. A stored shard past its next-update binds too: stale or not,
+/// its ids were revoked by a holder of the keyring. The only stored values that bind nothing
+/// are those that do not open with this edge's keyring (nothing in them can be trusted) and
+/// shards of another shard count (their ids belong to other shards now).
 pub fn check_against_stored(
     push: &Push,
     stored: Option<&[u8]>,
     keyring: &Keyring,
     now: u64,
 ) -> Result<(), Reply> {
-    let Some(stored) = stored
-        .and_then(|b| RevocationShard::open(b, keyring).ok())
-        .filter(|s| s.check(now, None).is_ok())
-    else {
+    let Some(stored) = stored.and_then(|b| RevocationShard::open(b, keyring).ok()) else {
         return Ok(());
     };
     let (have, new) = (stored.header().version, push.shard.header().version);
-    if new < have {
+    if new < have && stored.check(now, None).is_ok() {
         return Err(Problem::new(
             409,
             "stale_version",
             "Conflict",
             format!("The edge holds version {have} of this shard; the push is version {new}."),
         )
+        .field("current_version", have)
+        .reply());
+    }
+    if stored.header().shard_count != push.shard.header().shard_count {
+        return Ok(());
+    }
+    let dropped = stored.ids().filter(|&id| !push.shard.contains(id)).count();
+    if dropped > 0 {
+        return Err(Problem::new(
+            409,
+            "revocations_dropped",
+            "Conflict",
+            format!(
+                "The push leaves out {dropped} revoked key ids that the edge holds in this shard \
+                 (version {have}); revocations are never undone. Read the shard back and carry \
+                 them."
+            ),
+        )
+        .field("dropped", dropped)
         .field("current_version", have)
         .reply());
     }
@@ -333,10 +362,56 @@ pub fn get_or_put() -> Reply {
         405,
         "method_not_allowed",
         "Method Not Allowed",
-        "The checkpoint endpoint accepts GET and PUT.",
+        "The sync endpoint accepts GET and PUT.",
     )
     .header("allow", "GET, PUT")
     .reply()
+}
+
+/// Checks a read of shard path segment `index_text` (`GET`, no body) at `now`: the index, then
+/// the signature ([`revocation::sign_read`]), before KV is read at all.
+pub fn check_read(
+    cfg: &Config,
+    index_text: &str,
+    signature: Option<&str>,
+    now: u64,
+) -> Result<u16, Reply> {
+    let index = parse_index(index_text, cfg)?;
+    let signature = signature.ok_or_else(missing_signature)?;
+    revocation::verify_read(&cfg.keyring, signature, index, now, TOLERANCE)
+        .map_err(signature_refusal)?;
+    Ok(index)
+}
+
+/// The answer to a shard read: the bytes KV holds, as hex (`{"shard": "<hex>"}`), unchecked:
+/// the reader verifies them with its own keyring. 404 when KV holds none.
+pub fn shard_reply(stored: Option<&[u8]>) -> Reply {
+    let Some(bytes) = stored else {
+        return refuse(
+            404,
+            "not_found",
+            "Not Found",
+            "The edge holds no value for this shard.",
+        );
+    };
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ],
+        body: serde_json::json!({ "shard": hex(bytes) }).to_string(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    hex
 }
 
 /// Checks a read of the stored audit checkpoint (`GET`) at `now`: method and signature.
@@ -422,13 +497,9 @@ pub fn checkpoint_reply(stored: Option<&[u8]>) -> Reply {
             "The edge holds no audit checkpoint yet.",
         );
     };
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        hex.push_str(&format!("{b:02x}"));
-    }
     let parsed = Checkpoint::parse_unverified(bytes).ok();
     let body = serde_json::json!({
-        "checkpoint": hex,
+        "checkpoint": hex(bytes),
         "seq": parsed.map(|c| c.seq),
         "at": parsed.map(|c| c.at),
     });
@@ -750,6 +821,85 @@ mod tests {
         let mut other = c7.clone();
         other[40] ^= 1;
         assert_eq!(check(&other, Some(&c7)), Err(409));
+    }
+
+    fn shard_with(version: u64, next_update: u64, ids: &[KeyId], cfg: &Config) -> Vec<u8> {
+        let header = ShardHeader {
+            shard: 0,
+            shard_count: 16,
+            version,
+            issued_at: NOW,
+            next_update,
+        };
+        RevocationShard::new(header, 1, ids.iter().copied())
+            .unwrap()
+            .encode(&cfg.keyring)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_push_never_drops_a_revoked_id_the_edge_holds() {
+        let cfg = config();
+        let (a, b) = (KeyId([0x01; 16]), KeyId([0x02; 16]));
+        let pushed = |ids: &[KeyId], version| {
+            let body = shard_with(version, NOW + 3_600, ids, &cfg);
+            let sig = sign_push(&cfg.keyring, 0, &body, NOW);
+            check_push(&cfg, "PUT", "0", Some(&sig), &body, NOW).unwrap()
+        };
+        let check = |push: &Push, stored: &[u8], now| {
+            check_against_stored(push, Some(stored), &cfg.keyring, now).map_err(|r| {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                (r.status, code(&r), v["dropped"].as_u64())
+            })
+        };
+        let held = shard_with(5, NOW + 3_600, &[a, b], &cfg);
+        // A newer version without `b`: refused, whatever the version says.
+        let dropped = (409, "revocations_dropped".to_owned(), Some(1));
+        assert_eq!(check(&pushed(&[a], 6), &held, NOW), Err(dropped.clone()));
+        assert_eq!(check(&pushed(&[a], u64::MAX), &held, NOW), Err(dropped));
+        // The same ids or more: accepted.
+        assert!(check(&pushed(&[a, b], 6), &held, NOW).is_ok());
+        let c = KeyId([0x03; 16]);
+        assert!(check(&pushed(&[a, b, c], 6), &held, NOW).is_ok());
+        // A stored shard past its next-update still binds: its ids were revoked.
+        let stale = shard_with(5, NOW - 1, &[a, b], &cfg);
+        assert_eq!(
+            check(&pushed(&[], 1), &stale, NOW).map_err(|e| e.0),
+            Err(409)
+        );
+        assert!(check(&pushed(&[a, b], 1), &stale, NOW).is_ok());
+        // Bytes that do not open with this keyring bind nothing.
+        let mut forged = held.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(check(&pushed(&[], 6), &forged, NOW).is_ok());
+    }
+
+    #[test]
+    fn shard_reads_are_signed_for_their_index() {
+        let cfg = config();
+        let read = revocation::sign_read(&cfg.keyring, 3, NOW);
+        let check = |index, sig: Option<&str>, now| {
+            check_read(&cfg, index, sig, now).map_err(|r| (r.status, code(&r)))
+        };
+        assert_eq!(check("3", Some(&read), NOW + 5), Ok(3));
+        assert_eq!(check("4", Some(&read), NOW).map_err(|e| e.0), Err(401));
+        assert_eq!(check("3", None, NOW).map_err(|e| e.0), Err(401));
+        assert_eq!(
+            check("3", Some(&read), NOW + TOLERANCE + 1).map_err(|e| e.0),
+            Err(401)
+        );
+        assert_eq!(check("03", Some(&read), NOW).map_err(|e| e.0), Err(404));
+        assert_eq!(check("16", Some(&read), NOW).map_err(|e| e.0), Err(404));
+        // A push's signature is no read's.
+        let push = sign_push(&cfg.keyring, 3, b"", NOW);
+        assert_eq!(check("3", Some(&push), NOW).map_err(|e| e.0), Err(401));
+        let reply = shard_reply(Some(&[0xab, 0x01]));
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, r#"{"shard":"ab01"}"#)
+        );
+        assert_eq!(shard_reply(None).status, 404);
     }
 
     #[test]

@@ -159,6 +159,36 @@ pub fn verify_push(
     )
 }
 
+/// First signed part of a read of a shard (`GET` of the sync path).
+const READ_KIND: &[u8] = b"revocations-read";
+
+/// Signs a read of shard `index` as the edge holds it (`GET` [`sync_path`]) at `now`: what the
+/// control plane sends to learn the revocations the edge enforces (after a restore, for one).
+pub fn sign_read(keyring: &Keyring, index: u16, now: u64) -> String {
+    let index = index.to_string();
+    envelope::sign(keyring, Purpose::Sync, now, &[READ_KIND, index.as_bytes()])
+}
+
+/// Checks a shard read's `Lynxo-Signature` header: made by [`sign_read`] for this `index`,
+/// within `tolerance` seconds of `now`.
+pub fn verify_read(
+    keyring: &Keyring,
+    header: &str,
+    index: u16,
+    now: u64,
+    tolerance: u64,
+) -> Result<u64, EnvelopeError> {
+    let index = index.to_string();
+    envelope::verify(
+        keyring,
+        Purpose::Sync,
+        header,
+        &[READ_KIND, index.as_bytes()],
+        now,
+        tolerance,
+    )
+}
+
 /// The metadata of one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardHeader {
@@ -467,6 +497,22 @@ mod tests {
             Err(EnvelopeError::BadSignature)
         );
         assert_eq!(kv_key(3), "revocations/v1/3");
+    }
+
+    #[test]
+    fn reads_are_bound_to_their_shard_and_are_no_push() {
+        let ring = keyring();
+        let read = sign_read(&ring, 3, 1_000);
+        assert_eq!(verify_read(&ring, &read, 3, 1_100, 300), Ok(1_000));
+        assert_eq!(
+            verify_read(&ring, &read, 4, 1_100, 300),
+            Err(EnvelopeError::BadSignature)
+        );
+        assert!(verify_read(&ring, &read, 3, 1_301, 300).is_err());
+        // A push's signature (even of an empty body) is not a read's, nor the reverse.
+        let push = sign_push(&ring, 3, b"", 1_000);
+        assert!(verify_read(&ring, &push, 3, 1_000, 300).is_err());
+        assert!(verify_push(&ring, &read, 3, b"", 1_000, 300).is_err());
     }
 
     #[test]

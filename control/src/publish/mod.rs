@@ -22,6 +22,10 @@
 //!   not, so the edge's copy is never older than that while the control plane runs, and each
 //!   stays valid for the list lifetime (a day by default) if it stops; at start every shard is
 //!   written. Intervals run on the monotonic clock; failing writes raise an alarm in the log;
+//! - reads back before it writes: at start (and after the edge refuses a push with 409) each
+//!   shard is read back from the sink and every revocation in it the database lacks is recorded
+//!   (`store::revocations::recover`), so a database restored from an older copy never undoes a
+//!   revocation; a shard not read back is not written;
 //! - waits for rotation grace periods: an outbox row is due only when the old key's grace ends,
 //!   and the loop wakes when the next grace period ends.
 //!

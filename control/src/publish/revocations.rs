@@ -2,10 +2,11 @@
 //! new list version, writes it through the sink, then clears the outbox rows it covered
 //! (coalescing, heartbeat and grace periods as the parent module says).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::key::KeyId;
 use shared::mac::Keyring;
 use shared::revocation::{RevocationShard, ShardHeader};
 
@@ -33,6 +34,9 @@ pub struct Publisher {
     /// Since when (monotonic ms) writes have been failing, and when that was last reported.
     failing_since_ms: Option<u64>,
     last_alarm_ms: Option<u64>,
+    /// Shards to read back from the sink before their next write ([`Publisher::read_back`]):
+    /// all of them at start, and one whose push the edge refused with a 409.
+    unread: BTreeSet<u16>,
 }
 
 /// Shards are written at most this often each (Workers KV: one write per key per second).
@@ -106,6 +110,7 @@ impl Publisher {
             last_ok_ms: HashMap::new(),
             failing_since_ms: None,
             last_alarm_ms: None,
+            unread: (0..shard_count).collect(),
         }
     }
 
@@ -150,8 +155,14 @@ impl Publisher {
             }
         }
         due.sort_unstable();
+        // A shard is written only once what the edge holds of it is known here.
+        let unread = self.read_back(now).await;
         let mut chosen = Vec::with_capacity(due.len());
         for shard in due {
+            if unread.contains(&shard) {
+                pass.failed.push(shard);
+                continue;
+            }
             if let Some(&t) = self.last_attempt_ms.get(&shard) {
                 let free_at = t + MIN_WRITE_INTERVAL_MS;
                 if (t..free_at).contains(&mono) {
@@ -171,12 +182,98 @@ impl Publisher {
                 }
                 Err(e) => {
                     tracing::warn!(shard, sink = self.sink.name(), error = %format_args!("{e:#}"), "shard publish failed");
+                    // The edge holds what this database lacks (revocations, or a newer
+                    // version): read it back before the next write.
+                    if let Some(SinkError::Status { status: 409, .. }) =
+                        e.downcast_ref::<SinkError>()
+                    {
+                        self.unread.insert(shard);
+                    }
                     pass.failed.push(shard);
                 }
             }
         }
         self.alarm(&pass, mono);
         Ok(pass)
+    }
+
+    /// Reads back the shards in `unread` from the sink and records the revocations they carry
+    /// that the database does not have (`revocations::recover`): after a restore from an older
+    /// backup, the edge holds revocations made since, and a revocation is never undone. Only a
+    /// shard that opens with the keyring is believed; its ids are revoked keys whatever its age
+    /// or version, so an old or replayed one teaches nothing false. A shard the sink has none
+    /// of, cannot read back (`Unsupported`) or that does not open (its bytes bind no reader
+    /// either) is done with. Returns the shards whose read (or recording) failed: they stay
+    /// unread, and unwritten.
+    async fn read_back(&mut self, now: u64) -> BTreeSet<u16> {
+        if self.unread.is_empty() {
+            return BTreeSet::new();
+        }
+        let mut reads = tokio::task::JoinSet::new();
+        for &shard in &self.unread {
+            let sink = Arc::clone(&self.sink);
+            reads.spawn_blocking(move || (shard, sink.get(shard, now)));
+        }
+        let mut read = Vec::new();
+        // A read task that panicked answers nothing: its shard stays unread.
+        let mut unread = self.unread.clone();
+        while let Some(joined) = reads.join_next().await {
+            let Ok((shard, result)) = joined else {
+                continue;
+            };
+            unread.remove(&shard);
+            match result {
+                Ok(None) | Err(SinkError::Unsupported) => {}
+                Ok(Some(bytes)) => match RevocationShard::open(&bytes, &self.keyring) {
+                    Ok(list) => {
+                        let ids: Vec<KeyId> = list.ids().collect();
+                        read.push((shard, list.header().version, ids));
+                    }
+                    Err(e) => tracing::warn!(
+                        shard,
+                        error = %e,
+                        "the shard the sink holds does not open with the keyring: ignored"
+                    ),
+                },
+                Err(e) => {
+                    tracing::warn!(shard, sink = self.sink.name(), error = %e, "shard read-back failed");
+                    unread.insert(shard);
+                }
+            }
+        }
+        if read.is_empty() {
+            self.unread.clone_from(&unread);
+            return unread;
+        }
+        let recorded = read.iter().map(|(shard, _, _)| *shard).collect::<Vec<_>>();
+        let recovered = self
+            .store
+            .write(move |tx| {
+                let mut all = revocations::Recovered::default();
+                for (_, version, ids) in &read {
+                    let r = revocations::recover(tx, ids, *version, now)?;
+                    all.keys.extend(r.keys);
+                    all.unknown += r.unknown;
+                }
+                Ok::<_, StoreError>(all)
+            })
+            .await;
+        match recovered {
+            Ok(r) if r.keys.is_empty() && r.unknown == 0 => {}
+            Ok(r) => tracing::warn!(
+                keys = r.keys.len(),
+                unknown_keys = r.unknown,
+                "revocations in force at the edge were missing from the database (restored from \
+                 an older copy?): recorded, with a key.revoked audit event for each known key"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format_args!("{e:#}"), "recording revocations read back failed");
+                unread.extend(recorded);
+            }
+        }
+        let failed = unread.clone();
+        self.unread = unread;
+        failed
     }
 
     /// Raises the alarm when writes have failed for [`ALARM_AFTER_MS`]: revocations acknowledged

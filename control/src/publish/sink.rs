@@ -37,6 +37,12 @@ pub enum SinkError {
 pub trait Sink: Send + Sync + 'static {
     /// Writes shard `index`'s signed bytes, at `now` (Unix seconds).
     fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError>;
+    /// Reads back the bytes stored for shard `index` at `now` (`None`: none stored), unchecked:
+    /// the caller opens them with its keyring. [`SinkError::Unsupported`] where the sink cannot
+    /// read.
+    fn get(&self, _index: u16, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        Err(SinkError::Unsupported)
+    }
     /// A short name for logs.
     fn name(&self) -> &'static str;
     /// Whether [`Sink::put_limits`] can deliver.
@@ -72,14 +78,23 @@ fn send(agent: &ureq::Agent, request: http::Request<Vec<u8>>) -> Result<(), Sink
     }
 }
 
-/// Sends a built `GET` and returns its body (at most 4 KiB), `None` on 404.
-fn fetch(agent: &ureq::Agent, request: http::Request<()>) -> Result<Option<Vec<u8>>, SinkError> {
+/// The most a checkpoint read returns.
+const CHECKPOINT_READ_MAX: u64 = 4096;
+/// The most a shard read returns: Workers KV's largest value (25 MiB), as hex and JSON.
+const SHARD_READ_MAX: u64 = 2 * 25 * 1024 * 1024 + 64;
+
+/// Sends a built `GET` and returns its body (at most `limit` bytes), `None` on 404.
+fn fetch(
+    agent: &ureq::Agent,
+    request: http::Request<()>,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, SinkError> {
     match agent.run(request) {
         Ok(response) if response.status() == 404 => Ok(None),
         Ok(mut response) if response.status().is_success() => response
             .body_mut()
             .with_config()
-            .limit(4096)
+            .limit(limit)
             .read_to_vec()
             .map(Some)
             .map_err(|e| SinkError::Transport(e.to_string())),
@@ -193,7 +208,15 @@ impl Sink for KvRestSink {
             .header("authorization", format!("Bearer {}", self.api_token))
             .body(())
             .map_err(|e| SinkError::Transport(e.to_string()))?;
-        fetch(&self.agent, request)
+        fetch(&self.agent, request, CHECKPOINT_READ_MAX)
+    }
+
+    fn get(&self, index: u16, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        let request = http::Request::get(self.value_url(&revocation::kv_key(index)))
+            .header("authorization", format!("Bearer {}", self.api_token))
+            .body(())
+            .map_err(|e| SinkError::Transport(e.to_string()))?;
+        fetch(&self.agent, request, SHARD_READ_MAX)
     }
 }
 
@@ -260,6 +283,17 @@ impl EdgeSyncSink {
             .map_err(|e| SinkError::Transport(e.to_string()))
     }
 
+    /// The signed request that reads shard `index` back as the edge holds it, at `now`.
+    pub fn read_request(&self, index: u16, now: u64) -> Result<http::Request<()>, SinkError> {
+        http::Request::get(format!("{}{}", self.base_url, revocation::sync_path(index)))
+            .header(
+                SYNC_HEADER,
+                revocation::sign_read(&self.keyring, index, now),
+            )
+            .body(())
+            .map_err(|e| SinkError::Transport(e.to_string()))
+    }
+
     /// The signed request that reads the stored checkpoint back at `now`.
     pub fn checkpoint_read_request(&self, now: u64) -> Result<http::Request<()>, SinkError> {
         http::Request::get(format!("{}{}", self.base_url, audit::SYNC_PATH))
@@ -284,16 +318,18 @@ impl Sink for EdgeSyncSink {
 
     fn get_checkpoint(&self, now: u64) -> Result<Option<Vec<u8>>, SinkError> {
         // The edge answers `{"checkpoint": "<hex>", "seq": .., "at": ..}`.
-        let Some(json) = fetch(&self.agent, self.checkpoint_read_request(now)?)? else {
-            return Ok(None);
-        };
-        let bad = |what: &str| SinkError::Transport(format!("checkpoint read: {what}"));
-        let value: serde_json::Value =
-            serde_json::from_slice(&json).map_err(|_| bad("not JSON"))?;
-        let hex_text = value["checkpoint"]
-            .as_str()
-            .ok_or_else(|| bad("no checkpoint"))?;
-        hex::decode(hex_text).map(Some).map_err(|_| bad("not hex"))
+        let read = fetch(
+            &self.agent,
+            self.checkpoint_read_request(now)?,
+            CHECKPOINT_READ_MAX,
+        )?;
+        read.map(|json| hex_field(&json, "checkpoint")).transpose()
+    }
+
+    fn get(&self, index: u16, now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        // The edge answers `{"shard": "<hex>"}`.
+        let read = fetch(&self.agent, self.read_request(index, now)?, SHARD_READ_MAX)?;
+        read.map(|json| hex_field(&json, "shard")).transpose()
     }
 
     fn name(&self) -> &'static str {
@@ -307,6 +343,16 @@ impl Sink for EdgeSyncSink {
     fn put_limits(&self, body: &[u8], now: u64) -> Result<(), SinkError> {
         send(&self.agent, self.limits_request(body, now)?)
     }
+}
+
+/// The bytes of the hex string member `field` of a JSON answer of the edge.
+fn hex_field(json: &[u8], field: &str) -> Result<Vec<u8>, SinkError> {
+    let bad = |what: &str| SinkError::Transport(format!("{field} read: {what}"));
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|_| bad("not JSON"))?;
+    let text = value[field]
+        .as_str()
+        .ok_or_else(|| bad(&format!("no {field}")))?;
+    hex::decode(text).map_err(|_| bad("not hex"))
 }
 
 /// Keeps the latest bytes of each shard in memory: for tests, and for running without an edge
@@ -340,6 +386,10 @@ impl Sink for MemorySink {
         Ok(())
     }
 
+    fn get(&self, index: u16, _now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        Ok(self.latest(index))
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }
@@ -366,6 +416,10 @@ impl Sink for MemorySink {
 impl<T: Sink> Sink for Arc<T> {
     fn put(&self, index: u16, body: &[u8], now: u64) -> Result<(), SinkError> {
         (**self).put(index, body, now)
+    }
+
+    fn get(&self, index: u16, now: u64) -> Result<Option<Vec<u8>>, SinkError> {
+        (**self).get(index, now)
     }
 
     fn name(&self) -> &'static str {

@@ -135,6 +135,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_retention.sql"),
     include_str!("migrations/0010_write_probe.sql"),
     include_str!("migrations/0011_limits_queued_at.sql"),
+    include_str!("migrations/0012_recovered_revocations.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a

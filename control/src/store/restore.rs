@@ -1,7 +1,8 @@
 //! What a restore changes in the restored database so the edge's view follows it: every version
 //! the edge compares moves past anything the lost database can have published, and every key's
 //! rate-limit policy is queued again. The revocation shards need no queueing: the publisher's
-//! first pass after a start writes every shard in full.
+//! first pass after a start reads every shard back from the edge, records the revocations made
+//! after the backup (`revocations::recover`), and writes every shard in full.
 
 use rusqlite::{Transaction, params};
 

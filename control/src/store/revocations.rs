@@ -16,8 +16,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use shared::key::KeyId;
 
 use super::Result;
+use super::audit::{self, Actor};
 use super::keys::id_top;
 use super::{to_i64, to_u64};
+use crate::events::Event;
 
 /// Takes the next list version at `now` (Unix seconds). Versions are never reused, so every
 /// shard a reader sees is newer than the one before. They are also at least `now` in
@@ -114,8 +116,10 @@ pub fn prepare_shard(
           AND due_at <= ?3)",
     )?
     .execute(params![lo, hi, to_i64(now)])?;
+    // With the revocations read back from the edge that no key here carries ([`recover`]).
     let mut stmt = tx.prepare_cached(
-        "SELECT id FROM api_keys WHERE id_top >= ?1 AND id_top < ?2 AND revocation_in_force = 1",
+        "SELECT id FROM api_keys WHERE id_top >= ?1 AND id_top < ?2 AND revocation_in_force = 1 \
+         UNION ALL SELECT key_id FROM recovered_revocations WHERE id_top >= ?1 AND id_top < ?2",
     )?;
     let ids = stmt
         .query_map(params![lo, hi], |r| r.get::<_, String>(0))?
@@ -164,6 +168,81 @@ pub fn mark_published(
         ],
     )?;
     Ok(())
+}
+
+/// The reason recorded on a key whose revocation was learnt from the edge ([`recover`]).
+pub const RECOVERED_REASON: &str = "in force at the edge but not in this database (restored from \
+     an older copy): recovered from the edge";
+
+/// What [`recover`] recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Keys of this database whose revocation was not in force here: revoked now, each with a
+    /// `key.revoked` event in its account's audit trail.
+    pub keys: Vec<KeyId>,
+    /// Ids of keys this database does not have, kept in `recovered_revocations`.
+    pub unknown: u64,
+}
+
+/// Records the revocations `ids` read from a shard the edge holds at list version `version`
+/// that this database does not have in force, at `now`. The caller opened the shard with the
+/// keyring, so only a holder of the keyring can have revoked them; a revocation is never
+/// undone, so each is taken as it is, whatever the shard's age. A key of this database is
+/// revoked (its revocation in force, its shard queued, a `key.revoked` event by `system` in its
+/// account's trail); an id no key has is kept in `recovered_revocations`, which every shard
+/// published carries. The list version moves past `version`, so the next shard published is
+/// newer than what the edge holds.
+pub fn recover(tx: &Transaction<'_>, ids: &[KeyId], version: u64, now: u64) -> Result<Recovered> {
+    tx.execute(
+        "UPDATE revocation_meta SET list_version = max(list_version, ?1) WHERE id = 1",
+        [to_i64(version)],
+    )?;
+    let mut recovered = Recovered::default();
+    for &id in ids {
+        let text = id.to_string();
+        let row: Option<(i64, bool)> = tx
+            .prepare_cached("SELECT account_id, revocation_in_force FROM api_keys WHERE id = ?1")?
+            .query_row([&text], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            Some((_, true)) => {}
+            Some((account_id, false)) => {
+                let list_version = next_version(tx, now)?;
+                // A revocation time already past (a grace period that ended) is kept.
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = CASE WHEN revoked_at IS NULL OR \
+                     revoked_at > ?2 THEN ?2 ELSE revoked_at END, \
+                     revoke_reason = coalesce(revoke_reason, ?3), revocation_version = ?4 \
+                     WHERE id = ?1",
+                    params![&text, to_i64(now), RECOVERED_REASON, to_i64(list_version)],
+                )?;
+                enqueue_now(tx, id, list_version)?;
+                audit::record(
+                    tx,
+                    now,
+                    Some(to_u64(account_id)?),
+                    &Actor::system(),
+                    &Event::KeyRevoked {
+                        key_id: id,
+                        reason: RECOVERED_REASON.to_owned(),
+                        list_version,
+                        grace_ended: None,
+                    },
+                )?;
+                recovered.keys.push(id);
+            }
+            None => {
+                recovered.unknown += tx
+                    .prepare_cached(
+                        "INSERT INTO recovered_revocations (key_id, id_top, recovered_at, \
+                         list_version) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_id) DO NOTHING",
+                    )?
+                    .execute(params![&text, id_top(id), to_i64(now), to_i64(version)])?
+                    as u64;
+            }
+        }
+    }
+    Ok(recovered)
 }
 
 /// The earliest future outbox due time: the end of the next rotation grace period.
