@@ -228,7 +228,7 @@ async fn retiring_a_kid_revokes_its_working_keys_and_tells_each_account_once() {
     );
 
     // The revocations are published like any other.
-    let pass = app.publisher().pass().await.unwrap();
+    let pass = app.publisher().run_once().await.unwrap();
     assert!(!pass.written.is_empty());
 
     // A second retirement changes nothing and answers the first one.
