@@ -2,7 +2,7 @@
 // events, Rotate (shown-once new key) and Revoke (typed-name confirmation).
 
 import {
-  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, missingRoute, num,
+  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, keySigningBanner, leakBanner, missingRoute, num,
   PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, userText, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
@@ -52,6 +52,7 @@ export function initKey() {
         k.last_used_ip ? el('span', { class: 'sub' }, `from ${k.last_used_ip}`) : null,
         k.last_used_user_agent ? el('span', { class: 'sub' }, userText(k.last_used_user_agent)) : null),
       dd('Requests (24 h)', num(k.requests_24h)),
+      dd('Signing key', `kid ${k.kid} (${k.signing_key})`),
       k.rotated_from ? dd('Replaces', link(k.rotated_from)) : null,
       k.rotated_to ? dd('Replaced by', link(k.rotated_to)) : null,
       k.grace_until && k.status === 'rotating' ? dd('Stops working', timeEl(k.grace_until)) : null,
@@ -67,7 +68,10 @@ export function initKey() {
     const pending = $('rate-pending');
     pending.hidden = !k.rate_limit_pending;
     pending.textContent = k.rate_limit_pending ? 'The new rate limit is on its way to the edge.' : '';
-    $('rotate-open').disabled = k.status !== 'active';
+    fill($('key-signing'), keySigningBanner(k));
+    // A key whose signing key was retired is revoked; rotating it makes its one replacement.
+    const replaceable = k.signing_key === 'retired' && k.revoke_reason === 'signing_key_retired' && !k.rotated_to;
+    $('rotate-open').disabled = k.status !== 'active' && !replaceable;
     $('revoke-open').disabled = k.status === 'revoked';
     fill($('revoke-name'), userText(k.name));
     renderUnused(k);

@@ -2,7 +2,7 @@
 
 import {
   api, busy, curlLine, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, num, PERMISSIONS, problemText,
-  row, showError, statusBadges, timeEl, userText,
+  row, showError, signingBanner, statusBadges, timeEl, userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -36,6 +36,7 @@ export function initKeys() {
     cursor = r.body.next_cursor;
     more.hidden = !cursor;
     summary = r.body;
+    fill($('signing-notice'), signingBanner(r.body.signing));
     const rotating = r.body.rotating_keys || 0;
     $('key-count').textContent =
       `${num(r.body.active_keys)} of ${num(r.body.max_active_keys)} keys in use` +

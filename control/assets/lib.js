@@ -183,6 +183,57 @@ export function leakBanner(list, withKey = false) {
     el('p', {}, 'Create a new key, deploy it, and remove the leaked one from where it was found and from the history.'));
 }
 
+// Signing-key rollover (docs/operations.md): why keys stopped working, or should move.
+const RETIRE_REASONS = {
+  compromised: 'its secret may have been exposed, so every key it signed was stopped at once to protect you',
+  scheduled: 'it reached its planned end of life',
+};
+
+/** The account's banner from a key list's `signing` notice: retired keys, or keys to rotate. */
+export function signingBanner(notice) {
+  if (!notice) return null;
+  const waiting = (notice.retired_keys || []).filter((k) => !k.replaced_by);
+  if (waiting.length) {
+    const first = waiting[0];
+    const items = waiting.slice(0, 10).map((k) => el('li', {},
+      el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name)), ' ', el('code', {}, k.hint)));
+    const more = waiting.length > 10 ? el('p', {}, `and ${waiting.length - 10} more.`) : null;
+    return el('div', { class: 'error signing-banner', role: 'alert' },
+      el('strong', {}, waiting.length === 1 ? 'A key stopped working: its signing key was retired'
+        : `${waiting.length} keys stopped working: their signing key was retired`),
+      el('p', {}, 'On ', timeEl(first.retired.retired_at), ' Lynxo retired the signing key that sealed ',
+        waiting.length === 1 ? 'this key' : 'these keys', ': ', RETIRE_REASONS[first.retired.reason] || first.retired.reason,
+        '. Requests with ', waiting.length === 1 ? 'it are' : 'them are', ' refused (401 invalid_token).'),
+      el('ul', {}, items), more,
+      el('p', {}, 'What to do: open each key and choose Rotate to create its replacement with the same settings (or create a new key), deploy the new key, and delete the old one from where it is used.'));
+  }
+  if (notice.keys_on_previous_kid) {
+    return el('div', { class: 'notice signing-banner', role: 'status' },
+      el('strong', {}, `${num(notice.keys_on_previous_kid)} of your keys use an older signing key.`),
+      el('p', {}, 'They keep working. Rotate them when convenient to move them to the current signing key.'));
+  }
+  return null;
+}
+
+/** A key page's banner about its signing key. */
+export function keySigningBanner(k) {
+  if (k.signing_key === 'retired' && k.signing_key_retired) {
+    const r = k.signing_key_retired;
+    return el('div', { class: 'error signing-banner', role: 'alert' },
+      el('strong', {}, 'This key no longer works: its signing key was retired'),
+      el('p', {}, 'On ', timeEl(r.retired_at), ' Lynxo retired the signing key that sealed this key: ',
+        RETIRE_REASONS[r.reason] || r.reason, '. Requests with it are refused (401 invalid_token).'),
+      el('p', {}, k.rotated_to
+        ? ['It was replaced by ', el('a', { href: `/dashboard/keys/${k.rotated_to}` }, k.rotated_to), '.']
+        : 'What to do: choose Rotate to create its replacement with the same settings (this key stays revoked), deploy it, and delete this key from where it is used.'));
+  }
+  if (k.signing_key === 'previous' && (k.status === 'active' || k.status === 'rotating')) {
+    return el('div', { class: 'notice signing-banner', role: 'status' },
+      el('p', {}, 'This key uses an older signing key. It keeps working; rotate it when convenient to move it to the current one.'));
+  }
+  return null;
+}
+
 // What the API refuses in text people give it (control/src/text.rs; a test checks the two sets
 // are one): control, format, line and paragraph separators, default-ignorable, noncharacters.
 const REFUSED = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\p{Noncharacter_Code_Point}]/gu;

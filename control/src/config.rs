@@ -55,6 +55,11 @@ pub enum Command {
     /// Print a new random keyring (`active=1;1:<64 hex>`) for LYNXO_KEYRING or, generated again,
     /// LYNXO_AUDIT_KEYRING.
     GenerateKeyring,
+    /// Signing-key rollover: add, activate and retire kids of LYNXO_KEYRING. Each prints the
+    /// keyring text to install next, on the edge and here (docs/operations.md, "Signing-key
+    /// rollover").
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
     /// Run one compaction pass now (roll old usage up, delete what expired), in small
     /// transactions, beside a running `serve` or not. `serve` runs the same pass on its own.
     Compact(CompactArgs),
@@ -64,6 +69,93 @@ pub enum Command {
     /// Check a backup (integrity, schema, audit chain) and put it in place of a stopped
     /// service's database; the next `serve` republishes revocations and limits in full.
     Restore(RestoreArgs),
+}
+
+/// `keyring` subcommands. Each reads the current keyring (LYNXO_KEYRING or
+/// LYNXO_KEYRING_FILE) and prints the next one on standard output, and what to do with it on
+/// standard error.
+#[derive(Debug, Subcommand)]
+pub enum KeyringCommand {
+    /// Add a new kid with a fresh random secret, above every kid in use or retired.
+    Add(KeyringAddArgs),
+    /// Make a kid of the keyring the one that signs new keys, revocation shards and pushes.
+    Activate(KeyringActivateArgs),
+    /// Retire a kid: every key it signed that still works is revoked and its owner told; the
+    /// kid can never be used again. Prints the keyring without it.
+    Retire(KeyringRetireArgs),
+    /// Show the kids of the keyring, the retired ones, and how many working keys each signed.
+    Status(KeyringStatusArgs),
+}
+
+/// `keyring add` settings.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringAddArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub keyring: KeyringArgs,
+    /// Also make the new kid the active one (only once every edge and control plane knows it,
+    /// or for a leak: docs/operations.md).
+    #[arg(long)]
+    pub activate: bool,
+    /// The database, so the new kid is above every retired kid too.
+    #[arg(long, env = "LYNXO_DATABASE")]
+    pub database: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+}
+
+/// `keyring activate` settings.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringActivateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub keyring: KeyringArgs,
+    /// The kid to activate (in the keyring, not retired).
+    pub kid: u8,
+    /// The database, to refuse a retired kid.
+    #[arg(long, env = "LYNXO_DATABASE")]
+    pub database: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+}
+
+/// `keyring retire` settings.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringRetireArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    /// The keyring the control plane runs with after the retirement (its active kid cannot be
+    /// retired).
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    /// The kid to retire.
+    pub kid: u8,
+    /// Why: `compromised` (its secret leaked or may have) or `scheduled` (planned end of life).
+    #[arg(long, value_enum)]
+    pub reason: crate::store::signing::RetireReason,
+    /// The operator's own note, kept with the record (never shown to accounts).
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// `keyring status` settings.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringStatusArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub keyring: KeyringArgs,
 }
 
 /// How long usage is kept (`store::retention`).

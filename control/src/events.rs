@@ -136,6 +136,28 @@ pub enum Event {
         /// Set when a rotation of the key's successor ended its grace period early.
         grace_ended: Option<GraceEnded>,
     },
+    /// `key.replaced`: a key that works nowhere (its signing key was retired) got a replacement
+    /// with its settings; it stays revoked.
+    KeyReplaced {
+        /// The old key.
+        key_id: KeyId,
+        /// Its replacement.
+        new_key_id: KeyId,
+        /// Why the old key works nowhere (`signing_key_retired`).
+        reason: &'static str,
+    },
+    /// `signing_key.retired`: the operator retired a signing key (`control keyring retire`);
+    /// one event per account that had working keys signed by it, which were revoked.
+    SigningKeyRetired {
+        /// The account.
+        account_id: u64,
+        /// The retired kid.
+        kid: u8,
+        /// `compromised` or `scheduled`.
+        reason: &'static str,
+        /// The account's keys it revoked.
+        key_ids: Vec<KeyId>,
+    },
     /// `key.leaked`: a partner found the key in public, or its holder revoked it.
     KeyLeaked {
         /// The key.
@@ -242,6 +264,8 @@ impl Event {
             Self::KeyUpdated { .. } => "key.updated",
             Self::KeyRevoked { .. } => "key.revoked",
             Self::KeyRotated { .. } => "key.rotated",
+            Self::KeyReplaced { .. } => "key.replaced",
+            Self::SigningKeyRetired { .. } => "signing_key.retired",
             Self::KeyLeaked { .. } => "key.leaked",
             Self::LeakResponseChanged { .. } => "account.leak_response_changed",
             Self::KeyVerified { .. } => "key.verified",
@@ -253,7 +277,8 @@ impl Event {
     pub fn target(&self) -> Option<String> {
         match self {
             Self::AccountCreated { account_id, .. }
-            | Self::LeakResponseChanged { account_id, .. } => Some(account_id.to_string()),
+            | Self::LeakResponseChanged { account_id, .. }
+            | Self::SigningKeyRetired { account_id, .. } => Some(account_id.to_string()),
             Self::UserCreated { user_id, .. }
             | Self::SignedIn { user_id, .. }
             | Self::SignInFailed { user_id, .. }
@@ -270,6 +295,7 @@ impl Event {
             | Self::KeyUpdated { key_id, .. }
             | Self::KeyRevoked { key_id, .. }
             | Self::KeyRotated { key_id, .. }
+            | Self::KeyReplaced { key_id, .. }
             | Self::KeyLeaked { key_id, .. }
             | Self::KeyVerified { key_id, .. }
             | Self::KeyVerifiedByOtherAccount { key_id, .. } => Some(key_id.to_string()),
@@ -348,6 +374,21 @@ impl Event {
                 "rate_limit_budget": rate_limit_budget.to_string(),
             }),
             Self::KeyVerified { valid, status, .. } => json!({ "valid": valid, "status": status }),
+            Self::KeyReplaced {
+                new_key_id, reason, ..
+            } => json!({ "new_key_id": new_key_id.to_string(), "reason": reason }),
+            Self::SigningKeyRetired {
+                kid,
+                reason,
+                key_ids,
+                ..
+            } => json!({
+                "kid": kid,
+                "reason": reason,
+                "key_ids": key_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "what_to_do": "these keys no longer work: rotate each one to create its \
+                               replacement, or create new keys",
+            }),
             Self::KeyLeaked {
                 reporter,
                 url,

@@ -23,6 +23,7 @@
 //! - [`routes`]: the router, built from one table of operations.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and their types.
 //! - [`metrics`]: `GET /metrics` (Prometheus), with what the edge reports of itself.
+//! - [`signing`]: signing-key rollover: the keyrings to install, a kid's retirement.
 //! - [`skew`]: the clock skew between the control plane and the edge, and its readiness rule.
 //!
 //! [`app`] builds the router from an [`AppState`], so tests call the service without a socket.
@@ -49,6 +50,7 @@ pub mod publish;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod signing;
 pub mod skew;
 pub mod state;
 pub mod store;

@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use control::config::{Cli, Command, LogFormat, RestoreArgs, ServeArgs, VerifyAuditArgs};
+use control::config::{
+    AuditKeyringArgs, Cli, Command, KeyringCommand, LogFormat, RestoreArgs, ServeArgs,
+    VerifyAuditArgs,
+};
 use control::publish::{CheckpointPublisher, LimitPublisher, Publisher};
 use control::secret::Secret;
+use control::signing::{self, RingText};
 use control::store::retention::{self, STEP_ROWS};
 use control::store::{Store, StoreError, audit};
 use control::{AppState, Clock as _, Settings, SystemClock, app, auth};
@@ -104,9 +108,138 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Restore(args) => restore(&args),
+        Command::Keyring(command) => keyring(command),
         Command::GenerateKeyring => {
             let secret = auth::random_bytes().context("reading random bytes")?;
             println!("active=1;1:{}", hex::encode(secret));
+            Ok(())
+        }
+    }
+}
+
+/// The retired kids of the database at `database`, if one is given.
+fn retired_kids(
+    database: Option<&std::path::Path>,
+    audit: &AuditKeyringArgs,
+) -> anyhow::Result<Vec<u8>> {
+    let Some(path) = database else {
+        return Ok(Vec::new());
+    };
+    let store = Store::open(path, audit.load(None)?)?;
+    let retired = store.read_blocking(control::store::signing::retired)?;
+    Ok(retired.iter().map(|r| r.kid).collect())
+}
+
+/// `control keyring ...`: prints the next keyring on stdout, what to do with it on stderr.
+fn keyring(command: KeyringCommand) -> anyhow::Result<()> {
+    match command {
+        KeyringCommand::Add(args) => {
+            let mut ring = RingText::parse(&args.keyring.text()?)?;
+            let retired = retired_kids(args.database.as_deref(), &args.audit)?;
+            let kid = ring.add(&retired)?;
+            if args.activate {
+                ring.activate(kid, &retired)?;
+            }
+            println!("{}", ring.render());
+            eprintln!(
+                "kid {kid} added{}. Install this keyring as the edge's LYNXO_KEYRING first \
+                 (`npx wrangler secret put LYNXO_KEYRING --env <env>`), then as the control \
+                 plane's, and restart it (docs/operations.md, \"Signing-key rollover\").",
+                if args.activate {
+                    " and active"
+                } else {
+                    " (not active)"
+                }
+            );
+            Ok(())
+        }
+        KeyringCommand::Activate(args) => {
+            let mut ring = RingText::parse(&args.keyring.text()?)?;
+            let retired = retired_kids(args.database.as_deref(), &args.audit)?;
+            ring.activate(args.kid, &retired)?;
+            println!("{}", ring.render());
+            eprintln!(
+                "kid {} active. Every edge and control plane must already hold it: install this \
+                 keyring on the edge, then on the control plane, and restart it.",
+                args.kid
+            );
+            Ok(())
+        }
+        KeyringCommand::Retire(args) => {
+            let mut ring = RingText::parse(&args.keyring.text()?)?;
+            let store = Store::open(&args.db.database, args.audit.load(None)?)?;
+            ring.remove(args.kid)?;
+            let done = signing::retire(
+                &store,
+                ring.active,
+                args.kid,
+                args.reason,
+                args.note.clone(),
+                SystemClock.now(),
+            )?;
+            println!("{}", ring.render());
+            if done.changed {
+                eprintln!(
+                    "kid {} retired ({}): {} working keys revoked, {} accounts told. Install \
+                     this keyring (without kid {}) on the control plane and restart it; once it \
+                     is ready (its first pass re-signs every revocation shard with kid {}), on \
+                     the edge.",
+                    args.kid,
+                    done.record.reason.name(),
+                    done.record.keys_revoked,
+                    done.accounts,
+                    args.kid,
+                    ring.active
+                );
+            } else {
+                eprintln!(
+                    "kid {} was already retired ({}, at {}): nothing changed.",
+                    args.kid,
+                    done.record.reason.name(),
+                    done.record.retired_at
+                );
+            }
+            Ok(())
+        }
+        KeyringCommand::Status(args) => {
+            let ring = RingText::parse(&args.keyring.text()?)?;
+            let store = Store::open(&args.db.database, args.audit.load(None)?)?;
+            let now = SystemClock.now();
+            let (retired, working) = store.read_blocking(move |c| {
+                Ok::<_, StoreError>((
+                    control::store::signing::retired(c)?,
+                    control::store::signing::working_by_kid(c, now)?,
+                ))
+            })?;
+            let keys_of = |kid: u8| {
+                working
+                    .iter()
+                    .find(|(k, _)| *k == kid)
+                    .map_or(0, |(_, n)| *n)
+            };
+            for kid in ring.secrets.keys() {
+                let role = if retired.iter().any(|r| r.kid == *kid) {
+                    // serve refuses this keyring: say so.
+                    "retired_but_in_keyring"
+                } else if *kid == ring.active {
+                    "active"
+                } else {
+                    "previous"
+                };
+                println!("kid={kid} state={role} working_keys={}", keys_of(*kid));
+            }
+            for r in &retired {
+                println!(
+                    "kid={} state=retired reason={} retired_at={} keys_revoked={}{}",
+                    r.kid,
+                    r.reason.name(),
+                    r.retired_at,
+                    r.keys_revoked,
+                    r.note
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(" note={n:?}"))
+                );
+            }
             Ok(())
         }
     }
@@ -210,6 +343,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.db.database, Arc::clone(&audit_keyring))
         .with_context(|| format!("opening {}", args.db.database.display()))?;
     let now = SystemClock.now();
+    let ring = keyring.clone();
+    store
+        .read(move |c| signing::check_keyring(c, &ring, now))
+        .await
+        .context("checking the keyring against the database")??;
     if let Some(seq) = store
         .write(move |tx| audit::seal_legacy(tx, now))
         .await

@@ -264,6 +264,73 @@ impl Control {
         let _ = child.wait();
     }
 
+    /// Restarts the control plane with the signing keyring `keyring` (its `LYNXO_KEYRING` from
+    /// now on), publishing to `stack`'s worker as it runs now (a restarted worker has a new
+    /// address). Returns once it is ready and its first pass has rewritten every revocation
+    /// shard, so every shard is signed by the new keyring's active kid.
+    pub fn restart_with_keyring(&mut self, stack: &Stack, keyring: &str) {
+        let before = self.shard_versions().into_iter().max().unwrap_or(0);
+        self.stop();
+        self.env.retain(|(k, _)| k != "LYNXO_KEYRING");
+        self.env
+            .push(("LYNXO_KEYRING".to_owned(), keyring.to_owned()));
+        self.edge = stack.edge;
+        self.spawn();
+        self.wait_ready(Duration::from_secs(30));
+        let start = Instant::now();
+        loop {
+            let versions = self.shard_versions();
+            if versions.len() == usize::from(keys::SHARDS) && versions.iter().all(|v| *v > before) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the control plane did not republish every shard: {versions:?} (before: \
+                 {before})\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The version of each revocation shard the control plane last published (from its
+    /// database, read only).
+    pub fn shard_versions(&self) -> Vec<u64> {
+        let Ok(db) = rusqlite::Connection::open_with_flags(
+            self.database(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return Vec::new();
+        };
+        let read = || -> rusqlite::Result<Vec<u64>> {
+            let mut stmt = db.prepare("SELECT version FROM revocation_shards ORDER BY shard")?;
+            let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+            rows.map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)))
+                .collect()
+        };
+        read().unwrap_or_default()
+    }
+
+    /// Runs `control keyring <args>` on the served database with `keyring` as its
+    /// `LYNXO_KEYRING`: whether it succeeded, its standard output and its standard error.
+    pub fn keyring_command(&self, args: &[&str], keyring: &str) -> (bool, String, String) {
+        let out = Command::new(&self.bin)
+            .arg("keyring")
+            .args(args)
+            .env("LYNXO_DATABASE", self.database())
+            .env("LYNXO_KEYRING", keyring)
+            .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {:?} keyring: {e}", self.bin));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts the stopped control plane again on the same address and database; returns once it
     /// is ready.
     pub fn resume(&mut self) {
@@ -278,11 +345,13 @@ impl Control {
     fn wait_for_every_shard(&self, stack: &Stack, limit: Duration) {
         let start = Instant::now();
         for shard in 0..keys::SHARDS {
-            let claims = keys::claims(
+            let mut claims = keys::claims(
                 keys::key_id(shard, u64::MAX),
                 Environment::Development,
                 ScopeSet::FULL_ACCESS,
             );
+            // The worker's active kid: after a rollover the tests' kid 1 may be gone.
+            claims.kid = stack.keyring.active_kid();
             let auth = format!("Bearer {}", keys::issue(&stack.keyring, &claims));
             loop {
                 let r = stack.edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"");

@@ -141,6 +141,17 @@ pub fn wait_for_window_start(window: u64) {
     std::thread::sleep(Duration::from_millis(next + 50 - now));
 }
 
+/// The signing keyring the worker runs with: its `LYNXO_KEYRING` var, or the tests' own.
+fn keyring_of(options: &Options) -> Keyring {
+    let text = options
+        .vars
+        .iter()
+        .rev()
+        .find(|(name, _)| *name == "LYNXO_KEYRING")
+        .map_or(KEYRING, |(_, value)| value.as_str());
+    Keyring::from_config(text).unwrap_or_else(|e| panic!("keyring: {e}"))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -186,7 +197,7 @@ impl Stack {
             .prefix("lynxo-e2e-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let keyring = Keyring::from_config(KEYRING).unwrap_or_else(|e| panic!("keyring: {e}"));
+        let keyring = keyring_of(&options);
         let mut stack = Self {
             edge: SocketAddr::from(([127, 0, 0, 1], 0)),
             proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -203,6 +214,23 @@ impl Stack {
         stack.proxy = stack.start_worker();
         (stack.worker_pid, stack.edge) = stack.worker_process();
         stack
+    }
+
+    /// Restarts the worker with `vars` replacing those of the same name (a new `LYNXO_KEYRING`,
+    /// say), as deploying a new secret does: new isolates with empty caches, the same KV. The
+    /// worker gets a new address ([`Self::edge`]); returns once it answers.
+    pub fn restart_worker(&mut self, vars: &[(&'static str, String)]) {
+        if self.children.len() > 1 {
+            let mut child = self.children.remove(1);
+            stop_group(&mut child);
+        }
+        for (name, value) in vars {
+            self.options.vars.retain(|(n, _)| n != name);
+            self.options.vars.push((*name, value.clone()));
+        }
+        self.keyring = keyring_of(&self.options);
+        self.proxy = self.start_worker();
+        (self.worker_pid, self.edge) = self.worker_process();
     }
 
     fn start_origin(&mut self, origin_bin: &str) -> SocketAddr {
@@ -506,28 +534,39 @@ fn signal_group(pid: u32, signal: &str) {
         .status();
 }
 
+/// Waits up to 5 s for a child signalled to stop, then kills its whole group: the group may
+/// outlive its leader (workerd under wrangler).
+fn reap_group(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(None) => {
+                signal_group(child.id(), "-KILL");
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    signal_group(child.id(), "-KILL");
+}
+
+/// Stops one child's process group: SIGTERM, then SIGKILL after 5 s.
+fn stop_group(child: &mut Child) {
+    signal_group(child.id(), "-TERM");
+    reap_group(child);
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         for child in &self.children {
             signal_group(child.id(), "-TERM");
         }
         for child in &mut self.children {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Ok(None) => {
-                        signal_group(child.id(), "-KILL");
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-            // The group may outlive its leader (workerd under wrangler): make sure it is gone.
-            signal_group(child.id(), "-KILL");
+            reap_group(child);
         }
     }
 }

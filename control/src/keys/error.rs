@@ -51,6 +51,10 @@ pub enum KeyOpError {
     /// carried).
     #[error("the key is beyond the token's key grant")]
     BeyondGrant(shared::scope::ScopeSet),
+    /// The active kid is retired: this control plane runs with the keyring of before a
+    /// retirement and must restart with the new one.
+    #[error("the active signing kid {0} is retired")]
+    SignerRetired(u8),
     /// The key string could not be issued (the active kid has no key).
     #[error("issuing the key")]
     Issue(#[source] shared::key::IssueError),
@@ -114,6 +118,20 @@ impl From<KeyOpError> for AppError {
                  replaced it: change that key's limit.",
             )
             .with_field("key_status", status),
+            KeyOpError::SignerRetired(kid) => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signing_key_retired",
+                "The control plane's signing key is retired",
+            )
+            .with_detail(
+                "The control plane is restarting with its new signing keyring; nothing was \
+                 created. Retry shortly.",
+            )
+            .with_field("kid", kid)
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            ),
             KeyOpError::Issue(e) => AppError::internal_error(e),
             KeyOpError::Store(e) => e.into(),
         }

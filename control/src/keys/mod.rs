@@ -35,7 +35,8 @@ pub use self::request::{
 };
 pub(crate) use self::view::scope_names;
 pub use self::view::{
-    CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER, Revoked, Rotated,
+    CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER, RetiredKeyView,
+    Revoked, Rotated, SigningKeyRetired, SigningKeyState, SigningNotice,
 };
 use crate::auth::Caller;
 use crate::error::{AppError, Json, KeyIdPath, Query, Result};
@@ -43,6 +44,10 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::keys as db;
+use crate::store::signing;
+
+/// Keys revoked by signing-key retirements that a list shows at most.
+const RETIRED_KEYS_SHOWN: u32 = 200;
 use crate::store::usage::KeyStats;
 
 fn no_store(mut response: Response) -> Response {
@@ -112,7 +117,7 @@ pub async fn create_key(
             state.publish.wake_limits();
             let body = CreatedKey {
                 key: plain,
-                record: KeyView::new(&row, now, &KeyStats::default()),
+                record: KeyView::new(&row, now, &KeyStats::default(), state.keyring.active_kid()),
             };
             no_store((StatusCode::CREATED, Json(body)).into_response())
         }
@@ -152,7 +157,8 @@ pub async fn list_keys(
     let filter = q.filter(limit, now)?;
     let limit = filter.limit;
     let account = caller.account_id;
-    let (rows, stats, counts, plan) = state
+    let active = state.keyring.active_kid();
+    let (rows, stats, counts, plan, (on_previous, retired)) = state
         .store
         .read(move |c| -> Result<_, StoreError> {
             let rows = db::list(c, account, &filter, now)?;
@@ -162,6 +168,10 @@ pub async fn list_keys(
                 stats,
                 db::count_working(c, account, now)?,
                 accounts::plan(c, account)?,
+                (
+                    signing::count_on_previous(c, account, active, now)?,
+                    signing::retired_keys_of(c, account, RETIRED_KEYS_SHOWN)?,
+                ),
             ))
         })
         .await?;
@@ -171,7 +181,7 @@ pub async fn list_keys(
     let none = KeyStats::default();
     let data = rows
         .iter()
-        .map(|r| KeyView::new(r, now, stats.get(&r.id).unwrap_or(&none)))
+        .map(|r| KeyView::new(r, now, stats.get(&r.id).unwrap_or(&none), active))
         .collect();
     Ok(Json(KeyList {
         data,
@@ -179,6 +189,11 @@ pub async fn list_keys(
         rotating_keys: counts.rotating,
         max_active_keys: plan.max_active_keys,
         next_cursor,
+        signing: SigningNotice {
+            current_kid: active,
+            keys_on_previous_kid: on_previous,
+            retired_keys: retired.into_iter().map(Into::into).collect(),
+        },
     }))
 }
 
@@ -204,11 +219,12 @@ pub async fn get_key(
 ) -> Result<Json<KeyView>> {
     let now = state.clock.now();
     let account = caller.account_id;
+    let active = state.keyring.active_kid();
     let view = state
         .store
         .read(move |c| {
             db::get(c, account, id)?
-                .map(|row| view::view_of(c, &row, now))
+                .map(|row| view::view_of(c, &row, now, active))
                 .transpose()
         })
         .await?
@@ -246,10 +262,11 @@ pub async fn update_key(
 ) -> Result<Json<KeyView>> {
     let changes = body.validate()?;
     let now_ms = state.clock.now_ms();
+    let active = state.keyring.active_kid();
     let account = caller.account_id;
     let (view, limit_changed) = state
         .store
-        .write(move |tx| ops::update(tx, &caller, id, changes, now_ms))
+        .write(move |tx| ops::update(tx, &caller, id, changes, now_ms, active))
         .await?;
     if limit_changed {
         tracing::info!(key_id = %id, account_id = account, "key rate limit changed");
@@ -285,10 +302,11 @@ pub async fn revoke_key(
 ) -> Result<Json<Revoked>> {
     let reason = body.reason()?;
     let now = state.clock.now();
+    let active = state.keyring.active_kid();
     let account = caller.account_id;
     let (view, version, changed) = state
         .store
-        .write(move |tx| ops::revoke(tx, &caller, id, reason, now))
+        .write(move |tx| ops::revoke(tx, &caller, id, reason, now, active))
         .await?;
     if changed {
         tracing::info!(key_id = %id, account_id = account, list_version = version, "key revoked");
@@ -356,7 +374,7 @@ pub async fn rotate_key(
     // The key string leaves only once the edge knows the new key spends its chain's budget
     // (or after the configured wait: `rate_limit_pending` then says it does not yet).
     let pending = wait_for_limit_push(&state, new_id).await?;
-    let mut record = KeyView::new(&new, now, &KeyStats::default());
+    let mut record = KeyView::new(&new, now, &KeyStats::default(), state.keyring.active_kid());
     record.rate_limit_pending = pending;
     let body = Rotated {
         key: CreatedKey { key: plain, record },

@@ -15,7 +15,7 @@ use crate::events::{Event, GraceEnded};
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor};
 use crate::store::keys::{self as db, KeyRow};
-use crate::store::{accounts, revocations};
+use crate::store::{accounts, revocations, signing};
 
 /// How many retirement candidates the limit error lists.
 const CANDIDATES: u32 = 5;
@@ -100,10 +100,11 @@ pub(super) fn create(
                 return Err(KeyOpError::IdempotencyKeyReused);
             }
             let row = db::get(tx, account, seen.key_id)?.ok_or(KeyOpError::NotFound)?;
-            let view = view_of(tx, &row, now)?;
+            let view = view_of(tx, &row, now, keyring.active_kid())?;
             return Ok(Created::Replayed(Box::new(view)));
         }
     }
+    refuse_retired_signer(tx, keyring)?;
     let plan = accounts::plan(tx, account)?;
     let window = spec.rate_limit_window;
     let rate_limit = spec
@@ -147,6 +148,7 @@ pub(super) fn create(
         limit_pending: true,
         revocation_in_force: false,
         budget_id: id,
+        kid_retired: None,
     };
     let plain = mint(keyring, &row)?;
     row.hint = plain.hint();
@@ -186,6 +188,7 @@ pub(super) fn update(
     id: KeyId,
     changes: Changes,
     now_ms: u64,
+    active_kid: u8,
 ) -> Result<(KeyView, bool), KeyOpError> {
     let now = now_ms / 1000;
     let account = caller.account_id;
@@ -235,7 +238,7 @@ pub(super) fn update(
             policy_version: limit_changed.then_some(row.policy_version),
         },
     )?;
-    Ok((view_of(tx, &row, now)?, limit_changed))
+    Ok((view_of(tx, &row, now, active_kid)?, limit_changed))
 }
 
 /// Revokes `id` at `now` for `by` (its account, and who acts): the key's new state, a list
@@ -276,13 +279,14 @@ pub(super) fn revoke(
     id: KeyId,
     reason: String,
     now: u64,
+    active_kid: u8,
 ) -> Result<(KeyView, u64, bool), KeyOpError> {
     let mut row = db::get(tx, caller.account_id, id)?.ok_or(KeyOpError::NotFound)?;
     caller
         .may_manage(row.scopes)
         .map_err(KeyOpError::BeyondGrant)?;
     if let (Some(version), KeyStatus::Revoked) = (row.revocation_version, row.status(now)) {
-        return Ok((view_of(tx, &row, now)?, version, false));
+        return Ok((view_of(tx, &row, now, active_kid)?, version, false));
     }
     let by = (caller.account_id, &caller.actor);
     let version = revoke_now(tx, now, by, id, &reason, row.grace_until, None)?;
@@ -290,7 +294,7 @@ pub(super) fn revoke(
     row.revoke_reason = Some(reason);
     row.revocation_version = Some(version);
     row.revocation_in_force = true;
-    Ok((view_of(tx, &row, now)?, version, true))
+    Ok((view_of(tx, &row, now, active_kid)?, version, true))
 }
 
 /// What a rotation made.
@@ -303,6 +307,102 @@ pub(super) struct Rotation {
     pub(super) plain: PlainKey,
     /// The list version that carries the old key's revocation once the grace ends.
     pub(super) list_version: u64,
+}
+
+/// Refuses to sign with a kid that is retired: a control plane still running with the keyring
+/// of before a retirement (until it restarts with the new one) makes no key that is dead on
+/// arrival.
+fn refuse_retired_signer(
+    tx: &rusqlite::Transaction<'_>,
+    keyring: &Keyring,
+) -> Result<(), KeyOpError> {
+    let kid = keyring.active_kid();
+    match signing::get_retired(tx, kid)? {
+        Some(_) => Err(KeyOpError::SignerRetired(kid)),
+        None => Ok(()),
+    }
+}
+
+/// The successor of `old` (its settings and budget, signed by the active kid), stored with its
+/// limits outbox row; and its key string.
+fn mint_successor(
+    tx: &rusqlite::Transaction<'_>,
+    keyring: &Keyring,
+    old: &KeyRow,
+    new_id: KeyId,
+    now_ms: u64,
+) -> Result<(KeyRow, PlainKey), KeyOpError> {
+    let mut new = KeyRow {
+        id: new_id,
+        kid: keyring.active_kid(),
+        created_at: now_ms / 1000,
+        rotated_from: Some(old.id),
+        rotated_to: None,
+        hint: String::new(),
+        last_used_at: None,
+        last_used_ip: None,
+        last_used_user_agent: None,
+        revoked_at: None,
+        revoke_reason: None,
+        revocation_version: None,
+        grace_until: None,
+        revocation_in_force: false,
+        policy_version: now_ms,
+        limit_pending: true,
+        kid_retired: None,
+        ..old.clone()
+    };
+    let plain = mint(keyring, &new)?;
+    new.hint = plain.hint();
+    db::insert(tx, &new)?;
+    db::enqueue_limit(tx, new_id, now_ms, now_ms)?;
+    Ok((new, plain))
+}
+
+/// "Rotating" a key its kid's retirement revoked: its replacement, with its settings, signed by
+/// the active kid. The old key stays revoked (no grace: it works nowhere), and is linked to the
+/// replacement, so it is replaced once. The replacement counts against the plan like a new key.
+fn replace_retired(
+    tx: &rusqlite::Transaction<'_>,
+    caller: &Caller,
+    keyring: &Keyring,
+    mut old: KeyRow,
+    new_id: KeyId,
+    now_ms: u64,
+) -> Result<Rotation, KeyOpError> {
+    let now = now_ms / 1000;
+    let account = caller.account_id;
+    let plan = accounts::plan(tx, account)?;
+    let counts = db::count_working(tx, account, now)?;
+    if counts.working >= plan.max_active_keys {
+        let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
+        return Err(KeyOpError::LimitReached {
+            counts,
+            max_active_keys: plan.max_active_keys,
+            candidates,
+            now,
+        });
+    }
+    let (new, plain) = mint_successor(tx, keyring, &old, new_id, now_ms)?;
+    db::set_rotated_to(tx, old.id, new_id)?;
+    audit::record(
+        tx,
+        now,
+        Some(account),
+        &caller.actor,
+        &Event::KeyReplaced {
+            key_id: old.id,
+            new_key_id: new_id,
+            reason: signing::REVOKE_REASON,
+        },
+    )?;
+    old.rotated_to = Some(new_id);
+    Ok(Rotation {
+        list_version: old.revocation_version.unwrap_or_default(),
+        old: view_of(tx, &old, now, keyring.active_kid())?,
+        new,
+        plain,
+    })
 }
 
 /// Rotates key `id`: a new key `new_id` with the same settings and budget; the old one revoked
@@ -324,6 +424,13 @@ pub(super) fn rotate(
     caller
         .may_manage(old.scopes)
         .map_err(KeyOpError::BeyondGrant)?;
+    refuse_retired_signer(tx, keyring)?;
+    if old.kid_retired.is_some()
+        && old.revoke_reason.as_deref() == Some(signing::REVOKE_REASON)
+        && old.rotated_to.is_none()
+    {
+        return replace_retired(tx, caller, keyring, old, new_id, now_ms);
+    }
     let state_now = old.status(now);
     if state_now != KeyStatus::Active {
         return Err(KeyOpError::RotateNotActive(state_now));
@@ -343,23 +450,7 @@ pub(super) fn rotate(
             }),
         )?;
     }
-    let mut new = KeyRow {
-        id: new_id,
-        kid: keyring.active_kid(),
-        created_at: now,
-        rotated_from: Some(id),
-        hint: String::new(),
-        last_used_at: None,
-        last_used_ip: None,
-        last_used_user_agent: None,
-        policy_version: now_ms,
-        limit_pending: true,
-        ..old.clone()
-    };
-    let plain = mint(keyring, &new)?;
-    new.hint = plain.hint();
-    db::insert(tx, &new)?;
-    db::enqueue_limit(tx, new_id, now_ms, now_ms)?;
+    let (new, plain) = mint_successor(tx, keyring, &old, new_id, now_ms)?;
     let version = revocations::next_version(tx, now)?;
     db::set_revoked(tx, id, grace_until, "rotated", version, Some(grace_until))?;
     db::set_rotated_to(tx, id, new_id)?;
@@ -388,7 +479,7 @@ pub(super) fn rotate(
     old.rotated_to = Some(new_id);
     old.revocation_in_force = grace == 0;
     Ok(Rotation {
-        old: view_of(tx, &old, now)?,
+        old: view_of(tx, &old, now, keyring.active_kid())?,
         new,
         plain,
         list_version: version,

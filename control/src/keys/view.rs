@@ -9,6 +9,7 @@ use shared::scope::{Scope, ScopeSet};
 use crate::store::Result;
 use crate::store::keys::KeyRow;
 pub use crate::store::keys::KeyStatus;
+use crate::store::signing::{RetireReason, RetiredKey};
 use crate::store::usage::{self as usage_db, KeyStats};
 
 /// A key this old (seconds) is flagged `rotation_due`.
@@ -99,6 +100,38 @@ pub struct KeyView {
     /// same value: they share one budget.
     #[schema(pattern = "^[0-9a-f]{32}$")]
     pub rate_limit_budget: String,
+    /// The signing key (kid) whose secret sealed the key.
+    #[schema(minimum = 0, maximum = 255)]
+    pub kid: u8,
+    /// `current`: signed by the active signing key. `previous`: by an older one, still trusted
+    /// (the key works; rotate it to move it to the current one). `retired`: by a retired one
+    /// (the key works nowhere and was revoked; rotating it creates its replacement).
+    pub signing_key: SigningKeyState,
+    /// When and why the key's signing key was retired; null unless `signing_key` is `retired`.
+    #[schema(required = true)]
+    pub signing_key_retired: Option<SigningKeyRetired>,
+}
+
+/// Which signing key a key was sealed with, relative to the control plane's keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SigningKeyState {
+    /// The active signing key.
+    Current,
+    /// An older signing key that is still trusted.
+    Previous,
+    /// A retired signing key: the key works nowhere.
+    Retired,
+}
+
+/// A signing key's retirement, as a key shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SigningKeyRetired {
+    /// Unix seconds.
+    pub retired_at: u64,
+    /// `compromised` (its secret leaked or may have) or `scheduled` (a planned end of life).
+    #[schema(value_type = String, pattern = "^(compromised|scheduled)$")]
+    pub reason: RetireReason,
 }
 
 /// The scope names a key shows: `["*"]` for Full Access.
@@ -116,8 +149,8 @@ pub(super) fn rotation_due(k: &KeyRow, now: u64) -> bool {
 }
 
 impl KeyView {
-    /// The view of a stored key at `now`, with its recent use.
-    pub fn new(k: &KeyRow, now: u64, stats: &KeyStats) -> Self {
+    /// The view of a stored key at `now`, with its recent use; `active_kid` signs new keys.
+    pub fn new(k: &KeyRow, now: u64, stats: &KeyStats, active_kid: u8) -> Self {
         let status = k.status(now);
         let idle_since = now.saturating_sub(IDLE_AFTER);
         Self {
@@ -156,6 +189,15 @@ impl KeyView {
             rotated_to: k.rotated_to.map(|id| id.to_string()),
             grace_until: k.grace_until,
             rate_limit_budget: k.budget_id.to_string(),
+            kid: k.kid,
+            signing_key: match k.kid_retired {
+                Some(_) => SigningKeyState::Retired,
+                None if k.kid == active_kid => SigningKeyState::Current,
+                None => SigningKeyState::Previous,
+            },
+            signing_key_retired: k
+                .kid_retired
+                .map(|(retired_at, reason)| SigningKeyRetired { retired_at, reason }),
         }
     }
 }
@@ -171,12 +213,18 @@ pub(super) fn stats_of(
 }
 
 /// The view of one stored key, with its recent use read from `conn`.
-pub(super) fn view_of(conn: &rusqlite::Connection, row: &KeyRow, now: u64) -> Result<KeyView> {
+pub(super) fn view_of(
+    conn: &rusqlite::Connection,
+    row: &KeyRow,
+    now: u64,
+    active_kid: u8,
+) -> Result<KeyView> {
     let stats = stats_of(conn, std::slice::from_ref(row), now)?;
     Ok(KeyView::new(
         row,
         now,
         stats.get(&row.id).unwrap_or(&KeyStats::default()),
+        active_kid,
     ))
 }
 
@@ -212,6 +260,59 @@ pub struct KeyList {
     /// Pass as `cursor` for the next page; null on the last page.
     #[schema(required = true)]
     pub next_cursor: Option<String>,
+    /// What the account must know about the signing keys its keys were sealed with.
+    pub signing: SigningNotice,
+}
+
+/// The account's keys as signing-key changes concern them (`docs/operations.md`, "Signing-key
+/// rollover").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SigningNotice {
+    /// The kid that signs new keys.
+    #[schema(minimum = 0, maximum = 255)]
+    pub current_kid: u8,
+    /// Working keys sealed with an older signing key that is still trusted: they keep working;
+    /// rotate them to move them to the current one.
+    pub keys_on_previous_kid: u32,
+    /// Keys that stopped working because their signing key was retired, newest retirement
+    /// first (at most 200): each was revoked; rotate it to create its replacement.
+    pub retired_keys: Vec<RetiredKeyView>,
+}
+
+/// A key revoked because its signing key was retired.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RetiredKeyView {
+    /// 32 hex digits.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Non-secret reminder of the key.
+    pub hint: String,
+    /// The retired kid.
+    #[schema(minimum = 0, maximum = 255)]
+    pub kid: u8,
+    /// When and why it was retired.
+    pub retired: SigningKeyRetired,
+    /// The key made to replace it (by rotating it), if any.
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
+    pub replaced_by: Option<String>,
+}
+
+impl From<RetiredKey> for RetiredKeyView {
+    fn from(k: RetiredKey) -> Self {
+        Self {
+            id: k.id.to_string(),
+            name: k.name,
+            hint: k.hint,
+            kid: k.kid,
+            retired: SigningKeyRetired {
+                retired_at: k.retired_at,
+                reason: k.reason,
+            },
+            replaced_by: k.replaced_by.map(|id| id.to_string()),
+        }
+    }
 }
 
 /// Answer of a revoke.
@@ -269,6 +370,7 @@ mod tests {
             rotated_to: None,
             grace_until: None,
             budget_id: KeyId([1; 16]),
+            kid_retired: None,
         };
         assert_eq!(row.status(10), KeyStatus::Active);
         let rotating = KeyRow {

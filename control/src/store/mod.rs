@@ -23,6 +23,7 @@ pub mod restore;
 pub mod retention;
 pub mod revocations;
 pub mod sessions;
+pub mod signing;
 pub mod tokens;
 pub mod usage;
 
@@ -136,6 +137,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_write_probe.sql"),
     include_str!("migrations/0011_limits_queued_at.sql"),
     include_str!("migrations/0012_recovered_revocations.sql"),
+    include_str!("migrations/0013_retired_kids.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a

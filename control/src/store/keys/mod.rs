@@ -65,6 +65,9 @@ pub struct KeyRow {
     /// The key whose rate-limit budget this key spends: the first key of its rotation chain
     /// (itself for a key that was created, not rotated in).
     pub budget_id: KeyId,
+    /// Read only: when and why its kid was retired (`store::signing`), if it was: then the key
+    /// works nowhere.
+    pub kid_retired: Option<(u64, crate::store::signing::RetireReason)>,
 }
 
 /// The top 16 bits of an id: which revocation shard range it falls in.
@@ -84,7 +87,9 @@ const COLUMNS: &str = "id, account_id, name, description, environment, scopes, k
     revocation_version, rotated_from, rotated_to, grace_until, rate_limit_window, \
     policy_version, last_used_ip, last_used_user_agent, \
     EXISTS (SELECT 1 FROM limits_outbox o WHERE o.key_id = api_keys.id), revocation_in_force, \
-    coalesce(budget_id, id)";
+    coalesce(budget_id, id), \
+    (SELECT retired_at FROM retired_kids r WHERE r.kid = api_keys.kid), \
+    (SELECT reason FROM retired_kids r WHERE r.kid = api_keys.kid)";
 
 fn bad(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -131,6 +136,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
         limit_pending: r.get(22)?,
         revocation_in_force: r.get(23)?,
         budget_id: key_id(24, Some(r.get(24)?))?.ok_or_else(|| bad(24, "budget id"))?,
+        kid_retired: match (
+            r.get::<_, Option<i64>>(25)?,
+            r.get::<_, Option<String>>(26)?,
+        ) {
+            (Some(at), Some(reason)) => Some((
+                to_u64(at)?,
+                crate::store::signing::RetireReason::from_name(&reason)
+                    .ok_or_else(|| bad(26, "retire reason"))?,
+            )),
+            _ => None,
+        },
     })
 }
 
