@@ -8,12 +8,17 @@
 //! - the same report replayed: every key found, nothing written;
 //! - 1,000 look-alikes (valid checksum, bad tag): no database read at all.
 //!
+//! And how long the first report's write transaction keeps other writers out: on another fresh
+//! database, a writer that commits an empty write every millisecond while the report runs; its
+//! longest wait is the longest any other write (a key created, a usage batch) waits behind it.
+//!
 //! `cargo bench -p control --bench leaks [-- RUNS]` (default 5 runs of each).
 
 #[path = "../tests/common/provider.rs"]
 mod provider;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -160,6 +165,40 @@ async fn time_report(
     Ok(took)
 }
 
+/// The longest wait of a writer committing an empty write every millisecond while a first report
+/// of `keys` runs on `state`.
+async fn writer_wait_during_report(
+    state: &AppState,
+    provider: &provider::Provider,
+    keys: &[String],
+) -> anyhow::Result<Duration> {
+    let body = report_body(keys);
+    time_report(state, provider, b"[]", "none").await.ok();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, done) = (state.store.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut longest = Duration::ZERO;
+            while !done.load(Ordering::SeqCst) {
+                tick.tick().await;
+                let started = Instant::now();
+                store
+                    .write::<_, StoreError, _>(|_| Ok(()))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                longest = longest.max(started.elapsed());
+            }
+            anyhow::Ok(longest)
+        })
+    };
+    let report = time_report(state, provider, &body, "true_positive").await;
+    done.store(true, Ordering::SeqCst);
+    let longest = writer.await??;
+    report?;
+    Ok(longest)
+}
+
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -181,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         .max(1);
     let provider = provider::Provider::new(42);
     let (mut first, mut replay, mut look_alikes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut writer_waits = Vec::new();
     for _ in 0..runs {
         let dir = tempfile::tempdir()?;
         let (state, keys) = service(&provider, dir.path())?;
@@ -211,10 +251,17 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(revoked == TOKENS as i64, "{revoked} revoked");
+        let dir = tempfile::tempdir()?;
+        let (state, keys) = service(&provider, dir.path())?;
+        writer_waits.push(writer_wait_during_report(&state, &provider, &keys).await?);
     }
     println!("secret-scanning report of {TOKENS} tokens, server time ({runs} runs each):");
     summary("  1,000 live keys, first report (all revoked)", first);
     summary("  the same report replayed (nothing written)", replay);
     summary("  1,000 look-alikes (no database read)", look_alikes);
+    summary(
+        "  another writer's longest wait during a first report",
+        writer_waits,
+    );
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::TestApp;
+use control::store::StoreError;
+use control::store::audit;
 use http_body_util::BodyExt as _;
 use provider::Provider;
 use serde_json::{Value, json};
@@ -479,6 +481,139 @@ async fn the_same_report_twice_at_once_revokes_once() {
     assert_eq!(actions.iter().filter(|a| *a == "key.revoked").count(), 1);
     assert_eq!(actions.iter().filter(|a| *a == "key.leaked").count(), 1);
     assert_eq!(status_of(&app, &id).await["status"], "revoked");
+}
+
+/// The list version counter and the revocation outbox's rows.
+fn list_state(app: &TestApp) -> (i64, i64) {
+    app.state
+        .store
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(c.query_row(
+                "SELECT list_version, (SELECT count(*) FROM revocation_outbox) \
+                 FROM revocation_meta",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .unwrap()
+}
+
+fn write_sql(app: &TestApp, sql: &'static str) {
+    app.state
+        .store
+        .write_blocking::<_, StoreError, _>(move |tx| Ok(tx.execute_batch(sql)?))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_report_that_fails_halfway_leaves_nothing_and_its_retry_does_it_all() {
+    let (github, gitlab) = (Provider::new(15), Provider::new(16));
+    let app = app_with(&github, &gitlab);
+    let mut keys = vec![
+        live_key(&app).await,
+        live_key(&app).await,
+        live_key(&app).await,
+    ];
+    let bob = app
+        .bob()
+        .post(
+            "/v1/keys",
+            json!({"name": "b", "environment": "production", "permission": "read_write"}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .body;
+    keys.push((
+        bob["key"].as_str().unwrap().to_owned(),
+        bob["id"].as_str().unwrap().to_owned(),
+    ));
+    let entries: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| json!({"type": "t", "token": key, "url": format!("https://gitlab.com/o/r/-/blob/main/{i}")}))
+        .collect();
+    let body = serde_json::to_vec(&entries).unwrap();
+    let (actions, list) = (app.audit_actions(), list_state(&app));
+
+    // The third key's leak record fails (as a full disk or a bug would): the whole report with it.
+    write_sql(
+        &app,
+        "CREATE TRIGGER fail_third_leak BEFORE INSERT ON key_leaks \
+         WHEN (SELECT count(*) FROM key_leaks) >= 2 BEGIN SELECT RAISE (ABORT, 'injected'); END;",
+    );
+    let (status, _) = report(&app, &gitlab, true, &body).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        app.audit_actions(),
+        actions,
+        "no event of the failed report"
+    );
+    assert_eq!(list_state(&app), list, "no list version, no outbox row");
+    for (_, id) in &keys[..3] {
+        assert_eq!(status_of(&app, id).await["status"], "active");
+    }
+    let leaks = app
+        .alice()
+        .get("/v1/leaks")
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(leaks["total"], 0);
+
+    // GitLab retries the same report: all of it is done now, under one list version.
+    write_sql(&app, "DROP TRIGGER fail_third_leak;");
+    let (status, answer) = report(&app, &gitlab, true, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        answer
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["label"] == "true_positive"),
+        "{answer}"
+    );
+    let (version, outbox) = list_state(&app);
+    assert!(version > list.0);
+    assert_eq!(outbox, list.1 + 4, "one outbox row per key");
+    let mut versions = Vec::new();
+    for (_, id) in &keys[..3] {
+        let view = status_of(&app, id).await;
+        assert_eq!(view["status"], "revoked");
+        assert_eq!(view["revoke_reason"], "leaked");
+        versions.push(view["revocation_version"].as_i64().unwrap());
+    }
+    let bob_view = app
+        .bob()
+        .get(&format!("/v1/keys/{}", keys[3].1))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(bob_view["status"], "revoked");
+    versions.push(bob_view["revocation_version"].as_i64().unwrap());
+    assert!(
+        versions.iter().all(|&v| v == version),
+        "{versions:?} vs {version}"
+    );
+    let after = app.audit_actions();
+    let new = &after[actions.len()..];
+    assert_eq!(new.iter().filter(|a| *a == "key.revoked").count(), 4);
+    assert_eq!(new.iter().filter(|a| *a == "key.leaked").count(), 4);
+    assert_eq!(new.len(), 8, "{new:?}");
+    let checked = app
+        .state
+        .store
+        .read_blocking::<_, StoreError, _>(|c| {
+            Ok(audit::verify_chain(c, &common::audit_keyring(), None))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(checked.events, after.len() as u64);
+
+    // A third delivery changes nothing.
+    let (status, again) = report(&app, &gitlab, true, &body).await;
+    assert_eq!((status, &again), (StatusCode::OK, &answer));
+    assert_eq!(app.audit_actions(), after);
+    assert_eq!(list_state(&app), (version, outbox));
 }
 
 #[tokio::test]

@@ -243,7 +243,8 @@ pub(super) fn update(
 
 /// Revokes `id` at `now` for `by` (its account, and who acts): the key's new state, a list
 /// version, the outbox row and the `key.revoked` event, in `tx`. Returns the version. Every
-/// revocation goes through here, so every one reaches the edge's list the same way.
+/// revocation goes through here or [`revoke_under`], so every one reaches the edge's list the
+/// same way.
 pub(crate) fn revoke_now(
     tx: &rusqlite::Transaction<'_>,
     now: u64,
@@ -254,6 +255,26 @@ pub(crate) fn revoke_now(
     grace_ended: Option<GraceEnded>,
 ) -> Result<u64, StoreError> {
     let version = revocations::next_version(tx, now)?;
+    revoke_under(tx, (now, version), by, id, reason, grace_until, grace_ended)?;
+    Ok(version)
+}
+
+/// [`revoke_now`] under a list version the caller took in `tx` (`at`: now and that version), so
+/// that revocations made together share one: a leak report revokes up to 1,000 keys in one
+/// transaction, and they reach the edge in the same publish whatever their versions, so one
+/// version says so. The version must come from [`revocations::next_version`] in this same
+/// transaction: then it is above every version published before, and the publish that carries
+/// these revocations takes a newer one.
+pub(crate) fn revoke_under(
+    tx: &rusqlite::Transaction<'_>,
+    at: (u64, u64),
+    by: (u64, &Actor),
+    id: KeyId,
+    reason: &str,
+    grace_until: Option<u64>,
+    grace_ended: Option<GraceEnded>,
+) -> Result<(), StoreError> {
+    let (now, version) = at;
     db::set_revoked(tx, id, now, reason, version, grace_until)?;
     revocations::enqueue_now(tx, id, version)?;
     audit::record(
@@ -268,7 +289,7 @@ pub(crate) fn revoke_now(
             grace_ended,
         },
     )?;
-    Ok(version)
+    Ok(())
 }
 
 /// Revokes key `id` now (a second revoke changes nothing). Returns the view, the list version

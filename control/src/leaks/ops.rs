@@ -1,6 +1,10 @@
 //! The leak transaction: for each genuine key reported, one leak record per place it was found,
 //! its audit event, and (unless the account chose "notify only") its revocation through the
 //! keys' one revoke path. A place already recorded changes nothing: replays are idempotent.
+//!
+//! A report is one transaction, whole or not at all: a failure anywhere undoes every key of it,
+//! and the provider's retry (GitLab retries any answer of 400 or more) finds nothing recorded and
+//! does it all. Its revocations share one list version, taken at the first one.
 
 use std::collections::HashMap;
 
@@ -8,11 +12,12 @@ use shared::key::Claims;
 
 use crate::events::Event;
 use crate::keys::KeyStatus;
-use crate::keys::ops::revoke_now;
+use crate::keys::ops::revoke_under;
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor};
 use crate::store::keys as db;
 use crate::store::leaks::{self, LeakAction, LeakResponse, NewLeak, Reporter};
+use crate::store::revocations;
 
 /// The reason a leaked key's revocation records.
 pub const LEAKED: &str = "leaked";
@@ -49,6 +54,8 @@ pub fn record(
 ) -> Result<Handled, StoreError> {
     let mut handled = Handled::default();
     let mut responses: HashMap<u64, LeakResponse> = HashMap::new();
+    // The list version of this report's revocations: one for all, taken at the first.
+    let mut batch_version = None;
     for s in sightings {
         let account = s.claims.account_id;
         let Some(row) = db::get(tx, account, s.claims.key_id)? else {
@@ -84,9 +91,17 @@ pub fn record(
                     } else {
                         LEAKED
                     };
-                    revoke_now(
+                    let version = match batch_version {
+                        Some(v) => v,
+                        None => {
+                            let v = revocations::next_version(tx, now)?;
+                            batch_version = Some(v);
+                            v
+                        }
+                    };
+                    revoke_under(
                         tx,
-                        now,
+                        (now, version),
                         (account, actor),
                         row.id,
                         reason,

@@ -142,11 +142,8 @@ pub fn append(
     let kid = ring.active_kid();
     let key = ring.chain(kid).ok_or(StoreError::NoAuditKey)?;
     let last: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((seq, hash)) => (to_u64(seq)? + 1, hash),
@@ -164,23 +161,23 @@ pub fn append(
         &details,
     );
     let hash = keyed_hash(key, &prev, &text);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_events (seq, at, account_id, actor, action, target, source, details, \
          prev_hash, hash, kid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            to_i64(seq),
-            to_i64(at),
-            account_id.map(to_i64),
-            who.actor,
-            action,
-            target,
-            who.source,
-            details,
-            prev,
-            hash,
-            kid
-        ],
-    )?;
+    )?
+    .execute(params![
+        to_i64(seq),
+        to_i64(at),
+        account_id.map(to_i64),
+        who.actor,
+        action,
+        target,
+        who.source,
+        details,
+        prev,
+        hash,
+        kid
+    ])?;
     Ok(seq)
 }
 

@@ -305,6 +305,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Room for every statement the store prepares with `prepare_cached` (rusqlite keeps 16): a
+    // leak report's loop alone uses ten per key, and an evicted one is parsed again.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 

@@ -26,21 +26,20 @@ use crate::events::Event;
 /// milliseconds: a database started afresh (a reset development setup, a restored backup)
 /// still publishes above what readers have seen, instead of being refused as a rollback.
 pub fn next_version(tx: &Transaction<'_>, now: u64) -> Result<u64> {
-    Ok(to_u64(tx.query_row(
-        "UPDATE revocation_meta SET list_version = max(list_version + 1, ?1) WHERE id = 1 \
-         RETURNING list_version",
-        [to_i64(now.saturating_mul(1000))],
-        |r| r.get(0),
-    )?)?)
+    Ok(to_u64(
+        tx.prepare_cached(
+            "UPDATE revocation_meta SET list_version = max(list_version + 1, ?1) WHERE id = 1 \
+             RETURNING list_version",
+        )?
+        .query_row([to_i64(now.saturating_mul(1000))], |r| r.get(0))?,
+    )?)
 }
 
 /// Puts `key_id`'s revocation in force now, in the caller's transaction, and queues its shard
 /// for publishing at once, whatever the clock says.
 pub fn enqueue_now(tx: &Transaction<'_>, key_id: KeyId, version: u64) -> Result<()> {
-    tx.execute(
-        "UPDATE api_keys SET revocation_in_force = 1 WHERE id = ?1",
-        [key_id.to_string()],
-    )?;
+    tx.prepare_cached("UPDATE api_keys SET revocation_in_force = 1 WHERE id = ?1")?
+        .execute([key_id.to_string()])?;
     insert_outbox(tx, key_id, version, 0)
 }
 
@@ -51,15 +50,15 @@ pub fn schedule(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) 
 }
 
 fn insert_outbox(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO revocation_outbox (key_id, id_top, version, due_at) VALUES (?1, ?2, ?3, ?4)",
-        params![
-            key_id.to_string(),
-            id_top(key_id),
-            to_i64(version),
-            to_i64(due_at)
-        ],
-    )?;
+    )?
+    .execute(params![
+        key_id.to_string(),
+        id_top(key_id),
+        to_i64(version),
+        to_i64(due_at)
+    ])?;
     Ok(())
 }
 

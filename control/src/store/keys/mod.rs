@@ -375,17 +375,17 @@ pub fn set_revoked(
     version: u64,
     grace_until: Option<u64>,
 ) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE api_keys SET revoked_at = ?2, revoke_reason = ?3, revocation_version = ?4, \
          grace_until = ?5 WHERE id = ?1",
-        params![
-            id.to_string(),
-            to_i64(effective_at),
-            reason,
-            to_i64(version),
-            grace_until.map(to_i64)
-        ],
-    )?;
+    )?
+    .execute(params![
+        id.to_string(),
+        to_i64(effective_at),
+        reason,
+        to_i64(version),
+        grace_until.map(to_i64)
+    ])?;
     Ok(())
 }
 
