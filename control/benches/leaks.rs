@@ -116,6 +116,7 @@ fn row(id: KeyId, account_id: u64, hint: String) -> KeyRow {
         grace_until: None,
         limit_pending: false,
         revocation_in_force: false,
+        kid_retired: None,
         budget_id: id,
     }
 }
