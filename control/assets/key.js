@@ -2,13 +2,48 @@
 // events, Rotate (shown-once new key) and Revoke (typed-name confirmation).
 
 import {
-  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, keySigningBanner, leakBanner, missingRoute, num,
-  PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, userText, when,
+  api, busy, catalog, curlLine, day, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, keySigningBanner, leakBanner, missingRoute, num,
+  PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, timeSecondsEl, userText, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
 import { showSecret } from './secret.js';
 
 const $ = (id) => document.getElementById(id);
+
+/** Rows the key page shows of its activity and of its events before "View all". */
+const FIRST_ROWS = 10;
+/** Keys are due for rotation this long after their creation (a rotated key is created anew). */
+const ROTATE_AFTER = 90 * 86400;
+
+/**
+ * Why the edge refused a request, from its outcome (shared::usage::Outcome) and the key's
+ * state at the time; '' for a request it forwarded.
+ */
+export function denialReason(a, k) {
+  const at = a.at_ms / 1000;
+  switch (a.outcome) {
+    case '401':
+      if (k?.revoked_at && k.status === 'revoked' && at >= k.revoked_at) return 'Key revoked';
+      if (k?.expires_at && at >= k.expires_at) return 'Key expired';
+      return 'Key refused: revoked, expired or for another environment';
+    case '403': return 'The key lacks the scope this route needs';
+    case '429': return 'Over the key\'s rate limit';
+    case 'edge_4xx': return 'No such route or method at the edge';
+    case 'edge_5xx': return 'The edge could not serve it';
+    default: return '';
+  }
+}
+
+/** "2 h 5 min", "3 min 20 s": what is left until `seconds` (Unix), never negative. */
+export function countdown(seconds, now = Date.now() / 1000) {
+  let left = Math.max(0, Math.round(seconds - now));
+  const d = Math.floor(left / 86400); left -= d * 86400;
+  const h = Math.floor(left / 3600); left -= h * 3600;
+  const m = Math.floor(left / 60); const sec = left - m * 60;
+  if (d) return `${d} d ${h} h`;
+  if (h) return `${h} h ${m} min`;
+  return m ? `${m} min ${sec} s` : `${sec} s`;
+}
 
 const RANGES = {
   '24h': { seconds: 86400, granularity: 'hour', label: 'last 24 hours' },
@@ -29,15 +64,62 @@ export function initKey() {
     }
     key = r.body;
     renderKey(key);
+    await loadRelated(key);
+  }
+
+  // The keys this one is linked to, by name: ids in links tell a person nothing.
+  const names = new Map();
+  async function loadRelated(k) {
+    const ids = [k.rotated_from, k.rotated_to, k.rate_limit_budget].filter((x) => x && x !== k.id && !names.has(x));
+    const found = await Promise.all(ids.map((other) => api('GET', `/v1/keys/${other}`)));
+    found.forEach((res, i) => names.set(ids[i], res.status === 200 ? res.body : null));
+    if (ids.length && key === k) renderKey(k);
+  }
+
+  /** A link to another key of the account, by its name (its id only if it cannot be read). */
+  function keyLink(other) {
+    const o = names.get(other);
+    return el('a', { href: `/dashboard/keys/${other}` }, o ? userText(o.name) : el('code', {}, other),
+      o ? el('span', { class: 'sub' }, ` (${o.hint})`) : null);
+  }
+
+  let ticking = null;
+  /** The old key's "stops working in" countdown, each second while it is in its grace. */
+  function tick() {
+    const node = $('grace-countdown');
+    if (!node || !key?.grace_until || key.status !== 'rotating') {
+      clearInterval(ticking);
+      ticking = null;
+      return;
+    }
+    node.textContent = countdown(key.grace_until);
+    if (key.grace_until <= Date.now() / 1000) {
+      clearInterval(ticking);
+      ticking = null;
+      loadAll();
+    }
   }
 
   function renderKey(k) {
     document.title = `${plainText(k.name)} · Lynxo Keys`;
     fill($('key-title'), userText(k.name));
     fill($('crumb-name'), userText(k.name));
-    fill($('key-status'), el('span', { class: 'badges' }, statusBadges(k)));
+    const chips = [];
+    if (k.rotated_to) chips.push(el('span', { class: 'badge rotated' }, 'Rotated: replaced by ', keyLink(k.rotated_to)));
+    if (k.rotated_from) chips.push(el('span', { class: 'badge rotated' }, 'Rotated: replaces ', keyLink(k.rotated_from)));
+    fill($('key-status'), el('span', { class: 'badges' }, statusBadges(k), chips));
+    const rotateBy = k.created_at + ROTATE_AFTER;
+    const working = k.status === 'active' || k.status === 'rotating';
+    fill($('key-facts'),
+      el('span', {}, ENVIRONMENTS[k.environment] || k.environment), ' · ',
+      el('span', {}, PERMISSIONS[k.permission] || k.permission), ' · ',
+      el('code', {}, k.hint),
+      working && k.status === 'active' ? [' · ', el('span', { class: k.rotation_due ? 'due-text' : null, id: 'rotate-by' }, `Rotate by ${day(rotateBy)}`)] : null,
+      k.status === 'rotating' && k.grace_until
+        ? [' · ', el('strong', { class: 'due-text' }, 'Stops working in ', el('span', { id: 'grace-countdown' }, countdown(k.grace_until)))] : null);
+    if (k.status === 'rotating' && k.grace_until && !ticking) ticking = setInterval(tick, 1000);
     const dd = (term, ...value) => [el('dt', {}, term), el('dd', {}, ...value)];
-    const link = (other) => el('a', { href: `/dashboard/keys/${other}` }, other);
+    const link = keyLink;
     fill($('key-details'),
       dd('Key', el('code', {}, k.hint)),
       dd('Key id', el('code', {}, k.id)),
@@ -47,11 +129,13 @@ export function initKey() {
       dd('Scopes', el('span', { class: 'chips' }, (k.scopes || []).map((s) => el('code', { class: 'chip' }, s === '*' ? 'all scopes' : s)))),
       dd('Rate limit', rateText(k)),
       dd('Created', timeEl(k.created_at)),
+      working ? dd('Rotate by', timeEl(rotateBy), el('span', { class: 'sub' }, k.rotated_from ? '90 days after its rotation' : '90 days after its creation')) : null,
       dd('Expires', k.expires_at ? timeEl(k.expires_at) : 'Never'),
       dd('Last used', timeEl(k.last_used_at, true),
         k.last_used_ip ? el('span', { class: 'sub' }, `from ${k.last_used_ip}`) : null,
         k.last_used_user_agent ? el('span', { class: 'sub' }, userText(k.last_used_user_agent)) : null),
-      dd('Requests (24 h)', num(k.requests_24h)),
+      dd('Requests (24 h)', num(k.requests_24h), k.status === 'revoked' ? el('span', { class: 'sub' }, 'before the revocation') : null),
+      k.status === 'revoked' ? dd('Refused since revocation', num(k.refused_since_revocation)) : null,
       dd('Signing key', `kid ${k.kid} (${k.signing_key})`),
       k.rotated_from ? dd('Replaces', link(k.rotated_from)) : null,
       k.rotated_to ? dd('Replaced by', link(k.rotated_to)) : null,
@@ -72,9 +156,30 @@ export function initKey() {
     // A key whose signing key was retired is revoked; rotating it makes its one replacement.
     const replaceable = k.signing_key === 'retired' && k.revoke_reason === 'signing_key_retired' && !k.rotated_to;
     $('rotate-open').disabled = k.status !== 'active' && !replaceable;
-    $('revoke-open').disabled = k.status === 'revoked';
+    $('rotate-open').hidden = k.status === 'revoked' && !replaceable;
+    $('revoke-open').hidden = k.status === 'revoked';
     fill($('revoke-name'), userText(k.name));
+    renderRevoked(k);
     renderUnused(k);
+  }
+
+  // A revoked key: the banner (when, why, attempts since), read-only settings.
+  function renderRevoked(k) {
+    const revoked = k.status === 'revoked';
+    const banner = $('revoked-banner');
+    banner.hidden = !revoked;
+    const f = $('settings-form');
+    for (const control of f.elements) control.disabled = revoked;
+    $('settings-save').hidden = revoked;
+    $('settings-readonly').hidden = !revoked;
+    if (!revoked) return;
+    const n = k.refused_since_revocation ?? 0;
+    fill($('revoked-text'),
+      'Revoked ', timeEl(k.revoked_at), '. ',
+      k.revoke_reason === 'rotated' && k.rotated_to
+        ? ['Its rotation ended; it was replaced by ', keyLink(k.rotated_to), '. ']
+        : ['Reason: ', userText(k.revoke_reason || '—'), '. '],
+      el('strong', {}, n === 1 ? '1 attempt' : `${num(n)} attempts`), n === 1 ? ' with it was refused since then.' : ' with it were refused since then.');
   }
 
   function rateText(k) {
@@ -132,35 +237,72 @@ export function initKey() {
     });
   }
 
+  // Ten rows first; "View all" pages through the rest, 50 at a time. A revoked key's log ends
+  // at its revocation: the refused attempts after it have their own table.
   let activityCursor = null;
+  let activityAll = false;
   async function loadActivity(more = false) {
-    const q = new URLSearchParams({ limit: '50' });
+    const q = new URLSearchParams({ limit: String(activityAll ? 50 : FIRST_ROWS) });
     const outcome = $('activity-outcome').value;
     if (outcome) q.set('outcome', outcome);
+    if (key?.status === 'revoked' && key.revoked_at) q.set('to_ms', String(key.revoked_at * 1000));
     if (more && activityCursor) q.set('before', activityCursor);
     const r = await api('GET', `/v1/keys/${id}/activity?${q}`);
     const body = $('activity-body');
     if (r.status !== 200) {
-      fill(body, emptyRow(6, missingRoute(r) ? 'Activity is not available from this control plane yet.' : problemText(r)));
+      fill(body, emptyRow(7, missingRoute(r) ? 'Activity is not available from this control plane yet.' : problemText(r)));
       return;
     }
-    const rows = (r.body.data || []).map((a) => row([
-      ['Time', timeEl(Math.floor(a.at_ms / 1000))],
+    const rows = (r.body.data || []).map((a) => activityRow(a, true));
+    if (more) body.append(...rows);
+    else fill(body, rows.length ? rows : emptyRow(7, outcome ? 'No request with this outcome.' : 'No requests recorded yet.'));
+    activityCursor = r.body.next_cursor;
+    $('activity-all').hidden = activityAll || !activityCursor;
+    $('activity-more').hidden = !activityAll || !activityCursor;
+  }
+
+  function activityRow(a, withReason) {
+    return row([
+      ['Time', timeSecondsEl(a.at_ms)],
       ['Request', el('code', {}, userText(`${a.method} ${a.path}`))],
       ['Status', el('span', { class: `badge outcome o-${a.outcome}` }, String(a.status))],
+      withReason ? ['Reason', denialReason(a, key) || '—'] : null,
       ['Client', a.client_ip ? userText(a.client_ip) : '—'],
       ['Where', userText([a.country, a.colo].filter(Boolean).join(' · ') || '—')],
       ['User agent', el('span', { class: 'ua' }, a.user_agent ? userText(a.user_agent) : '—')],
-    ], { class: 'activity' }));
-    if (more) body.append(...rows);
-    else fill(body, rows.length ? rows : emptyRow(6, outcome ? 'No request with this outcome.' : 'No requests recorded yet.'));
-    activityCursor = r.body.next_cursor;
-    $('activity-more').hidden = !activityCursor;
+    ].filter(Boolean), { class: 'activity' });
+  }
+
+  async function loadAttempts() {
+    const section = $('attempts');
+    section.hidden = key?.status !== 'revoked' || !key.revoked_at;
+    if (section.hidden) return;
+    const n = key.refused_since_revocation ?? 0;
+    const q = new URLSearchParams({ limit: String(FIRST_ROWS), from_ms: String(key.revoked_at * 1000) });
+    const r = await api('GET', `/v1/keys/${id}/activity?${q}`);
+    const body = $('attempts-body');
+    if (r.status !== 200) {
+      fill(body, emptyRow(6, problemText(r)));
+      return;
+    }
+    $('attempts-count').textContent = `${n === 1 ? '1 request was' : `${num(n)} requests were`} refused since ${when(key.revoked_at)}; the latest ${FIRST_ROWS} at most are listed.`;
+    const rows = (r.body.data || []).map((a) => activityRow(a, false));
+    fill(body, rows.length ? rows : emptyRow(6, 'No attempt since the revocation.'));
   }
   $('activity-more').addEventListener('click', () => loadActivity(true));
+  $('activity-all').addEventListener('click', () => {
+    activityAll = true;
+    $('activity-all').hidden = true;
+    loadActivity(true);
+  });
   $('activity-outcome').addEventListener('change', () => loadActivity());
 
   // This key's events, and the rotation that made it (an event of the key it replaces).
+  let eventsAll = false;
+  $('events-all').addEventListener('click', () => {
+    eventsAll = true;
+    loadEvents();
+  });
   async function loadEvents() {
     const body = $('events-body');
     const q = (target) => api('GET', `/v1/audit-events?limit=1000&target=${encodeURIComponent(target)}`);
@@ -171,9 +313,11 @@ export function initKey() {
       return;
     }
     const made = parent ? parent.body.data.filter((e) => e.details?.new_key_id === id) : [];
-    const mine = own.body.data.concat(made).sort((a, b) => b.seq - a.seq);
+    const all = own.body.data.concat(made).sort((a, b) => b.seq - a.seq);
+    const mine = eventsAll ? all : all.slice(0, FIRST_ROWS);
+    $('events-all').hidden = eventsAll || all.length <= FIRST_ROWS;
     fill(body, mine.length ? mine.map((e) => row([
-      ['Time', timeEl(e.at)],
+      ['Time', timeSecondsEl(e.at * 1000)],
       ['Event', el('code', {}, userText(e.action))],
       ['By', userText(e.actor)],
       ['Details', detailsList(e.details)],
@@ -188,12 +332,16 @@ export function initKey() {
 
   async function loadAll() {
     await loadKey();
-    await Promise.all([loadUsage(), loadActivity(), loadEvents(), loadLeaks()]);
+    await Promise.all([loadUsage(), loadActivity(), loadAttempts(), loadEvents(), loadLeaks()]);
   }
 
   initSettings(id, () => key, loadAll);
   initRotate(id, () => key, loadAll);
-  initRevoke(id, () => key, loadAll);
+  // After a revocation, focus goes to the banner that says so (not to <body>).
+  initRevoke(id, () => key, async () => {
+    await loadAll();
+    $('revoked-banner').focus();
+  });
   loadAll();
 }
 
@@ -263,7 +411,7 @@ function initRotate(id, current, reload) {
     rotated = true;
     form.hidden = true;
     const fresh = r.body.key;
-    forget = showSecret(panel, fresh.key, curlLine(fresh.key, fresh.scopes || current()?.scopes || []));
+    forget = showSecret(panel, fresh.key, curlLine(fresh.key, fresh.scopes || current()?.scopes || []), fresh);
     const more = panel.querySelector('[data-new-key]') || el('p', { 'data-new-key': '' });
     fill(more, 'The new key has its own page: ', el('a', { href: `/dashboard/keys/${fresh.id}` }, fresh.name), '.');
     panel.querySelector('[data-done]').parentElement.before(more);
@@ -273,24 +421,30 @@ function initRotate(id, current, reload) {
 function initRevoke(id, current, reload) {
   const node = $('revoke-dialog');
   const form = $('revoke-form');
+  const reasonField = form.elements.reason;
   const confirm = $('revoke-confirm');
   const submit = $('revoke-submit');
   const error = $('revoke-error');
   const d = dialog(node, {
     onClose() {
       confirm.value = '';
+      reasonField.value = '';
       submit.disabled = true;
       showError(error, '');
     },
   });
-  $('revoke-open').addEventListener('click', () => d.open(confirm));
-  confirm.addEventListener('input', () => {
-    submit.disabled = confirm.value !== current()?.name;
-  });
+  // Revoke needs the exact name and a reason the person wrote: none is filled in for them.
+  const ready = () => confirm.value === current()?.name && reasonField.value.trim() !== '';
+  $('revoke-open').addEventListener('click', () => d.open(reasonField));
+  for (const field of [confirm, reasonField]) {
+    field.addEventListener('input', () => {
+      submit.disabled = !ready();
+    });
+  }
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    if (confirm.value !== current()?.name) return;
-    const reason = form.elements.reason.value.trim() || 'Revoked in the dashboard';
+    if (!ready()) return;
+    const reason = reasonField.value.trim();
     const r = await busy(form, () => api('POST', `/v1/keys/${id}/revoke`, { reason }));
     if (r.status !== 200) {
       showError(error, problemText(r));

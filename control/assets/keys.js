@@ -203,7 +203,7 @@ function initCreate(reload) {
     const r = await busy(form, () => api('POST', '/v1/keys', body));
     if (r.status === 201) {
       form.hidden = true;
-      forget = showSecret(panel, r.body.key, curlLine(r.body.key, r.body.scopes || []));
+      forget = showSecret(panel, r.body.key, curlLine(r.body.key, r.body.scopes || []), r.body);
       reload();
       return;
     }

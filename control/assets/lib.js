@@ -352,3 +352,14 @@ export async function busy(form, work) {
     form.removeAttribute('aria-busy');
   }
 }
+
+const dateTimeSeconds = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+});
+
+/** A <time> element for Unix milliseconds, to the second (activity and audit rows). */
+export function timeSecondsEl(ms) {
+  if (ms === undefined || ms === null) return '—';
+  const at = new Date(ms);
+  return el('time', { datetime: at.toISOString() }, dateTimeSeconds.format(at));
+}

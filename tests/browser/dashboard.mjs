@@ -305,6 +305,8 @@ try {
   step('the new key\'s page lists the rotation that made it');
   await page.click('#revoke-open');
   check((await page.textContent('#revoke-dialog')).includes('cannot be undone'), 'the dialog says it cannot be undone');
+  // The reason is the person's own (issue 18: none is filled in), and Revoke needs it.
+  await page.fill('#revoke-reason', 'browser test done');
   await page.fill('#revoke-confirm', 'not the name');
   check(await page.isDisabled('#revoke-submit'), 'a wrong name keeps Revoke disabled');
   await page.fill('#revoke-confirm', name);
@@ -317,6 +319,7 @@ try {
   await page.goto(keyUrl);
   await page.waitForFunction(() => document.querySelector('#key-status').textContent.includes('Rotating'));
   await page.click('#revoke-open');
+  await page.fill('#revoke-reason', 'browser test done');
   await page.fill('#revoke-confirm', name);
   await page.click('#revoke-submit');
   await page.waitForFunction(() => document.querySelector('#key-status').textContent.includes('Revoked'));
@@ -367,7 +370,7 @@ try {
   await page.waitForSelector('svg.usage-chart');
   const keyOverflow = await page.evaluate(() => document.documentElement.scrollWidth);
   check(keyOverflow <= 375, `the key page fits 375 px (scroll width ${keyOverflow})`);
-  await screenshot('key-page-375px.png');
+  await screenshot('key-page-with-usage-375px.png');
   await page.locator('section[aria-labelledby="usage-title"]').screenshot({ path: join(SHOTS, 'key-usage-chart-375px.png') });
   await page.setViewportSize({ width: 1280, height: 800 });
   step('filters and search work; screenshots at 1280 and 375 px');

@@ -29,6 +29,7 @@ use crate::auth::grant::{Access, AdminScope};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::accounts;
+use crate::store::keys as store_keys;
 
 /// The policy of every dashboard response: nothing inline, nothing from elsewhere.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -144,11 +145,28 @@ async fn key_page(
         Ok(account) => account,
         Err(redirect) => return redirect,
     };
-    match KeyId::parse_hex(&id) {
+    // A key of this account, or a real 404: another account's key looks exactly like a key
+    // that never was, and no page with working buttons is served for either.
+    let account_id = account.id;
+    let found = match KeyId::parse_hex(&id) {
+        Some(id) => match state
+            .store
+            .read(move |c| store_keys::get(c, account_id, id))
+            .await
+        {
+            Ok(row) => row.map(|_| id),
+            Err(e) => return AppError::from(e).into_response(),
+        },
+        None => None,
+    };
+    match found {
         Some(id) => html(&pages::key(&account, &id.to_string())),
         None => (
             StatusCode::NOT_FOUND,
-            html(&pages::not_found(&account, "No key has this id.")),
+            html(&pages::not_found(
+                &account,
+                "No key with this id in your account. It may have been mistyped, or belong to another account.",
+            )),
         )
             .into_response(),
     }
@@ -297,10 +315,14 @@ mod tests {
         assert!(body.contains("Create New API Key") && body.contains("plan: 50 keys"));
         let (status, _, _) = get(&app, "/sign-in", Some(&token)).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
+        // A key id of no key in the account: a real 404 page, no key page shell.
         let id = "00112233445566778899aabbccddeeff";
-        let (status, _, body) = get(&app, &format!("/dashboard/keys/{id}"), Some(&token)).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(body.contains(&format!(r#"data-key-id="{id}""#)));
+        let (status, headers, body) =
+            get(&app, &format!("/dashboard/keys/{id}"), Some(&token)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(body.contains("Not found") && !body.contains("data-key-id"));
+        assert!(!body.contains("revoke-open"));
         let (status, _, body) = get(&app, "/dashboard/keys/%3Cscript%3E", Some(&token)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(!body.contains("<script>"));

@@ -47,6 +47,9 @@ pub enum KeyOpError {
     /// Only an active key's rate limit can change (a rotating key shares its successor's).
     #[error("only an active key's rate limit can change; this one is {0}")]
     LimitOfNotActive(KeyStatus),
+    /// A revoked key's settings are a record of what it was: they no longer change.
+    #[error("a revoked key's settings cannot change")]
+    UpdateRevoked,
     /// The caller is a management token and the key lies beyond its key grant (the grant is
     /// carried).
     #[error("the key is beyond the token's key grant")]
@@ -132,6 +135,13 @@ impl From<KeyOpError> for AppError {
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("5"),
             ),
+            KeyOpError::UpdateRevoked => AppError::new(
+                StatusCode::CONFLICT,
+                "key_revoked",
+                "A revoked key's settings cannot be changed",
+            )
+            .with_detail("Its name, description and rate limit stay as they were when it stopped.")
+            .with_field("key_status", KeyStatus::Revoked),
             KeyOpError::Issue(e) => AppError::internal_error(e),
             KeyOpError::Store(e) => e.into(),
         }

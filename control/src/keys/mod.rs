@@ -239,7 +239,7 @@ pub async fn get_key(
     patch,
     path = "/v1/keys/{id}",
     summary = "Rename, re-describe or re-limit a key",
-    description = "The rate limit of a key that is not active (in a rotation's grace, revoked, expired) cannot change: 409 `key_not_active` (a key in grace shares its successor's limit).",
+    description = "The rate limit of a key that is not active (in a rotation's grace, revoked, expired) cannot change: 409 `key_not_active` (a key in grace shares its successor's limit). A revoked key changes no more at all: 409 `key_revoked`.",
     request_body = crate::keys::request::UpdateKey,
     params(
         crate::error::KeyIdPath,
@@ -250,7 +250,7 @@ pub async fn get_key(
         crate::openapi::JsonBodyRefused,
         crate::openapi::CrossSite,
         crate::openapi::KeyNotFound,
-        (status = 409, description = "The key is not active.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is not active (`key_not_active`), or revoked (`key_revoked`).", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("managementToken" = []), ("session" = [])),
 )]

@@ -204,6 +204,9 @@ pub(super) fn update(
             "rate_limit_window": row.rate_limit_window,
         })
     };
+    if row.status(now) == KeyStatus::Revoked {
+        return Err(KeyOpError::UpdateRevoked);
+    }
     let before = snapshot(&row);
     if let Some(name) = changes.name {
         row.name = name;

@@ -67,8 +67,13 @@ pub struct KeyView {
     /// `User-Agent` of the last use.
     #[schema(required = true)]
     pub last_used_user_agent: Option<String>,
-    /// Requests in the last 24 hours (every outcome).
+    /// Requests in the last 24 hours (every outcome), without the attempts refused after the
+    /// key was revoked (those are `refused_since_revocation`).
     pub requests_24h: u64,
+    /// For a revoked key: requests the edge refused (401) from the minute of the revocation on.
+    /// Null for a key that is not revoked.
+    #[schema(required = true)]
+    pub refused_since_revocation: Option<u64>,
     /// Active, and neither used nor created in the last 30 days.
     pub idle: bool,
     /// Scopes the key holds (every catalog scope for Full Access) with no allowed request since
@@ -172,6 +177,7 @@ impl KeyView {
             last_used_ip: k.last_used_ip.clone(),
             last_used_user_agent: k.last_used_user_agent.clone(),
             requests_24h: stats.requests_24h,
+            refused_since_revocation: stats.refused_since_revocation,
             idle: status == KeyStatus::Active
                 && k.created_at < idle_since
                 && k.last_used_at.is_none_or(|at| at < idle_since),
@@ -209,7 +215,24 @@ pub(super) fn stats_of(
     now: u64,
 ) -> Result<HashMap<KeyId, KeyStats>> {
     let ids: Vec<KeyId> = rows.iter().map(|r| r.id).collect();
-    usage_db::key_stats(conn, &ids, now, now.saturating_sub(IDLE_AFTER))
+    let mut stats = usage_db::key_stats(conn, &ids, now, now.saturating_sub(IDLE_AFTER))?;
+    // A revoked key's refused attempts are counted apart: in the 24 h count they would read as
+    // use. From the minute of the revocation (a 401 earlier in that minute counts as after it).
+    let window_start = (now / 60).saturating_sub(1439);
+    for row in rows {
+        let Some(revoked_at) = row
+            .revoked_at
+            .filter(|_| row.status(now) == KeyStatus::Revoked)
+        else {
+            continue;
+        };
+        let from = revoked_at / 60;
+        let entry = stats.entry(row.id).or_default();
+        entry.refused_since_revocation = Some(usage_db::refused_since(conn, row.id, from)?);
+        let in_window = usage_db::refused_since(conn, row.id, from.max(window_start))?;
+        entry.requests_24h = entry.requests_24h.saturating_sub(in_window);
+    }
+    Ok(stats)
 }
 
 /// The view of one stored key, with its recent use read from `conn`.

@@ -441,6 +441,9 @@ pub struct KeyStats {
     pub requests_24h: u64,
     /// Scopes with at least one allowed request since the cut-off.
     pub used_scopes: HashSet<String>,
+    /// For a revoked key, the requests refused (401) from the minute of its revocation on;
+    /// `requests_24h` leaves those out.
+    pub refused_since_revocation: Option<u64>,
 }
 
 /// [`KeyStats`] of a page of keys at `now`, with three grouped queries whatever the page size.
@@ -499,6 +502,29 @@ pub fn key_stats(
         }
     }
     Ok(stats)
+}
+
+/// Requests of `key` refused with a 401 from Unix minute `from_minute` on: whole hours from the
+/// rollups, the first partial hour from the minutes (two primary-key range reads).
+pub fn refused_since(conn: &Connection, key: KeyId, from_minute: u64) -> Result<u64> {
+    let first_hour = from_minute.div_ceil(60);
+    let id = key.to_string();
+    let hours: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(n), 0) FROM usage_hours \
+             WHERE key_id = ?1 AND hour >= ?2 AND outcome = '401'",
+        )?
+        .query_row(params![id, to_i64(first_hour)], |r| r.get(0))?;
+    let minutes: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(n), 0) FROM usage_minutes \
+             WHERE key_id = ?1 AND minute >= ?2 AND minute < ?3 AND outcome = '401'",
+        )?
+        .query_row(
+            params![id, to_i64(from_minute), to_i64(first_hour * 60)],
+            |r| r.get(0),
+        )?;
+    Ok(to_u64(hours)? + to_u64(minutes)?)
 }
 
 /// One activity-log entry, as the activity API serializes it.

@@ -378,6 +378,13 @@ pub struct ActivityQuery {
     /// Only this outcome (`2xx` ... `edge_5xx`), or `denied` (every answer of the edge itself).
     #[param(schema_with = crate::openapi::outcome_filter)]
     pub outcome: Option<String>,
+    /// Only requests at or after this Unix millisecond (e.g. a revoked key's attempts since
+    /// its `revoked_at`).
+    #[param(minimum = 0)]
+    pub from_ms: Option<u64>,
+    /// Only requests before this Unix millisecond (e.g. a revoked key's use before it stopped).
+    #[param(minimum = 0)]
+    pub to_ms: Option<u64>,
 }
 
 /// One request in the activity log (the row id, part of the cursor, is not serialized).
@@ -461,7 +468,14 @@ pub async fn list_key_activity(
     let since_ms = state
         .clock
         .now_ms()
-        .saturating_sub(db::ACTIVITY_RETENTION * 1000);
+        .saturating_sub(db::ACTIVITY_RETENTION * 1000)
+        .max(q.from_ms.unwrap_or(0));
+    // `to_ms` is a bound like the cursor's: before it (the cursor, when older, still wins).
+    let before = match (before, q.to_ms) {
+        (Some((at, id)), Some(to)) if at < to => Some((at, id)),
+        (_, Some(to)) => Some((to, i64::MIN)),
+        (before, None) => before,
+    };
     let account = caller.account_id;
     let rows = state
         .store
