@@ -2,7 +2,7 @@
 // events, Rotate (shown-once new key) and Revoke (typed-name confirmation).
 
 import {
-  api, busy, catalog, curlLine, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, missingRoute, num,
+  api, busy, catalog, curlLine, refusalReason, scopeCounts, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, missingRoute, num,
   PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, userText, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
@@ -90,6 +90,14 @@ export function initKey() {
       fill(box, el('p', {}, 'Every scope of this key was used in the last 30 days.'));
       return;
     }
+    // Too young, or no request answered yet: a list of unused scopes would say nothing.
+    if (k.unused_scopes_advice === false) {
+      fill(box, el('p', { id: 'unused-wait' }, k.unused_scopes_advice_from * 1000 > Date.now()
+        ? ['Too early to tell which scopes this key does not need: the advice starts on ', timeEl(k.unused_scopes_advice_from),
+          ', when the key is a week old, once it has served requests. A key\'s first days say little about what it needs.']
+        : 'No request of this key was answered in the last 30 days, so its scopes cannot be judged yet.'));
+      return;
+    }
     const about = Object.fromEntries(catalog().map((s) => [s.name, s.description]));
     fill(box,
       el('p', {}, `This key holds scopes it has not used${k.unused_scopes_since ? ` since ${when(k.unused_scopes_since)}` : ' in 30 days'}. A key with fewer scopes does less harm if it leaks: consider creating a narrower one.`),
@@ -112,10 +120,7 @@ export function initKey() {
     const t = r.body.totals || {};
     totals.textContent = `${num(t.requests)} requests in the ${spec.label}: ${num(t.allowed)} allowed, ${num(t.denied)} denied.`;
     drawUsage($('usage-chart'), $('usage-table'), r.body, spec.label);
-    const scopes = Object.entries(r.body.by_scope || {}).sort((a, b) => b[1] - a[1]);
-    fill($('usage-scopes'), scopes.length
-      ? el('ul', { class: 'by-scope' }, scopes.map(([s, n]) => el('li', {}, el('code', {}, s), `: ${num(n)}`)))
-      : el('p', {}, 'No requests reached a route in this range.'));
+    fill($('usage-scopes'), scopeCounts(r.body, key?.scopes));
   }
 
   for (const b of document.querySelectorAll('[data-range]')) {
@@ -143,7 +148,7 @@ export function initKey() {
     const rows = (r.body.data || []).map((a) => row([
       ['Time', timeEl(Math.floor(a.at_ms / 1000))],
       ['Request', el('code', {}, userText(`${a.method} ${a.path}`))],
-      ['Status', el('span', { class: `badge outcome o-${a.outcome}` }, String(a.status))],
+      ['Status', el('span', {}, el('span', { class: `badge outcome o-${a.outcome}` }, String(a.status)), refusalReason(a.reason))],
       ['Client', a.client_ip ? userText(a.client_ip) : '—'],
       ['Where', userText([a.country, a.colo].filter(Boolean).join(' · ') || '—')],
       ['User agent', el('span', { class: 'ua' }, a.user_agent ? userText(a.user_agent) : '—')],
@@ -259,7 +264,7 @@ function initRotate(id, current, reload) {
     rotated = true;
     form.hidden = true;
     const fresh = r.body.key;
-    forget = showSecret(panel, fresh.key, curlLine(fresh.key, fresh.scopes || current()?.scopes || []));
+    forget = showSecret(panel, fresh.key, curlLine(fresh.key, fresh.scopes || current()?.scopes || [], fresh.environment || current()?.environment));
     const more = panel.querySelector('[data-new-key]') || el('p', { 'data-new-key': '' });
     fill(more, 'The new key has its own page: ', el('a', { href: `/dashboard/keys/${fresh.id}` }, fresh.name), '.');
     panel.querySelector('[data-done]').parentElement.before(more);

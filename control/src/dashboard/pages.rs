@@ -8,6 +8,8 @@
 //! No inline script or style: the Content-Security-Policy forbids both.
 
 use askama::Template;
+
+use crate::state::ApiBases;
 use serde::Serialize;
 use shared::scope::{Method, Permission, ROUTES, Scope};
 
@@ -195,10 +197,11 @@ pub(super) struct Keys<'a> {
     read_write: String,
     groups: Vec<ScopeGroup>,
     catalog: Vec<CatalogEntry>,
+    api_bases: &'a ApiBases,
 }
 
 /// Developers → API Keys.
-pub(super) fn keys(account: &Account) -> Keys<'_> {
+pub(super) fn keys<'a>(account: &'a Account, api_bases: &'a ApiBases) -> Keys<'a> {
     Keys {
         shell: Shell {
             title: "API Keys",
@@ -211,6 +214,7 @@ pub(super) fn keys(account: &Account) -> Keys<'_> {
         read_write: preset(Permission::ReadWrite),
         groups: scope_groups(),
         catalog: catalog(),
+        api_bases,
     }
 }
 
@@ -222,10 +226,11 @@ pub(super) struct Key<'a> {
     plan: &'a Plan,
     id: &'a str,
     catalog: Vec<CatalogEntry>,
+    api_bases: &'a ApiBases,
 }
 
 /// One key, by its id.
-pub(super) fn key<'a>(account: &'a Account, id: &'a str) -> Key<'a> {
+pub(super) fn key<'a>(account: &'a Account, id: &'a str, api_bases: &'a ApiBases) -> Key<'a> {
     Key {
         shell: Shell {
             title: "API key",
@@ -236,6 +241,7 @@ pub(super) fn key<'a>(account: &'a Account, id: &'a str) -> Key<'a> {
         plan: &account.plan,
         id,
         catalog: catalog(),
+        api_bases,
     }
 }
 
