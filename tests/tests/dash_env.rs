@@ -200,9 +200,8 @@ fn allowed_and_refused_scopes(control: &Control, stack: &Stack) -> String {
     }
     let r = stack.edge("POST", "/v1/jobs", &headers, b"");
     assert_eq!(r.status, 403, "{}", r.text());
-    let usage = control.usage_reaching(&id, 2, || stack.wrangler_log());
+    let mut usage = control.usage_reaching(&id, 2, || stack.wrangler_log());
     let start = Instant::now();
-    let mut usage = usage;
     while usage["by_scope_refused"]["jobs:write"] != 1 {
         assert!(start.elapsed() < DEADLINE, "the 403 never counted: {usage}");
         sleep(Duration::from_millis(250));

@@ -372,7 +372,7 @@ mod tests {
         // Every interpolated value is escaped by the template engine, in text and attributes.
         let account = account(r#"<a href="x" onclick='y'>&</a>"#);
         let id = r#"" onload="x"#;
-        let page = key(&account, id).render().unwrap();
+        let page = key(&account, id, &ApiBases::default()).render().unwrap();
         assert!(page.contains("&#60;a href=&#34;x&#34; onclick=&#39;y&#39;&#62;&#38;&#60;/a&#62;"));
         assert!(!page.contains("<a href=\"x\""));
         assert!(!page.contains(r#"" onload="x"#));
@@ -382,7 +382,9 @@ mod tests {
 
     #[test]
     fn the_catalog_block_cannot_be_closed_by_a_value() {
-        let page = keys(&account("Acme")).render().unwrap();
+        let page = keys(&account("Acme"), &ApiBases::default())
+            .render()
+            .unwrap();
         let start = page.find(r#"<script type="application/json" id="scope-catalog">"#);
         let block = &page[start.unwrap()..];
         let json = &block[block.find('>').unwrap() + 1..block.find("</script>").unwrap()];
@@ -394,7 +396,9 @@ mod tests {
 
     #[test]
     fn every_scope_has_a_checkbox_a_sentence_and_a_route() {
-        let html = keys(&account("Acme")).render().unwrap();
+        let html = keys(&account("Acme"), &ApiBases::default())
+            .render()
+            .unwrap();
         for scope in Scope::ALL {
             assert!(html.contains(&format!(r#"value="{}""#, scope.name())));
             assert!(
