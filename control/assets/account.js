@@ -1,7 +1,7 @@
 // Sign-in, the account's audit log, and management tokens.
 
 import {
-  api, busy, detailsList, dialog, el, emptyRow, fill, plainText, problemText, row, showError, timeEl,
+  api, busy, dialog, el, emptyRow, fill, plainText, problemText, readableDetails, row, showError, timeEl,
   userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
@@ -47,17 +47,80 @@ export async function signOut() {
   location.assign('/sign-in');
 }
 
+/** The audit page's filters, in the URL's query: event type, key (target), actor, UTC days. */
+const AUDIT_FILTERS = ['action', 'target', 'actor', 'from', 'to'];
+
+/** A `YYYY-MM-DD` day as Unix seconds at its UTC start; null for none or nonsense. */
+function utcDay(text) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text || '');
+  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) / 1000 : null;
+}
+
+/** The audit API's query for the page's filters (`to` is inclusive: the end of that day). */
+function auditQuery(filters) {
+  const q = new URLSearchParams();
+  for (const name of ['action', 'target', 'actor']) if (filters[name]) q.set(name, filters[name]);
+  const from = utcDay(filters.from);
+  const to = utcDay(filters.to);
+  if (from !== null) q.set('from', String(from));
+  if (to !== null) q.set('to', String(to + 86400));
+  return q;
+}
+
 export function initAudit() {
   const body = $('audit-body');
   const more = $('audit-more');
+  const form = $('audit-filters');
+  const count = $('audit-count');
+  const error = $('audit-error');
+  const actors = new Map();
   let before = null;
+  let shown = 0;
+
+  const current = () => Object.fromEntries(
+    AUDIT_FILTERS.map((n) => [n, new URLSearchParams(location.search).get(n) || '']),
+  );
+
+  /** Adds an option once (a better label replaces a bare id); keeps the select's value. */
+  function option(select, value, label) {
+    if (!value) return;
+    const had = [...select.options].find((o) => o.value === value);
+    if (had) {
+      if (had.textContent === value) had.textContent = plainText(label);
+      return;
+    }
+    select.append(el('option', { value }, plainText(label)));
+  }
+
+  function showFilters(filters) {
+    option($('audit-actor'), filters.actor, filters.actor);
+    option($('audit-key'), filters.target, filters.target);
+    for (const name of AUDIT_FILTERS) form.elements[name].value = filters[name];
+    const q = auditQuery(filters);
+    for (const format of ['csv', 'json']) {
+      const link = $(`audit-export-${format}`);
+      link.href = `/v1/audit-events/export?${new URLSearchParams([['format', format], ...q])}`;
+    }
+  }
+
   async function load(append) {
-    const q = new URLSearchParams({ limit: '100' });
+    const filters = current();
+    showFilters(filters);
+    showError(error, '');
+    const q = auditQuery(filters);
+    q.set('limit', '100');
     if (append && before) q.set('before', before);
     const r = await api('GET', `/v1/audit-events?${q}`);
     if (r.status !== 200) {
       fill(body, emptyRow(7, problemText(r)));
+      showError(error, problemText(r));
       return;
+    }
+    for (const e of r.body.data) {
+      if (!actors.has(e.actor)) {
+        actors.set(e.actor, e.actor_name || e.actor);
+        option($('audit-actor'), e.actor, e.actor_name ? `${e.actor_name} (${e.actor})` : e.actor);
+      }
     }
     const rows = r.body.data.map((e) => row([
       ['#', String(e.seq)],
@@ -66,16 +129,42 @@ export function initAudit() {
       ['Target', e.target && e.action.startsWith('key.') && /^[0-9a-f]{32}$/.test(e.target)
         ? el('a', { href: `/dashboard/keys/${e.target}`, title: e.target }, el('code', {}, `${e.target.slice(0, 12)}…`))
         : (e.target ? userText(e.target) : '—')],
-      ['By', userText(e.actor)],
+      ['By', el('span', { class: 'actor', title: e.actor, 'data-actor': e.actor }, userText(e.actor_name || e.actor))],
       ['From', e.source ? userText(e.source) : '—'],
-      ['Details', detailsList(e.details)],
-    ]));
+      ['Details', readableDetails(e.details)],
+    ], { 'data-seq': e.seq }));
     if (append) body.append(...rows);
-    else fill(body, rows.length ? rows : emptyRow(7, 'No events yet.'));
+    else fill(body, rows.length ? rows : emptyRow(7, 'No events match these filters.'));
+    shown = (append ? shown : 0) + rows.length;
     before = r.body.next_before;
     more.hidden = !before;
+    count.textContent = `${shown} event${shown === 1 ? '' : 's'} shown${before ? ' (older ones: "Older events")' : ''}`;
   }
+
+  async function loadKeys() {
+    const r = await api('GET', '/v1/keys?limit=100');
+    if (r.status !== 200) return;
+    for (const k of r.body.data) option($('audit-key'), k.id, `${k.name} (${k.environment}, ${k.hint})`);
+    form.elements.target.value = current().target;
+  }
+
+  /** A changed filter is a new history entry: Back shows the previous filters again. */
+  function apply() {
+    const q = new URLSearchParams();
+    for (const name of AUDIT_FILTERS) if (form.elements[name].value) q.set(name, form.elements[name].value);
+    const search = q.toString() ? `?${q}` : '';
+    if (search !== location.search) history.pushState(null, '', `${location.pathname}${search}`);
+    load(false);
+  }
+  form.addEventListener('change', apply);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    apply();
+  });
+  form.addEventListener('reset', () => setTimeout(apply, 0));
+  window.addEventListener('popstate', () => load(false));
   more.addEventListener('click', () => load(true));
+  loadKeys();
   load(false);
 }
 
@@ -198,7 +287,8 @@ export function initTokens() {
     if (!b) return;
     revoking = b.dataset.token;
     fill($('token-revoke-name'), userText(b.dataset.name));
-    revoke.open(revokeForm.querySelector('[type=submit]'));
+    // Focus on Cancel: Enter alone must not revoke (a token's scripts stop at once).
+    revoke.open(revokeForm.querySelector('[data-close]'));
   });
   revokeForm.addEventListener('submit', async (e) => {
     e.preventDefault();

@@ -3,7 +3,7 @@
 
 import {
   api, busy, catalog, curlLine, day, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, keySigningBanner, leakBanner, missingRoute, num,
-  PERMISSIONS, plainText, problemText, row, showError, statusBadges, timeEl, timeSecondsEl, userText, when,
+  PERMISSIONS, plainText, problemText, refusalReason, row, scopeCounts, showError, statusBadges, timeEl, timeSecondsEl, userText, when,
 } from './lib.js';
 import { drawUsage } from './chart.js';
 import { showSecret } from './secret.js';
@@ -16,10 +16,12 @@ const FIRST_ROWS = 10;
 const ROTATE_AFTER = 90 * 86400;
 
 /**
- * Why the edge refused a request, from its outcome (shared::usage::Outcome) and the key's
- * state at the time; '' for a request it forwarded.
+ * Why the edge refused a request: the activity entry's `reason` when the control plane names one
+ * (lib.js, `refusalReason`), else from its outcome (shared::usage::Outcome) and the key's state
+ * at the time; '' for a request it forwarded.
  */
 export function denialReason(a, k) {
+  if (a.reason) return refusalReason(a.reason);
   const at = a.at_ms / 1000;
   switch (a.outcome) {
     case '401':
@@ -199,6 +201,14 @@ export function initKey() {
       fill(box, el('p', {}, 'Every scope of this key was used in the last 30 days.'));
       return;
     }
+    // Too young, or no request answered yet: a list of unused scopes would say nothing.
+    if (k.unused_scopes_advice === false) {
+      fill(box, el('p', { id: 'unused-wait' }, k.unused_scopes_advice_from * 1000 > Date.now()
+        ? ['Too early to tell which scopes this key does not need: the advice starts on ', timeEl(k.unused_scopes_advice_from),
+          ', when the key is a week old, once it has served requests. A key\'s first days say little about what it needs.']
+        : 'No request of this key was answered in the last 30 days, so its scopes cannot be judged yet.'));
+      return;
+    }
     const about = Object.fromEntries(catalog().map((s) => [s.name, s.description]));
     fill(box,
       el('p', {}, `This key holds scopes it has not used${k.unused_scopes_since ? ` since ${when(k.unused_scopes_since)}` : ' in 30 days'}. A key with fewer scopes does less harm if it leaks: consider creating a narrower one.`),
@@ -221,10 +231,7 @@ export function initKey() {
     const t = r.body.totals || {};
     totals.textContent = `${num(t.requests)} requests in the ${spec.label}: ${num(t.allowed)} allowed, ${num(t.denied)} denied.`;
     drawUsage($('usage-chart'), $('usage-table'), r.body, spec.label);
-    const scopes = Object.entries(r.body.by_scope || {}).sort((a, b) => b[1] - a[1]);
-    fill($('usage-scopes'), scopes.length
-      ? el('ul', { class: 'by-scope' }, scopes.map(([s, n]) => el('li', {}, el('code', {}, s), `: ${num(n)}`)))
-      : el('p', {}, 'No requests reached a route in this range.'));
+    fill($('usage-scopes'), scopeCounts(r.body, key?.scopes));
   }
 
   for (const b of document.querySelectorAll('[data-range]')) {
@@ -411,7 +418,7 @@ function initRotate(id, current, reload) {
     rotated = true;
     form.hidden = true;
     const fresh = r.body.key;
-    forget = showSecret(panel, fresh.key, curlLine(fresh.key, fresh.scopes || current()?.scopes || []), fresh);
+    forget = showSecret(panel, fresh.key, curlLine(fresh.key, fresh.scopes || current()?.scopes || [], fresh.environment || current()?.environment), fresh);
     const more = panel.querySelector('[data-new-key]') || el('p', { 'data-new-key': '' });
     fill(more, 'The new key has its own page: ', el('a', { href: `/dashboard/keys/${fresh.id}` }, fresh.name), '.');
     panel.querySelector('[data-done]').parentElement.before(more);

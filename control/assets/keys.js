@@ -2,7 +2,7 @@
 
 import {
   api, busy, curlLine, dialog, el, emptyRow, ENVIRONMENTS, fill, leakBanner, num, PERMISSIONS, problemText,
-  row, showError, signingBanner, statusBadges, timeEl, userText,
+  retireCandidate, RETIRE_MIN_AGE, row, showError, signingBanner, statusBadges, timeEl, userText,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -63,11 +63,13 @@ export function initKeys() {
     if (!list) {
       const r = await api('GET', '/v1/keys?status=active&limit=1000');
       const keys = r.status === 200 ? r.body.data : [];
-      list = keys
+      // Never a key made in the last day (the server's rule: keys::RETIRE_MIN_AGE).
+      const settled = keys.filter((k) => Date.now() / 1000 - k.created_at >= RETIRE_MIN_AGE);
+      list = settled
         .filter((k) => k.idle || k.last_used_at === null || k.last_used_at === undefined)
         .sort((a, b) => (a.last_used_at ?? 0) - (b.last_used_at ?? 0) || a.created_at - b.created_at)
         .slice(0, 5);
-      if (!list.length) list = keys.sort((a, b) => a.created_at - b.created_at).slice(0, 5);
+      if (!list.length) list = settled.sort((a, b) => a.created_at - b.created_at).slice(0, 5);
     }
     const max = summary?.max_active_keys ?? 50;
     const explain = () => [
@@ -75,9 +77,7 @@ export function initKeys() {
         ' Revoke a key you no longer need before creating another; revoked and expired keys do not count.',
         ' A rotated key counts until its grace period ends (rotate its replacement, or revoke it, to end it now).'),
       list.length ? el('p', {}, 'Keys that are idle or oldest:') : null,
-      list.length ? el('ul', {}, list.map((k) => el('li', {},
-        el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name)), ' ',
-        el('span', { class: 'muted' }, k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used')))) : null,
+      list.length ? el('ul', {}, list.map(retireCandidate)) : null,
     ];
     fill(notice, explain());
     fill(inForm, explain());
@@ -203,7 +203,7 @@ function initCreate(reload) {
     const r = await busy(form, () => api('POST', '/v1/keys', body));
     if (r.status === 201) {
       form.hidden = true;
-      forget = showSecret(panel, r.body.key, curlLine(r.body.key, r.body.scopes || []), r.body);
+      forget = showSecret(panel, r.body.key, curlLine(r.body.key, r.body.scopes || [], r.body.environment), r.body);
       reload();
       return;
     }
@@ -214,9 +214,7 @@ function initCreate(reload) {
         el('p', {}, el('strong', {}, `${r.body.active_keys} of ${r.body.max_active_keys} keys are in use.`),
           ' Revoke a key you no longer use before creating another.',
           r.body.rotating_keys ? ` ${r.body.rotating_keys} of them are rotated keys in their grace period; they count until it ends.` : ''),
-        el('ul', {}, (r.body.candidates || []).map((k) => el('li', {},
-          el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name)), ' ',
-          el('span', { class: 'muted' }, k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used')))));
+        el('ul', {}, (r.body.candidates || []).map(retireCandidate)));
       notice.hidden = false;
       return;
     }

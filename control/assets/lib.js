@@ -296,13 +296,16 @@ export function catalog() {
   }
 }
 
-/** The curl line for a key: a route of the catalog that its scopes allow. */
-export function curlLine(secret, scopes) {
+/**
+ * The curl line for a key: a route of the catalog that its scopes allow, at the API base URL of
+ * the key's environment (another environment's edge would refuse it as `wrong_environment`).
+ */
+export function curlLine(secret, scopes, environment) {
   const full = scopes.includes('*');
   const entry = catalog().find((s) => full || scopes.includes(s.name));
   const [method, path] = (entry?.example || 'GET /v1/jobs').split(' ');
   const dash = method === 'GET' ? '' : `-X ${method} `;
-  return `curl ${dash}-H "Authorization: Bearer ${secret}" https://api.lynxo.ai${path}`;
+  return `curl ${dash}-H "Authorization: Bearer ${secret}" ${apiBase(environment)}${path}`;
 }
 
 /**
@@ -362,4 +365,89 @@ export function timeSecondsEl(ms) {
   if (ms === undefined || ms === null) return '—';
   const at = new Date(ms);
   return el('time', { datetime: at.toISOString() }, dateTimeSeconds.format(at));
+}
+
+/**
+ * The API's base URL for an environment, from the page's `api-bases` data block (the control
+ * plane's --api-base-<environment> settings); production's when the environment is unknown.
+ */
+export function apiBase(environment) {
+  const node = document.getElementById('api-bases');
+  let bases = {};
+  try {
+    bases = node ? JSON.parse(node.textContent) : {};
+  } catch {
+    bases = {};
+  }
+  return bases[environment] || bases.production || 'https://api.lynxo.ai';
+}
+
+/** Why the edge refused a request (an activity entry's `reason`), in words; '' for none. */
+export function refusalReason(reason) {
+  const words = {
+    wrong_environment: 'Sent to the wrong environment',
+    revoked: 'Key revoked',
+    expired: 'Key expired',
+    insufficient_scope: 'The key lacks the scope this route needs',
+    rate_limit_exceeded: 'Over the key\'s rate limit',
+  };
+  if (!reason) return '';
+  return el('span', { class: 'reason', 'data-reason': reason }, words[reason] || reason);
+}
+
+/**
+ * An audit event's details as text a person reads: one "name: value" line each, times (fields
+ * `at`, `*_at`, `*_until` holding a number) as local dates, lists joined, every value isolated.
+ * The CSV export writes the same rule in UTC (control/src/audit.rs, `readable_details`).
+ */
+export function readableDetails(details) {
+  if (!details || typeof details !== 'object') return details ? userText(String(details)) : '';
+  const time = (k) => k === 'at' || k.endsWith('_at') || k.endsWith('_until');
+  return el('span', { class: 'details-text' }, Object.entries(details).map(([k, v]) => {
+    let value;
+    if (typeof v === 'number' && time(k)) value = timeEl(v);
+    else if (v === null) value = 'none';
+    else if (Array.isArray(v)) value = userText(v.join(', '));
+    else if (typeof v === 'object') value = userText(JSON.stringify(v));
+    else value = userText(v);
+    return el('span', { class: 'detail', 'data-detail': k }, userText(k.replaceAll('_', ' ')), ': ', value);
+  }));
+}
+
+/**
+ * "Requests by scope" of a usage answer: the requests the origin answered, by scope (what the
+ * key used), then the ones the edge refused, by scope, apart: a 403 names a scope the key
+ * lacks, marked as such, so it is never read as a scope in use. `keyScopes`: the key's scopes
+ * (`*` for all), when known.
+ */
+export function scopeCounts(usage, keyScopes) {
+  const sorted = (m) => Object.entries(m || {}).sort((a, b) => b[1] - a[1]);
+  const allowed = sorted(usage.by_scope_allowed ?? usage.by_scope);
+  const refused = sorted(usage.by_scope_refused);
+  const held = (s) => !keyScopes || keyScopes.includes('*') || keyScopes.includes(s);
+  return el('div', {},
+    allowed.length
+      ? el('ul', { class: 'by-scope', id: 'scopes-allowed' }, allowed.map(([s, n]) => el('li', { 'data-scope': s }, el('code', {}, s), `: ${num(n)}`)))
+      : el('p', {}, 'No request reached the API in this range.'),
+    refused.length ? [
+      el('h3', { id: 'scopes-refused-title' }, 'Refused by the edge, by scope'),
+      el('ul', { class: 'by-scope', id: 'scopes-refused', 'aria-labelledby': 'scopes-refused-title' }, refused.map(([s, n]) => el('li', { 'data-scope': s },
+        el('code', {}, s), `: ${num(n)} refused`, held(s) ? '' : el('span', { class: 'muted' }, ' (not a scope of this key)')))),
+    ] : null);
+}
+
+/** Keys younger than this (seconds) are never suggested for retiring (control: keys::RETIRE_MIN_AGE). */
+export const RETIRE_MIN_AGE = 86400;
+
+/**
+ * A key suggested for retiring at the key limit: its name, environment and age beside its last
+ * use, so a production key made this week is not mistaken for an idle one.
+ */
+export function retireCandidate(k) {
+  return el('li', { 'data-candidate': k.id },
+    el('a', { href: `/dashboard/keys/${k.id}` }, userText(k.name)), ' ',
+    el('span', { class: 'muted' },
+      ENVIRONMENTS[k.environment] || k.environment || '', k.environment ? ' · ' : '',
+      'made ', timeEl(k.created_at, true), ' · ',
+      k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used'));
 }

@@ -496,6 +496,15 @@ pub struct ServeArgs {
     /// A warning is logged once when the clock skew passes this many seconds.
     #[arg(long, env = "LYNXO_SKEW_WARN_SECS", default_value_t = crate::skew::DEFAULT_WARN_SECS, value_parser = clap::value_parser!(u64).range(1..300))]
     pub skew_warn_secs: u64,
+    /// The API's base URL for development keys (the dashboard's example requests).
+    #[arg(long, env = "LYNXO_API_BASE_DEVELOPMENT", default_value = crate::state::ApiBases::DEVELOPMENT)]
+    pub api_base_development: String,
+    /// The API's base URL for staging keys.
+    #[arg(long, env = "LYNXO_API_BASE_STAGING", default_value = crate::state::ApiBases::STAGING)]
+    pub api_base_staging: String,
+    /// The API's base URL for production keys.
+    #[arg(long, env = "LYNXO_API_BASE_PRODUCTION", default_value = crate::state::ApiBases::PRODUCTION)]
+    pub api_base_production: String,
     /// Path prefix of the secret-scanning report endpoints (`<prefix>/github`,
     /// `<prefix>/gitlab`): what you register with GitHub and GitLab.
     #[arg(long, env = "LYNXO_SECRET_SCANNING_PATH", default_value = crate::leaks::DEFAULT_PATH)]
@@ -562,11 +571,49 @@ pub fn validate_origin(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An API base URL: `https://` or `http://`, a host, an optional path, no trailing slash, and
+/// only characters that need no quoting in the shell line the dashboard shows it in.
+pub fn validate_api_base(flag: &str, text: &str) -> anyhow::Result<()> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| anyhow::anyhow!("{flag} must start with https:// or http://"))?;
+    anyhow::ensure!(
+        !rest.is_empty()
+            && !rest.starts_with('/')
+            && !text.ends_with('/')
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]%".contains(&b)),
+        "{flag} must be scheme://host[:port][/path] without a trailing slash, query or \
+         characters a shell would read, got {text:?}"
+    );
+    Ok(())
+}
+
+impl ServeArgs {
+    /// The API's base URL per environment.
+    pub fn api_bases(&self) -> crate::state::ApiBases {
+        crate::state::ApiBases {
+            development: self.api_base_development.clone(),
+            staging: self.api_base_staging.clone(),
+            production: self.api_base_production.clone(),
+        }
+    }
+}
+
 impl ServeArgs {
     /// Checks the settings that clap's types cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_origin(&self.public_origin)?;
         validate_scanning_path(&self.secret_scanning_path)?;
+        for (flag, url) in [
+            ("--api-base-development", &self.api_base_development),
+            ("--api-base-staging", &self.api_base_staging),
+            ("--api-base-production", &self.api_base_production),
+        ] {
+            validate_api_base(flag, url)?;
+        }
         match (self.publish.is_configured(), self.no_publish) {
             (true, true) => anyhow::bail!(
                 "--no-publish contradicts the publisher given (--edge-sync-url or --kv-*)"
@@ -648,6 +695,34 @@ pub struct ResetPasswordArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_bases_are_urls_a_shell_line_can_hold() {
+        for good in [
+            "https://api.lynxo.ai",
+            "http://127.0.0.1:8787",
+            "https://[::1]:8443/api",
+            "https://eu.example.com/lynxo/v1-base",
+        ] {
+            assert!(validate_api_base("--x", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "api.lynxo.ai",
+            "ftp://api.lynxo.ai",
+            "https://",
+            "https:///path",
+            "https://api.lynxo.ai/",
+            "https://api.lynxo.ai?x=1",
+            "https://api.lynxo.ai#x",
+            "https://api.lynxo.ai/$(id)",
+            "https://api.lynxo.ai/a b",
+            "https://api.lynxo.ai/\"quoted\"",
+            "https://api.lynxo.ai/;rm",
+        ] {
+            assert!(validate_api_base("--x", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn origins_are_scheme_host_and_port_only() {

@@ -371,6 +371,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sessions_per_user: args.sessions_per_user,
         verify_per_minute: args.verify_rate_limit,
         secret_scanning_path: args.secret_scanning_path.clone(),
+        api_bases: args.api_bases(),
         github_keys_url: args.github_keys_url.clone(),
         gitlab_keys_url: args.gitlab_keys_url.clone(),
         reports_per_minute: args.secret_scanning_rate_limit,

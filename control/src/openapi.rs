@@ -89,10 +89,12 @@ pub fn document() -> Result<serde_json::Value, String> {
     doc["components"]["schemas"]["OutcomeCounts"]["additionalProperties"] = false.into();
     // The audit trail's `before` takes any number (one past every sequence number is no bound,
     // `audit::AuditQuery`): no `int64` format that would call a larger one invalid.
-    if let Some(params) = doc["paths"]["/v1/audit-events"]["get"]["parameters"].as_array_mut() {
-        for param in params.iter_mut().filter(|p| p["name"] == "before") {
-            if let Some(schema) = param["schema"].as_object_mut() {
-                schema.remove("format");
+    for path in ["/v1/audit-events", "/v1/audit-events/export"] {
+        if let Some(params) = doc["paths"][path]["get"]["parameters"].as_array_mut() {
+            for param in params.iter_mut().filter(|p| p["name"] == "before") {
+                if let Some(schema) = param["schema"].as_object_mut() {
+                    schema.remove("format");
+                }
             }
         }
     }
@@ -124,6 +126,7 @@ pub fn document() -> Result<serde_json::Value, String> {
         leaks::set_leak_response,
         leaks::list_leaks,
         audit::list_audit_events,
+        audit::export_audit_events,
         tokens::create_token,
         tokens::list_tokens,
         tokens::revoke_token,

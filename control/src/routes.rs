@@ -132,6 +132,12 @@ pub fn operations() -> Vec<Operation> {
             get(audit::list_audit_events),
         ),
         op(
+            M::GET,
+            "/v1/audit-events/export",
+            needs(AuditRead),
+            get(audit::export_audit_events),
+        ),
+        op(
             M::POST,
             "/v1/management-tokens",
             Access::Session,

@@ -138,6 +138,49 @@ pub struct Settings {
     pub reports_per_minute: u32,
     /// Self-revocations a minute per client network (a burst of a tenth of it).
     pub self_revoke_per_minute: u32,
+    /// The API's base URL in each environment, for the dashboard's example requests.
+    pub api_bases: ApiBases,
+}
+
+/// The API's base URL in each environment (no trailing slash): the edge deployment that serves
+/// that environment's keys. The dashboard's "Try it" line uses the key's own, so a development
+/// key is never shown beside the production URL that would refuse it as `wrong_environment`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiBases {
+    /// `development` keys' base URL.
+    pub development: String,
+    /// `staging` keys' base URL.
+    pub staging: String,
+    /// `production` keys' base URL.
+    pub production: String,
+}
+
+impl ApiBases {
+    /// Production's default: the public API.
+    pub const PRODUCTION: &'static str = "https://api.lynxo.ai";
+    /// Staging's default.
+    pub const STAGING: &'static str = "https://api.staging.lynxo.ai";
+    /// Development's default.
+    pub const DEVELOPMENT: &'static str = "https://api.development.lynxo.ai";
+
+    /// The base URL of `environment`.
+    pub fn of(&self, environment: shared::key::Environment) -> &str {
+        match environment {
+            shared::key::Environment::Development => &self.development,
+            shared::key::Environment::Staging => &self.staging,
+            _ => &self.production,
+        }
+    }
+}
+
+impl Default for ApiBases {
+    fn default() -> Self {
+        Self {
+            development: Self::DEVELOPMENT.into(),
+            staging: Self::STAGING.into(),
+            production: Self::PRODUCTION.into(),
+        }
+    }
 }
 
 impl Settings {
@@ -177,6 +220,7 @@ impl Default for Settings {
             gitlab_keys_url: None,
             reports_per_minute: leaks::DEFAULT_REPORTS_PER_MINUTE,
             self_revoke_per_minute: leaks::DEFAULT_HOLDER_PER_MINUTE,
+            api_bases: ApiBases::default(),
         }
     }
 }

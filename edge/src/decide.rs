@@ -143,9 +143,9 @@ pub struct Admitted {
 /// meters and rate-limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
-    /// The key's claims when its tag verified for this environment (an expired key's too): the
-    /// request counts as the key owner's. `None` for a forged, mis-copied or other-environment
-    /// key, or no key at all: such a request belongs to nobody.
+    /// The key's claims when its tag verified (an expired key's and another environment's
+    /// too): the request counts as the key owner's. `None` for a forged or mis-copied key, or
+    /// no key at all: such a request belongs to nobody.
     pub owner: Option<Claims>,
     /// The scope the request is about: the route's when admitted, the missing one for
     /// `insufficient_scope`.
@@ -174,9 +174,15 @@ pub fn authenticate(req: &Incoming<'_>, cfg: &Config, now: u64) -> Result<Verifi
             source,
         }),
         Err(denial) => {
-            // Only an expired key has an owner here: its tag verified.
+            // An expired key has an owner here: its tag verified. So has another environment's
+            // key once its tag verifies (checked only now, after the refusal was decided
+            // without a secret): the mistake then shows in that key's activity. A forged or
+            // mis-copied key of another environment fails the tag and belongs to nobody.
             let owner = match &denial {
                 Denial::Expired(claims) => Some(*claims),
+                Denial::Key(KeyError::WrongEnvironment { .. }) => {
+                    key::check(&token, &cfg.keyring, None).ok()
+                }
                 _ => None,
             };
             Err(Decided::refused(owner, refusal(&denial, cfg)))
@@ -737,7 +743,32 @@ mod tests {
             &claims(Environment::Development, ScopeSet::FULL_ACCESS),
             &config().keyring,
         );
-        assert_eq!(owner(&format!("Bearer {dev}")), None);
+        // Another environment's key whose tag verifies is its owner's (the refusal is metered
+        // against it); one signed with another keyring, or mis-copied, belongs to nobody.
+        assert_eq!(
+            owner(&format!("Bearer {dev}")).map(|c| (c.key_id, c.environment)),
+            Some((KeyId([3; 16]), Environment::Development))
+        );
+        let other_ring = Keyring::from_config(&format!("active=1;1:{}", "99".repeat(32))).unwrap();
+        let forged_dev = issue(
+            &claims(Environment::Development, ScopeSet::FULL_ACCESS),
+            &other_ring,
+        );
+        assert_eq!(owner(&format!("Bearer {forged_dev}")), None);
+        let mut tampered = dev.clone().into_bytes();
+        let at = tampered.len() - 10;
+        tampered[at] = if tampered[at] == b'a' { b'b' } else { b'a' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(owner(&format!("Bearer {tampered}")), None);
+        // The answer is the same with or without an owner: the environment is named.
+        assert_eq!(
+            refusal(get(&format!("Bearer {dev}"))).2.as_deref(),
+            Some("wrong_environment")
+        );
+        assert_eq!(
+            refusal(get(&format!("Bearer {forged_dev}"))).2.as_deref(),
+            Some("wrong_environment")
+        );
     }
 
     #[test]

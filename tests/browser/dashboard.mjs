@@ -184,7 +184,8 @@ try {
   remember(key);
   check((await page.textContent('#created .warning')).includes('will not be shown again'), 'the warning says it is shown once');
   const curl = await page.textContent('#created [data-curl]');
-  check(curl === `curl -H "Authorization: Bearer ${key}" https://api.lynxo.ai/v1/jobs`, `curl line: ${curl}`);
+  // A development key's line names the development API (the control plane's default for it).
+  check(curl === `curl -H "Authorization: Bearer ${key}" https://api.development.lynxo.ai/v1/jobs`, `curl line: ${curl}`);
   await page.click('#created [data-copy]');
   await page.waitForFunction(() => document.querySelector('#created [data-copy-status]').textContent.includes('Copied'));
   const clipboard = await page.evaluate(() => navigator.clipboard.readText());

@@ -130,7 +130,7 @@ async fn sign_in_page(caller: Result<Caller, AppError>) -> Response {
 /// `GET /dashboard/keys`: Developers → API Keys.
 async fn keys_page(State(state): State<AppState>, caller: Result<Caller, AppError>) -> Response {
     match signed_in(&state, caller).await {
-        Ok(account) => html(&pages::keys(&account)),
+        Ok(account) => html(&pages::keys(&account, &state.settings.api_bases)),
         Err(redirect) => redirect,
     }
 }
@@ -160,7 +160,11 @@ async fn key_page(
         None => None,
     };
     match found {
-        Some(id) => html(&pages::key(&account, &id.to_string())),
+        Some(id) => html(&pages::key(
+            &account,
+            &id.to_string(),
+            &state.settings.api_bases,
+        )),
         None => (
             StatusCode::NOT_FOUND,
             html(&pages::not_found(
@@ -230,6 +234,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::state::ApiBases;
     use crate::store::Store;
     use crate::{ManualClock, Settings, app, auth};
 
@@ -370,10 +375,16 @@ mod tests {
         };
         let pages = [
             pages::sign_in().render().unwrap(),
-            pages::keys(&account).render().unwrap(),
-            pages::key(&account, "00112233445566778899aabbccddeeff")
+            pages::keys(&account, &ApiBases::default())
                 .render()
                 .unwrap(),
+            pages::key(
+                &account,
+                "00112233445566778899aabbccddeeff",
+                &ApiBases::default(),
+            )
+            .render()
+            .unwrap(),
             pages::audit(&account).render().unwrap(),
             pages::tokens(&account).render().unwrap(),
             pages::sessions(&account, &Settings::default())

@@ -8,6 +8,8 @@
 //! No inline script or style: the Content-Security-Policy forbids both.
 
 use askama::Template;
+
+use crate::state::ApiBases;
 use serde::Serialize;
 use shared::scope::{Method, Permission, ROUTES, Scope};
 
@@ -195,10 +197,11 @@ pub(super) struct Keys<'a> {
     read_write: String,
     groups: Vec<ScopeGroup>,
     catalog: Vec<CatalogEntry>,
+    api_bases: &'a ApiBases,
 }
 
 /// Developers → API Keys.
-pub(super) fn keys(account: &Account) -> Keys<'_> {
+pub(super) fn keys<'a>(account: &'a Account, api_bases: &'a ApiBases) -> Keys<'a> {
     Keys {
         shell: Shell {
             title: "API Keys",
@@ -211,6 +214,7 @@ pub(super) fn keys(account: &Account) -> Keys<'_> {
         read_write: preset(Permission::ReadWrite),
         groups: scope_groups(),
         catalog: catalog(),
+        api_bases,
     }
 }
 
@@ -222,10 +226,11 @@ pub(super) struct Key<'a> {
     plan: &'a Plan,
     id: &'a str,
     catalog: Vec<CatalogEntry>,
+    api_bases: &'a ApiBases,
 }
 
 /// One key, by its id.
-pub(super) fn key<'a>(account: &'a Account, id: &'a str) -> Key<'a> {
+pub(super) fn key<'a>(account: &'a Account, id: &'a str, api_bases: &'a ApiBases) -> Key<'a> {
     Key {
         shell: Shell {
             title: "API key",
@@ -236,6 +241,7 @@ pub(super) fn key<'a>(account: &'a Account, id: &'a str) -> Key<'a> {
         plan: &account.plan,
         id,
         catalog: catalog(),
+        api_bases,
     }
 }
 
@@ -366,7 +372,7 @@ mod tests {
         // Every interpolated value is escaped by the template engine, in text and attributes.
         let account = account(r#"<a href="x" onclick='y'>&</a>"#);
         let id = r#"" onload="x"#;
-        let page = key(&account, id).render().unwrap();
+        let page = key(&account, id, &ApiBases::default()).render().unwrap();
         assert!(page.contains("&#60;a href=&#34;x&#34; onclick=&#39;y&#39;&#62;&#38;&#60;/a&#62;"));
         assert!(!page.contains("<a href=\"x\""));
         assert!(!page.contains(r#"" onload="x"#));
@@ -376,7 +382,9 @@ mod tests {
 
     #[test]
     fn the_catalog_block_cannot_be_closed_by_a_value() {
-        let page = keys(&account("Acme")).render().unwrap();
+        let page = keys(&account("Acme"), &ApiBases::default())
+            .render()
+            .unwrap();
         let start = page.find(r#"<script type="application/json" id="scope-catalog">"#);
         let block = &page[start.unwrap()..];
         let json = &block[block.find('>').unwrap() + 1..block.find("</script>").unwrap()];
@@ -388,7 +396,9 @@ mod tests {
 
     #[test]
     fn every_scope_has_a_checkbox_a_sentence_and_a_route() {
-        let html = keys(&account("Acme")).render().unwrap();
+        let html = keys(&account("Acme"), &ApiBases::default())
+            .render()
+            .unwrap();
         for scope in Scope::ALL {
             assert!(html.contains(&format!(r#"value="{}""#, scope.name())));
             assert!(

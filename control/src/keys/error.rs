@@ -178,6 +178,7 @@ fn limit_reached(
                 "id": k.id.to_string(),
                 "name": k.name,
                 "hint": k.hint,
+                "environment": k.environment.name(),
                 "status": k.status(now),
                 "created_at": k.created_at,
                 "last_used_at": k.last_used_at,
@@ -193,7 +194,7 @@ fn limit_reached(
     .with_detail(format!(
         "{} of {} keys are in use ({} of them in a rotation's grace period, counted until it \
          ends); revoke a key you no longer use before creating another. `candidates` lists the \
-         idle and oldest ones.",
+         idle and oldest ones made at least a day ago.",
         counts.working, max_active_keys, counts.rotating
     ))
     .with_field("active_keys", counts.working)

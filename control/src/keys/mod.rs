@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use shared::key::KeyId;
 
 pub use self::error::KeyOpError;
+pub use self::ops::RETIRE_MIN_AGE;
 use self::ops::{Created, NewKey, Rotation};
 pub(crate) use self::request::parse_environment;
 pub use self::request::{

@@ -20,6 +20,11 @@ use crate::store::{accounts, revocations, signing};
 /// How many retirement candidates the limit error lists.
 const CANDIDATES: u32 = 5;
 
+/// Keys younger than this are never suggested for retiring at the key limit (seconds): a day
+/// covers the set-up of a new integration (made, deployed, first called), so the suggestion is
+/// never the production key someone created four minutes ago and has not wired in yet.
+pub const RETIRE_MIN_AGE: u64 = 86_400;
+
 /// Issues a key string for a new row; the string leaves this function only in the response.
 fn mint(keyring: &Keyring, row: &KeyRow) -> Result<PlainKey, KeyOpError> {
     let claims = Claims {
@@ -114,7 +119,13 @@ pub(super) fn create(
     // Keys in a rotation's grace count: they work at the edge until it ends.
     let counts = db::count_working(tx, account, now)?;
     if counts.working >= plan.max_active_keys {
-        let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
+        let candidates = db::idle_or_oldest(
+            tx,
+            account,
+            now,
+            now.saturating_sub(RETIRE_MIN_AGE),
+            CANDIDATES,
+        )?;
         return Err(KeyOpError::LimitReached {
             counts,
             max_active_keys: plan.max_active_keys,

@@ -17,6 +17,13 @@ pub const ROTATION_DUE_AFTER: u64 = 90 * 86_400;
 /// A key neither used nor created for this long (seconds) is `idle`; scope use is observed over
 /// the same span.
 pub const IDLE_AFTER: u64 = 30 * 86_400;
+/// The unused-scopes advice waits until a key is this old (seconds), and has served requests.
+/// A key's first week says little about the scopes it needs: a weekly job has not run, a deploy
+/// is still being wired, a scope for a rare path is not exercised yet; advice to narrow a key
+/// made minutes ago is noise that teaches people to ignore the advice. A week covers one cycle
+/// of the usual schedules (daily and weekly); a key with no allowed request at all is `idle`
+/// instead, which says more than a list of every scope.
+pub const UNUSED_SCOPES_MIN_AGE: u64 = 7 * 86_400;
 
 /// A key as the API shows it: never the key string.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -82,6 +89,12 @@ pub struct KeyView {
     pub unused_scopes: Vec<&'static str>,
     /// Unix seconds: the later of the key's creation and 30 days ago.
     pub unused_scopes_since: u64,
+    /// Whether `unused_scopes` is advice worth acting on: the key is at least 7 days old
+    /// (`UNUSED_SCOPES_MIN_AGE`) and the origin answered at least one of its requests since
+    /// `unused_scopes_since`. Until then the list only says what has not happened yet.
+    pub unused_scopes_advice: bool,
+    /// Unix seconds: when the key is old enough for the advice (its creation plus 7 days).
+    pub unused_scopes_advice_from: u64,
     /// When the revocation took (or takes) effect.
     #[schema(required = true)]
     pub revoked_at: Option<u64>,
@@ -188,6 +201,9 @@ impl KeyView {
                 .map(Scope::name)
                 .collect(),
             unused_scopes_since: k.created_at.max(idle_since),
+            unused_scopes_advice: now >= k.created_at.saturating_add(UNUSED_SCOPES_MIN_AGE)
+                && !stats.used_scopes.is_empty(),
+            unused_scopes_advice_from: k.created_at.saturating_add(UNUSED_SCOPES_MIN_AGE),
             revoked_at: k.revoked_at,
             revoke_reason: k.revoke_reason.clone(),
             revocation_version: k.revocation_version,

@@ -58,8 +58,13 @@ pub struct AuditEvent {
     /// The account the event belongs to.
     #[schema(required = true)]
     pub account_id: Option<u64>,
-    /// Who acted.
+    /// Who acted: `user:<id>`, `token:<id>`, `cli`, `system`, ...
     pub actor: String,
+    /// Who acted, for a person to read: the user's email, `token "<name>"`, or words for the
+    /// service's own actors ([`actor_names`]). Resolved when read, so a token renamed since
+    /// shows its name of today; null for a user or token deleted since.
+    #[schema(required = true)]
+    pub actor_name: Option<String>,
     /// What happened: `key.created`, `key.revoked`, ...
     pub action: String,
     /// What it happened to (a key id, a user id).
@@ -259,6 +264,21 @@ pub fn legacy_upto(conn: &Connection) -> Result<u64> {
     Ok(to_u64(v.unwrap_or(0))?)
 }
 
+/// Which of an account's events to read (`GET /v1/audit-events` and its export).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events about this target.
+    pub target: Option<String>,
+    /// Only this action (`key.revoked`), or, ending in `.`, every action it starts (`key.`).
+    pub action: Option<String>,
+    /// Only events by this actor (`user:1`, `token:3`).
+    pub actor: Option<String>,
+    /// Only events at or after this time (Unix seconds).
+    pub from: Option<u64>,
+    /// Only events before this time (Unix seconds).
+    pub to: Option<u64>,
+}
+
 /// An account's events, newest first, before `before_seq` if given.
 pub fn list(
     conn: &Connection,
@@ -267,20 +287,100 @@ pub fn list(
     before_seq: Option<u64>,
     limit: u32,
 ) -> Result<Vec<AuditEvent>> {
-    // Two statements rather than `?4 IS NULL OR target = ?4`, so each uses its index.
-    let mut stmt = conn.prepare_cached(if target.is_some() {
-        "SELECT seq, at, account_id, actor, action, target, source, details FROM audit_events \
-         WHERE account_id = ?1 AND target = ?4 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-    } else {
-        "SELECT seq, at, account_id, actor, action, target, source, details FROM audit_events \
-         WHERE account_id = ?1 AND seq < ?2 AND ?4 IS NULL ORDER BY seq DESC LIMIT ?3"
-    })?;
+    let filter = AuditFilter {
+        target: target.map(str::to_owned),
+        ..AuditFilter::default()
+    };
+    list_filtered(conn, account_id, &filter, before_seq, limit)
+}
+
+/// An account's events that pass `filter`, newest first, before `before_seq` if given, each
+/// with its actor's name.
+pub fn list_filtered(
+    conn: &Connection,
+    account_id: u64,
+    filter: &AuditFilter,
+    before_seq: Option<u64>,
+    limit: u32,
+) -> Result<Vec<AuditEvent>> {
+    let mut events = select(conn, account_id, filter, before_seq, limit, 0, false)?;
+    let names = actor_names(conn, account_id, events.iter().map(|e| e.actor.as_str()))?;
+    for e in &mut events {
+        e.actor_name = names.get(&e.actor).cloned();
+    }
+    Ok(events)
+}
+
+/// Where an export of at most `max` events that pass `filter`, before `before_seq`, ends: the
+/// sequence number to pass as `before` for the rest, or `None` when `max` holds them all.
+/// Read with the export's first page in one transaction, so events appended meanwhile neither
+/// push older ones past the cap nor slip in.
+pub fn export_bounds(
+    conn: &Connection,
+    account_id: u64,
+    filter: &AuditFilter,
+    before_seq: Option<u64>,
+    max: u32,
+) -> Result<(u64, Option<u64>)> {
+    let start: i64 = conn.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM audit_events",
+        [],
+        |r| r.get(0),
+    )?;
+    let head = to_u64(start)?;
+    let start = before_seq.map_or(head, |b| b.min(head));
+    let edge = select(
+        conn,
+        account_id,
+        filter,
+        Some(start),
+        2,
+        max.saturating_sub(1),
+        true,
+    )?;
+    let next = (edge.len() == 2).then(|| edge[0].seq);
+    Ok((start, next))
+}
+
+/// The rows of [`list_filtered`], `offset` skipped; `seq_only` leaves the columns other than
+/// the sequence number empty (for [`export_bounds`]).
+fn select(
+    conn: &Connection,
+    account_id: u64,
+    filter: &AuditFilter,
+    before_seq: Option<u64>,
+    limit: u32,
+    offset: u32,
+    seq_only: bool,
+) -> Result<Vec<AuditEvent>> {
+    // With a target, its index; otherwise the account's events by sequence number. The other
+    // filters are checked on those rows (an action prefix ends in `.`: `key.` matches
+    // `key.created`, compared by `substr` so no `LIKE` wildcard in it means anything).
+    let sql = format!(
+        "SELECT seq, at, account_id, actor, action, target, source, {} FROM audit_events \
+         WHERE account_id = ?1 AND seq < ?2 AND {} \
+         AND (?5 IS NULL OR action = ?5 OR (substr(?5, -1) = '.' AND substr(action, 1, length(?5)) = ?5)) \
+         AND (?6 IS NULL OR actor = ?6) AND (?7 IS NULL OR at >= ?7) AND (?8 IS NULL OR at < ?8) \
+         ORDER BY seq DESC LIMIT ?3 OFFSET ?9",
+        if seq_only { "''" } else { "details" },
+        if filter.target.is_some() {
+            "target = ?4"
+        } else {
+            "?4 IS NULL"
+        },
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
         params![
             to_i64(account_id),
             before_seq.map_or(i64::MAX, to_i64),
             limit,
-            target
+            filter.target,
+            filter.action,
+            filter.actor,
+            filter.from.map(to_i64),
+            filter.to.map(to_i64),
+            offset,
         ],
         |r| {
             let details: String = r.get(7)?;
@@ -289,6 +389,7 @@ pub fn list(
                 at: to_u64(r.get(1)?)?,
                 account_id: r.get::<_, Option<i64>>(2)?.map(to_u64).transpose()?,
                 actor: r.get(3)?,
+                actor_name: None,
                 action: r.get(4)?,
                 target: r.get(5)?,
                 source: r.get(6)?,
@@ -297,6 +398,57 @@ pub fn list(
         },
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The name of each distinct actor among `actors`, for a person to read: a user of the account
+/// by email, a management token of the account by name (`token "ci reader"`), and the
+/// service's own actors in words. An id of another account, or one deleted since, has none.
+pub fn actor_names<'a>(
+    conn: &Connection,
+    account_id: u64,
+    actors: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut names = std::collections::HashMap::new();
+    for actor in actors {
+        if names.contains_key(actor) {
+            continue;
+        }
+        let (kind, id) = actor.split_once(':').unwrap_or((actor, ""));
+        let id: Option<i64> = id.parse().ok();
+        let name = match (kind, id) {
+            ("user", Some(id)) => conn
+                .prepare_cached("SELECT email FROM users WHERE id = ?1 AND account_id = ?2")?
+                .query_row(params![id, to_i64(account_id)], |r| r.get::<_, String>(0))
+                .optional()?,
+            ("token", Some(id)) => conn
+                .prepare_cached(
+                    "SELECT name FROM management_tokens WHERE id = ?1 AND account_id = ?2",
+                )?
+                .query_row(params![id, to_i64(account_id)], |r| r.get::<_, String>(0))
+                .optional()?
+                .map(|n| format!("token \"{n}\"")),
+            ("secret_scanning", None) => Some(format!("{} secret scanning", provider(actor))),
+            ("cli", None) => Some("command line (lynxo-control)".to_owned()),
+            ("system", None) => Some("Lynxo (automatic)".to_owned()),
+            ("holder", None) => Some("the key's holder (self-revocation)".to_owned()),
+            ("anonymous", None) => Some("not signed in".to_owned()),
+            _ => None,
+        };
+        if let Some(name) = name {
+            names.insert(actor.to_owned(), name);
+        }
+    }
+    Ok(names)
+}
+
+/// `GitHub` for `secret_scanning:github`: the reporter as its provider spells itself.
+fn provider(actor: &str) -> &str {
+    match actor.rsplit(':').next() {
+        Some("github") => "GitHub",
+        Some("gitlab") => "GitLab",
+        Some(other) => other,
+        None => actor,
+    }
 }
 
 /// Where the chain is broken.

@@ -300,6 +300,10 @@ pub struct Usage {
     pub series: Vec<ByOutcome>,
     /// Requests per route scope (requests with no matched route are not in it).
     pub by_scope: BTreeMap<String, u64>,
+    /// Of those, the ones the origin answered (the scope was used).
+    pub by_scope_allowed: BTreeMap<String, u64>,
+    /// Of those, the ones the edge refused or failed (a `403` names a scope the key lacks).
+    pub by_scope_refused: BTreeMap<String, u64>,
     /// Top keys by requests (account queries only): id, name, requests.
     pub top_keys: Vec<(String, String, u64)>,
 }
@@ -407,12 +411,22 @@ pub fn usage(
     }
     drop(rows);
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT s.scope, sum(s.n) FROM ({source}) s WHERE s.scope != '' GROUP BY s.scope"
+        "SELECT s.scope, s.outcome, sum(s.n) FROM ({source}) s WHERE s.scope != '' \
+         GROUP BY s.scope, s.outcome"
     ))?;
     bind(&mut stmt, &args)?;
     let mut rows = stmt.raw_query();
     while let Some(r) = rows.next()? {
-        usage.by_scope.insert(r.get(0)?, to_u64(r.get(1)?)?);
+        let scope: String = r.get(0)?;
+        let outcome: String = r.get(1)?;
+        let n = to_u64(r.get(2)?)?;
+        *usage.by_scope.entry(scope.clone()).or_default() += n;
+        // An outcome this build does not know is counted as neither.
+        match Outcome::from_name(&outcome).map(Outcome::is_allowed) {
+            Some(true) => *usage.by_scope_allowed.entry(scope).or_default() += n,
+            Some(false) => *usage.by_scope_refused.entry(scope).or_default() += n,
+            None => {}
+        }
     }
     drop(rows);
     if matches!(subject, Subject::Account(_)) && top > 0 {
@@ -558,6 +572,11 @@ pub struct ActivityRow {
     /// User agent, when sent.
     #[schema(required = true)]
     pub user_agent: Option<String>,
+    /// Why the edge refused it, for a refusal: `wrong_environment`, `revoked`, `expired`,
+    /// `insufficient_scope` or `rate_limit_exceeded` (see [`crate::usage::query::refusal_reason`]);
+    /// null otherwise.
+    #[schema(required = true)]
+    pub reason: Option<&'static str>,
 }
 
 /// A page of one key's activity, newest first: entries at or after `since_ms`, before the
@@ -603,6 +622,7 @@ pub fn activity(
                 country: r.get(7)?,
                 colo: r.get(8)?,
                 user_agent: r.get(9)?,
+                reason: None,
             })
         },
     )?;

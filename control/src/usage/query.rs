@@ -188,8 +188,14 @@ pub struct UsageReport {
     /// Every bucket of the range, oldest first, zeros included.
     pub series: Vec<Bucket>,
     /// Requests per route scope (requests that matched no route, such as most 401s, are not
-    /// in it).
+    /// in it): every outcome, `by_scope_allowed` plus `by_scope_refused`.
     pub by_scope: BTreeMap<String, u64>,
+    /// Requests per route scope that the origin answered: the scopes the key really used.
+    pub by_scope_allowed: BTreeMap<String, u64>,
+    /// Requests per route scope that the edge answered itself: a `403` names the scope the key
+    /// lacks (so a scope here may be none of the key's), a `429` one it has but was over its
+    /// limit for. Never "used".
+    pub by_scope_refused: BTreeMap<String, u64>,
 }
 
 fn report(range: Range, usage: &db::Usage) -> UsageReport {
@@ -229,6 +235,8 @@ fn report(range: Range, usage: &db::Usage) -> UsageReport {
         },
         series,
         by_scope: usage.by_scope.clone(),
+        by_scope_allowed: usage.by_scope_allowed.clone(),
+        by_scope_refused: usage.by_scope_refused.clone(),
     }
 }
 
@@ -477,21 +485,17 @@ pub async fn list_key_activity(
         (before, None) => before,
     };
     let account = caller.account_id;
-    let rows = state
+    let (key, mut rows) = state
         .store
         .read(move |c| -> Result<_, UsageError> {
-            keys_db::get(c, account, id)?.ok_or(UsageError::NotFound)?;
-            Ok(db::activity(
-                c,
-                account,
-                id,
-                since_ms,
-                before,
-                outcomes.as_deref(),
-                limit,
-            )?)
+            let key = keys_db::get(c, account, id)?.ok_or(UsageError::NotFound)?;
+            let rows = db::activity(c, account, id, since_ms, before, outcomes.as_deref(), limit)?;
+            Ok((key, rows))
         })
         .await?;
+    for row in &mut rows {
+        row.reason = refusal_reason(row, key.revoked_at, key.expires_at);
+    }
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("{}.{}", r.at_ms, r.id)))
         .flatten();
@@ -499,6 +503,35 @@ pub async fn list_key_activity(
         data: rows,
         next_cursor,
     }))
+}
+
+/// Why the edge refused a request of a key revoked at `revoked_at` and expiring at
+/// `expires_at` (Unix seconds), from the answer it recorded: the activity log stores the status,
+/// not the edge's reason, and the key's own dates tell its 401s apart. The edge answers 401 to a
+/// key whose tag verified for three reasons only: revoked (it learns of a revocation after the
+/// control plane made it), expired (by the same `expires_at`, on the edge's clock, which also
+/// stamped the entry), or of another environment. So a 401 before the key was revoked or expired
+/// was an environment mistake. The one case this names differently from the edge: another
+/// environment's key that was also revoked or expired is named `revoked` or `expired` here (the
+/// edge checks the environment first); both are true of that key.
+pub fn refusal_reason(
+    row: &ActivityEntry,
+    revoked_at: Option<u64>,
+    expires_at: Option<u64>,
+) -> Option<&'static str> {
+    let at = row.at_ms / 1000;
+    match Outcome::from_name(&row.outcome)? {
+        Outcome::Unauthorized => Some(if revoked_at.is_some_and(|r| at >= r) {
+            "revoked"
+        } else if expires_at.is_some_and(|e| at >= e) {
+            "expired"
+        } else {
+            "wrong_environment"
+        }),
+        Outcome::Forbidden => Some("insufficient_scope"),
+        Outcome::RateLimited => Some("rate_limit_exceeded"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +546,43 @@ mod tests {
             from,
             to,
             granularity: g.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn refusals_are_named_from_the_keys_dates() {
+        let row = |at: u64, outcome: &str| ActivityEntry {
+            id: 1,
+            at_ms: at * 1000 + 999,
+            method: "GET".into(),
+            path: "/v1/jobs".into(),
+            status: 0,
+            outcome: outcome.into(),
+            client_ip: None,
+            country: None,
+            colo: None,
+            user_agent: None,
+            reason: None,
+        };
+        let cases = [
+            (row(100, "401"), None, None, Some("wrong_environment")),
+            (
+                row(100, "401"),
+                Some(101),
+                Some(102),
+                Some("wrong_environment"),
+            ),
+            (row(100, "401"), Some(100), None, Some("revoked")),
+            (row(100, "401"), None, Some(100), Some("expired")),
+            (row(100, "401"), Some(50), Some(60), Some("revoked")),
+            (row(100, "403"), None, None, Some("insufficient_scope")),
+            (row(100, "429"), None, None, Some("rate_limit_exceeded")),
+            (row(100, "2xx"), Some(50), None, None),
+            (row(100, "edge_4xx"), None, None, None),
+            (row(100, "bogus"), None, None, None),
+        ];
+        for (row, revoked, expires, want) in cases {
+            assert_eq!(refusal_reason(&row, revoked, expires), want, "{row:?}");
         }
     }
 

@@ -318,19 +318,24 @@ pub fn count_working(conn: &Connection, account_id: u64, now: u64) -> Result<Key
     )?)
 }
 
-/// Working keys that are the best candidates to retire: unused longest (never-used first), then
-/// oldest.
+/// Working keys made at or before `made_by` that are the best candidates to retire: unused
+/// longest (never-used first), then oldest. Keys made later are left out: a key made minutes
+/// ago has not been used yet because it is new, not because it is not needed.
 pub fn idle_or_oldest(
     conn: &Connection,
     account_id: u64,
     now: u64,
+    made_by: u64,
     limit: u32,
 ) -> Result<Vec<KeyRow>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE {WORKING} \
+        "SELECT {COLUMNS} FROM api_keys WHERE {WORKING} AND created_at <= ?4 \
          ORDER BY coalesce(last_used_at, 0), created_at LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(params![to_i64(account_id), to_i64(now), limit], from_row)?;
+    let rows = stmt.query_map(
+        params![to_i64(account_id), to_i64(now), limit, to_i64(made_by)],
+        from_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
