@@ -116,23 +116,7 @@ pub(super) fn create(
         .rate_limit
         .unwrap_or_else(|| default_limit(&plan, window));
     check_rate_limit(rate_limit, window, plan.max_rate_limit)?;
-    // Keys in a rotation's grace count: they work at the edge until it ends.
-    let counts = db::count_working(tx, account, now)?;
-    if counts.working >= plan.max_active_keys {
-        let candidates = db::idle_or_oldest(
-            tx,
-            account,
-            now,
-            now.saturating_sub(RETIRE_MIN_AGE),
-            CANDIDATES,
-        )?;
-        return Err(KeyOpError::LimitReached {
-            counts,
-            max_active_keys: plan.max_active_keys,
-            candidates,
-            now,
-        });
-    }
+    check_key_cap(tx, account, &plan, now)?;
     let mut row = KeyRow {
         id,
         account_id: account,
@@ -394,6 +378,33 @@ fn mint_successor(
     Ok((new, plain))
 }
 
+/// Refuses a new working key when the account is at its plan's cap, naming the keys best
+/// retired. Keys in a rotation's grace count: they work at the edge until it ends.
+fn check_key_cap(
+    tx: &rusqlite::Transaction<'_>,
+    account: u64,
+    plan: &accounts::Plan,
+    now: u64,
+) -> Result<(), KeyOpError> {
+    let counts = db::count_working(tx, account, now)?;
+    if counts.working < plan.max_active_keys {
+        return Ok(());
+    }
+    let candidates = db::idle_or_oldest(
+        tx,
+        account,
+        now,
+        now.saturating_sub(RETIRE_MIN_AGE),
+        CANDIDATES,
+    )?;
+    Err(KeyOpError::LimitReached {
+        counts,
+        max_active_keys: plan.max_active_keys,
+        candidates,
+        now,
+    })
+}
+
 /// "Rotating" a key its kid's retirement revoked: its replacement, with its settings, signed by
 /// the active kid. The old key stays revoked (no grace: it works nowhere), and is linked to the
 /// replacement, so it is replaced once. The replacement counts against the plan like a new key.
@@ -408,16 +419,7 @@ fn replace_retired(
     let now = now_ms / 1000;
     let account = caller.account_id;
     let plan = accounts::plan(tx, account)?;
-    let counts = db::count_working(tx, account, now)?;
-    if counts.working >= plan.max_active_keys {
-        let candidates = db::idle_or_oldest(tx, account, now, CANDIDATES)?;
-        return Err(KeyOpError::LimitReached {
-            counts,
-            max_active_keys: plan.max_active_keys,
-            candidates,
-            now,
-        });
-    }
+    check_key_cap(tx, account, &plan, now)?;
     let (new, plain) = mint_successor(tx, keyring, &old, new_id, now_ms)?;
     db::set_rotated_to(tx, old.id, new_id)?;
     audit::record(
