@@ -129,8 +129,30 @@ async fn fake_edge() -> (String, Pushed) {
         map.insert(shard, body.to_vec());
         StatusCode::NO_CONTENT
     }
+    // The publisher reads each shard back before its first write (so a restored database never
+    // un-revokes what the edge holds): answer with what was stored, as the worker does.
+    async fn read_back(
+        State(pushed): State<Pushed>,
+        UrlPath(shard): UrlPath<u16>,
+        headers: HeaderMap,
+    ) -> Result<String, StatusCode> {
+        let ring = Keyring::from_config(&keyring_text()).unwrap();
+        let signature = headers["lynxo-signature"].to_str().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        shared::revocation::verify_read(&ring, signature, shard, now, 300)
+            .map_err(|_| StatusCode::UNAUTHORIZED)?;
+        let map = pushed.lock().unwrap();
+        let stored = map.get(&shard).ok_or(StatusCode::NOT_FOUND)?;
+        Ok(serde_json::json!({ "shard": hex::encode(stored) }).to_string())
+    }
     let app = Router::new()
-        .route("/_lynxo/sync/revocations/{shard}", put(receive))
+        .route(
+            "/_lynxo/sync/revocations/{shard}",
+            put(receive).get(read_back),
+        )
         .with_state(pushed.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
