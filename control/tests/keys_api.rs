@@ -463,7 +463,8 @@ async fn list_filters_by_environment_status_and_name() {
         "% is literal"
     );
     assert_eq!(
-        names(get("?search=_").await),
+        // (Search also matches hints, which hold `_`: a wildcard would match "billing" here.)
+        names(get("?search=b_lling").await),
         Vec::<String>::new(),
         "_ is literal"
     );
@@ -870,7 +871,7 @@ async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
             "{method} {path} is described but not routed"
         );
     }
-    assert_eq!(described.len(), 31);
+    assert_eq!(described.len(), 32);
 }
 
 /// `control/openapi.json` is for readers (and reviews of a contract change): the document the
