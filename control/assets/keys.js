@@ -308,7 +308,7 @@ function keyRow(k, checked, { toggle, revokeOne }) {
     revoke.addEventListener('click', () => revokeOne(k));
     actions.push(revoke);
   }
-  const copy = el('button', { type: 'button', class: 'secondary small', 'aria-label': `Copy the id of ${name}` }, 'Copy ID');
+  const copy = el('button', { type: 'button', class: 'secondary small', 'aria-label': `Copy ID of ${name}` }, 'Copy ID');
   copy.addEventListener('click', async () => {
     try {
       await navigator.clipboard.writeText(k.id);
