@@ -271,7 +271,9 @@ function expiresCell(k) {
   const soon = (k.status === 'active' || k.status === 'rotating') && left > 0 && days <= EXPIRY_WARNING_DAYS;
   return [
     el('time', { datetime: new Date(k.expires_at * 1000).toISOString(), title: when(k.expires_at) }, day(k.expires_at)),
-    soon ? [' ', el('span', { class: 'badge warn' }, days <= 1 ? 'Expires within a day' : `Expires in ${days} days`)] : null,
+    // Flat: row() flattens one level only.
+    soon ? ' ' : null,
+    soon ? el('span', { class: 'badge warn' }, days <= 1 ? 'Expires within a day' : `Expires in ${days} days`) : null,
   ];
 }
 
