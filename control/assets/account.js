@@ -3,6 +3,7 @@
 import {
   api, busy, dialog, el, emptyRow, fill, plainText, problemText, readableDetails, row, showError, timeEl,
   userText,
+  fieldErrors, refusedField, textRefusal,
 } from './lib.js';
 import { showSecret } from './secret.js';
 
@@ -230,6 +231,7 @@ export function initTokens() {
       forget = null;
       form.reset();
       form.hidden = false;
+      fieldErrors(form, []);
       showError(error, '');
     },
   });
@@ -242,19 +244,12 @@ export function initTokens() {
     const name = f.name.value.trim();
     const scopes = [...form.querySelectorAll('input[name=scopes]:checked')].map((c) => c.value);
     const password = f.password.value;
-    if (!name) {
-      showError(error, 'Give the token a name.');
-      return;
-    }
-    if (!scopes.length) {
-      showError(error, 'Choose at least one scope: what the script needs, and no more.');
-      return;
-    }
-    if (!password) {
-      showError(error, 'Enter your password to confirm.');
-      f.password.focus();
-      return;
-    }
+    const scopeGroup = form.querySelector('fieldset.scope-group');
+    const problems = [];
+    if (!name) problems.push([f.name, 'Give the token a name, e.g. the script that uses it.']);
+    if (!scopes.length) problems.push([scopeGroup, 'Choose at least one scope: what the script needs, and no more.']);
+    if (!password) problems.push([f.password, 'Enter your password to confirm.']);
+    if (fieldErrors(form, problems)) return;
     const request = { name, password, scopes, key_grant: f.key_grant.value };
     const expiry = f.expiry.value;
     if (expiry === 'never') request.never_expires = true;
@@ -264,7 +259,11 @@ export function initTokens() {
     const r = await busy(form, () => api('POST', '/v1/management-tokens', request));
     f.password.value = '';
     if (r.status !== 201) {
-      showError(error, r.body?.code === 'wrong_password' ? 'The password is not correct.' : problemText(r));
+      const plain = r.body?.code === 'wrong_password'
+        ? [f.password, 'The password is not correct.']
+        : { name: [f.name, textRefusal('name', 100, true, r.body)], scopes: [scopeGroup, 'Choose scopes from the list.'] }[refusedField(r)];
+      if (plain) fieldErrors(form, [plain]);
+      else showError(error, problemText(r));
       return;
     }
     form.hidden = true;

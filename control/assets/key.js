@@ -4,6 +4,7 @@
 import {
   api, busy, catalog, curlLine, day, detailsList, dialog, el, emptyRow, ENVIRONMENTS, fill, keySigningBanner, leakBanner, missingRoute, num,
   PERMISSIONS, plainText, problemText, refusalReason, row, scopeCounts, showError, statusBadges, timeEl, timeSecondsEl, userText, when,
+  fieldErrors, rateLimitRefusal, refusedField, textRefusal,
 } from './lib.js';
 import { drawUsage } from './chart.js';
 import { showSecret } from './secret.js';
@@ -373,13 +374,14 @@ function initSettings(id, current, reload) {
       body.rate_limit_window = Number(f.rate_limit_window.value);
       if (!body.rate_limit && f.rate_limit.value) body.rate_limit = Number(f.rate_limit.value);
     }
+    if (settingsErrors(form, body, null)) return;
     if (!Object.keys(body).length) {
       ok.textContent = 'Nothing changed.';
       return;
     }
     const r = await busy(form, () => api('PATCH', `/v1/keys/${id}`, body));
     if (r.status !== 200) {
-      showError(error, problemText(r));
+      if (!settingsErrors(form, body, r)) showError(error, problemText(r));
       return;
     }
     ok.textContent = 'Saved.';
@@ -460,4 +462,26 @@ function initRevoke(id, current, reload) {
     d.close();
     reload();
   });
+}
+
+// Field-level errors of the settings form (`fieldErrors`): what is wrong before sending, or
+// the field the API refused (`r`), in plain words. Returns whether there was any.
+function settingsErrors(form, body, r) {
+  const f = form.elements;
+  if (!r) {
+    const problems = [];
+    if (!f.name.value.trim()) problems.push([f.name, 'The key needs a name.']);
+    const limit = Number(f.rate_limit.value);
+    if (f.rate_limit.validity.badInput || (f.rate_limit.value && (!Number.isInteger(limit) || limit < 1))) {
+      problems.push([f.rate_limit, 'Enter a whole number of requests, 1 or more.']);
+    }
+    return fieldErrors(form, problems);
+  }
+  const plain = {
+    name: [f.name, textRefusal('name', 100, true, r.body)],
+    description: [f.description, textRefusal('description', 1000, false, r.body)],
+    rate_limit: [f.rate_limit, rateLimitRefusal(r.body)],
+    rate_limit_window: [f.rate_limit_window, 'Choose one of the windows in the list.'],
+  }[refusedField(r)];
+  return plain ? fieldErrors(form, [plain]) : false;
 }

@@ -451,3 +451,79 @@ export function retireCandidate(k) {
       'made ', timeEl(k.created_at, true), ' · ',
       k.last_used_at ? ['last used ', timeEl(k.last_used_at, true)] : 'never used'));
 }
+
+// Ids given to fields that had none, so a message can describe them.
+let unnamedFields = 0;
+
+/**
+ * Field-level errors, the one rule of every form: each message in plain language right after
+ * its field, the field marked `aria-invalid` and described by the message, and focus on the
+ * first invalid field (its closed <details> opened). `errors` is a list of [field, message];
+ * a field is an input, select or textarea, or a fieldset for a group of checkboxes (the group
+ * is described by the message and its first box gets focus). An empty list clears the form.
+ * Returns whether there was any error.
+ */
+export function fieldErrors(form, errors) {
+  for (const note of form.querySelectorAll('.field-error')) {
+    const owner = form.querySelector(`[aria-describedby~="${note.id}"]`);
+    if (owner) {
+      const rest = owner.getAttribute('aria-describedby').split(/\s+/).filter((id) => id && id !== note.id);
+      if (rest.length) owner.setAttribute('aria-describedby', rest.join(' '));
+      else owner.removeAttribute('aria-describedby');
+      owner.removeAttribute('aria-invalid');
+    }
+    note.remove();
+  }
+  let first = null;
+  for (const [field, message] of errors) {
+    if (!field.id) field.id = `field-${++unnamedFields}`;
+    const id = `${field.id}-field-error`;
+    const note = el('span', { class: 'field-error', id }, message);
+    const group = field.tagName === 'FIELDSET';
+    if (group) field.querySelector('legend').after(note);
+    else field.after(note);
+    if (!group) field.setAttribute('aria-invalid', 'true');
+    const described = (field.getAttribute('aria-describedby') || '').split(/\s+/).filter(Boolean);
+    field.setAttribute('aria-describedby', [id, ...described].join(' '));
+    if (!first) first = group ? field.querySelector('input, select, textarea') : field;
+  }
+  if (first) {
+    const folded = first.closest('details');
+    if (folded) folded.open = true;
+    first.focus();
+  }
+  return errors.length > 0;
+}
+
+/** The field an API refusal names (`field` of a 422), if any. */
+export function refusedField(r) {
+  return r.status === 422 && typeof r.body?.field === 'string' ? r.body.field : null;
+}
+
+const WINDOWS = { 1: 'second', 60: 'minute', 3600: 'hour', 86400: 'day' };
+
+/** A rate limit the plan refused, in plain words. */
+export function rateLimitRefusal(body) {
+  const max = body?.max_rate_limit_for_window;
+  const per = WINDOWS[body?.rate_limit_window] || `${body?.rate_limit_window} seconds`;
+  return typeof max === 'number'
+    ? `Your plan allows up to ${num(max)} requests per ${per}. Enter a number from 1 to ${num(max)}.`
+    : 'Enter a whole number of requests, 1 or more.';
+}
+
+/**
+ * A name, description or reason the API refused, in plain words: the hidden character it
+ * holds and where (from the refusal `body`), or the length allowed.
+ */
+export function textRefusal(what, max, required = true, body = null) {
+  if (body?.character) {
+    const name = body.character_name ? ` ${body.character_name}` : '';
+    return `The ${what} holds an invisible or control character, ${body.character}${name}, at character ${body.position}. Remove it and try again.`;
+  }
+  return `Use ${required ? '1' : 'up'} to ${max} characters for the ${what}.`;
+}
+
+/** The first day (UTC, `YYYY-MM-DD`) a key may expire on: tomorrow, as a key stops at the start of its day. */
+export function firstExpiryDay(now = Date.now()) {
+  return new Date(now + 86400000).toISOString().slice(0, 10);
+}

@@ -117,6 +117,7 @@ pub fn document() -> Result<serde_json::Value, String> {
         keys::get_key,
         keys::update_key,
         keys::revoke_key,
+        keys::bulk_revoke_keys,
         keys::rotate_key,
         usage::query::get_key_usage,
         usage::query::list_key_activity,
@@ -376,6 +377,16 @@ pub fn key_id() -> Schema {
         .into()
 }
 
+/// The ids of a bulk revoke: 1 to `MAX_BULK_REVOKE` distinct key ids.
+pub fn bulk_key_ids() -> Schema {
+    ArrayBuilder::new()
+        .items(utoipa::openapi::RefOr::T(key_id()))
+        .min_items(Some(1))
+        .max_items(Some(crate::keys::MAX_BULK_REVOKE))
+        .unique_items(true)
+        .into()
+}
+
 /// The pattern of a key id.
 pub const KEY_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 
@@ -387,6 +398,7 @@ const GUARDED_TEXT: &[(&str, &str, bool)] = &[
     ("UpdateKey", "name", true),
     ("UpdateKey", "description", false),
     ("RevokeKey", "reason", true),
+    ("BulkRevokeKeys", "reason", true),
     ("CreateToken", "name", true),
 ];
 

@@ -82,6 +82,12 @@ pub fn operations() -> Vec<Operation> {
             Access::Any,
             post(leaks::revoke_held_key),
         ),
+        op(
+            M::POST,
+            "/v1/keys/bulk-revoke",
+            needs(KeysWrite),
+            post(keys::bulk_revoke_keys),
+        ),
         op(M::GET, "/v1/keys/{id}", needs(KeysRead), get(keys::get_key)),
         op(
             M::PATCH,

@@ -129,8 +129,11 @@ try {
   await page.selectOption('#token-expiry', '90');
   await page.fill('#token-password', 'not the password');
   await page.click('#token-form button[type=submit]');
-  await page.waitForSelector('#token-error:not([hidden])');
-  check((await page.textContent('#token-error')).includes('password is not correct'), 'no wrong-password message');
+  // The refusal sits next to the password field, which is marked invalid and has focus.
+  await page.waitForSelector('#token-password-field-error');
+  check((await page.textContent('#token-password-field-error')).includes('password is not correct'), 'no wrong-password message');
+  check(await page.evaluate(() => document.activeElement?.id === 'token-password'
+    && document.activeElement.getAttribute('aria-invalid') === 'true'), 'focus is not on the refused password');
   check((await page.inputValue('#token-password')) === '', 'the password field was not cleared');
   await page.fill('#token-password', PASSWORD);
   await page.click('#token-form button[type=submit]');
@@ -165,8 +168,8 @@ try {
   await page.check('#admin-keys-read');
   await page.fill('#token-password', PASSWORD);
   await page.click('#token-form button[type=submit]');
-  await page.waitForSelector('#token-error:not([hidden])');
-  const refusal = await page.textContent('#token-error');
+  await page.waitForSelector('#token-name-field-error');
+  const refusal = await page.textContent('#token-name-field-error');
   for (const part of ['U+202E', 'RIGHT-TO-LEFT OVERRIDE', 'at character 0']) {
     check(refusal.includes(part), `the refusal does not say ${part}: ${refusal}`);
   }

@@ -16,6 +16,10 @@ pub enum KeyOpError {
     /// No key with this id in the caller's account (another account's key included).
     #[error("no such key")]
     NotFound,
+    /// Some ids of a bulk request name no key of the caller's account (carried, in the order
+    /// given): the same answer whether they exist elsewhere or nowhere.
+    #[error("no such keys")]
+    NotFoundAmong(Vec<shared::key::KeyId>),
     /// The `Idempotency-Key` was used before with another request body.
     #[error("the idempotency key was used with a different request")]
     IdempotencyKeyReused,
@@ -75,6 +79,12 @@ impl From<KeyOpError> for AppError {
     fn from(e: KeyOpError) -> Self {
         match e {
             KeyOpError::NotFound => AppError::not_found(),
+            KeyOpError::NotFoundAmong(ids) => AppError::not_found()
+                .with_detail("Some of these keys do not exist in this account; none was revoked.")
+                .with_field(
+                    "unknown_ids",
+                    ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                ),
             KeyOpError::BeyondGrant(grant) => crate::auth::grant::key_grant_exceeded(grant),
             KeyOpError::IdempotencyKeyReused => AppError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -31,12 +31,12 @@ pub use self::ops::RETIRE_MIN_AGE;
 use self::ops::{Created, NewKey, Rotation};
 pub(crate) use self::request::parse_environment;
 pub use self::request::{
-    CreateKey, DEFAULT_WINDOW, ListQuery, MAX_DESCRIPTION_CHARS, MAX_GRACE, MAX_NAME_CHARS,
-    MAX_REASON_CHARS, RevokeKey, RotateKey, UpdateKey,
+    BulkRevokeKeys, CreateKey, DEFAULT_WINDOW, ListQuery, MAX_BULK_REVOKE, MAX_DESCRIPTION_CHARS,
+    MAX_GRACE, MAX_NAME_CHARS, MAX_REASON_CHARS, RevokeKey, RotateKey, UpdateKey,
 };
 pub(crate) use self::view::scope_names;
 pub use self::view::{
-    CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER, RetiredKeyView,
+    BulkRevoked, CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER, RetiredKeyView,
     Revoked, Rotated, SigningKeyRetired, SigningKeyState, SigningNotice,
 };
 use crate::auth::Caller;
@@ -318,6 +318,56 @@ pub async fn revoke_key(
         list_version: version,
         changed,
     }))
+}
+
+/// `POST /v1/keys/bulk-revoke`: several keys with one reason, all or none, in one
+/// transaction (so one answer for the set, and no half-revoked set if anything refuses).
+#[utoipa::path(
+    post,
+    path = "/v1/keys/bulk-revoke",
+    summary = "Revoke several keys at once (irreversible)",
+    description = "Revokes 1 to 100 keys with one reason, all in one transaction. If any id names no key of this account (another account's key included: the same answer), nothing is revoked: 404 `not_found` with `unknown_ids`. A key beyond a management token's key grant refuses the whole set (403). Keys already revoked answer `changed: false`, so a replay changes nothing.",
+    request_body = crate::keys::request::BulkRevokeKeys,
+    responses(
+        (status = 200, description = "Every key revoked (or already revoked), one entry per id in order.", body = crate::keys::view::BulkRevoked),
+        crate::openapi::Unauthenticated,
+        crate::openapi::JsonBodyRefused,
+        crate::openapi::CrossSite,
+        (status = 404, description = "Some ids name no key of this account; none was revoked. `unknown_ids` lists them.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("managementToken" = []), ("session" = [])),
+)]
+pub async fn bulk_revoke_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<BulkRevokeKeys>,
+) -> Result<Json<BulkRevoked>> {
+    let (ids, reason) = body.validate()?;
+    let now = state.clock.now();
+    let account = caller.account_id;
+    let outcomes = state
+        .store
+        .write(move |tx| ops::revoke_many(tx, &caller, &ids, &reason, now))
+        .await?;
+    let mut revoked = 0;
+    let data = outcomes
+        .into_iter()
+        .map(|(key, list_version, changed)| {
+            if changed {
+                revoked += 1;
+                tracing::info!(key_id = %key.id, account_id = account, list_version, "key revoked (bulk)");
+            }
+            Revoked {
+                key,
+                list_version,
+                changed,
+            }
+        })
+        .collect();
+    if revoked > 0 {
+        state.publish.wake();
+    }
+    Ok(Json(BulkRevoked { data, revoked }))
 }
 
 /// `POST /v1/keys/{id}/rotate`: a new key with the same settings; the old one is revoked when

@@ -316,6 +316,38 @@ pub(super) fn revoke(
     Ok((view_of(tx, &row, now, active_kid)?, version, true))
 }
 
+/// Revokes every key of `ids` (one bulk revoke) or none: an id the account does not have
+/// (another account's included, the same answer) or a key beyond a token's grant refuses the
+/// whole set before anything is written. Keys already revoked are reported unchanged, so a
+/// replay answers the same and changes nothing. Returns one answer per id, in order.
+pub(super) fn revoke_many(
+    tx: &rusqlite::Transaction<'_>,
+    caller: &Caller,
+    ids: &[KeyId],
+    reason: &str,
+    now: u64,
+) -> Result<Vec<(KeyView, u64, bool)>, KeyOpError> {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut unknown = Vec::new();
+    for &id in ids {
+        match db::get(tx, caller.account_id, id)? {
+            Some(row) => rows.push(row),
+            None => unknown.push(id),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(KeyOpError::NotFoundAmong(unknown));
+    }
+    for row in &rows {
+        caller
+            .may_manage(row.scopes)
+            .map_err(KeyOpError::BeyondGrant)?;
+    }
+    rows.into_iter()
+        .map(|row| revoke(tx, caller, row.id, reason.to_owned(), now))
+        .collect()
+}
+
 /// What a rotation made.
 pub(super) struct Rotation {
     /// The old key's view, revoked at the end of the grace period.

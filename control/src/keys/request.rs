@@ -235,7 +235,7 @@ pub struct ListQuery {
     /// Only keys of this status: `active`, `expired`, `rotating`, `revoked`.
     #[param(schema_with = crate::openapi::key_status)]
     pub status: Option<String>,
-    /// Only keys whose name contains this (case-insensitive).
+    /// Only keys whose name, hint (`lnx_live_…abcd`) or id contains this (case-insensitive).
     #[param(max_length = 100)]
     pub search: Option<String>,
     /// At most this many (default 100, at most 1000).
@@ -399,6 +399,49 @@ impl RevokeKey {
     /// The reason, trimmed and checked.
     pub(super) fn reason(&self) -> Result<String> {
         clean_reason(&self.reason)
+    }
+}
+
+/// Most keys one bulk revoke takes: one write transaction stays short.
+pub const MAX_BULK_REVOKE: usize = 100;
+
+/// Body of `POST /v1/keys/bulk-revoke`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevokeKeys {
+    /// The keys to revoke: 1 to 100 ids (32 hex digits each), no id twice.
+    #[schema(schema_with = crate::openapi::bulk_key_ids)]
+    pub ids: Vec<String>,
+    /// Why (recorded in every key and its audit event): 1 to 500 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+impl BulkRevokeKeys {
+    /// The ids (parsed, in the order given) and the reason, checked.
+    pub(super) fn validate(&self) -> Result<(Vec<KeyId>, String)> {
+        let reason = clean_reason(&self.reason)?;
+        if self.ids.is_empty() || self.ids.len() > MAX_BULK_REVOKE {
+            return Err(
+                AppError::validation(format!("ids must list 1 to {MAX_BULK_REVOKE} keys"))
+                    .with_field("field", "ids"),
+            );
+        }
+        let mut ids = Vec::with_capacity(self.ids.len());
+        for (at, text) in self.ids.iter().enumerate() {
+            let id = KeyId::parse_hex(text).ok_or_else(|| {
+                AppError::validation("every id must be 32 hex digits")
+                    .with_field("field", "ids")
+                    .with_field("index", at)
+            })?;
+            if ids.contains(&id) {
+                return Err(AppError::validation("an id is listed twice")
+                    .with_field("field", "ids")
+                    .with_field("index", at));
+            }
+            ids.push(id);
+        }
+        Ok((ids, reason))
     }
 }
 

@@ -365,6 +365,15 @@ pub struct Revoked {
     pub changed: bool,
 }
 
+/// Answer of a bulk revoke: one entry per id, in the order given.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkRevoked {
+    /// Each key's answer, as a single revoke would give it.
+    pub data: Vec<Revoked>,
+    /// How many of them this call revoked (the others were already revoked).
+    pub revoked: usize,
+}
+
 /// Answer of a rotate.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Rotated {

@@ -484,3 +484,20 @@ pub fn keys(agent: &ureq::Agent, base: &str, token: &str) -> Vec<(String, String
         }
     }
 }
+
+impl TestApp {
+    /// Signs Alice in from the dashboard's `origin`; returns the session cookie pair.
+    pub async fn alice_session(&self, origin: &str) -> String {
+        let r = self
+            .anonymous()
+            .header("origin", origin)
+            .post(
+                "/v1/sessions",
+                serde_json::json!({ "email": "alice@example.com", "password": PASSWORD }),
+            )
+            .await
+            .expect(StatusCode::OK);
+        let set_cookie = r.header("set-cookie").unwrap().to_owned();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+}

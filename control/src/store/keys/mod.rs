@@ -260,7 +260,8 @@ pub fn list(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM api_keys WHERE account_id = ?1 \
          AND (?2 IS NULL OR environment = ?2) \
-         AND (?3 IS NULL OR name LIKE ?3 ESCAPE '\\') \
+         AND (?3 IS NULL OR name LIKE ?3 ESCAPE '\\' OR hint LIKE ?3 ESCAPE '\\' \
+              OR id LIKE ?3 ESCAPE '\\') \
          AND ({}) \
          AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6)) \
          AND ({}) \
