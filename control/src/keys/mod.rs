@@ -36,8 +36,8 @@ pub use self::request::{
 };
 pub(crate) use self::view::scope_names;
 pub use self::view::{
-    BulkRevoked, CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER, RetiredKeyView,
-    Revoked, Rotated, SigningKeyRetired, SigningKeyState, SigningNotice,
+    BulkRevoked, CreatedKey, IDLE_AFTER, KeyList, KeyStatus, KeyView, ROTATION_DUE_AFTER,
+    RetiredKeyView, Revoked, Rotated, SigningKeyRetired, SigningKeyState, SigningNotice,
 };
 use crate::auth::Caller;
 use crate::error::{AppError, Json, KeyIdPath, Query, Result};
@@ -344,10 +344,11 @@ pub async fn bulk_revoke_keys(
 ) -> Result<Json<BulkRevoked>> {
     let (ids, reason) = body.validate()?;
     let now = state.clock.now();
+    let active = state.keyring.active_kid();
     let account = caller.account_id;
     let outcomes = state
         .store
-        .write(move |tx| ops::revoke_many(tx, &caller, &ids, &reason, now))
+        .write(move |tx| ops::revoke_many(tx, &caller, &ids, &reason, now, active))
         .await?;
     let mut revoked = 0;
     let data = outcomes

@@ -326,6 +326,7 @@ pub(super) fn revoke_many(
     ids: &[KeyId],
     reason: &str,
     now: u64,
+    active_kid: u8,
 ) -> Result<Vec<(KeyView, u64, bool)>, KeyOpError> {
     let mut rows = Vec::with_capacity(ids.len());
     let mut unknown = Vec::new();
@@ -344,7 +345,7 @@ pub(super) fn revoke_many(
             .map_err(KeyOpError::BeyondGrant)?;
     }
     rows.into_iter()
-        .map(|row| revoke(tx, caller, row.id, reason.to_owned(), now))
+        .map(|row| revoke(tx, caller, row.id, reason.to_owned(), now, active_kid))
         .collect()
 }
 
