@@ -828,7 +828,8 @@ mod tests {
             shard: 0,
             shard_count: 16,
             version,
-            issued_at: NOW,
+            // A shard past its next update was issued before it.
+            issued_at: NOW.min(next_update),
             next_update,
         };
         RevocationShard::new(header, 1, ids.iter().copied())
@@ -840,7 +841,12 @@ mod tests {
     #[test]
     fn a_push_never_drops_a_revoked_id_the_edge_holds() {
         let cfg = config();
-        let (a, b) = (KeyId([0x01; 16]), KeyId([0x02; 16]));
+        // Ids of shard 0 of 16, the shard these pushes carry.
+        let mut ids = (0..=u8::MAX)
+            .map(|i| KeyId([i; 16]))
+            .filter(|&id| revocation::shard_of(id, 16) == 0);
+        let mut next = || ids.next().expect("ids of shard 0");
+        let (a, b, c) = (next(), next(), next());
         let pushed = |ids: &[KeyId], version| {
             let body = shard_with(version, NOW + 3_600, ids, &cfg);
             let sig = sign_push(&cfg.keyring, 0, &body, NOW);
@@ -859,7 +865,6 @@ mod tests {
         assert_eq!(check(&pushed(&[a], u64::MAX), &held, NOW), Err(dropped));
         // The same ids or more: accepted.
         assert!(check(&pushed(&[a, b], 6), &held, NOW).is_ok());
-        let c = KeyId([0x03; 16]);
         assert!(check(&pushed(&[a, b, c], 6), &held, NOW).is_ok());
         // A stored shard past its next-update still binds: its ids were revoked.
         let stale = shard_with(5, NOW - 1, &[a, b], &cfg);
