@@ -126,6 +126,8 @@ function guard(dialog) {
       s.panel.querySelector('[data-copy]').focus();
     } else if (e.target.closest('[data-discard]')) {
       s.discarded = true;
+      // Wiped now, not at the dialog's `close` event (a later task).
+      clear(s);
       dialog.close();
     }
   });

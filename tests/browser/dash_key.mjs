@@ -106,7 +106,9 @@ try {
   await a11y(page, 'shown-once key: copied as LYNXO_API_KEY');
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => !document.getElementById('create-dialog').open);
-  check(await page.textContent('#created [data-secret]') === '', 'closing wipes the key');
+  // The page wipes the key at the dialog's `close` event, a task after it closed: wait for it.
+  await page.waitForFunction(() => document.querySelector('#created [data-secret]').textContent === '')
+    .catch(() => check(false, 'closing wipes the key'));
   const keyId = await page.evaluate((n) => [...document.querySelectorAll('#keys-body a')]
     .find((a) => a.textContent === n)?.getAttribute('href').split('/').pop(), name);
   check(/^[0-9a-f]{32}$/.test(keyId || ''), 'the new key is listed');
