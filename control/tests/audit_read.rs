@@ -152,7 +152,6 @@ async fn bad_filters_are_a_clear_422() {
         (&*format!("action={long}"), "action"),
         ("actor=user%3A1%27--", "actor"),
         ("actor=", "actor"),
-        ("from=10&to=5", "from"),
         ("from=9223372036854775808", "to"),
         ("target=", "target"),
     ] {
@@ -165,6 +164,17 @@ async fn bad_filters_are_a_clear_422() {
             assert_eq!(r.body["field"], field, "{path}?{q}: {}", r.body);
         }
     }
+    // A range that ends before it starts is empty, not an error.
+    let empty = app
+        .alice()
+        .get("/v1/audit-events?from=10&to=5")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(empty.body["data"], serde_json::json!([]), "{}", empty.body);
+    app.alice()
+        .get("/v1/audit-events/export?format=json&from=10&to=5")
+        .await
+        .expect(StatusCode::OK);
     app.alice()
         .get("/v1/audit-events/export?format=xml")
         .await

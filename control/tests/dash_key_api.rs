@@ -308,7 +308,16 @@ async fn refused_attempts_after_a_revocation_are_counted_apart() {
             .body["data"],
         json!([])
     );
-    page(format!("to_ms={}", u64::MAX))
+    // Past the documented maximum (i64) a bound is refused, as the schema says.
+    for past in [
+        format!("to_ms={}", u64::MAX),
+        format!("from_ms={}", 1_u64 << 63),
+    ] {
+        page(past)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    page(format!("to_ms={}", i64::MAX))
         .await
         .expect(StatusCode::OK);
     page("from_ms=0&to_ms=0".into())

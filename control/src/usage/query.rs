@@ -473,6 +473,14 @@ pub async fn list_key_activity(
                 .name(),
         ]),
     };
+    // Past i64 a time means nothing to the database (the documented maximum of both bounds).
+    for (field, value) in [("from_ms", q.from_ms), ("to_ms", q.to_ms)] {
+        if value.is_some_and(|v| v > i64::MAX as u64) {
+            return Err(
+                invalid(field.into(), "from_ms and to_ms must be Unix milliseconds").into(),
+            );
+        }
+    }
     let since_ms = state
         .clock
         .now_ms()
