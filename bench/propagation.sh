@@ -14,7 +14,11 @@
 #   bash bench/propagation.sh control       # through the control plane only
 #   bash bench/propagation.sh edge          # sync push and KV only
 #   bash bench/propagation.sh load          # 30 revocations a second through the control plane
-#                                           # (PROPAGATION_LOAD_SECS, 20 by default): p50/p99
+#                                           # for PROPAGATION_LOAD_SECS (20 by default): the rate
+#                                           # reached, the load average, revoke -> published and
+#                                           # -> 401 p50/p95/p99 (PROPAGATION_LOAD_RATE: another
+#                                           # rate; PROPAGATION_LOAD_WATCH=0: revocations only,
+#                                           # what the client reaches without watching the edge)
 #   PROPAGATION_REVOCATIONS=50 bash bench/propagation.sh control
 #
 # Needs scripts/bootstrap.sh. Results and the production bound: docs/edge.md.
@@ -31,4 +35,4 @@ case "${1:-all}" in
   *) echo "usage: bash bench/propagation.sh [all|control|edge|load]" >&2; exit 2 ;;
 esac
 
-e2e_bench propagation 'propagation via.*' "${filter[@]}"
+e2e_bench propagation 'propagation (via|under load).*' "${filter[@]}"
