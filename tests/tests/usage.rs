@@ -104,10 +104,14 @@ fn rate_limits_usage_and_activity_end_to_end() {
     eprintln!("stack and control plane up in {:?}", started.elapsed());
     let mut ctx = Ctx { control, stack };
 
-    let scenarios: [e2e::Scenario<Ctx>; 5] = [
+    let scenarios: [e2e::Scenario<Ctx>; 6] = [
         (
             "exactly the limit, then 429 until the window resets",
             exactly_the_limit_then_429_until_the_window_resets,
+        ),
+        (
+            "the origin's answer passes through whole, with the RateLimit fields added",
+            the_origin_answer_passes_through_with_the_rate_fields,
         ),
         (
             "a changed limit applies without a new key",
@@ -161,6 +165,58 @@ fn exactly_the_limit_then_429_until_the_window_resets(ctx: &mut Ctx) {
     let r = ctx.get(key);
     assert_eq!(r.status, 200, "after the window: {}", r.text());
     assert_rate_headers(&r, 5, 10, 4);
+}
+
+/// The edge rebuilds the origin's response to add the RateLimit fields (a fetched response's
+/// headers are immutable): status, the origin's headers and body come through unchanged, for
+/// every status class and the statuses that must have no body.
+fn the_origin_answer_passes_through_with_the_rate_fields(ctx: &mut Ctx) {
+    let created = ctx.create(&json!({
+        "name": "pass-through", "environment": "development", "permission": "read_only",
+        "rate_limit": 100, "rate_limit_window": 3600,
+    }));
+    let (id, key) = (
+        created["id"].as_str().unwrap_or_default(),
+        created["key"].as_str().unwrap_or_default(),
+    );
+    ctx.wait_limit_synced(id);
+    let statuses = [200_u16, 201, 204, 302, 304, 404, 503];
+    let mut remaining = 100;
+    for status in statuses {
+        let r = ctx.send(
+            key,
+            "GET",
+            "/v1/jobs",
+            &[("Demo-Status", &status.to_string())],
+        );
+        assert_eq!(r.status, status, "{}", r.text());
+        remaining -= 1;
+        // Another window may have begun since the key was made (a fresh budget): read it off.
+        let state = r.header("ratelimit").unwrap_or_default().to_owned();
+        if !state.starts_with(&format!("\"default\";r={remaining};")) {
+            remaining = state
+                .strip_prefix("\"default\";r=")
+                .and_then(|rest| rest.split(';').next())
+                .and_then(|r| r.parse().ok())
+                .unwrap_or_else(|| panic!("{status}: RateLimit {state:?}"));
+        }
+        assert_rate_headers(&r, 100, 3600, remaining);
+        if status == 204 || status == 304 {
+            assert!(r.body.is_empty(), "{status} carried a body: {}", r.text());
+            continue;
+        }
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{status}"
+        );
+        let echoed: Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{status}: the origin's body did not come through: {e}"));
+        assert_eq!(echoed["method"], "GET", "{status}: {echoed}");
+        if status == 302 {
+            assert_eq!(r.header("location"), Some("/v1/jobs"));
+        }
+    }
 }
 
 fn a_changed_limit_applies_without_a_new_key(ctx: &mut Ctx) {
