@@ -4,6 +4,8 @@
 #
 #   auth:      the release worker (key verify + revocation + scope + rate limit + usage metering
 #              + signed identity), as scripts/build-edge.sh builds it;
+#   no-fields: the `bench-no-rate-fields` feature (all of it but the RateLimit fields on the
+#              origin's response, which the runtime makes us rebuild: that stage alone);
 #   no-limits: the same worker with the `bench-no-limits` feature (no rate limit, no metering);
 #   no-auth:   the `bench-no-auth` feature (forwards with a signed identity, checks no key).
 #
@@ -18,7 +20,7 @@
 #
 #   bash bench/cpu.sh [requests per run, default 20000] [rounds, default 7] [connections, default 16]
 #
-# CPU_BUILDS="auth no-auth" limits the builds measured (default "auth no-limits no-auth"); an
+# CPU_BUILDS="auth no-auth" limits the builds measured (default "auth no-fields no-limits no-auth"); an
 # entry <name>=<dir> adds a build made earlier (worker-build output in <dir>), e.g. the worker of
 # another commit: `CPU_BUILDS="auth before=/tmp/before/auth no-auth"`. The last is the baseline.
 #
@@ -43,7 +45,7 @@ requests="${1:-20000}"
 rounds="${2:-7}"
 connections="${3:-16}"
 threads=1
-read -r -a builds <<<"${CPU_BUILDS:-auth no-limits no-auth}"
+read -r -a builds <<<"${CPU_BUILDS:-auth no-fields no-limits no-auth}"
 out="$LYNXO_ROOT/bench/out/cpu"
 settle=1.5
 hz="$(getconf CLK_TCK)"
@@ -52,11 +54,16 @@ features_of() { # build
   case "$1" in
     auth) echo "" ;;
     no-limits) echo bench-no-limits ;;
+    no-fields) echo bench-no-rate-fields ;;
     no-auth) echo bench-no-auth ;;
-    *) die "unknown build $1 (auth, no-limits, no-auth)" ;;
+    *) die "unknown build $1 (auth, no-fields, no-limits, no-auth)" ;;
   esac
 }
 
+# A profile names the functions of each stage, so its builds keep the wasm's name section.
+if $profile; then
+  export EDGE_KEEP_NAMES=1
+fi
 rm -rf "$out"
 for i in "${!builds[@]}"; do
   build="${builds[$i]}"

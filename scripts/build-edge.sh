@@ -9,6 +9,8 @@
 # (scripts/strip-wasm-names.mjs), at most 400,000 bytes gzip -9 or the build fails. wrangler
 # runs this as the [build] command of wrangler.toml. Needs the tools of scripts/bootstrap.sh.
 #
+# EDGE_KEEP_NAMES=1 keeps the function names (profiling only; see below).
+#
 # Benchmark baselines: EDGE_FEATURES (comma-separated cargo features of edge/, e.g.
 # bench-no-limits or bench-no-auth) builds into EDGE_OUT_DIR (a directory under edge/, required
 # with features, never `build`), so the normal build in edge/build is left as it was.
@@ -40,10 +42,13 @@ fi
 wasm="edge/$out_dir/index_bg.wasm"
 [[ -f "$wasm" ]] || die "worker-build produced no $wasm"
 # The function names are for stack traces only, and a quarter of the module (docs/edge.md, "Size").
-node scripts/strip-wasm-names.mjs "$wasm"
+# EDGE_KEEP_NAMES=1 keeps them, for a profile that names functions (bench/cpu.sh profile): such a
+# module is never deployed, and is not held to the budget.
+keep_names="${EDGE_KEEP_NAMES:-}"
+[[ -n $keep_names ]] || node scripts/strip-wasm-names.mjs "$wasm"
 raw=$(wc -c <"$wasm")
 gz=$(gzip -9 -c "$wasm" | wc -c)
 printf 'build-edge: %s: %d bytes, %d bytes gzip -9 (%d KiB)\n' "$wasm" "$raw" "$gz" $(((gz + 1023) / 1024))
 # The size budget (docs/edge.md, "Size"): a module over it fails the build, so no test runs it.
 budget=400000
-((gz <= budget)) || die "$wasm is $gz bytes gzip -9, over the budget of $budget"
+[[ -n $keep_names ]] || ((gz <= budget)) || die "$wasm is $gz bytes gzip -9, over the budget of $budget"

@@ -78,6 +78,9 @@ pub const ORIGIN_MTLS_BINDING: &str = "ORIGIN_MTLS";
 /// Whether this build limits and meters (the benchmark baselines compile both out).
 const LIMITS: bool = !cfg!(any(feature = "bench-no-limits", feature = "bench-no-auth"));
 
+/// Whether the origin's response gets the RateLimit fields (a benchmark stage compiles them out).
+const RATE_FIELDS: bool = !cfg!(feature = "bench-no-rate-fields");
+
 /// Which handler serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint<'a> {

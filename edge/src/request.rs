@@ -23,7 +23,7 @@ use crate::meter::{Caller, Place, Seen};
 use crate::problem::{Problem, Reply};
 use crate::respond::{Answer, origin_with_rate_headers, with_rate_headers};
 use crate::stubs::{Attributed, rate_limit};
-use crate::{LIMITS, ORIGIN_MTLS_BINDING, REVOCATIONS_BINDING};
+use crate::{LIMITS, ORIGIN_MTLS_BINDING, RATE_FIELDS, REVOCATIONS_BINDING};
 
 /// An API request: the decision, its attribution for the meter (made once, from the decision,
 /// whatever happens after it), then the answer.
@@ -213,8 +213,8 @@ async fn answer(
     let origin_request = Request::new_with_init(&plan.url, &init)?;
     match send(env, &origin_request).await {
         Ok(response) => Ok(Answer::Origin(match rate {
-            Some(status) => origin_with_rate_headers(response, &status, now_ms),
-            None => response,
+            Some(status) if RATE_FIELDS => origin_with_rate_headers(response, &status, now_ms),
+            _ => response,
         })),
         Err(e) => {
             console_error!("lynxo-edge: origin unreachable: {e}");
