@@ -12,9 +12,8 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use e2e::browser::chromium;
-use e2e::control::{Control, DEADLINE, EMAIL, PASSWORD};
-use e2e::stack::{KEYRING, Options, Stack, workspace_root};
+use e2e::control::{Control, DEADLINE};
+use e2e::stack::{KEYRING, Options, Stack};
 use serde_json::{Value, json};
 use shared::key;
 use shared::mac::Keyring;
@@ -27,13 +26,6 @@ const WRONG_ENV_REQUESTS: u64 = 3;
 
 #[test]
 fn environment_refusals_readable_audit_and_honest_numbers() {
-    let root = workspace_root();
-    let browser = chromium();
-    assert!(
-        browser.exists(),
-        "no Chromium at {}: run scripts/bootstrap.sh",
-        browser.display()
-    );
     let stack = Stack::start(env!("CARGO_BIN_EXE_demo_origin"), Options::default());
     let dev_base = format!("http://{}", stack.edge);
     let control = Control::start_with_env(
@@ -65,29 +57,15 @@ fn environment_refusals_readable_audit_and_honest_numbers() {
 
     let scopes_id = allowed_and_refused_scopes(&control, &stack);
 
-    let screenshots = root.join("target/dashboard-screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{screenshots:?}: {e}"));
-    let dashboard = format!("http://{}", control.addr);
-    let (ok, output) = e2e::browser::run_script(
-        &root,
-        "tests/browser/dash_env.mjs",
+    e2e::browser::walk(
+        "dash_env.mjs",
+        &control,
+        &dev_base,
         &[
-            ("LYNXO_DASHBOARD_URL", dashboard.as_ref()),
-            ("LYNXO_EDGE_URL", dev_base.as_ref()),
-            ("LYNXO_EMAIL", EMAIL.as_ref()),
-            ("LYNXO_PASSWORD", PASSWORD.as_ref()),
             ("LYNXO_WRONG_ENV_KEY_ID", prod_id.as_ref()),
             ("LYNXO_SCOPES_KEY_ID", scopes_id.as_ref()),
-            ("LYNXO_SCREENSHOTS", screenshots.as_os_str()),
-            ("LYNXO_CHROMIUM", browser.as_os_str()),
         ],
         SCRIPT_DEADLINE,
-    );
-    eprintln!("{output}");
-    assert!(
-        ok,
-        "tests/browser/dash_env.mjs failed (screenshot: {}):\n{output}",
-        screenshots.join("failure.png").display()
     );
 }
 
