@@ -13,6 +13,24 @@ pub fn chromium() -> PathBuf {
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
+/// The browser, after checking that it and playwright-core are installed (the test fails
+/// saying how to install them if not).
+pub fn ready_browser() -> PathBuf {
+    let browser = chromium();
+    assert!(
+        browser.exists(),
+        "no Chromium at {}: run scripts/bootstrap.sh (it installs Debian's chromium)",
+        browser.display()
+    );
+    assert!(
+        crate::stack::workspace_root()
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
+        "playwright-core is not installed: run scripts/bootstrap.sh"
+    );
+    browser
+}
+
 /// Runs `node <root>/<script>` in `root` with `env`; returns whether it exited 0 and what it
 /// printed (stdout and stderr, in order). Killed after `deadline`, which the output then says.
 pub fn run_script(
@@ -79,17 +97,7 @@ pub fn walk(
     deadline: Duration,
 ) -> Walked {
     let root = crate::stack::workspace_root();
-    let browser = chromium();
-    assert!(
-        browser.exists(),
-        "no Chromium at {}: run scripts/bootstrap.sh (it installs Debian's chromium)",
-        browser.display()
-    );
-    assert!(
-        root.join("node_modules/playwright-core/package.json")
-            .exists(),
-        "playwright-core is not installed: run scripts/bootstrap.sh"
-    );
+    let browser = ready_browser();
     let screenshots = root.join("target/dashboard-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{screenshots:?}: {e}"));
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::browser::{chromium, run_script};
+use e2e::browser::{ready_browser, run_script};
 use e2e::control::AUDIT_KEYRING;
 use e2e::http;
 use e2e::stack::workspace_root;
@@ -61,17 +61,7 @@ fn sign_in(addr: SocketAddr, password: &str) -> u16 {
 #[test]
 fn sessions_page_and_password_change_in_headless_chromium() {
     let root = workspace_root();
-    let browser = chromium();
-    assert!(
-        browser.exists(),
-        "no Chromium at {}: run scripts/bootstrap.sh (it installs Debian's chromium)",
-        browser.display()
-    );
-    assert!(
-        root.join("node_modules/playwright-core/package.json")
-            .exists(),
-        "playwright-core is not installed: run scripts/bootstrap.sh"
-    );
+    let browser = ready_browser();
     let serve = Standalone::start("Default account", EMAIL, PASSWORD);
     let (addr, bin, db) = (serve.addr, serve.bin.clone(), serve.database());
     let db_arg = db.to_str().unwrap_or_else(|| panic!("database path"));

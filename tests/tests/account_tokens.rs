@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use e2e::browser::{chromium, run_script};
+use e2e::browser::{ready_browser, run_script};
 use e2e::control::{EMAIL, PASSWORD};
 use e2e::http;
 use e2e::stack::workspace_root;
@@ -22,12 +22,7 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
 #[test]
 fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
     let root = workspace_root();
-    let browser = chromium();
-    assert!(
-        browser.exists(),
-        "no Chromium at {}: run scripts/bootstrap.sh (it installs Debian's chromium)",
-        browser.display()
-    );
+    let browser = ready_browser();
     let serve = Standalone::start("Acme", EMAIL, PASSWORD);
     let (addr, token) = (serve.addr, serve.account.token.clone());
     let database = serve.database();
