@@ -529,3 +529,185 @@ fn a_second_run_of_the_postgres_schema_fails_and_changes_nothing() {
         differences(&before, &after)
     );
 }
+
+/// Statements run in order on both backends, each in its own transaction, with whether it must
+/// succeed: what the catalogs do not show (CHECKs, the NOCASE collation, the append-only
+/// triggers, generated ids, foreign keys enforced). `{blob:HEX}` is a byte string literal.
+const STEPS: &[(bool, &str)] = &[
+    (
+        true,
+        "INSERT INTO accounts (name, plan_id, created_at) VALUES ('a', 'standard', 1)",
+    ),
+    (
+        false,
+        "INSERT INTO accounts (name, plan_id, created_at) VALUES ('b', 'gold', 1)",
+    ),
+    (
+        false,
+        "INSERT INTO accounts (name, plan_id, created_at, leak_response) \
+         VALUES ('b', 'standard', 1, 'ignore')",
+    ),
+    (
+        true,
+        "INSERT INTO users (account_id, email, password_hash, created_at) \
+         VALUES (1, 'ann@example.com', 'h', 1)",
+    ),
+    (
+        false,
+        "INSERT INTO users (account_id, email, password_hash, created_at) \
+         VALUES (1, 'ANN@Example.com', 'h', 1)",
+    ),
+    (
+        true,
+        "INSERT INTO users (account_id, email, password_hash, created_at) \
+         VALUES (1, 'ANN@Example.com', 'h', 1) ON CONFLICT (email) DO NOTHING",
+    ),
+    (
+        false,
+        "INSERT INTO users (account_id, email, password_hash, created_at) \
+         VALUES (99, 'bob@example.com', 'h', 1)",
+    ),
+    (
+        true,
+        "INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, kid, hint, \
+         rate_limit, created_at) VALUES ('k1', 0, 1, 'n', 'live', 1, 1, 'h', 600, 1)",
+    ),
+    (true, "UPDATE api_keys SET budget_id = id WHERE id = 'k1'"),
+    (
+        false,
+        "UPDATE api_keys SET revocation_in_force = 2 WHERE id = 'k1'",
+    ),
+    (
+        false,
+        "UPDATE api_keys SET rate_limit_window = 0 WHERE id = 'k1'",
+    ),
+    (
+        false,
+        "UPDATE api_keys SET rotated_from = 'nope' WHERE id = 'k1'",
+    ),
+    (
+        true,
+        "INSERT INTO audit_events (seq, at, account_id, actor, action, details, prev_hash, hash) \
+         VALUES (1, 1, 1, 'cli', 'x', '{}', {blob:00}, {blob:01})",
+    ),
+    (
+        false,
+        "INSERT INTO audit_events (seq, at, account_id, actor, action, details, prev_hash, hash) \
+         VALUES (1, 1, 1, 'cli', 'fork', '{}', {blob:00}, {blob:02})",
+    ),
+    (false, "UPDATE audit_events SET actor = 'y'"),
+    (false, "DELETE FROM audit_events"),
+    (
+        true,
+        "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at, \
+         last_seen_at) VALUES ({blob:aa}, 1, 1, 1, 2, 1)",
+    ),
+    (
+        false,
+        "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at, \
+         last_seen_at) VALUES ({blob:aa}, 1, 1, 1, 2, 1)",
+    ),
+    (
+        true,
+        "INSERT INTO key_leaks (key_id, account_id, reporter, url, reported_at, action) \
+         VALUES ('k1', 1, 'github', '', 1, 'revoked')",
+    ),
+    (
+        false,
+        "INSERT INTO key_leaks (key_id, account_id, reporter, url, reported_at, action) \
+         VALUES ('k1', 1, 'github', '', 2, 'notified')",
+    ),
+    (
+        false,
+        "INSERT INTO key_leaks (key_id, account_id, reporter, url, reported_at, action) \
+         VALUES ('k1', 1, 'bitbucket', 'u', 1, 'revoked')",
+    ),
+    (
+        true,
+        "INSERT INTO retired_kids VALUES (7, 1, 'compromised', NULL, 0)",
+    ),
+    (
+        false,
+        "INSERT INTO retired_kids VALUES (256, 1, 'scheduled', NULL, 0)",
+    ),
+    (
+        false,
+        "INSERT INTO retired_kids VALUES (8, 1, 'bored', NULL, 0)",
+    ),
+    (
+        false,
+        "INSERT INTO revocation_meta (id, list_version) VALUES (2, 0)",
+    ),
+    (
+        false,
+        "INSERT INTO usage_minutes VALUES ('k1', 1, 1, '', '2xx', 0)",
+    ),
+    (
+        false,
+        "INSERT INTO plans (id, max_active_keys, default_rate_limit, max_rate_limit) \
+         VALUES ('tiny', 1, 10, 5)",
+    ),
+    (false, "UPDATE plans SET token_max_ttl = 0"),
+    (
+        true,
+        "INSERT INTO limits_outbox (key_id, version) VALUES ('k1', 1)",
+    ),
+];
+
+/// `{blob:HEX}` as each backend spells a byte string.
+fn dialect(sql: &str, postgres: bool) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find("{blob:") {
+        let end = at + rest[at..].find('}').expect("a closed {blob:..}");
+        let hex = &rest[at + "{blob:".len()..end];
+        out.push_str(&rest[..at]);
+        out.push_str(&if postgres {
+            format!("'\\x{hex}'::bytea")
+        } else {
+            format!("X'{hex}'")
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn both_backends_accept_and_refuse_the_same_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = sqlite(dir.path());
+    // The store's own connection setting (SQLite enforces foreign keys only when asked).
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    let server = postgres();
+    let mut wrong = String::new();
+    for (want, sql) in STEPS {
+        let lite = conn
+            .execute_batch(&dialect(sql, false))
+            .map_err(|e| e.to_string());
+        let pg = server.try_psql("lynxo", &dialect(sql, true));
+        if lite.is_ok() != *want || pg.is_ok() != *want {
+            wrong.push_str(&format!(
+                "  {sql}\n    want ok: {want}; SQLite: {lite:?}; PostgreSQL: {pg:?}\n"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the backends disagree (or both are wrong):\n{wrong}"
+    );
+
+    // Email lookups ignore case on both.
+    let sql = "SELECT count(*) FROM users WHERE email = 'Ann@EXAMPLE.com'";
+    let lite: i64 = conn.query_row(sql, [], |r| r.get(0)).unwrap();
+    assert_eq!((lite, server.psql("lynxo", sql).trim()), (1, "1"));
+    // TRUNCATE fires no row trigger: its own trigger keeps the trail (PostgreSQL only).
+    let err = server
+        .try_psql("lynxo", "TRUNCATE audit_events")
+        .unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+
+    // And both hold the same rows afterwards (generated ids included).
+    let diff = differences(&sqlite_facts(&conn), &pg_facts(&server));
+    assert!(diff.is_empty(), "the backends hold different data:\n{diff}");
+}
