@@ -45,6 +45,11 @@ impl Server {
     /// Creates a cluster in a new temporary directory and starts it; returns once it accepts
     /// connections. Panics (with the server's log) if it cannot.
     pub fn start() -> Self {
+        Self::start_on(std::iter::repeat_with(free_port).take(PORT_ATTEMPTS))
+    }
+
+    /// [`Server::start`] on the first of `ports` the server can bind.
+    fn start_on(ports: impl IntoIterator<Item = u16>) -> Self {
         let bin = server_bin_dir();
         let psql = if bin.join("psql").is_file() {
             bin.join("psql")
@@ -97,8 +102,8 @@ impl Server {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        for attempt in 1..=PORT_ATTEMPTS {
-            let port = free_port();
+        let mut ports = ports.into_iter().enumerate().peekable();
+        while let Some((attempt, port)) = ports.next() {
             let log = server.root.path().join(format!("server-{attempt}.log"));
             let out = server
                 .server_command("pg_ctl")
@@ -119,7 +124,7 @@ impl Server {
             }
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             let taken = log.contains("could not bind") || log.contains("already in use");
-            if !taken || attempt == PORT_ATTEMPTS {
+            if !taken || ports.peek().is_none() {
                 // A server that failed to start may still hold the directory: stop it first.
                 server.stop();
                 panic!(
@@ -129,7 +134,7 @@ impl Server {
                 );
             }
         }
-        unreachable!("the last attempt returns or panics")
+        panic!("no port to try")
     }
 
     /// The loopback TCP port the server listens on.
@@ -323,4 +328,23 @@ fn server_bin_dir() -> PathBuf {
              bash scripts/bootstrap.sh installs them"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port taken between our probe and the server's bind: the next one is tried.
+    #[test]
+    fn a_taken_port_is_skipped() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let free = free_port();
+        let server = Server::start_on([taken_port, free]);
+        assert_eq!(server.port(), free);
+        assert_eq!(server.psql("postgres", "SELECT 1").trim(), "1");
+        let dir = server.dir().to_owned();
+        drop(server);
+        assert!(!dir.exists(), "{} is left on disk", dir.display());
+    }
 }
