@@ -4,7 +4,8 @@
 -- This is the schema of record for the PostgreSQL backend (docs/postgres.md). The test
 -- control/tests/postgres_schema.rs applies it to a private server and compares it with a SQLite
 -- database migrated by the real store: tables, columns (name, type, nullability, default,
--- order), primary keys, UNIQUE constraints, indexes, foreign keys, triggers and seed rows.
+-- order), primary keys, UNIQUE constraints, indexes, foreign keys, triggers, CHECKs (counted,
+-- and run) and seed rows.
 -- A later SQLite migration must come with its PostgreSQL one (0002_..., recording version 14 in
 -- `schema_migrations`), or that test fails.
 --
