@@ -204,12 +204,7 @@ impl Server {
 
     fn psql_command(&self, db: &str) -> Command {
         let mut cmd = Command::new(&self.psql);
-        // Only our arguments decide where psql connects: no PGHOST, PGOPTIONS, ... of the caller.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PG") {
-                cmd.env_remove(key);
-            }
-        }
+        without_pg_env(&mut cmd);
         cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-h",
@@ -237,6 +232,7 @@ impl Server {
         } else {
             Command::new(program)
         };
+        without_pg_env(&mut cmd);
         cmd.current_dir(self.root.path()).stdin(Stdio::null());
         cmd
     }
@@ -275,6 +271,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         // `root` (a TempDir) is dropped after this and deletes the directory.
+    }
+}
+
+/// Only our arguments decide which server and directory a program uses: none of the caller's
+/// PGHOST, PGPORT, PGDATA, PGOPTIONS, ...
+fn without_pg_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
     }
 }
 
