@@ -20,7 +20,10 @@
 #     the deploy runbook's check (scripts/check-deploy.sh) verifies the unit, runs the TLS proxy
 #     and takes the pre-upgrade backup;
 #   - Debian's `faketime` (apt): libfaketime, which the clock-skew test (tests/tests/metrics.rs)
-#     preloads into a control plane so its clock runs behind the edge's.
+#     preloads into a control plane so its clock runs behind the edge's;
+#   - Debian's `postgresql` (apt), only if its server binaries (`initdb`, `pg_ctl`, on PATH or in
+#     /usr/lib/postgresql/<version>/bin) or the `postgres` system user are missing: the PostgreSQL
+#     tests start a private server of their own (tests/src/postgres.rs). No cluster is created.
 # Fuzzing tools are installed by the scripts that use them, not here.
 # Afterwards `source scripts/env.sh` puts all of it on PATH and sets WASM_BINDGEN_BIN.
 set -euo pipefail
@@ -124,6 +127,33 @@ else
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq faketime >/dev/null
   [[ -f "$libfaketime" ]] || die "apt-get installed faketime but $libfaketime is missing"
+fi
+
+# --- PostgreSQL for the PostgreSQL tests (tests/src/postgres.rs, control/tests/postgres_schema.rs)
+# Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<version>/bin; the harness
+# looks there too (newest first) and runs them as the `postgres` user when it is root.
+pg_bin=""
+if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+  pg_bin="$(dirname "$(command -v initdb)")"
+else
+  for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+    if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then pg_bin="$dir"; break; fi
+  done
+fi
+if [[ -n "$pg_bin" ]] && id -u postgres >/dev/null 2>&1; then
+  log "postgresql: present ($("$pg_bin/initdb" --version))"
+else
+  command -v apt-get >/dev/null || die "PostgreSQL's server is missing and apt-get is not available: install Debian's postgresql"
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "postgresql: installing Debian's package"
+  # The tests run private servers only: no default cluster (and no server on port 5432).
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/lynxo.conf >/dev/null
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || die "apt-get installed postgresql but no /usr/lib/postgresql/*/bin/initdb"
+  id -u postgres >/dev/null 2>&1 || die "apt-get installed postgresql but there is no postgres user"
 fi
 
 log "ready: wasm-bindgen $("$WASM_BINDGEN_BIN" --version | awk '{ print $NF }')," \

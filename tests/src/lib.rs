@@ -15,6 +15,8 @@
 //! - [`standalone`]: the control plane alone (`serve --no-publish`), for tests that need no edge;
 //! - [`provider`]: a secret-scanning provider (GitHub, GitLab): its signing key and the public-key
 //!   document it serves.
+//! - [`postgres`]: a private PostgreSQL server (`initdb` + `pg_ctl` on a temporary directory),
+//!   stopped and deleted when dropped.
 
 pub mod attack;
 pub mod browser;
@@ -24,6 +26,7 @@ pub mod exposition;
 pub mod http;
 pub mod keys;
 pub mod origin;
+pub mod postgres;
 pub mod provider;
 pub mod scrape;
 pub mod stack;
