@@ -48,6 +48,7 @@ fn activity(key: &str, account: u64, at_ms: u64, status: u16, outcome: Outcome) 
         country: Some("DE".into()),
         colo: Some("FRA".into()),
         user_agent: Some("curl/8".into()),
+        reason: None,
     }
 }
 
