@@ -562,9 +562,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn refusals_are_named_from_the_keys_dates() {
-        let row = |at: u64, outcome: &str| ActivityEntry {
+    /// A row at second `at` (its last millisecond) with `outcome` and a stored `reason`.
+    fn entry(at: u64, outcome: &str, reason: Option<&'static str>) -> ActivityEntry {
+        ActivityEntry {
             id: 1,
             at_ms: at * 1000 + 999,
             method: "GET".into(),
@@ -575,8 +575,13 @@ mod tests {
             country: None,
             colo: None,
             user_agent: None,
-            reason: None,
-        };
+            reason,
+        }
+    }
+
+    #[test]
+    fn refusals_are_named_from_the_keys_dates() {
+        let row = |at: u64, outcome: &str| entry(at, outcome, None);
         let cases = [
             (row(100, "401"), None, None, Some("wrong_environment")),
             (
@@ -601,19 +606,7 @@ mod tests {
 
     #[test]
     fn the_edges_own_reason_wins_over_the_dates() {
-        let row = |outcome: &str, reason| ActivityEntry {
-            id: 1,
-            at_ms: 100_999,
-            method: "GET".into(),
-            path: "/v1/jobs".into(),
-            status: 0,
-            outcome: outcome.into(),
-            client_ip: None,
-            country: None,
-            colo: None,
-            user_agent: None,
-            reason,
-        };
+        let row = |outcome: &str, reason| entry(100, outcome, reason);
         // Revoked and expired before the request, but refused for its environment.
         let other = row("401", Some("wrong_environment"));
         assert_eq!(
