@@ -382,7 +382,10 @@ export function apiBase(environment) {
   return bases[environment] || bases.production || 'https://api.lynxo.ai';
 }
 
-/** Why the edge refused a request (an activity entry's `reason`), in words; '' for none. */
+/**
+ * Why the edge answered a request itself (an activity entry's `reason`, the edge's own), in
+ * words; '' for none. A code this page does not know is shown as it is.
+ */
 export function refusalReason(reason) {
   const words = {
     wrong_environment: 'Sent to the wrong environment',
@@ -390,6 +393,12 @@ export function refusalReason(reason) {
     expired: 'Key expired',
     insufficient_scope: 'The key lacks the scope this route needs',
     rate_limit_exceeded: 'Over the key\'s rate limit',
+    not_found: 'No such route',
+    method_not_allowed: 'Method not allowed on this route',
+    invalid_path: 'Path not canonical',
+    revocation_list_unavailable: 'Revocation status unavailable at the edge',
+    origin_unavailable: 'API unreachable from the edge',
+    internal_error: 'Edge error',
   };
   if (!reason) return '';
   return el('span', { class: 'reason', 'data-reason': reason }, words[reason] || reason);

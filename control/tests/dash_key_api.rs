@@ -34,6 +34,7 @@ fn activity(key: &str, account: u64, at_ms: u64, status: u16, outcome: Outcome) 
         country: None,
         colo: None,
         user_agent: None,
+        reason: None,
     }
 }
 

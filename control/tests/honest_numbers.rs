@@ -245,6 +245,7 @@ async fn each_refusal_in_the_activity_log_names_its_reason() {
         country: None,
         colo: None,
         user_agent: None,
+        reason: None,
     };
     let mut b = batch(1, vec![]);
     b.activity = vec![

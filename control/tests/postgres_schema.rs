@@ -1,5 +1,6 @@
-//! The PostgreSQL schema of record (`src/store/postgres/0001_initial.sql`) against what the real
-//! store's SQLite migrations make, on a private server (`e2e::postgres`).
+//! The PostgreSQL schema of record (`src/store/postgres/0001_initial.sql` and the migrations
+//! after it, applied in order) against what the real store's SQLite migrations make, on a private
+//! server (`e2e::postgres`).
 //!
 //! Each database is read into a set of facts (a table, a column with its type, nullability and
 //! default, a primary key, a UNIQUE constraint, an index, a foreign key, a trigger, the number of
@@ -16,7 +17,19 @@ use e2e::postgres::Server;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-const PG_SCHEMA: &str = include_str!("../src/store/postgres/0001_initial.sql");
+/// The PostgreSQL migrations, in order: the whole schema 13, then one per later SQLite migration
+/// (each records the version it reaches in `schema_migrations`). Every file of the directory is
+/// here ([`every_postgres_migration_is_applied`]).
+const PG_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../src/store/postgres/0001_initial.sql"),
+    ),
+    (
+        "0002_activity_reason.sql",
+        include_str!("../src/store/postgres/0002_activity_reason.sql"),
+    ),
+];
 
 /// SQLite `INTEGER PRIMARY KEY` columns whose value the store always names (a chain's next seq,
 /// a singleton row's 1, a kid): no generated id on PostgreSQL. Every other one is an identity.
@@ -49,8 +62,26 @@ fn shared_audit_keyring() -> std::sync::Arc<shared::audit::AuditKeyring> {
 fn postgres() -> Server {
     let server = Server::start();
     server.create_database("lynxo");
-    server.psql("lynxo", PG_SCHEMA);
+    for (_, sql) in PG_MIGRATIONS {
+        server.psql("lynxo", sql);
+    }
     server
+}
+
+#[test]
+fn every_postgres_migration_is_applied() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    files.sort();
+    let listed: Vec<&str> = PG_MIGRATIONS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        files, listed,
+        "PG_MIGRATIONS lists every file of {dir:?}, in order"
+    );
 }
 
 fn sqlite_type(declared: &str) -> String {
@@ -546,7 +577,7 @@ fn the_postgres_schema_is_the_sqlite_schema() {
     let diff = differences(&sqlite, &pg);
     assert!(
         diff.is_empty(),
-        "src/store/postgres/0001_initial.sql differs from the SQLite schema {SCHEMA_VERSION}:\n{diff}"
+        "src/store/postgres/ (its migrations applied in order) differs from the SQLite schema {SCHEMA_VERSION}:\n{diff}"
     );
 }
 
@@ -554,16 +585,18 @@ fn the_postgres_schema_is_the_sqlite_schema() {
 fn a_second_run_of_the_postgres_schema_fails_and_changes_nothing() {
     let server = postgres();
     let before = pg_facts(&server);
-    let err = server
-        .try_psql("lynxo", PG_SCHEMA)
-        .expect_err("the schema is not idempotent: a second run must fail");
-    assert!(err.contains("already exists"), "{err}");
-    let after = pg_facts(&server);
-    assert!(
-        before == after,
-        "the failed second run changed the database:\n{}",
-        differences(&before, &after)
-    );
+    for (name, sql) in PG_MIGRATIONS {
+        let err = server
+            .try_psql("lynxo", sql)
+            .expect_err("a migration is not idempotent: a second run must fail");
+        assert!(err.contains("already exists"), "{name}: {err}");
+        let after = pg_facts(&server);
+        assert!(
+            before == after,
+            "the failed second run of {name} changed the database:\n{}",
+            differences(&before, &after)
+        );
+    }
 }
 
 /// Statements run in order on both backends, each in its own transaction, with whether it must
@@ -687,6 +720,26 @@ const STEPS: &[(bool, &str)] = &[
     (
         true,
         "INSERT INTO limits_outbox (key_id, version) VALUES ('k1', 1)",
+    ),
+    (
+        true,
+        "INSERT INTO activity (key_id, account_id, at_ms, method, path, status, outcome) \
+         VALUES ('k1', 1, 1, 'GET', '/v1/jobs', 200, '2xx')",
+    ),
+    (
+        true,
+        "INSERT INTO activity (key_id, account_id, at_ms, method, path, status, outcome, reason) \
+         VALUES ('k1', 1, 2, 'GET', '/v1/jobs', 401, '401', 'revocation_list_unavailable_abcd')",
+    ),
+    (
+        false,
+        "INSERT INTO activity (key_id, account_id, at_ms, method, path, status, outcome, reason) \
+         VALUES ('k1', 1, 3, 'GET', '/v1/jobs', 401, '401', 'revocation_list_unavailable_abcde')",
+    ),
+    (
+        false,
+        "INSERT INTO activity (key_id, account_id, at_ms, method, path, status, outcome, reason) \
+         VALUES ('k1', 1, 4, 'GET', '/v1/jobs', 401, '401', '')",
     ),
 ];
 

@@ -259,6 +259,7 @@ fn activity_is_bounded_per_key_and_in_time() {
         country: None,
         colo: None,
         user_agent: None,
+        reason: None,
     };
     // 40 days of one request a day, each kind: the old ones expire, and only 7 of each kind
     // are kept whatever their age.

@@ -8,7 +8,7 @@ use control::store::StoreError;
 use control::store::usage::DENIAL_ACTIVITY_KEEP;
 use serde_json::{Value, json};
 use shared::key::KeyId;
-use shared::usage::{Activity, Batch, Count, LastUsed, Outcome};
+use shared::usage::{Activity, Batch, Count, LastUsed, Outcome, Reason};
 
 const MINUTE: u64 = START / 60;
 
@@ -48,6 +48,7 @@ fn activity(key: &str, account: u64, at_ms: u64, status: u16, outcome: Outcome) 
         country: Some("DE".into()),
         colo: Some("FRA".into()),
         user_agent: Some("curl/8".into()),
+        reason: None,
     }
 }
 
@@ -475,6 +476,122 @@ async fn activity_is_newest_first_with_a_cursor_and_an_outcome_filter() {
             .get(&format!("/v1/keys/{id}/activity?{bad}"))
             .await
             .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+}
+
+/// Each entry's `(at_ms, reason)`, oldest first, of the key's activity log (up to 500).
+async fn reasons(app: &TestApp, id: &str) -> Vec<(u64, Value)> {
+    let page = app
+        .alice()
+        .get(&format!("/v1/keys/{id}/activity?limit=500"))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let mut out: Vec<(u64, Value)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["at_ms"].as_u64().unwrap(), e["reason"].clone()))
+        .collect();
+    out.sort_by_key(|(at, _)| *at);
+    out
+}
+
+/// The edge records why it answered each request itself, from its own decision; the activity
+/// API shows that reason and derives one only for a row without it (sent before the edge
+/// recorded it). The derivation got one case wrong: a production key that is also revoked,
+/// refused by a development edge for its environment (the edge checks that first).
+#[tokio::test]
+async fn the_activity_log_shows_the_edges_own_reason() {
+    let app = TestApp::new();
+    let id = new_key(&app, json!({ "environment": "production" })).await;
+    let a = app.alice_account;
+    app.alice()
+        .post(
+            &format!("/v1/keys/{id}/revoke"),
+            json!({ "reason": "leaked" }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    app.advance(60);
+    let t0 = control::Clock::now(app.clock.as_ref()) * 1000;
+    let entry = |i: u64, status: u16, outcome: Outcome, reason: Option<Reason>| Activity {
+        reason,
+        ..activity(&id, a, t0 + i, status, outcome)
+    };
+    let mut b = batch(1, vec![]);
+    b.activity = vec![
+        entry(
+            1,
+            401,
+            Outcome::Unauthorized,
+            Some(Reason::WrongEnvironment),
+        ),
+        // From an edge older than the field: derived from the key's dates.
+        entry(2, 401, Outcome::Unauthorized, None),
+        entry(3, 404, Outcome::EdgeRefused, Some(Reason::NotFound)),
+        entry(
+            4,
+            429,
+            Outcome::RateLimited,
+            Some(Reason::RateLimitExceeded),
+        ),
+        entry(5, 502, Outcome::EdgeError, Some(Reason::OriginUnavailable)),
+        entry(6, 401, Outcome::Unauthorized, Some(Reason::Revoked)),
+        entry(7, 403, Outcome::Forbidden, Some(Reason::InsufficientScope)),
+        // A reason that is not its outcome's is dropped: none for the origin's answer, the
+        // derived one for a refusal.
+        entry(8, 200, Outcome::Success, Some(Reason::Revoked)),
+        entry(9, 403, Outcome::Forbidden, Some(Reason::Expired)),
+        entry(10, 404, Outcome::EdgeRefused, None),
+    ];
+    let answer = app.ingest(&b).await.expect(StatusCode::OK).body;
+    assert_eq!(answer["activity"], 10, "{answer}");
+    let want = [
+        json!("wrong_environment"),
+        json!("revoked"),
+        json!("not_found"),
+        json!("rate_limit_exceeded"),
+        json!("origin_unavailable"),
+        json!("revoked"),
+        json!("insufficient_scope"),
+        Value::Null,
+        json!("insufficient_scope"),
+        Value::Null,
+    ];
+    let got = reasons(&app, &id).await;
+    let want: Vec<(u64, Value)> = (1..).map(|i| t0 + i).zip(want).collect();
+    assert_eq!(got, want);
+
+    // Raw bodies, as an edge newer than this build (or a broken one) might send them.
+    let raw = |seq: u64, at: u64, reason: &str| {
+        let mut batch = serde_json::to_value(batch(seq, vec![])).unwrap();
+        let mut e = serde_json::to_value(entry(at, 401, Outcome::Unauthorized, None)).unwrap();
+        e["reason"] = serde_json::from_str(reason).unwrap();
+        batch["activity"] = json!([e]);
+        serde_json::to_vec(&batch).unwrap()
+    };
+    // A code this build does not know, or longer than any: stored as none (then derived).
+    for (seq, at, reason) in [
+        (2, 11, r#""quota_exhausted""#.to_owned()),
+        (3, 12, format!(r#""{}""#, "x".repeat(100_000))),
+        (4, 13, "null".to_owned()),
+    ] {
+        let answer = app
+            .ingest_body(raw(seq, at, &reason))
+            .await
+            .expect(StatusCode::OK)
+            .body;
+        assert_eq!(answer["activity"], 1, "{answer}");
+    }
+    // Not a string: no edge sends it; refused whole, nothing stored.
+    app.ingest_body(raw(5, 14, "7"))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let got = reasons(&app, &id).await;
+    assert_eq!(got.len(), 13, "{got:?}");
+    for (at, reason) in &got[10..] {
+        assert_eq!(reason, "revoked", "{at}");
     }
 }
 

@@ -370,6 +370,16 @@ fn environment_label(environment: Environment) -> String {
 /// [`Denial::answer`], the same as the control plane's verify endpoint reports; the edge adds
 /// the words (title, detail, hint) and the headers (RFC 6750 challenges, `Allow`, `Retry-After`).
 pub fn refusal(denial: &Denial, cfg: &Config) -> Reply {
+    let mut reply = refusal_reply(denial, cfg);
+    // Why, for the key owner's activity log: from the denial itself, whatever the body says (a
+    // revoked key's body names no reason).
+    if let Some(reason) = denial.refusal_reason() {
+        reply.reason = Some(reason);
+    }
+    reply
+}
+
+fn refusal_reply(denial: &Denial, cfg: &Config) -> Reply {
     let answer = denial.answer();
     let hint = match denial {
         Denial::Key(e) => key_hint(e),
@@ -834,8 +844,14 @@ mod tests {
             RevocationStatus::Revoked,
         )
         .unwrap_err();
-        assert_eq!(get(&format!("Bearer {forged}")).unwrap_err(), revoked);
-        assert_eq!(get(&format!("Bearer {unknown_kid}")).unwrap_err(), revoked);
+        // The same bytes to the client; only the revoked key's owner learns why, in its
+        // activity log (a forged key has no owner).
+        for other in [forged, unknown_kid] {
+            let reply = get(&format!("Bearer {other}")).unwrap_err();
+            assert_eq!(reply.on_the_wire(), revoked.on_the_wire());
+            assert_eq!(reply.reason, None);
+        }
+        assert_eq!(revoked.reason, Some(shared::usage::Reason::Revoked));
         assert_eq!(revoked.status, 401);
         assert!(body(&revoked).get("reason").is_none());
     }

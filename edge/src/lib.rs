@@ -121,21 +121,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<web_sys::
         Answer::Reply(problem::internal())
     });
     if let Some(a) = attributed {
-        let (status, outcome) = match &answer {
-            Answer::Origin(response) => {
-                let status = response.status();
-                (status, shared::usage::Outcome::of_origin_status(status))
-            }
-            // The edge's own answer: never origin traffic, whatever its status.
-            Answer::Reply(reply) => (
-                reply.status,
-                shared::usage::Outcome::of_edge_status(reply.status),
-            ),
-        };
-        let answered = Answered {
-            status,
-            outcome,
-            at_ms: now_ms(),
+        let answered = match &answer {
+            Answer::Origin(response) => Answered::origin(response.status(), now_ms()),
+            Answer::Reply(reply) => Answered::edge(reply, now_ms()),
         };
         stubs::record(&ctx, &env, &a, answered);
     }

@@ -6,6 +6,7 @@
 //! failed, where telling it leaks nothing.
 
 use serde_json::{Map, Value, json};
+use shared::usage::Reason;
 
 /// Media type of RFC 9457 problem details.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -25,6 +26,10 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// Response body.
     pub body: String,
+    /// Why the edge answered so, for the activity log of the key's owner (never sent to the
+    /// client: its body says only what is safe to tell). Set from the edge's own decision, a
+    /// `Copy` code: nothing a client sends can choose it.
+    pub reason: Option<Reason>,
 }
 
 impl Reply {
@@ -36,6 +41,11 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// What the client receives (status, headers, body): everything but [`Reply::reason`].
+    pub fn on_the_wire(&self) -> (u16, &[(&'static str, String)], &str) {
+        (self.status, &self.headers, &self.body)
+    }
+
     /// A plain-text answer.
     pub fn text(status: u16, body: &str) -> Self {
         Self {
@@ -45,6 +55,7 @@ impl Reply {
                 ("cache-control", "no-store".to_owned()),
             ],
             body: body.to_owned(),
+            reason: None,
         }
     }
 }
@@ -58,6 +69,7 @@ pub struct Problem {
     detail: String,
     fields: Map<String, Value>,
     headers: Vec<(&'static str, String)>,
+    because: Option<Reason>,
 }
 
 impl Problem {
@@ -75,6 +87,7 @@ impl Problem {
             detail: detail.into(),
             fields: Map::new(),
             headers: Vec::new(),
+            because: None,
         }
     }
 
@@ -104,6 +117,14 @@ impl Problem {
         self
     }
 
+    /// Records why the edge answered so, for the key owner's activity log ([`Reply::reason`]);
+    /// the body is unchanged.
+    #[must_use]
+    pub fn because(mut self, reason: Reason) -> Self {
+        self.because = Some(reason);
+        self
+    }
+
     /// The finished answer.
     pub fn reply(self) -> Reply {
         let mut body = Map::new();
@@ -122,6 +143,7 @@ impl Problem {
             status: self.status,
             headers,
             body: Value::Object(body).to_string(),
+            reason: self.because,
         }
     }
 }
@@ -180,6 +202,7 @@ pub fn internal() -> Reply {
         "Internal Server Error",
         "The edge could not handle this request. Please retry; if it persists, contact support.",
     )
+    .because(Reason::InternalError)
     .reply()
 }
 

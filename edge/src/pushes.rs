@@ -115,6 +115,7 @@ pub(crate) async fn push_limits(
         status: 204,
         headers: vec![("cache-control", "no-store".to_owned())],
         body: String::new(),
+        reason: None,
     }
     .into())
 }
@@ -213,6 +214,7 @@ pub(crate) async fn push_revocations(
             ("lynxo-shard-version", version.to_string()),
         ],
         body: String::new(),
+        reason: None,
     }
     .into())
 }
@@ -262,6 +264,7 @@ pub(crate) async fn sync_checkpoint(
         status: 204,
         headers: vec![("cache-control", "no-store".to_owned())],
         body: String::new(),
+        reason: None,
     }
     .into())
 }

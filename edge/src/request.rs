@@ -224,6 +224,7 @@ async fn answer(
                 "Bad Gateway",
                 "The Lynxo API could not be reached. Please retry.",
             )
+            .because(shared::usage::Reason::OriginUnavailable)
             .reply();
             Ok(with_rate_headers(reply, rate, now_ms).into())
         }

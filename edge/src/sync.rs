@@ -401,6 +401,7 @@ pub fn shard_reply(stored: Option<&[u8]>) -> Reply {
             ("cache-control", "no-store".to_owned()),
         ],
         body: serde_json::json!({ "shard": hex(bytes) }).to_string(),
+        reason: None,
     }
 }
 
@@ -510,6 +511,7 @@ pub fn checkpoint_reply(stored: Option<&[u8]>) -> Reply {
             ("cache-control", "no-store".to_owned()),
         ],
         body: body.to_string(),
+        reason: None,
     }
 }
 

@@ -185,7 +185,7 @@ proptest! {
                         ..Seen::default()
                     };
                     let at_ms = T0 + at;
-                    buffers[isolate].push(SHARDS, &caller, &seen, Answered { status, outcome, at_ms }, meter::Place::default);
+                    buffers[isolate].push(SHARDS, &caller, &seen, Answered { status, outcome, reason: None, at_ms }, meter::Place::default);
                     let id = caller.key_id;
                     *expected
                         .entry((id, at_ms / 60_000, caller.scope.map(str::to_owned), outcome))

@@ -11,6 +11,7 @@
 use crate::key::{self, Claims, Environment, KeyError, KeyId};
 use crate::mac::Keyring;
 use crate::scope::{self, PolicyError, Route, Scope};
+use crate::usage::Reason;
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +105,23 @@ impl Denial {
             // Revoked, or anything this build does not know: the one answer for an invalid key.
             _ => Answer::refuse(401, INVALID_TOKEN),
         }
+    }
+
+    /// Why the edge refused, for the activity log of the key's owner ([`Reason`]): what the
+    /// client's answer may not say (a revoked key's 401 names no reason). `None` for a refusal
+    /// that has no owner: a key that is not genuine.
+    pub fn refusal_reason(&self) -> Option<Reason> {
+        Some(match self {
+            Self::Key(KeyError::WrongEnvironment { .. }) => Reason::WrongEnvironment,
+            Self::Key(_) => return None,
+            Self::Expired(_) => Reason::Expired,
+            Self::Revoked => Reason::Revoked,
+            Self::RevocationUnavailable => Reason::RevocationListUnavailable,
+            Self::Policy(PolicyError::NoRoute) => Reason::NotFound,
+            Self::Policy(PolicyError::InvalidPath) => Reason::InvalidPath,
+            Self::Policy(PolicyError::MethodNotAllowed { .. }) => Reason::MethodNotAllowed,
+            Self::Policy(PolicyError::InsufficientScope { .. }) => Reason::InsufficientScope,
+        })
     }
 }
 
@@ -273,6 +291,59 @@ mod tests {
             run(&live, Revocation::Clear, "GET", "/v1/jobs/%2e%2e").status,
             400
         );
+    }
+
+    #[test]
+    fn every_refusal_of_an_owned_key_has_its_reason_of_its_status() {
+        let cases = [
+            (
+                Denial::Key(KeyError::WrongEnvironment {
+                    key: Environment::Development,
+                    endpoint: Environment::Production,
+                }),
+                Some(Reason::WrongEnvironment),
+            ),
+            (
+                Denial::Expired(claims(Environment::Production, Some(NOW))),
+                Some(Reason::Expired),
+            ),
+            (Denial::Revoked, Some(Reason::Revoked)),
+            (
+                Denial::RevocationUnavailable,
+                Some(Reason::RevocationListUnavailable),
+            ),
+            (Denial::Policy(PolicyError::NoRoute), Some(Reason::NotFound)),
+            (
+                Denial::Policy(PolicyError::InvalidPath),
+                Some(Reason::InvalidPath),
+            ),
+            (
+                Denial::Policy(PolicyError::MethodNotAllowed {
+                    allowed: vec![scope::Method::Get],
+                }),
+                Some(Reason::MethodNotAllowed),
+            ),
+            (
+                Denial::Policy(PolicyError::InsufficientScope {
+                    needed: Scope::JobsWrite,
+                }),
+                Some(Reason::InsufficientScope),
+            ),
+            // A key that is not genuine has no owner to tell.
+            (Denial::Key(KeyError::BadTag), None),
+        ];
+        for (denial, want) in cases {
+            assert_eq!(denial.refusal_reason(), want, "{denial:?}");
+            if let Some(reason) = want {
+                // The reason's outcome is the one the answer's status is classed as.
+                let status = denial.answer().status;
+                assert_eq!(
+                    crate::usage::Outcome::of_edge_status(status),
+                    reason.outcome(),
+                    "{denial:?}"
+                );
+            }
+        }
     }
 
     #[test]

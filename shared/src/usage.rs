@@ -198,6 +198,134 @@ pub struct Activity {
     pub colo: Option<String>,
     /// The client's `User-Agent`, at most [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
+    /// Why the edge answered the request itself, from its own decision; `None` for an answer of
+    /// the origin. Optional both ways: an entry from an edge older than the field reads as
+    /// `None`, a control plane older than it ignores it. A code this build does not know (a
+    /// newer edge's) also reads as `None` ([`Reason::lenient`]): dropped, never refused, so the
+    /// edge's retries of the batch cannot stall on it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "Reason::lenient"
+    )]
+    pub reason: Option<Reason>,
+}
+
+/// Longest [`Reason`] code, in bytes: what the control plane's store accepts.
+pub const MAX_REASON: usize = 32;
+
+/// Why the edge answered a request attributed to a key itself: the edge's own decision, recorded
+/// with the request's activity entry for the key's owner. The client's answer may say less (a
+/// revoked key's 401 names no reason, so a prober cannot tell it from a forged one); the owner
+/// knows the key and is told. Each code is the problem `code` (or, for a 401, the `reason`) of
+/// the edge's answer, and belongs to one [`Outcome`] ([`Reason::outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// 401: a key of another environment (checked first, before revocation and expiry).
+    WrongEnvironment,
+    /// 401: the key is revoked.
+    Revoked,
+    /// 401: the key expired.
+    Expired,
+    /// 403: the key lacks the route's scope.
+    InsufficientScope,
+    /// 429: over the key's rate limit (or its refused-key budget).
+    RateLimitExceeded,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route does not take this method.
+    MethodNotAllowed,
+    /// 400: the path is not canonical.
+    InvalidPath,
+    /// 503: the key's revocation status could not be checked.
+    RevocationListUnavailable,
+    /// 502: the origin could not be reached.
+    OriginUnavailable,
+    /// 500: the edge failed.
+    InternalError,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Self; 11] = [
+        Self::WrongEnvironment,
+        Self::Revoked,
+        Self::Expired,
+        Self::InsufficientScope,
+        Self::RateLimitExceeded,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InvalidPath,
+        Self::RevocationListUnavailable,
+        Self::OriginUnavailable,
+        Self::InternalError,
+    ];
+
+    /// The wire name (`wrong_environment`, ...), at most [`MAX_REASON`] bytes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::WrongEnvironment => "wrong_environment",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::RateLimitExceeded => "rate_limit_exceeded",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::InvalidPath => "invalid_path",
+            Self::RevocationListUnavailable => "revocation_list_unavailable",
+            Self::OriginUnavailable => "origin_unavailable",
+            Self::InternalError => "internal_error",
+        }
+    }
+
+    /// The reason of a wire name; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The one outcome an answer for this reason has: an entry whose outcome differs carries a
+    /// reason that cannot be its own, and the control plane drops it.
+    pub const fn outcome(self) -> Outcome {
+        match self {
+            Self::WrongEnvironment | Self::Revoked | Self::Expired => Outcome::Unauthorized,
+            Self::InsufficientScope => Outcome::Forbidden,
+            Self::RateLimitExceeded => Outcome::RateLimited,
+            Self::NotFound | Self::MethodNotAllowed | Self::InvalidPath => Outcome::EdgeRefused,
+            Self::RevocationListUnavailable | Self::OriginUnavailable | Self::InternalError => {
+                Outcome::EdgeError
+            }
+        }
+    }
+
+    /// Reads an optional reason leniently: a known code is its reason; null, or a string that
+    /// names none (longer than any, or a newer edge's), is `None`. Nothing is allocated for the
+    /// string. Anything but a string or null is refused: no edge sends it.
+    pub fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        use serde::de::{Deserializer, Error, Visitor};
+        use std::fmt;
+
+        struct Code;
+        impl<'v> Visitor<'v> for Code {
+            type Value = Option<Reason>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a refusal reason code or null")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Reason::from_name(v))
+            }
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'v>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        d.deserialize_option(Code)
+    }
 }
 
 /// What one edge meter sends in one request.
@@ -300,7 +428,8 @@ pub const MAX_USER_AGENT: usize = 256;
 pub const MAX_SCOPE: usize = 64;
 
 impl Batch {
-    /// Cuts every text field to its `MAX_*` length.
+    /// Cuts every text field to its `MAX_*` length, and drops an activity entry's reason that is
+    /// not one of its outcome ([`Reason::outcome`]): an origin's answer has none.
     pub fn clip(&mut self) {
         for c in &mut self.counts {
             cut_opt(&mut c.scope, MAX_SCOPE);
@@ -316,6 +445,9 @@ impl Batch {
             cut_opt(&mut a.country, MAX_COUNTRY);
             cut_opt(&mut a.colo, MAX_COLO);
             cut_opt(&mut a.user_agent, MAX_USER_AGENT);
+            if a.reason.is_some_and(|r| r.outcome() != a.outcome) {
+                a.reason = None;
+            }
         }
         if let Some(health) = &mut self.health {
             health.isolates.truncate(MAX_HEALTH_ISOLATES);
@@ -457,6 +589,102 @@ mod tests {
                 .isolates
                 .iter()
                 .all(|i| i.isolate.len() == MAX_ISOLATE_ID)
+        );
+    }
+
+    fn entry(outcome: Outcome, reason: Option<Reason>) -> Activity {
+        Activity {
+            key_id: KeyId([7; 16]),
+            account_id: 1,
+            at_ms: 1_000,
+            method: "GET".into(),
+            path: "/v1/jobs".into(),
+            status: 401,
+            outcome,
+            client_ip: None,
+            country: None,
+            colo: None,
+            user_agent: None,
+            reason,
+        }
+    }
+
+    #[test]
+    fn reasons_round_trip_by_name_and_serde_and_are_bounded() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_name(r.name()), Some(r));
+            assert!(
+                !r.name().is_empty() && r.name().len() <= MAX_REASON,
+                "{r:?}"
+            );
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(text, format!("\"{}\"", r.name()));
+            assert_eq!(serde_json::from_str::<Reason>(&text).unwrap(), r);
+            assert!(r.outcome().is_denial(), "{r:?}");
+        }
+        assert_eq!(Reason::from_name("Revoked"), None);
+        assert_eq!(Reason::from_name(""), None);
+    }
+
+    #[test]
+    fn the_reason_field_is_optional_both_ways_and_read_leniently() {
+        let with = entry(Outcome::Unauthorized, Some(Reason::WrongEnvironment));
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(text.contains(r#""reason":"wrong_environment""#), "{text}");
+        assert_eq!(serde_json::from_str::<Activity>(&text).unwrap(), with);
+        // Without a reason the entry is byte for byte what older edges sent.
+        let without = entry(Outcome::Unauthorized, None);
+        let old = serde_json::to_string(&without).unwrap();
+        assert!(!old.contains("reason"), "{old}");
+        assert_eq!(serde_json::from_str::<Activity>(&old).unwrap(), without);
+        // Null, an unknown (a newer edge's) or an oversized code: dropped, the entry kept.
+        let read = |value: &str| {
+            let text = old.replace(
+                r#""user_agent":null"#,
+                &format!(r#""user_agent":null,"reason":{value}"#),
+            );
+            assert_ne!(text, old);
+            serde_json::from_str::<Activity>(&text).map(|a| a.reason)
+        };
+        assert_eq!(read("null").unwrap(), None);
+        assert_eq!(read(r#""revoked""#).unwrap(), Some(Reason::Revoked));
+        assert_eq!(read(r#""revoked\u0000""#).unwrap(), None);
+        assert_eq!(read(r#""quota_exhausted""#).unwrap(), None);
+        assert_eq!(read(&format!("\"{}\"", "x".repeat(100_000))).unwrap(), None);
+        // Not a string: no edge sends it, the batch is refused as malformed.
+        assert!(read("7").is_err());
+        assert!(read(r#"{"a":1}"#).is_err());
+        // An older reader ignores the field.
+        #[derive(Deserialize)]
+        struct Older {
+            status: u16,
+        }
+        assert_eq!(serde_json::from_str::<Older>(&text).unwrap().status, 401);
+    }
+
+    #[test]
+    fn clipping_drops_a_reason_that_is_not_its_outcomes() {
+        let mut batch = Batch {
+            activity: vec![
+                entry(Outcome::Unauthorized, Some(Reason::Revoked)),
+                entry(Outcome::Success, Some(Reason::Revoked)),
+                entry(Outcome::Forbidden, Some(Reason::Expired)),
+                entry(Outcome::RateLimited, Some(Reason::RateLimitExceeded)),
+                entry(Outcome::EdgeError, Some(Reason::OriginUnavailable)),
+            ],
+            ..Batch::default()
+        };
+        batch.clip();
+        let reasons: Vec<_> = batch.activity.iter().map(|a| a.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                Some(Reason::Revoked),
+                None,
+                None,
+                Some(Reason::RateLimitExceeded),
+                Some(Reason::OriginUnavailable)
+            ]
         );
     }
 

@@ -5,7 +5,9 @@
 //! First, through the API: a production key sent to the development edge is refused as
 //! `wrong_environment` and, its tag verified, the refusal is metered against it (counted as
 //! refused, in its activity with the reason, its last use set); a forged production key with the
-//! same id records nothing. Then the browser walks the key page, which must show that refusal,
+//! same id records nothing; a revoked production key's refusal there carries the edge's own
+//! reason, `wrong_environment`, into its activity (not `revoked`, as the key's dates would
+//! say). Then the browser walks the key page, which must show that refusal,
 //! and the "Try it" line of a new development key, which must name the development API's base
 //! URL (configured here as the worker's own address, so the line really works).
 
@@ -37,6 +39,7 @@ fn environment_refusals_readable_audit_and_honest_numbers() {
     );
 
     let prod_id = environment_refusals_are_metered_against_the_key(&control, &stack);
+    a_revoked_keys_environment_refusal_carries_the_edges_reason(&control, &stack);
     // An event with a time in its details (`grace_until`) for the audit page to show as a date.
     let other = control.expect(
         "POST",
@@ -152,6 +155,51 @@ fn environment_refusals_are_metered_against_the_key(control: &Control, stack: &S
     let view = control.expect("GET", &format!("/v1/keys/{id}"), None, 200);
     assert!(view["last_used_at"].as_u64().is_some(), "{view}");
     id
+}
+
+/// A production key revoked, then sent to the development edge: the edge refuses it for its
+/// environment (checked before revocation), and the activity log says so with the edge's own
+/// reason. Derived from the key's dates, it would read `revoked`.
+fn a_revoked_keys_environment_refusal_carries_the_edges_reason(control: &Control, stack: &Stack) {
+    let created = control.expect(
+        "POST",
+        "/v1/keys",
+        Some(
+            &json!({ "name": "revoked production at the dev edge", "environment": "production",
+                      "permission": "read_only" }),
+        ),
+        201,
+    );
+    let (id, text) = (
+        created["id"].as_str().unwrap_or_default().to_owned(),
+        created["key"].as_str().unwrap_or_default().to_owned(),
+    );
+    control.expect(
+        "POST",
+        &format!("/v1/keys/{id}/revoke"),
+        Some(&json!({ "reason": "e2e: refused for its environment, not its revocation" })),
+        200,
+    );
+    let auth = format!("Bearer {text}");
+    let r = stack.edge("GET", "/v1/jobs", &[("Authorization", auth.as_str())], b"");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(body["reason"], "wrong_environment", "{body}");
+    let start = Instant::now();
+    let entry = loop {
+        let page = control.expect("GET", &format!("/v1/keys/{id}/activity"), None, 200);
+        if let Some(entry) = page["data"].as_array().and_then(|d| d.first()) {
+            break entry.clone();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the refusal never reached {id}'s activity: {page}\n{}",
+            stack.wrangler_log()
+        );
+        sleep(Duration::from_millis(250));
+    };
+    assert_eq!(entry["outcome"], "401", "{entry}");
+    assert_eq!(entry["reason"], "wrong_environment", "{entry}");
 }
 
 /// A read-only development key used once (`GET /v1/jobs`: 200) and refused once (`POST

@@ -1931,6 +1931,7 @@ fn batch(source: &str, seq: u64, key_id: &str, account_id: u64, n: u64) -> Vec<u
             country: None,
             colo: None,
             user_agent: Some("hostile".to_owned()),
+            reason: None,
         }],
         ..Batch::default()
     };

@@ -138,6 +138,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_limits_queued_at.sql"),
     include_str!("migrations/0012_recovered_revocations.sql"),
     include_str!("migrations/0013_retired_kids.sql"),
+    include_str!("migrations/0014_activity_reason.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a

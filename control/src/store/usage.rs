@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use shared::key::KeyId;
-use shared::usage::{Batch, Outcome};
+use shared::usage::{Batch, Outcome, Reason};
 
 use super::Result;
 use super::retention::{self, Retention};
@@ -150,8 +150,8 @@ pub fn apply_batch(
 
     let mut activity_stmt = tx.prepare_cached(
         "INSERT INTO activity (key_id, account_id, at_ms, method, path, status, outcome, \
-         client_ip, country, colo, user_agent) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         client_ip, country, colo, user_agent, reason) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let mut pruned: HashSet<KeyId> = HashSet::new();
     // Denial rows already stored per (key, minute, outcome), read once per triple.
@@ -199,7 +199,8 @@ pub fn apply_batch(
             a.client_ip,
             a.country,
             a.colo,
-            a.user_agent
+            a.user_agent,
+            a.reason.map(Reason::name)
         ])?;
         result.activity += 1;
         pruned.insert(a.key_id);
@@ -572,9 +573,12 @@ pub struct ActivityRow {
     /// User agent, when sent.
     #[schema(required = true)]
     pub user_agent: Option<String>,
-    /// Why the edge refused it, for a refusal: `wrong_environment`, `revoked`, `expired`,
-    /// `insufficient_scope` or `rate_limit_exceeded` (see [`crate::usage::query::refusal_reason`]);
-    /// null otherwise.
+    /// Why the edge answered it itself, as the edge recorded it (`shared::usage::Reason`):
+    /// `wrong_environment`, `revoked`, `expired`, `insufficient_scope`, `rate_limit_exceeded`,
+    /// `not_found`, `method_not_allowed`, `invalid_path`, `revocation_list_unavailable`,
+    /// `origin_unavailable` or `internal_error`; for a row stored before the edge sent it, a
+    /// refusal's is derived ([`crate::usage::query::refusal_reason`]). Null for the origin's
+    /// answers.
     #[schema(required = true)]
     pub reason: Option<&'static str>,
 }
@@ -594,8 +598,8 @@ pub fn activity(
     let (before_at, before_id) =
         before.map_or((None, None), |(at, id)| (Some(to_i64(at)), Some(id)));
     let mut stmt = conn.prepare_cached(
-        "SELECT id, at_ms, method, path, status, outcome, client_ip, country, colo, user_agent \
-         FROM activity WHERE key_id = ?1 AND account_id = ?2 AND at_ms >= ?3 \
+        "SELECT id, at_ms, method, path, status, outcome, client_ip, country, colo, user_agent, \
+         reason FROM activity WHERE key_id = ?1 AND account_id = ?2 AND at_ms >= ?3 \
          AND (?4 IS NULL OR at_ms < ?4 OR (at_ms = ?4 AND id < ?5)) \
          AND (?6 IS NULL OR outcome IN (SELECT value FROM json_each(?6))) \
          ORDER BY at_ms DESC, id DESC LIMIT ?7",
@@ -622,7 +626,12 @@ pub fn activity(
                 country: r.get(7)?,
                 colo: r.get(8)?,
                 user_agent: r.get(9)?,
-                reason: None,
+                // Stored only as a known code; anything else reads as none (then derived).
+                reason: r
+                    .get::<_, Option<String>>(10)?
+                    .as_deref()
+                    .and_then(Reason::from_name)
+                    .map(Reason::name),
             })
         },
     )?;

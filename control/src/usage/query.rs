@@ -513,20 +513,25 @@ pub async fn list_key_activity(
     }))
 }
 
-/// Why the edge refused a request of a key revoked at `revoked_at` and expiring at
-/// `expires_at` (Unix seconds), from the answer it recorded: the activity log stores the status,
-/// not the edge's reason, and the key's own dates tell its 401s apart. The edge answers 401 to a
-/// key whose tag verified for three reasons only: revoked (it learns of a revocation after the
-/// control plane made it), expired (by the same `expires_at`, on the edge's clock, which also
-/// stamped the entry), or of another environment. So a 401 before the key was revoked or expired
-/// was an environment mistake. The one case this names differently from the edge: another
-/// environment's key that was also revoked or expired is named `revoked` or `expired` here (the
-/// edge checks the environment first); both are true of that key.
+/// Why the edge answered a request of a key revoked at `revoked_at` and expiring at
+/// `expires_at` (Unix seconds) itself. The edge's own reason, recorded with the entry, when the
+/// row has one (every row the edge sent since it records it). Only a row without one (stored
+/// before the upgrade) is named from the answer and the key's dates, as it was before: the key's
+/// dates tell its 401s apart. The edge answers 401 to a key whose tag verified for three reasons
+/// only: revoked (it learns of a revocation after the control plane made it), expired (by the
+/// same `expires_at`, on the edge's clock, which also stamped the entry), or of another
+/// environment. So a 401 before the key was revoked or expired was an environment mistake. That
+/// derivation is inexact where the edge's own reason is not: another environment's key that was
+/// also revoked or expired is named `revoked` or `expired` by it, though the edge (which checks
+/// the environment first) refused it as `wrong_environment`.
 pub fn refusal_reason(
     row: &ActivityEntry,
     revoked_at: Option<u64>,
     expires_at: Option<u64>,
 ) -> Option<&'static str> {
+    if row.reason.is_some() {
+        return row.reason;
+    }
     let at = row.at_ms / 1000;
     match Outcome::from_name(&row.outcome)? {
         Outcome::Unauthorized => Some(if revoked_at.is_some_and(|r| at >= r) {
@@ -557,9 +562,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn refusals_are_named_from_the_keys_dates() {
-        let row = |at: u64, outcome: &str| ActivityEntry {
+    /// A row at second `at` (its last millisecond) with `outcome` and a stored `reason`.
+    fn entry(at: u64, outcome: &str, reason: Option<&'static str>) -> ActivityEntry {
+        ActivityEntry {
             id: 1,
             at_ms: at * 1000 + 999,
             method: "GET".into(),
@@ -570,8 +575,13 @@ mod tests {
             country: None,
             colo: None,
             user_agent: None,
-            reason: None,
-        };
+            reason,
+        }
+    }
+
+    #[test]
+    fn refusals_are_named_from_the_keys_dates() {
+        let row = |at: u64, outcome: &str| entry(at, outcome, None);
         let cases = [
             (row(100, "401"), None, None, Some("wrong_environment")),
             (
@@ -592,6 +602,19 @@ mod tests {
         for (row, revoked, expires, want) in cases {
             assert_eq!(refusal_reason(&row, revoked, expires), want, "{row:?}");
         }
+    }
+
+    #[test]
+    fn the_edges_own_reason_wins_over_the_dates() {
+        let row = |outcome: &str, reason| entry(100, outcome, reason);
+        // Revoked and expired before the request, but refused for its environment.
+        let other = row("401", Some("wrong_environment"));
+        assert_eq!(
+            refusal_reason(&other, Some(50), Some(60)),
+            Some("wrong_environment")
+        );
+        let gone = row("edge_4xx", Some("not_found"));
+        assert_eq!(refusal_reason(&gone, None, None), Some("not_found"));
     }
 
     #[test]

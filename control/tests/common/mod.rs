@@ -240,7 +240,11 @@ impl TestApp {
 
     /// Posts a usage batch to the ingestion endpoint, signed now with the test keyring.
     pub async fn ingest(&self, batch: &shared::usage::Batch) -> Resp {
-        let body = serde_json::to_vec(batch).unwrap();
+        self.ingest_body(serde_json::to_vec(batch).unwrap()).await
+    }
+
+    /// Sends `body` to the ingestion endpoint as the edge would, signed, whatever it holds.
+    pub async fn ingest_body(&self, body: Vec<u8>) -> Resp {
         let signature = shared::usage::sign_batch(&self.state.keyring, &body, self.clock.now());
         self.anonymous()
             .header(shared::envelope::SYNC_HEADER, &signature)

@@ -2,6 +2,7 @@
 //! and the 429 answers.
 
 use shared::limits::CAP_SPAN;
+use shared::usage::Reason;
 
 use crate::problem::{Problem, Reply};
 
@@ -116,6 +117,7 @@ pub fn exceeded(status: &Status, now_ms: u64) -> Reply {
         ),
     };
     let mut problem = Problem::new(429, "rate_limit_exceeded", "Rate Limit Exceeded", detail)
+        .because(Reason::RateLimitExceeded)
         .field("limit", status.limit)
         .field("window", status.window)
         .field("reset", reset)
@@ -150,6 +152,7 @@ pub fn refused_exceeded(status: &Status, now_ms: u64) -> Reply {
     )
     .field("retry_after", retry_after)
     .header("retry-after", retry_after.to_string())
+    .because(Reason::RateLimitExceeded)
     .reply()
 }
 

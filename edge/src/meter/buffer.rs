@@ -40,6 +40,7 @@ fn activity(caller: &Caller, seen: &Seen, place: Place, answered: Answered) -> A
         country: owned(place.country.as_deref(), MAX_COUNTRY),
         colo: owned(place.colo.as_deref(), MAX_COLO),
         user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
+        reason: answered.reason,
     }
 }
 

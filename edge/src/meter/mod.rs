@@ -31,7 +31,9 @@ pub use names::*;
 pub use store::{MeterState, Stored, backoff_ms};
 
 use shared::key::KeyId;
-use shared::usage::{MAX_ACTIVITY_PER_BATCH, Outcome};
+use shared::usage::{MAX_ACTIVITY_PER_BATCH, Outcome, Reason};
+
+use crate::problem::Reply;
 
 /// The isolate flushes this long after the first request it buffered ...
 pub const FLUSH_AFTER_MS: u64 = 1_000;
@@ -104,8 +106,34 @@ pub struct Answered {
     pub status: u16,
     /// Its class.
     pub outcome: Outcome,
+    /// Why the edge answered it itself ([`crate::problem::Reply::reason`]); `None` for the
+    /// origin's answer. A `Copy` code: nothing allocated per request.
+    pub reason: Option<Reason>,
     /// When, Unix milliseconds.
     pub at_ms: u64,
+}
+
+impl Answered {
+    /// A request the origin answered with `status`: no reason, the edge did not refuse it.
+    pub const fn origin(status: u16, at_ms: u64) -> Self {
+        Self {
+            status,
+            outcome: Outcome::of_origin_status(status),
+            reason: None,
+            at_ms,
+        }
+    }
+
+    /// A request the edge answered itself with `reply`: never origin traffic whatever its
+    /// status, with the reason of the edge's decision the reply carries.
+    pub const fn edge(reply: &Reply, at_ms: u64) -> Self {
+        Self {
+            status: reply.status,
+            outcome: Outcome::of_edge_status(reply.status),
+            reason: reply.reason,
+            at_ms,
+        }
+    }
 }
 
 /// The activity sampling rule of a batch, shared by the isolate's parts and the object's open
@@ -178,6 +206,7 @@ mod tests {
         Answered {
             status,
             outcome,
+            reason: None,
             at_ms,
         }
     }
@@ -289,6 +318,136 @@ mod tests {
         assert_eq!(scopes, [None, Some("jobs:read")], "sorted");
         assert_eq!(d.last_used[0].user_agent.as_ref().unwrap().len(), 256);
         assert_eq!(d.last_used[0].at_ms, T0 + 1);
+    }
+
+    /// The edge's own reason for each refusal of an owned key rides from its decision, through
+    /// the reply, into the key's activity entry (and the delivery's JSON to the meter object);
+    /// the origin's answer carries none. The client's body is not where it comes from: a
+    /// revoked key's names no reason.
+    #[test]
+    fn each_refusal_carries_the_edges_own_reason_into_its_entry() {
+        use crate::decide::{Incoming, RevocationStatus, decide};
+        use crate::limit::{Status, exceeded, refused_exceeded};
+        use shared::key::{self, Claims, Environment};
+        use shared::scope::Permission;
+
+        const NOW: u64 = 1_800_000_000;
+        let cfg = crate::testing::config();
+        let issue = |environment, expires_at| {
+            let claims = Claims {
+                kid: 1,
+                account_id: 9,
+                key_id: KeyId([5; 16]),
+                environment,
+                scopes: Permission::ReadOnly.scopes(),
+                issued_at: NOW - 100,
+                expires_at,
+            };
+            format!(
+                "Bearer {}",
+                key::issue(&claims, &cfg.keyring).unwrap().into_inner()
+            )
+        };
+        let live = issue(Environment::Production, None);
+        // Of another environment and also expired: the edge checks the environment first.
+        let other = issue(Environment::Development, Some(NOW - 10));
+        let expired = issue(Environment::Production, Some(NOW - 10));
+        let refuse = |auth: &str, method, revocation: RevocationStatus| {
+            let req = Incoming {
+                method,
+                path: "/v1/jobs",
+                query: None,
+                authorization: Some(auth),
+            };
+            let decided = decide(&req, &cfg, NOW, |_| revocation);
+            assert!(decided.owner.is_some(), "{method} {auth}: attributed");
+            decided.answer.unwrap_err()
+        };
+        let status = Status {
+            limit: 10,
+            window: 60,
+            remaining: 0,
+            reset_ms: NOW * 1000 + 5_000,
+            retry_ms: NOW * 1000 + 5_000,
+            per_minute: None,
+        };
+        let revoked = refuse(&live, "GET", RevocationStatus::Revoked);
+        assert!(!revoked.body.contains("reason"), "{}", revoked.body);
+        let cases = [
+            (
+                refuse(&other, "GET", RevocationStatus::Revoked),
+                Some(Reason::WrongEnvironment),
+            ),
+            (revoked, Some(Reason::Revoked)),
+            (
+                refuse(&expired, "GET", RevocationStatus::Clear),
+                Some(Reason::Expired),
+            ),
+            (
+                refuse(&live, "POST", RevocationStatus::Clear),
+                Some(Reason::InsufficientScope),
+            ),
+            (
+                refuse(&live, "DELETE", RevocationStatus::Clear),
+                Some(Reason::MethodNotAllowed),
+            ),
+            (
+                refuse(&live, "GET", RevocationStatus::Unavailable),
+                Some(Reason::RevocationListUnavailable),
+            ),
+            (
+                exceeded(&status, NOW * 1000),
+                Some(Reason::RateLimitExceeded),
+            ),
+            (
+                refused_exceeded(&status, NOW * 1000),
+                Some(Reason::RateLimitExceeded),
+            ),
+            (crate::problem::internal(), Some(Reason::InternalError)),
+        ];
+        let mut buf = Buffer::default();
+        let mut want = Vec::new();
+        for (n, (reply, reason)) in (1..).zip(&cases) {
+            let answered = Answered::edge(reply, T0 + u64::from(n));
+            assert_eq!(answered.reason, *reason, "{}", reply.body);
+            buf.push(1, &caller(n), &seen(), answered, nl);
+            want.push((KeyId([n; 16]), *reason));
+        }
+        // Admitted and forwarded: the origin's answer, whatever its status, has no reason.
+        let req = Incoming {
+            method: "GET",
+            path: "/v1/jobs",
+            query: None,
+            authorization: Some(&live),
+        };
+        assert!(
+            decide(&req, &cfg, NOW, |_| RevocationStatus::Clear)
+                .answer
+                .is_ok()
+        );
+        for (n, status) in [(100, 200), (101, 401), (102, 503)] {
+            buf.push(1, &caller(n), &seen(), Answered::origin(status, T0), nl);
+            want.push((KeyId([n; 16]), None));
+        }
+        let delivery = part(&mut buf);
+        // The meter object reads the delivery from JSON.
+        let delivery: Delivery =
+            serde_json::from_str(&serde_json::to_string(&delivery).unwrap()).unwrap();
+        let mut got: Vec<(KeyId, Option<Reason>)> = delivery
+            .activity
+            .iter()
+            .map(|a| (a.key_id, a.reason))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        for a in &delivery.activity {
+            if let Some(reason) = a.reason {
+                assert_eq!(reason.outcome(), a.outcome, "{a:?}");
+            } else {
+                assert!(a.outcome.is_allowed(), "{a:?}");
+            }
+        }
     }
 
     /// `request.cf` is a call into the runtime: read for the kept activity entries only.
