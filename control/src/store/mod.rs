@@ -448,6 +448,15 @@ impl Inner {
     }
 }
 
+/// A fresh in-memory database with this build's whole schema (the real migrations): where
+/// `copy-to-postgres` reads PostgreSQL's audit rows back to run the same chain verifier on them.
+pub fn schema_in_memory() -> anyhow::Result<Connection> {
+    let conn = Connection::open_in_memory()?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let applied = usize::try_from(applied)?;
