@@ -20,17 +20,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::store::audit::{self, ChainReport};
 
-/// The PostgreSQL schema of record, in order (docs/postgres.md).
-pub const PG_MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_initial.sql",
-        include_str!("store/postgres/0001_initial.sql"),
-    ),
-    (
-        "0002_activity_reason.sql",
-        include_str!("store/postgres/0002_activity_reason.sql"),
-    ),
-];
+pub use crate::store::PG_MIGRATIONS;
 
 /// The schema version [`PG_MIGRATIONS`] reach (the last one records it in `schema_migrations`):
 /// a source database must be at exactly this SQLite `user_version`.

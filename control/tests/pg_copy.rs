@@ -159,6 +159,11 @@ fn pg_state(server: &Server, db: &str, tables: &[(String, i64)]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_deployment_copies_into_postgres_with_its_audit_chain_verifying() {
+    // The PostgreSQL files describe this build's SQLite schema (a new migration moves both).
+    assert_eq!(
+        usize::try_from(control::pg_copy::PG_SCHEMA_VERSION),
+        Ok(control::store::SCHEMA_VERSION)
+    );
     let dir = tempfile::tempdir().unwrap();
     let source = populated(dir.path()).await;
     let counts = sqlite_counts(&source);
