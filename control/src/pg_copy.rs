@@ -213,7 +213,13 @@ fn source_rows(
     types: &[PgType],
 ) -> anyhow::Result<Vec<Vec<Val>>> {
     let cols: Vec<String> = table.columns.iter().map(|c| ident(c)).collect();
-    let order: Vec<String> = table.order.iter().map(|c| ident(c)).collect();
+    // Bytewise for text whatever the column's collation (users.email is NOCASE), as PostgreSQL
+    // reads it back (`COLLATE "C"`).
+    let order: Vec<String> = table
+        .order
+        .iter()
+        .map(|c| format!("{} COLLATE BINARY", ident(c)))
+        .collect();
     let sql = format!(
         "SELECT {} FROM {} ORDER BY {}",
         cols.join(", "),
