@@ -300,3 +300,72 @@ async fn a_sqlite_deployment_copies_into_postgres_with_its_audit_chain_verifying
     assert!(said.contains("schema version 13"), "{said}");
     assert_eq!(pg_tables(&server, "old"), Vec::<String>::new());
 }
+
+/// A copy taken while the real `serve` keeps writing (keys created and revoked, each an audit
+/// event) is one snapshot: the chain and counts it checks are of one moment, and the copy has
+/// fewer events than the source ends with.
+#[test]
+fn a_copy_beside_a_running_service_is_one_consistent_snapshot() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.sqlite3");
+    let token = common::init_binary(&db);
+    let port = common::free_port();
+    let service = common::serve_binary(&db, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started, writing) = std::sync::mpsc::channel();
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let agent = common::agent();
+            let mut writes = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let key = common::send(
+                    &agent,
+                    &format!("{base}/v1/keys"),
+                    &token,
+                    Some(json!({ "name": "live", "environment": "production",
+                                 "permission": "read_write" })),
+                );
+                assert_eq!(key.status, 201, "{}", key.body);
+                let id = key.body["id"].as_str().unwrap();
+                let revoked = common::send(
+                    &agent,
+                    &format!("{base}/v1/keys/{id}/revoke"),
+                    &token,
+                    Some(json!({ "reason": "live" })),
+                );
+                assert_eq!(revoked.status, 200, "{}", revoked.body);
+                writes += 1;
+                let _ = started.send(writes);
+            }
+            writes
+        })
+    };
+    // Copy only once writes are under way, and while they go on.
+    for _ in 0..3 {
+        writing.recv().unwrap();
+    }
+    let server = Server::start();
+    let url = server.create_database("live");
+    let out = copy(&db, &url);
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    drop(service);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("audit chain intact on PostgreSQL"), "{said}");
+    let copied: i64 = server
+        .psql("live", "SELECT count(*) FROM audit_events")
+        .trim()
+        .parse()
+        .unwrap();
+    let total: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    assert!(writes >= 3);
+    assert!(copied <= total, "{copied} copied, {total} in the source");
+}
