@@ -45,6 +45,39 @@ async fn populated(dir: &Path) -> PathBuf {
             .await
             .expect(StatusCode::OK);
     }
+    // Usage and activity from the edge for one of Alice's keys (usage and activity tables).
+    let key = shared::key::KeyId::parse_hex(&ids[2]).unwrap();
+    let batch = shared::usage::Batch {
+        source: "meter-copy".into(),
+        seq: 1,
+        counts: vec![shared::usage::Count {
+            key_id: key,
+            account_id: app.alice_account,
+            minute: common::START / 60,
+            scope: Some("jobs:read".into()),
+            outcome: shared::usage::Outcome::Success,
+            n: 7,
+        }],
+        activity: vec![shared::usage::Activity {
+            key_id: key,
+            account_id: app.alice_account,
+            at_ms: common::START * 1000,
+            method: "GET".into(),
+            path: "/v1/jobs".into(),
+            status: 200,
+            outcome: shared::usage::Outcome::Success,
+            client_ip: Some("203.0.113.7".into()),
+            country: Some("DE".into()),
+            colo: Some("FRA".into()),
+            user_agent: Some("curl/8".into()),
+            reason: None,
+        }],
+        ..shared::usage::Batch::default()
+    };
+    assert_eq!(
+        app.ingest(&batch).await.expect(StatusCode::OK).body["applied"],
+        true
+    );
     let cookie = app.alice_session(ORIGIN).await;
     let dashboard = || {
         app.anonymous()
@@ -174,6 +207,7 @@ async fn a_sqlite_deployment_copies_into_postgres_with_its_audit_chain_verifying
     let out = copy(&source, &url);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
+    println!("{said}");
     let mut audited = 0;
     for (table, n) in &counts {
         assert!(
@@ -191,6 +225,18 @@ async fn a_sqlite_deployment_copies_into_postgres_with_its_audit_chain_verifying
         }
     }
     assert!(audited > 10, "the audit trail has events of both accounts");
+    for table in [
+        "usage_minutes",
+        "activity",
+        "usage_batches",
+        "sessions",
+        "management_tokens",
+    ] {
+        assert!(
+            counts.iter().any(|(t, n)| t == table && *n > 0),
+            "{table} has rows to copy"
+        );
+    }
     assert_eq!(
         server
             .psql(
