@@ -625,15 +625,57 @@ async fn target_chain(
         .context("the audit chain read back from PostgreSQL does not verify")
 }
 
+/// The target's connection settings, refused unless every host is loopback or a unix socket:
+/// there is no TLS yet (it comes with the store), so the rows must not cross a network.
+pub fn target_config(target: &str) -> anyhow::Result<tokio_postgres::Config> {
+    use tokio_postgres::config::Host;
+    let config: tokio_postgres::Config = target.parse().context(
+        "the target is not a PostgreSQL connection string (postgres://USER@HOST:PORT/DB)",
+    )?;
+    ensure!(
+        !config.get_hosts().is_empty() || !config.get_hostaddrs().is_empty(),
+        "the target names no host"
+    );
+    for host in config.get_hosts() {
+        let local = match host {
+            #[cfg(unix)]
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        };
+        ensure!(
+            local,
+            "the target host is not loopback or a unix socket: copy-to-postgres has no TLS yet, \
+             so it connects only to this machine (docs/postgres.md)"
+        );
+    }
+    ensure!(
+        config
+            .get_hostaddrs()
+            .iter()
+            .all(std::net::IpAddr::is_loopback),
+        "the target hostaddr is not loopback: copy-to-postgres has no TLS yet (docs/postgres.md)"
+    );
+    Ok(config)
+}
+
 /// Copies the SQLite database at `source` into the empty PostgreSQL database at `target`
 /// (`postgres://USER@HOST:PORT/DB`, no TLS: loopback or a unix socket). Commits only if every
 /// check passes; otherwise the target is left empty.
 pub async fn copy(source: &Path, target: &str, keyring: &AuditKeyring) -> anyhow::Result<Copied> {
+    let config = target_config(target)?;
     let conn = open_source(source)?;
     let tables = source_tables(&conn)?;
     let source_chain = audit::verify_chain(&conn, keyring, None)
         .context("the source's audit chain does not verify: nothing to copy faithfully")?;
-    let (mut client, connection) = tokio_postgres::connect(target, tokio_postgres::NoTls)
+    let (mut client, connection) = config
+        .connect(tokio_postgres::NoTls)
         .await
         .context("connecting to the target PostgreSQL database")?;
     let driver = tokio::spawn(connection);
@@ -650,6 +692,33 @@ pub async fn copy(source: &Path, target: &str, keyring: &AuditKeyring) -> anyhow
         Err(e) => {
             let _ = tx.rollback().await;
             Err(e.context("the copy is rolled back: the target database is left as it was"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_config;
+
+    #[test]
+    fn only_loopback_or_unix_socket_targets_are_taken() {
+        for ok in [
+            "postgres://lynxo@127.0.0.1:5432/lynxo",
+            "postgres://lynxo@localhost/lynxo",
+            "postgres://lynxo@[::1]:5432/lynxo",
+            "host=/run/postgresql dbname=lynxo user=lynxo",
+            "postgres://lynxo@%2Frun%2Fpostgresql/lynxo",
+        ] {
+            assert!(target_config(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "postgres://lynxo@db.example.com/lynxo",
+            "postgres://lynxo@10.0.0.5:5432/lynxo",
+            "postgres://lynxo@127.0.0.1,db.example.com/lynxo",
+            "host=localhost hostaddr=10.0.0.5 dbname=lynxo",
+            "not a url at all",
+        ] {
+            assert!(target_config(refused).is_err(), "{refused}");
         }
     }
 }
