@@ -113,7 +113,7 @@ fn ident(name: &str) -> String {
 }
 
 /// Opens the source read-only and starts its read transaction, then checks its schema version.
-pub fn open_source(path: &Path) -> anyhow::Result<Connection> {
+fn open_source(path: &Path) -> anyhow::Result<Connection> {
     ensure!(path.is_file(), "no SQLite database at {}", path.display());
     let conn = Connection::open_with_flags(
         path,
