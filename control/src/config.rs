@@ -69,6 +69,10 @@ pub enum Command {
     /// Check a backup (integrity, schema, audit chain) and put it in place of a stopped
     /// service's database; the next `serve` republishes revocations and limits in full.
     Restore(RestoreArgs),
+    /// Copy this SQLite database into an empty PostgreSQL database (schema, every row, identity
+    /// sequences) in one transaction that commits only if row counts, row digests and the audit
+    /// chain check out on what PostgreSQL holds; never overwrites (docs/postgres.md).
+    CopyToPostgres(CopyToPostgresArgs),
 }
 
 /// `keyring` subcommands. Each reads the current keyring (LYNXO_KEYRING or
@@ -230,6 +234,21 @@ pub struct RestoreArgs {
     /// The backup file to restore (written by `backup`).
     #[arg(long)]
     pub from: PathBuf,
+}
+
+/// `copy-to-postgres` settings.
+#[derive(Debug, Clone, Args)]
+pub struct CopyToPostgresArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditKeyringArgs,
+    /// The empty target database, `postgres://USER@HOST:PORT/DB` (or `host=/run/postgresql
+    /// dbname=...`). No TLS yet: loopback or a unix socket only (TLS comes with the store).
+    #[arg(long, env = "LYNXO_COPY_TO", hide_env_values = true)]
+    pub to: Secret,
 }
 
 /// The database.

@@ -46,6 +46,7 @@ pub mod keys;
 pub mod leaks;
 pub mod metrics;
 pub mod openapi;
+pub mod pg_copy;
 pub mod publish;
 pub mod routes;
 pub mod secret;

@@ -12,24 +12,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use control::store::{SCHEMA_VERSION, Store};
+use control::store::{PG_MIGRATIONS, SCHEMA_VERSION, Store};
 use e2e::postgres::Server;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
-
-/// The PostgreSQL migrations, in order: the whole schema 13, then one per later SQLite migration
-/// (each records the version it reaches in `schema_migrations`). Every file of the directory is
-/// here ([`every_postgres_migration_is_applied`]).
-const PG_MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_initial.sql",
-        include_str!("../src/store/postgres/0001_initial.sql"),
-    ),
-    (
-        "0002_activity_reason.sql",
-        include_str!("../src/store/postgres/0002_activity_reason.sql"),
-    ),
-];
 
 /// SQLite `INTEGER PRIMARY KEY` columns whose value the store always names (a chain's next seq,
 /// a singleton row's 1, a kid): no generated id on PostgreSQL. Every other one is an identity.

@@ -141,6 +141,21 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_activity_reason.sql"),
 ];
 
+/// The PostgreSQL schema of record (docs/postgres.md), in order: the whole schema 13, then one
+/// file per later SQLite migration, each recording the version it reaches in
+/// `schema_migrations`. `copy-to-postgres` applies them; tests/postgres_schema.rs keeps them
+/// equal to what [`MIGRATIONS`] make and checks that every file of the directory is here.
+pub const PG_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("postgres/0001_initial.sql"),
+    ),
+    (
+        "0002_activity_reason.sql",
+        include_str!("postgres/0002_activity_reason.sql"),
+    ),
+];
+
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a
 /// database of a higher one comes from a newer build and is refused.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -446,6 +461,15 @@ impl Inner {
         }
         result
     }
+}
+
+/// A fresh in-memory database with this build's whole schema (the real migrations): where
+/// `copy-to-postgres` reads PostgreSQL's audit rows back to run the same chain verifier on them.
+pub fn schema_in_memory() -> anyhow::Result<Connection> {
+    let conn = Connection::open_in_memory()?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn)?;
+    Ok(conn)
 }
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
