@@ -264,19 +264,29 @@ fn main() -> anyhow::Result<()> {
             limit: 50,
             ..keys::ListFilter::default()
         };
-        let rows = keys::list(&conn, *account, &filter, NOW)?;
+        let rows = keys::list(
+            &control::store::db::Db::Sqlite(&conn),
+            *account,
+            &filter,
+            NOW,
+        )?;
         anyhow::ensure!(rows.len() == 50);
         let ids: Vec<KeyId> = rows.iter().map(|r| r.id).collect();
-        let stats = db::key_stats(&conn, &ids, NOW, NOW - 30 * DAY)?;
+        let stats = db::key_stats(
+            &control::store::db::Db::Sqlite(&conn),
+            &ids,
+            NOW,
+            NOW - 30 * DAY,
+        )?;
         anyhow::ensure!(stats.values().any(|s| s.requests_24h > 0));
-        keys::count_working(&conn, *account, NOW)?;
+        keys::count_working(&control::store::db::Db::Sqlite(&conn), *account, NOW)?;
         Ok(())
     })?;
     let today = NOW / DAY * DAY;
     let key_usage = time("key usage", &mut |i| {
         let (account, ids) = &measured[i % measured.len()];
         let u = db::usage(
-            &conn,
+            &control::store::db::Db::Sqlite(&conn),
             Subject::Key(*account, ids[i % 50]),
             today - 29 * DAY,
             today + DAY,
@@ -289,7 +299,7 @@ fn main() -> anyhow::Result<()> {
     let account_usage = time("account usage", &mut |i| {
         let (account, _) = &measured[i % measured.len()];
         let u = db::usage(
-            &conn,
+            &control::store::db::Db::Sqlite(&conn),
             Subject::Account(*account),
             today - 29 * DAY,
             today + DAY,

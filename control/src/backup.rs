@@ -189,7 +189,7 @@ pub fn check(file: &Path, audit: &AuditKeyring) -> anyhow::Result<Checked> {
         file,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let chain = verify_chain(&conn, audit, None)
+    let chain = verify_chain(&crate::store::db::Db::Sqlite(&conn), audit, None)
         .with_context(|| format!("the audit chain of {} does not verify", file.display()))?;
     Ok(Checked { schema, chain })
 }

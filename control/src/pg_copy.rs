@@ -621,7 +621,7 @@ async fn target_chain(
             insert.execute(rusqlite::params_from_iter(vals))?;
         }
     }
-    audit::verify_chain(&mem, keyring, None)
+    audit::verify_chain(&crate::store::db::Db::Sqlite(&mem), keyring, None)
         .context("the audit chain read back from PostgreSQL does not verify")
 }
 
@@ -672,7 +672,7 @@ pub async fn copy(source: &Path, target: &str, keyring: &AuditKeyring) -> anyhow
     let config = target_config(target)?;
     let conn = open_source(source)?;
     let tables = source_tables(&conn)?;
-    let source_chain = audit::verify_chain(&conn, keyring, None)
+    let source_chain = audit::verify_chain(&crate::store::db::Db::Sqlite(&conn), keyring, None)
         .context("the source's audit chain does not verify: nothing to copy faithfully")?;
     let (mut client, connection) = config
         .connect(tokio_postgres::NoTls)

@@ -247,7 +247,7 @@ pub enum KeyringRefusal {
 /// Checks the keyring `serve` is given against the database at `now`: it holds no retired
 /// kid, and every kid that signed a working key is in it or retired.
 pub fn check_keyring(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::db::Db<'_>,
     ring: &shared::mac::Keyring,
     now: u64,
 ) -> Result<Result<(), KeyringRefusal>, StoreError> {

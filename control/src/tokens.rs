@@ -12,11 +12,11 @@
 //! The checks and transactions refuse with [`TokenOpError`], which becomes the API's answer in
 //! one place, its `From` into [`AppError`].
 
+use crate::store::db::Db;
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 use shared::scope::{Permission, PermissionError, Scope, ScopeSet};
 
@@ -290,7 +290,7 @@ fn check_name(name: &str) -> Result<String> {
 /// Stores a new token's hash with its audit event, if the account is under its plan's cap
 /// (counted in the write transaction, so concurrent creates never pass it); returns its record.
 fn create(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     account: u64,
     actor: &Actor,
     spec: TokenSpec,
@@ -341,7 +341,7 @@ fn create(
 
 /// Revokes token `id` of `account` with its audit event; a revoked token is left as it is.
 fn revoke(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     account: u64,
     actor: &Actor,
     id: u64,

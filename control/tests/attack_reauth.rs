@@ -59,7 +59,7 @@ struct Held {
 impl Held {
     async fn start(
         app: &TestApp,
-        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+        change: impl FnOnce(&control::store::db::Db<'_>) -> Result<(), StoreError> + Send + 'static,
     ) -> Self {
         let (entered, inside) = mpsc::channel();
         let (go, wait) = mpsc::channel::<()>();

@@ -32,7 +32,7 @@ fn open() -> (tempfile::TempDir, Store) {
                 tx.execute(
                     "INSERT INTO accounts (id, name, plan_id, created_at) \
                      VALUES (?1, ?2, 'standard', 1)",
-                    rusqlite::params![id as i64, account],
+                    control::store::db::params![id as i64, account],
                 )?;
             }
             for n in 1..=4u8 {
@@ -41,7 +41,7 @@ fn open() -> (tempfile::TempDir, Store) {
                     "INSERT INTO api_keys (id, id_top, account_id, name, environment, scopes, \
                      kid, hint, rate_limit, created_at) \
                      VALUES (?1, 0, ?2, ?3, 'production', 1, 1, 'h', 10, 1)",
-                    rusqlite::params![key(n), account as i64, format!("k{n}")],
+                    control::store::db::params![key(n), account as i64, format!("k{n}")],
                 )?;
             }
             Ok(())

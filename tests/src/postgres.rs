@@ -116,7 +116,8 @@ impl Server {
                 .arg(&log)
                 .args(["-w", "-t", START_TIMEOUT_SECS, "-o"])
                 .arg(format!(
-                    "-k '{dir}' -h 127.0.0.1 -p {port} -c fsync=on -c synchronous_commit=on"
+                    "-k '{dir}' -h 127.0.0.1 -p {port} -c fsync=on -c synchronous_commit=on \
+                     -c max_connections=400"
                 ))
                 .arg("start")
                 .output()

@@ -135,7 +135,7 @@ async fn end_sessions(
     state: &AppState,
     caller: Caller,
     reason: SessionsEndedBy,
-    which: impl FnOnce(&rusqlite::Transaction<'_>, SignedIn) -> Result<Vec<u64>, StoreError>
+    which: impl FnOnce(&crate::store::db::Db<'_>, SignedIn) -> Result<Vec<u64>, StoreError>
     + Send
     + 'static,
 ) -> Result<Vec<u64>, SessionOpError> {

@@ -82,7 +82,7 @@ pub(super) struct NewKey<'a> {
 /// Creates a key: the record, its limits outbox row, the idempotency record and `key.created`,
 /// within the plan's limits; or answers a replay of an idempotent create.
 pub(super) fn create(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     new: NewKey<'_>,
 ) -> Result<Created, KeyOpError> {
     let NewKey {
@@ -178,7 +178,7 @@ pub(super) fn create(
 /// version in the limits outbox) for an active key. Returns the view and whether the limit
 /// changed.
 pub(super) fn update(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     caller: &Caller,
     id: KeyId,
     changes: Changes,
@@ -244,7 +244,7 @@ pub(super) fn update(
 /// revocation goes through here or [`revoke_under`], so every one reaches the edge's list the
 /// same way.
 pub(crate) fn revoke_now(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     now: u64,
     by: (u64, &Actor),
     id: KeyId,
@@ -264,7 +264,7 @@ pub(crate) fn revoke_now(
 /// transaction: then it is above every version published before, and the publish that carries
 /// these revocations takes a newer one.
 pub(crate) fn revoke_under(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     at: (u64, u64),
     by: (u64, &Actor),
     id: KeyId,
@@ -293,7 +293,7 @@ pub(crate) fn revoke_under(
 /// Revokes key `id` now (a second revoke changes nothing). Returns the view, the list version
 /// that carries the revocation, and whether this call revoked it.
 pub(super) fn revoke(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     caller: &Caller,
     id: KeyId,
     reason: String,
@@ -321,7 +321,7 @@ pub(super) fn revoke(
 /// whole set before anything is written. Keys already revoked are reported unchanged, so a
 /// replay answers the same and changes nothing. Returns one answer per id, in order.
 pub(super) fn revoke_many(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     caller: &Caller,
     ids: &[KeyId],
     reason: &str,
@@ -365,7 +365,7 @@ pub(super) struct Rotation {
 /// of before a retirement (until it restarts with the new one) makes no key that is dead on
 /// arrival.
 fn refuse_retired_signer(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     keyring: &Keyring,
 ) -> Result<(), KeyOpError> {
     let kid = keyring.active_kid();
@@ -378,7 +378,7 @@ fn refuse_retired_signer(
 /// The successor of `old` (its settings and budget, signed by the active kid), stored with its
 /// limits outbox row; and its key string.
 fn mint_successor(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     keyring: &Keyring,
     old: &KeyRow,
     new_id: KeyId,
@@ -414,7 +414,7 @@ fn mint_successor(
 /// Refuses a new working key when the account is at its plan's cap, naming the keys best
 /// retired. Keys in a rotation's grace count: they work at the edge until it ends.
 fn check_key_cap(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     account: u64,
     plan: &accounts::Plan,
     now: u64,
@@ -442,7 +442,7 @@ fn check_key_cap(
 /// the active kid. The old key stays revoked (no grace: it works nowhere), and is linked to the
 /// replacement, so it is replaced once. The replacement counts against the plan like a new key.
 fn replace_retired(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     caller: &Caller,
     keyring: &Keyring,
     mut old: KeyRow,
@@ -478,7 +478,7 @@ fn replace_retired(
 /// Rotates key `id`: a new key `new_id` with the same settings and budget; the old one revoked
 /// when `grace` seconds are over (and any earlier key of the chain still in grace, now).
 pub(super) fn rotate(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     caller: &Caller,
     keyring: &Keyring,
     id: KeyId,

@@ -226,7 +226,7 @@ impl KeyView {
 
 /// Recent use of each key in `rows`, with grouped queries (not one per key).
 pub(super) fn stats_of(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::db::Db<'_>,
     rows: &[KeyRow],
     now: u64,
 ) -> Result<HashMap<KeyId, KeyStats>> {
@@ -253,7 +253,7 @@ pub(super) fn stats_of(
 
 /// The view of one stored key, with its recent use read from `conn`.
 pub(super) fn view_of(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::db::Db<'_>,
     row: &KeyRow,
     now: u64,
     active_kid: u8,

@@ -46,7 +46,7 @@ pub struct Handled {
 
 /// Records `sightings` reported by `reporter` (acting as `actor`) at `now`.
 pub fn record(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Db<'_>,
     reporter: Reporter,
     actor: &Actor,
     sightings: &[Sighting],

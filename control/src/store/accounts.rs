@@ -3,7 +3,7 @@
 //! Secrets that authenticate (session ids, management tokens) are stored as SHA-256 hashes
 //! only: they are 256-bit random values, so a fast hash is enough and lookup is one index probe.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 
 use super::Result;
@@ -37,7 +37,7 @@ pub struct AccountInfo {
 }
 
 /// The account `account_id`.
-pub fn account(conn: &Connection, account_id: u64) -> Result<AccountInfo> {
+pub fn account(conn: &Db<'_>, account_id: u64) -> Result<AccountInfo> {
     Ok(conn.query_row(
         "SELECT a.name, a.plan_id, a.created_at, \
                 p.max_active_keys, p.default_rate_limit, p.max_rate_limit \
@@ -63,16 +63,16 @@ pub fn account(conn: &Connection, account_id: u64) -> Result<AccountInfo> {
 pub const DEFAULT_PLAN: &str = "standard";
 
 /// Creates an account.
-pub fn create_account(tx: &Transaction<'_>, name: &str, now: u64) -> Result<u64> {
-    tx.execute(
-        "INSERT INTO accounts (name, plan_id, created_at) VALUES (?1, ?2, ?3)",
+pub fn create_account(tx: &Db<'_>, name: &str, now: u64) -> Result<u64> {
+    Ok(tx.query_row(
+        "INSERT INTO accounts (name, plan_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
         params![name, DEFAULT_PLAN, to_i64(now)],
-    )?;
-    Ok(to_u64(tx.last_insert_rowid())?)
+        |r| to_u64(r.get(0)?),
+    )?)
 }
 
 /// The plan of `account_id`.
-pub fn plan(conn: &Connection, account_id: u64) -> Result<Plan> {
+pub fn plan(conn: &Db<'_>, account_id: u64) -> Result<Plan> {
     Ok(conn.query_row(
         "SELECT p.max_active_keys, p.default_rate_limit, p.max_rate_limit \
          FROM accounts a JOIN plans p ON p.id = a.plan_id WHERE a.id = ?1",
@@ -89,18 +89,20 @@ pub fn plan(conn: &Connection, account_id: u64) -> Result<Plan> {
 
 /// Creates a user; `None` if the email is taken.
 pub fn create_user(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     account_id: u64,
     email: &str,
     password_hash: &str,
     now: u64,
 ) -> Result<Option<u64>> {
-    let inserted = tx.execute(
-        "INSERT INTO users (account_id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (email) DO NOTHING",
-        params![to_i64(account_id), email, password_hash, to_i64(now)],
-    )?;
-    Ok((inserted == 1).then(|| to_u64(tx.last_insert_rowid()).unwrap_or(0)))
+    Ok(tx
+        .query_row(
+            "INSERT INTO users (account_id, email, password_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (email) DO NOTHING RETURNING id",
+            params![to_i64(account_id), email, password_hash, to_i64(now)],
+            |r| to_u64(r.get(0)?),
+        )
+        .optional()?)
 }
 
 /// A user as sign-in needs it. Its `Debug` leaves the password hash out.
@@ -124,7 +126,7 @@ impl std::fmt::Debug for UserLogin {
 }
 
 /// Looks a user up by email (case-insensitive).
-pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<UserLogin>> {
+pub fn user_by_email(conn: &Db<'_>, email: &str) -> Result<Option<UserLogin>> {
     Ok(conn
         .query_row(
             "SELECT id, account_id, password_hash FROM users WHERE email = ?1",
@@ -141,7 +143,7 @@ pub fn user_by_email(conn: &Connection, email: &str) -> Result<Option<UserLogin>
 }
 
 /// The user `user_id` and their email, if they exist.
-pub fn user_by_id(conn: &Connection, user_id: u64) -> Result<Option<(String, UserLogin)>> {
+pub fn user_by_id(conn: &Db<'_>, user_id: u64) -> Result<Option<(String, UserLogin)>> {
     Ok(conn
         .query_row(
             "SELECT email, account_id, password_hash FROM users WHERE id = ?1",
@@ -163,7 +165,7 @@ pub fn user_by_id(conn: &Connection, user_id: u64) -> Result<Option<(String, Use
 /// Replaces a user's password hash; with `expected`, only if it is still that one. Whether it
 /// changed.
 pub fn set_password_hash(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     user_id: u64,
     password_hash: &str,
     expected: Option<&str>,

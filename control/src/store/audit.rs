@@ -19,7 +19,7 @@
 //! Events are appended in the same transaction as the change they record, on the store's writer
 //! thread, which holds the audit keyring.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -112,7 +112,7 @@ fn keyed_hash(key: &shared::mac::MacKey, prev: &[u8], canonical: &str) -> Vec<u8
 /// Records `event` in `account_id`'s trail at `at`, done by `who`: [`append`] with the
 /// event's action, target and details.
 pub fn record(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     at: u64,
     account_id: Option<u64>,
     who: &Actor,
@@ -135,7 +135,7 @@ pub fn record(
 /// benchmark, which appends raw rows.
 #[doc(hidden)]
 pub fn append(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     at: u64,
     account_id: Option<u64>,
     who: &Actor,
@@ -188,7 +188,7 @@ pub fn append(
 
 /// If the newest event predates the keyed chain, appends `audit.chain_keyed`: from then on the
 /// unkeyed prefix is covered by a MAC. Returns the new event's sequence number. Run at start.
-pub fn seal_legacy(tx: &Transaction<'_>, at: u64) -> Result<Option<u64>> {
+pub fn seal_legacy(tx: &Db<'_>, at: u64) -> Result<Option<u64>> {
     let last: Option<(i64, Option<i64>)> = tx
         .query_row(
             "SELECT seq, kid FROM audit_events ORDER BY seq DESC LIMIT 1",
@@ -221,14 +221,10 @@ pub struct ChainPoint {
     pub value: [u8; 32],
 }
 
-fn point(seq: i64, value: &[u8]) -> rusqlite::Result<ChainPoint> {
+fn point(seq: i64, value: &[u8]) -> crate::store::db::Result<ChainPoint> {
     let mut v = [0_u8; 32];
     if value.len() != 32 {
-        return Err(rusqlite::Error::InvalidColumnType(
-            0,
-            "hash".into(),
-            rusqlite::types::Type::Blob,
-        ));
+        return Err(crate::store::db::Error::column(0, "a hash is 32 bytes"));
     }
     v.copy_from_slice(value);
     Ok(ChainPoint {
@@ -238,12 +234,12 @@ fn point(seq: i64, value: &[u8]) -> rusqlite::Result<ChainPoint> {
 }
 
 /// The newest event's sequence number and hash (hex): the chain's head.
-pub fn head(conn: &Connection) -> Result<Option<(u64, String)>> {
+pub fn head(conn: &Db<'_>) -> Result<Option<(u64, String)>> {
     Ok(head_point(conn)?.map(|p| (p.seq, hex::encode(p.value))))
 }
 
 /// The newest event's place in the chain, as stored (not verified).
-pub fn head_point(conn: &Connection) -> Result<Option<ChainPoint>> {
+pub fn head_point(conn: &Db<'_>) -> Result<Option<ChainPoint>> {
     let row: Option<(i64, Vec<u8>)> = conn
         .query_row(
             "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
@@ -255,7 +251,7 @@ pub fn head_point(conn: &Connection) -> Result<Option<ChainPoint>> {
 }
 
 /// The sequence number of the last unkeyed (pre-schema-4) event, 0 if none.
-pub fn legacy_upto(conn: &Connection) -> Result<u64> {
+pub fn legacy_upto(conn: &Db<'_>) -> Result<u64> {
     let v: Option<i64> = conn.query_row(
         "SELECT max(seq) FROM audit_events WHERE kid IS NULL",
         [],
@@ -281,7 +277,7 @@ pub struct AuditFilter {
 
 /// An account's events, newest first, before `before_seq` if given.
 pub fn list(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     target: Option<&str>,
     before_seq: Option<u64>,
@@ -297,7 +293,7 @@ pub fn list(
 /// An account's events that pass `filter`, newest first, before `before_seq` if given, each
 /// with its actor's name.
 pub fn list_filtered(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     filter: &AuditFilter,
     before_seq: Option<u64>,
@@ -316,7 +312,7 @@ pub fn list_filtered(
 /// Read with the export's first page in one transaction, so events appended meanwhile neither
 /// push older ones past the cap nor slip in.
 pub fn export_bounds(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     filter: &AuditFilter,
     before_seq: Option<u64>,
@@ -345,7 +341,7 @@ pub fn export_bounds(
 /// The rows of [`list_filtered`], `offset` skipped; `seq_only` leaves the columns other than
 /// the sequence number empty (for [`export_bounds`]).
 fn select(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     filter: &AuditFilter,
     before_seq: Option<u64>,
@@ -397,14 +393,14 @@ fn select(
             })
         },
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// The name of each distinct actor among `actors`, for a person to read: a user of the account
 /// by email, a management token of the account by name (`token "ci reader"`), and the
 /// service's own actors in words. An id of another account, or one deleted since, has none.
 pub fn actor_names<'a>(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     actors: impl Iterator<Item = &'a str>,
 ) -> Result<std::collections::HashMap<String, String>> {
@@ -520,7 +516,7 @@ pub struct ChainReport {
 /// Walks the whole chain with the audit keyring and, given the newest checkpoint from outside
 /// the database, checks that the table still holds the event it anchors, unchanged.
 pub fn verify_chain(
-    conn: &Connection,
+    conn: &Db<'_>,
     keyring: &AuditKeyring,
     anchor: Option<&Checkpoint>,
 ) -> Result<ChainReport, ChainError> {
@@ -534,7 +530,7 @@ pub fn verify_chain(
 /// Checks the events after `from` (a point checked before, say by the last checkpoint) up to the
 /// newest. `legacy_limit`: the last unkeyed event allowed.
 pub fn verify_after(
-    conn: &Connection,
+    conn: &Db<'_>,
     keyring: &AuditKeyring,
     from: ChainPoint,
     legacy_limit: u64,
@@ -543,14 +539,14 @@ pub fn verify_after(
 }
 
 /// Whether the table still holds `anchor`'s event with its chain value, `head` being the last.
-pub fn check_anchor(conn: &Connection, anchor: &Checkpoint, head: u64) -> Result<(), ChainError> {
+pub fn check_anchor(conn: &Db<'_>, anchor: &Checkpoint, head: u64) -> Result<(), ChainError> {
     if head < anchor.seq {
         return Err(ChainError::Truncated {
             anchored: anchor.seq,
             head,
         });
     }
-    let read = |e: rusqlite::Error| ChainError::Read(e.to_string());
+    let read = |e: crate::store::db::Error| ChainError::Read(e.to_string());
     let value: Option<Vec<u8>> = conn
         .query_row(
             "SELECT hash FROM audit_events WHERE seq = ?1",
@@ -567,13 +563,13 @@ pub fn check_anchor(conn: &Connection, anchor: &Checkpoint, head: u64) -> Result
 }
 
 fn walk(
-    conn: &Connection,
+    conn: &Db<'_>,
     keyring: &AuditKeyring,
     from: Option<ChainPoint>,
     anchor: Option<&Checkpoint>,
     legacy_limit: Option<u64>,
 ) -> Result<ChainReport, ChainError> {
-    let read = |e: rusqlite::Error| ChainError::Read(e.to_string());
+    let read = |e: crate::store::db::Error| ChainError::Read(e.to_string());
     let mut stmt = conn
         .prepare(
             "SELECT seq, at, account_id, actor, action, target, source, details, prev_hash, hash, \
@@ -731,7 +727,7 @@ mod tests {
                             r.get(8)?,
                         ))
                     })?;
-                    rows.collect::<rusqlite::Result<_>>()?
+                    rows.collect::<crate::store::db::Result<_>>()?
                 };
                 let forged_key = shared::mac::MacKey::new(b"the attacker's own key");
                 let mut prev: Option<Vec<u8>> = None;

@@ -1,6 +1,6 @@
 //! Leaked keys: where each was found and what was done, and each account's choice of response.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 use shared::key::KeyId;
 
@@ -41,7 +41,7 @@ impl LeakResponse {
 }
 
 /// The account's leak response.
-pub fn leak_response(conn: &Connection, account_id: u64) -> Result<LeakResponse> {
+pub fn leak_response(conn: &Db<'_>, account_id: u64) -> Result<LeakResponse> {
     let text: String = conn
         .prepare_cached("SELECT leak_response FROM accounts WHERE id = ?1")?
         .query_row([to_i64(account_id)], |r| r.get(0))?;
@@ -50,7 +50,7 @@ pub fn leak_response(conn: &Connection, account_id: u64) -> Result<LeakResponse>
 
 /// Sets the account's leak response; returns the previous one.
 pub fn set_leak_response(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     account_id: u64,
     response: LeakResponse,
 ) -> Result<LeakResponse> {
@@ -165,7 +165,7 @@ pub struct NewLeak<'a> {
 }
 
 /// Whether this key was already reported found at this place by this reporter.
-pub fn seen(tx: &Connection, leak: &NewLeak<'_>) -> Result<bool> {
+pub fn seen(tx: &Db<'_>, leak: &NewLeak<'_>) -> Result<bool> {
     Ok(tx
         .prepare_cached("SELECT 1 FROM key_leaks WHERE key_id = ?1 AND reporter = ?2 AND url = ?3")?
         .query_row(
@@ -177,7 +177,7 @@ pub fn seen(tx: &Connection, leak: &NewLeak<'_>) -> Result<bool> {
 }
 
 /// Records a leak (the caller checked [`seen`] in the same transaction).
-pub fn insert(tx: &Transaction<'_>, leak: &NewLeak<'_>, action: LeakAction) -> Result<()> {
+pub fn insert(tx: &Db<'_>, leak: &NewLeak<'_>, action: LeakAction) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO key_leaks (key_id, account_id, reporter, url, source, reported_at, action) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -195,14 +195,14 @@ pub fn insert(tx: &Transaction<'_>, leak: &NewLeak<'_>, action: LeakAction) -> R
 }
 
 /// How many leak records the account has.
-pub fn count(conn: &Connection, account_id: u64) -> Result<u64> {
+pub fn count(conn: &Db<'_>, account_id: u64) -> Result<u64> {
     let n: i64 = conn
         .prepare_cached("SELECT count(*) FROM key_leaks WHERE account_id = ?1")?
         .query_row([to_i64(account_id)], |r| r.get(0))?;
     to_u64(n).map_err(Into::into)
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Leak> {
+fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Leak> {
     Ok(Leak {
         key_id: r.get(0)?,
         reporter: Reporter::parse(&r.get::<_, String>(1)?),
@@ -215,7 +215,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Leak> {
 
 /// The account's leaks (`key`: of that key only), newest first, at most [`LIST_LIMIT`], and how
 /// many there are in all.
-pub fn list(conn: &Connection, account_id: u64, key: Option<KeyId>) -> Result<(Vec<Leak>, u64)> {
+pub fn list(conn: &Db<'_>, account_id: u64, key: Option<KeyId>) -> Result<(Vec<Leak>, u64)> {
     let key = key.map(|k| k.to_string());
     let leaks = conn
         .prepare_cached(
@@ -224,7 +224,7 @@ pub fn list(conn: &Connection, account_id: u64, key: Option<KeyId>) -> Result<(V
              ORDER BY reported_at DESC, id DESC LIMIT ?3",
         )?
         .query_map(params![to_i64(account_id), key, LIST_LIMIT], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     let total: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM key_leaks WHERE account_id = ?1 AND (?2 IS NULL OR key_id = ?2)",

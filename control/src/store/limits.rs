@@ -8,7 +8,7 @@
 //! deletes each row only if its version is still the one pushed: a change made during the push
 //! stays queued for the next one.
 
-use rusqlite::{Connection, Transaction, params};
+use crate::store::db::{Db, params};
 use shared::limits::{LimitUpdate, Policy};
 
 use super::Result;
@@ -16,7 +16,7 @@ use super::{to_i64, to_u64};
 
 /// Up to `max` queued policies, oldest versions first, each with the plan's per-minute cap and
 /// the key's budget when it is another key's (its rotation chain's first key).
-pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
+pub fn pending(conn: &Db<'_>, max: usize) -> Result<Vec<LimitUpdate>> {
     let mut stmt = conn.prepare_cached(
         "SELECT o.key_id, k.rate_limit, k.rate_limit_window, o.version, p.max_rate_limit, \
          nullif(coalesce(k.budget_id, k.id), k.id) \
@@ -36,18 +36,18 @@ pub fn pending(conn: &Connection, max: usize) -> Result<Vec<LimitUpdate>> {
             budget: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// Whether `key`'s policy still waits for the edge.
-pub fn is_pending(conn: &Connection, key: &str) -> Result<bool> {
+pub fn is_pending(conn: &Db<'_>, key: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM limits_outbox WHERE key_id = ?1)")?
         .query_row([key], |r| r.get(0))?)
 }
 
 /// How many policies wait for the edge.
-pub fn pending_count(conn: &Connection) -> Result<u64> {
+pub fn pending_count(conn: &Db<'_>) -> Result<u64> {
     Ok(to_u64(conn.query_row(
         "SELECT count(*) FROM limits_outbox o JOIN api_keys k ON k.id = o.key_id",
         [],
@@ -56,7 +56,7 @@ pub fn pending_count(conn: &Connection) -> Result<u64> {
 }
 
 /// The edge acknowledged these versions: deletes the rows still at them.
-pub fn acknowledged(tx: &Transaction<'_>, pushed: &[LimitUpdate]) -> Result<u64> {
+pub fn acknowledged(tx: &Db<'_>, pushed: &[LimitUpdate]) -> Result<u64> {
     let mut stmt =
         tx.prepare_cached("DELETE FROM limits_outbox WHERE key_id = ?1 AND version = ?2")?;
     let mut deleted = 0;

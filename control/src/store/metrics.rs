@@ -2,7 +2,7 @@
 //! oldest entry), the newest published list version, and the database's size. One read, a few
 //! aggregate queries over small tables (the outboxes empty as they publish).
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::db::{Db, OptionalExtension};
 
 use super::{Result, to_i64, to_u64};
 
@@ -19,12 +19,13 @@ pub struct Gauges {
     pub limits_oldest_secs: u64,
     /// The newest version of any published shard of this layout (0 before the first).
     pub list_version: u64,
-    /// `page_count * page_size`: the main database file's size in bytes (not the WAL).
+    /// The database's size in bytes: SQLite's main file (`page_count * page_size`, not the WAL),
+    /// or PostgreSQL's `pg_database_size`.
     pub database_bytes: u64,
 }
 
 /// Reads the [`Gauges`] at `now_ms` for a layout of `shard_count` shards.
-pub fn gauges(conn: &Connection, now_ms: u64, shard_count: u16) -> Result<Gauges> {
+pub fn gauges(conn: &Db<'_>, now_ms: u64, shard_count: u16) -> Result<Gauges> {
     let now = now_ms / 1000;
     // A row is due from its `due_at` (a rotation's grace end) or, revoked at once (`due_at`
     // 0), from its commit: its version is taken from the clock then, in thousandths of a
@@ -49,8 +50,15 @@ pub fn gauges(conn: &Connection, now_ms: u64, shard_count: u16) -> Result<Gauges
         )
         .optional()?
         .flatten();
-    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
-    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let size: i64 = conn.query_row(
+        if conn.is_postgres() {
+            "SELECT pg_database_size(current_database())"
+        } else {
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+        },
+        [],
+        |r| r.get(0),
+    )?;
     let age = |at: Option<i64>, now: u64| -> Result<u64> {
         Ok(at
             .map(to_u64)
@@ -63,16 +71,16 @@ pub fn gauges(conn: &Connection, now_ms: u64, shard_count: u16) -> Result<Gauges
         limits_pending: to_u64(limits_pending)?,
         limits_oldest_secs: age(oldest_queued, now_ms)? / 1000,
         list_version: list_version.map(to_u64).transpose()?.unwrap_or(0),
-        database_bytes: to_u64(pages)?.saturating_mul(to_u64(page_size)?),
+        database_bytes: to_u64(size)?,
     })
 }
 
 /// Whether the batch `(source, seq)` was applied: a batch that was is a retry or a replay, and
 /// says nothing about the sender's clock now.
-pub fn batch_applied(conn: &Connection, source: &str, seq: u64) -> Result<bool> {
+pub fn batch_applied(conn: &Db<'_>, source: &str, seq: u64) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM usage_batches WHERE source = ?1 AND seq = ?2)",
         )?
-        .query_row(rusqlite::params![source, to_i64(seq)], |r| r.get(0))?)
+        .query_row(crate::store::db::params![source, to_i64(seq)], |r| r.get(0))?)
 }

@@ -14,11 +14,13 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod db;
 mod health;
 pub mod keys;
 pub mod leaks;
 pub mod limits;
 pub mod metrics;
+mod pg;
 pub mod restore;
 pub mod retention;
 pub mod revocations;
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use shared::audit::AuditKeyring;
 
 /// What storage fails with. The HTTP boundary turns every one into a 500 whose cause is
@@ -40,9 +42,9 @@ use shared::audit::AuditKeyring;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// SQLite refused or failed a statement.
+    /// The database refused or failed a statement.
     #[error("database")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] db::Error),
     /// A write transaction could not begin.
     #[error("could not begin a write transaction: {0}")]
     Begin(String),
@@ -68,7 +70,7 @@ pub enum StoreError {
     #[error("the active audit kid has no key")]
     NoAuditKey,
     /// The disk refused the batch's `BEGIN` or `COMMIT` (full, or failing I/O): none of its
-    /// writes happened. A statement's own refusal of that kind stays a [`StoreError::Sqlite`];
+    /// writes happened. A statement's own refusal of that kind stays a [`StoreError::Db`];
     /// [`StoreError::is_unwritable`] tells both.
     #[error("the disk refused the write: {0}")]
     Unwritable(String),
@@ -81,16 +83,16 @@ impl StoreError {
     pub fn is_unwritable(&self) -> bool {
         match self {
             Self::Unwritable(_) => true,
-            Self::Sqlite(e) => is_unwritable(e),
+            Self::Db(e) => e.is_unwritable(),
             _ => false,
         }
     }
 }
 
-/// [`StoreError::is_unwritable`] for SQLite's own error.
-fn is_unwritable(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
-    matches!(e.sqlite_error_code(), Some(DiskFull | SystemIoFailure))
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Db(e.into())
+    }
 }
 
 /// Why a batch's `BEGIN` or `COMMIT` failed, handed to each of its writes.
@@ -101,10 +103,10 @@ struct BatchFailure {
 }
 
 impl BatchFailure {
-    fn new(stage: &str, e: &rusqlite::Error) -> Self {
+    fn new(stage: &str, e: rusqlite::Error) -> Self {
         Self {
             message: format!("{stage}: {e}"),
-            unwritable: is_unwritable(e),
+            unwritable: db::Error::from(e).is_unwritable(),
         }
     }
 
@@ -163,6 +165,19 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// Readers kept open between calls.
 const READER_POOL: usize = 4;
 
+/// The read connections kept open, of the store's database.
+enum Readers {
+    Sqlite(Mutex<Vec<Connection>>),
+    Postgres(Box<pg::Readers>),
+}
+
+/// Whether `database` names a PostgreSQL database (`postgres://...`) rather than a SQLite file.
+pub fn is_postgres(database: &Path) -> bool {
+    database
+        .to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
 /// The database.
 #[derive(Clone)]
 pub struct Store {
@@ -173,7 +188,7 @@ struct Inner {
     path: PathBuf,
     /// Jobs for the writer thread, which owns the only write connection.
     jobs: mpsc::Sender<Job>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Readers,
     /// The writer's last batch failed because the disk refused it (see [`run_writer`]).
     unwritable: Arc<AtomicBool>,
     /// Readiness's write probe: its last result, shared by every `/readyz` ([`health`]).
@@ -186,7 +201,7 @@ const MAX_BATCH: usize = 256;
 /// What a write job hands back once it ran: called with the batch's commit result.
 type Finish = Box<dyn FnOnce(Result<(), BatchFailure>) + Send>;
 /// A write: run inside the batch's transaction (`None` if it could not begin).
-type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Finish + Send>;
+type Job = Box<dyn FnOnce(Option<&db::Db<'_>>) -> Finish + Send>;
 
 /// Wraps `f` as a job that runs in its own savepoint (so its failure undoes only its own
 /// writes) and hands its result to `reply` only after the batch commits: nothing is
@@ -195,7 +210,7 @@ fn job<T, E, F, R>(f: F, reply: R) -> Job
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
-    F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send + 'static,
     R: FnOnce(Result<T, E>) + Send + 'static,
 {
     Box::new(move |tx| {
@@ -213,8 +228,8 @@ where
 }
 
 fn in_savepoint<T, E: From<StoreError>>(
-    tx: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    tx: &db::Db<'_>,
+    f: impl FnOnce(&db::Db<'_>) -> Result<T, E>,
 ) -> Result<T, E> {
     let sql = |sql: &str| tx.execute_batch(sql).map_err(|e| E::from(e.into()));
     sql("SAVEPOINT job")?;
@@ -256,14 +271,7 @@ fn run_writer(
     unwritable: Arc<AtomicBool>,
 ) {
     WRITER_AUDIT_KEYRING.set(Some(audit));
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&jobs) {
         match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => {
                 // SQLite may roll the whole transaction back on its own after a statement fails
@@ -274,7 +282,7 @@ fn run_writer(
                     .into_iter()
                     .map(|job| {
                         rolled_back = rolled_back || tx.is_autocommit();
-                        job((!rolled_back).then_some(&tx))
+                        job((!rolled_back).then_some(&db::Db::Sqlite(&tx)))
                     })
                     .collect();
                 rolled_back = rolled_back || tx.is_autocommit();
@@ -284,35 +292,62 @@ fn run_writer(
                         unwritable: true,
                     })
                 } else {
-                    tx.commit().map_err(|e| BatchFailure::new("commit", &e))
+                    tx.commit().map_err(|e| BatchFailure::new("commit", e))
                 };
-                match &commit {
-                    Ok(()) => unwritable.store(false, Ordering::SeqCst),
-                    Err(e) => {
-                        unwritable.store(e.unwritable, Ordering::SeqCst);
-                        tracing::error!(error = %e.message, "a write batch failed to commit");
-                    }
-                }
-                for finish in finishers {
-                    finish(commit.clone());
-                }
+                settle(commit, finishers, &unwritable);
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not begin a write transaction");
-                let failure = BatchFailure::new("begin", &e);
-                unwritable.store(failure.unwritable, Ordering::SeqCst);
-                for job in batch {
-                    job(None)(Err(failure.clone()));
-                }
+                fail_batch(batch, &BatchFailure::new("begin", e), &unwritable);
             }
         }
     }
 }
 
+/// The next batch for a writer: the first job waiting (blocking until there is one), then
+/// every other already waiting, up to [`MAX_BATCH`]. `None` once the store is gone.
+fn next_batch(jobs: &mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+    let mut batch = vec![jobs.recv().ok()?];
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Answers a batch's writes with its commit's result, and records whether the disk refused it.
+fn settle(commit: Result<(), BatchFailure>, finishers: Vec<Finish>, unwritable: &AtomicBool) {
+    match &commit {
+        Ok(()) => unwritable.store(false, Ordering::SeqCst),
+        Err(e) => {
+            unwritable.store(e.unwritable, Ordering::SeqCst);
+            tracing::error!(error = %e.message, "a write batch failed to commit");
+        }
+    }
+    for finish in finishers {
+        finish(commit.clone());
+    }
+}
+
+/// Answers a batch that could not begin: none of its writes ran.
+fn fail_batch(batch: Vec<Job>, failure: &BatchFailure, unwritable: &AtomicBool) {
+    unwritable.store(failure.unwritable, Ordering::SeqCst);
+    for job in batch {
+        job(None)(Err(failure.clone()));
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A PostgreSQL URL may hold a password: only its kind is shown.
+        let database = match &self.inner.readers {
+            Readers::Sqlite(_) => self.inner.path.display().to_string(),
+            Readers::Postgres(_) => "postgres://...".to_owned(),
+        };
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("database", &database)
             .finish()
     }
 }
@@ -330,7 +365,23 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies pending migrations. Audit
     /// events written through this store are chained with `audit` (see `audit::append`).
+    ///
+    /// A `postgres://` URL opens that PostgreSQL database instead (docs/postgres.md): the same
+    /// store, with writes serialised across every replica by one advisory lock.
     pub fn open(path: &Path, audit: Arc<AuditKeyring>) -> anyhow::Result<Self> {
+        if is_postgres(path) {
+            let url = path.to_str().unwrap_or_default();
+            let (jobs, readers, unwritable) = pg::open(url, audit)?;
+            return Ok(Self {
+                inner: Arc::new(Inner {
+                    path: path.to_owned(),
+                    jobs,
+                    readers: Readers::Postgres(Box::new(readers)),
+                    unwritable,
+                    probe: health::Probe::default(),
+                }),
+            });
+        }
         let writer = Connection::open(path)?;
         let mode: String =
             writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -350,16 +401,21 @@ impl Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 jobs,
-                readers: Mutex::new(Vec::new()),
+                readers: Readers::Sqlite(Mutex::new(Vec::new())),
                 unwritable,
                 probe: health::Probe::default(),
             }),
         })
     }
 
-    /// The database file.
+    /// The database file (or PostgreSQL URL) it was opened with.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner.readers, Readers::Postgres(_))
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction (shared with other writes waiting at the
@@ -372,7 +428,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
@@ -389,7 +445,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.read_blocking(f))
@@ -402,7 +458,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = mpsc::channel();
         self.inner
@@ -414,12 +470,22 @@ impl Store {
         answer.recv().map_err(|_| StoreError::WriteDropped)?
     }
 
-    /// [`Store::read`] for callers that are not on the async runtime (the CLI).
+    /// [`Store::read`] for callers that are not on the async runtime (the CLI, tests).
     pub fn read_blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        E: From<StoreError>,
-        F: FnOnce(&Connection) -> Result<T, E>,
+        T: Send,
+        E: From<StoreError> + Send,
+        F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send,
     {
+        if self.is_postgres() && tokio::runtime::Handle::try_current().is_ok() {
+            // PostgreSQL's blocking client runs its own runtime, which may not start inside
+            // another's thread: a caller on the async runtime reads from a thread of its own.
+            return std::thread::scope(|s| {
+                s.spawn(|| self.inner.read_blocking(f))
+                    .join()
+                    .unwrap_or_else(|_| Err(StoreError::Panicked.into()))
+            });
+        }
         self.inner.read_blocking(f)
     }
 
@@ -436,9 +502,13 @@ impl Store {
 impl Inner {
     fn read_blocking<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
+        f: impl FnOnce(&db::Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        let pool = match &self.readers {
+            Readers::Sqlite(pool) => pool,
+            Readers::Postgres(readers) => return readers.read(f),
+        };
+        let pooled = pool.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
             Some(conn) => conn,
             None => {
@@ -453,8 +523,8 @@ impl Inner {
                 open()?
             }
         };
-        let result = f(&conn);
-        if let Ok(mut pool) = self.readers.lock() {
+        let result = f(&db::Db::Sqlite(&conn));
+        if let Ok(mut pool) = pool.lock() {
             if pool.len() < READER_POOL {
                 pool.push(conn);
             }
@@ -491,8 +561,8 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// Converts a stored integer to `u64`, refusing negatives (which this service never writes).
-pub(crate) fn to_u64(v: i64) -> rusqlite::Result<u64> {
-    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, v))
+pub(crate) fn to_u64(v: i64) -> db::Result<u64> {
+    u64::try_from(v).map_err(|_| db::Error::column(0, format!("{v} is negative")))
 }
 
 /// Converts a time or count to the `i64` SQLite stores.
@@ -518,9 +588,15 @@ mod tests {
         let (mode, sync, version): (String, i64, i64) = store
             .write_blocking::<_, StoreError, _>(|tx| -> Result<_, StoreError> {
                 Ok((
-                    tx.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
-                    tx.pragma_query_value(None, "synchronous", |r| r.get(0))?,
-                    tx.pragma_query_value(None, "user_version", |r| r.get(0))?,
+                    tx.sqlite()
+                        .unwrap()
+                        .pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                    tx.sqlite()
+                        .unwrap()
+                        .pragma_query_value(None, "synchronous", |r| r.get(0))?,
+                    tx.sqlite()
+                        .unwrap()
+                        .pragma_query_value(None, "user_version", |r| r.get(0))?,
                 ))
             })
             .unwrap();
@@ -596,7 +672,7 @@ mod tests {
                     let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
                     Ok(rows
                         .map(|r| r.map(|id| id[..1].to_owned()))
-                        .collect::<rusqlite::Result<_>>()?)
+                        .collect::<db::Result<_>>()?)
                 };
                 Ok((
                     ids(
@@ -623,7 +699,7 @@ mod tests {
                 "INSERT INTO accounts (name, plan_id, created_at) VALUES ('a', 'standard', 1)",
                 [],
             )?;
-            Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+            Err(StoreError::Db(db::Error::NoRows))
         });
         assert!(r.is_err());
         let n: i64 = store
@@ -650,7 +726,7 @@ mod tests {
                             [format!("a{i}")],
                         )?;
                         if i % 2 == 1 {
-                            return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
+                            return Err(StoreError::Db(db::Error::NoRows));
                         }
                         Ok(())
                     })
@@ -666,7 +742,7 @@ mod tests {
             .read_blocking::<_, StoreError, _>(|c| {
                 let mut stmt = c.prepare("SELECT name FROM accounts")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
+                Ok(rows.collect::<db::Result<_>>()?)
             })
             .unwrap();
         assert_eq!(names.len(), 32);

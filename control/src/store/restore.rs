@@ -4,7 +4,7 @@
 //! first pass after a start reads every shard back from the edge, records the revocations made
 //! after the backup (`revocations::recover`), and writes every shard in full.
 
-use rusqlite::{Transaction, params};
+use crate::store::db::{Db, params};
 
 use super::{Result, to_i64, to_u64};
 
@@ -27,7 +27,7 @@ pub struct Republish {
 /// `now_ms + VERSION_LEAP_MS` (or past what they hold, if higher), and queues every working key's
 /// policy for the next limits push. `now` in Unix seconds decides which keys still work (a
 /// rotation's old key in its grace period does).
-pub fn prepare_republish(tx: &Transaction<'_>, now_ms: u64) -> Result<Republish> {
+pub fn prepare_republish(tx: &Db<'_>, now_ms: u64) -> Result<Republish> {
     let floor = to_i64(now_ms.saturating_add(VERSION_LEAP_MS));
     let now = to_i64(now_ms / 1000);
     let list_version = to_u64(tx.query_row(

@@ -14,7 +14,7 @@
 //! Why replays stay refused after their batch names are deleted: `docs/control-plane.md`,
 //! "Retention".
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 
 use super::{Result, to_i64, to_u64, usage};
 
@@ -144,7 +144,7 @@ impl Compacted {
 }
 
 /// The first key after `after` with rows in `table`, by its primary key.
-fn next_key(tx: &Transaction<'_>, table: &str, after: &str) -> Result<Option<String>> {
+fn next_key(tx: &Db<'_>, table: &str, after: &str) -> Result<Option<String>> {
     Ok(tx
         .prepare_cached(&format!(
             "SELECT key_id FROM {table} WHERE key_id > ?1 ORDER BY key_id LIMIT 1"
@@ -157,7 +157,7 @@ fn next_key(tx: &Transaction<'_>, table: &str, after: &str) -> Result<Option<Str
 /// touch `budget` more rows: `cutoff - 1` when all fit, else the unit of the row after the
 /// budget (that unit included, so a step always makes progress).
 fn step_bound(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     table: &str,
     unit: &str,
     key: &str,
@@ -191,7 +191,7 @@ fn step_bound(
 /// or keys were touched. Returns where the walk stops (`None`: past the last key) and the rows
 /// `expire` reported.
 fn walk_keys(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     table: &str,
     unit: &str,
     mut after: String,
@@ -222,7 +222,7 @@ fn walk_keys(
 /// One bounded step of a pass at `now`: at most about `budget` rows (or keys visited) in this
 /// transaction. Returns where the next step starts.
 pub fn step(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     retention: &Retention,
     now: u64,
     phase: Phase,
@@ -400,7 +400,7 @@ pub async fn run(
 }
 
 /// `usage_retention.minutes_from`: minute rows before it may be gone.
-pub fn minutes_from(conn: &rusqlite::Connection) -> Result<u64> {
+pub fn minutes_from(conn: &crate::store::db::Db<'_>) -> Result<u64> {
     let v: i64 = conn
         .prepare_cached("SELECT minutes_from FROM usage_retention WHERE id = 1")?
         .query_row([], |r| r.get(0))?;
@@ -408,7 +408,7 @@ pub fn minutes_from(conn: &rusqlite::Connection) -> Result<u64> {
 }
 
 /// The highest `seq` of `source` whose name was deleted: a batch at or below it was applied.
-pub fn pruned_through(tx: &Transaction<'_>, source: &str) -> Result<Option<u64>> {
+pub fn pruned_through(tx: &Db<'_>, source: &str) -> Result<Option<u64>> {
     let v: Option<i64> = tx
         .prepare_cached("SELECT pruned_through FROM usage_sources WHERE source = ?1")?
         .query_row([source], |r| r.get(0))

@@ -12,7 +12,7 @@
 //! between leaves the rows, so the next tick (or start) publishes again: publishing is
 //! at-least-once and idempotent.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use shared::key::KeyId;
 
 use super::Result;
@@ -25,7 +25,7 @@ use crate::events::Event;
 /// shard a reader sees is newer than the one before. They are also at least `now` in
 /// milliseconds: a database started afresh (a reset development setup, a restored backup)
 /// still publishes above what readers have seen, instead of being refused as a rollback.
-pub fn next_version(tx: &Transaction<'_>, now: u64) -> Result<u64> {
+pub fn next_version(tx: &Db<'_>, now: u64) -> Result<u64> {
     Ok(to_u64(
         tx.prepare_cached(
             "UPDATE revocation_meta SET list_version = max(list_version + 1, ?1) WHERE id = 1 \
@@ -37,7 +37,7 @@ pub fn next_version(tx: &Transaction<'_>, now: u64) -> Result<u64> {
 
 /// Puts `key_id`'s revocation in force now, in the caller's transaction, and queues its shard
 /// for publishing at once, whatever the clock says.
-pub fn enqueue_now(tx: &Transaction<'_>, key_id: KeyId, version: u64) -> Result<()> {
+pub fn enqueue_now(tx: &Db<'_>, key_id: KeyId, version: u64) -> Result<()> {
     tx.prepare_cached("UPDATE api_keys SET revocation_in_force = 1 WHERE id = ?1")?
         .execute([key_id.to_string()])?;
     insert_outbox(tx, key_id, version, 0)
@@ -45,11 +45,11 @@ pub fn enqueue_now(tx: &Transaction<'_>, key_id: KeyId, version: u64) -> Result<
 
 /// Queues `key_id`'s revocation to come into force once `due_at` (Unix seconds) has come: the
 /// end of a rotation's grace period.
-pub fn schedule(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
+pub fn schedule(tx: &Db<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
     insert_outbox(tx, key_id, version, due_at)
 }
 
-fn insert_outbox(tx: &Transaction<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
+fn insert_outbox(tx: &Db<'_>, key_id: KeyId, version: u64, due_at: u64) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO revocation_outbox (key_id, id_top, version, due_at) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -76,7 +76,7 @@ fn shard_of_top(top: i64, count: u16) -> u16 {
 
 /// Shards with outbox rows due at `now`: every immediate revocation, and rotations whose grace
 /// period has ended.
-pub fn shards_due(conn: &Connection, count: u16, now: u64) -> Result<Vec<u16>> {
+pub fn shards_due(conn: &Db<'_>, count: u16, now: u64) -> Result<Vec<u16>> {
     let mut due = vec![false; usize::from(count)];
     let mut stmt =
         conn.prepare_cached("SELECT DISTINCT id_top FROM revocation_outbox WHERE due_at <= ?1")?;
@@ -100,12 +100,7 @@ pub struct ShardContent {
 /// Takes a version, puts in force the shard's scheduled revocations due at `now`, and reads the
 /// shard's revoked ids, in one transaction so the outbox rows covered are exactly those committed
 /// before it.
-pub fn prepare_shard(
-    tx: &Transaction<'_>,
-    shard: u16,
-    count: u16,
-    now: u64,
-) -> Result<ShardContent> {
+pub fn prepare_shard(tx: &Db<'_>, shard: u16, count: u16, now: u64) -> Result<ShardContent> {
     let version = next_version(tx, now)?;
     let (lo, hi) = top_range(shard, count);
     // A grace period that has ended: from now on in force, whatever the clock says later.
@@ -138,7 +133,7 @@ pub fn prepare_shard(
 
 /// Records a successful publish and clears the outbox rows it covered.
 pub fn mark_published(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     shard: u16,
     count: u16,
     content: &ShardContent,
@@ -191,7 +186,7 @@ pub struct Recovered {
 /// account's trail); an id no key has is kept in `recovered_revocations`, which every shard
 /// published carries. The list version moves past `version`, so the next shard published is
 /// newer than what the edge holds.
-pub fn recover(tx: &Transaction<'_>, ids: &[KeyId], version: u64, now: u64) -> Result<Recovered> {
+pub fn recover(tx: &Db<'_>, ids: &[KeyId], version: u64, now: u64) -> Result<Recovered> {
     tx.execute(
         "UPDATE revocation_meta SET list_version = max(list_version, ?1) WHERE id = 1",
         [to_i64(version)],
@@ -245,7 +240,7 @@ pub fn recover(tx: &Transaction<'_>, ids: &[KeyId], version: u64, now: u64) -> R
 }
 
 /// The earliest future outbox due time: the end of the next rotation grace period.
-pub fn next_due_after(conn: &Connection, now: u64) -> Result<Option<u64>> {
+pub fn next_due_after(conn: &Db<'_>, now: u64) -> Result<Option<u64>> {
     let v: Option<i64> = conn
         .query_row(
             "SELECT min(due_at) FROM revocation_outbox WHERE due_at > ?1",
@@ -258,7 +253,7 @@ pub fn next_due_after(conn: &Connection, now: u64) -> Result<Option<u64>> {
 }
 
 /// Outbox rows due but not yet published.
-pub fn pending(conn: &Connection, now: u64) -> Result<u64> {
+pub fn pending(conn: &Db<'_>, now: u64) -> Result<u64> {
     Ok(to_u64(conn.query_row(
         "SELECT count(*) FROM revocation_outbox WHERE due_at <= ?1",
         [to_i64(now)],
@@ -267,7 +262,7 @@ pub fn pending(conn: &Connection, now: u64) -> Result<u64> {
 }
 
 /// The last published version of each shard of this layout.
-pub fn published(conn: &Connection, count: u16) -> Result<Vec<(u16, u64, u64)>> {
+pub fn published(conn: &Db<'_>, count: u16) -> Result<Vec<(u16, u64, u64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT shard, version, next_update FROM revocation_shards WHERE shard_count = ?1 \
          ORDER BY shard",
@@ -275,7 +270,7 @@ pub fn published(conn: &Connection, count: u16) -> Result<Vec<(u16, u64, u64)>> 
     let rows = stmt.query_map([count], |r| {
         Ok((r.get(0)?, to_u64(r.get(1)?)?, to_u64(r.get(2)?)?))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 #[cfg(test)]

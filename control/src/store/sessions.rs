@@ -7,7 +7,7 @@
 //! session deletes the user's ended rows and, past the cap, their oldest live ones, in the same
 //! transaction as the insert, so parallel sign-ins cannot exceed it either.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 
 use super::Result;
@@ -49,7 +49,7 @@ pub struct Opened {
 /// ends, so a sign-in never leaves the previous id working; the user's ended rows go; past `cap`
 /// the user's oldest sessions end; and up to [`PURGE_BATCH`] ended rows of anyone are purged.
 pub fn create(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     new: &NewSession<'_>,
     idle: u64,
     cap: u32,
@@ -63,10 +63,10 @@ pub fn create(
         "DELETE FROM sessions WHERE user_id = ?1 AND (expires_at <= ?2 OR last_seen_at <= ?3)",
         params![to_i64(new.user_id), now, idle_cut],
     )?;
-    tx.execute(
+    let id = tx.query_row(
         "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at, \
                                last_seen_at, created_ip, last_seen_ip, user_agent) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?6, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?6, ?6, ?7) RETURNING id",
         params![
             new.token_hash.as_bytes(),
             to_i64(new.user_id),
@@ -76,13 +76,14 @@ pub fn create(
             new.ip,
             new.user_agent,
         ],
+        |r| to_u64(r.get(0)?),
     )?;
-    let id = to_u64(tx.last_insert_rowid())?;
     // Ids only grow, so the newest `cap` have the highest ones.
     let ended_by_cap = ids(
         tx,
         "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE user_id = ?1 \
-                                           ORDER BY id DESC LIMIT -1 OFFSET ?2) RETURNING id",
+                                           ORDER BY id DESC LIMIT 9223372036854775807 OFFSET ?2) \
+         RETURNING id",
         params![to_i64(new.user_id), cap.max(1)],
     )?;
     purge(tx, new.now, idle, PURGE_BATCH)?;
@@ -90,16 +91,16 @@ pub fn create(
 }
 
 /// The ids a statement returns, in ascending order.
-fn ids(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Result<Vec<u64>> {
+fn ids(tx: &Db<'_>, sql: &str, params: impl crate::store::db::Params) -> Result<Vec<u64>> {
     let mut stmt = tx.prepare_cached(sql)?;
     let rows = stmt.query_map(params, |r| to_u64(r.get(0)?))?;
-    let mut ids = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut ids = rows.collect::<crate::store::db::Result<Vec<_>>>()?;
     ids.sort_unstable();
     Ok(ids)
 }
 
 /// Deletes up to `limit` sessions that ended by time (absolute or idle); returns how many.
-pub fn purge(tx: &Transaction<'_>, now: u64, idle: u64, limit: usize) -> Result<usize> {
+pub fn purge(tx: &Db<'_>, now: u64, idle: u64, limit: usize) -> Result<usize> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let expired = tx.execute(
         "DELETE FROM sessions WHERE id IN \
@@ -129,7 +130,7 @@ pub struct LiveSession {
 
 /// The session with this hash, if it has not ended by time.
 pub fn find(
-    conn: &Connection,
+    conn: &Db<'_>,
     token_hash: &HashedToken,
     now: u64,
     idle: u64,
@@ -157,7 +158,7 @@ pub fn find(
 
 /// Records a use of session `id`, unless one was recorded less than `every` seconds ago (a
 /// request that raced another's write changes nothing).
-pub fn touch(tx: &Transaction<'_>, id: u64, now: u64, ip: Option<&str>, every: u64) -> Result<()> {
+pub fn touch(tx: &Db<'_>, id: u64, now: u64, ip: Option<&str>, every: u64) -> Result<()> {
     tx.execute(
         "UPDATE sessions SET last_seen_at = ?2, last_seen_ip = coalesce(?3, last_seen_ip) \
          WHERE id = ?1 AND last_seen_at <= ?4",
@@ -202,7 +203,7 @@ pub struct SessionRecord {
 
 /// The user's live sessions, newest first; `current` marks the caller's.
 pub fn list(
-    conn: &Connection,
+    conn: &Db<'_>,
     user_id: u64,
     current: Option<u64>,
     now: u64,
@@ -236,12 +237,12 @@ pub fn list(
             })
         },
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// Ends the user's session `id`; `false` if the user has no such session (another user's
 /// included).
-pub fn end(tx: &Transaction<'_>, user_id: u64, id: u64) -> Result<bool> {
+pub fn end(tx: &Db<'_>, user_id: u64, id: u64) -> Result<bool> {
     Ok(tx.execute(
         "DELETE FROM sessions WHERE id = ?1 AND user_id = ?2",
         params![to_i64(id), to_i64(user_id)],
@@ -249,7 +250,7 @@ pub fn end(tx: &Transaction<'_>, user_id: u64, id: u64) -> Result<bool> {
 }
 
 /// Ends every session of the user but `keep`; returns the ids ended, oldest first.
-pub fn end_all_but(tx: &Transaction<'_>, user_id: u64, keep: Option<u64>) -> Result<Vec<u64>> {
+pub fn end_all_but(tx: &Db<'_>, user_id: u64, keep: Option<u64>) -> Result<Vec<u64>> {
     ids(
         tx,
         "DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2 RETURNING id",
@@ -259,7 +260,7 @@ pub fn end_all_but(tx: &Transaction<'_>, user_id: u64, keep: Option<u64>) -> Res
 
 /// Whether session `id` still exists (it may have been ended since the request was
 /// authenticated).
-pub fn exists(tx: &Transaction<'_>, id: u64) -> Result<bool> {
+pub fn exists(tx: &Db<'_>, id: u64) -> Result<bool> {
     Ok(tx
         .query_row("SELECT 1 FROM sessions WHERE id = ?1", [to_i64(id)], |_| {
             Ok(())
@@ -269,7 +270,7 @@ pub fn exists(tx: &Transaction<'_>, id: u64) -> Result<bool> {
 }
 
 /// Ends the session with this hash (sign-out).
-pub fn end_by_hash(tx: &Transaction<'_>, token_hash: &HashedToken) -> Result<()> {
+pub fn end_by_hash(tx: &Db<'_>, token_hash: &HashedToken) -> Result<()> {
     tx.execute(
         "DELETE FROM sessions WHERE token_hash = ?1",
         [token_hash.as_bytes()],

@@ -1,7 +1,7 @@
 //! Signing kids: which are retired, and what the keys they signed look like from there (the SQL
 //! of `crate::signing`).
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use shared::key::KeyId;
 
 use super::{Result, to_i64, to_u64};
@@ -48,18 +48,13 @@ pub struct RetiredKid {
     pub keys_revoked: u64,
 }
 
-fn retired_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RetiredKid> {
+fn retired_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<RetiredKid> {
     let reason: String = r.get(2)?;
     Ok(RetiredKid {
         kid: r.get(0)?,
         retired_at: to_u64(r.get(1)?)?,
-        reason: RetireReason::from_name(&reason).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                "retire reason".into(),
-            )
-        })?,
+        reason: RetireReason::from_name(&reason)
+            .ok_or_else(|| crate::store::db::Error::column(2, "retire reason"))?,
         note: r.get(3)?,
         keys_revoked: to_u64(r.get(4)?)?,
     })
@@ -68,14 +63,14 @@ fn retired_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RetiredKid> {
 const RETIRED: &str = "SELECT kid, retired_at, reason, note, keys_revoked FROM retired_kids";
 
 /// Every retired kid, ascending.
-pub fn retired(conn: &Connection) -> Result<Vec<RetiredKid>> {
+pub fn retired(conn: &Db<'_>) -> Result<Vec<RetiredKid>> {
     let mut stmt = conn.prepare_cached(&format!("{RETIRED} ORDER BY kid"))?;
     let rows = stmt.query_map([], retired_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// The retirement of `kid`, if it is retired.
-pub fn get_retired(conn: &Connection, kid: u8) -> Result<Option<RetiredKid>> {
+pub fn get_retired(conn: &Db<'_>, kid: u8) -> Result<Option<RetiredKid>> {
     Ok(conn
         .prepare_cached(&format!("{RETIRED} WHERE kid = ?1"))?
         .query_row([kid], retired_row)
@@ -83,7 +78,7 @@ pub fn get_retired(conn: &Connection, kid: u8) -> Result<Option<RetiredKid>> {
 }
 
 /// Records a retirement.
-pub fn insert_retired(tx: &Transaction<'_>, r: &RetiredKid) -> Result<()> {
+pub fn insert_retired(tx: &Db<'_>, r: &RetiredKid) -> Result<()> {
     tx.execute(
         "INSERT INTO retired_kids (kid, retired_at, reason, note, keys_revoked) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -114,7 +109,7 @@ pub struct WorkingKey {
 }
 
 /// The keys signed by `kid` that work at `now`, by account.
-pub fn working_keys_of(conn: &Connection, kid: u8, now: u64) -> Result<Vec<WorkingKey>> {
+pub fn working_keys_of(conn: &Db<'_>, kid: u8, now: u64) -> Result<Vec<WorkingKey>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT account_id, id, grace_until FROM api_keys WHERE kid = ?1 AND {WORKING} \
          ORDER BY account_id, created_at, id"
@@ -126,13 +121,8 @@ pub fn working_keys_of(conn: &Connection, kid: u8, now: u64) -> Result<Vec<Worki
     let mut keys = Vec::new();
     for row in rows {
         let (account_id, id, grace) = row?;
-        let id = KeyId::parse_hex(&id).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                "key id".into(),
-            )
-        })?;
+        let id =
+            KeyId::parse_hex(&id).ok_or_else(|| crate::store::db::Error::column(1, "key id"))?;
         keys.push(WorkingKey {
             account_id,
             id,
@@ -143,7 +133,7 @@ pub fn working_keys_of(conn: &Connection, kid: u8, now: u64) -> Result<Vec<Worki
 }
 
 /// How many keys work at `now`, per kid that signed them, ascending by kid.
-pub fn working_by_kid(conn: &Connection, now: u64) -> Result<Vec<(u8, u64)>> {
+pub fn working_by_kid(conn: &Db<'_>, now: u64) -> Result<Vec<(u8, u64)>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT kid, count(*) FROM api_keys WHERE {} GROUP BY kid ORDER BY kid",
         WORKING.replace("?2", "?1")
@@ -151,12 +141,12 @@ pub fn working_by_kid(conn: &Connection, now: u64) -> Result<Vec<(u8, u64)>> {
     let rows = stmt.query_map(params![to_i64(now)], |r| {
         Ok((r.get(0)?, to_u64(r.get(1)?)?))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// How many of the account's keys work at `now` and were signed by a kid other than `active`
 /// that is not retired: keys to rotate onto the current signing key.
-pub fn count_on_previous(conn: &Connection, account_id: u64, active: u8, now: u64) -> Result<u32> {
+pub fn count_on_previous(conn: &Db<'_>, account_id: u64, active: u8, now: u64) -> Result<u32> {
     Ok(conn.query_row(
         &format!(
             "SELECT count(*) FROM api_keys WHERE account_id = ?1 AND {WORKING} AND kid != ?3 \
@@ -187,20 +177,14 @@ pub struct RetiredKey {
 }
 
 /// The account's keys that retirements revoked, newest retirement first, at most `limit`.
-pub fn retired_keys_of(conn: &Connection, account_id: u64, limit: u32) -> Result<Vec<RetiredKey>> {
+pub fn retired_keys_of(conn: &Db<'_>, account_id: u64, limit: u32) -> Result<Vec<RetiredKey>> {
     let mut stmt = conn.prepare_cached(
         "SELECT r.kid, r.retired_at, r.reason, k.id, k.name, k.hint, k.rotated_to \
          FROM api_keys k JOIN retired_kids r ON r.kid = k.kid \
          WHERE k.account_id = ?1 AND k.revoke_reason = ?2 \
          ORDER BY r.retired_at DESC, r.kid, k.created_at DESC, k.id LIMIT ?3",
     )?;
-    let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            what.to_owned().into(),
-        )
-    };
+    let bad = |i: usize, what: &str| crate::store::db::Error::column(i, what.to_owned());
     let rows = stmt.query_map(params![to_i64(account_id), REVOKE_REASON, limit], |r| {
         let reason: String = r.get(2)?;
         let id: String = r.get(3)?;
@@ -217,7 +201,7 @@ pub fn retired_keys_of(conn: &Connection, account_id: u64, limit: u32) -> Result
                 .transpose()?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// The `revoke_reason` of a key its kid's retirement revoked.

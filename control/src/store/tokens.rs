@@ -1,7 +1,7 @@
 //! Management tokens: their hashes (never the tokens), scopes, key grant, expiry and use, and
 //! the plan's limits on them.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 use shared::scope::ScopeSet;
 
@@ -22,7 +22,7 @@ pub struct TokenPlan {
 }
 
 /// The token plan of `account_id`.
-pub fn plan(conn: &Connection, account_id: u64) -> Result<TokenPlan> {
+pub fn plan(conn: &Db<'_>, account_id: u64) -> Result<TokenPlan> {
     Ok(conn.query_row(
         "SELECT p.max_management_tokens, p.token_default_ttl, p.token_max_ttl \
          FROM accounts a JOIN plans p ON p.id = a.plan_id WHERE a.id = ?1",
@@ -57,11 +57,11 @@ pub struct NewToken<'a> {
 }
 
 /// Stores a new token; returns its id.
-pub fn create(tx: &Transaction<'_>, token: &NewToken<'_>, now: u64) -> Result<u64> {
-    tx.execute(
+pub fn create(tx: &Db<'_>, token: &NewToken<'_>, now: u64) -> Result<u64> {
+    Ok(tx.query_row(
         "INSERT INTO management_tokens \
          (account_id, name, token_hash, hint, created_at, scopes, key_grant, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
         params![
             to_i64(token.account_id),
             token.name,
@@ -72,12 +72,12 @@ pub fn create(tx: &Transaction<'_>, token: &NewToken<'_>, now: u64) -> Result<u6
             token.key_grant.bits(),
             token.expires_at.map(to_i64),
         ],
-    )?;
-    Ok(to_u64(tx.last_insert_rowid())?)
+        |r| to_u64(r.get(0)?),
+    )?)
 }
 
 /// Tokens of `account_id` that work at `now`: unrevoked and unexpired.
-pub fn count_working(conn: &Connection, account_id: u64, now: u64) -> Result<u32> {
+pub fn count_working(conn: &Db<'_>, account_id: u64, now: u64) -> Result<u32> {
     Ok(conn.query_row(
         "SELECT count(*) FROM management_tokens WHERE account_id = ?1 AND revoked_at IS NULL \
          AND (expires_at IS NULL OR expires_at > ?2)",
@@ -103,18 +103,13 @@ pub struct TokenOwner {
     pub last_used_at: Option<u64>,
 }
 
-fn bits<T>(value: u32, read: fn(u32) -> Option<T>) -> rusqlite::Result<T> {
-    read(value).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Integer,
-            format!("unknown scope bits {value:#x}").into(),
-        )
-    })
+fn bits<T>(value: u32, read: fn(u32) -> Option<T>) -> crate::store::db::Result<T> {
+    read(value)
+        .ok_or_else(|| crate::store::db::Error::column(0, format!("unknown scope bits {value:#x}")))
 }
 
 /// The unrevoked token with this hash (expired ones included: the caller says why it refuses).
-pub fn by_hash(conn: &Connection, token_hash: &HashedToken) -> Result<Option<TokenOwner>> {
+pub fn by_hash(conn: &Db<'_>, token_hash: &HashedToken) -> Result<Option<TokenOwner>> {
     Ok(conn
         .query_row(
             "SELECT id, account_id, scopes, key_grant, expires_at, last_used_at \
@@ -138,7 +133,7 @@ pub fn by_hash(conn: &Connection, token_hash: &HashedToken) -> Result<Option<Tok
 /// returns whether the use is due an audit event (none for `audit_every` seconds before). Run
 /// in the writer's transaction, so concurrent uses record once.
 pub fn record_use(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     token_id: u64,
     now: u64,
     touch_every: u64,
@@ -206,7 +201,7 @@ pub struct TokenRow {
 }
 
 /// A token row read with the time it is read at (for `status`).
-fn token_row(r: &rusqlite::Row<'_>, now: u64) -> rusqlite::Result<TokenRow> {
+fn token_row(r: &crate::store::db::Row<'_>, now: u64) -> crate::store::db::Result<TokenRow> {
     let expires_at = r.get::<_, Option<i64>>(6)?.map(to_u64).transpose()?;
     let revoked_at = r.get::<_, Option<i64>>(5)?.map(to_u64).transpose()?;
     let scopes = bits(r.get(7)?, AdminScopes::from_bits)?;
@@ -238,7 +233,7 @@ const COLUMNS: &str = "id, name, hint, created_at, last_used_at, revoked_at, exp
 /// A page of the account's tokens, newest first: those with an id below `before`, at most
 /// `limit`.
 pub fn list(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     before: Option<u64>,
     limit: u32,
@@ -252,11 +247,11 @@ pub fn list(
     let rows = stmt.query_map(params![to_i64(account_id), before, limit], |r| {
         token_row(r, now)
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// One of the account's tokens; another account's is `None`.
-pub fn get(conn: &Connection, account_id: u64, id: u64, now: u64) -> Result<Option<TokenRow>> {
+pub fn get(conn: &Db<'_>, account_id: u64, id: u64, now: u64) -> Result<Option<TokenRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM management_tokens WHERE account_id = ?1 AND id = ?2"),
@@ -267,7 +262,7 @@ pub fn get(conn: &Connection, account_id: u64, id: u64, now: u64) -> Result<Opti
 }
 
 /// Revokes a token (no-op if already revoked).
-pub fn revoke(tx: &Transaction<'_>, id: u64, now: u64) -> Result<()> {
+pub fn revoke(tx: &Db<'_>, id: u64, now: u64) -> Result<()> {
     tx.execute(
         "UPDATE management_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![to_i64(id), to_i64(now)],
@@ -297,7 +292,7 @@ mod tests {
         let live = HashedToken::of("lnxm_live");
         let gone = HashedToken::of("lnxm_gone");
         {
-            let conn = Connection::open(&path).unwrap();
+            let conn = rusqlite::Connection::open(&path).unwrap();
             for sql in &super::super::MIGRATIONS[..schema_5] {
                 conn.execute_batch(sql).unwrap();
             }
@@ -311,7 +306,7 @@ mod tests {
                 conn.execute(
                     "INSERT INTO management_tokens (id, account_id, name, token_hash, hint, \
                      created_at, last_used_at, revoked_at) VALUES (?1, 1, 'old', ?2, 'h', 1, 3, ?3)",
-                    params![id, hash.as_bytes(), revoked],
+                    rusqlite::params![id, hash.as_bytes(), revoked],
                 )
                 .unwrap();
             }
@@ -321,7 +316,8 @@ mod tests {
             .unwrap()
             .as_secs();
         drop(super::super::Store::open(&path, super::super::test_audit_keyring()).unwrap());
-        let conn = Connection::open(&path).unwrap();
+        let sqlite = rusqlite::Connection::open(&path).unwrap();
+        let conn = Db::Sqlite(&sqlite);
         let owner = by_hash(&conn, &live).unwrap().unwrap();
         assert_eq!(owner.scopes, AdminScopes::ALL);
         assert_eq!(owner.key_grant, ScopeSet::FULL_ACCESS);

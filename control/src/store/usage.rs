@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, ToParam, params};
 use shared::key::KeyId;
 use shared::usage::{Batch, Outcome, Reason};
 
@@ -50,7 +50,7 @@ pub struct Applied {
 /// Applies a validated batch at `now_ms`, once per `(source, seq)`, keeping
 /// `retention.activity_per_key` activity rows of each kind per key.
 pub fn apply_batch(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     batch: &Batch,
     now_ms: u64,
     retention: &Retention,
@@ -314,17 +314,6 @@ fn outcome_index(name: &str) -> Option<usize> {
     Outcome::ALL.iter().position(|o| *o == outcome)
 }
 
-/// Binds the named parameters of `args` that `stmt` uses (each query of [`usage`] uses a
-/// different subset of them).
-fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[(&str, &dyn rusqlite::ToSql)]) -> Result<()> {
-    for (name, value) in args {
-        if let Some(i) = stmt.parameter_index(name)? {
-            stmt.raw_bind_parameter(i, value)?;
-        }
-    }
-    Ok(())
-}
-
 /// Usage of `subject` in the buckets `[from, to)` of `granularity` (`from` and `to` aligned).
 ///
 /// Reads across the three granularities, so totals are exact whatever has been compacted:
@@ -332,7 +321,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[(&str, &dyn rusqlite::ToSql)
 /// or everywhere (an hour or day query). A rolled-up hour or day counts in the bucket where it
 /// starts, and only if it starts in the range.
 pub fn usage(
-    conn: &Connection,
+    conn: &Db<'_>,
     subject: Subject,
     from: u64,
     to: u64,
@@ -358,47 +347,55 @@ pub fn usage(
         // `+` keeps the planner on the primary key (one key's rows): the account index covers
         // these queries too and would read every key of the account.
         Subject::Key(account, id) => (
-            "u.key_id = :key AND +u.account_id = :account",
+            "u.key_id = ?2 AND +u.account_id = ?1",
             account,
             Some(id.to_string()),
         ),
-        Subject::Account(account) => ("u.account_id = :account AND :key IS NULL", account, None),
+        Subject::Account(account) => (
+            "u.account_id = ?1 AND CAST(?2 AS TEXT) IS NULL",
+            account,
+            None,
+        ),
     };
-    let arm = |table: &str, unit: &str, seconds: u64, range: &str| {
+    // Parameters: ?1 account, ?2 key, then each table's [lo, hi) (?3 to ?8); the series query
+    // adds ?9 `from` and ?10 the granularity.
+    let arm = |table: &str, unit: &str, seconds: u64, lo: u8| {
         format!(
             "SELECT u.key_id, u.{unit} * {seconds} AS t, u.scope, u.outcome, u.n FROM {table} u \
-             WHERE {filter} AND u.{unit} >= :{range}_lo AND u.{unit} < :{range}_hi"
+             WHERE {filter} AND u.{unit} >= ?{lo} AND u.{unit} < ?{}",
+            lo + 1
         )
     };
     let source = [
-        arm("usage_minutes", "minute", 60, "m"),
-        arm("usage_hours", "hour", 3600, "h"),
-        arm("usage_days", "day", 86_400, "d"),
+        arm("usage_minutes", "minute", 60, 3),
+        arm("usage_hours", "hour", 3600, 5),
+        arm("usage_days", "day", 86_400, 7),
     ]
     .join(" UNION ALL ");
     let bounds = [minutes, hours, days].map(|(lo, hi)| (to_i64(lo), to_i64(hi.max(lo))));
-    let args: [(&str, &dyn rusqlite::ToSql); 10] = [
-        (":account", &to_i64(account)),
-        (":key", &key),
-        (":from", &to_i64(from)),
-        (":g", &to_i64(g)),
-        (":m_lo", &bounds[0].0),
-        (":m_hi", &bounds[0].1),
-        (":h_lo", &bounds[1].0),
-        (":h_hi", &bounds[1].1),
-        (":d_lo", &bounds[2].0),
-        (":d_hi", &bounds[2].1),
+    let (account, from, g) = (to_i64(account), to_i64(from), to_i64(g));
+    let series_args: [&dyn ToParam; 10] = [
+        &account,
+        &key,
+        &bounds[0].0,
+        &bounds[0].1,
+        &bounds[1].0,
+        &bounds[1].1,
+        &bounds[2].0,
+        &bounds[2].1,
+        &from,
+        &g,
     ];
+    let args = &series_args[..8];
     let mut usage = Usage {
         series: vec![[0; Outcome::ALL.len()]; buckets],
         ..Usage::default()
     };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT (s.t - :from) / :g AS b, s.outcome, sum(s.n) FROM ({source}) s \
+        "SELECT (s.t - ?9) / ?10 AS b, s.outcome, sum(s.n) FROM ({source}) s \
          GROUP BY b, s.outcome"
     ))?;
-    bind(&mut stmt, &args)?;
-    let mut rows = stmt.raw_query();
+    let mut rows = stmt.query(&series_args[..])?;
     while let Some(r) = rows.next()? {
         let b: i64 = r.get(0)?;
         let outcome: String = r.get(1)?;
@@ -415,8 +412,7 @@ pub fn usage(
         "SELECT s.scope, s.outcome, sum(s.n) FROM ({source}) s WHERE s.scope != '' \
          GROUP BY s.scope, s.outcome"
     ))?;
-    bind(&mut stmt, &args)?;
-    let mut rows = stmt.raw_query();
+    let mut rows = stmt.query(args)?;
     while let Some(r) = rows.next()? {
         let scope: String = r.get(0)?;
         let outcome: String = r.get(1)?;
@@ -438,8 +434,7 @@ pub fn usage(
               GROUP BY s.key_id ORDER BY requests DESC, s.key_id LIMIT {top}) t \
              JOIN api_keys k ON k.id = t.key_id ORDER BY t.requests DESC, t.key_id"
         ))?;
-        bind(&mut stmt, &args)?;
-        let mut rows = stmt.raw_query();
+        let mut rows = stmt.query(args)?;
         while let Some(r) = rows.next()? {
             usage
                 .top_keys
@@ -465,7 +460,7 @@ pub struct KeyStats {
 /// Scope use counts allowed requests in the hours from `scopes_since` (rounded down to its
 /// hour).
 pub fn key_stats(
-    conn: &Connection,
+    conn: &Db<'_>,
     ids: &[KeyId],
     now: u64,
     scopes_since: u64,
@@ -521,7 +516,7 @@ pub fn key_stats(
 
 /// Requests of `key` refused with a 401 from Unix minute `from_minute` on: whole hours from the
 /// rollups, the first partial hour from the minutes (two primary-key range reads).
-pub fn refused_since(conn: &Connection, key: KeyId, from_minute: u64) -> Result<u64> {
+pub fn refused_since(conn: &Db<'_>, key: KeyId, from_minute: u64) -> Result<u64> {
     let first_hour = from_minute.div_ceil(60);
     let id = key.to_string();
     let hours: i64 = conn
@@ -586,7 +581,7 @@ pub struct ActivityRow {
 /// A page of one key's activity, newest first: entries at or after `since_ms`, before the
 /// cursor `(at_ms, id)`, with one of `outcomes` (all when `None`).
 pub fn activity(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     key: KeyId,
     since_ms: u64,
@@ -635,5 +630,5 @@ pub fn activity(
             })
         },
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }

@@ -45,6 +45,44 @@ impl Drop for Service {
 }
 
 /// A free loopback port.
+/// The database of a test app: a SQLite file in `dir`; or, when `LYNXO_TEST_POSTGRES` names a
+/// PostgreSQL server (`postgres://USER@HOST:PORT/postgres`; scripts/test.sh runs this suite a
+/// second time so), a new empty database of its own there: one suite, both backends.
+pub fn test_database(dir: &std::path::Path) -> std::path::PathBuf {
+    match postgres_server() {
+        Some(admin) => fresh_postgres_database(&admin).into(),
+        None => dir.join("control.sqlite3"),
+    }
+}
+
+/// `LYNXO_TEST_POSTGRES`, if set.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("LYNXO_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates a database on the server `admin` names and returns its URL. On a thread of its own:
+/// the blocking client runs a runtime, which cannot start on an async test's thread.
+fn fresh_postgres_database(admin: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("t{}_{n}", std::process::id());
+    let admin = admin.to_owned();
+    let create = format!("CREATE DATABASE {name}");
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("LYNXO_TEST_POSTGRES={admin}: {e}"));
+        client.batch_execute(&create).unwrap();
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
+        format!("{base}/{name}")
+    })
+    .join()
+    .unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -94,7 +132,7 @@ impl Builder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("control.sqlite3"), audit_keyring()).unwrap();
+        let store = Store::open(&test_database(dir.path()), audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
         let mut settings = Settings {
             shard_count: self.shard_count,
@@ -144,13 +182,19 @@ pub struct Resp {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    /// A 500's logged cause (never sent to the client), so a failing test says why.
+    pub cause: Option<String>,
 }
 
 impl Resp {
-    /// Asserts the status, printing the body when it differs.
+    /// Asserts the status, printing the body (and a 500's cause) when it differs.
     #[track_caller]
     pub fn expect(self, status: StatusCode) -> Self {
-        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "body: {} cause: {:?}",
+            self.body, self.cause
+        );
         self
     }
 
@@ -161,7 +205,11 @@ impl Resp {
     /// Asserts an RFC 9457 problem with this status and code.
     #[track_caller]
     pub fn problem(self, status: StatusCode, code: &str) -> Self {
-        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "body: {} cause: {:?}",
+            self.body, self.cause
+        );
         assert_eq!(
             self.header("content-type"),
             Some("application/problem+json"),
@@ -315,6 +363,10 @@ impl Client<'_> {
         let response = self.app.router().oneshot(req).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
+        let cause = response
+            .extensions()
+            .get::<control::error::InternalCause>()
+            .map(|c| c.0.clone());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
@@ -326,6 +378,7 @@ impl Client<'_> {
             status,
             headers,
             body,
+            cause,
         }
     }
 }

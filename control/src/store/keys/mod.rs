@@ -1,6 +1,6 @@
 //! API key records: everything about a key except the key string, which is never stored.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use crate::store::db::{Db, OptionalExtension, Row, params};
 use shared::key::{Environment, KeyId};
 use shared::scope::ScopeSet;
 
@@ -91,24 +91,20 @@ const COLUMNS: &str = "id, account_id, name, description, environment, scopes, k
     (SELECT retired_at FROM retired_kids r WHERE r.kid = api_keys.kid), \
     (SELECT reason FROM retired_kids r WHERE r.kid = api_keys.kid)";
 
-fn bad(column: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Text,
-        what.to_owned().into(),
-    )
+fn bad(column: usize, what: &str) -> crate::store::db::Error {
+    crate::store::db::Error::column(column, what.to_owned())
 }
 
-fn key_id(column: usize, text: Option<String>) -> rusqlite::Result<Option<KeyId>> {
+fn key_id(column: usize, text: Option<String>) -> crate::store::db::Result<Option<KeyId>> {
     text.map(|t| KeyId::parse_hex(&t).ok_or_else(|| bad(column, "key id")))
         .transpose()
 }
 
-fn opt_u64(v: Option<i64>) -> rusqlite::Result<Option<u64>> {
+fn opt_u64(v: Option<i64>) -> crate::store::db::Result<Option<u64>> {
     v.map(to_u64).transpose()
 }
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+fn from_row(r: &Row<'_>) -> crate::store::db::Result<KeyRow> {
     let env: String = r.get(4)?;
     Ok(KeyRow {
         id: key_id(0, Some(r.get(0)?))?.ok_or_else(|| bad(0, "key id"))?,
@@ -151,7 +147,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
 }
 
 /// Stores a new key.
-pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
+pub fn insert(tx: &Db<'_>, k: &KeyRow) -> Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO api_keys ({INSERT_COLUMNS}, id_top) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
@@ -188,7 +184,7 @@ pub fn insert(tx: &Transaction<'_>, k: &KeyRow) -> Result<()> {
 }
 
 /// One key of one account; another account's key is `None`.
-pub fn get(conn: &Connection, account_id: u64, id: KeyId) -> Result<Option<KeyRow>> {
+pub fn get(conn: &Db<'_>, account_id: u64, id: KeyId) -> Result<Option<KeyRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM api_keys WHERE id = ?1 AND account_id = ?2"
@@ -241,12 +237,7 @@ const NOT_IDLE: &str = "NOT (revoked_at IS NULL AND (expires_at IS NULL OR expir
     AND max(coalesce(last_used_at, 0), created_at) < ?8)";
 
 /// A page of an account's keys, newest first.
-pub fn list(
-    conn: &Connection,
-    account_id: u64,
-    filter: &ListFilter,
-    now: u64,
-) -> Result<Vec<KeyRow>> {
+pub fn list(conn: &Db<'_>, account_id: u64, filter: &ListFilter, now: u64) -> Result<Vec<KeyRow>> {
     let pattern = filter.search.as_ref().map(|s| {
         let escaped = s
             .replace('\\', "\\\\")
@@ -287,7 +278,7 @@ pub fn list(
         ],
         from_row,
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// Keys that work at the edge at `?2`, and so count against the plan's limit: active ones, and
@@ -306,7 +297,7 @@ pub struct KeyCounts {
 }
 
 /// How many of the account's keys work at `now`.
-pub fn count_working(conn: &Connection, account_id: u64, now: u64) -> Result<KeyCounts> {
+pub fn count_working(conn: &Db<'_>, account_id: u64, now: u64) -> Result<KeyCounts> {
     Ok(conn.query_row(
         &format!("SELECT count(*), count(revoked_at) FROM api_keys WHERE {WORKING}"),
         params![to_i64(account_id), to_i64(now)],
@@ -323,7 +314,7 @@ pub fn count_working(conn: &Connection, account_id: u64, now: u64) -> Result<Key
 /// longest (never-used first), then oldest. Keys made later are left out: a key made minutes
 /// ago has not been used yet because it is new, not because it is not needed.
 pub fn idle_or_oldest(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     now: u64,
     made_by: u64,
@@ -337,16 +328,11 @@ pub fn idle_or_oldest(
         params![to_i64(account_id), to_i64(now), limit, to_i64(made_by)],
         from_row,
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// The keys of `budget`'s rotation chain still in their grace period at `now`.
-pub fn in_grace(
-    conn: &Connection,
-    account_id: u64,
-    budget: KeyId,
-    now: u64,
-) -> Result<Vec<KeyRow>> {
+pub fn in_grace(conn: &Db<'_>, account_id: u64, budget: KeyId, now: u64) -> Result<Vec<KeyRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM api_keys WHERE account_id = ?1 \
          AND budget_id = ?2 AND revoked_at > ?3"
@@ -355,16 +341,11 @@ pub fn in_grace(
         params![to_i64(account_id), budget.to_string(), to_i64(now)],
         from_row,
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::db::Result<_>>()?)
 }
 
 /// Writes a key's name and description.
-pub fn update_details(
-    tx: &Transaction<'_>,
-    id: KeyId,
-    name: &str,
-    description: Option<&str>,
-) -> Result<()> {
+pub fn update_details(tx: &Db<'_>, id: KeyId, name: &str, description: Option<&str>) -> Result<()> {
     tx.execute(
         "UPDATE api_keys SET name = ?2, description = ?3 WHERE id = ?1",
         params![id.to_string(), name, description],
@@ -374,7 +355,7 @@ pub fn update_details(
 
 /// Records a revocation effective at `effective_at` (in the future for a rotation's grace).
 pub fn set_revoked(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     id: KeyId,
     effective_at: u64,
     reason: &str,
@@ -396,7 +377,7 @@ pub fn set_revoked(
 }
 
 /// Links a rotated key to its successor.
-pub fn set_rotated_to(tx: &Transaction<'_>, id: KeyId, successor: KeyId) -> Result<()> {
+pub fn set_rotated_to(tx: &Db<'_>, id: KeyId, successor: KeyId) -> Result<()> {
     tx.execute(
         "UPDATE api_keys SET rotated_to = ?2 WHERE id = ?1",
         params![id.to_string(), successor.to_string()],
@@ -405,7 +386,7 @@ pub fn set_rotated_to(tx: &Transaction<'_>, id: KeyId, successor: KeyId) -> Resu
 }
 
 /// Whether `id` is revoked at `now`, whatever account owns it: the verify endpoint's view.
-pub fn is_revoked(conn: &Connection, id: KeyId, now: u64) -> Result<bool> {
+pub fn is_revoked(conn: &Db<'_>, id: KeyId, now: u64) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT revocation_in_force = 1 OR (revoked_at IS NOT NULL AND revoked_at <= ?2) \
@@ -418,7 +399,7 @@ pub fn is_revoked(conn: &Connection, id: KeyId, now: u64) -> Result<bool> {
 
 /// A stored `Idempotency-Key`: the hash of the request that used it and the key it created.
 pub fn idempotency_record(
-    conn: &Connection,
+    conn: &Db<'_>,
     account_id: u64,
     idem_key: &str,
 ) -> Result<Option<(Vec<u8>, KeyId)>> {
@@ -434,7 +415,7 @@ pub fn idempotency_record(
 
 /// Remembers an `Idempotency-Key`.
 pub fn insert_idempotency(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     account_id: u64,
     idem_key: &str,
     request_hash: &[u8],
@@ -458,13 +439,7 @@ pub fn insert_idempotency(
 /// Sets a key's rate limit and takes its next policy version, `max(previous + 1, now in ms)`
 /// (like revocation-list versions: a restored database still pushes above what the edge has
 /// seen), and queues the policy for the edge. Returns the version.
-pub fn set_rate_limit(
-    tx: &Transaction<'_>,
-    id: KeyId,
-    limit: u32,
-    window: u32,
-    now_ms: u64,
-) -> Result<u64> {
+pub fn set_rate_limit(tx: &Db<'_>, id: KeyId, limit: u32, window: u32, now_ms: u64) -> Result<u64> {
     let version = to_u64(tx.query_row(
         "UPDATE api_keys SET rate_limit = ?2, rate_limit_window = ?3, \
          policy_version = max(policy_version + 1, ?4) WHERE id = ?1 RETURNING policy_version",
@@ -477,7 +452,7 @@ pub fn set_rate_limit(
 
 /// Queues `version` of a key's policy for the edge (replacing an older queued version) at
 /// `now_ms`; a key already waiting keeps its first `queued_at`.
-pub fn enqueue_limit(tx: &Transaction<'_>, id: KeyId, version: u64, now_ms: u64) -> Result<()> {
+pub fn enqueue_limit(tx: &Db<'_>, id: KeyId, version: u64, now_ms: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO limits_outbox (key_id, version, queued_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (key_id) DO UPDATE SET version = max(version, excluded.version)",
