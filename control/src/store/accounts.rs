@@ -171,7 +171,7 @@ pub fn set_password_hash(
     expected: Option<&str>,
 ) -> Result<bool> {
     Ok(tx.execute(
-        "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND (?3 IS NULL OR password_hash = ?3)",
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND (CAST(?3 AS TEXT) IS NULL OR password_hash = ?3)",
         params![to_i64(user_id), password_hash, expected],
     )? == 1)
 }

@@ -355,14 +355,16 @@ fn select(
     let sql = format!(
         "SELECT seq, at, account_id, actor, action, target, source, {} FROM audit_events \
          WHERE account_id = ?1 AND seq < ?2 AND {} \
-         AND (?5 IS NULL OR action = ?5 OR (substr(?5, -1) = '.' AND substr(action, 1, length(?5)) = ?5)) \
-         AND (?6 IS NULL OR actor = ?6) AND (?7 IS NULL OR at >= ?7) AND (?8 IS NULL OR at < ?8) \
+         AND (CAST(?5 AS TEXT) IS NULL OR action = ?5 \
+              OR (substr(?5, length(?5)) = '.' AND substr(action, 1, length(?5)) = ?5)) \
+         AND (CAST(?6 AS TEXT) IS NULL OR actor = ?6) \
+         AND (CAST(?7 AS BIGINT) IS NULL OR at >= ?7) AND (CAST(?8 AS BIGINT) IS NULL OR at < ?8) \
          ORDER BY seq DESC LIMIT ?3 OFFSET ?9",
         if seq_only { "''" } else { "details" },
         if filter.target.is_some() {
             "target = ?4"
         } else {
-            "?4 IS NULL"
+            "CAST(?4 AS TEXT) IS NULL"
         },
     );
     let mut stmt = conn.prepare_cached(&sql)?;

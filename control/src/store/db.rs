@@ -46,6 +46,14 @@ pub enum Error {
     /// PostgreSQL refused or failed the statement.
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
+    /// PostgreSQL refused or failed this statement (its text, for the log: never a value).
+    #[error("{source} (in: {sql})")]
+    PostgresIn {
+        /// The statement as the store wrote it.
+        sql: String,
+        /// The error.
+        source: postgres::Error,
+    },
 }
 
 impl Error {
@@ -66,7 +74,7 @@ impl Error {
                 use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
                 matches!(e.sqlite_error_code(), Some(DiskFull | SystemIoFailure))
             }
-            Self::Postgres(e) => e
+            Self::Postgres(e) | Self::PostgresIn { source: e, .. } => e
                 .code()
                 .is_some_and(|c| c.code().starts_with("53") || c.code().starts_with("58")),
             _ => false,
@@ -78,7 +86,7 @@ impl Error {
     /// serialised before they begin).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Postgres(e) => e.code().is_some_and(|c| {
+            Self::Postgres(e) | Self::PostgresIn { source: e, .. } => e.code().is_some_and(|c| {
                 *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
                     || *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
             }),
@@ -595,10 +603,18 @@ impl<T: FromColumn> FromColumn for Option<T> {
 // ---------------------------------------------------------------------------------------------
 // Connections and statements
 
+/// A statement prepared on a PostgreSQL connection, and its text as the store wrote it (for
+/// errors).
+#[derive(Clone)]
+pub struct Prepared {
+    statement: postgres::Statement,
+    sql: std::sync::Arc<str>,
+}
+
 /// A PostgreSQL connection of the store, with its prepared statements (by SQLite text).
 pub struct PgConn {
     client: RefCell<postgres::Client>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    statements: RefCell<HashMap<String, Prepared>>,
 }
 
 impl fmt::Debug for PgConn {
@@ -621,35 +637,64 @@ impl PgConn {
         self.client.borrow().is_closed()
     }
 
-    fn statement(&self, sql: &str) -> Result<postgres::Statement> {
+    fn statement(&self, sql: &str) -> Result<Prepared> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self.client.borrow_mut().prepare(&pg_sql(sql))?;
+        let text = pg_sql(sql);
+        let statement = self
+            .client
+            .borrow_mut()
+            .prepare_typed(&text, &unused_parameters(&text))
+            .map_err(|source| Error::PostgresIn {
+                sql: sql.to_owned(),
+                source,
+            })?;
         let mut cache = self.statements.borrow_mut();
         // Statement texts are the store's own, a bounded set; a `format!`ed one that differs
         // per call (never user input) would grow this, so the cache is bounded anyway.
         if cache.len() >= 512 {
             cache.clear();
         }
-        cache.insert(sql.to_owned(), stmt.clone());
-        Ok(stmt)
+        let prepared = Prepared {
+            statement,
+            sql: sql.into(),
+        };
+        cache.insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
     }
 
-    fn run(&self, stmt: &postgres::Statement, values: &[Value<'_>]) -> Result<Vec<postgres::Row>> {
-        let params = pg_params(stmt, values)?;
-        Ok(self.client.borrow_mut().query(stmt, &params)?)
+    fn run(&self, stmt: &Prepared, values: &[Value<'_>]) -> Result<Vec<postgres::Row>> {
+        let params = pg_params(&stmt.statement, values)?;
+        self.client
+            .borrow_mut()
+            .query(&stmt.statement, &params)
+            .map_err(|source| stmt.failed(source))
     }
 
-    fn execute(&self, stmt: &postgres::Statement, values: &[Value<'_>]) -> Result<usize> {
-        let params = pg_params(stmt, values)?;
-        let n = self.client.borrow_mut().execute(stmt, &params)?;
+    fn execute(&self, stmt: &Prepared, values: &[Value<'_>]) -> Result<usize> {
+        let params = pg_params(&stmt.statement, values)?;
+        let n = self
+            .client
+            .borrow_mut()
+            .execute(&stmt.statement, &params)
+            .map_err(|source| stmt.failed(source))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Runs statements separated by `;` with no parameters (transaction control, migrations).
     pub fn batch(&self, sql: &str) -> Result<()> {
         Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+}
+
+impl Prepared {
+    /// The error of running it, with its text.
+    fn failed(&self, source: postgres::Error) -> Error {
+        Error::PostgresIn {
+            sql: self.sql.to_string(),
+            source,
+        }
     }
 }
 
@@ -670,35 +715,133 @@ fn pg_params<'v>(
     Ok(values.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
 }
 
-/// SQLite's `?N` parameters as PostgreSQL's `$N`, outside quoted text and comments.
+/// A statement as PostgreSQL takes it, from the SQLite text the store writes. Outside quoted
+/// text and comments, and nothing else:
+/// - SQLite's numbered parameters `?N` are PostgreSQL's `$N`;
+/// - SQLite's scalar `max(a, b, ...)` and `min(a, b, ...)` (two or more arguments; with one
+///   they are the aggregates, as in PostgreSQL) are `GREATEST` and `LEAST`;
+/// - `json_each(x)` (the store passes lists as JSON arrays) is
+///   `jsonb_array_elements_text(CAST(x AS jsonb))`, whose column is also named `value`;
+/// - `LIKE`, which ignores (ASCII) case in SQLite, is `ILIKE`.
+///
+/// Anything else either dialect lacks is written portably where it is used (`RETURNING id`,
+/// table-qualified columns in `ON CONFLICT ... DO UPDATE`, a `CAST` on a parameter whose first
+/// use is `IS NULL`, which PostgreSQL cannot type).
 pub fn pg_sql(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '"' => {
-                out.push(c);
-                for d in chars.by_ref() {
-                    out.push(d);
-                    if d == c {
-                        break;
-                    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' || c == b'"' {
+            let end = sql[i + 1..]
+                .find(c as char)
+                .map_or(b.len(), |j| i + 1 + j + 1);
+            out.push_str(&sql[i..end]);
+            i = end;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            let end = sql[i..].find('\n').map_or(b.len(), |j| i + j + 1);
+            out.push_str(&sql[i..end]);
+            i = end;
+        } else if c == b'?' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            out.push('$');
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let end = sql[i..]
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .map_or(b.len(), |j| i + j);
+            let word = &sql[i..end];
+            let call = b.get(end) == Some(&b'(');
+            let close = if call { matching(sql, end) } else { None };
+            match (word.to_ascii_lowercase().as_str(), close) {
+                (f @ ("max" | "min"), Some((close, commas))) if commas > 0 => {
+                    out.push_str(if f == "max" { "GREATEST" } else { "LEAST" });
+                    out.push('(');
+                    out.push_str(&pg_sql(&sql[end + 1..close]));
+                    out.push(')');
+                    i = close + 1;
+                }
+                ("like", _) => {
+                    out.push_str("ILIKE");
+                    i = end;
+                }
+                ("json_each", Some((close, _))) => {
+                    out.push_str("jsonb_array_elements_text(CAST(");
+                    out.push_str(&pg_sql(&sql[end + 1..close]));
+                    out.push_str(" AS jsonb))");
+                    i = close + 1;
+                }
+                _ => {
+                    out.push_str(word);
+                    i = end;
                 }
             }
-            '-' if chars.peek() == Some(&'-') => {
-                out.push(c);
-                for d in chars.by_ref() {
-                    out.push(d);
-                    if d == '\n' {
-                        break;
-                    }
-                }
-            }
-            '?' if chars.peek().is_some_and(char::is_ascii_digit) => out.push('$'),
-            c => out.push(c),
+        } else {
+            let len = sql[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&sql[i..i + len]);
+            i += len;
         }
     }
     out
+}
+
+/// The types to prepare `text` (PostgreSQL's) with: a parameter the text never uses (a
+/// filter's value when the filter is off) as `text`, which PostgreSQL cannot infer and any
+/// value binds to (an integer as its digits); the others unspecified, inferred from their use.
+/// (A parameter whose first use is `IS NULL` cannot be inferred either; the store casts it.)
+fn unused_parameters(text: &str) -> Vec<Type> {
+    let b = text.as_bytes();
+    let mut used = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1 + text[i + 1..].find(q as char).unwrap_or(b.len());
+            }
+            b'$' => {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if let Ok(n) = text[i + 1..i + 1 + digits].parse::<usize>() {
+                    if (1..=256).contains(&n) {
+                        if used.len() < n {
+                            used.resize(n, false);
+                        }
+                        used[n - 1] = true;
+                    }
+                }
+                i += digits;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    used.into_iter()
+        .map(|u| if u { Type::UNKNOWN } else { Type::TEXT })
+        .collect()
+}
+
+/// The `)` matching the `(` at `open`, and how many commas are directly inside (skipping
+/// quoted text and nested parentheses); `None` if it is not closed.
+fn matching(sql: &str, open: usize) -> Option<(usize, usize)> {
+    let b = sql.as_bytes();
+    let (mut depth, mut commas, mut i) = (0_usize, 0, open);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1 + sql[i + 1..].find(q as char)?;
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((i, commas));
+                }
+            }
+            b',' if depth == 1 => commas += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A connection (or transaction) of either database: what every store function takes.
@@ -780,7 +923,7 @@ pub enum Stmt<'a> {
     /// SQLite, for this use only.
     Sqlite(rusqlite::Statement<'a>),
     /// PostgreSQL.
-    Postgres(&'a PgConn, postgres::Statement),
+    Postgres(&'a PgConn, Prepared),
 }
 
 impl Stmt<'_> {
@@ -881,6 +1024,41 @@ mod tests {
             "SELECT '?1', \"?2\" FROM t WHERE a = $1 AND b = $12 -- ?3\nAND c = $3"
         );
         assert_eq!(pg_sql("SELECT ? FROM t"), "SELECT ? FROM t");
+        assert_eq!(pg_sql("SELECT 'é?1', ?1"), "SELECT 'é?1', $1");
+    }
+
+    #[test]
+    fn parameters_a_text_never_uses_are_typed_as_text() {
+        assert_eq!(
+            unused_parameters("SELECT 1 WHERE a = $1 AND b = $3 AND '$2' = c"),
+            [Type::UNKNOWN, Type::TEXT, Type::UNKNOWN]
+        );
+        assert!(unused_parameters("SELECT 1").is_empty());
+    }
+
+    #[test]
+    fn sqlite_functions_become_postgresql_ones_outside_quotes() {
+        assert_eq!(
+            pg_sql("UPDATE m SET v = max(v + 1, ?1), w = MAX(w), x = min(max(a, b), 'max(c, d)')"),
+            "UPDATE m SET v = GREATEST(v + 1, $1), w = MAX(w), x = LEAST(GREATEST(a, b), 'max(c, d)')"
+        );
+        assert_eq!(
+            pg_sql("SELECT count(*), min(max(due_at, version / 1000)) FROM o"),
+            "SELECT count(*), min(GREATEST(due_at, version / 1000)) FROM o"
+        );
+        assert_eq!(
+            pg_sql("WHERE k IN (SELECT value FROM json_each(?2)) AND max_x = 1 AND imax(a, b)"),
+            "WHERE k IN (SELECT value FROM jsonb_array_elements_text(CAST($2 AS jsonb))) \
+             AND max_x = 1 AND imax(a, b)"
+        );
+        assert_eq!(
+            pg_sql("SELECT max(f(a, b)) FROM t"),
+            "SELECT max(f(a, b)) FROM t"
+        );
+        assert_eq!(
+            pg_sql("WHERE name LIKE ?3 ESCAPE '\\' AND likes = 'LIKE'"),
+            "WHERE name ILIKE $3 ESCAPE '\\' AND likes = 'LIKE'"
+        );
     }
 
     #[test]

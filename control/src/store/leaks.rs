@@ -220,14 +220,14 @@ pub fn list(conn: &Db<'_>, account_id: u64, key: Option<KeyId>) -> Result<(Vec<L
     let leaks = conn
         .prepare_cached(
             "SELECT key_id, reporter, url, source, reported_at, action FROM key_leaks \
-             WHERE account_id = ?1 AND (?2 IS NULL OR key_id = ?2) \
+             WHERE account_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR key_id = ?2) \
              ORDER BY reported_at DESC, id DESC LIMIT ?3",
         )?
         .query_map(params![to_i64(account_id), key, LIST_LIMIT], from_row)?
         .collect::<crate::store::db::Result<Vec<_>>>()?;
     let total: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM key_leaks WHERE account_id = ?1 AND (?2 IS NULL OR key_id = ?2)",
+            "SELECT count(*) FROM key_leaks WHERE account_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR key_id = ?2)",
         )?
         .query_row(params![to_i64(account_id), key], |r| r.get(0))?;
     Ok((leaks, to_u64(total)?))

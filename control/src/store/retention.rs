@@ -280,8 +280,8 @@ pub fn step(
                         "INSERT INTO usage_days (key_id, account_id, day, scope, outcome, n) \
                      SELECT key_id, account_id, hour / 24, scope, outcome, sum(n) FROM usage_hours \
                      WHERE key_id = ?1 AND hour <= ?2 \
-                     GROUP BY account_id, hour / 24, scope, outcome \
-                     ON CONFLICT (key_id, day, scope, outcome) DO UPDATE SET n = n + excluded.n",
+                     GROUP BY key_id, account_id, hour / 24, scope, outcome \
+                     ON CONFLICT (key_id, day, scope, outcome) DO UPDATE SET n = usage_days.n + excluded.n",
                     )?
                     .execute(params![key, to_i64(last)])?;
                     Ok(tx
@@ -315,10 +315,10 @@ pub fn step(
                 "INSERT INTO usage_sources (source, pruned_through) \
                  SELECT source, max(seq) FROM \
                  (SELECT source, seq FROM usage_batches WHERE applied_at < ?1 \
-                  ORDER BY applied_at LIMIT ?2) \
+                  ORDER BY applied_at LIMIT ?2) AS due \
                  WHERE true GROUP BY source \
                  ON CONFLICT (source) DO UPDATE \
-                 SET pruned_through = max(pruned_through, excluded.pruned_through)",
+                 SET pruned_through = max(usage_sources.pruned_through, excluded.pruned_through)",
             )?
             .execute(params![cutoff, to_i64(budget)])?;
             let n = tx

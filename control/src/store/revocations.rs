@@ -152,7 +152,7 @@ pub fn mark_published(
         "INSERT INTO revocation_shards (shard_count, shard, version, published_at, next_update) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (shard_count, shard) DO UPDATE SET \
          version = excluded.version, published_at = excluded.published_at, \
-         next_update = excluded.next_update WHERE excluded.version > version",
+         next_update = excluded.next_update WHERE excluded.version > revocation_shards.version",
         params![
             count,
             shard,

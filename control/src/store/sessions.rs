@@ -253,7 +253,7 @@ pub fn end(tx: &Db<'_>, user_id: u64, id: u64) -> Result<bool> {
 pub fn end_all_but(tx: &Db<'_>, user_id: u64, keep: Option<u64>) -> Result<Vec<u64>> {
     ids(
         tx,
-        "DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2 RETURNING id",
+        "DELETE FROM sessions WHERE user_id = ?1 AND id IS DISTINCT FROM ?2 RETURNING id",
         params![to_i64(user_id), keep.map(to_i64)],
     )
 }

@@ -95,12 +95,12 @@ pub fn apply_batch(
     let mut minute_stmt = tx.prepare_cached(
         "INSERT INTO usage_minutes (key_id, account_id, minute, scope, outcome, n) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT (key_id, minute, scope, outcome) DO UPDATE SET n = n + excluded.n",
+         ON CONFLICT (key_id, minute, scope, outcome) DO UPDATE SET n = usage_minutes.n + excluded.n",
     )?;
     let mut hour_stmt = tx.prepare_cached(
         "INSERT INTO usage_hours (key_id, account_id, hour, scope, outcome, n) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT (key_id, hour, scope, outcome) DO UPDATE SET n = n + excluded.n",
+         ON CONFLICT (key_id, hour, scope, outcome) DO UPDATE SET n = usage_hours.n + excluded.n",
     )?;
     for c in &batch.counts {
         if !owns(c.key_id, c.account_id) {
@@ -487,7 +487,7 @@ pub fn key_stats(
     };
     add(
         "SELECT key_id, sum(n) FROM usage_hours \
-         WHERE key_id IN (SELECT value FROM json_each(?1)) AND hour >= ?2 AND ?3 IS NOT NULL \
+         WHERE key_id IN (SELECT value FROM json_each(?1)) AND hour >= ?2 AND CAST(?3 AS BIGINT) IS NOT NULL \
          GROUP BY key_id",
         first_hour,
         0,
@@ -595,8 +595,8 @@ pub fn activity(
     let mut stmt = conn.prepare_cached(
         "SELECT id, at_ms, method, path, status, outcome, client_ip, country, colo, user_agent, \
          reason FROM activity WHERE key_id = ?1 AND account_id = ?2 AND at_ms >= ?3 \
-         AND (?4 IS NULL OR at_ms < ?4 OR (at_ms = ?4 AND id < ?5)) \
-         AND (?6 IS NULL OR outcome IN (SELECT value FROM json_each(?6))) \
+         AND (CAST(?4 AS BIGINT) IS NULL OR at_ms < ?4 OR (at_ms = ?4 AND id < ?5)) \
+         AND (CAST(?6 AS TEXT) IS NULL OR outcome IN (SELECT value FROM json_each(?6))) \
          ORDER BY at_ms DESC, id DESC LIMIT ?7",
     )?;
     let rows = stmt.query_map(

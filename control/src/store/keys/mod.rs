@@ -250,17 +250,17 @@ pub fn list(conn: &Db<'_>, account_id: u64, filter: &ListFilter, now: u64) -> Re
     });
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM api_keys WHERE account_id = ?1 \
-         AND (?2 IS NULL OR environment = ?2) \
-         AND (?3 IS NULL OR name LIKE ?3 ESCAPE '\\' OR hint LIKE ?3 ESCAPE '\\' \
+         AND (CAST(?2 AS TEXT) IS NULL OR environment = ?2) \
+         AND (CAST(?3 AS TEXT) IS NULL OR name LIKE ?3 ESCAPE '\\' OR hint LIKE ?3 ESCAPE '\\' \
               OR id LIKE ?3 ESCAPE '\\') \
          AND ({}) \
-         AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6)) \
+         AND (CAST(?5 AS BIGINT) IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6)) \
          AND ({}) \
          ORDER BY created_at DESC, id LIMIT ?7",
-        filter.status.map_or("1", status_sql),
+        filter.status.map_or("1 = 1", status_sql),
         match filter.idle {
             // ?8 must appear in the statement for the parameter count to match.
-            None => "?8 IS NULL",
+            None => "CAST(?8 AS BIGINT) IS NULL",
             Some((true, _)) => IDLE,
             Some((false, _)) => NOT_IDLE,
         }
@@ -455,7 +455,7 @@ pub fn set_rate_limit(tx: &Db<'_>, id: KeyId, limit: u32, window: u32, now_ms: u
 pub fn enqueue_limit(tx: &Db<'_>, id: KeyId, version: u64, now_ms: u64) -> Result<()> {
     tx.execute(
         "INSERT INTO limits_outbox (key_id, version, queued_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (key_id) DO UPDATE SET version = max(version, excluded.version)",
+         ON CONFLICT (key_id) DO UPDATE SET version = max(limits_outbox.version, excluded.version)",
         params![id.to_string(), to_i64(version), to_i64(now_ms)],
     )?;
     Ok(())
