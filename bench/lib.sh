@@ -224,7 +224,9 @@ EOC
 
   local inspector=()
   [[ -z "${WORKERD_INSPECTOR:-}" ]] || inspector=(--inspector-addr="$WORKERD_INSPECTOR")
-  "$workerd" serve --experimental "${inspector[@]}" "$out/config.capnp" >"$out/workerd.log" 2>&1 &
+  local wrap=()
+  [[ -z "${WORKERD_WRAP:-}" ]] || read -r -a wrap <<<"$WORKERD_WRAP"
+  "${wrap[@]}" "$workerd" serve --experimental "${inspector[@]}" "$out/config.capnp" >"$out/workerd.log" 2>&1 &
   # shellcheck disable=SC2034  # for the caller
   workerd_pid=$!
   _pair_pids+=($!)
