@@ -160,6 +160,17 @@ if $profile; then
   exit 0
 fi
 
+# Calls <run> <build> <round> for every build of every round. The order rotates every round, so
+# no build always runs first on a warming machine.
+every_round() { # run
+  local round i n=${#builds[@]}
+  for round in $(seq "$rounds"); do
+    for i in $(seq 0 $((n - 1))); do
+      "$1" "${builds[$(((i + round) % n))]}" "$round"
+    done
+  done
+}
+
 # One counted run: callgrind's counters zeroed at its start, dumped after it has settled.
 count_run() { # build round
   local build="$1" name="$1-$2" served dump
@@ -188,12 +199,7 @@ count_run() { # build round
 if $count; then
   printf 'cpu: counting instructions under callgrind: %s rounds of %s requests per build; wrk -t%s -c%s\n' \
     "$rounds" "$requests" "$threads" "$connections"
-  for round in $(seq "$rounds"); do
-    n=${#builds[@]}
-    for i in $(seq 0 $((n - 1))); do
-      count_run "${builds[$(((i + round) % n))]}" "$round"
-    done
-  done
+  every_round count_run
   base="${builds[-1]}"
   printf 'instructions per request, %s as the baseline, by round:\n' "$base"
   for build in "${builds[@]}"; do
@@ -233,13 +239,7 @@ run() { # build round
 
 printf 'cpu: %s rounds of %s requests per build, order rotated every round; wrk -t%s -c%s; %s ticks/s; workerd %s\n' \
   "$rounds" "$requests" "$threads" "$connections" "$hz" "$("$workerd" --version 2>/dev/null | head -1)"
-for round in $(seq "$rounds"); do
-  # Rotate the order, so no build always runs first (or right after another) on a warming machine.
-  n=${#builds[@]}
-  for i in $(seq 0 $((n - 1))); do
-    run "${builds[$(((i + round) % n))]}" "$round"
-  done
-done
+every_round run
 
 # Medians over the rounds: the machine is shared, single runs are noisy.
 declare -A us rps
