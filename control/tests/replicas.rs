@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
-use common::{AUDIT_KEYRING, Service, free_port};
+use common::{AUDIT_KEYRING, Service, agent, free_port, try_send};
 use control::store::Store;
 use e2e::postgres::Server;
 use serde_json::{Value, json};
@@ -57,6 +57,14 @@ struct Edge {
 
 type Shared = Arc<Mutex<Edge>>;
 
+/// A sync request's `Lynxo-Signature`.
+fn signature(headers: &HeaderMap) -> Result<&str, StatusCode> {
+    headers
+        .get("lynxo-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(StatusCode::UNAUTHORIZED)
+}
+
 /// A stand-in for the worker's sync endpoints, on its own runtime: revocation shards (signed
 /// push and read back; an older version than the one held is refused with 409, as the worker
 /// does), limits pushes (signed) and the audit checkpoint (signed push and read; an older event
@@ -69,7 +77,7 @@ fn stand_in_edge() -> (String, Shared) {
         body: Bytes,
     ) -> StatusCode {
         let ring = ring();
-        let Some(signature) = headers.get("lynxo-signature").and_then(|v| v.to_str().ok()) else {
+        let Ok(signature) = signature(&headers) else {
             return StatusCode::UNAUTHORIZED;
         };
         if shared::revocation::verify_push(&ring, signature, shard, &body, now(), 300).is_err() {
@@ -95,10 +103,7 @@ fn stand_in_edge() -> (String, Shared) {
         UrlPath(shard): UrlPath<u16>,
         headers: HeaderMap,
     ) -> Result<String, StatusCode> {
-        let signature = headers
-            .get("lynxo-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let signature = signature(&headers)?;
         shared::revocation::verify_read(&ring(), signature, shard, now(), 300)
             .map_err(|_| StatusCode::UNAUTHORIZED)?;
         let edge = edge.lock().unwrap();
@@ -106,7 +111,7 @@ fn stand_in_edge() -> (String, Shared) {
         Ok(json!({ "shard": hex::encode(held) }).to_string())
     }
     async fn limits(State(edge): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
-        let Some(signature) = headers.get("lynxo-signature").and_then(|v| v.to_str().ok()) else {
+        let Ok(signature) = signature(&headers) else {
             return StatusCode::UNAUTHORIZED;
         };
         if shared::limits::verify_push(&ring(), signature, &body, now(), 300).is_err() {
@@ -123,7 +128,7 @@ fn stand_in_edge() -> (String, Shared) {
         headers: HeaderMap,
         body: Bytes,
     ) -> StatusCode {
-        let Some(signature) = headers.get("lynxo-signature").and_then(|v| v.to_str().ok()) else {
+        let Ok(signature) = signature(&headers) else {
             return StatusCode::UNAUTHORIZED;
         };
         if shared::audit::verify_push(&ring(), signature, &body, now(), 300).is_err() {
@@ -147,10 +152,7 @@ fn stand_in_edge() -> (String, Shared) {
         State(edge): State<Shared>,
         headers: HeaderMap,
     ) -> Result<String, StatusCode> {
-        let signature = headers
-            .get("lynxo-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let signature = signature(&headers)?;
         shared::audit::verify_read(&ring(), signature, now(), 300)
             .map_err(|_| StatusCode::UNAUTHORIZED)?;
         let edge = edge.lock().unwrap();
@@ -252,31 +254,6 @@ fn serve(database: &str, port: u16, edge: &str, log: &std::path::Path) -> Servic
     service
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// A call of the admin API: its status and JSON body, or `None` without an answer.
-fn call(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Option<(u16, Value)> {
-    let auth = format!("Bearer {token}");
-    let mut response = match body {
-        Some(body) => agent
-            .post(url)
-            .header("authorization", &auth)
-            .content_type("application/json")
-            .send(body.to_string()),
-        None => agent.get(url).header("authorization", &auth).call(),
-    }
-    .ok()?;
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().ok()?;
-    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
 fn new_key(n: usize) -> Value {
     json!({ "name": format!("k{n}"), "environment": "production", "permission": "read_only" })
 }
@@ -369,13 +346,13 @@ fn serve_runs_on_a_postgres_database() {
 
     let mut ids = Vec::new();
     for n in 0..3 {
-        let (status, key) =
-            call(&agent, &format!("{base}/v1/keys"), &token, Some(new_key(n))).expect("an answer");
+        let (status, key) = try_send(&agent, &format!("{base}/v1/keys"), &token, Some(new_key(n)))
+            .expect("an answer");
         assert_eq!(status, 201, "{key}");
         assert!(key["key"].as_str().unwrap().starts_with("lnx_live_"));
         ids.push(key["id"].as_str().unwrap().to_owned());
     }
-    let (status, list) = call(&agent, &format!("{base}/v1/keys"), &token, None).unwrap();
+    let (status, list) = try_send(&agent, &format!("{base}/v1/keys"), &token, None).unwrap();
     assert_eq!(status, 200);
     let listed: HashSet<String> = list["data"]
         .as_array()
@@ -386,15 +363,17 @@ fn serve_runs_on_a_postgres_database() {
     assert_eq!(listed, ids.iter().cloned().collect());
     let revoke = format!("{base}/v1/keys/{}/revoke", ids[0]);
     let (status, revoked) =
-        call(&agent, &revoke, &token, Some(json!({ "reason": "test" }))).unwrap();
+        try_send(&agent, &revoke, &token, Some(json!({ "reason": "test" }))).unwrap();
     assert_eq!(
         (status, &revoked["changed"]),
         (200, &json!(true)),
         "{revoked}"
     );
-    let (status, again) = call(&agent, &revoke, &token, Some(json!({ "reason": "test" }))).unwrap();
+    let (status, again) =
+        try_send(&agent, &revoke, &token, Some(json!({ "reason": "test" }))).unwrap();
     assert_eq!((status, &again["changed"]), (200, &json!(false)), "{again}");
-    let (status, key) = call(&agent, &format!("{base}/v1/keys/{}", ids[0]), &token, None).unwrap();
+    let (status, key) =
+        try_send(&agent, &format!("{base}/v1/keys/{}", ids[0]), &token, None).unwrap();
     assert_eq!((status, key["status"].as_str()), (200, Some("revoked")));
 
     wait_published(&held, &HashSet::from([ids[0].clone()]));
@@ -521,7 +500,7 @@ fn client(
             ("revoke", url, json!({ "reason": "replica test" }))
         };
         make_room = false;
-        let answer = call(&agent, &url, token, Some(body));
+        let answer = try_send(&agent, &url, token, Some(body));
         let killed_now = killed.load(Ordering::SeqCst);
         let mut acked = acked.lock().unwrap();
         let (status, value) = match answer {

@@ -499,9 +499,14 @@ pub struct Reply {
 }
 
 /// A GET (no body) or a JSON POST with the management token.
-pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+fn request(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     let auth = format!("Bearer {token}");
-    let mut response = match body {
+    match body {
         Some(body) => agent
             .post(url)
             .header("authorization", &auth)
@@ -509,7 +514,25 @@ pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) ->
             .send(body.to_string()),
         None => agent.get(url).header("authorization", &auth).call(),
     }
-    .unwrap();
+}
+
+/// [`send`]'s request: its status and JSON body, or `None` when no answer came (the service was
+/// killed, the connection cut).
+pub fn try_send(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    let mut response = request(agent, url, token, body).ok()?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// A GET (no body) or a JSON POST with the management token.
+pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+    let mut response = request(agent, url, token, body).unwrap();
     let retry_after = response
         .headers()
         .get("retry-after")
