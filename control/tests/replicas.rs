@@ -53,9 +53,14 @@ struct Edge {
     /// The audit checkpoint it holds, and how many were stored.
     checkpoint: Option<Vec<u8>>,
     checkpoints: usize,
+    /// Through which door (one URL per replica) each signed push came, in order: shards,
+    /// limits and checkpoints alike.
+    pushers: Vec<usize>,
 }
 
 type Shared = Arc<Mutex<Edge>>;
+/// The edge's state, and the door a request came through.
+type Door = State<(Shared, usize)>;
 
 /// A sync request's `Lynxo-Signature`.
 fn signature(headers: &HeaderMap) -> Result<&str, StatusCode> {
@@ -68,10 +73,10 @@ fn signature(headers: &HeaderMap) -> Result<&str, StatusCode> {
 /// A stand-in for the worker's sync endpoints, on its own runtime: revocation shards (signed
 /// push and read back; an older version than the one held is refused with 409, as the worker
 /// does), limits pushes (signed) and the audit checkpoint (signed push and read; an older event
-/// is refused).
-fn stand_in_edge() -> (String, Shared) {
+/// is refused). It has `doors` URLs, one per replica, to tell which replica pushed what.
+fn stand_in_edge(doors: usize) -> (Vec<String>, Shared) {
     async fn receive(
-        State(edge): State<Shared>,
+        State((edge, door)): Door,
         UrlPath(shard): UrlPath<u16>,
         headers: HeaderMap,
         body: Bytes,
@@ -88,6 +93,7 @@ fn stand_in_edge() -> (String, Shared) {
         };
         let version = opened.header().version;
         let mut edge = edge.lock().unwrap();
+        edge.pushers.push(door);
         edge.versions.entry(shard).or_default().push(version);
         if let Some(held) = edge.shards.get(&shard) {
             if version < RevocationShard::open(held, &ring).unwrap().header().version {
@@ -99,7 +105,7 @@ fn stand_in_edge() -> (String, Shared) {
         StatusCode::NO_CONTENT
     }
     async fn read_back(
-        State(edge): State<Shared>,
+        State((edge, _)): Door,
         UrlPath(shard): UrlPath<u16>,
         headers: HeaderMap,
     ) -> Result<String, StatusCode> {
@@ -110,7 +116,7 @@ fn stand_in_edge() -> (String, Shared) {
         let held = edge.shards.get(&shard).ok_or(StatusCode::NOT_FOUND)?;
         Ok(json!({ "shard": hex::encode(held) }).to_string())
     }
-    async fn limits(State(edge): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    async fn limits(State((edge, door)): Door, headers: HeaderMap, body: Bytes) -> StatusCode {
         let Ok(signature) = signature(&headers) else {
             return StatusCode::UNAUTHORIZED;
         };
@@ -120,11 +126,13 @@ fn stand_in_edge() -> (String, Shared) {
         if serde_json::from_slice::<shared::limits::LimitPush>(&body).is_err() {
             return StatusCode::UNPROCESSABLE_ENTITY;
         }
-        edge.lock().unwrap().limits_pushes += 1;
+        let mut edge = edge.lock().unwrap();
+        edge.pushers.push(door);
+        edge.limits_pushes += 1;
         StatusCode::NO_CONTENT
     }
     async fn store_checkpoint(
-        State(edge): State<Shared>,
+        State((edge, door)): Door,
         headers: HeaderMap,
         body: Bytes,
     ) -> StatusCode {
@@ -139,6 +147,7 @@ fn stand_in_edge() -> (String, Shared) {
             return StatusCode::UNPROCESSABLE_ENTITY;
         };
         let mut edge = edge.lock().unwrap();
+        edge.pushers.push(door);
         if let Some(held) = &edge.checkpoint {
             if pushed.seq < Checkpoint::open(held, &audit).unwrap().seq {
                 return StatusCode::CONFLICT;
@@ -149,7 +158,7 @@ fn stand_in_edge() -> (String, Shared) {
         StatusCode::NO_CONTENT
     }
     async fn read_checkpoint(
-        State(edge): State<Shared>,
+        State((edge, _)): Door,
         headers: HeaderMap,
     ) -> Result<String, StatusCode> {
         let signature = signature(&headers)?;
@@ -165,20 +174,25 @@ fn stand_in_edge() -> (String, Shared) {
         )
     }
     let edge: Shared = Arc::default();
-    let app = Router::new()
-        .route(
-            "/_lynxo/sync/revocations/{shard}",
-            put(receive).get(read_back),
-        )
-        .route(shared::limits::SYNC_PATH, put(limits))
-        .route(
-            shared::audit::SYNC_PATH,
-            put(store_checkpoint).get(read_checkpoint),
-        )
-        .with_state(edge.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut urls = Vec::new();
+    let mut apps = Vec::new();
+    for door in 0..doors {
+        let app = Router::new()
+            .route(
+                "/_lynxo/sync/revocations/{shard}",
+                put(receive).get(read_back),
+            )
+            .route(shared::limits::SYNC_PATH, put(limits))
+            .route(
+                shared::audit::SYNC_PATH,
+                put(store_checkpoint).get(read_checkpoint),
+            )
+            .with_state((edge.clone(), door));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        apps.push((listener, app));
+    }
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -186,11 +200,15 @@ fn stand_in_edge() -> (String, Shared) {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
+            let mut served = tokio::task::JoinSet::new();
+            for (listener, app) in apps {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                served.spawn(async move { axum::serve(listener, app).await.unwrap() });
+            }
+            served.join_all().await;
         });
     });
-    (url, edge)
+    (urls, edge)
 }
 
 /// A private server with one empty database, `lynxo`, and its URL.
@@ -337,10 +355,11 @@ fn assert_versions_never_went_backwards(edge: &Shared) {
 fn serve_runs_on_a_postgres_database() {
     let (_server, url) = postgres();
     let token = init(&url, "ops@example.com");
-    let (edge, held) = stand_in_edge();
+    let (edge, held) = stand_in_edge(1);
+    let edge = &edge[0];
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _service = serve(&url, port, &edge, &dir.path().join("serve.log"));
+    let _service = serve(&url, port, edge, &dir.path().join("serve.log"));
     let base = format!("http://127.0.0.1:{port}");
     let agent = agent();
 
@@ -384,7 +403,7 @@ fn serve_runs_on_a_postgres_database() {
         assert!(Instant::now() < deadline, "no audit checkpoint anchored");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let report = verify_audit(&url, &edge);
+    let report = verify_audit(&url, edge);
     assert!(report.contains("audit chain intact"), "{report}");
     assert!(report.contains("anchored:"), "{report}");
     // No lock file was made for a URL (it would be `postgres:/...lock` under the working dir).
@@ -668,14 +687,14 @@ fn two_replicas_on_one_database_keep_every_guarantee_and_survive_a_sigkill() {
         init(&url, "ops@example.com"),
         init(&url, "ops2@example.com"),
     ];
-    let (edge, held) = stand_in_edge();
+    let (doors, held) = stand_in_edge(2);
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port()];
     let mut replicas: Vec<Option<Service>> = (0..2)
         .map(|i| {
             let database = format!("{url}?application_name=replica{i}");
             let log = dir.path().join(format!("replica{i}.log"));
-            Some(serve(&database, ports[i], &edge, &log))
+            Some(serve(&database, ports[i], &doors[i], &log))
         })
         .collect();
     let bases = ports.map(|p| format!("http://127.0.0.1:{p}"));
@@ -695,12 +714,22 @@ fn two_replicas_on_one_database_keep_every_guarantee_and_survive_a_sigkill() {
         );
     }
     assert_cap_held(&server);
-    verify_audit(&url, &edge);
+    verify_audit(&url, &doors[0]);
     wait_published(&held, &acked.lock().unwrap().revoked.clone());
     assert_versions_never_went_backwards(&held);
+    // One replica published everything: the one holding the lease.
+    let holder = lease_holder(&server);
+    {
+        let edge = held.lock().unwrap();
+        assert!(!edge.pushers.is_empty());
+        assert!(
+            edge.pushers.iter().all(|&p| p == holder),
+            "both replicas published: {:?}",
+            edge.pushers
+        );
+    }
 
     // Again, and the replica that publishes is killed a third of the way in.
-    let holder = lease_holder(&server);
     let (before, finished) = {
         let a = acked.lock().unwrap();
         (a.answered[0] + a.answered[1], a.finished)
@@ -755,10 +784,23 @@ fn two_replicas_on_one_database_keep_every_guarantee_and_survive_a_sigkill() {
         );
     }
     let highest = assert_cap_held(&server);
-    let report = verify_audit(&url, &edge);
+    let report = verify_audit(&url, &doors[1 - holder]);
     wait_published(&held, &acked.revoked);
     assert_versions_never_went_backwards(&held);
     let edge_state = held.lock().unwrap();
+    // The killed replica published up to its death, the survivor from then on: never both.
+    let took_over = edge_state
+        .pushers
+        .iter()
+        .position(|&p| p != holder)
+        .expect("the survivor never published");
+    assert!(
+        edge_state.pushers[took_over..]
+            .iter()
+            .all(|&p| p == 1 - holder),
+        "both replicas published after the takeover: {:?}",
+        &edge_state.pushers[took_over..]
+    );
     eprintln!(
         "two replicas: {} requests answered ({} by replica 0, {} by replica 1; {} after replica \
          {holder} was killed, {} lost with it), {} creates, {} rotations, {} revokes, {} refused \
