@@ -266,7 +266,17 @@ impl Lease {
             }
         }
         let conn = connect(&self.config)?;
-        let held = Db::Postgres(&conn)
+        let db = Db::Postgres(&conn);
+        // The server's side of the keepalives (ignored on a unix socket, where the kernel
+        // tells the server at once).
+        db.execute_batch(&format!(
+            "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; \
+             SET tcp_keepalives_count = {LEASE_KEEPALIVE_RETRIES}",
+            LEASE_KEEPALIVE_IDLE.as_secs(),
+            LEASE_KEEPALIVE_INTERVAL.as_secs()
+        ))
+        .map_err(StoreError::from)?;
+        let held = db
             .query_row("SELECT pg_try_advisory_lock(?1)", [PUBLISH_LOCK], |r| {
                 r.get::<_, bool>(0)
             })
@@ -283,11 +293,25 @@ impl Drop for Lease {
     }
 }
 
+/// How fast a dead peer of the lease's connection is noticed, on both sides (TCP keepalives:
+/// first probe after 10 s idle, then every 5 s, 3 unanswered end it): PostgreSQL releases the
+/// lock of a holder whose host vanished without closing its connection within about 25 s, not
+/// after the system's default of two hours, during which no replica could publish.
+const LEASE_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const LEASE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const LEASE_KEEPALIVE_RETRIES: u32 = 3;
+
 impl Readers {
     /// A lease on the same database, not yet tried ([`Lease::hold`]).
     pub(super) fn lease(&self) -> Lease {
+        let mut config = self.config.clone();
+        config
+            .keepalives(true)
+            .keepalives_idle(LEASE_KEEPALIVE_IDLE)
+            .keepalives_interval(LEASE_KEEPALIVE_INTERVAL)
+            .keepalives_retries(LEASE_KEEPALIVE_RETRIES);
         Lease {
-            config: self.config.clone(),
+            config,
             session: Mutex::new(None),
         }
     }
