@@ -247,24 +247,13 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
     );
 
     // Every acknowledged revocation reaches the edge.
-    let ring = Keyring::from_config(&keyring_text()).unwrap();
     let wanted: Vec<KeyId> = revoked
         .iter()
         .map(|id| KeyId::parse_hex(id).unwrap())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let missing = {
-            let map = pushed.lock().unwrap();
-            wanted
-                .iter()
-                .filter(|id| {
-                    let shard = shared::revocation::shard_of(**id, 4);
-                    !map.get(&shard)
-                        .is_some_and(|b| RevocationShard::open(b, &ring).unwrap().contains(**id))
-                })
-                .count()
-        };
+        let missing = common::unpublished(&pushed.lock().unwrap(), &wanted, 4);
         if missing == 0 {
             break;
         }

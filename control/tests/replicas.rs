@@ -218,28 +218,6 @@ fn postgres() -> (Server, String) {
     (server, url)
 }
 
-/// `control init` on `database` for `email`: its management token.
-fn init(database: &str, email: &str) -> String {
-    let init = Command::new(BIN)
-        .args(["init", "--email", email, "--database", database])
-        .env("LYNXO_INIT_PASSWORD", "a long enough password")
-        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    String::from_utf8(init.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("management_token="))
-        .unwrap()
-        .to_owned()
-}
-
 /// `control serve` on `database`, publishing to `edge`, returned once ready; its log goes to
 /// `log`.
 fn serve(database: &str, port: u16, edge: &str, log: &std::path::Path) -> Service {
@@ -302,26 +280,13 @@ fn verify_audit(database: &str, edge: &str) -> String {
 
 /// Waits until every key of `revoked` is in the shard of its index the edge holds.
 fn wait_published(edge: &Shared, revoked: &HashSet<String>) {
-    let ring = ring();
     let wanted: Vec<KeyId> = revoked
         .iter()
         .map(|id| KeyId::parse_hex(id).unwrap())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let missing = {
-            let edge = edge.lock().unwrap();
-            wanted
-                .iter()
-                .filter(|id| {
-                    let shard = shared::revocation::shard_of(**id, SHARDS);
-                    !edge
-                        .shards
-                        .get(&shard)
-                        .is_some_and(|b| RevocationShard::open(b, &ring).unwrap().contains(**id))
-                })
-                .count()
-        };
+        let missing = common::unpublished(&edge.lock().unwrap().shards, &wanted, SHARDS);
         if missing == 0 {
             return;
         }
@@ -354,7 +319,7 @@ fn assert_versions_never_went_backwards(edge: &Shared) {
 #[test]
 fn serve_runs_on_a_postgres_database() {
     let (_server, url) = postgres();
-    let token = init(&url, "ops@example.com");
+    let token = common::init_binary_as(std::path::Path::new(&url), "ops@example.com");
     let (edge, held) = stand_in_edge(1);
     let edge = &edge[0];
     let dir = tempfile::tempdir().unwrap();
@@ -684,8 +649,8 @@ fn two_replicas_on_one_database_keep_every_guarantee_and_survive_a_sigkill() {
     let started = Instant::now();
     let (server, url) = postgres();
     let tokens = [
-        init(&url, "ops@example.com"),
-        init(&url, "ops2@example.com"),
+        common::init_binary_as(std::path::Path::new(&url), "ops@example.com"),
+        common::init_binary_as(std::path::Path::new(&url), "ops2@example.com"),
     ];
     let (doors, held) = stand_in_edge(2);
     let dir = tempfile::tempdir().unwrap();

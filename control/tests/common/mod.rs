@@ -445,8 +445,13 @@ pub fn agent() -> ureq::Agent {
 
 /// `control init` on `db` with the tests' audit keyring; returns the management token.
 pub fn init_binary(db: &std::path::Path) -> String {
+    init_binary_as(db, "ops@example.com")
+}
+
+/// [`init_binary`] for the user `email` (another account on the same database).
+pub fn init_binary_as(db: &std::path::Path, email: &str) -> String {
     let init = std::process::Command::new(BIN)
-        .args(["init", "--email", "ops@example.com", "--database"])
+        .args(["init", "--email", email, "--database"])
         .arg(db)
         .env("LYNXO_INIT_PASSWORD", "a long enough password")
         .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
@@ -580,4 +585,25 @@ impl TestApp {
         let set_cookie = r.header("set-cookie").unwrap().to_owned();
         set_cookie.split(';').next().unwrap().to_owned()
     }
+}
+
+/// How many of `wanted` are not in the shard of their index in `shards` (the encoded shards an
+/// edge holds, by index, of `shard_count`).
+pub fn unpublished(
+    shards: &std::collections::HashMap<u16, Vec<u8>>,
+    wanted: &[shared::key::KeyId],
+    shard_count: u16,
+) -> usize {
+    let ring = keyring();
+    wanted
+        .iter()
+        .filter(|id| {
+            let shard = shared::revocation::shard_of(**id, shard_count);
+            !shards.get(&shard).is_some_and(|b| {
+                shared::revocation::RevocationShard::open(b, &ring)
+                    .unwrap()
+                    .contains(**id)
+            })
+        })
+        .count()
 }
