@@ -318,7 +318,7 @@ fn assert_versions_never_went_backwards(edge: &Shared) {
 /// revocation published to the edge, the audit chain verified and anchored there.
 #[test]
 fn serve_runs_on_a_postgres_database() {
-    let (_server, url) = postgres();
+    let (server, url) = postgres();
     let token = common::init_binary_as(std::path::Path::new(&url), "ops@example.com");
     let (edge, held) = stand_in_edge(1);
     let edge = &edge[0];
@@ -373,6 +373,31 @@ fn serve_runs_on_a_postgres_database() {
     assert!(report.contains("anchored:"), "{report}");
     // No lock file was made for a URL (it would be `postgres:/...lock` under the working dir).
     assert!(!std::path::Path::new("postgres:").exists());
+
+    // A database that cannot be opened: a clear error, and the URL's password is not in it.
+    let missing = format!(
+        "postgres://lynxo:s3cret@127.0.0.1:{}/missing",
+        server.port()
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--no-publish", "--database", &missing, "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("LYNXO_KEYRING", shared::testkit::KEYRING)
+        .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("opening postgres://lynxo@127.0.0.1:"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret"), "{said}");
 }
 
 /// The publishers' lease: of two stores on one database, one holds it; it stays held while its
