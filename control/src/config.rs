@@ -254,9 +254,9 @@ pub struct CopyToPostgresArgs {
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// SQLite database file (created if missing), or a PostgreSQL database's URL
-    /// (`postgres://USER@HOST:PORT/DB`: loopback or a unix socket, no TLS yet), which several
-    /// `serve` replicas may share (docs/postgres.md).
+    /// SQLite database file (created if missing), or a PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB`, loopback or a unix socket; several `serve` replicas may
+    /// share it: see docs/postgres.md).
     #[arg(
         long,
         env = "LYNXO_DATABASE",

@@ -394,7 +394,7 @@ fn serve_runs_on_a_postgres_database() {
     );
     assert!(!out.status.success(), "{said}");
     assert!(
-        said.contains("opening postgres://lynxo@127.0.0.1:"),
+        said.contains("opening postgres://lynxo:***@127.0.0.1:"),
         "{said}"
     );
     assert!(!said.contains("s3cret"), "{said}");

@@ -171,31 +171,33 @@ enum Readers {
     Postgres(Box<pg::Readers>),
 }
 
-/// Whether `database` names a PostgreSQL database (`postgres://...`) rather than a SQLite file.
-pub fn is_postgres(database: &Path) -> bool {
-    database
-        .to_str()
-        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
-}
-
-/// `database` as logs and errors may show it: a SQLite path as it is; a PostgreSQL URL
-/// without its password and query (which may hold one): `postgres://USER@HOST/DB`.
-pub fn shown(database: &Path) -> String {
+/// `database` as logs and errors may show it: a file path as it is, a PostgreSQL URL without
+/// its password.
+pub fn display_database(database: &Path) -> String {
     let text = database.to_string_lossy();
     if !is_postgres(database) {
         return text.into_owned();
     }
     let (scheme, rest) = text.split_once("://").unwrap_or(("postgres", &text));
+    // A query may carry a password too (`?password=...`): it is left out, with any fragment.
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split(':').next().unwrap_or_default();
-            format!("{user}@{host}")
-        }
+    // The host follows the last `@`: a password may hold one.
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
         None => authority.to_owned(),
     };
-    format!("{scheme}://{host}/{db}")
+    format!("{scheme}://{authority}/{db}")
+}
+
+/// Whether `database` names a PostgreSQL database (`postgres://...`) rather than a SQLite file.
+pub fn is_postgres(database: &Path) -> bool {
+    database
+        .to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
 /// The database.
@@ -679,7 +681,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shown_database_never_carries_a_password() {
+    fn a_postgres_url_is_shown_without_its_password() {
+        let shown = |s: &str| display_database(Path::new(s));
+        assert_eq!(
+            shown("postgres://lynxo:s3cret@127.0.0.1:5432/lynxo"),
+            "postgres://lynxo:***@127.0.0.1:5432/lynxo"
+        );
+        assert_eq!(
+            shown("postgres://lynxo@[::1]/db"),
+            "postgres://lynxo@[::1]/db"
+        );
+        assert_eq!(shown("/var/lib/a:b@c.sqlite3"), "/var/lib/a:b@c.sqlite3");
+    }
+
+    #[test]
+    fn no_part_of_a_url_that_may_hold_a_password_is_shown() {
         for (given, want) in [
             ("/var/lib/lynxo/c.sqlite3", "/var/lib/lynxo/c.sqlite3"),
             (
@@ -688,16 +704,16 @@ mod tests {
             ),
             (
                 "postgres://lynxo:s3cret@localhost/db",
-                "postgres://lynxo@localhost/db",
+                "postgres://lynxo:***@localhost/db",
             ),
             (
                 "postgresql://u:p:q@[::1]:5/d?password=x",
-                "postgresql://u@[::1]:5/d",
+                "postgresql://u:***@[::1]:5/d",
             ),
             ("postgres://localhost?password=x", "postgres://localhost/"),
-            ("postgres://a:b@c@host/db#x", "postgres://a@host/db"),
+            ("postgres://a:b@c@host/db#x", "postgres://a:***@host/db"),
         ] {
-            assert_eq!(shown(Path::new(given)), want, "{given}");
+            assert_eq!(display_database(Path::new(given)), want, "{given}");
         }
     }
 
