@@ -23,6 +23,8 @@ use super::{BatchFailure, Finish, Job, PG_MIGRATIONS, Result, StoreError};
 pub const WRITE_LOCK: i64 = 0x4c79_6e78_0000_0001;
 /// The advisory lock key held while migrating, so replicas starting together migrate once.
 const MIGRATE_LOCK: i64 = 0x4c79_6e78_0000_0002;
+/// The session advisory lock key of the publishers' lease ([`Lease`]): one replica at a time.
+pub const PUBLISH_LOCK: i64 = 0x4c79_6e78_0000_0003;
 
 /// The SQLite schema version PostgreSQL migration file `k` (1-based) reaches: the first holds
 /// the whole of schema 13, each later one is one SQLite migration (0002 is SQLite's 0014).
@@ -243,16 +245,108 @@ impl Drop for ReadPermit<'_> {
 /// connections are closed on a thread of their own.
 impl Drop for Readers {
     fn drop(&mut self) {
-        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
-        if !pool.is_empty() {
-            let _ = std::thread::Builder::new()
-                .name("postgres-close".into())
-                .spawn(move || drop(pool));
-        }
+        close_off_runtime(std::mem::take(
+            self.pool.get_mut().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
 }
 
+/// Closes `conns` on a thread of its own (see `Drop for Readers`).
+fn close_off_runtime(conns: Vec<PgConn>) {
+    if !conns.is_empty() {
+        let _ = std::thread::Builder::new()
+            .name("postgres-close".into())
+            .spawn(move || drop(conns));
+    }
+}
+
+/// The publishers' lease on PostgreSQL: the session advisory lock [`PUBLISH_LOCK`], taken with
+/// `pg_try_advisory_lock` on a connection of its own and held as long as that connection lives.
+/// PostgreSQL releases it when the session ends, so a replica that dies (SIGKILL, a lost host,
+/// a cut connection) hands it over without saying so: the next replica to try takes it.
+pub(super) struct Lease {
+    config: postgres::Config,
+    /// The lease's connection, and whether it holds the lock.
+    session: Mutex<Option<(PgConn, bool)>>,
+}
+
+impl Lease {
+    /// Whether this process holds the lock now: the connection that took it still answers, or
+    /// the lock was free and is taken now (on that connection, or on a new one if it is gone).
+    pub(super) fn hold(&self) -> Result<bool> {
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((conn, held)) = session.take() {
+            let db = Db::Postgres(&conn);
+            let now = if held {
+                // A live session still holds its lock; a dead one has released it.
+                db.query_row("SELECT 1", [], |_| Ok(())).map(|()| true)
+            } else {
+                db.query_row("SELECT pg_try_advisory_lock(?1)", [PUBLISH_LOCK], |r| {
+                    r.get::<_, bool>(0)
+                })
+            };
+            match now {
+                Ok(held) => {
+                    *session = Some((conn, held));
+                    return Ok(held);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, held, "the publisher lease's connection failed");
+                    drop(conn);
+                }
+            }
+        }
+        let conn = connect(&self.config)?;
+        let db = Db::Postgres(&conn);
+        // The server's side of the keepalives (ignored on a unix socket, where the kernel
+        // tells the server at once).
+        db.execute_batch(&format!(
+            "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; \
+             SET tcp_keepalives_count = {LEASE_KEEPALIVE_RETRIES}",
+            LEASE_KEEPALIVE_IDLE.as_secs(),
+            LEASE_KEEPALIVE_INTERVAL.as_secs()
+        ))
+        .map_err(StoreError::from)?;
+        let held = db
+            .query_row("SELECT pg_try_advisory_lock(?1)", [PUBLISH_LOCK], |r| {
+                r.get::<_, bool>(0)
+            })
+            .map_err(StoreError::from)?;
+        *session = Some((conn, held));
+        Ok(held)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let session = self.session.get_mut().unwrap_or_else(|e| e.into_inner());
+        close_off_runtime(session.take().map(|(conn, _)| conn).into_iter().collect());
+    }
+}
+
+/// How fast a dead peer of the lease's connection is noticed, on both sides (TCP keepalives:
+/// first probe after 10 s idle, then every 5 s, 3 unanswered end it): PostgreSQL releases the
+/// lock of a holder whose host vanished without closing its connection within about 25 s, not
+/// after the system's default of two hours, during which no replica could publish.
+const LEASE_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const LEASE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const LEASE_KEEPALIVE_RETRIES: u32 = 3;
+
 impl Readers {
+    /// A lease on the same database, not yet tried ([`Lease::hold`]).
+    pub(super) fn lease(&self) -> Lease {
+        let mut config = self.config.clone();
+        config
+            .keepalives(true)
+            .keepalives_idle(LEASE_KEEPALIVE_IDLE)
+            .keepalives_interval(LEASE_KEEPALIVE_INTERVAL)
+            .keepalives_retries(LEASE_KEEPALIVE_RETRIES);
+        Lease {
+            config,
+            session: Mutex::new(None),
+        }
+    }
+
     pub(super) fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,

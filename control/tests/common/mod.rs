@@ -413,8 +413,13 @@ pub fn agent() -> ureq::Agent {
 
 /// `control init` on `db` with the tests' audit keyring; returns the management token.
 pub fn init_binary(db: &std::path::Path) -> String {
+    init_binary_as(db, "ops@example.com")
+}
+
+/// [`init_binary`] for the user `email` (another account on the same database).
+pub fn init_binary_as(db: &std::path::Path, email: &str) -> String {
     let init = std::process::Command::new(BIN)
-        .args(["init", "--email", "ops@example.com", "--database"])
+        .args(["init", "--email", email, "--database"])
         .arg(db)
         .env("LYNXO_INIT_PASSWORD", "a long enough password")
         .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
@@ -467,9 +472,14 @@ pub struct Reply {
 }
 
 /// A GET (no body) or a JSON POST with the management token.
-pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+fn request(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     let auth = format!("Bearer {token}");
-    let mut response = match body {
+    match body {
         Some(body) => agent
             .post(url)
             .header("authorization", &auth)
@@ -477,7 +487,25 @@ pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) ->
             .send(body.to_string()),
         None => agent.get(url).header("authorization", &auth).call(),
     }
-    .unwrap();
+}
+
+/// [`send`]'s request: its status and JSON body, or `None` when no answer came (the service was
+/// killed, the connection cut).
+pub fn try_send(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    let mut response = request(agent, url, token, body).ok()?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// A GET (no body) or a JSON POST with the management token.
+pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+    let mut response = request(agent, url, token, body).unwrap();
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -525,4 +553,25 @@ impl TestApp {
         let set_cookie = r.header("set-cookie").unwrap().to_owned();
         set_cookie.split(';').next().unwrap().to_owned()
     }
+}
+
+/// How many of `wanted` are not in the shard of their index in `shards` (the encoded shards an
+/// edge holds, by index, of `shard_count`).
+pub fn unpublished(
+    shards: &std::collections::HashMap<u16, Vec<u8>>,
+    wanted: &[shared::key::KeyId],
+    shard_count: u16,
+) -> usize {
+    let ring = keyring();
+    wanted
+        .iter()
+        .filter(|id| {
+            let shard = shared::revocation::shard_of(**id, shard_count);
+            !shards.get(&shard).is_some_and(|b| {
+                shared::revocation::RevocationShard::open(b, &ring)
+                    .unwrap()
+                    .contains(**id)
+            })
+        })
+        .count()
 }
