@@ -118,7 +118,8 @@ impl<T> OptionalExtension<T> for Result<T> {
 // Parameters
 
 /// One bound value, borrowed from the caller (or made for the binding, such as a key id's hex).
-#[derive(Debug, Clone)]
+/// Its `Debug` shows a text's or a blob's length, never its content (below).
+#[derive(Clone)]
 pub enum Value<'a> {
     /// SQL NULL.
     Null,
@@ -134,6 +135,23 @@ pub enum Value<'a> {
     Blob(&'a [u8]),
     /// An integer that does not fit `i64` (refused when bound).
     OutOfRange(u64),
+}
+
+/// Text and bytes by their length only: tokio-postgres logs every parameter's `Debug` at debug
+/// level ("executing statement ... with parameters"), and a refused binding's error carries it,
+/// so the content (an email typed at sign-in, a hash, a sealed secret) would reach the logs.
+impl fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::Int(i) => write!(f, "Int({i})"),
+            Value::Real(r) => write!(f, "Real({r})"),
+            Value::Text(t) => write!(f, "Text({} bytes)", t.len()),
+            Value::OwnedText(t) => write!(f, "Text({} bytes)", t.len()),
+            Value::Blob(b) => write!(f, "Blob({} bytes)", b.len()),
+            Value::OutOfRange(v) => write!(f, "OutOfRange({v})"),
+        }
+    }
 }
 
 /// A value the store binds as a parameter.
@@ -1016,6 +1034,22 @@ impl Rows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parameter_debugs_as_its_length_never_its_content() {
+        let owned = "typed@secret.example".to_owned();
+        let values = [
+            Value::Text("typed@secret.example"),
+            Value::OwnedText(owned),
+            Value::Blob(b"sealed-secret"),
+        ];
+        let shown = format!("{values:?}");
+        assert_eq!(
+            shown, "[Text(20 bytes), Text(20 bytes), Blob(13 bytes)]",
+            "{shown}"
+        );
+        assert_eq!(format!("{:?}", Value::Int(7)), "Int(7)");
+    }
 
     #[test]
     fn numbered_parameters_become_dollars_outside_quotes_and_comments() {
