@@ -19,7 +19,9 @@ const ORIGIN: &str = "https://keys.lynxo.test";
 /// Fills a database through the API: keys of two accounts created, rotated, revoked; a minted
 /// and a revoked management token; a session. Returns a consistent copy of it (`VACUUM INTO`).
 async fn populated(dir: &Path) -> PathBuf {
-    let app = TestApp::new();
+    // The source is a SQLite deployment whatever `LYNXO_TEST_POSTGRES` says: that is what
+    // `copy-to-postgres` reads.
+    let app = TestApp::builder().sqlite().build();
     let mut ids = Vec::new();
     for (client, who) in [(app.alice(), "alice"), (app.bob(), "bob")] {
         for i in 0..3 {
