@@ -81,3 +81,32 @@ async fn submitted_emails_are_nowhere_in_the_database_wal_or_logs() {
     assert!(!contains(&logs, b"alice@example.com"));
     assert!(!contains(&logs, PASSWORD.as_bytes()));
 }
+
+/// A refused write names no value in its error (what a 500 logs as its cause): SQLite's never
+/// do, and PostgreSQL's DETAIL ("Key (email)=(...) already exists", "Failing row contains
+/// (...)") is left out. Bob's email set to Alice's breaks the unique index; every error of the
+/// chain is read, as the error handler reads it.
+#[tokio::test]
+async fn a_refused_write_names_no_value_in_its_error() {
+    let app = TestApp::new();
+    let error = app
+        .state
+        .store
+        .write_blocking::<_, StoreError, _>(|tx| {
+            Ok(tx.execute(
+                "UPDATE users SET email = ?1 WHERE email <> ?1",
+                ["alice@example.com"],
+            )?)
+        })
+        .unwrap_err();
+    let mut chain = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = cause {
+        chain.push(e.to_string());
+        chain.push(format!("{e:?}"));
+        cause = e.source();
+    }
+    let said = chain.join("\n");
+    assert!(said.to_lowercase().contains("unique"), "{said}");
+    assert!(!said.contains("alice@example.com"), "{said}");
+}
