@@ -254,7 +254,8 @@ pub struct CopyToPostgresArgs {
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// SQLite database file (created if missing).
+    /// SQLite database file (created if missing), or a PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB`, loopback or a unix socket; see docs/postgres.md).
     #[arg(long, env = "LYNXO_DATABASE", default_value = "lynxo-control.sqlite3")]
     pub database: PathBuf,
 }

@@ -371,13 +371,22 @@ async fn copy_to_postgres(args: &CopyToPostgresArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
-    // Held until the process ends: `restore` refuses to replace a served database.
-    let _lock = control::backup::ServiceLock::acquire(&args.db.database)?;
+    // Held until the process ends: `restore` refuses to replace a served database. A SQLite
+    // file only: on PostgreSQL several replicas serving one database is the point.
+    let _lock = if control::store::is_postgres(&args.db.database) {
+        None
+    } else {
+        Some(control::backup::ServiceLock::acquire(&args.db.database)?)
+    };
     let keyring_text = args.keyring.text()?;
     let keyring = Keyring::from_config(&keyring_text).context("parsing the keyring")?;
     let audit_keyring = args.audit.load(Some(&keyring_text))?;
-    let store = Store::open(&args.db.database, Arc::clone(&audit_keyring))
-        .with_context(|| format!("opening {}", args.db.database.display()))?;
+    let store = Store::open(&args.db.database, Arc::clone(&audit_keyring)).with_context(|| {
+        format!(
+            "opening {}",
+            control::store::display_database(&args.db.database)
+        )
+    })?;
     let now = SystemClock.now();
     let ring = keyring.clone();
     store

@@ -1,7 +1,8 @@
 //! Crash test: the real binary is killed with SIGKILL while 32 clients create and revoke keys.
-//! After a restart on the same file, every acknowledged create and revoke is there, the audit
-//! chain verifies, and the outbox pushes every acknowledged revocation to a (fake) edge sync
-//! endpoint, whose pushes are checked with the real signature and shard verification.
+//! After a restart on the same database (a SQLite file, or PostgreSQL when the suite runs on
+//! it), every acknowledged create and revoke is there, the audit chain verifies, and the outbox
+//! pushes every acknowledged revocation to a (fake) edge sync endpoint, whose pushes are checked
+//! with the real signature and shard verification.
 
 mod common;
 
@@ -163,7 +164,8 @@ async fn fake_edge() -> (String, Pushed) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("control.sqlite3");
+    // SQLite, or a PostgreSQL database of its own when the suite runs on PostgreSQL.
+    let db = common::test_database(dir.path());
     let init = Command::new(BIN)
         .args(["init", "--email", "ops@example.com", "--database"])
         .arg(&db)

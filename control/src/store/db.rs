@@ -116,8 +116,8 @@ impl Error {
     }
 
     /// Whether the database refused the write for want of room or working storage: SQLite's
-    /// `SQLITE_FULL` or an I/O error; PostgreSQL's class 53 (insufficient resources: disk full,
-    /// out of memory, too many connections) or 58 (system error: I/O).
+    /// `SQLITE_FULL` or an I/O error; PostgreSQL's `disk_full` (53100) or class 58 (system
+    /// error: I/O). Not too many connections or out of memory: the disk is fine then.
     pub fn is_unwritable(&self) -> bool {
         match self {
             Self::Sqlite(e) => {
@@ -126,7 +126,7 @@ impl Error {
             }
             Self::Postgres(e) | Self::PostgresIn { source: e, .. } => e
                 .code()
-                .is_some_and(|c| c.code().starts_with("53") || c.code().starts_with("58")),
+                .is_some_and(|c| c.code() == "53100" || c.code().starts_with("58")),
             _ => false,
         }
     }

@@ -171,6 +171,26 @@ enum Readers {
     Postgres(Box<pg::Readers>),
 }
 
+/// `database` as logs and errors may show it: a file path as it is, a PostgreSQL URL without
+/// its password.
+pub fn display_database(database: &Path) -> String {
+    let text = database.to_string_lossy();
+    if !is_postgres(database) {
+        return text.into_owned();
+    }
+    // postgres://user:password@host/... -> postgres://user:***@host/...
+    match (text.find("://"), text.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &text[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &text[..scheme + 3], &text[at..]),
+                None => text.into_owned(),
+            }
+        }
+        _ => text.into_owned(),
+    }
+}
+
 /// Whether `database` names a PostgreSQL database (`postgres://...`) rather than a SQLite file.
 pub fn is_postgres(database: &Path) -> bool {
     database
@@ -579,6 +599,20 @@ pub(crate) fn test_audit_keyring() -> Arc<AuditKeyring> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        let shown = |s: &str| display_database(Path::new(s));
+        assert_eq!(
+            shown("postgres://lynxo:s3cret@127.0.0.1:5432/lynxo"),
+            "postgres://lynxo:***@127.0.0.1:5432/lynxo"
+        );
+        assert_eq!(
+            shown("postgres://lynxo@[::1]/db"),
+            "postgres://lynxo@[::1]/db"
+        );
+        assert_eq!(shown("/var/lib/a:b@c.sqlite3"), "/var/lib/a:b@c.sqlite3");
+    }
 
     #[test]
     fn opens_in_wal_with_full_sync_and_migrates_once() {

@@ -10,14 +10,14 @@
 //! read, as SQLite's WAL readers have) and never wait for the lock.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::audit::AuditKeyring;
 
 use super::db::{self, Db, PgConn};
-use super::{BatchFailure, Finish, Job, PG_MIGRATIONS, READER_POOL, Result, StoreError};
+use super::{BatchFailure, Finish, Job, PG_MIGRATIONS, Result, StoreError};
 
 /// The advisory lock key of write transactions ("Lynx" and 1): one per database.
 pub const WRITE_LOCK: i64 = 0x4c79_6e78_0000_0001;
@@ -84,6 +84,7 @@ pub(super) fn open(
         Readers {
             config,
             pool: Mutex::new(Vec::new()),
+            open: (Mutex::new(0), Condvar::new()),
         },
         unwritable,
     ))
@@ -201,10 +202,40 @@ fn run_writer(
     }
 }
 
-/// The read connections: each read is one `REPEATABLE READ READ ONLY` transaction.
+/// Most read connections one process holds at once: a flood of requests waits for one rather
+/// than opening a connection each (the server's `max_connections` is shared by every replica).
+const MAX_READERS: usize = 16;
+
+/// The read connections: each read is one `REPEATABLE READ READ ONLY` transaction, on at most
+/// [`MAX_READERS`] connections at once.
 pub(super) struct Readers {
     config: postgres::Config,
     pool: Mutex<Vec<PgConn>>,
+    /// Reads running, and the condition a read waits on when [`MAX_READERS`] are.
+    open: (Mutex<usize>, Condvar),
+}
+
+/// A read's place among the [`MAX_READERS`]; given back on drop, panics included.
+struct ReadPermit<'a>(&'a (Mutex<usize>, Condvar));
+
+impl<'a> ReadPermit<'a> {
+    fn take(open: &'a (Mutex<usize>, Condvar)) -> Self {
+        let (count, freed) = open;
+        let mut n = count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *n >= MAX_READERS {
+            n = freed.wait(n).unwrap_or_else(PoisonError::into_inner);
+        }
+        *n += 1;
+        Self(open)
+    }
+}
+
+impl Drop for ReadPermit<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = self.0;
+        *count.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        freed.notify_one();
+    }
 }
 
 /// A blocking client closes its connection through its own runtime, which cannot run on an
@@ -226,6 +257,7 @@ impl Readers {
         &self,
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let _permit = ReadPermit::take(&self.open);
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
             Some(conn) if !conn.is_closed() => conn,
@@ -238,7 +270,7 @@ impl Readers {
         let end = db.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
         if end.is_ok() && !conn.is_closed() {
             if let Ok(mut pool) = self.pool.lock() {
-                if pool.len() < READER_POOL {
+                if pool.len() < MAX_READERS {
                     pool.push(conn);
                 }
             }

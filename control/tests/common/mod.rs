@@ -45,40 +45,10 @@ impl Drop for Service {
 }
 
 /// A free loopback port.
-/// The database of a test app: a SQLite file in `dir`; or, when `LYNXO_TEST_POSTGRES` names a
-/// PostgreSQL server (`postgres://USER@HOST:PORT/postgres`; scripts/test.sh runs this suite a
-/// second time so), a new empty database of its own there: one suite, both backends.
+/// The database of a test app: a SQLite file in `dir`, or a PostgreSQL database of its own when
+/// the suite runs on PostgreSQL (`e2e::postgres::test_database`).
 pub fn test_database(dir: &std::path::Path) -> std::path::PathBuf {
-    match postgres_server() {
-        Some(admin) => fresh_postgres_database(&admin).into(),
-        None => dir.join("control.sqlite3"),
-    }
-}
-
-/// `LYNXO_TEST_POSTGRES`, if set.
-pub fn postgres_server() -> Option<String> {
-    std::env::var("LYNXO_TEST_POSTGRES")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-/// Creates a database on the server `admin` names and returns its URL. On a thread of its own:
-/// the blocking client runs a runtime, which cannot start on an async test's thread.
-fn fresh_postgres_database(admin: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("t{}_{n}", std::process::id());
-    let admin = admin.to_owned();
-    let create = format!("CREATE DATABASE {name}");
-    off_runtime(move || {
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("LYNXO_TEST_POSTGRES={admin}: {e}"));
-        client.batch_execute(&create).unwrap();
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.as_str(), |(base, _)| base);
-        format!("{base}/{name}")
-    })
+    e2e::postgres::test_database(dir)
 }
 
 pub fn free_port() -> u16 {
