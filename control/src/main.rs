@@ -304,6 +304,8 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
 /// Checks a backup and puts it in place (`control::backup::restore`), saying what it did and
 /// what the operator must know.
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    // Before the keyring is asked for: no keyring makes a PostgreSQL restore possible.
+    control::backup::refuse_postgres(&args.db.database, "restore")?;
     let audit_keyring = args.audit.load(None)?;
     let report = control::backup::restore(
         &args.from,

@@ -79,6 +79,7 @@ pub struct Builder {
     shard_count: u16,
     max_body_bytes: usize,
     configure: Option<Configure>,
+    sqlite: bool,
 }
 
 impl Builder {
@@ -98,9 +99,21 @@ impl Builder {
         self
     }
 
+    /// A SQLite file (`dir/control.sqlite3`) whatever `LYNXO_TEST_POSTGRES` says: for a test of
+    /// something only a SQLite deployment has (its file, a copy of it), which the caller names.
+    pub fn sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&test_database(dir.path()), audit_keyring()).unwrap();
+        let database = if self.sqlite {
+            dir.path().join("control.sqlite3")
+        } else {
+            test_database(dir.path())
+        };
+        let store = Store::open(&database, audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
         let mut settings = Settings {
             shard_count: self.shard_count,
@@ -200,6 +213,7 @@ impl TestApp {
             shard_count: 4,
             max_body_bytes: 64 * 1024,
             configure: None,
+            sqlite: false,
         }
     }
 
@@ -391,13 +405,102 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The database file and its WAL, as bytes (what an attacker with a copy would read).
-pub fn database_files(app: &TestApp) -> [Vec<u8>; 2] {
+/// What an attacker with a copy of the app's database would read, as named parts of bytes. On
+/// SQLite the database file and its WAL, whole (free pages and stale frames included). On
+/// PostgreSQL every value of every row of every table (the server's tables excepted), text as
+/// its UTF-8, `bytea` as its raw bytes, anything else (numbers, JSON) as its text form, so a
+/// secret in any column in any encoding the store writes is found by [`contains`].
+pub fn database_files(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
     let db = app.state.store.path().to_owned();
-    [
-        std::fs::read(&db).unwrap(),
-        std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default(),
-    ]
+    if !app.state.store.is_postgres() {
+        return vec![
+            ("database", std::fs::read(&db).unwrap()),
+            (
+                "WAL",
+                std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default(),
+            ),
+        ];
+    }
+    let url = db.to_str().unwrap().to_owned();
+    let rows = off_runtime(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let columns = client
+            .query(
+                "SELECT c.table_schema, c.table_name, c.column_name, c.data_type \
+                 FROM information_schema.columns c JOIN information_schema.tables t \
+                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+                 WHERE t.table_type = 'BASE TABLE' \
+                 AND c.table_schema NOT IN ('pg_catalog', 'information_schema') \
+                 ORDER BY 1, 2, c.ordinal_position",
+                &[],
+            )
+            .unwrap();
+        assert!(
+            columns
+                .iter()
+                .any(|c| c.get::<_, String>(1) == "audit_events"),
+            "the store's tables are found"
+        );
+        let quote = |name: String| format!("\"{}\"", name.replace('"', "\"\""));
+        let mut bytes = Vec::new();
+        for c in &columns {
+            let (schema, table, column) = (quote(c.get(0)), quote(c.get(1)), quote(c.get(2)));
+            let data_type: String = c.get(3);
+            let values: Vec<Option<Vec<u8>>> = if data_type == "bytea" {
+                let sql = format!("SELECT {column} FROM {schema}.{table}");
+                client
+                    .query(&sql, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            } else {
+                let sql = format!("SELECT {column}::text FROM {schema}.{table}");
+                client
+                    .query(&sql, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, Option<String>>(0).map(String::into_bytes))
+                    .collect()
+            };
+            for value in values.into_iter().flatten() {
+                bytes.extend_from_slice(&value);
+                bytes.push(0);
+            }
+        }
+        bytes
+    });
+    vec![("rows", rows)]
+}
+
+/// Runs `f` on a thread of its own and hands back its answer (or its panic): PostgreSQL's
+/// blocking client runs a runtime, which cannot start on an async test's thread.
+pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f)
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs `f` on a connection of its own to the app's database, not the service's: what someone
+/// with the database's file or credentials can do, triggers and all. SQL as the store writes
+/// it (`?1` parameters; `Db::is_postgres` where the dialects differ).
+pub fn as_attacker<T: Send + 'static>(
+    app: &TestApp,
+    f: impl FnOnce(&control::store::db::Db<'_>) -> T + Send + 'static,
+) -> T {
+    use control::store::db::{Db, PgConn};
+    let path = app.state.store.path().to_owned();
+    let postgres = app.state.store.is_postgres();
+    off_runtime(move || {
+        if postgres {
+            let url = path.to_str().unwrap();
+            let conn = PgConn::new(postgres::Client::connect(url, postgres::NoTls).unwrap());
+            f(&Db::Postgres(&conn))
+        } else {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            f(&Db::Sqlite(&conn))
+        }
+    })
 }
 
 /// The real binary of this package.
