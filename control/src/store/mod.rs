@@ -25,6 +25,7 @@ pub mod restore;
 pub mod retention;
 pub mod revocations;
 pub mod sessions;
+pub mod sign_in_budgets;
 pub mod signing;
 pub mod tokens;
 pub mod usage;
@@ -141,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_recovered_revocations.sql"),
     include_str!("migrations/0013_retired_kids.sql"),
     include_str!("migrations/0014_activity_reason.sql"),
+    include_str!("migrations/0015_sign_in_budgets.sql"),
 ];
 
 /// The PostgreSQL schema of record (docs/postgres.md), in order: the whole schema 13, then one
@@ -155,6 +157,10 @@ pub const PG_MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_activity_reason.sql",
         include_str!("postgres/0002_activity_reason.sql"),
+    ),
+    (
+        "0003_sign_in_budgets.sql",
+        include_str!("postgres/0003_sign_in_budgets.sql"),
     ),
 ];
 

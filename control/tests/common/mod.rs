@@ -108,6 +108,8 @@ pub struct TestApp {
 type Configure = Box<dyn FnOnce(&mut Settings)>;
 
 pub struct Builder {
+    /// The database, when not the test's own fresh one ([`test_database`]).
+    database: Option<std::path::PathBuf>,
     shard_count: u16,
     max_body_bytes: usize,
     configure: Option<Configure>,
@@ -117,6 +119,12 @@ impl Builder {
     /// Changes any other setting before the service is built.
     pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
         self.configure = Some(Box::new(f));
+        self
+    }
+
+    /// Runs on this (empty) database instead of a fresh one of its own.
+    pub fn database(mut self, database: impl Into<std::path::PathBuf>) -> Self {
+        self.database = Some(database.into());
         self
     }
 
@@ -132,7 +140,8 @@ impl Builder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&test_database(dir.path()), audit_keyring()).unwrap();
+        let database = self.database.unwrap_or_else(|| test_database(dir.path()));
+        let store = Store::open(&database, audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
         let mut settings = Settings {
             shard_count: self.shard_count,
@@ -229,10 +238,23 @@ impl TestApp {
 
     pub fn builder() -> Builder {
         Builder {
+            database: None,
             shard_count: 4,
             max_body_bytes: 64 * 1024,
             configure: None,
         }
+    }
+
+    /// Another control plane on this one's database (a second replica): its own store
+    /// connections, publish trigger and sign-in guard; the same keyring, settings and clock.
+    pub fn replica(&self) -> AppState {
+        let store = Store::open(self.state.store.path(), audit_keyring()).unwrap();
+        AppState::new(
+            store,
+            keyring(),
+            self.clock.clone(),
+            (*self.state.settings).clone(),
+        )
     }
 
     pub fn router(&self) -> Router {
