@@ -213,17 +213,19 @@ fn count(db: &Db<'_>) -> Result<usize> {
 
 /// `MemoryLedger::make_room` on the table: forgets expired entries; if that is not enough, the
 /// least restrictive eighth (not locked now before locked, then fewer doublings, fewer
-/// failures, older: `Entry::weight`'s order). Entries with attempts in flight stay.
+/// failures, older: `Entry::weight`'s order). Entries with attempts in flight stay. The count
+/// is taken again here (rarely: once per eighth of the capacity of new entries), so the kept
+/// one cannot drift for longer than that.
 fn make_room(tx: &Db<'_>, now: u64, capacity: usize) -> Result<()> {
     let now = to_i64(now);
-    let mut gone = tx.execute(
+    tx.execute(
         "DELETE FROM sign_in_budgets WHERE forget_at <= ?1 AND pending = 0 AND in_flight = 0",
         [now],
     )?;
-    let held = count(tx)?.saturating_sub(gone);
+    let mut held: usize = tx.query_row("SELECT count(*) FROM sign_in_budgets", [], |r| r.get(0))?;
     let target = limit::room_target(capacity);
     if held > target {
-        gone += tx.execute(
+        held -= tx.execute(
             "DELETE FROM sign_in_budgets WHERE key IN (SELECT key FROM sign_in_budgets \
              WHERE pending = 0 AND in_flight = 0 \
              ORDER BY locked_until > ?1, strikes, failures, start LIMIT ?2)",
@@ -231,8 +233,8 @@ fn make_room(tx: &Db<'_>, now: u64, capacity: usize) -> Result<()> {
         )?;
     }
     tx.execute(
-        "UPDATE sign_in_ledger SET entries = entries - ?1 WHERE id = 1",
-        [gone],
+        "UPDATE sign_in_ledger SET entries = ?1 WHERE id = 1",
+        [held],
     )?;
     Ok(())
 }
