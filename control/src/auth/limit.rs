@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Lane, Store, StoreError};
 
 /// A budget's window, seconds.
 pub const WINDOW: u64 = 15 * 60;
@@ -475,8 +475,9 @@ impl AttemptLedger for MemoryLedger {
 /// The ledger in the store's database (`sign_in_budgets` and `sign_in_reservations`): every
 /// replica on one PostgreSQL database shares it, so N replicas allow no more guesses than one.
 ///
-/// Each call is one write transaction (`Store::write`), serialised with every other replica's
-/// writes by the store's write lock: the check and the count stay one step across replicas. A
+/// Each call is one write transaction ([`Store::write_apart`] in [`Lane::SignIn`]), serialised
+/// with every other replica's ledger steps by the lane's own lock: the check and the count stay
+/// one step across replicas, and neither waits for nor delays the store's other writes. A
 /// reservation is a row with an expiry ([`RESERVATION_TTL`]): if the replica that made it dies
 /// mid-hash, the next reservation anywhere past that time settles it as a failure, so no email
 /// stays busy and no guess is refunded. At most `capacity` entries are kept, made room for as
@@ -546,7 +547,9 @@ impl AttemptLedger for StoreLedger {
             }
             let reserved = self
                 .store
-                .write(move |tx| store::sign_in_budgets::reserve(tx, &owned, now, capacity))
+                .write_apart(Lane::SignIn, move |tx| {
+                    store::sign_in_budgets::reserve(tx, &owned, now, capacity)
+                })
                 .await;
             let reserved = reserved.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the sign-in ledger could not be reached");
@@ -570,7 +573,9 @@ impl AttemptLedger for StoreLedger {
         Box::pin(async move {
             let settled = self
                 .store
-                .write(move |tx| store::sign_in_budgets::settle(tx, &owned, id, outcome, now))
+                .write_apart(Lane::SignIn, move |tx| {
+                    store::sign_in_budgets::settle(tx, &owned, id, outcome, now)
+                })
                 .await;
             if let Err(e) = settled {
                 // The reservation stays and expires: then it is counted as a failure.

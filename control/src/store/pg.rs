@@ -23,6 +23,16 @@ use super::{BatchFailure, Finish, Job, PG_MIGRATIONS, READER_POOL, Result, Store
 pub const WRITE_LOCK: i64 = 0x4c79_6e78_0000_0001;
 /// The advisory lock key held while migrating, so replicas starting together migrate once.
 const MIGRATE_LOCK: i64 = 0x4c79_6e78_0000_0002;
+/// The advisory lock key of [`super::Lane::SignIn`] transactions: the sign-in budgets' own.
+const SIGN_IN_LOCK: i64 = 0x4c79_6e78_0000_0003;
+
+impl super::Lane {
+    fn lock(self) -> i64 {
+        match self {
+            Self::SignIn => SIGN_IN_LOCK,
+        }
+    }
+}
 
 /// The SQLite schema version PostgreSQL migration file `k` (1-based) reaches: the first holds
 /// the whole of schema 13, each later one is one SQLite migration (0002 is SQLite's 0014).
@@ -222,26 +232,76 @@ impl Drop for Readers {
 }
 
 impl Readers {
-    pub(super) fn read<T, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
+    /// A connection from the pool, or a new one.
+    fn take(&self) -> Result<PgConn> {
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let conn = match pooled {
-            Some(conn) if !conn.is_closed() => conn,
-            _ => connect(&self.config)?,
-        };
-        let db = Db::Postgres(&conn);
-        db.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .map_err(StoreError::from)?;
-        let result = f(&db);
-        let end = db.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
-        if end.is_ok() && !conn.is_closed() {
+        match pooled {
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => connect(&self.config),
+        }
+    }
+
+    /// Puts a connection whose transaction ended back in the pool, if there is room.
+    fn give_back(&self, conn: PgConn) {
+        if !conn.is_closed() {
             if let Ok(mut pool) = self.pool.lock() {
                 if pool.len() < READER_POOL {
                     pool.push(conn);
                 }
             }
+        }
+    }
+
+    /// `Store::write_apart` on PostgreSQL: one `READ COMMITTED` transaction on a pooled
+    /// connection, which first takes `lane`'s advisory lock (not [`WRITE_LOCK`]), and commits
+    /// without waiting for the flush (`synchronous_commit = off`).
+    pub(super) fn write_apart<T, E: From<StoreError>>(
+        &self,
+        lane: super::Lane,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self.take()?;
+        let db = Db::Postgres(&conn);
+        let begun = db
+            .execute_batch("BEGIN; SET LOCAL synchronous_commit = off")
+            .and_then(|()| {
+                db.query_row(
+                    "SELECT pg_advisory_xact_lock(?1)",
+                    [lane.lock()],
+                    |_| Ok(()),
+                )
+            });
+        if let Err(e) = begun {
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(StoreError::from(e).into());
+        }
+        let result = f(&db);
+        let end = match &result {
+            Ok(_) => db
+                .execute_batch("COMMIT")
+                .map_err(|e| StoreError::Commit(e.to_string())),
+            Err(_) => db.execute_batch("ROLLBACK").map_err(StoreError::from),
+        };
+        if end.is_ok() {
+            self.give_back(conn);
+        }
+        let value = result?;
+        end?;
+        Ok(value)
+    }
+
+    pub(super) fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self.take()?;
+        let db = Db::Postgres(&conn);
+        db.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(StoreError::from)?;
+        let result = f(&db);
+        let end = db.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        if end.is_ok() {
+            self.give_back(conn);
         }
         result
     }

@@ -6,7 +6,8 @@
 //! time after which any replica may settle it as a failure (its replica died mid-hash);
 //! `sign_in_ledger` counts the entries, so checking the table's bound costs one row, not a
 //! count. The rules themselves are `auth::limit`'s, run on the rows a step reads: each step is
-//! one write transaction, serialised with every replica's writes by the store's write lock.
+//! one write transaction in `Lane::SignIn` (`Store::write_apart`), serialised with every
+//! replica's ledger steps by that lane's lock, and apart from the store's other writes.
 
 use std::collections::HashMap;
 
