@@ -13,7 +13,8 @@
 //! under it); two ledgers keep the entries: [`MemoryLedger`] in this process (one replica) and
 //! [`StoreLedger`] in the store's database, shared by every replica on it (docs/sign-in.md).
 //! Keys are opaque keyed hashes ([`BudgetKey`]): a ledger never holds an email, and each bounds
-//! its table whatever callers send.
+//! its table whatever callers send. The rules are tested through [`AttemptLedger`] against both
+//! ledgers, so they are shown to answer alike (`control/tests/sign_in_ledger.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -597,52 +598,5 @@ pub fn ledger_for(store: &Store) -> Arc<dyn AttemptLedger> {
         Arc::new(StoreLedger::new(store.clone()))
     } else {
         Arc::new(MemoryLedger::default())
-    }
-}
-
-/// The rules themselves are tested through [`AttemptLedger`] against both ledgers, so they are
-/// shown to answer alike: `control/tests/sign_in_ledger.rs`.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(n: u8) -> BudgetKey {
-        BudgetKey([n; 16])
-    }
-
-    /// An unknown browser's attempt: the email's shared budget (10) and its pair's (5).
-    fn untrusted(email: u8, pair: u8) -> Attempt {
-        Attempt {
-            email: key(email),
-            budgets: vec![
-                Budget {
-                    key: key(email),
-                    limit: 10,
-                    cleared_by_success: false,
-                },
-                Budget {
-                    key: key(pair),
-                    limit: 5,
-                    cleared_by_success: true,
-                },
-            ],
-        }
-    }
-
-    #[tokio::test]
-    async fn a_dropped_reservation_counts_as_a_failure() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let a = untrusted(1, 2);
-        for _ in 0..5 {
-            let r = Reservation::take(ledger.clone(), a.clone(), 0)
-                .await
-                .unwrap();
-            drop(r);
-            tokio::task::yield_now().await;
-        }
-        assert!(matches!(
-            ledger.try_reserve(&a, 0),
-            Err(Refusal::Locked { .. })
-        ));
     }
 }
