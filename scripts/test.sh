@@ -10,7 +10,9 @@
 #   4. the worker's release build (the end-to-end tests run it) and an offline
 #      `wrangler deploy --dry-run` of each environment;
 #   5. the native tests of the whole workspace, including the end-to-end suite in tests/ (the
-#      worker under `wrangler dev` in front of the demo origin);
+#      worker under `wrangler dev` in front of the demo origin); then the control plane's suite
+#      again with every test app on PostgreSQL (a private server for the run: e2e's
+#      with_postgres; docs/postgres.md);
 #   6. schemathesis against a live control plane (scripts/schemathesis.sh), and the deploy
 #      runbook's local commands: the systemd unit verified, a first start, TLS in front
 #      (scripts/check-deploy.sh);
@@ -46,6 +48,9 @@ done
 
 step "native tests, end-to-end suite included"
 cargo test --workspace
+
+step "the control plane's suite again, on PostgreSQL"
+cargo run -q -p e2e --bin with_postgres -- cargo test -q -p control
 
 step "schemathesis against a live control plane"
 bash scripts/schemathesis.sh

@@ -1,5 +1,7 @@
 //! Throughput and latency of the admin API over real HTTP on loopback, with durable commits
-//! (WAL, `synchronous=FULL`) on a real file:
+//! (SQLite: WAL, `synchronous=FULL` on a real file; PostgreSQL: a private server with fsync
+//! on), on each backend in one run: SQLite, PostgreSQL with one replica, and PostgreSQL with
+//! two replicas (two stores and two listeners on one database, the clients alternating):
 //!
 //! - key creations per second under 32 concurrent clients;
 //! - p50/p99 latency of listing an account's 50 keys;
@@ -7,8 +9,9 @@
 //!   list with 24 hours of per-minute usage behind every key (`requests_24h`, unused scopes),
 //!   and the usage queries.
 //!
-//! `cargo bench -p control --bench api`. Prints a small report; not a criterion benchmark
-//! because the quantity is a rate under concurrency, not the time of one call.
+//! `cargo bench -p control --bench api [sqlite|postgres|postgres-2 ...]` (all three by default).
+//! Prints a small report; not a criterion benchmark because the quantity is a rate under
+//! concurrency, not the time of one call.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,9 +52,44 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let audit_keyring = shared::testkit::audit_keyring();
-    let store = Store::open(&dir.path().join("bench.sqlite3"), Arc::new(audit_keyring))?;
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs = if wanted.is_empty() {
+        vec!["sqlite".to_owned(), "postgres".into(), "postgres-2".into()]
+    } else {
+        wanted
+    };
+    let server = runs
+        .iter()
+        .any(|r| r.starts_with("postgres"))
+        .then(e2e::postgres::Server::start);
+    for (n, run) in runs.iter().enumerate() {
+        let dir = tempfile::tempdir()?;
+        let (database, replicas) = match (run.as_str(), &server) {
+            ("sqlite", _) => (dir.path().join("bench.sqlite3"), 1),
+            ("postgres", Some(pg)) => (pg.create_database(&format!("bench{n}")).into(), 1),
+            ("postgres-2", Some(pg)) => (pg.create_database(&format!("bench{n}")).into(), 2),
+            _ => anyhow::bail!("unknown run {run:?}: sqlite, postgres or postgres-2"),
+        };
+        println!(
+            "--- {run} ({replicas} replica{})",
+            if replicas == 1 { "" } else { "s" }
+        );
+        bench(&database, replicas)?;
+    }
+    Ok(())
+}
+
+/// The whole scenario on `database`, served by `replicas` stores and listeners (clients take
+/// them in turn).
+fn bench(database: &std::path::Path, replicas: usize) -> anyhow::Result<()> {
+    let audit_keyring = Arc::new(shared::testkit::audit_keyring());
+    let stores = (0..replicas)
+        .map(|_| Store::open(database, Arc::clone(&audit_keyring)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = stores[0].clone();
     let settings = Settings {
         // Account setup is not what is measured.
         argon2: argon2::Params::new(8, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -81,19 +119,28 @@ fn main() -> anyhow::Result<()> {
     let tokens = Arc::new(tokens);
     let keyring = shared::testkit::keyring();
     let ring = keyring.clone();
-    let state = AppState::new(store, keyring, Arc::new(SystemClock), settings);
-
     let runtime = tokio::runtime::Runtime::new()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    runtime.spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    let base = format!("http://{addr}");
+    let mut bases = Vec::new();
+    for store in stores {
+        let state = AppState::new(
+            store,
+            keyring.clone(),
+            Arc::new(SystemClock),
+            settings.clone(),
+        );
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        runtime.spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+        bases.push(format!("http://{addr}"));
+    }
+    let bases = Arc::new(bases);
+    let base = bases[0].clone();
 
     // Warm up: the first use of each token writes its audit row.
     for token in tokens.iter() {
@@ -107,9 +154,9 @@ fn main() -> anyhow::Result<()> {
     let failures = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (next, failures, base, tokens) =
-                (next.clone(), failures.clone(), base.clone(), tokens.clone());
+        .map(|c| {
+            let (next, failures, tokens) = (next.clone(), failures.clone(), tokens.clone());
+            let base = bases[c % bases.len()].clone();
             std::thread::spawn(move || {
                 let agent = agent();
                 loop {
@@ -129,7 +176,8 @@ fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "create: {CREATES} keys, {CLIENTS} clients, {:.0} creates/s ({} failed), durable commits",
+        "create: {CREATES} keys, {CLIENTS} clients over {} listener(s), {:.0} creates/s ({} failed), durable commits",
+        bases.len(),
         CREATES as f64 / elapsed.as_secs_f64(),
         failures.load(Ordering::Relaxed)
     );

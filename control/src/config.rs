@@ -254,8 +254,15 @@ pub struct CopyToPostgresArgs {
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// SQLite database file (created if missing).
-    #[arg(long, env = "LYNXO_DATABASE", default_value = "lynxo-control.sqlite3")]
+    /// SQLite database file (created if missing), or a PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB`, loopback or a unix socket; several `serve` replicas may
+    /// share it: see docs/postgres.md).
+    #[arg(
+        long,
+        env = "LYNXO_DATABASE",
+        default_value = "lynxo-control.sqlite3",
+        hide_env_values = true
+    )]
     pub database: PathBuf,
 }
 

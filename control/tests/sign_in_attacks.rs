@@ -662,7 +662,7 @@ impl Replicas {
 }
 
 async fn two_replicas() -> Replicas {
-    let private = match common::postgres_server() {
+    let private = match e2e::postgres::test_server() {
         Some(_) => None,
         None => Some(
             tokio::task::spawn_blocking(|| {

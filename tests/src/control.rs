@@ -6,7 +6,8 @@
 //! cargo's own build messages rather than guessed, so `CARGO_TARGET_DIR` or a release run
 //! finds the right file. An up-to-date binary makes that a no-op of well under a second.
 //!
-//! [`Control::start`] creates a temporary SQLite database, runs `control init` (an account, a
+//! [`Control::start`] creates a temporary database (SQLite, or PostgreSQL when the suite runs
+//! on it: [`crate::postgres::test_database`]), runs `control init` (an account, a
 //! user and a management token), then `control serve` on the port the stack reserved for it
 //! (the worker's `CONTROL_URL`, where it sends usage batches) with the test
 //! keyring and `--edge-sync-url` pointing at the stack's worker, so revocations reach the edge
@@ -57,6 +58,8 @@ pub struct Control {
     bin: PathBuf,
     edge: SocketAddr,
     state: TempDir,
+    /// What it serves: a SQLite file in `state`, or a PostgreSQL URL.
+    database: PathBuf,
     child: Option<Child>,
     /// Extra environment of `serve` (say, scaled-down lifetimes).
     env: Vec<(String, String)>,
@@ -152,7 +155,7 @@ impl Control {
             .prefix("lynxo-e2e-control-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let database = state.path().join("control.sqlite3");
+        let database = crate::postgres::test_database(state.path());
         let first = init(&bin, &database, "Default account", EMAIL, PASSWORD);
 
         let mut control = Self {
@@ -162,6 +165,7 @@ impl Control {
             bin,
             edge: stack.edge,
             state,
+            database,
             child: None,
             env: env
                 .iter()
@@ -174,9 +178,10 @@ impl Control {
         control
     }
 
-    /// The SQLite file it serves.
+    /// The database it serves: a SQLite file, or a `postgres://` URL when the suite runs on
+    /// PostgreSQL ([`crate::postgres::test_database`]).
     pub fn database(&self) -> PathBuf {
-        self.state.path().join("control.sqlite3")
+        self.database.clone()
     }
 
     /// The running `control serve` process.

@@ -340,6 +340,46 @@ fn server_bin_dir() -> PathBuf {
     })
 }
 
+/// The database a test serves: a SQLite file `control.sqlite3` in `dir`; or, when
+/// `LYNXO_TEST_POSTGRES` names a PostgreSQL server (`postgres://USER@HOST:PORT/postgres`; the
+/// `with_postgres` runner sets it), a new empty database of its own there. One suite, both
+/// backends: the control plane takes either as `--database`.
+pub fn test_database(dir: &Path) -> PathBuf {
+    match test_server() {
+        Some(admin) => fresh_database(&admin).into(),
+        None => dir.join("control.sqlite3"),
+    }
+}
+
+/// `LYNXO_TEST_POSTGRES`, if set.
+pub fn test_server() -> Option<String> {
+    std::env::var("LYNXO_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates a database on the server `admin` names and returns its URL. On a thread of its own:
+/// the blocking client runs a runtime, which cannot start on an async test's thread.
+fn fresh_database(admin: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("t{}_{n}", std::process::id());
+    let admin = admin.to_owned();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("LYNXO_TEST_POSTGRES={admin}: {e}"));
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
+        format!("{base}/{name}")
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("creating a test database"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

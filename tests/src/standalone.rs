@@ -28,6 +28,8 @@ pub struct Standalone {
     pub bin: PathBuf,
     child: Child,
     state: TempDir,
+    /// What it serves: a SQLite file in `state`, or a PostgreSQL URL.
+    database: PathBuf,
 }
 
 impl Standalone {
@@ -39,7 +41,7 @@ impl Standalone {
             .prefix("lynxo-e2e-standalone-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let database = state.path().join("control.sqlite3");
+        let database = crate::postgres::test_database(state.path());
         let account = init(&bin, &database, account_name, email, password);
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -68,6 +70,7 @@ impl Standalone {
             bin,
             child,
             state,
+            database,
         };
         let started = Instant::now();
         while !http::send(addr, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
@@ -86,9 +89,10 @@ impl Standalone {
         format!("http://{}", self.addr)
     }
 
-    /// The SQLite file it serves.
+    /// The database it serves: a SQLite file, or a `postgres://` URL when the suite runs on
+    /// PostgreSQL ([`crate::postgres::test_database`]).
     pub fn database(&self) -> PathBuf {
-        self.state.path().join("control.sqlite3")
+        self.database.clone()
     }
 
     /// Its temporary directory (database, log).

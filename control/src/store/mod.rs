@@ -186,6 +186,28 @@ enum Readers {
     Postgres(Box<pg::Readers>),
 }
 
+/// `database` as logs and errors may show it: a file path as it is, a PostgreSQL URL without
+/// its password.
+pub fn display_database(database: &Path) -> String {
+    let text = database.to_string_lossy();
+    if !is_postgres(database) {
+        return text.into_owned();
+    }
+    let (scheme, rest) = text.split_once("://").unwrap_or(("postgres", &text));
+    // A query may carry a password too (`?password=...`): it is left out, with any fragment.
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    // The host follows the last `@`: a password may hold one.
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}/{db}")
+}
+
 /// Whether `database` names a PostgreSQL database (`postgres://...`) rather than a SQLite file.
 pub fn is_postgres(database: &Path) -> bool {
     database
@@ -529,6 +551,18 @@ impl Store {
         self.inner.read_blocking(f)
     }
 
+    /// The publishers' lease of this process (docs/postgres.md, "The publisher lease"): on
+    /// PostgreSQL, several replicas share the database and only the one holding the lease
+    /// publishes; on SQLite one process serves the file, and the lease is always held. Make one
+    /// per process and share it (clones share its connection): two leases of one process
+    /// compete for the lock like two replicas.
+    pub fn publisher_lease(&self) -> PublisherLease {
+        PublisherLease(match &self.inner.readers {
+            Readers::Sqlite(_) => None,
+            Readers::Postgres(readers) => Some(Arc::new(readers.lease())),
+        })
+    }
+
     /// Whether the database answers: for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
         self.read(|conn| {
@@ -536,6 +570,72 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+/// Whether this process may publish now ([`Store::publisher_lease`]). Cheap to clone; clones
+/// share one lease.
+#[derive(Clone, Default)]
+pub struct PublisherLease(Option<Arc<pg::Lease>>);
+
+impl std::fmt::Debug for PublisherLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PublisherLease(postgres)"
+        } else {
+            "PublisherLease(always)"
+        })
+    }
+}
+
+/// How often a publisher on a shared database looks for work other replicas committed: their
+/// commits wake no trigger in this process.
+pub const SHARED_POLL: Duration = Duration::from_secs(1);
+
+impl PublisherLease {
+    /// A lease that is always held: one process on its own database (SQLite, and publishers
+    /// built without a lease).
+    pub fn always() -> Self {
+        Self(None)
+    }
+
+    /// Whether this process holds the lease now, taking it if it is free. Blocking (a
+    /// PostgreSQL round trip): off the async runtime's threads, or through [`Self::hold`].
+    pub fn hold_blocking(&self) -> Result<bool> {
+        match &self.0 {
+            None => Ok(true),
+            Some(lease) => lease.hold(),
+        }
+    }
+
+    /// [`Self::hold_blocking`] on a blocking thread; a failure to ask counts as not held (the
+    /// database is unreachable: nothing could be published anyway) and is logged.
+    pub async fn hold(&self) -> bool {
+        let Some(lease) = self.0.clone() else {
+            return true;
+        };
+        match tokio::task::spawn_blocking(move || lease.hold()).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format_args!("{e:#}"), "could not take the publisher lease");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the publisher lease's task failed");
+                false
+            }
+        }
+    }
+
+    /// How long a publisher may sleep with nothing to do: on a shared database, at most
+    /// [`SHARED_POLL`], since another replica's commits do not wake it; `None` on its own one.
+    pub fn poll(&self) -> Option<Duration> {
+        self.0.as_ref().map(|_| SHARED_POLL)
+    }
+
+    /// Caps `wait` at [`Self::poll`].
+    pub fn cap(&self, wait: Duration) -> Duration {
+        self.poll().map_or(wait, |poll| wait.min(poll))
     }
 }
 
@@ -619,6 +719,43 @@ pub(crate) fn test_audit_keyring() -> Arc<AuditKeyring> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        let shown = |s: &str| display_database(Path::new(s));
+        assert_eq!(
+            shown("postgres://lynxo:s3cret@127.0.0.1:5432/lynxo"),
+            "postgres://lynxo:***@127.0.0.1:5432/lynxo"
+        );
+        assert_eq!(
+            shown("postgres://lynxo@[::1]/db"),
+            "postgres://lynxo@[::1]/db"
+        );
+        assert_eq!(shown("/var/lib/a:b@c.sqlite3"), "/var/lib/a:b@c.sqlite3");
+    }
+
+    #[test]
+    fn no_part_of_a_url_that_may_hold_a_password_is_shown() {
+        for (given, want) in [
+            ("/var/lib/lynxo/c.sqlite3", "/var/lib/lynxo/c.sqlite3"),
+            (
+                "postgres://lynxo@127.0.0.1:5432/lynxo",
+                "postgres://lynxo@127.0.0.1:5432/lynxo",
+            ),
+            (
+                "postgres://lynxo:s3cret@localhost/db",
+                "postgres://lynxo:***@localhost/db",
+            ),
+            (
+                "postgresql://u:p:q@[::1]:5/d?password=x",
+                "postgresql://u:***@[::1]:5/d",
+            ),
+            ("postgres://localhost?password=x", "postgres://localhost/"),
+            ("postgres://a:b@c@host/db#x", "postgres://a:***@host/db"),
+        ] {
+            assert_eq!(display_database(Path::new(given)), want, "{given}");
+        }
+    }
 
     #[test]
     fn opens_in_wal_with_full_sync_and_migrates_once() {
