@@ -24,7 +24,7 @@ pub use crate::store::PG_MIGRATIONS;
 
 /// The schema version [`PG_MIGRATIONS`] reach (the last one records it in `schema_migrations`):
 /// a source database must be at exactly this SQLite `user_version`.
-pub const PG_SCHEMA_VERSION: i64 = 14;
+pub const PG_SCHEMA_VERSION: i64 = 15;
 
 /// Rows per multi-row INSERT (well under PostgreSQL's 65,535 parameters for our widest table).
 const ROWS_PER_INSERT: usize = 256;

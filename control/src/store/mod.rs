@@ -25,6 +25,7 @@ pub mod restore;
 pub mod retention;
 pub mod revocations;
 pub mod sessions;
+pub mod sign_in_budgets;
 pub mod signing;
 pub mod tokens;
 pub mod usage;
@@ -141,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_recovered_revocations.sql"),
     include_str!("migrations/0013_retired_kids.sql"),
     include_str!("migrations/0014_activity_reason.sql"),
+    include_str!("migrations/0015_sign_in_budgets.sql"),
 ];
 
 /// The PostgreSQL schema of record (docs/postgres.md), in order: the whole schema 13, then one
@@ -156,11 +158,24 @@ pub const PG_MIGRATIONS: &[(&str, &str)] = &[
         "0002_activity_reason.sql",
         include_str!("postgres/0002_activity_reason.sql"),
     ),
+    (
+        "0003_sign_in_budgets.sql",
+        include_str!("postgres/0003_sign_in_budgets.sql"),
+    ),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a
 /// database of a higher one comes from a newer build and is refused.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Writes kept apart from the store's ([`Store::write_apart`]): each lane is serialised with
+/// itself only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lane {
+    /// The sign-in attempt budgets (`sign_in_budgets`, `sign_in_reservations`, `sign_in_ledger`).
+    SignIn,
+}
 
 /// Readers kept open between calls.
 const READER_POOL: usize = 4;
@@ -460,6 +475,31 @@ impl Store {
             }))
             .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriteDropped)?
+    }
+
+    /// Runs `f` in a write transaction of its own, serialised with the other transactions of
+    /// `lane` only: for rows no other write touches (the sign-in budgets), so they neither wait
+    /// for the store's writes nor hold them up (a sign-in never queues behind a slow write, and
+    /// a flood of sign-ins never delays a key change). On PostgreSQL its commit does not wait
+    /// for the flush (`synchronous_commit = off`): a crash of the database server may lose its
+    /// last fraction of a second, which the lane's state can afford and acknowledged API writes
+    /// never are. SQLite has one writer: there it is [`Store::write`].
+    pub async fn write_apart<T, E, F>(&self, lane: Lane, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send + 'static,
+    {
+        if !self.is_postgres() {
+            return self.write(f).await;
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || match &inner.readers {
+            Readers::Postgres(readers) => readers.write_apart(lane, f),
+            Readers::Sqlite(_) => Err(StoreError::WriterStopped.into()),
+        })
+        .await
+        .map_err(StoreError::from)?
     }
 
     /// Runs `f` on a read connection.

@@ -25,6 +25,16 @@ pub const WRITE_LOCK: i64 = 0x4c79_6e78_0000_0001;
 const MIGRATE_LOCK: i64 = 0x4c79_6e78_0000_0002;
 /// The session advisory lock key of the publishers' lease ([`Lease`]): one replica at a time.
 pub const PUBLISH_LOCK: i64 = 0x4c79_6e78_0000_0003;
+/// The advisory lock key of [`super::Lane::SignIn`] transactions: the sign-in budgets' own.
+const SIGN_IN_LOCK: i64 = 0x4c79_6e78_0000_0004;
+
+impl super::Lane {
+    fn lock(self) -> i64 {
+        match self {
+            Self::SignIn => SIGN_IN_LOCK,
+        }
+    }
+}
 
 /// The SQLite schema version PostgreSQL migration file `k` (1-based) reaches: the first holds
 /// the whole of schema 13, each later one is one SQLite migration (0002 is SQLite's 0014).
@@ -345,6 +355,53 @@ impl Readers {
             config,
             session: Mutex::new(None),
         }
+    }
+
+    /// `Store::write_apart` on PostgreSQL: one `READ COMMITTED` transaction on a pooled
+    /// connection (one of the [`MAX_READERS`]), which first takes `lane`'s advisory lock (not
+    /// [`WRITE_LOCK`]), and commits without waiting for the flush (`synchronous_commit = off`).
+    pub(super) fn write_apart<T, E: From<StoreError>>(
+        &self,
+        lane: super::Lane,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _permit = ReadPermit::take(&self.open);
+        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        let conn = match pooled {
+            Some(conn) if !conn.is_closed() => conn,
+            _ => connect(&self.config)?,
+        };
+        let db = Db::Postgres(&conn);
+        let begun = db
+            .execute_batch("BEGIN; SET LOCAL synchronous_commit = off")
+            .and_then(|()| {
+                db.query_row(
+                    "SELECT pg_advisory_xact_lock(?1)",
+                    [lane.lock()],
+                    |_| Ok(()),
+                )
+            });
+        if let Err(e) = begun {
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(StoreError::from(e).into());
+        }
+        let result = f(&db);
+        let end = match &result {
+            Ok(_) => db
+                .execute_batch("COMMIT")
+                .map_err(|e| StoreError::Commit(e.to_string())),
+            Err(_) => db.execute_batch("ROLLBACK").map_err(StoreError::from),
+        };
+        if end.is_ok() && !conn.is_closed() {
+            if let Ok(mut pool) = self.pool.lock() {
+                if pool.len() < MAX_READERS {
+                    pool.push(conn);
+                }
+            }
+        }
+        let value = result?;
+        end?;
+        Ok(value)
     }
 
     pub(super) fn read<T, E: From<StoreError>>(

@@ -76,6 +76,8 @@ pub struct TestApp {
 type Configure = Box<dyn FnOnce(&mut Settings)>;
 
 pub struct Builder {
+    /// The database, when not the test's own fresh one ([`test_database`]).
+    database: Option<std::path::PathBuf>,
     shard_count: u16,
     max_body_bytes: usize,
     configure: Option<Configure>,
@@ -86,6 +88,12 @@ impl Builder {
     /// Changes any other setting before the service is built.
     pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
         self.configure = Some(Box::new(f));
+        self
+    }
+
+    /// Runs on this (empty) database instead of a fresh one of its own.
+    pub fn database(mut self, database: impl Into<std::path::PathBuf>) -> Self {
+        self.database = Some(database.into());
         self
     }
 
@@ -108,10 +116,10 @@ impl Builder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let database = if self.sqlite {
-            dir.path().join("control.sqlite3")
-        } else {
-            test_database(dir.path())
+        let database = match self.database {
+            Some(database) => database,
+            None if self.sqlite => dir.path().join("control.sqlite3"),
+            None => test_database(dir.path()),
         };
         let store = Store::open(&database, audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
@@ -210,11 +218,24 @@ impl TestApp {
 
     pub fn builder() -> Builder {
         Builder {
+            database: None,
             shard_count: 4,
             max_body_bytes: 64 * 1024,
             configure: None,
             sqlite: false,
         }
+    }
+
+    /// Another control plane on this one's database (a second replica): its own store
+    /// connections, publish trigger and sign-in guard; the same keyring, settings and clock.
+    pub fn replica(&self) -> AppState {
+        let store = Store::open(self.state.store.path(), audit_keyring()).unwrap();
+        AppState::new(
+            store,
+            keyring(),
+            self.clock.clone(),
+            (*self.state.settings).clone(),
+        )
     }
 
     pub fn router(&self) -> Router {
