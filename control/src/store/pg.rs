@@ -366,11 +366,7 @@ impl Readers {
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let _permit = ReadPermit::take(&self.open);
-        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let conn = match pooled {
-            Some(conn) if !conn.is_closed() => conn,
-            _ => connect(&self.config)?,
-        };
+        let conn = self.checkout()?;
         let db = Db::Postgres(&conn);
         let begun = db
             .execute_batch("BEGIN; SET LOCAL synchronous_commit = off")
@@ -392,16 +388,32 @@ impl Readers {
                 .map_err(|e| StoreError::Commit(e.to_string())),
             Err(_) => db.execute_batch("ROLLBACK").map_err(StoreError::from),
         };
-        if end.is_ok() && !conn.is_closed() {
+        if end.is_ok() {
+            self.checkin(conn);
+        }
+        let value = result?;
+        end?;
+        Ok(value)
+    }
+
+    /// A pooled connection that is still open, or a new one (the caller holds a permit).
+    fn checkout(&self) -> Result<PgConn> {
+        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        match pooled {
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => connect(&self.config),
+        }
+    }
+
+    /// Keeps `conn` for the next read, unless it closed.
+    fn checkin(&self, conn: PgConn) {
+        if !conn.is_closed() {
             if let Ok(mut pool) = self.pool.lock() {
                 if pool.len() < MAX_READERS {
                     pool.push(conn);
                 }
             }
         }
-        let value = result?;
-        end?;
-        Ok(value)
     }
 
     pub(super) fn read<T, E: From<StoreError>>(
@@ -409,22 +421,14 @@ impl Readers {
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let _permit = ReadPermit::take(&self.open);
-        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let conn = match pooled {
-            Some(conn) if !conn.is_closed() => conn,
-            _ => connect(&self.config)?,
-        };
+        let conn = self.checkout()?;
         let db = Db::Postgres(&conn);
         db.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .map_err(StoreError::from)?;
         let result = f(&db);
         let end = db.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
-        if end.is_ok() && !conn.is_closed() {
-            if let Ok(mut pool) = self.pool.lock() {
-                if pool.len() < MAX_READERS {
-                    pool.push(conn);
-                }
-            }
+        if end.is_ok() {
+            self.checkin(conn);
         }
         result
     }
