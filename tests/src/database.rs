@@ -162,7 +162,7 @@ impl Database {
                 let params = pg_params(params);
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     params.iter().map(|p| p.as_ref() as _).collect();
-                let rows = c.query(&text, &refs).map_err(|e| format!("{text}: {e}"))?;
+                let rows = c.query(&text, &refs).map_err(|e| pg_error(&text, &e))?;
                 let Some(row) = rows.first() else {
                     return Ok(None);
                 };
@@ -212,7 +212,7 @@ impl Database {
                 let params = pg_params(params);
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     params.iter().map(|p| p.as_ref() as _).collect();
-                c.execute(&text, &refs).map_err(|e| format!("{text}: {e}"))
+                c.execute(&text, &refs).map_err(|e| pg_error(&text, &e))
             }
         };
         changed.unwrap_or_else(|e| panic!("{e}"))
@@ -278,6 +278,14 @@ pub fn copy(database: &Path, name: &str) -> PathBuf {
         let path = database.with_file_name(format!("{name}.sqlite3"));
         std::fs::copy(database, &path).unwrap_or_else(|e| panic!("copying {database:?}: {e}"));
         path
+    }
+}
+
+/// PostgreSQL's error with the server's message (the client's `Display` says only "db error").
+fn pg_error(sql: &str, e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{sql}: {db}"),
+        None => format!("{sql}: {e}"),
     }
 }
 

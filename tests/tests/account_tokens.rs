@@ -60,15 +60,17 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
         &["Prod\u{200B} key".into()],
     );
     // A revoke reason from before the rule, as its event stored it: a CR/LF meant to forge a
-    // second row and an override. (Written outside the chain: `verify-audit` would flag it;
-    // what is checked here is how it renders.)
+    // second row and an override, as the next `seq` (named: on PostgreSQL it is no rowid).
+    // (Written outside the chain: `verify-audit` would flag it; what is checked here is how it
+    // renders.)
     let details = serde_json::json!({
         "reason": "rotated\r\n42  key.revoked  user:1 \u{202E}DEGGORF",
         "list_version": 1,
     });
     db.execute(
-        "INSERT INTO audit_events (at, account_id, actor, action, target, source, details, \
-         prev_hash, hash) VALUES (1767225600, 1, 'user:1', 'key.revoked', ?1, NULL, ?2, ?3, ?3)",
+        "INSERT INTO audit_events (seq, at, account_id, actor, action, target, source, details, \
+         prev_hash, hash) VALUES ((SELECT max(seq) + 1 FROM audit_events), 1767225600, 1, \
+         'user:1', 'key.revoked', ?1, NULL, ?2, ?3, ?3)",
         &[
             (&key_id).into(),
             details.to_string().into(),
