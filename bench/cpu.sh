@@ -29,6 +29,21 @@
 # instead profiles each build once through workerd's DevTools inspector (bench/cpu-profile.mjs):
 # the isolate's time per request by stage of the request path. The inspector slows the isolate,
 # so its totals are not the benchmark's; its shares say where the time goes.
+#
+#   bash bench/cpu.sh count [requests per run, default 3000] [rounds, default 3] [connections, default 8]
+#
+# instead counts instructions: workerd runs under valgrind's callgrind (Debian: apt-get install
+# valgrind), and each run's cost is the user-space instructions of the whole process (all its
+# threads) from the run's start until 3 s after its end, divided by the requests answered.
+# Unlike CPU time, this does not move with the load of a shared machine, so a difference of a
+# few percent shows in one run. Under valgrind workerd serves about 50 requests a second instead
+# of thousands, so whatever the worker does per second rather than per request (the meter's
+# flush once a second and the meter object's batches, activity entries kept per flush) weighs
+# about a hundred times more per request than at full speed: compare stages whose work is per
+# request, and measure the timed work with the CPU benchmark. Warm-up COUNT_WARMUP seconds
+# (default 45) per build first: the JIT's tier-up is slow under valgrind, and the first rounds
+# still fall as it ends, so compare builds within a round. Writes <build>-<round>.callgrind
+# (callgrind_annotate reads them: workerd's own functions are named, the JIT's code is not).
 # Needs scripts/bootstrap.sh and wrk (Debian: apt-get install wrk). Writes bench/out/cpu/.
 set -euo pipefail
 
@@ -37,17 +52,30 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need wrk "Debian: apt-get install wrk"
 
 profile=false
+count=false
 if [[ "${1:-}" == profile ]]; then
   profile=true
   shift
+elif [[ "${1:-}" == count ]]; then
+  count=true
+  shift
+  need valgrind "Debian: apt-get install valgrind"
 fi
-requests="${1:-20000}"
-rounds="${2:-7}"
-connections="${3:-16}"
+if $count; then
+  requests="${1:-3000}"
+  rounds="${2:-3}"
+  connections="${3:-8}"
+  settle=3
+  export WORKERD_WRAP="valgrind --tool=callgrind --smc-check=all-non-file --dump-instr=no --callgrind-out-file=$LYNXO_ROOT/bench/out/cpu/callgrind.out"
+else
+  requests="${1:-20000}"
+  rounds="${2:-7}"
+  connections="${3:-16}"
+  settle=1.5
+fi
 threads=1
 read -r -a builds <<<"${CPU_BUILDS:-auth no-fields no-limits no-auth}"
 out="$LYNXO_ROOT/bench/out/cpu"
-settle=1.5
 hz="$(getconf CLK_TCK)"
 
 features_of() { # build
@@ -83,6 +111,13 @@ if $profile; then
   export WORKERD_INSPECTOR
 fi
 workerd_workers "$out" "${builds[@]}"
+if $count; then
+  # valgrind takes a minute or more to start workerd.
+  for build in "${builds[@]}"; do
+    wait_for_url "http://127.0.0.1:${ports[$build]}/healthz" 600 0.5 "$workerd_pid" ||
+      { cat "$out/workerd.log"; die "workerd did not start under valgrind"; }
+  done
+fi
 
 # wrk stops after the run's requests: its one thread stops at the count, then wrk's main thread
 # (which otherwise sleeps out the duration, only a bound here) is interrupted and reports. The
@@ -110,7 +145,8 @@ for build in "${builds[@]}"; do
   got="$(curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "http://127.0.0.1:${ports[$build]}/v1/jobs")"
   [[ "$got" == 200 ]] || { cat "$out/workerd.log"; die "$build worker answered $got"; }
   # Warm-up, not counted: the isolate's JIT, its leases, its revocation shard.
-  wrk -t"$threads" -c"$connections" -d3s "${auth[@]}" "http://127.0.0.1:${ports[$build]}/v1/jobs" >/dev/null
+  wrk -t"$threads" -c"$connections" -d"$($count && echo "${COUNT_WARMUP:-45}" || echo 3)s" "${auth[@]}" \
+    "http://127.0.0.1:${ports[$build]}/v1/jobs" >/dev/null
 done
 sleep "$settle"
 
@@ -120,6 +156,59 @@ if $profile; then
     node bench/cpu-profile.mjs "$WORKERD_INSPECTOR" "$build" "$requests" "$out/$build.cpuprofile" -- \
       wrk -t"$threads" -c"$connections" -d60s -s "$out/stop.lua" "${auth[@]}" \
       "http://127.0.0.1:${ports[$build]}/v1/jobs"
+  done
+  exit 0
+fi
+
+# Calls <run> <build> <round> for every build of every round. The order rotates every round, so
+# no build always runs first on a warming machine.
+every_round() { # run
+  local round i n=${#builds[@]}
+  for round in $(seq "$rounds"); do
+    for i in $(seq 0 $((n - 1))); do
+      "$1" "${builds[$(((i + round) % n))]}" "$round"
+    done
+  done
+}
+
+# One counted run: callgrind's counters zeroed at its start, dumped after it has settled.
+count_run() { # build round
+  local build="$1" name="$1-$2" served dump
+  mapfile -t auth < <(auth_args "$build")
+  callgrind_control --zero "$workerd_pid" >/dev/null 2>&1
+  wrk -t"$threads" -c"$connections" -d600s -s "$out/stop.lua" "${auth[@]}" \
+    "http://127.0.0.1:${ports[$build]}/v1/jobs" >"$out/$name.wrk"
+  sleep "$settle"
+  callgrind_control --dump="$name" "$workerd_pid" >/dev/null 2>&1
+  for _ in $(seq 50); do
+    dump="$(grep -l "^desc: Trigger: dump $name\$" "$out"/callgrind.out.* 2>/dev/null | head -1 || true)"
+    [[ -z "$dump" ]] || break
+    sleep 0.2
+  done
+  [[ -n "$dump" ]] || die "$name: callgrind wrote no dump"
+  mv "$dump" "$out/$name.callgrind"
+  served="$(awk '/requests in/ { print $1 }' "$out/$name.wrk")"
+  [[ -z "$(awk '/Non-2xx/ { print $NF }' "$out/$name.wrk")" ]] || die "$name: answers that were not 2xx"
+  awk -v n="$served" -v name="$name" '/^(summary|totals):/ && !done {
+    printf "%-14s %6d requests  %10.0f instructions/request\n", name, n, $2 / n
+    printf "%.0f\n", $2 / n > ("'"$out"'/" name ".instr")
+    done = 1
+  }' "$out/$name.callgrind"
+}
+
+if $count; then
+  printf 'cpu: counting instructions under callgrind: %s rounds of %s requests per build; wrk -t%s -c%s\n' \
+    "$rounds" "$requests" "$threads" "$connections"
+  every_round count_run
+  base="${builds[-1]}"
+  printf 'instructions per request, %s as the baseline, by round:\n' "$base"
+  for build in "${builds[@]}"; do
+    line="$(printf '  %-10s' "$build")"
+    for round in $(seq "$rounds"); do
+      line+="$(awk -v a="$(cat "$out/$build-$round.instr")" -v b="$(cat "$out/$base-$round.instr")" \
+        'BEGIN { printf "  %8.0f (%+6.0f, %5.1f%%)", a, a - b, 100 * a / b }')"
+    done
+    echo "$line"
   done
   exit 0
 fi
@@ -150,13 +239,7 @@ run() { # build round
 
 printf 'cpu: %s rounds of %s requests per build, order rotated every round; wrk -t%s -c%s; %s ticks/s; workerd %s\n' \
   "$rounds" "$requests" "$threads" "$connections" "$hz" "$("$workerd" --version 2>/dev/null | head -1)"
-for round in $(seq "$rounds"); do
-  # Rotate the order, so no build always runs first (or right after another) on a warming machine.
-  n=${#builds[@]}
-  for i in $(seq 0 $((n - 1))); do
-    run "${builds[$(((i + round) % n))]}" "$round"
-  done
-done
+every_round run
 
 # Medians over the rounds: the machine is shared, single runs are noisy.
 declare -A us rps

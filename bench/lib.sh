@@ -99,6 +99,7 @@ e2e_bench() { # test pattern [test args...]
 # limit no run reaches. `workerd_workers <out> <name>...` serves any number of builds the same
 # way (workerd_pair is it with two). WORKERD_INSPECTOR=<host:port> starts workerd with its
 # DevTools inspector there (bench/cpu-profile.mjs reads a CPU profile through it).
+# WORKERD_WRAP=<command> starts workerd under it (`bench/cpu.sh count`: valgrind's callgrind).
 
 workerd="node_modules/@cloudflare/workerd-linux-64/bin/workerd"
 _pair_pids=()
@@ -224,7 +225,9 @@ EOC
 
   local inspector=()
   [[ -z "${WORKERD_INSPECTOR:-}" ]] || inspector=(--inspector-addr="$WORKERD_INSPECTOR")
-  "$workerd" serve --experimental "${inspector[@]}" "$out/config.capnp" >"$out/workerd.log" 2>&1 &
+  local wrap=()
+  [[ -z "${WORKERD_WRAP:-}" ]] || read -r -a wrap <<<"$WORKERD_WRAP"
+  "${wrap[@]}" "$workerd" serve --experimental "${inspector[@]}" "$out/config.capnp" >"$out/workerd.log" 2>&1 &
   # shellcheck disable=SC2034  # for the caller
   workerd_pid=$!
   _pair_pids+=($!)

@@ -10,6 +10,13 @@
 # start over. Ports: CONTROL_PORT (8080), EDGE_PORT (8787), ORIGIN_PORT (8788).
 # NODE_ORIGIN=1 puts the Node example origin (examples/node-origin, checking identities with the
 # @lynxo/keys package) behind the edge instead of the Rust demo origin.
+#
+#   bash scripts/dev.sh --postgres
+#
+# runs the control plane on PostgreSQL instead of SQLite (docs/postgres.md): a private server
+# (initdb + pg_ctl, as the tests' harness starts one) on a free loopback port in a temporary
+# directory, stopped and deleted on exit; the demo account and key are made afresh each run
+# (kept in .dev/postgres/, apart from SQLite's).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -19,6 +26,14 @@ CONTROL_PORT="${CONTROL_PORT:-8080}"
 EDGE_PORT="${EDGE_PORT:-8787}"
 ORIGIN_PORT="${ORIGIN_PORT:-8788}"
 DEV=.dev
+
+POSTGRES=0
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) POSTGRES=1 ;;
+    *) die "unknown option $arg (the one option is --postgres)" ;;
+  esac
+done
 
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 for port in "$CONTROL_PORT" "$EDGE_PORT" "$ORIGIN_PORT"; do
@@ -53,18 +68,52 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Demo account, once: its management token and password are kept in .dev/ for later runs.
+# The database: SQLite's file in .dev/, or a private PostgreSQL server for this run.
+state="$DEV"
 db="$DEV/control.sqlite3"
-if [[ ! -s $DEV/management-token ]]; then
-  rm -f "$db" "$db-wal" "$db-shm"
+if [[ $POSTGRES == 1 ]]; then
+  pg_bin="$(dirname "$(command -v pg_ctl 2>/dev/null || true)")"
+  [[ -x $pg_bin/pg_ctl ]] || pg_bin="$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)"
+  [[ -x $pg_bin/initdb ]] || die "PostgreSQL's initdb/pg_ctl not found (bash scripts/bootstrap.sh installs them)"
+  pg_dir="$(mktemp -d /tmp/lynxo-dev-pg-XXXXXX)"
+  as_pg=()
+  # initdb and pg_ctl refuse to run as root: then as the postgres user, which owns the directory.
+  if [[ $(id -u) == 0 ]]; then
+    chown postgres:postgres "$pg_dir"
+    as_pg=(runuser -u postgres --)
+  fi
+  # shellcheck disable=SC2317  # invoked by the EXIT trap
+  stop_postgres() {
+    "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+  }
+  # shellcheck disable=SC2317  # invoked by the EXIT trap
+  cleanup_all() { cleanup; stop_postgres; }
+  trap cleanup_all EXIT
+  "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U lynxo -E UTF8 --locale=C \
+    --no-instructions >"$DEV/postgres.log" 2>&1 || die "initdb failed (see $DEV/postgres.log)"
+  pg_port="$(free_port)"
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
+    -o "-k '$pg_dir' -h 127.0.0.1 -p $pg_port" start >>"$DEV/postgres.log" 2>&1 ||
+    die "PostgreSQL did not start (see $pg_dir/server.log)"
+  db="postgres://lynxo@127.0.0.1:$pg_port/postgres"
+  # A fresh server each run: a fresh demo account and key too.
+  state="$DEV/postgres"
+  rm -rf "$state"
+  mkdir -p "$state"
+fi
+
+# Demo account, once: its management token and password are kept in .dev/ for later runs.
+if [[ ! -s $state/management-token ]]; then
+  [[ $POSTGRES == 1 ]] || rm -f "$db" "$db-wal" "$db-shm"
   password="$(random_hex 9)"
   out="$(LYNXO_KEYRING="$keyring" LYNXO_INIT_PASSWORD="$password" "$bin/control" init \
     --database "$db" --account-name "Demo account" --email demo@lynxo.local 2>/dev/null)"
-  sed -n 's/^management_token=//p' <<<"$out" >"$DEV/management-token"
-  printf '%s\n' "$password" >"$DEV/demo-password"
-  [[ -s $DEV/management-token ]] || die "control init printed no management token"
+  sed -n 's/^management_token=//p' <<<"$out" >"$state/management-token"
+  printf '%s\n' "$password" >"$state/demo-password"
+  [[ -s $state/management-token ]] || die "control init printed no management token"
 fi
-token="$(cat "$DEV/management-token")"
+token="$(cat "$state/management-token")"
 
 origin_name="demo origin"
 if [[ ${NODE_ORIGIN:-} == 1 ]]; then
@@ -100,12 +149,12 @@ wait_for "http://127.0.0.1:$CONTROL_PORT/readyz" "control plane" "$DEV/control.l
 
 api() { curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
 # A demo key, once (shown once by the API, so kept in .dev/ for later runs).
-if [[ ! -s $DEV/demo-key ]]; then
+if [[ ! -s $state/demo-key ]]; then
   api -X POST "http://127.0.0.1:$CONTROL_PORT/v1/keys" \
     -d '{"name":"Demo key","environment":"development","permission":"read_write","description":"Made by scripts/dev.sh"}' |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const k=JSON.parse(s);console.log(k.key+" "+k.id)})' >"$DEV/demo-key"
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const k=JSON.parse(s);console.log(k.key+" "+k.id)})' >"$state/demo-key"
 fi
-read -r key key_id <"$DEV/demo-key"
+read -r key key_id <"$state/demo-key"
 
 # The edge fails closed until the control plane has published the revocation shards.
 for _ in $(seq 1 60); do
@@ -124,7 +173,8 @@ cat <<INFO
   $(printf '%-26s' "$origin_name"): http://127.0.0.1:$ORIGIN_PORT   (reached only through the edge)
   dashboard                 : http://127.0.0.1:$CONTROL_PORT/   (sign in with the demo account)
 
-  demo account  : demo@lynxo.local / $(cat "$DEV/demo-password")
+  database      : $(if [[ $POSTGRES == 1 ]]; then echo "PostgreSQL, $db (this run only)"; else echo "SQLite, $db"; fi)
+  demo account  : demo@lynxo.local / $(cat "$state/demo-password")
   management token (admin API):
     $token
 

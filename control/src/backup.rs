@@ -67,6 +67,20 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Refuses a PostgreSQL database (a `postgres://` URL): `backup` and `restore` copy a SQLite
+/// file, and PostgreSQL has its own tools for both. Checked before anything is opened or
+/// connected to; the message names no part of the URL, which may hold a password.
+pub fn refuse_postgres(database: &Path, command: &str) -> anyhow::Result<()> {
+    ensure!(
+        !crate::store::is_postgres(database),
+        "control {command} copies a SQLite file, and --database names a PostgreSQL database: \
+         use PostgreSQL's own tools instead (pg_dump and pg_restore for a logical copy, \
+         pg_basebackup with WAL archiving for point-in-time recovery (PITR), or the managed \
+         service's snapshots); see docs/postgres.md"
+    );
+    Ok(())
+}
+
 /// What a backup wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupReport {
@@ -77,8 +91,9 @@ pub struct BackupReport {
 }
 
 /// Copies `database` to `to` while the service runs (see the module documentation). Refuses to
-/// overwrite `to`.
+/// overwrite `to`, and a PostgreSQL database ([`refuse_postgres`]).
 pub fn backup(database: &Path, to: &Path) -> anyhow::Result<BackupReport> {
+    refuse_postgres(database, "backup")?;
     ensure!(
         !to.exists(),
         "{} exists: a backup never overwrites a file",
@@ -212,6 +227,7 @@ pub fn restore(
     audit: Arc<AuditKeyring>,
     now_ms: u64,
 ) -> anyhow::Result<RestoreReport> {
+    refuse_postgres(database, "restore")?;
     let _lock = ServiceLock::acquire(database)?;
     // The copy is what is checked, so what is checked is what is restored.
     let incoming = suffixed(database, ".restoring");

@@ -255,8 +255,14 @@ pub struct CopyToPostgresArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// SQLite database file (created if missing), or a PostgreSQL database
-    /// (`postgres://USER@HOST:PORT/DB`, loopback or a unix socket; see docs/postgres.md).
-    #[arg(long, env = "LYNXO_DATABASE", default_value = "lynxo-control.sqlite3")]
+    /// (`postgres://USER@HOST:PORT/DB`, loopback or a unix socket; several `serve` replicas may
+    /// share it: see docs/postgres.md).
+    #[arg(
+        long,
+        env = "LYNXO_DATABASE",
+        default_value = "lynxo-control.sqlite3",
+        hide_env_values = true
+    )]
     pub database: PathBuf,
 }
 

@@ -304,6 +304,8 @@ fn verify_audit(args: &VerifyAuditArgs) -> anyhow::Result<()> {
 /// Checks a backup and puts it in place (`control::backup::restore`), saying what it did and
 /// what the operator must know.
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    // Before the keyring is asked for: no keyring makes a PostgreSQL restore possible.
+    control::backup::refuse_postgres(&args.db.database, "restore")?;
     let audit_keyring = args.audit.load(None)?;
     let report = control::backup::restore(
         &args.from,
@@ -438,7 +440,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&state.metrics),
     );
     let heartbeat = Duration::from_secs(args.heartbeat_secs);
-    let limit_publisher = LimitPublisher::new(store.clone(), clock.clone(), Arc::clone(&sink));
+    // One lease for the three publishing loops: on PostgreSQL only the replica holding it
+    // publishes (docs/postgres.md, "The publisher lease"); on SQLite it is always held.
+    let lease = store.publisher_lease();
+    let limit_publisher = LimitPublisher::new(store.clone(), clock.clone(), Arc::clone(&sink))
+        .with_lease(lease.clone());
     let publisher = Publisher::new(
         store.clone(),
         Arc::clone(&state.keyring),
@@ -447,14 +453,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.shard_count,
         args.list_lifetime_secs,
     )
-    .with_heartbeat(heartbeat);
+    .with_heartbeat(heartbeat)
+    .with_lease(lease.clone());
     if let Ok(Some((seq, hash))) = state.store.read(audit::head).await {
         tracing::info!(seq, hash, "audit chain head at start");
     }
     if args.publish.is_configured() {
         // The audit chain's head, anchored outside the database at every heartbeat.
         let checkpoints =
-            CheckpointPublisher::new(store, audit_keyring, clock.clone(), sink, heartbeat);
+            CheckpointPublisher::new(store, audit_keyring, clock.clone(), sink, heartbeat)
+                .with_lease(lease);
         tokio::spawn(checkpoints.run());
     }
     tokio::spawn(auth::sessions::purge_loop(

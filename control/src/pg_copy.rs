@@ -16,7 +16,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest as _, Sha256};
 use shared::audit::AuditKeyring;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use crate::store::audit::{self, ChainReport};
 
@@ -24,7 +24,7 @@ pub use crate::store::PG_MIGRATIONS;
 
 /// The schema version [`PG_MIGRATIONS`] reach (the last one records it in `schema_migrations`):
 /// a source database must be at exactly this SQLite `user_version`.
-pub const PG_SCHEMA_VERSION: i64 = 14;
+pub const PG_SCHEMA_VERSION: i64 = 15;
 
 /// Rows per multi-row INSERT (well under PostgreSQL's 65,535 parameters for our widest table).
 const ROWS_PER_INSERT: usize = 256;
@@ -69,20 +69,77 @@ enum PgType {
 }
 
 /// One value, typed for PostgreSQL.
-#[derive(Debug)]
 enum Val {
     Int(Option<i64>),
     Text(Option<String>),
     Bytes(Option<Vec<u8>>),
 }
 
+/// Text and bytes by their length only: tokio-postgres logs every parameter's `Debug` at debug
+/// level, and the rows copied hold emails, password hashes and sealed secrets.
+impl std::fmt::Debug for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Val::Int(v) => write!(f, "Int({v:?})"),
+            Val::Text(None) | Val::Bytes(None) => f.write_str("Null"),
+            Val::Text(Some(t)) => write!(f, "Text({} bytes)", t.len()),
+            Val::Bytes(Some(b)) => write!(f, "Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+/// Binds as the value it holds (each checked against the column's type as its own type is).
+impl ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Val::Int(v) => v.to_sql_checked(ty, out),
+            Val::Text(v) => v.to_sql_checked(ty, out),
+            Val::Bytes(v) => v.to_sql_checked(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <Option<i64>>::accepts(ty)
+            || <Option<String>>::accepts(ty)
+            || <Option<Vec<u8>>>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A parameter whose `Debug` is its type's name only (see [`Val`]'s).
+#[derive(Clone, Copy)]
+struct Hidden<T>(T);
+
+impl<T> std::fmt::Debug for Hidden<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hidden<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T: ToSql> ToSql for Hidden<T> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        T::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 impl Val {
     fn param(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Val::Int(v) => v,
-            Val::Text(v) => v,
-            Val::Bytes(v) => v,
-        }
+        self
     }
 
     /// The value's canonical bytes for the table digest: a tag, then its content.
@@ -406,7 +463,7 @@ async fn check_emails(
         .query(
             "SELECT array_agg(e ORDER BY e COLLATE \"C\")::text[] FROM unnest($1::text[]) AS t(e) \
              GROUP BY e COLLATE nocase HAVING count(*) > 1 ORDER BY 1",
-            &[&emails],
+            &[&Hidden(&emails)],
         )
         .await
         .context("checking the users' emails against PostgreSQL's collation")?;

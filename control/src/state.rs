@@ -238,7 +238,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Wakes the publisher after a revocation commits.
     pub publish: publish::Trigger,
-    /// Sign-in defences: attempt budgets and the bounded password hasher.
+    /// Sign-in defences: attempt budgets (`auth::limit::ledger_for`) and the bounded password
+    /// hasher.
     pub sign_in: Arc<auth::SignInGuard>,
     /// The verify endpoint's budget per account and its trace.
     pub verify_guard: Arc<verify::VerifyGuard>,
@@ -252,8 +253,13 @@ impl AppState {
     /// State with default settings and a fresh publish trigger.
     pub fn new(store: Store, keyring: Keyring, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         Self {
+            // The database's budgets on PostgreSQL (shared by replicas), memory's on SQLite.
+            sign_in: Arc::new(auth::SignInGuard::with_ledger(
+                &keyring,
+                &settings,
+                auth::limit::ledger_for(&store),
+            )),
             store,
-            sign_in: Arc::new(auth::SignInGuard::new(&keyring, &settings)),
             keyring: Arc::new(keyring),
             clock,
             verify_guard: Arc::new(verify::VerifyGuard::new(settings.verify_per_minute)),

@@ -266,7 +266,9 @@ async fn the_dashboard_pages_show_the_account_only_to_who_may_read_it() {
 #[tokio::test]
 async fn a_backup_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt as _;
-    let app = TestApp::new();
+    // `control backup` copies a SQLite file (a PostgreSQL database is backed up with its own
+    // tools), so this app is on one whatever `LYNXO_TEST_POSTGRES` says.
+    let app = TestApp::builder().sqlite().build();
     let to = app.dir.path().join("backup.sqlite3");
     control::backup::backup(&app.dir.path().join("control.sqlite3"), &to).unwrap();
     // Password hashes and every account's data: not for the other users of the host, whatever

@@ -4,7 +4,9 @@
 //!
 //! The first tests drive `publish::CheckpointPublisher` with simulated time; the last runs the
 //! real binary (`init`, `serve` anchoring at a stand-in for the edge's checkpoint endpoint,
-//! `verify-audit` reading it back) and tampers with the SQLite file in between.
+//! `verify-audit` reading it back) and tampers with the SQLite file in between. The first tests
+//! run on either backend (`LYNXO_TEST_POSTGRES`): the attacker's SQL runs on a connection of its
+//! own to the app's database, whichever it is.
 
 mod common;
 
@@ -24,7 +26,8 @@ use common::{AUDIT_KEYRING, Service, TestApp, audit_keyring, free_port};
 use control::publish::{CheckpointPass, CheckpointPublisher, Sink};
 use control::store::StoreError;
 use control::store::audit::{self, ChainError};
-use rusqlite::{Connection, params};
+use control::store::db::{Db, params};
+use rusqlite::Connection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::audit::Checkpoint;
@@ -45,19 +48,28 @@ fn anchored(app: &TestApp) -> Checkpoint {
     Checkpoint::open(&bytes, &audit_keyring()).unwrap()
 }
 
-/// Raw SQL on the database file, as an attacker with the file runs it: around the triggers.
-fn tamper(path: &Path, sql: &str) {
-    let conn = Connection::open(path).unwrap();
-    conn.execute_batch(&format!(
+/// Raw SQL on the database, as an attacker with the file (SQLite) or the credentials
+/// (PostgreSQL) runs it, on a connection of their own (`common::as_attacker`, or [`on_file`]):
+/// around the append-only triggers.
+fn tamper(db: &Db<'_>, sql: &str) {
+    let around = if db.is_postgres() {
+        "ALTER TABLE audit_events DISABLE TRIGGER USER;"
+    } else {
         "DROP TRIGGER IF EXISTS audit_events_no_update; \
-         DROP TRIGGER IF EXISTS audit_events_no_delete; {sql}"
-    ))
-    .unwrap();
+         DROP TRIGGER IF EXISTS audit_events_no_delete;"
+    };
+    db.execute_batch(&format!("{around} {sql}")).unwrap();
+}
+
+/// `f` on a SQLite file of the real binary's, opened as an attacker with the file would.
+fn on_file<T>(path: &Path, f: impl FnOnce(&Db<'_>) -> T) -> T {
+    let conn = Connection::open(path).unwrap();
+    f(&Db::Sqlite(&conn))
 }
 
 /// The row's canonical form, as the chain covers it (a JSON array of every column).
-fn canonical(conn: &Connection, seq: i64) -> String {
-    conn.query_row(
+fn canonical(db: &Db<'_>, seq: i64) -> String {
+    db.query_row(
         "SELECT seq, at, account_id, actor, action, target, source, details FROM audit_events \
          WHERE seq = ?1",
         [seq],
@@ -81,16 +93,15 @@ fn canonical(conn: &Connection, seq: i64) -> String {
 
 /// Edits event `seq`'s details, then recomputes `prev_hash` and `hash` of it and every later
 /// event as the unkeyed chain did (SHA-256): the best an attacker without the audit key can do.
-fn rewrite_with_recomputed_hashes(path: &Path, seq: i64) {
+fn rewrite_with_recomputed_hashes(db: &Db<'_>, seq: i64) {
     tamper(
-        path,
+        db,
         &format!("UPDATE audit_events SET details = '{{\"rewritten\":true}}' WHERE seq = {seq}"),
     );
-    let conn = Connection::open(path).unwrap();
-    let last: i64 = conn
+    let last: i64 = db
         .query_row("SELECT max(seq) FROM audit_events", [], |r| r.get(0))
         .unwrap();
-    let mut prev: Vec<u8> = conn
+    let mut prev: Vec<u8> = db
         .query_row(
             "SELECT prev_hash FROM audit_events WHERE seq = ?1",
             [seq],
@@ -100,9 +111,9 @@ fn rewrite_with_recomputed_hashes(path: &Path, seq: i64) {
     for s in seq..=last {
         let mut h = Sha256::new();
         h.update(&prev);
-        h.update(canonical(&conn, s).as_bytes());
+        h.update(canonical(db, s).as_bytes());
         let hash = h.finalize().to_vec();
-        conn.execute(
+        db.execute(
             "UPDATE audit_events SET prev_hash = ?2, hash = ?3 WHERE seq = ?1",
             params![s, prev, hash],
         )
@@ -138,10 +149,8 @@ async fn the_checkpoint_publisher_anchors_new_events_and_refuses_a_cut_tail() {
     );
 
     // The last two events cut off the end, then new ones appended over them.
-    tamper(
-        app.state.store.path(),
-        &format!("DELETE FROM audit_events WHERE seq > {}", second.seq - 2),
-    );
+    let cut = format!("DELETE FROM audit_events WHERE seq > {}", second.seq - 2);
+    common::as_attacker(&app, move |db| tamper(db, &cut));
     assert!(matches!(
         publisher.run_once().await,
         CheckpointPass::Refused(e) if e.contains("truncated")
@@ -181,10 +190,8 @@ async fn rows_rewritten_after_a_checkpoint_are_refused_before_the_next() {
     let anchored_seq = anchored(&app).seq;
     app.create_key(json!({})).await;
     app.create_key(json!({ "name": "second" })).await;
-    rewrite_with_recomputed_hashes(
-        app.state.store.path(),
-        i64::try_from(anchored_seq).unwrap() + 1,
-    );
+    let seq = i64::try_from(anchored_seq).unwrap() + 1;
+    common::as_attacker(&app, move |db| rewrite_with_recomputed_hashes(db, seq));
     assert!(matches!(
         publisher.run_once().await,
         CheckpointPass::Refused(e) if e.contains("edited")
@@ -392,7 +399,7 @@ async fn verify_audit_catches_rewritten_and_truncated_rows_against_the_anchor() 
     assert!(ok, "the untouched trail verifies: {text}");
 
     let rewritten = copy_of(&db, "rewritten.sqlite3");
-    rewrite_with_recomputed_hashes(&rewritten, 2);
+    on_file(&rewritten, |db| rewrite_with_recomputed_hashes(db, 2));
     let (ok, text) = verify_audit(&rewritten, &edge);
     assert!(
         !ok,
@@ -401,13 +408,11 @@ async fn verify_audit_catches_rewritten_and_truncated_rows_against_the_anchor() 
     assert!(text.contains("audit event 2"), "{text}");
 
     let truncated = copy_of(&db, "truncated.sqlite3");
-    tamper(
-        &truncated,
-        &format!(
-            "DELETE FROM audit_events WHERE seq > {}",
-            head(&truncated) - 2
-        ),
+    let cut = format!(
+        "DELETE FROM audit_events WHERE seq > {}",
+        head(&truncated) - 2
     );
+    on_file(&truncated, |db| tamper(db, &cut));
     let (ok, text) = verify_audit(&truncated, &edge);
     assert!(!ok, "two rows cut off the end passed: {text}");
     assert!(text.contains("truncated"), "{text}");

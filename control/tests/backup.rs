@@ -233,3 +233,42 @@ fn a_restore_refuses_a_backup_that_fails_its_checks() {
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// `backup` and `restore` copy a SQLite file: on a PostgreSQL database they refuse at once,
+/// before connecting (nothing listens at the URL's port) or writing anything, naming the tools
+/// to use instead and never the URL's password. The restore refuses before it asks for the
+/// audit keyring (none is given), so the operator hears the reason that matters.
+#[test]
+fn backup_and_restore_refuse_a_postgres_database_naming_its_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgres://lynxo:s3cret-pw@127.0.0.1:{}/control",
+        free_port()
+    );
+    for (command, file_flag) in [("backup", "--to"), ("restore", "--from")] {
+        let out = Command::new(BIN)
+            .args([command, "--database", &url, file_flag, "copy.sqlite3"])
+            .current_dir(dir.path())
+            .env_remove("LYNXO_AUDIT_KEYRING")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert!(!out.status.success(), "{command}: {said}");
+        for tool in ["pg_dump", "pg_basebackup", "PITR", "PostgreSQL"] {
+            assert!(said.contains(tool), "{command} names {tool}: {said}");
+        }
+        assert!(said.contains(&format!("control {command}")), "{said}");
+        assert!(
+            !said.contains("s3cret-pw"),
+            "{command} shows the password: {said}"
+        );
+        assert!(
+            !said.contains("connect") && !said.contains("keyring"),
+            "{command} refused for the wrong reason: {said}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{command} wrote {left:?}");
+    }
+}

@@ -18,8 +18,8 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::put;
-use common::{Service, free_port};
-use serde_json::{Value, json};
+use common::{Service, agent, free_port, try_send};
+use serde_json::json;
 use shared::envelope;
 use shared::key::KeyId;
 use shared::mac::{Keyring, Purpose};
@@ -62,29 +62,6 @@ fn start(db: &Path, port: u16, edge: &str) -> Service {
         std::thread::sleep(Duration::from_millis(50));
     }
     service
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn call(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Option<(u16, Value)> {
-    let auth = format!("Bearer {token}");
-    let mut response = match body {
-        Some(body) => agent
-            .post(url)
-            .header("authorization", &auth)
-            .content_type("application/json")
-            .send(body.to_string()),
-        None => agent.get(url).header("authorization", &auth).call(),
-    }
-    .ok()?;
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().ok()?;
-    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 type Pushed = Arc<Mutex<HashMap<u16, Vec<u8>>>>;
@@ -201,14 +178,14 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
                 let agent = agent();
                 while !stop.load(Ordering::SeqCst) && issued.fetch_add(2, Ordering::SeqCst) < OPERATIONS {
                     let body = json!({ "name": format!("c{c}"), "environment": "production", "permission": "read_only" });
-                    let Some((201, key)) = call(&agent, &format!("{base}/v1/keys"), &token, Some(body)) else {
+                    let Some((201, key)) = try_send(&agent, &format!("{base}/v1/keys"), &token, Some(body)) else {
                         return;
                     };
                     let id = key["id"].as_str().unwrap().to_owned();
                     created.lock().unwrap().insert(id.clone());
                     acked.fetch_add(1, Ordering::SeqCst);
                     let url = format!("{base}/v1/keys/{id}/revoke");
-                    let Some((200, _)) = call(&agent, &url, &token, Some(json!({ "reason": "crash test" }))) else {
+                    let Some((200, _)) = try_send(&agent, &url, &token, Some(json!({ "reason": "crash test" }))) else {
                         return;
                     };
                     revoked.lock().unwrap().insert(id);
@@ -238,7 +215,8 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
 
     let _service = start(&db, port, &edge);
     let agent = agent();
-    let (status, list) = call(&agent, &format!("{base}/v1/keys?limit=1000"), &token, None).unwrap();
+    let (status, list) =
+        try_send(&agent, &format!("{base}/v1/keys?limit=1000"), &token, None).unwrap();
     assert_eq!(status, 200);
     let stored: HashMap<String, String> = list["data"]
         .as_array()
@@ -271,24 +249,13 @@ async fn acknowledged_writes_survive_sigkill_and_revocations_are_republished() {
     );
 
     // Every acknowledged revocation reaches the edge.
-    let ring = Keyring::from_config(&keyring_text()).unwrap();
     let wanted: Vec<KeyId> = revoked
         .iter()
         .map(|id| KeyId::parse_hex(id).unwrap())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let missing = {
-            let map = pushed.lock().unwrap();
-            wanted
-                .iter()
-                .filter(|id| {
-                    let shard = shared::revocation::shard_of(**id, 4);
-                    !map.get(&shard)
-                        .is_some_and(|b| RevocationShard::open(b, &ring).unwrap().contains(**id))
-                })
-                .count()
-        };
+        let missing = common::unpublished(&pushed.lock().unwrap(), &wanted, 4);
         if missing == 0 {
             break;
         }

@@ -536,10 +536,24 @@ async fn a_report_that_fails_halfway_leaves_nothing_and_its_retry_does_it_all() 
     let (actions, list) = (app.audit_actions(), list_state(&app));
 
     // The third key's leak record fails (as a full disk or a bug would): the whole report with it.
+    // The same trigger in each dialect: PostgreSQL's runs a function of its own.
+    let postgres = app.state.store.is_postgres();
     write_sql(
         &app,
-        "CREATE TRIGGER fail_third_leak BEFORE INSERT ON key_leaks \
-         WHEN (SELECT count(*) FROM key_leaks) >= 2 BEGIN SELECT RAISE (ABORT, 'injected'); END;",
+        if postgres {
+            "CREATE FUNCTION fail_third_leak() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+                 IF (SELECT count(*) FROM key_leaks) >= 2 THEN \
+                     RAISE EXCEPTION 'injected'; \
+                 END IF; \
+                 RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER fail_third_leak BEFORE INSERT ON key_leaks \
+             FOR EACH ROW EXECUTE FUNCTION fail_third_leak();"
+        } else {
+            "CREATE TRIGGER fail_third_leak BEFORE INSERT ON key_leaks \
+             WHEN (SELECT count(*) FROM key_leaks) >= 2 BEGIN SELECT RAISE (ABORT, 'injected'); END;"
+        },
     );
     let (status, _) = report(&app, &gitlab, true, &body).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -561,7 +575,14 @@ async fn a_report_that_fails_halfway_leaves_nothing_and_its_retry_does_it_all() 
     assert_eq!(leaks["total"], 0);
 
     // GitLab retries the same report: all of it is done now, under one list version.
-    write_sql(&app, "DROP TRIGGER fail_third_leak;");
+    write_sql(
+        &app,
+        if postgres {
+            "DROP TRIGGER fail_third_leak ON key_leaks; DROP FUNCTION fail_third_leak();"
+        } else {
+            "DROP TRIGGER fail_third_leak;"
+        },
+    );
     let (status, answer) = report(&app, &gitlab, true, &body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(

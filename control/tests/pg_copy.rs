@@ -19,7 +19,9 @@ const ORIGIN: &str = "https://keys.lynxo.test";
 /// Fills a database through the API: keys of two accounts created, rotated, revoked; a minted
 /// and a revoked management token; a session. Returns a consistent copy of it (`VACUUM INTO`).
 async fn populated(dir: &Path) -> PathBuf {
-    let app = TestApp::new();
+    // The source is a SQLite deployment whatever `LYNXO_TEST_POSTGRES` says: that is what
+    // `copy-to-postgres` reads.
+    let app = TestApp::builder().sqlite().build();
     let mut ids = Vec::new();
     for (client, who) in [(app.alice(), "alice"), (app.bob(), "bob")] {
         for i in 0..3 {
@@ -124,7 +126,8 @@ fn copy(db: &Path, url: &str) -> Output {
         .arg("--to")
         .arg(url)
         .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
-        .env("RUST_LOG", "warn")
+        // Every log line, the drivers' included: no row's content may be among them.
+        .env("RUST_LOG", "debug")
         .output()
         .unwrap()
 }
@@ -207,6 +210,11 @@ async fn a_sqlite_deployment_copies_into_postgres_with_its_audit_chain_verifying
     let out = copy(&source, &url);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
+    assert!(said.contains("DEBUG"), "the debug log is on: {said}");
+    assert!(
+        !said.contains("alice@example.com"),
+        "a row's content is in the copy's log: {said}"
+    );
     println!("{said}");
     let mut audited = 0;
     for (table, n) in &counts {

@@ -23,6 +23,7 @@ const EXPLICIT_IDS: &[&str] = &[
     "audit_events.seq",
     "retired_kids.kid",
     "revocation_meta.id",
+    "sign_in_ledger.id",
     "usage_retention.id",
     "write_probe.id",
 ];

@@ -12,26 +12,32 @@ use std::sync::Arc;
 
 use argon2::Params;
 use common::{PASSWORD, TestApp};
+use control::Clock as _;
 use control::Settings;
 use control::auth::hasher::HashStats;
-use control::auth::limit::MemoryLedger;
-use control::auth::{self, EMAIL_FAILURES, PAIR_FAILURES, SignInGuard};
+use control::auth::limit::Census;
+use control::auth::{self, EMAIL_FAILURES, PAIR_FAILURES};
 use control::client_addr::{ForwardedHeader, TrustedProxies};
 use control::store::StoreError;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// A control plane serving on loopback, with alice and bob signed up.
+/// A control plane serving on loopback, with alice and bob signed up. Its sign-in budgets are
+/// in the ledger `serve` would use: memory on SQLite, the database on PostgreSQL.
 struct Server {
     addr: SocketAddr,
     app: TestApp,
-    ledger: Arc<MemoryLedger>,
 }
 
 impl Server {
     fn stats(&self) -> HashStats {
         self.app.state.sign_in.hasher.stats()
+    }
+
+    /// What the sign-in ledger holds.
+    async fn ledger(&self) -> Census {
+        self.app.state.sign_in.ledger.census().await.unwrap()
     }
 }
 
@@ -41,27 +47,24 @@ fn slow_params() -> Params {
 }
 
 async fn serve(configure: impl FnOnce(&mut Settings) + 'static) -> Server {
-    let mut app = TestApp::builder()
+    let app = TestApp::builder()
         .settings(|s| {
             s.argon2 = slow_params();
             s.sign_in_hashes = 4;
             configure(s);
         })
         .build();
-    let ledger = Arc::new(MemoryLedger::default());
-    let state = &mut app.state;
-    state.sign_in = Arc::new(SignInGuard::with_ledger(
-        &state.keyring,
-        &state.settings,
-        ledger.clone(),
-    ));
+    let addr = listen(app.state.clone()).await;
+    Server { addr, app }
+}
+
+/// Serves `state`'s router on a loopback port.
+async fn listen(state: control::AppState) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = app
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let service = control::app(state).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await });
-    Server { addr, app, ledger }
+    addr
 }
 
 /// An HTTP answer.
@@ -257,23 +260,23 @@ async fn parallel_guesses_from_one_address_hash_at_most_the_limit() {
 async fn a_guess_whose_client_hangs_up_is_counted_all_the_same() {
     let server = serve(|s| s.argon2 = Params::new(4096, 4, 1, None).unwrap()).await;
     let (head, body) = request(&creds("alice@example.com", "wrong password!!"), &[]);
-    let until = |done: &dyn Fn() -> bool| {
-        for _ in 0..5000 {
-            if done() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        panic!("timed out");
-    };
     for i in 1..=u64::from(PAIR_FAILURES) {
         // Send a guess, and hang up once its hash has started.
         let mut stream = connect("127.0.0.2".parse().unwrap(), server.addr).await;
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(&body).await.unwrap();
-        until(&|| server.stats().started == i);
+        let mut waited = 0;
+        while server.stats().started != i {
+            waited += 1;
+            assert!(waited < 5000, "the hash never started");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         drop(stream);
-        until(&|| server.stats().in_flight == 0 && server.ledger.attempts_in_flight() == 0);
+        while server.stats().in_flight != 0 || server.ledger().await.in_flight != 0 {
+            waited += 1;
+            assert!(waited < 10_000, "the guess never settled");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
     // Once the last one has settled, the address is out of guesses for alice.
     for _ in 0..200 {
@@ -443,7 +446,11 @@ async fn oversized_emails_are_refused_before_any_work() {
         assert_eq!(r.code(), "validation_failed");
     }
     assert_eq!(server.stats().started, 0);
-    assert!(server.ledger.is_empty(), "no budget was named after them");
+    assert_eq!(
+        server.ledger().await.entries,
+        0,
+        "no budget was named after them"
+    );
     // 254 bytes is an email like any other: hashed, counted, 401.
     let r = sign_in(
         server.addr,
@@ -454,7 +461,11 @@ async fn oversized_emails_are_refused_before_any_work() {
     .await;
     assert_eq!(r.status, 401, "{r:?}");
     assert_eq!(server.stats().started, 1);
-    assert_eq!(server.ledger.len(), 2, "the email's budget and its pair's");
+    assert_eq!(
+        server.ledger().await.entries,
+        2,
+        "the email's budget and its pair's"
+    );
 }
 
 /// A reverse proxy on 127.0.0.1 that forwards each connection to `backend`, appending the
@@ -627,4 +638,226 @@ async fn without_a_trusted_proxy_forwarding_headers_are_ignored() {
     assert_eq!(r.status, 401, "{r:?}");
     let sources = failed_sign_in_sources(&server, 2).await;
     assert_eq!(sources, [json!("127.0.0.1"), json!("127.0.0.3")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two replicas on one PostgreSQL database
+
+/// Two control planes ("replicas") on one PostgreSQL database, each with its own store
+/// connections, sign-in guard and hasher, serving on its own loopback port; they share the
+/// manual clock. The database is a fresh one on the suite's server when `LYNXO_TEST_POSTGRES`
+/// names one, else on a private server started here (so this runs in the SQLite pass too).
+struct Replicas {
+    a: Server,
+    b: SocketAddr,
+    b_state: control::AppState,
+    _postgres: Option<e2e::postgres::Server>,
+}
+
+impl Replicas {
+    /// Hashes started by both.
+    fn hashed(&self) -> u64 {
+        self.a.stats().started + self.b_state.sign_in.hasher.stats().started
+    }
+}
+
+async fn two_replicas() -> Replicas {
+    let private = match e2e::postgres::test_server() {
+        Some(_) => None,
+        None => Some(
+            tokio::task::spawn_blocking(|| {
+                let server = e2e::postgres::Server::start();
+                let url = server.create_database("replicas");
+                (server, url)
+            })
+            .await
+            .unwrap(),
+        ),
+    };
+    let mut builder = TestApp::builder().settings(|s| {
+        s.argon2 = slow_params();
+        s.sign_in_hashes = 4;
+    });
+    if let Some((_, url)) = &private {
+        builder = builder.database(url.as_str());
+    }
+    let app = builder.build();
+    assert!(app.state.store.is_postgres());
+    let b_state = app.replica();
+    let a = Server {
+        addr: listen(app.state.clone()).await,
+        app,
+    };
+    let b = listen(b_state.clone()).await;
+    Replicas {
+        a,
+        b,
+        b_state,
+        _postgres: private.map(|(server, _)| server),
+    }
+}
+
+/// Sign-ins at once, each to its replica from its address; the answers in order.
+async fn burst_over(requests: Vec<(SocketAddr, String, Value)>) -> Vec<Reply> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(to, from, body)| tokio::spawn(async move { sign_in(to, &from, body, &[]).await }))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    replies
+}
+
+/// Bursts of wrong guesses for alice, each request to one replica or the other, from `from(i)`,
+/// until `limit` were answered (401; `spent` of them before this call), checked against `limit` and against the hashes both
+/// replicas started after every burst; then one more burst, which none may pass. (A burst's
+/// refusals may be `sign_in_busy` rather than the lock: each replica has four hashing slots,
+/// and a slot is held while the database answers the reservation.)
+async fn guess_until_spent(r: &Replicas, from: impl Fn(usize) -> String, spent: u32, limit: u32) {
+    let wrong = creds("alice@example.com", "wrong password!!");
+    let replicas = [r.a.addr, r.b];
+    let mut failures = spent;
+    let mut bursts = 0;
+    let mut after_spent = 0;
+    while after_spent < 2 {
+        let replies = burst_over(
+            (0..16)
+                .map(|i| (replicas[i % 2], from(i), wrong.clone()))
+                .collect(),
+        )
+        .await;
+        for reply in &replies {
+            match reply.status {
+                401 => failures += 1,
+                429 => assert!(
+                    ["too_many_sign_in_attempts", "sign_in_busy"].contains(&reply.code()),
+                    "{reply:?}"
+                ),
+                _ => panic!("unexpected answer {reply:?}"),
+            }
+        }
+        let hashed = r.hashed();
+        assert!(
+            failures <= limit && hashed <= u64::from(limit),
+            "{failures} wrong guesses answered, {hashed} hashed over both replicas, limit {limit}"
+        );
+        bursts += 1;
+        assert!(
+            bursts < 200,
+            "the budget was never spent: {failures} failures"
+        );
+        if failures == limit {
+            after_spent += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_guesses_split_over_two_replicas_draw_on_one_budget() {
+    let r = two_replicas().await;
+    // One address, half its guesses to each replica: one pair budget between them.
+    guess_until_spent(&r, |_| "127.0.0.2".to_owned(), 0, PAIR_FAILURES).await;
+    // Sixteen more addresses, each to both replicas: the email's budget for unknown browsers
+    // (which the first address's failures drew on too) holds over both.
+    guess_until_spent(
+        &r,
+        |i| format!("127.0.1.{}", 10 + i),
+        PAIR_FAILURES,
+        EMAIL_FAILURES,
+    )
+    .await;
+    assert_eq!(
+        r.hashed(),
+        u64::from(EMAIL_FAILURES),
+        "nothing else was hashed"
+    );
+    // Locked on both: the right password from an address neither has seen.
+    for replica in [r.a.addr, r.b] {
+        sign_in(
+            replica,
+            "127.0.0.99",
+            creds("alice@example.com", PASSWORD),
+            &[],
+        )
+        .await
+        .assert_refused("too_many_sign_in_attempts");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_or_a_guess_in_flight_on_one_replica_holds_on_the_other() {
+    use control::auth::limit::{Outcome, RESERVATION_TTL, WINDOW};
+
+    let r = two_replicas().await;
+    let wrong = creds("alice@example.com", "wrong password!!");
+    // An address spends its budget for alice through the first replica only...
+    for _ in 0..PAIR_FAILURES {
+        let reply = sign_in(r.a.addr, "127.0.0.2", wrong.clone(), &[]).await;
+        assert_eq!(reply.status, 401, "{reply:?}");
+    }
+    // ...and the second refuses it the right password, for the whole lock.
+    let refused = sign_in(r.b, "127.0.0.2", creds("alice@example.com", PASSWORD), &[]).await;
+    refused.assert_refused("too_many_sign_in_attempts");
+    assert_eq!(
+        refused.header("retry-after"),
+        Some(WINDOW.to_string().as_str())
+    );
+    // The owner, from elsewhere, signs in through the second.
+    let owner = sign_in(r.b, "127.0.0.3", creds("alice@example.com", PASSWORD), &[]).await;
+    assert_eq!(owner.status, 200, "{owner:?}");
+
+    // A guess for bob being hashed on the first replica (its reservation taken as the sign-in
+    // takes it) makes bob busy on the second: one attempt per email in flight, across replicas.
+    let guard = Arc::clone(&r.a.app.state.sign_in);
+    let lost = guard.attempt(
+        "bob@example.com",
+        auth::Client::Address(Some("127.0.0.4".parse().unwrap())),
+    );
+    let held = guard
+        .ledger
+        .reserve(&lost, r.a.app.clock.now())
+        .await
+        .unwrap();
+    let bob = creds("bob@example.com", PASSWORD);
+    sign_in(r.b, "127.0.0.5", bob.clone(), &[])
+        .await
+        .assert_refused("sign_in_busy");
+    // The first replica dies mid-hash: the reservation is never settled. Once its time is up
+    // the second admits bob again...
+    r.a.app
+        .clock
+        .advance(std::time::Duration::from_secs(RESERVATION_TTL));
+    let reply = sign_in(r.b, "127.0.0.5", bob.clone(), &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // ...and the lost answer was counted as a failure: a late answer, even a success, settles
+    // nothing twice and refunds nothing.
+    guard
+        .ledger
+        .settle(&lost, held, Outcome::Succeeded, r.a.app.clock.now())
+        .await;
+    let mut failures = 0;
+    loop {
+        let reply = sign_in(
+            r.b,
+            "127.0.0.4",
+            creds("bob@example.com", "wrong password!!"),
+            &[],
+        )
+        .await;
+        if reply.status == 429 {
+            reply.assert_refused("too_many_sign_in_attempts");
+            break;
+        }
+        assert_eq!(reply.status, 401, "{reply:?}");
+        failures += 1;
+    }
+    assert_eq!(
+        failures,
+        PAIR_FAILURES - 1,
+        "the lost guess was one of them"
+    );
+    let census = r.b_state.sign_in.ledger.census().await.unwrap();
+    assert_eq!(census.in_flight, 0, "{census:?}");
 }

@@ -9,14 +9,19 @@
 //! keeps it, and a spent budget locks for a window that doubles each time it is spent again.
 //! Each email also admits one attempt in flight at a time.
 //!
-//! The state sits behind [`AttemptLedger`], so several control-plane replicas can later keep it
-//! in their shared database. Keys are opaque keyed hashes ([`BudgetKey`]): the ledger never holds
-//! an email, and its memory is bounded by [`MemoryLedger`]'s capacity whatever callers send.
+//! The rules are written once, over the entries an attempt touches ([`Entry`] and the functions
+//! under it); two ledgers keep the entries: [`MemoryLedger`] in this process (one replica) and
+//! [`StoreLedger`] in the store's database, shared by every replica on it (docs/sign-in.md).
+//! Keys are opaque keyed hashes ([`BudgetKey`]): a ledger never holds an email, and each bounds
+//! its table whatever callers send. The rules are tested through [`AttemptLedger`] against both
+//! ledgers, so they are shown to answer alike (`control/tests/sign_in_ledger.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::store::{self, Lane, Store, StoreError};
 
 /// A budget's window, seconds.
 pub const WINDOW: u64 = 15 * 60;
@@ -26,13 +31,18 @@ pub const MAX_LOCK: u64 = 4 * 3600;
 const STRIKE_MEMORY: u64 = 24 * 3600;
 /// Attempts of one email hashed at once.
 pub const MAX_IN_FLIGHT_PER_EMAIL: u32 = 1;
+/// How long a [`StoreLedger`] reservation holds its place before any replica may settle it as a
+/// failure, seconds: what a replica that died mid-hash costs its emails (they are busy until
+/// then). Far longer than a hash, even on a loaded machine; a live replica whose answer comes
+/// later still settles nothing twice (the reservation is gone, counted as a failure).
+pub const RESERVATION_TTL: u64 = 60;
 
 /// The opaque name of a budget: a keyed hash of what it counts (see `auth::SignInGuard`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BudgetKey(pub [u8; 16]);
 
 /// One budget an attempt draws on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Budget {
     /// What it counts.
     pub key: BudgetKey,
@@ -45,7 +55,7 @@ pub struct Budget {
 }
 
 /// An attempt: the email it is for (which bounds how many are hashed at once) and its budgets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attempt {
     /// The email's key: at most [`MAX_IN_FLIGHT_PER_EMAIL`] attempts of it are in flight.
     pub email: BudgetKey,
@@ -61,8 +71,8 @@ pub enum Refusal {
         /// Seconds until every spent budget of the attempt has room again.
         retry_after: u64,
     },
-    /// Another attempt for the same email (or the reservations still out) fill the budget:
-    /// try again in a moment.
+    /// Another attempt for the same email (or the reservations still out) fill the budget, or
+    /// the ledger could not be reached: try again in a moment.
     Busy,
 }
 
@@ -77,6 +87,20 @@ pub enum Outcome {
     Abandoned,
 }
 
+/// The ledger's name for an admitted attempt, handed back to settle it (a [`StoreLedger`]
+/// reservation's row; a [`MemoryLedger`] needs none and gives 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationId(pub u64);
+
+/// What a ledger holds, for tests and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Budget entries kept (bounded by the ledger's capacity).
+    pub entries: u64,
+    /// Attempts admitted and not yet settled.
+    pub in_flight: u64,
+}
+
 /// What a ledger call returns: a future, so an implementation may wait on a database.
 pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -88,15 +112,19 @@ pub trait AttemptLedger: Send + Sync + 'static {
         &'a self,
         attempt: &'a Attempt,
         now: u64,
-    ) -> LedgerFuture<'a, Result<(), Refusal>>;
+    ) -> LedgerFuture<'a, Result<ReservationId, Refusal>>;
 
-    /// Settles an attempt [`Self::reserve`] admitted.
+    /// Settles an attempt [`Self::reserve`] admitted as `id`.
     fn settle<'a>(
         &'a self,
         attempt: &'a Attempt,
+        id: ReservationId,
         outcome: Outcome,
         now: u64,
     ) -> LedgerFuture<'a, ()>;
+
+    /// What the ledger holds now.
+    fn census(&self) -> LedgerFuture<'_, Result<Census, StoreError>>;
 }
 
 /// An admitted attempt. Dropped without [`Self::settle`] (its task panicked or was cancelled),
@@ -104,6 +132,7 @@ pub trait AttemptLedger: Send + Sync + 'static {
 pub struct Reservation {
     ledger: Arc<dyn AttemptLedger>,
     attempt: Option<Attempt>,
+    id: ReservationId,
     now: u64,
 }
 
@@ -114,10 +143,11 @@ impl Reservation {
         attempt: Attempt,
         now: u64,
     ) -> Result<Self, Refusal> {
-        ledger.reserve(&attempt, now).await?;
+        let id = ledger.reserve(&attempt, now).await?;
         Ok(Self {
             ledger,
             attempt: Some(attempt),
+            id,
             now,
         })
     }
@@ -125,7 +155,7 @@ impl Reservation {
     /// Settles the attempt at `now`.
     pub async fn settle(mut self, outcome: Outcome, now: u64) {
         if let Some(attempt) = self.attempt.take() {
-            self.ledger.settle(&attempt, outcome, now).await;
+            self.ledger.settle(&attempt, self.id, outcome, now).await;
         }
     }
 }
@@ -136,28 +166,28 @@ impl Drop for Reservation {
             return;
         };
         let ledger = Arc::clone(&self.ledger);
-        let now = self.now;
+        let (id, now) = (self.id, self.now);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { ledger.settle(&attempt, Outcome::Failed, now).await });
+            runtime.spawn(async move { ledger.settle(&attempt, id, Outcome::Failed, now).await });
         }
     }
 }
 
 /// One budget's state (and, for an email's key, its attempts in flight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
+pub(crate) struct Entry {
     /// Start of the current window.
-    start: u64,
+    pub(crate) start: u64,
     /// Failures in the current window.
-    failures: u32,
+    pub(crate) failures: u32,
     /// Reserved attempts not yet settled: counted as failures until they are.
-    pending: u32,
+    pub(crate) pending: u32,
     /// Attempts of this email being hashed (only on an email's key).
-    in_flight: u32,
+    pub(crate) in_flight: u32,
     /// How many times in a row the budget was spent: the next lock is `WINDOW << strikes`.
-    strikes: u32,
+    pub(crate) strikes: u32,
     /// Locked (spent) until then.
-    locked_until: u64,
+    pub(crate) locked_until: u64,
 }
 
 impl Entry {
@@ -207,20 +237,30 @@ impl Entry {
         self.locked_until = 0;
     }
 
-    fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         self.pending > 0 || self.in_flight > 0
+    }
+
+    /// From when forgetting the entry changes no answer, unless it is [`Self::busy`]: its
+    /// window and lock are over, and a budget that was spent has been quiet for
+    /// `STRIKE_MEMORY` since (or the doubling would start over).
+    pub(crate) fn forget_at(&self) -> u64 {
+        let over = self.locked_until.max(self.start.saturating_add(WINDOW));
+        if self.strikes == 0 {
+            over
+        } else {
+            over.max(self.locked_until.saturating_add(STRIKE_MEMORY))
+        }
     }
 
     /// Whether forgetting the entry changes no answer.
     fn expired(&self, now: u64) -> bool {
-        !self.busy()
-            && now >= self.locked_until
-            && now >= self.start.saturating_add(WINDOW)
-            && (self.strikes == 0 || now >= self.locked_until.saturating_add(STRIKE_MEMORY))
+        !self.busy() && now >= self.forget_at()
     }
 
     /// Eviction order when the table is full: what restricts least goes first. A spent budget
     /// goes last, so flooding the table with made-up emails does not reset a victim's lock.
+    /// (`store::sign_in_budgets::make_room` orders rows by the same four columns.)
     fn weight(&self, now: u64) -> (bool, u32, u32, u64) {
         (
             now < self.locked_until,
@@ -231,16 +271,88 @@ impl Entry {
     }
 }
 
-/// Entries a [`MemoryLedger`] keeps by default: 48 bytes each in the table; a full table
-/// measured 16 MiB resident, its growth and the eviction scratch included.
+/// The entries an attempt touches, by key: a ledger's whole table, or the rows a database ledger
+/// read for one step.
+pub(crate) type Entries = HashMap<BudgetKey, Entry>;
+
+/// Whether `attempt` may go ahead, over `entries` (holding every entry of its keys that exists;
+/// their windows are rolled to `now`). Counts nothing.
+pub(crate) fn admit(entries: &mut Entries, attempt: &Attempt, now: u64) -> Result<(), Refusal> {
+    let mut retry_after = 0;
+    let mut busy = false;
+    for budget in &attempt.budgets {
+        if let Some(entry) = entries.get_mut(&budget.key) {
+            entry.roll(now, budget.limit);
+            if now < entry.locked_until {
+                retry_after = retry_after.max(entry.locked_until - now);
+            } else if entry.failures.saturating_add(entry.pending) >= budget.limit {
+                busy = true;
+            }
+        }
+    }
+    if let Some(email) = entries.get(&attempt.email) {
+        busy |= email.in_flight >= MAX_IN_FLIGHT_PER_EMAIL;
+    }
+    if retry_after > 0 {
+        return Err(Refusal::Locked { retry_after });
+    }
+    if busy {
+        return Err(Refusal::Busy);
+    }
+    Ok(())
+}
+
+/// How many entries counting `attempt` adds to `entries`.
+pub(crate) fn new_entries(entries: &Entries, attempt: &Attempt) -> usize {
+    let mut new: Vec<BudgetKey> = Vec::with_capacity(attempt.budgets.len() + 1);
+    for key in attempt.budgets.iter().map(|b| b.key).chain([attempt.email]) {
+        if !entries.contains_key(&key) && !new.contains(&key) {
+            new.push(key);
+        }
+    }
+    new.len()
+}
+
+/// Counts an admitted attempt: pending on each of its budgets, in flight on its email.
+pub(crate) fn hold(entries: &mut Entries, attempt: &Attempt, now: u64) {
+    for budget in &attempt.budgets {
+        let entry = entries.entry(budget.key).or_insert_with(|| Entry::new(now));
+        entry.pending += 1;
+    }
+    entries
+        .entry(attempt.email)
+        .or_insert_with(|| Entry::new(now))
+        .in_flight += 1;
+}
+
+/// Settles a held attempt over `entries`.
+pub(crate) fn release(entries: &mut Entries, attempt: &Attempt, outcome: Outcome, now: u64) {
+    for budget in &attempt.budgets {
+        if let Some(entry) = entries.get_mut(&budget.key) {
+            entry.pending = entry.pending.saturating_sub(1);
+            match outcome {
+                Outcome::Failed => entry.fail(now, budget.limit),
+                Outcome::Succeeded if budget.cleared_by_success => entry.forgive(),
+                Outcome::Succeeded | Outcome::Abandoned => {}
+            }
+        }
+    }
+    if let Some(email) = entries.get_mut(&attempt.email) {
+        email.in_flight = email.in_flight.saturating_sub(1);
+    }
+}
+
+/// Entries a ledger keeps by default: 48 bytes each in a [`MemoryLedger`]'s table (a full
+/// table measured 16 MiB resident, its growth and the eviction scratch included); a
+/// [`StoreLedger`]'s rows take about 100 bytes each with their index.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// The ledger in this process's memory. A restart forgets it (a restart per window is not
-/// something an attacker can order); replicas would each have their own, which is why the
-/// interface exists.
+/// something an attacker can order); replicas would each have their own, which is why
+/// [`StoreLedger`] exists.
 #[derive(Debug)]
 pub struct MemoryLedger {
-    entries: Mutex<HashMap<BudgetKey, Entry>>,
+    entries: Mutex<Entries>,
     capacity: usize,
 }
 
@@ -274,7 +386,7 @@ impl MemoryLedger {
         self.lock().values().map(|e| u64::from(e.in_flight)).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BudgetKey, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // Every update leaves the map consistent, so a panic elsewhere cannot poison meaning.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -282,73 +394,28 @@ impl MemoryLedger {
     /// The synchronous body of [`AttemptLedger::reserve`].
     pub fn try_reserve(&self, attempt: &Attempt, now: u64) -> Result<(), Refusal> {
         let mut map = self.lock();
-        let mut retry_after = 0;
-        let mut busy = false;
-        for budget in &attempt.budgets {
-            if let Some(entry) = map.get_mut(&budget.key) {
-                entry.roll(now, budget.limit);
-                if now < entry.locked_until {
-                    retry_after = retry_after.max(entry.locked_until - now);
-                } else if entry.failures.saturating_add(entry.pending) >= budget.limit {
-                    busy = true;
-                }
-            }
-        }
-        if let Some(email) = map.get(&attempt.email) {
-            busy |= email.in_flight >= MAX_IN_FLIGHT_PER_EMAIL;
-        }
-        if retry_after > 0 {
-            return Err(Refusal::Locked { retry_after });
-        }
-        if busy {
-            return Err(Refusal::Busy);
-        }
-        let mut new: Vec<BudgetKey> = Vec::with_capacity(attempt.budgets.len() + 1);
-        for key in attempt.budgets.iter().map(|b| b.key).chain([attempt.email]) {
-            if !map.contains_key(&key) && !new.contains(&key) {
-                new.push(key);
-            }
-        }
-        let new = new.len();
+        admit(&mut map, attempt, now)?;
+        let new = new_entries(&map, attempt);
         if map.len() + new > self.capacity {
             self.make_room(&mut map, now);
             if map.len() + new > self.capacity {
                 return Err(Refusal::Busy);
             }
         }
-        for budget in &attempt.budgets {
-            let entry = map.entry(budget.key).or_insert_with(|| Entry::new(now));
-            entry.pending += 1;
-        }
-        map.entry(attempt.email)
-            .or_insert_with(|| Entry::new(now))
-            .in_flight += 1;
+        hold(&mut map, attempt, now);
         Ok(())
     }
 
     /// The synchronous body of [`AttemptLedger::settle`].
     pub fn settle_now(&self, attempt: &Attempt, outcome: Outcome, now: u64) {
-        let mut map = self.lock();
-        for budget in &attempt.budgets {
-            if let Some(entry) = map.get_mut(&budget.key) {
-                entry.pending = entry.pending.saturating_sub(1);
-                match outcome {
-                    Outcome::Failed => entry.fail(now, budget.limit),
-                    Outcome::Succeeded if budget.cleared_by_success => entry.forgive(),
-                    Outcome::Succeeded | Outcome::Abandoned => {}
-                }
-            }
-        }
-        if let Some(email) = map.get_mut(&attempt.email) {
-            email.in_flight = email.in_flight.saturating_sub(1);
-        }
+        release(&mut self.lock(), attempt, outcome, now);
     }
 
     /// Forgets expired entries; if that is not enough, the least restrictive eighth of the
     /// table. Entries with attempts in flight are never forgotten.
-    fn make_room(&self, map: &mut HashMap<BudgetKey, Entry>, now: u64) {
+    fn make_room(&self, map: &mut Entries, now: u64) {
         map.retain(|_, e| !e.expired(now));
-        let target = self.capacity - self.capacity / 8;
+        let target = room_target(self.capacity);
         if map.len() <= target {
             return;
         }
@@ -368,251 +435,168 @@ impl MemoryLedger {
     }
 }
 
+/// How many entries a full table keeps after making room: seven eighths of it, so room is made
+/// once per eighth of the capacity of new entries, not at every one.
+pub(crate) fn room_target(capacity: usize) -> usize {
+    capacity - capacity / 8
+}
+
 impl AttemptLedger for MemoryLedger {
     fn reserve<'a>(
         &'a self,
         attempt: &'a Attempt,
         now: u64,
-    ) -> LedgerFuture<'a, Result<(), Refusal>> {
-        Box::pin(std::future::ready(self.try_reserve(attempt, now)))
+    ) -> LedgerFuture<'a, Result<ReservationId, Refusal>> {
+        Box::pin(std::future::ready(
+            self.try_reserve(attempt, now).map(|()| ReservationId(0)),
+        ))
     }
 
     fn settle<'a>(
         &'a self,
         attempt: &'a Attempt,
+        _: ReservationId,
         outcome: Outcome,
         now: u64,
     ) -> LedgerFuture<'a, ()> {
         self.settle_now(attempt, outcome, now);
         Box::pin(std::future::ready(()))
     }
+
+    fn census(&self) -> LedgerFuture<'_, Result<Census, StoreError>> {
+        let map = self.lock();
+        let census = Census {
+            entries: map.len() as u64,
+            in_flight: map.values().map(|e| u64::from(e.in_flight)).sum(),
+        };
+        Box::pin(std::future::ready(Ok(census)))
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The ledger in the store's database (`sign_in_budgets` and `sign_in_reservations`): every
+/// replica on one PostgreSQL database shares it, so N replicas allow no more guesses than one.
+///
+/// Each call is one write transaction ([`Store::write_apart`] in [`Lane::SignIn`]), serialised
+/// with every other replica's ledger steps by the lane's own lock: the check and the count stay
+/// one step across replicas, and neither waits for nor delays the store's other writes. A
+/// reservation is a row with an expiry ([`RESERVATION_TTL`]): if the replica that made it dies
+/// mid-hash, the next reservation anywhere past that time settles it as a failure, so no email
+/// stays busy and no guess is refunded. At most `capacity` entries are kept, made room for as
+/// [`MemoryLedger`] does. A database that cannot be reached refuses attempts (`Busy`, logged):
+/// closed, as a spent budget is.
+///
+/// An attempt the database refused as locked is refused again by this replica, without asking,
+/// until the lock ends ([`KNOWN_LOCKS`]): a lock only ends with time (or with a success of an
+/// attempt admitted before it, which the one attempt per email in flight rules out), so the
+/// answer is the database's; and a client hammering its lock costs the shared database nothing.
+#[derive(Debug, Clone)]
+pub struct StoreLedger {
+    store: Store,
+    capacity: usize,
+    locks: Arc<Mutex<HashMap<Attempt, u64>>>,
+}
 
-    fn key(n: u8) -> BudgetKey {
-        BudgetKey([n; 16])
+/// Locked attempts a [`StoreLedger`] remembers (each until its lock ends; when full, expired
+/// ones are forgotten, and if none is, nothing more is remembered: the database answers).
+pub const KNOWN_LOCKS: usize = 4096;
+
+impl StoreLedger {
+    /// A ledger in `store`'s database keeping at most [`DEFAULT_CAPACITY`] entries.
+    pub fn new(store: Store) -> Self {
+        Self::with_capacity(store, DEFAULT_CAPACITY)
     }
 
-    /// An unknown browser's attempt: the email's shared budget (10) and its pair's (5).
-    fn untrusted(email: u8, pair: u8) -> Attempt {
-        Attempt {
-            email: key(email),
-            budgets: vec![
-                Budget {
-                    key: key(email),
-                    limit: 10,
-                    cleared_by_success: false,
-                },
-                Budget {
-                    key: key(pair),
-                    limit: 5,
-                    cleared_by_success: true,
-                },
-            ],
+    /// A ledger in `store`'s database keeping at most `capacity` entries.
+    pub fn with_capacity(store: Store, capacity: usize) -> Self {
+        Self {
+            store,
+            capacity: capacity.max(16),
+            locks: Arc::default(),
         }
     }
 
-    fn fail(ledger: &MemoryLedger, attempt: &Attempt, now: u64) -> Result<(), Refusal> {
-        ledger.try_reserve(attempt, now)?;
-        ledger.settle_now(attempt, Outcome::Failed, now);
-        Ok(())
+    /// Until when `attempt` is known to be locked, if it is at `now`.
+    fn known_lock(&self, attempt: &Attempt, now: u64) -> Option<u64> {
+        let locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.get(attempt).copied().filter(|until| now < *until)
     }
 
-    #[test]
-    fn a_reservation_counts_before_it_is_settled() {
-        let ledger = MemoryLedger::default();
-        let a = untrusted(1, 2);
-        // One attempt of an email in flight at a time; the next is busy, not counted.
-        ledger.try_reserve(&a, 0).unwrap();
-        assert_eq!(ledger.try_reserve(&a, 0), Err(Refusal::Busy));
-        ledger.settle_now(&a, Outcome::Failed, 0);
-        for _ in 1..5 {
-            fail(&ledger, &a, 1).unwrap();
+    fn remember_lock(&self, attempt: &Attempt, until: u64, now: u64) {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if locks.len() >= KNOWN_LOCKS {
+            locks.retain(|_, until| now < *until);
         }
-        assert_eq!(
-            ledger.try_reserve(&a, 2),
-            Err(Refusal::Locked {
-                retry_after: WINDOW - 1
-            })
-        );
+        if locks.len() < KNOWN_LOCKS {
+            locks.insert(attempt.clone(), until);
+        }
+    }
+}
+
+impl AttemptLedger for StoreLedger {
+    fn reserve<'a>(
+        &'a self,
+        attempt: &'a Attempt,
+        now: u64,
+    ) -> LedgerFuture<'a, Result<ReservationId, Refusal>> {
+        let owned = attempt.clone();
+        let capacity = self.capacity;
+        Box::pin(async move {
+            if let Some(until) = self.known_lock(attempt, now) {
+                return Err(Refusal::Locked {
+                    retry_after: until - now,
+                });
+            }
+            let reserved = self
+                .store
+                .write_apart(Lane::SignIn, move |tx| {
+                    store::sign_in_budgets::reserve(tx, &owned, now, capacity)
+                })
+                .await;
+            let reserved = reserved.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the sign-in ledger could not be reached");
+                Err(Refusal::Busy)
+            });
+            if let Err(Refusal::Locked { retry_after }) = reserved {
+                self.remember_lock(attempt, now.saturating_add(retry_after), now);
+            }
+            reserved
+        })
     }
 
-    #[test]
-    fn a_pending_attempt_is_counted_as_a_failure() {
-        let ledger = MemoryLedger::default();
-        let a = untrusted(1, 2);
-        for _ in 0..4 {
-            fail(&ledger, &a, 0).unwrap();
-        }
-        ledger.try_reserve(&a, 0).unwrap();
-        // The fifth guess is out: another email's attempt from the same pair key waits too.
-        let same_pair_other_email = untrusted(3, 2);
-        assert_eq!(
-            ledger.try_reserve(&same_pair_other_email, 0),
-            Err(Refusal::Busy)
-        );
-        // Refunded on success: the pair is forgiven, the email's shared budget keeps its four.
-        ledger.settle_now(&a, Outcome::Succeeded, 0);
-        for _ in 0..5 {
-            fail(&ledger, &a, 0).unwrap();
-        }
-        // 4 + 5 failures: one guess of the email's 10 is left, for any other address.
-        fail(&ledger, &untrusted(1, 9), 0).unwrap();
-        assert_eq!(
-            ledger.try_reserve(&untrusted(1, 10), 0),
-            Err(Refusal::Locked {
-                retry_after: WINDOW
-            })
-        );
+    fn settle<'a>(
+        &'a self,
+        attempt: &'a Attempt,
+        id: ReservationId,
+        outcome: Outcome,
+        now: u64,
+    ) -> LedgerFuture<'a, ()> {
+        let owned = attempt.clone();
+        Box::pin(async move {
+            let settled = self
+                .store
+                .write_apart(Lane::SignIn, move |tx| {
+                    store::sign_in_budgets::settle(tx, &owned, id, outcome, now)
+                })
+                .await;
+            if let Err(e) = settled {
+                // The reservation stays and expires: then it is counted as a failure.
+                tracing::error!(error = %e, "settling a sign-in attempt");
+            }
+        })
     }
 
-    #[test]
-    fn abandoned_attempts_count_nothing() {
-        let ledger = MemoryLedger::default();
-        let a = untrusted(1, 2);
-        for _ in 0..20 {
-            ledger.try_reserve(&a, 0).unwrap();
-            ledger.settle_now(&a, Outcome::Abandoned, 0);
-        }
-        assert_eq!(ledger.try_reserve(&a, 0), Ok(()));
+    fn census(&self) -> LedgerFuture<'_, Result<Census, StoreError>> {
+        Box::pin(self.store.read(store::sign_in_budgets::census))
     }
+}
 
-    #[test]
-    fn one_address_cannot_spend_the_emails_budget_but_many_can() {
-        let ledger = MemoryLedger::default();
-        for _ in 0..5 {
-            fail(&ledger, &untrusted(1, 2), 0).unwrap();
-        }
-        assert!(matches!(
-            ledger.try_reserve(&untrusted(1, 2), 0),
-            Err(Refusal::Locked { .. })
-        ));
-        // The owner, elsewhere, still has the rest of the email's budget.
-        ledger.try_reserve(&untrusted(1, 3), 0).unwrap();
-        ledger.settle_now(&untrusted(1, 3), Outcome::Succeeded, 0);
-        // A second address spends the rest: then no unknown browser gets through.
-        for _ in 0..5 {
-            fail(&ledger, &untrusted(1, 4), 0).unwrap();
-        }
-        assert!(matches!(
-            ledger.try_reserve(&untrusted(1, 5), 0),
-            Err(Refusal::Locked { .. })
-        ));
-    }
-
-    #[test]
-    fn locks_double_while_the_budget_is_spent_again_and_stop_at_the_cap() {
-        let ledger = MemoryLedger::default();
-        let a = untrusted(1, 2);
-        let mut now = 0;
-        let mut locks = Vec::new();
-        for _ in 0..7 {
-            while fail(&ledger, &a, now).is_ok() {}
-            let Err(Refusal::Locked { retry_after }) = ledger.try_reserve(&a, now) else {
-                panic!("locked expected");
-            };
-            locks.push(retry_after);
-            now += retry_after;
-        }
-        assert_eq!(
-            locks,
-            [
-                WINDOW,
-                2 * WINDOW,
-                4 * WINDOW,
-                8 * WINDOW,
-                MAX_LOCK,
-                MAX_LOCK,
-                MAX_LOCK
-            ]
-        );
-        // A window without spending the budget starts the doubling over.
-        fail(&ledger, &a, now).unwrap();
-        now += WINDOW;
-        while fail(&ledger, &a, now).is_ok() {}
-        assert_eq!(
-            ledger.try_reserve(&a, now),
-            Err(Refusal::Locked {
-                retry_after: WINDOW
-            })
-        );
-    }
-
-    #[test]
-    fn failures_age_out_with_the_window() {
-        let ledger = MemoryLedger::default();
-        let a = untrusted(1, 2);
-        for _ in 0..4 {
-            fail(&ledger, &a, 0).unwrap();
-        }
-        for _ in 0..4 {
-            fail(&ledger, &a, WINDOW).unwrap();
-        }
-        assert_eq!(ledger.try_reserve(&a, WINDOW), Ok(()));
-    }
-
-    #[test]
-    fn the_table_is_bounded_and_a_flood_does_not_evict_a_spent_budget() {
-        let ledger = MemoryLedger::with_capacity(1000);
-        let victim = untrusted(1, 2);
-        while fail(&ledger, &victim, 0).is_ok() {}
-        for n in 0..20_000_u32 {
-            let mut email = [0_u8; 16];
-            email[..4].copy_from_slice(&n.to_le_bytes());
-            email[15] = 0xee;
-            let mut pair = email;
-            pair[14] = 0xff;
-            let a = untrusted(0, 0);
-            let a = Attempt {
-                email: BudgetKey(email),
-                budgets: vec![
-                    Budget {
-                        key: BudgetKey(email),
-                        ..a.budgets[0]
-                    },
-                    Budget {
-                        key: BudgetKey(pair),
-                        ..a.budgets[1]
-                    },
-                ],
-            };
-            fail(&ledger, &a, 1).unwrap();
-            assert!(ledger.len() <= 1000);
-        }
-        assert!(matches!(
-            ledger.try_reserve(&victim, 2),
-            Err(Refusal::Locked { .. })
-        ));
-    }
-
-    #[test]
-    fn expired_entries_are_forgotten_when_room_is_needed() {
-        let ledger = MemoryLedger::with_capacity(100);
-        for n in 0..50 {
-            fail(&ledger, &untrusted(n, n + 100), 0).unwrap();
-        }
-        assert_eq!(ledger.len(), 100);
-        fail(&ledger, &untrusted(200, 201), WINDOW).unwrap();
-        assert_eq!(ledger.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_dropped_reservation_counts_as_a_failure() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let a = untrusted(1, 2);
-        for _ in 0..5 {
-            let r = Reservation::take(ledger.clone(), a.clone(), 0)
-                .await
-                .unwrap();
-            drop(r);
-            tokio::task::yield_now().await;
-        }
-        assert!(matches!(
-            ledger.try_reserve(&a, 0),
-            Err(Refusal::Locked { .. })
-        ));
+/// The ledger a service on `store` uses: the database's on PostgreSQL, where several replicas
+/// may share it; this process's memory on SQLite, which one process serves (its budgets are
+/// then exact without a durable write per guess: docs/sign-in.md).
+pub fn ledger_for(store: &Store) -> Arc<dyn AttemptLedger> {
+    if store.is_postgres() {
+        Arc::new(StoreLedger::new(store.clone()))
+    } else {
+        Arc::new(MemoryLedger::default())
     }
 }

@@ -48,7 +48,7 @@ pub enum Client {
 /// The sign-in defences: attempt budgets, the bounded hasher, and the keyed names that keep
 /// emails out of both.
 pub struct SignInGuard {
-    /// Attempt budgets (in memory; a database later, shared by replicas).
+    /// Attempt budgets: in memory, or in the database replicas share (`limit::ledger_for`).
     pub ledger: Arc<dyn AttemptLedger>,
     /// The bounded password checker.
     pub hasher: Arc<Hasher>,

@@ -8,9 +8,8 @@ use shared::audit::{AuditKeyring, Checkpoint};
 
 use super::Sink;
 use crate::state::Clock;
-use crate::store::Store;
-use crate::store::StoreError;
 use crate::store::audit::{self as audit_db, ChainPoint};
+use crate::store::{PublisherLease, Store, StoreError};
 
 /// What a checkpoint pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +38,8 @@ pub struct CheckpointPublisher {
     interval: Duration,
     /// The checkpoint the sink holds, once read back (`Some(None)`: none stored yet).
     anchored: Option<Option<Checkpoint>>,
+    /// Only the replica holding it anchors ([`CheckpointPublisher::run`]).
+    lease: PublisherLease,
 }
 
 impl CheckpointPublisher {
@@ -57,7 +58,15 @@ impl CheckpointPublisher {
             sink,
             interval,
             anchored: None,
+            lease: PublisherLease::always(),
         }
+    }
+
+    /// Anchors only while `lease` is held ([`crate::store::Store::publisher_lease`]).
+    #[must_use]
+    pub fn with_lease(mut self, lease: PublisherLease) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// One pass: reads the anchor back (the first time), checks the table against it and stores a
@@ -141,7 +150,8 @@ impl CheckpointPublisher {
         }
     }
 
-    /// Runs passes forever, one per interval.
+    /// Runs passes forever, one per interval, while this replica holds the lease. A replica
+    /// that takes the lease reads the anchor back first: the last holder may have moved it.
     pub async fn run(mut self) {
         if !self.sink.supports_checkpoints() {
             tracing::warn!(
@@ -151,6 +161,11 @@ impl CheckpointPublisher {
             return;
         }
         loop {
+            if !self.lease.hold().await {
+                self.anchored = None;
+                tokio::time::sleep(self.lease.cap(self.interval)).await;
+                continue;
+            }
             match self.run_once().await {
                 CheckpointPass::Anchored(seq) => {
                     tracing::debug!(seq, sink = self.sink.name(), "audit checkpoint anchored");

@@ -9,7 +9,7 @@ use shared::limits::{self, LimitPush};
 use super::{MIN_IDLE, Sink, Trigger};
 use crate::error::AppError;
 use crate::state::Clock;
-use crate::store::{Store, limits as limits_db};
+use crate::store::{PublisherLease, Store, limits as limits_db};
 
 /// First wait after a failed limits push; doubles per failure up to [`LIMITS_MAX_BACKOFF`].
 pub const LIMITS_FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -35,6 +35,8 @@ pub struct LimitPublisher {
     clock: Arc<dyn Clock>,
     sink: Arc<dyn Sink>,
     backoff: Duration,
+    /// Only the replica holding it pushes ([`LimitPublisher::run`]).
+    lease: PublisherLease,
 }
 
 impl LimitPublisher {
@@ -45,7 +47,15 @@ impl LimitPublisher {
             clock,
             sink,
             backoff: LIMITS_FIRST_BACKOFF,
+            lease: PublisherLease::always(),
         }
+    }
+
+    /// Pushes only while `lease` is held ([`crate::store::Store::publisher_lease`]).
+    #[must_use]
+    pub fn with_lease(mut self, lease: PublisherLease) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// One pass: pushes every queued policy, [`limits::MAX_PUSH_ENTRIES`] per request, and
@@ -116,7 +126,8 @@ impl LimitPublisher {
     }
 
     /// Runs passes forever: when woken by a policy change, after a backoff when a push failed,
-    /// and at least every 30 s.
+    /// and at least every 30 s (every second on a shared database, whose other replicas' changes
+    /// wake no trigger here). A pass runs only while this replica holds the lease.
     pub async fn run(mut self, trigger: Trigger) {
         if !self.sink.supports_limits() {
             tracing::warn!(
@@ -126,12 +137,16 @@ impl LimitPublisher {
             );
         }
         loop {
+            if !self.lease.hold().await {
+                trigger.wait_limits(self.lease.cap(LIMITS_IDLE)).await;
+                continue;
+            }
             let pass = self.run_once().await;
             if let Err(e) = &pass {
                 tracing::warn!(error = %format_args!("{e:#}"), "limits pass failed");
             }
             let wait = self.idle_after(&pass);
-            trigger.wait_limits(wait).await;
+            trigger.wait_limits(self.lease.cap(wait)).await;
         }
     }
 }

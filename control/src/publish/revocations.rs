@@ -13,7 +13,7 @@ use shared::revocation::{RevocationShard, ShardHeader};
 use super::{MIN_IDLE, RETRY, Sink, SinkError, Trigger};
 use crate::error::AppError;
 use crate::state::Clock;
-use crate::store::StoreError;
+use crate::store::{PublisherLease, StoreError};
 use crate::store::{Store, revocations};
 
 /// The publishing loop's state.
@@ -37,6 +37,10 @@ pub struct Publisher {
     /// Shards to read back from the sink before their next write ([`Publisher::read_back`]):
     /// all of them at start, and one whose push the edge refused with a 409.
     unread: BTreeSet<u16>,
+    /// Only the replica holding it publishes ([`Publisher::run`]).
+    lease: PublisherLease,
+    /// Whether the lease was held at the last pass.
+    leased: bool,
 }
 
 /// Shards are written at most this often each (Workers KV: one write per key per second).
@@ -111,7 +115,27 @@ impl Publisher {
             failing_since_ms: None,
             last_alarm_ms: None,
             unread: (0..shard_count).collect(),
+            lease: PublisherLease::always(),
+            leased: false,
         }
+    }
+
+    /// Publishes only while `lease` is held ([`crate::store::Store::publisher_lease`]): several
+    /// replicas on one PostgreSQL database run this loop, one of them publishes.
+    #[must_use]
+    pub fn with_lease(mut self, lease: PublisherLease) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// This replica just took the lease: what it knew of the edge may be stale (another replica
+    /// published meanwhile), so it reads every shard back and writes every one, as at start.
+    fn lease_taken(&mut self) {
+        self.unread = (0..self.shard_count).collect();
+        self.last_ok_ms.clear();
+        self.last_attempt_ms.clear();
+        self.failing_since_ms = None;
+        self.last_alarm_ms = None;
     }
 
     /// Republishes every shard each `heartbeat` (at least 1 s, at most half the lifetime).
@@ -455,17 +479,34 @@ impl Publisher {
     }
 
     /// Runs passes forever: after each wake-up, when deferred work falls due, and at least every
-    /// few seconds.
+    /// few seconds (every second on a shared database: another replica's revocations wake no
+    /// trigger here). A pass runs only while this replica holds the lease; one that lacks it
+    /// tries again at its next pass, so when the holder dies another takes over within a poll.
     pub async fn run(mut self, trigger: Trigger) {
         loop {
-            let wait = match self.run_once().await {
-                Ok(pass) => self.idle_after(&pass),
-                Err(e) => {
-                    tracing::warn!(error = %format_args!("{e:#}"), "publish pass failed");
-                    RETRY
+            let held = self.lease.hold().await;
+            if held && !self.leased {
+                tracing::info!(
+                    sink = self.sink.name(),
+                    "this replica publishes revocations"
+                );
+                self.lease_taken();
+            } else if !held && self.leased {
+                tracing::warn!("publisher lease lost: another replica publishes revocations");
+            }
+            self.leased = held;
+            let wait = if !held {
+                MAX_IDLE
+            } else {
+                match self.run_once().await {
+                    Ok(pass) => self.idle_after(&pass),
+                    Err(e) => {
+                        tracing::warn!(error = %format_args!("{e:#}"), "publish pass failed");
+                        RETRY
+                    }
                 }
             };
-            trigger.wait(wait).await;
+            trigger.wait(self.lease.cap(wait)).await;
         }
     }
 }

@@ -45,16 +45,66 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL refused or failed the statement.
     #[error(transparent)]
-    Postgres(#[from] postgres::Error),
+    Postgres(PgError),
     /// PostgreSQL refused or failed this statement (its text, for the log: never a value).
     #[error("{source} (in: {sql})")]
     PostgresIn {
         /// The statement as the store wrote it.
         sql: String,
         /// The error.
-        source: postgres::Error,
+        source: PgError,
     },
 }
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        Self::Postgres(PgError(e))
+    }
+}
+
+/// PostgreSQL's error without the values it may quote. Its DETAIL ("Key (email)=(...) already
+/// exists", "Failing row contains (...)") is left out of its text, of its `Debug` and of its
+/// chain (it has no source), all of which reach the logs as a 500's cause; its severity,
+/// message and SQLSTATE stay. SQLite's errors never quote a value.
+pub struct PgError(postgres::Error);
+
+impl PgError {
+    /// The SQLSTATE, if the server sent one.
+    pub fn code(&self) -> Option<&postgres::error::SqlState> {
+        self.0.code()
+    }
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(db) = self.0.as_db_error() {
+            return write!(
+                f,
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+        }
+        // Not the server's: the client's (I/O, a closed connection, a parameter refused by
+        // `Value`'s binding, whose text names no value either), with its cause.
+        write!(f, "{}", self.0)?;
+        if let Some(cause) = std::error::Error::source(&self.0) {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PgError")
+            .field(&format_args!("{self}"))
+            .finish()
+    }
+}
+
+impl std::error::Error for PgError {}
 
 impl Error {
     /// A column that held the wrong kind of value for its reader.
@@ -66,8 +116,8 @@ impl Error {
     }
 
     /// Whether the database refused the write for want of room or working storage: SQLite's
-    /// `SQLITE_FULL` or an I/O error; PostgreSQL's class 53 (insufficient resources: disk full,
-    /// out of memory, too many connections) or 58 (system error: I/O).
+    /// `SQLITE_FULL` or an I/O error; PostgreSQL's `disk_full` (53100) or class 58 (system
+    /// error: I/O). Not too many connections or out of memory: the disk is fine then.
     pub fn is_unwritable(&self) -> bool {
         match self {
             Self::Sqlite(e) => {
@@ -76,7 +126,7 @@ impl Error {
             }
             Self::Postgres(e) | Self::PostgresIn { source: e, .. } => e
                 .code()
-                .is_some_and(|c| c.code().starts_with("53") || c.code().starts_with("58")),
+                .is_some_and(|c| c.code() == "53100" || c.code().starts_with("58")),
             _ => false,
         }
     }
@@ -118,7 +168,8 @@ impl<T> OptionalExtension<T> for Result<T> {
 // Parameters
 
 /// One bound value, borrowed from the caller (or made for the binding, such as a key id's hex).
-#[derive(Debug, Clone)]
+/// Its `Debug` shows a text's or a blob's length, never its content (below).
+#[derive(Clone)]
 pub enum Value<'a> {
     /// SQL NULL.
     Null,
@@ -134,6 +185,23 @@ pub enum Value<'a> {
     Blob(&'a [u8]),
     /// An integer that does not fit `i64` (refused when bound).
     OutOfRange(u64),
+}
+
+/// Text and bytes by their length only: tokio-postgres logs every parameter's `Debug` at debug
+/// level ("executing statement ... with parameters"), and a refused binding's error carries it,
+/// so the content (an email typed at sign-in, a hash, a sealed secret) would reach the logs.
+impl fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::Int(i) => write!(f, "Int({i})"),
+            Value::Real(r) => write!(f, "Real({r})"),
+            Value::Text(t) => write!(f, "Text({} bytes)", t.len()),
+            Value::OwnedText(t) => write!(f, "Text({} bytes)", t.len()),
+            Value::Blob(b) => write!(f, "Blob({} bytes)", b.len()),
+            Value::OutOfRange(v) => write!(f, "OutOfRange({v})"),
+        }
+    }
 }
 
 /// A value the store binds as a parameter.
@@ -648,7 +716,7 @@ impl PgConn {
             .prepare_typed(&text, &unused_parameters(&text))
             .map_err(|source| Error::PostgresIn {
                 sql: sql.to_owned(),
-                source,
+                source: PgError(source),
             })?;
         let mut cache = self.statements.borrow_mut();
         // Statement texts are the store's own, a bounded set; a `format!`ed one that differs
@@ -693,7 +761,7 @@ impl Prepared {
     fn failed(&self, source: postgres::Error) -> Error {
         Error::PostgresIn {
             sql: self.sql.to_string(),
-            source,
+            source: PgError(source),
         }
     }
 }
@@ -1016,6 +1084,22 @@ impl Rows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parameter_debugs_as_its_length_never_its_content() {
+        let owned = "typed@secret.example".to_owned();
+        let values = [
+            Value::Text("typed@secret.example"),
+            Value::OwnedText(owned),
+            Value::Blob(b"sealed-secret"),
+        ];
+        let shown = format!("{values:?}");
+        assert_eq!(
+            shown, "[Text(20 bytes), Text(20 bytes), Blob(13 bytes)]",
+            "{shown}"
+        );
+        assert_eq!(format!("{:?}", Value::Int(7)), "Int(7)");
+    }
 
     #[test]
     fn numbered_parameters_become_dollars_outside_quotes_and_comments() {

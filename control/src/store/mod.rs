@@ -25,6 +25,7 @@ pub mod restore;
 pub mod retention;
 pub mod revocations;
 pub mod sessions;
+pub mod sign_in_budgets;
 pub mod signing;
 pub mod tokens;
 pub mod usage;
@@ -141,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_recovered_revocations.sql"),
     include_str!("migrations/0013_retired_kids.sql"),
     include_str!("migrations/0014_activity_reason.sql"),
+    include_str!("migrations/0015_sign_in_budgets.sql"),
 ];
 
 /// The PostgreSQL schema of record (docs/postgres.md), in order: the whole schema 13, then one
@@ -156,11 +158,24 @@ pub const PG_MIGRATIONS: &[(&str, &str)] = &[
         "0002_activity_reason.sql",
         include_str!("postgres/0002_activity_reason.sql"),
     ),
+    (
+        "0003_sign_in_budgets.sql",
+        include_str!("postgres/0003_sign_in_budgets.sql"),
+    ),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after its migrations): a
 /// database of a higher one comes from a newer build and is refused.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Writes kept apart from the store's ([`Store::write_apart`]): each lane is serialised with
+/// itself only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lane {
+    /// The sign-in attempt budgets (`sign_in_budgets`, `sign_in_reservations`, `sign_in_ledger`).
+    SignIn,
+}
 
 /// Readers kept open between calls.
 const READER_POOL: usize = 4;
@@ -178,17 +193,19 @@ pub fn display_database(database: &Path) -> String {
     if !is_postgres(database) {
         return text.into_owned();
     }
-    // postgres://user:password@host/... -> postgres://user:***@host/...
-    match (text.find("://"), text.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &text[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &text[..scheme + 3], &text[at..]),
-                None => text.into_owned(),
-            }
-        }
-        _ => text.into_owned(),
-    }
+    let (scheme, rest) = text.split_once("://").unwrap_or(("postgres", &text));
+    // A query may carry a password too (`?password=...`): it is left out, with any fragment.
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    // The host follows the last `@`: a password may hold one.
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}/{db}")
 }
 
 /// Whether `database` names a PostgreSQL database (`postgres://...`) rather than a SQLite file.
@@ -460,6 +477,31 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriteDropped)?
     }
 
+    /// Runs `f` in a write transaction of its own, serialised with the other transactions of
+    /// `lane` only: for rows no other write touches (the sign-in budgets), so they neither wait
+    /// for the store's writes nor hold them up (a sign-in never queues behind a slow write, and
+    /// a flood of sign-ins never delays a key change). On PostgreSQL its commit does not wait
+    /// for the flush (`synchronous_commit = off`): a crash of the database server may lose its
+    /// last fraction of a second, which the lane's state can afford and acknowledged API writes
+    /// never are. SQLite has one writer: there it is [`Store::write`].
+    pub async fn write_apart<T, E, F>(&self, lane: Lane, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&db::Db<'_>) -> Result<T, E> + Send + 'static,
+    {
+        if !self.is_postgres() {
+            return self.write(f).await;
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || match &inner.readers {
+            Readers::Postgres(readers) => readers.write_apart(lane, f),
+            Readers::Sqlite(_) => Err(StoreError::WriterStopped.into()),
+        })
+        .await
+        .map_err(StoreError::from)?
+    }
+
     /// Runs `f` on a read connection.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -509,6 +551,18 @@ impl Store {
         self.inner.read_blocking(f)
     }
 
+    /// The publishers' lease of this process (docs/postgres.md, "The publisher lease"): on
+    /// PostgreSQL, several replicas share the database and only the one holding the lease
+    /// publishes; on SQLite one process serves the file, and the lease is always held. Make one
+    /// per process and share it (clones share its connection): two leases of one process
+    /// compete for the lock like two replicas.
+    pub fn publisher_lease(&self) -> PublisherLease {
+        PublisherLease(match &self.inner.readers {
+            Readers::Sqlite(_) => None,
+            Readers::Postgres(readers) => Some(Arc::new(readers.lease())),
+        })
+    }
+
     /// Whether the database answers: for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
         self.read(|conn| {
@@ -516,6 +570,72 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+/// Whether this process may publish now ([`Store::publisher_lease`]). Cheap to clone; clones
+/// share one lease.
+#[derive(Clone, Default)]
+pub struct PublisherLease(Option<Arc<pg::Lease>>);
+
+impl std::fmt::Debug for PublisherLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PublisherLease(postgres)"
+        } else {
+            "PublisherLease(always)"
+        })
+    }
+}
+
+/// How often a publisher on a shared database looks for work other replicas committed: their
+/// commits wake no trigger in this process.
+pub const SHARED_POLL: Duration = Duration::from_secs(1);
+
+impl PublisherLease {
+    /// A lease that is always held: one process on its own database (SQLite, and publishers
+    /// built without a lease).
+    pub fn always() -> Self {
+        Self(None)
+    }
+
+    /// Whether this process holds the lease now, taking it if it is free. Blocking (a
+    /// PostgreSQL round trip): off the async runtime's threads, or through [`Self::hold`].
+    pub fn hold_blocking(&self) -> Result<bool> {
+        match &self.0 {
+            None => Ok(true),
+            Some(lease) => lease.hold(),
+        }
+    }
+
+    /// [`Self::hold_blocking`] on a blocking thread; a failure to ask counts as not held (the
+    /// database is unreachable: nothing could be published anyway) and is logged.
+    pub async fn hold(&self) -> bool {
+        let Some(lease) = self.0.clone() else {
+            return true;
+        };
+        match tokio::task::spawn_blocking(move || lease.hold()).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format_args!("{e:#}"), "could not take the publisher lease");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the publisher lease's task failed");
+                false
+            }
+        }
+    }
+
+    /// How long a publisher may sleep with nothing to do: on a shared database, at most
+    /// [`SHARED_POLL`], since another replica's commits do not wake it; `None` on its own one.
+    pub fn poll(&self) -> Option<Duration> {
+        self.0.as_ref().map(|_| SHARED_POLL)
+    }
+
+    /// Caps `wait` at [`Self::poll`].
+    pub fn cap(&self, wait: Duration) -> Duration {
+        self.poll().map_or(wait, |poll| wait.min(poll))
     }
 }
 
@@ -612,6 +732,29 @@ mod tests {
             "postgres://lynxo@[::1]/db"
         );
         assert_eq!(shown("/var/lib/a:b@c.sqlite3"), "/var/lib/a:b@c.sqlite3");
+    }
+
+    #[test]
+    fn no_part_of_a_url_that_may_hold_a_password_is_shown() {
+        for (given, want) in [
+            ("/var/lib/lynxo/c.sqlite3", "/var/lib/lynxo/c.sqlite3"),
+            (
+                "postgres://lynxo@127.0.0.1:5432/lynxo",
+                "postgres://lynxo@127.0.0.1:5432/lynxo",
+            ),
+            (
+                "postgres://lynxo:s3cret@localhost/db",
+                "postgres://lynxo:***@localhost/db",
+            ),
+            (
+                "postgresql://u:p:q@[::1]:5/d?password=x",
+                "postgresql://u:***@[::1]:5/d",
+            ),
+            ("postgres://localhost?password=x", "postgres://localhost/"),
+            ("postgres://a:b@c@host/db#x", "postgres://a:***@host/db"),
+        ] {
+            assert_eq!(display_database(Path::new(given)), want, "{given}");
+        }
     }
 
     #[test]

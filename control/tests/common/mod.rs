@@ -76,15 +76,24 @@ pub struct TestApp {
 type Configure = Box<dyn FnOnce(&mut Settings)>;
 
 pub struct Builder {
+    /// The database, when not the test's own fresh one ([`test_database`]).
+    database: Option<std::path::PathBuf>,
     shard_count: u16,
     max_body_bytes: usize,
     configure: Option<Configure>,
+    sqlite: bool,
 }
 
 impl Builder {
     /// Changes any other setting before the service is built.
     pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
         self.configure = Some(Box::new(f));
+        self
+    }
+
+    /// Runs on this (empty) database instead of a fresh one of its own.
+    pub fn database(mut self, database: impl Into<std::path::PathBuf>) -> Self {
+        self.database = Some(database.into());
         self
     }
 
@@ -98,9 +107,21 @@ impl Builder {
         self
     }
 
+    /// A SQLite file (`dir/control.sqlite3`) whatever `LYNXO_TEST_POSTGRES` says: for a test of
+    /// something only a SQLite deployment has (its file, a copy of it), which the caller names.
+    pub fn sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&test_database(dir.path()), audit_keyring()).unwrap();
+        let database = match self.database {
+            Some(database) => database,
+            None if self.sqlite => dir.path().join("control.sqlite3"),
+            None => test_database(dir.path()),
+        };
+        let store = Store::open(&database, audit_keyring()).unwrap();
         let clock = Arc::new(ManualClock::at(START));
         let mut settings = Settings {
             shard_count: self.shard_count,
@@ -197,10 +218,24 @@ impl TestApp {
 
     pub fn builder() -> Builder {
         Builder {
+            database: None,
             shard_count: 4,
             max_body_bytes: 64 * 1024,
             configure: None,
+            sqlite: false,
         }
+    }
+
+    /// Another control plane on this one's database (a second replica): its own store
+    /// connections, publish trigger and sign-in guard; the same keyring, settings and clock.
+    pub fn replica(&self) -> AppState {
+        let store = Store::open(self.state.store.path(), audit_keyring()).unwrap();
+        AppState::new(
+            store,
+            keyring(),
+            self.clock.clone(),
+            (*self.state.settings).clone(),
+        )
     }
 
     pub fn router(&self) -> Router {
@@ -391,13 +426,102 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The database file and its WAL, as bytes (what an attacker with a copy would read).
-pub fn database_files(app: &TestApp) -> [Vec<u8>; 2] {
+/// What an attacker with a copy of the app's database would read, as named parts of bytes. On
+/// SQLite the database file and its WAL, whole (free pages and stale frames included). On
+/// PostgreSQL every value of every row of every table (the server's tables excepted), text as
+/// its UTF-8, `bytea` as its raw bytes, anything else (numbers, JSON) as its text form, so a
+/// secret in any column in any encoding the store writes is found by [`contains`].
+pub fn database_files(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
     let db = app.state.store.path().to_owned();
-    [
-        std::fs::read(&db).unwrap(),
-        std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default(),
-    ]
+    if !app.state.store.is_postgres() {
+        return vec![
+            ("database", std::fs::read(&db).unwrap()),
+            (
+                "WAL",
+                std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default(),
+            ),
+        ];
+    }
+    let url = db.to_str().unwrap().to_owned();
+    let rows = off_runtime(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let columns = client
+            .query(
+                "SELECT c.table_schema, c.table_name, c.column_name, c.data_type \
+                 FROM information_schema.columns c JOIN information_schema.tables t \
+                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+                 WHERE t.table_type = 'BASE TABLE' \
+                 AND c.table_schema NOT IN ('pg_catalog', 'information_schema') \
+                 ORDER BY 1, 2, c.ordinal_position",
+                &[],
+            )
+            .unwrap();
+        assert!(
+            columns
+                .iter()
+                .any(|c| c.get::<_, String>(1) == "audit_events"),
+            "the store's tables are found"
+        );
+        let quote = |name: String| format!("\"{}\"", name.replace('"', "\"\""));
+        let mut bytes = Vec::new();
+        for c in &columns {
+            let (schema, table, column) = (quote(c.get(0)), quote(c.get(1)), quote(c.get(2)));
+            let data_type: String = c.get(3);
+            let values: Vec<Option<Vec<u8>>> = if data_type == "bytea" {
+                let sql = format!("SELECT {column} FROM {schema}.{table}");
+                client
+                    .query(&sql, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            } else {
+                let sql = format!("SELECT {column}::text FROM {schema}.{table}");
+                client
+                    .query(&sql, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, Option<String>>(0).map(String::into_bytes))
+                    .collect()
+            };
+            for value in values.into_iter().flatten() {
+                bytes.extend_from_slice(&value);
+                bytes.push(0);
+            }
+        }
+        bytes
+    });
+    vec![("rows", rows)]
+}
+
+/// Runs `f` on a thread of its own and hands back its answer (or its panic): PostgreSQL's
+/// blocking client runs a runtime, which cannot start on an async test's thread.
+pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f)
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs `f` on a connection of its own to the app's database, not the service's: what someone
+/// with the database's file or credentials can do, triggers and all. SQL as the store writes
+/// it (`?1` parameters; `Db::is_postgres` where the dialects differ).
+pub fn as_attacker<T: Send + 'static>(
+    app: &TestApp,
+    f: impl FnOnce(&control::store::db::Db<'_>) -> T + Send + 'static,
+) -> T {
+    use control::store::db::{Db, PgConn};
+    let path = app.state.store.path().to_owned();
+    let postgres = app.state.store.is_postgres();
+    off_runtime(move || {
+        if postgres {
+            let url = path.to_str().unwrap();
+            let conn = PgConn::new(postgres::Client::connect(url, postgres::NoTls).unwrap());
+            f(&Db::Postgres(&conn))
+        } else {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            f(&Db::Sqlite(&conn))
+        }
+    })
 }
 
 /// The real binary of this package.
@@ -413,8 +537,13 @@ pub fn agent() -> ureq::Agent {
 
 /// `control init` on `db` with the tests' audit keyring; returns the management token.
 pub fn init_binary(db: &std::path::Path) -> String {
+    init_binary_as(db, "ops@example.com")
+}
+
+/// [`init_binary`] for the user `email` (another account on the same database).
+pub fn init_binary_as(db: &std::path::Path, email: &str) -> String {
     let init = std::process::Command::new(BIN)
-        .args(["init", "--email", "ops@example.com", "--database"])
+        .args(["init", "--email", email, "--database"])
         .arg(db)
         .env("LYNXO_INIT_PASSWORD", "a long enough password")
         .env("LYNXO_AUDIT_KEYRING", AUDIT_KEYRING)
@@ -467,9 +596,14 @@ pub struct Reply {
 }
 
 /// A GET (no body) or a JSON POST with the management token.
-pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+fn request(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     let auth = format!("Bearer {token}");
-    let mut response = match body {
+    match body {
         Some(body) => agent
             .post(url)
             .header("authorization", &auth)
@@ -477,7 +611,25 @@ pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) ->
             .send(body.to_string()),
         None => agent.get(url).header("authorization", &auth).call(),
     }
-    .unwrap();
+}
+
+/// [`send`]'s request: its status and JSON body, or `None` when no answer came (the service was
+/// killed, the connection cut).
+pub fn try_send(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    let mut response = request(agent, url, token, body).ok()?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// A GET (no body) or a JSON POST with the management token.
+pub fn send(agent: &ureq::Agent, url: &str, token: &str, body: Option<Value>) -> Reply {
+    let mut response = request(agent, url, token, body).unwrap();
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -525,4 +677,25 @@ impl TestApp {
         let set_cookie = r.header("set-cookie").unwrap().to_owned();
         set_cookie.split(';').next().unwrap().to_owned()
     }
+}
+
+/// How many of `wanted` are not in the shard of their index in `shards` (the encoded shards an
+/// edge holds, by index, of `shard_count`).
+pub fn unpublished(
+    shards: &std::collections::HashMap<u16, Vec<u8>>,
+    wanted: &[shared::key::KeyId],
+    shard_count: u16,
+) -> usize {
+    let ring = keyring();
+    wanted
+        .iter()
+        .filter(|id| {
+            let shard = shared::revocation::shard_of(**id, shard_count);
+            !shards.get(&shard).is_some_and(|b| {
+                shared::revocation::RevocationShard::open(b, &ring)
+                    .unwrap()
+                    .contains(**id)
+            })
+        })
+        .count()
 }

@@ -143,6 +143,10 @@ impl Lease {
 
     /// Moves the tokens of segments void at `now_ms` to the returns.
     fn expire(&mut self, now_ms: u64) {
+        // The common case, on every request: nothing has expired, nothing to allocate.
+        if self.segments.iter().all(|s| now_ms < s.expires_ms) {
+            return;
+        }
         let mut kept = Vec::with_capacity(self.segments.len());
         for s in std::mem::take(&mut self.segments) {
             if now_ms < s.expires_ms {
