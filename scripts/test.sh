@@ -11,8 +11,8 @@
 #      `wrangler deploy --dry-run` of each environment;
 #   5. the native tests of the whole workspace, including the end-to-end suite in tests/ (the
 #      worker under `wrangler dev` in front of the demo origin); then the control plane's suite
-#      again with every test app on PostgreSQL (a private server for the run: e2e's
-#      with_postgres; docs/postgres.md);
+#      and the end-to-end suite again, every control plane on PostgreSQL (a private server for
+#      each run: e2e's with_postgres; the same tests, each on a fresh database; docs/postgres.md);
 #   6. schemathesis against a live control plane (scripts/schemathesis.sh), and the deploy
 #      runbook's local commands: the systemd unit verified, a first start, TLS in front
 #      (scripts/check-deploy.sh);
@@ -51,6 +51,9 @@ cargo test --workspace
 
 step "the control plane's suite again, on PostgreSQL"
 cargo run -q -p e2e --bin with_postgres -- cargo test -q -p control
+
+step "the end-to-end suite again, on PostgreSQL"
+cargo run -q -p e2e --bin with_postgres -- cargo test -q -p e2e
 
 step "schemathesis against a live control plane"
 bash scripts/schemathesis.sh

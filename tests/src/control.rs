@@ -150,12 +150,23 @@ impl Control {
 
     /// [`Control::start`] with extra environment for `serve` (`LYNXO_LIST_LIFETIME_SECS`, ...).
     pub fn start_with_env(stack: &Stack, env: &[(&str, &str)]) -> Self {
+        Self::start_on(stack, env, crate::postgres::test_database)
+    }
+
+    /// [`Control::start`] on a SQLite file whatever backend the suite runs on
+    /// (`LYNXO_TEST_POSTGRES`): for tests of what exists for SQLite's file only (`control
+    /// backup` / `restore`; on PostgreSQL its own tools do that, docs/postgres.md).
+    pub fn start_sqlite(stack: &Stack) -> Self {
+        Self::start_on(stack, &[], |dir| dir.join("control.sqlite3"))
+    }
+
+    fn start_on(stack: &Stack, env: &[(&str, &str)], database: fn(&Path) -> PathBuf) -> Self {
         let bin = control_binary();
         let state = tempfile::Builder::new()
             .prefix("lynxo-e2e-control-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let database = crate::postgres::test_database(state.path());
+        let database = database(state.path());
         let first = init(&bin, &database, "Default account", EMAIL, PASSWORD);
 
         let mut control = Self {
@@ -301,19 +312,21 @@ impl Control {
     /// The version of each revocation shard the control plane last published (from its
     /// database, read only).
     pub fn shard_versions(&self) -> Vec<u64> {
-        let Ok(db) = rusqlite::Connection::open_with_flags(
-            self.database(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        ) else {
+        let Ok(mut db) = crate::database::Database::try_open(&self.database()) else {
             return Vec::new();
         };
-        let read = || -> rusqlite::Result<Vec<u64>> {
-            let mut stmt = db.prepare("SELECT version FROM revocation_shards ORDER BY shard")?;
-            let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
-            rows.map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)))
-                .collect()
-        };
-        read().unwrap_or_default()
+        let mut versions = Vec::new();
+        for shard in 0..keys::SHARDS {
+            match db.try_row(
+                "SELECT version FROM revocation_shards WHERE shard = ?1",
+                &[i64::from(shard).into()],
+            ) {
+                Ok(Some(row)) => versions.push(u64::try_from(row[0].int()).unwrap_or(0)),
+                Ok(None) => {}
+                Err(_) => return Vec::new(),
+            }
+        }
+        versions
     }
 
     /// Runs `control keyring <args>` on the served database with `keyring` as its

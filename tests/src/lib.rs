@@ -15,6 +15,8 @@
 //! - [`standalone`]: the control plane alone (`serve --no-publish`), for tests that need no edge;
 //! - [`provider`]: a secret-scanning provider (GitHub, GitLab): its signing key and the public-key
 //!   document it serves.
+//! - [`database`]: the control plane's database as tests read and tamper with it, on SQLite or
+//!   PostgreSQL alike;
 //! - [`postgres`]: a private PostgreSQL server (`initdb` + `pg_ctl` on a temporary directory),
 //!   stopped and deleted when dropped.
 
@@ -22,6 +24,7 @@ pub mod attack;
 pub mod browser;
 pub mod capture;
 pub mod control;
+pub mod database;
 pub mod exposition;
 pub mod http;
 pub mod keys;

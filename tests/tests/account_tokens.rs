@@ -1,17 +1,19 @@
-//! Management tokens and names that cannot lie (issue 12, points 3 and 4) in real headless
-//! Chromium against the real control plane (`control serve --no-publish`: no edge is needed).
-//! Before the browser starts, this test writes a key name holding a right-to-left override, a
-//! description holding a CR/LF and a token name holding a zero-width space straight into the
-//! database, as rows stored before the text rule would be; `tests/browser/account_tokens.mjs`
-//! then checks that they render isolated, with their hidden characters shown, that an audit
-//! event carrying them forges no row or line, that token scopes are chosen in the dashboard
-//! (and hold), that a wrong password is refused, and that a bidi override in a new token's name
-//! is refused with the message shown. Screenshots go to `target/account-tokens-screenshots/`.
+//! Management tokens and names that cannot lie (issue 12, points 3 and 4) in real headless Chromium
+//! against the real control plane (`control serve --no-publish`: no edge is needed). Before the
+//! browser starts, this test writes a key name holding a right-to-left override, a description
+//! holding a CR/LF and a token name holding a zero-width space straight into the database (the
+//! SQLite file or the PostgreSQL database the suite runs on), as rows stored before the text rule
+//! would be; `tests/browser/account_tokens.mjs` then checks that they render isolated, with their
+//! hidden characters shown, that an audit event carrying them forges no row or line, that token
+//! scopes are chosen in the dashboard (and hold), that a wrong password is refused, and that a bidi
+//! override in a new token's name is refused with the message shown. Screenshots go to
+//! `target/account-tokens-screenshots/`.
 
 use std::time::Duration;
 
 use e2e::browser::{ready_browser, run_script};
 use e2e::control::{EMAIL, PASSWORD};
+use e2e::database::Database;
 use e2e::http;
 use e2e::stack::workspace_root;
 use e2e::standalone::Standalone;
@@ -43,38 +45,38 @@ fn token_scopes_and_names_that_cannot_lie_in_headless_chromium() {
     .unwrap_or_else(|e| panic!("create key: {e}"));
     assert_eq!(created.status, 201, "{}", created.text());
     let key_id = created.json()["id"].as_str().unwrap_or_default().to_owned();
-    let db = rusqlite::Connection::open(&database).unwrap_or_else(|e| panic!("sqlite: {e}"));
-    db.busy_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("sqlite: {e}"));
-    let changed = db
-        .execute(
-            "UPDATE api_keys SET name = ?2, description = ?3 WHERE id = ?1",
-            rusqlite::params![
-                key_id,
-                "\u{202E}noitcudorp-ffo-deripxe",
-                "line one\r\nkey.revoked by user:1 FORGED",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("sqlite: {e}"));
+    let mut db = Database::open(&database);
+    let changed = db.execute(
+        "UPDATE api_keys SET name = ?2, description = ?3 WHERE id = ?1",
+        &[
+            (&key_id).into(),
+            "\u{202E}noitcudorp-ffo-deripxe".into(),
+            "line one\r\nkey.revoked by user:1 FORGED".into(),
+        ],
+    );
     assert_eq!(changed, 1);
     db.execute(
         "UPDATE management_tokens SET name = ?1 WHERE id = 1",
-        ["Prod\u{200B} key"],
-    )
-    .unwrap_or_else(|e| panic!("sqlite: {e}"));
+        &["Prod\u{200B} key".into()],
+    );
     // A revoke reason from before the rule, as its event stored it: a CR/LF meant to forge a
-    // second row and an override. (Written outside the chain: `verify-audit` would flag it;
-    // what is checked here is how it renders.)
+    // second row and an override, as the next `seq` (named: on PostgreSQL it is no rowid).
+    // (Written outside the chain: `verify-audit` would flag it; what is checked here is how it
+    // renders.)
     let details = serde_json::json!({
         "reason": "rotated\r\n42  key.revoked  user:1 \u{202E}DEGGORF",
         "list_version": 1,
     });
     db.execute(
-        "INSERT INTO audit_events (at, account_id, actor, action, target, source, details, \
-         prev_hash, hash) VALUES (1767225600, 1, 'user:1', 'key.revoked', ?1, NULL, ?2, x'00', x'00')",
-        rusqlite::params![key_id, details.to_string()],
-    )
-    .unwrap_or_else(|e| panic!("sqlite: {e}"));
+        "INSERT INTO audit_events (seq, at, account_id, actor, action, target, source, details, \
+         prev_hash, hash) VALUES ((SELECT max(seq) + 1 FROM audit_events), 1767225600, 1, \
+         'user:1', 'key.revoked', ?1, NULL, ?2, ?3, ?3)",
+        &[
+            (&key_id).into(),
+            details.to_string().into(),
+            vec![0u8].into(),
+        ],
+    );
     drop(db);
 
     let screenshots = root.join("target/account-tokens-screenshots");

@@ -1,8 +1,8 @@
-//! End to end through the real control plane: keys created, revoked and rotated with the admin
-//! API (`control serve`, a fresh SQLite database, a management token from `control init`) and
-//! used against the real worker under `wrangler dev` in front of the demo origin. Revocations
-//! reach the worker the way they do locally in production: the control plane's publisher pushes
-//! the shards to the worker's signed sync endpoint.
+//! End to end through the real control plane: keys created, revoked and rotated with the admin API
+//! (`control serve`, a fresh database, SQLite or PostgreSQL, a management token from `control
+//! init`) and used against the real worker under `wrangler dev` in front of the demo origin.
+//! Revocations reach the worker the way they do locally in production: the control plane's
+//! publisher pushes the shards to the worker's signed sync endpoint.
 //!
 //! One stack serves every scenario, run in order by one test; each scenario creates the keys it
 //! needs. Waits are polls with generous deadlines, never fixed sleeps that assume a speed.

@@ -1,7 +1,7 @@
 //! The hostile client (issue #10): every public surface of the real stack (control plane, the
 //! worker under `wrangler dev`, the demo origin behind a wiretap) attacked the way an outsider
 //! would, asserting that nothing was admitted, lost or grown without bound: memory of the
-//! `workerd` and `control` processes from `/proc`, rows of the control plane's SQLite file,
+//! `workerd` and `control` processes from `/proc`, rows of the control plane's database,
 //! activity rows, rate-limit budgets.
 //!
 //! One stack serves every attack, run in order by one test; each attack is an entry of
@@ -75,6 +75,7 @@ use e2e::attack::{
 };
 use e2e::capture::Capture;
 use e2e::control::{Account, Control, EMAIL, PASSWORD};
+use e2e::database::{Database, Value as DbValue};
 use e2e::http::{self, Response};
 use e2e::keys::{self, shard_bytes, sign_push};
 use e2e::stack::{Options, Stack, unix_now};
@@ -371,42 +372,28 @@ impl Ctx {
 
     // ----- the database -----
 
-    fn db(&self) -> rusqlite::Connection {
+    fn db(&self) -> Database {
         let path = self
             .control
             .lock()
             .map(|c| c.database())
             .unwrap_or_default();
-        let c = rusqlite::Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap_or_else(|e| panic!("opening {path:?}: {e}"));
-        let _ = c.busy_timeout(Duration::from_secs(5));
-        c
+        Database::open(&path)
     }
 
-    fn count(&self, sql: &str, params: impl rusqlite::Params) -> i64 {
-        self.db()
-            .query_row(sql, params, |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    #[track_caller]
+    fn count(&self, sql: &str, params: &[DbValue]) -> i64 {
+        self.db().count(sql, params)
     }
 
     /// Rows of every table.
     fn rows(&self) -> BTreeMap<String, i64> {
-        let db = self.db();
-        let tables: Vec<String> = db
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .and_then(|mut s| {
-                s.query_map([], |r| r.get::<_, String>(0))
-                    .and_then(Iterator::collect)
-            })
-            .unwrap_or_default();
-        tables
+        let mut db = self.db();
+        db.tables()
             .into_iter()
             .map(|t| {
                 let n = db
-                    .query_row(&format!("SELECT count(*) FROM \"{t}\""), [], |r| r.get(0))
+                    .try_count(&format!("SELECT count(*) FROM \"{t}\""), &[])
                     .unwrap_or(-1);
                 (t, n)
             })
@@ -431,12 +418,15 @@ impl Ctx {
     fn audit_count(&self, action: &str, target: &str) -> i64 {
         self.count(
             "SELECT count(*) FROM audit_events WHERE action = ?1 AND target = ?2",
-            [action, target],
+            &[action.into(), target.into()],
         )
     }
 
     fn activity_rows(&self, key_id: &str) -> i64 {
-        self.count("SELECT count(*) FROM activity WHERE key_id = ?1", [key_id])
+        self.count(
+            "SELECT count(*) FROM activity WHERE key_id = ?1",
+            &[key_id.into()],
+        )
     }
 
     // ----- the edge -----
@@ -2447,14 +2437,13 @@ fn wait_revocations_published(ctx: &Ctx, ids: &[&str]) {
     let start = Instant::now();
     let now = || i64::try_from(unix_now()).unwrap_or(i64::MAX);
     loop {
-        let db = ctx.db();
-        let due: rusqlite::Result<i64> = ids
+        let mut db = ctx.db();
+        let due: Result<i64, String> = ids
             .iter()
             .map(|id| {
-                db.query_row(
+                db.try_count(
                     "SELECT count(*) FROM revocation_outbox WHERE key_id = ?1 AND due_at <= ?2",
-                    rusqlite::params![id, now()],
-                    |r| r.get::<_, i64>(0),
+                    &[(*id).into(), now().into()],
                 )
             })
             .sum();
@@ -2566,7 +2555,7 @@ fn same_key_rotated_in_parallel(ctx: &Ctx) {
     let events = ctx.audit_count("key.rotated", &key.id);
     let successors = ctx.count(
         "SELECT count(*) FROM api_keys WHERE rotated_from = ?1",
-        [&key.id],
+        &[(&key.id).into()],
     );
     ctx.tried(
         "control",
@@ -2647,7 +2636,7 @@ fn rotate_against_revoke(ctx: &Ctx) {
     let view = ctx.key_view(&ctx.a, &key.id);
     let successors = ctx.count(
         "SELECT count(*) FROM api_keys WHERE rotated_from = ?1",
-        [&key.id],
+        &[(&key.id).into()],
     );
     let edge = ctx.wait_edge(&key.key, 401);
     ctx.tried(
@@ -2925,11 +2914,11 @@ fn sign_in_oversized_email(ctx: &Ctx) {
     let took = t.elapsed();
     let stored = ctx.count(
         "SELECT count(*) FROM audit_events WHERE instr(details, ?1) > 0",
-        [&marker],
+        &[(&marker).into()],
     );
     let longest = ctx.count(
         "SELECT coalesce(max(length(details)), 0) FROM audit_events",
-        [],
+        &[],
     );
     ctx.tried(
         "control",
@@ -3054,7 +3043,7 @@ fn failed_sign_in_stores_no_email(ctx: &Ctx) {
     let r = ctx.sign_in(71, &format!("{marker}@example.com"), "x-password-long", &[]);
     let stored = ctx.count(
         "SELECT count(*) FROM audit_events WHERE instr(details, ?1) > 0 OR instr(coalesce(target, ''), ?1) > 0",
-        [&marker],
+        &[(&marker).into()],
     );
     ctx.tried(
         "control",
@@ -3070,15 +3059,12 @@ fn failed_sign_in_stores_no_email(ctx: &Ctx) {
 fn failed_sign_in_actor(ctx: &Ctx) {
     let v = &ctx.victims[0];
     let r = ctx.sign_in(72, &v.email, "not-the-password", &[]);
-    let (actor, target): (String, Option<String>) = ctx
-        .db()
-        .query_row(
-            "SELECT actor, target FROM audit_events WHERE action = 'user.sign_in_failed' \
-             AND account_id = ?1 ORDER BY seq DESC LIMIT 1",
-            [i64::try_from(v.account.account_id).unwrap_or(-1)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap_or_else(|e| panic!("no sign_in_failed event: {e}"));
+    let row = ctx.db().row(
+        "SELECT actor, target FROM audit_events WHERE action = 'user.sign_in_failed' \
+         AND account_id = ?1 ORDER BY seq DESC LIMIT 1",
+        &[v.account.account_id.into()],
+    );
+    let (actor, target) = (row[0].text().unwrap_or_default(), row[1].text());
     ctx.tried(
         "control",
         "a failed sign-in of a real user",
@@ -3511,18 +3497,18 @@ fn other_tenants_ids(ctx: &Ctx) {
 /// What a write by or for `tenant` changes: its keys, tokens, sessions and audit events (but the
 /// hourly `management_token.used`).
 fn state_of(ctx: &Ctx, tenant: &Tenant) -> [i64; 4] {
-    let id = i64::try_from(tenant.account.account_id).unwrap_or(-1);
+    let id = [DbValue::from(tenant.account.account_id)];
     [
-        ctx.count("SELECT count(*) FROM api_keys WHERE account_id = ?1", [id]),
+        ctx.count("SELECT count(*) FROM api_keys WHERE account_id = ?1", &id),
         ctx.count(
             "SELECT count(*) FROM management_tokens WHERE account_id = ?1",
-            [id],
+            &id,
         ),
-        ctx.count("SELECT count(*) FROM sessions WHERE account_id = ?1", [id]),
+        ctx.count("SELECT count(*) FROM sessions WHERE account_id = ?1", &id),
         ctx.count(
             "SELECT count(*) FROM audit_events WHERE account_id = ?1 \
              AND action <> 'management_token.used'",
-            [id],
+            &id,
         ),
     ]
 }
@@ -4043,21 +4029,16 @@ fn key_text_reveals_nothing(ctx: &Ctx) {
 /// Plans have no API (an operator sets them in the database); the control plane reads the
 /// account's plan on every create.
 fn small_plan(ctx: &Ctx, tenant: &Tenant, max_per_minute: u32) {
-    let path = ctx.control.lock().map(|c| c.database()).unwrap_or_default();
-    let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let _ = db.busy_timeout(Duration::from_secs(5));
+    let mut db = ctx.db();
     db.execute(
-        "INSERT OR IGNORE INTO plans (id, max_active_keys, default_rate_limit, max_rate_limit) \
-         VALUES ('hostile-small', 50, 1, ?1)",
-        [max_per_minute],
-    )
-    .and_then(|_| {
-        db.execute(
-            "UPDATE accounts SET plan_id = 'hostile-small' WHERE id = ?1",
-            [i64::try_from(tenant.account.account_id).unwrap_or(-1)],
-        )
-    })
-    .unwrap_or_else(|e| panic!("setting the plan: {e}"));
+        "INSERT INTO plans (id, max_active_keys, default_rate_limit, max_rate_limit) \
+         VALUES ('hostile-small', 50, 1, ?1) ON CONFLICT DO NOTHING",
+        &[max_per_minute.into()],
+    );
+    db.execute(
+        "UPDATE accounts SET plan_id = 'hostile-small' WHERE id = ?1",
+        &[tenant.account.account_id.into()],
+    );
 }
 
 fn one_day_window_burst(ctx: &Ctx) {

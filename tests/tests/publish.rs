@@ -16,6 +16,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use e2e::control::Control;
+use e2e::database::{self, Database};
 use e2e::http::Response;
 use e2e::keys::{self, SHARDS, issue, key_id, shard_bytes, sign_push};
 use e2e::stack::{Options, Stack, unix_now};
@@ -285,29 +286,31 @@ fn rows_cut_or_edited_fail_verify_audit(ctx: &Ctx) {
     let (ok, text) = ctx.control.verify_audit(&db);
     assert!(ok, "{text}");
     assert!(text.contains("anchored"), "{text}");
+    // A copy of the database with the append-only trail's guards dropped, then `sql` run on it:
+    // what an attacker with the database (the file, or PostgreSQL's superuser) could do.
     let copy = |name: &str, sql: &str| {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-            .unwrap();
-        drop(conn);
-        let path = db.with_file_name(name);
-        std::fs::copy(&db, &path).unwrap();
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(&format!(
-            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; {sql}"
-        ))
-        .unwrap();
+        let path = database::copy(&db, name);
+        let mut conn = Database::open(&path);
+        for trigger in ["audit_events_no_update", "audit_events_no_delete"] {
+            let on = if conn.is_postgres() {
+                " ON audit_events"
+            } else {
+                ""
+            };
+            conn.execute(&format!("DROP TRIGGER {trigger}{on}"), &[]);
+        }
+        conn.execute(sql, &[]);
         path
     };
     let cut = copy(
-        "cut.sqlite3",
+        "cut",
         "DELETE FROM audit_events WHERE seq > (SELECT max(seq) - 2 FROM audit_events)",
     );
     let (ok, text) = ctx.control.verify_audit(&cut);
     assert!(!ok, "rows cut off the end passed: {text}");
     assert!(text.contains("truncated"), "{text}");
     let edited = copy(
-        "edited.sqlite3",
+        "edited",
         "UPDATE audit_events SET actor = 'user:999' WHERE seq = 2",
     );
     let (ok, text) = ctx.control.verify_audit(&edited);

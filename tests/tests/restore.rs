@@ -123,7 +123,9 @@ fn key_id(hex_id: &str) -> KeyId {
 #[test]
 fn a_key_revoked_before_the_backup_stays_refused_after_a_restore_and_its_republish() {
     let stack = Stack::start(env!("CARGO_BIN_EXE_demo_origin"), Options::default());
-    let mut control = Control::start(&stack);
+    // SQLite whatever backend the suite runs on: `control backup` and `restore` copy SQLite's
+    // file (on PostgreSQL its own tools do that; docs/postgres.md).
+    let mut control = Control::start_sqlite(&stack);
     let (revoked_key, revoked_id) = create(&control, "revoked before the backup");
     let (kept_key, _) = create(&control, "active throughout");
     let (later_key, later_id) = create(&control, "revoked after the backup");

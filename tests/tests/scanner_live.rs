@@ -43,7 +43,7 @@ fn field(printed: &str, name: &str) -> String {
 fn serve() -> Served {
     let bin = control_binary();
     let state = tempfile::tempdir().unwrap();
-    let db = state.path().join("control.sqlite3");
+    let db = e2e::postgres::test_database(state.path());
     let mut tokens = Vec::new();
     for (sub, name, email) in [
         ("init", "Scanner account", "scan@example.com"),

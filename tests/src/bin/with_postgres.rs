@@ -1,10 +1,11 @@
 //! Runs a command beside a private PostgreSQL server ([`e2e::postgres::Server`]) and stops the
 //! server after it, whatever the command's result; the command finds the server's
 //! administrative URL in `LYNXO_TEST_POSTGRES` (`postgres://postgres@127.0.0.1:PORT/postgres`).
-//! scripts/test.sh runs the control plane's suite a second time so: the same tests, on
-//! PostgreSQL (docs/postgres.md).
+//! scripts/test.sh runs the control plane's suite and the end-to-end suite a second time so:
+//! the same tests, on PostgreSQL (docs/postgres.md).
 //!
 //!   cargo run -p e2e --bin with_postgres -- cargo test -p control
+//!   cargo run -p e2e --bin with_postgres -- cargo test -p e2e
 
 use std::process::{Command, ExitCode};
 
