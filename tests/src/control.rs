@@ -160,7 +160,13 @@ impl Control {
         Self::start_on(stack, &[], |dir| dir.join("control.sqlite3"))
     }
 
-    fn start_on(stack: &Stack, env: &[(&str, &str)], database: fn(&Path) -> PathBuf) -> Self {
+    /// [`Control::start`] on `database` (a SQLite file or a `postgres://` URL), made by
+    /// `database` in the control plane's own temporary directory.
+    pub fn start_on(
+        stack: &Stack,
+        env: &[(&str, &str)],
+        database: impl FnOnce(&Path) -> PathBuf,
+    ) -> Self {
         let bin = control_binary();
         let state = tempfile::Builder::new()
             .prefix("lynxo-e2e-control-")
@@ -187,6 +193,44 @@ impl Control {
         control.wait_ready(Duration::from_secs(30));
         control.wait_for_every_shard(stack, Duration::from_secs(30));
         control
+    }
+
+    /// Another `control serve` on the same (PostgreSQL) database, publishing to the same worker
+    /// on a port of its own: a second replica. Returns once it is ready. The worker sends usage
+    /// to the first one only (its `CONTROL_URL`).
+    pub fn replica(&self) -> Self {
+        let state = tempfile::Builder::new()
+            .prefix("lynxo-e2e-replica-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("a free port: {e}"));
+        let mut replica = Self {
+            addr,
+            token: self.token.clone(),
+            account_id: self.account_id,
+            bin: self.bin.clone(),
+            edge: self.edge,
+            state,
+            database: self.database.clone(),
+            child: None,
+            env: self.env.clone(),
+        };
+        replica.spawn();
+        replica.wait_ready(Duration::from_secs(30));
+        replica
+    }
+
+    /// Kills the control plane at once (SIGKILL of its process group), as a crashed host.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.wait();
+        }
     }
 
     /// The database it serves: a SQLite file, or a `postgres://` URL when the suite runs on
