@@ -130,19 +130,6 @@ impl Error {
             _ => false,
         }
     }
-
-    /// Whether another transaction's commit made this one fail and running it again may succeed
-    /// (PostgreSQL's serialization failure or deadlock; SQLite never says so, its writes are
-    /// serialised before they begin).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Postgres(e) | Self::PostgresIn { source: e, .. } => e.code().is_some_and(|c| {
-                *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-            }),
-            _ => false,
-        }
-    }
 }
 
 /// A statement's result.
@@ -289,7 +276,7 @@ impl ToParam for Value<'_> {
 }
 
 /// A statement's parameters, as rusqlite takes them: `params![a, b]`, an array of one type
-/// (`[id]`, `[]`), `()`, or [`params_from_iter`].
+/// (`[id]`, `[]`) or `()`.
 pub trait Params {
     /// The values, in order (`?1` first).
     fn values(&self) -> Vec<Value<'_>>;
@@ -323,20 +310,6 @@ macro_rules! array_params {
     )*};
 }
 array_params!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
-
-/// Parameters from an iterator of values of one type.
-pub struct ParamsFromIter<T>(Vec<T>);
-
-/// `params_from_iter(ids)`: as rusqlite's.
-pub fn params_from_iter<T: ToParam>(iter: impl IntoIterator<Item = T>) -> ParamsFromIter<T> {
-    ParamsFromIter(iter.into_iter().collect())
-}
-
-impl<T: ToParam> Params for ParamsFromIter<T> {
-    fn values(&self) -> Vec<Value<'_>> {
-        self.0.iter().map(ToParam::value).collect()
-    }
-}
 
 /// `params![a, b, c]`: values of different types, as rusqlite's macro of the same name.
 #[macro_export]
@@ -1035,11 +1008,6 @@ impl Stmt<'_> {
             Some(r) => f(&r),
             None => Err(Error::NoRows),
         }
-    }
-
-    /// Whether the query returns a row.
-    pub fn exists<P: Params>(&mut self, params: P) -> Result<bool> {
-        Ok(self.query(params)?.next()?.is_some())
     }
 
     /// The rows, one at a time (`while let Some(r) = rows.next()?`). SQLite reads them as they
