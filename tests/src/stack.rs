@@ -402,6 +402,43 @@ impl Stack {
         })
     }
 
+    /// `GET /v1/jobs` at the worker with `Authorization: Bearer <key>`.
+    pub fn call_with_key(&self, key: &str) -> http::Response {
+        let auth = format!("Bearer {key}");
+        self.edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"")
+    }
+
+    /// Polls the worker (every 5 ms) until it refuses `key` with a 401, which it returns with
+    /// the time since `from`; the key must be admitted (200) until then, and refused before
+    /// `from + limit`, or the test fails with `context()` (say, the control plane's log).
+    #[track_caller]
+    pub fn until_refused(
+        &self,
+        key: &str,
+        from: Instant,
+        limit: Duration,
+        context: impl Fn() -> String,
+    ) -> (Duration, http::Response) {
+        loop {
+            let r = self.call_with_key(key);
+            if r.status == 401 {
+                return (from.elapsed(), r);
+            }
+            assert_eq!(
+                r.status,
+                200,
+                "while waiting for a revocation: {}",
+                r.text()
+            );
+            assert!(
+                from.elapsed() < limit,
+                "the worker still admits the key after {limit:?}\n{}",
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Pushes every revocation shard, empty and valid for an hour, through the sync endpoint:
     /// until it has them all the worker fails closed.
     pub fn push_empty_revocations(&self) {

@@ -39,34 +39,17 @@ impl Ctx {
     }
 
     fn call(&self, key: &str) -> Response {
-        let auth = format!("Bearer {key}");
-        self.stack
-            .edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"")
+        self.stack.call_with_key(key)
     }
 
     /// Polls the edge until `key` is refused as an invalid token; asserts it is accepted until
     /// then. Returns how long that took.
     fn until_refused(&self, key: &str, limit: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            let r = self.call(key);
-            if r.status == 401 {
-                assert_invalid_token(&r);
-                return start.elapsed();
-            }
-            assert_eq!(
-                r.status,
-                200,
-                "while waiting for a revocation: {}",
-                r.text()
-            );
-            assert!(
-                start.elapsed() < limit,
-                "the edge still accepts the key after {limit:?}\ncontrol plane log:\n{}",
-                self.control.log()
-            );
-            sleep(Duration::from_millis(20));
-        }
+        let (took, refused) = self.stack.until_refused(key, Instant::now(), limit, || {
+            format!("control plane log:\n{}", self.control.log())
+        });
+        assert_invalid_token(&refused);
+        took
     }
 }
 

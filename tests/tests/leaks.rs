@@ -7,7 +7,6 @@
 //! One stack serves every scenario, run in order by one test. Waits are polls with generous
 //! deadlines; the time a revocation took to reach the edge is printed, not asserted.
 
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use e2e::control::Control;
@@ -39,28 +38,17 @@ impl Ctx {
     }
 
     fn edge_status(&self, key: &str) -> u16 {
-        let auth = format!("Bearer {key}");
-        self.stack
-            .edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"")
-            .status
+        self.stack.call_with_key(key).status
     }
 
     /// Polls the edge until `key` is refused; it must be accepted until then. Returns how long
     /// that took from `from`.
     fn until_refused(&self, key: &str, from: Instant) -> Duration {
-        loop {
-            let status = self.edge_status(key);
-            if status == 401 {
-                return from.elapsed();
-            }
-            assert_eq!(status, 200, "while waiting for the revocation");
-            assert!(
-                from.elapsed() < PROPAGATION_DEADLINE,
-                "the edge still accepts the key\ncontrol plane log:\n{}",
-                self.control.log()
-            );
-            sleep(Duration::from_millis(5));
-        }
+        self.stack
+            .until_refused(key, from, PROPAGATION_DEADLINE, || {
+                format!("control plane log:\n{}", self.control.log())
+            })
+            .0
     }
 
     /// Posts `body` to a report endpoint with these signature headers; the raw answer.

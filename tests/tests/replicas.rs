@@ -9,11 +9,9 @@
 //! Replicas are a PostgreSQL deployment: on the suite's PostgreSQL run the database is the
 //! run's; on its SQLite run this test starts a private PostgreSQL server of its own.
 
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use e2e::control::Control;
-use e2e::http::Response;
 use e2e::postgres::{Server, test_database, test_server};
 use e2e::stack::{Options, Stack};
 use serde_json::{Value, json};
@@ -22,11 +20,6 @@ use serde_json::{Value, json};
 /// a shared database, plus a shard's one write a second) and the worker's cache time, with room
 /// for a loaded machine; after a kill, the survivor's next pass takes the lease first.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn call(stack: &Stack, key: &str) -> Response {
-    let auth = format!("Bearer {key}");
-    stack.edge("GET", "/v1/jobs", &[("Authorization", &auth)], b"")
-}
 
 fn create(control: &Control, name: &str) -> (String, String) {
     let body = json!({ "name": name, "environment": "development", "permission": "read_only" });
@@ -46,25 +39,7 @@ fn revoke(control: &Control, id: &str) {
 /// Waits until the worker refuses `key` (401); it must be admitted until then.
 #[track_caller]
 fn until_refused(stack: &Stack, key: &str, logs: &dyn Fn() -> String) {
-    let start = Instant::now();
-    loop {
-        let r = call(stack, key);
-        if r.status == 401 {
-            return;
-        }
-        assert_eq!(
-            r.status,
-            200,
-            "while waiting for a revocation: {}",
-            r.text()
-        );
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the worker still admits a revoked key after {DEADLINE:?}\n{}",
-            logs()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    stack.until_refused(key, Instant::now(), DEADLINE, logs);
 }
 
 #[test]
@@ -97,7 +72,7 @@ fn revocations_through_either_replica_reach_the_worker_and_survive_a_killed_publ
         .map(|i| create(if i % 2 == 0 { &first } else { &second }, &format!("k{i}")))
         .collect();
     for (_, key) in &keys {
-        assert_eq!(call(&stack, key).status, 200);
+        assert_eq!(stack.call_with_key(key).status, 200);
     }
     for (i, (id, _)) in keys.iter().enumerate().take(4) {
         revoke(if i % 2 == 0 { &second } else { &first }, id);
@@ -106,7 +81,7 @@ fn revocations_through_either_replica_reach_the_worker_and_survive_a_killed_publ
         until_refused(&stack, key, &|| logs(&first, &second));
     }
     for (_, key) in keys.iter().skip(4) {
-        assert_eq!(call(&stack, key).status, 200, "a key nobody revoked");
+        assert_eq!(stack.call_with_key(key).status, 200, "a key nobody revoked");
     }
 
     // The first replica (the publisher lease's holder: it started first) dies; revocations made
@@ -119,9 +94,13 @@ fn revocations_through_either_replica_reach_the_worker_and_survive_a_killed_publ
     for (_, key) in keys.iter().skip(4) {
         until_refused(&stack, key, &|| logs(&first, &second));
     }
-    assert_eq!(call(&stack, &fresh).status, 200);
+    assert_eq!(stack.call_with_key(&fresh).status, 200);
     for (_, key) in &keys {
-        assert_eq!(call(&stack, key).status, 401, "a revocation came undone");
+        assert_eq!(
+            stack.call_with_key(key).status,
+            401,
+            "a revocation came undone"
+        );
     }
     let (ok, out) = second.verify_audit(&second.database());
     assert!(ok, "{out}");
