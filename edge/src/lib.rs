@@ -52,11 +52,9 @@ pub mod testing;
 
 use worker::{Context, Env, Request, console_error, event, web_sys};
 
-use crate::isolate::{load_config, now_ms};
-use crate::meter::Answered;
+use crate::isolate::load_config;
 use crate::problem::Reply;
 use crate::respond::{Answer, to_response};
-use crate::stubs::Attributed;
 
 pub use crate::objects::{KeyLimiter, UsageMeter};
 
@@ -114,48 +112,39 @@ pub fn endpoint<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
 /// Workers entry point for HTTP requests.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
-    let (attributed, handled) = handle(req, &env, &ctx).await;
-    let answer = handled.unwrap_or_else(|e| {
-        // Logged once, here; the caller learns nothing about the edge's internals.
-        console_error!("lynxo-edge: internal error: {e}");
-        Answer::Reply(problem::internal())
-    });
-    if let Some(a) = attributed {
-        let answered = match &answer {
-            Answer::Origin(response) => Answered::origin(response.status(), now_ms()),
-            Answer::Reply(reply) => Answered::edge(reply, now_ms()),
-        };
-        stubs::record(&ctx, &env, &a, answered);
-    }
+    let answer = handle(req, &env, &ctx).await;
     Ok(match answer {
         Answer::Origin(response) => response,
         Answer::Reply(reply) => to_response(&reply).into(),
     })
 }
 
-/// Runs the handler of the request's endpoint; an API request may come back attributed to a
-/// key, for the meter.
-async fn handle(
-    req: Request,
-    env: &Env,
-    ctx: &Context,
-) -> (Option<Attributed>, worker::Result<Answer>) {
+/// The answer to a request that failed inside the edge: logged once, here; the caller learns
+/// nothing about the edge's internals.
+fn internal_error(e: worker::Error) -> Answer {
+    console_error!("lynxo-edge: internal error: {e}");
+    Answer::Reply(problem::internal())
+}
+
+/// Runs the handler of the request's endpoint. An API request is metered by its handler, which
+/// still holds the request the record borrows from.
+async fn handle(req: Request, env: &Env, ctx: &Context) -> Answer {
     let url = match req.url() {
         Ok(url) => url,
-        Err(e) => return (None, Err(e)),
+        Err(e) => return internal_error(e),
     };
     // The method exactly as sent: `worker::Method` would read an unknown method as GET.
     let method = req.inner().method();
     let endpoint = endpoint(&method, url.path());
     if endpoint == Endpoint::Health {
-        return (None, Ok(Reply::text(200, "ok").into()));
+        return Reply::text(200, "ok").into();
     }
     let cfg = match load_config(env) {
         Ok(cfg) => cfg,
-        Err(reply) => return (None, Ok(reply.into())),
+        Err(reply) => return reply.into(),
     };
     let handled = match endpoint {
-        Endpoint::Api => return request::api(req, env, ctx, &cfg, &method, &url).await,
+        Endpoint::Api => return request::api(&req, env, ctx, &cfg, &method, &url).await,
         Endpoint::SyncRevocations(index) => {
             pushes::push_revocations(req, env, &cfg, &method, index).await
         }
@@ -163,7 +152,7 @@ async fn handle(
         Endpoint::SyncCheckpoint => pushes::sync_checkpoint(req, env, &cfg, &method).await,
         Endpoint::Health => Ok(Reply::text(200, "ok").into()),
     };
-    (None, handled)
+    handled.unwrap_or_else(internal_error)
 }
 
 #[cfg(test)]

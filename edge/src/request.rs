@@ -22,27 +22,27 @@ use crate::limit::{self, Budget, Decision};
 use crate::meter::{Caller, Place, Seen};
 use crate::problem::{Problem, Reply};
 use crate::respond::{Answer, origin_with_rate_headers, with_rate_headers};
-use crate::stubs::{Attributed, rate_limit};
+use crate::stubs::{self, Attributed, rate_limit};
 use crate::{LIMITS, ORIGIN_MTLS_BINDING, RATE_FIELDS, REVOCATIONS_BINDING};
 
 /// An API request: the decision, its attribution for the meter (made once, from the decision,
-/// whatever happens after it), then the answer.
+/// whatever happens after it), the answer, and the meter's count of it.
 pub(crate) async fn api(
-    req: Request,
+    req: &Request,
     env: &Env,
     ctx: &Context,
     cfg: &Config,
     method: &str,
     url: &Url,
-) -> (Option<Attributed>, worker::Result<Answer>) {
+) -> Answer {
     let now_ms = now_ms();
     // Every header the path reads (framing, credentials, the activity log's, the forwarded
     // ones) from one copy, taken in one pass: each `get` would cross into the runtime.
     let client = ClientHeaders(req.headers().entries().collect());
     // The body is never read here: it streams to the origin. Its framing is checked first.
-    let body_length = match framed_length(&req, &client, method) {
+    let body_length = match framed_length(req, &client, method) {
         Ok(n) => n,
-        Err(reply) => return (None, Ok(reply.into())),
+        Err(reply) => return reply.into(),
     };
     let incoming = Incoming {
         method,
@@ -51,7 +51,7 @@ pub(crate) async fn api(
         authorization: client.get("authorization"),
     };
     let decided = decide_request(env, cfg, &incoming, now_ms).await;
-    let attributed = attribution(&req, &client, cfg, &incoming, &decided);
+    let attributed = attribution(req, &client, cfg, &incoming, &decided);
     let answer = answer(
         req,
         &client,
@@ -63,8 +63,12 @@ pub(crate) async fn api(
         body_length,
         now_ms,
     )
-    .await;
-    (attributed, answer)
+    .await
+    .unwrap_or_else(crate::internal_error);
+    if let Some(a) = attributed {
+        stubs::record(ctx, env, &a, &answer);
+    }
+    answer
 }
 
 /// The client's headers as the runtime lists them: names lowercase, the values of a repeated
@@ -122,13 +126,13 @@ async fn decide_request(_: &Env, cfg: &Config, _: &Incoming<'_>, _: u64) -> Deci
 }
 
 /// The usage record of a request whose key has an owner, when metering is on.
-fn attribution(
-    req: &Request,
-    client: &ClientHeaders,
+fn attribution<'a>(
+    req: &'a Request,
+    client: &'a ClientHeaders,
     cfg: &Config,
-    incoming: &Incoming<'_>,
+    incoming: &Incoming<'a>,
     decided: &Decided,
-) -> Option<Attributed> {
+) -> Option<Attributed<'a>> {
     let metering = LIMITS && cfg.control_url.is_some();
     if LIMITS && !metering && !METER_OFF_LOGGED.replace(true) {
         console_log!("lynxo-edge: CONTROL_URL is not set: usage metering is off");
@@ -140,9 +144,13 @@ fn attribution(
             account_id: claims.account_id,
             scope: decided.scope.map(|s| s.name()),
         },
-        seen: seen(client, incoming.method, incoming.path),
-        // The handle (`Clone`), not the runtime's `Request.clone()`, which would tee the body.
-        request: Clone::clone(req.inner()),
+        seen: Seen {
+            method: incoming.method,
+            path: incoming.path,
+            client_ip: client.get("cf-connecting-ip"),
+            user_agent: client.get("user-agent"),
+        },
+        request: req.inner(),
         shards: cfg.meter_shards,
     })
 }
@@ -151,7 +159,7 @@ fn attribution(
 /// rate limit and the origin's response.
 #[allow(clippy::too_many_arguments)]
 async fn answer(
-    req: Request,
+    req: &Request,
     client: &ClientHeaders,
     env: &Env,
     ctx: &Context,
@@ -320,16 +328,6 @@ async fn refusal(
         // A 401 never carries RateLimit fields: they would describe a policy the key no longer
         // has.
         _ => reply,
-    }
-}
-
-/// The request details for the activity log and a key's last use.
-fn seen(client: &ClientHeaders, method: &str, path: &str) -> Seen {
-    Seen {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        client_ip: client.get("cf-connecting-ip").map(str::to_owned),
-        user_agent: client.get("user-agent").map(str::to_owned),
     }
 }
 

@@ -11,24 +11,32 @@ use crate::config::Config;
 use crate::isolate::{LEASES, LIMITER_LOG, METER, NONCE, now_ms};
 use crate::limit::{self, Budget, Call, Decision, Local, Status, Taken};
 use crate::meter::{self, Answered, Caller, Delivery, Flush, Seen};
+use crate::respond::Answer;
 use crate::{METER_BINDING, RATE_LIMITER_BINDING};
 
-/// A request that belongs to a key: what its usage record says besides the answer.
-pub(crate) struct Attributed {
+/// A request that belongs to a key: what its usage record says besides the answer, borrowed
+/// from the request being answered (the buffer copies only what it keeps), so counting a
+/// request allocates nothing and takes no handle of the runtime's request.
+pub(crate) struct Attributed<'a> {
     /// The key, its account and the scope the request was about.
     pub(crate) caller: Caller,
     /// The request's details for the activity log.
-    pub(crate) seen: Seen,
+    pub(crate) seen: Seen<'a>,
     /// The client's request, for `request.cf` ([`crate::request::place`]): read only if the
     /// activity entry is kept.
-    pub(crate) request: web_sys::Request,
+    pub(crate) request: &'a web_sys::Request,
     /// `METER_SHARDS`.
     pub(crate) shards: u16,
 }
 
-/// Counts a request in the isolate's buffer and schedules its flush after the response.
-pub(crate) fn record(ctx: &Context, env: &Env, a: &Attributed, answered: Answered) {
-    let place = || crate::request::place(&a.request);
+/// Counts a request, answered with `answer`, in the isolate's buffer and schedules its flush
+/// after the response.
+pub(crate) fn record(ctx: &Context, env: &Env, a: &Attributed<'_>, answer: &Answer) {
+    let answered = match answer {
+        Answer::Origin(response) => Answered::origin(response.status(), now_ms()),
+        Answer::Reply(reply) => Answered::edge(reply, now_ms()),
+    };
+    let place = || crate::request::place(a.request);
     match METER.with_borrow_mut(|b| b.push(a.shards, &a.caller, &a.seen, answered, place)) {
         Flush::Now => ctx.wait_until(flush(env.clone())),
         Flush::After(ms) => {

@@ -178,10 +178,11 @@ proptest! {
                         account_id: u64::from(key) + 100,
                         scope: SCOPES[scope],
                     };
+                    let (path, client_ip) = (format!("/v1/jobs/{at}"), format!("192.0.2.{}", at % 7));
                     let seen = Seen {
-                        method: "GET".into(),
-                        path: format!("/v1/jobs/{at}"),
-                        client_ip: Some(format!("192.0.2.{}", at % 7)),
+                        method: "GET",
+                        path: &path,
+                        client_ip: Some(&client_ip),
                         ..Seen::default()
                     };
                     let at_ms = T0 + at;

@@ -83,7 +83,10 @@ fn push_decimal(out: &mut String, n: u64) {
             break;
         }
     }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    // ASCII digits: one copy (a `char` at a time was most of formatting the two fields).
+    if let Ok(digits) = std::str::from_utf8(&digits[at..]) {
+        out.push_str(digits);
+    }
 }
 
 /// The window, in words.

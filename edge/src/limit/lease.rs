@@ -1,7 +1,9 @@
 //! The isolate's side of a budget: the leases it holds, spent locally one token per request,
 //! and the decision for each request.
 
-use std::collections::HashMap;
+// Keyed by key ids only the control plane mints (random) and the edge verified: no caller
+// chooses them, so the fast unkeyed hash is safe (std's SipHash guards against chosen keys).
+use rustc_hash::FxHashMap;
 
 use shared::key::KeyId;
 
@@ -222,10 +224,10 @@ fn retry_at(grant: &Grant, now_ms: u64) -> u64 {
 /// awaits) can never spend a token twice.
 #[derive(Debug, Default)]
 pub struct Leases {
-    pub(super) map: HashMap<Budget, Lease>,
+    pub(super) map: FxHashMap<Budget, Lease>,
     /// Key → the first key of its rotation chain, learnt from [`Taken::Redirect`]. A key's
     /// budget never changes, so an entry never goes stale.
-    routes: HashMap<KeyId, KeyId>,
+    routes: FxHashMap<KeyId, KeyId>,
 }
 
 impl Leases {

@@ -1,7 +1,11 @@
 //! The isolate's buffer: per meter shard, the part of a batch its requests make, counted
 //! without an allocation per request, and the named deliveries it flushes as.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// Keyed by verified key ids (random, minted by the control plane): the fast unkeyed hash is
+// safe, no caller can choose colliding keys.
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 use shared::key::KeyId;
@@ -27,19 +31,19 @@ fn replace_if_changed(slot: &mut Option<String>, text: Option<&str>, max: usize)
 }
 
 /// The activity entry of a request (allocates: only for an entry that is kept).
-fn activity(caller: &Caller, seen: &Seen, place: Place, answered: Answered) -> Activity {
+fn activity(caller: &Caller, seen: &Seen<'_>, place: Place, answered: Answered) -> Activity {
     Activity {
         key_id: caller.key_id,
         account_id: caller.account_id,
         at_ms: answered.at_ms,
-        method: truncate(&seen.method, MAX_METHOD).to_owned(),
-        path: truncate(&seen.path, MAX_PATH).to_owned(),
+        method: truncate(seen.method, MAX_METHOD).to_owned(),
+        path: truncate(seen.path, MAX_PATH).to_owned(),
         status: answered.status,
         outcome: answered.outcome,
-        client_ip: owned(seen.client_ip.as_deref(), MAX_CLIENT_IP),
+        client_ip: owned(seen.client_ip, MAX_CLIENT_IP),
         country: owned(place.country.as_deref(), MAX_COUNTRY),
         colo: owned(place.colo.as_deref(), MAX_COLO),
-        user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
+        user_agent: owned(seen.user_agent, MAX_USER_AGENT),
         reason: answered.reason,
     }
 }
@@ -66,11 +70,11 @@ struct Last {
 /// One shard's requests not yet handed to its meter object: a batch in miniature.
 #[derive(Debug, Default)]
 struct Part {
-    counts: HashMap<CountKey, u64>,
-    last_used: HashMap<KeyId, Last>,
+    counts: FxHashMap<CountKey, u64>,
+    last_used: FxHashMap<KeyId, Last>,
     activity: Vec<Activity>,
-    allowed_of_key: HashMap<KeyId, u32>,
-    denied_of_key: HashMap<(KeyId, Outcome), u32>,
+    allowed_of_key: FxHashMap<KeyId, u32>,
+    denied_of_key: FxHashMap<(KeyId, Outcome), u32>,
     allowed_kept: usize,
     dropped_activity: u64,
 }
@@ -81,7 +85,7 @@ impl Part {
     fn add(
         &mut self,
         caller: &Caller,
-        seen: &Seen,
+        seen: &Seen<'_>,
         answered: Answered,
         place: impl FnOnce() -> Place,
     ) -> usize {
@@ -106,16 +110,8 @@ impl Part {
                 last.account_id = caller.account_id;
                 last.at_ms = answered.at_ms;
                 // A key's requests mostly come from one client: allocate only on a change.
-                replace_if_changed(
-                    &mut last.client_ip,
-                    seen.client_ip.as_deref(),
-                    MAX_CLIENT_IP,
-                );
-                replace_if_changed(
-                    &mut last.user_agent,
-                    seen.user_agent.as_deref(),
-                    MAX_USER_AGENT,
-                );
+                replace_if_changed(&mut last.client_ip, seen.client_ip, MAX_CLIENT_IP);
+                replace_if_changed(&mut last.user_agent, seen.user_agent, MAX_USER_AGENT);
             }
             None => {
                 self.last_used.insert(
@@ -123,8 +119,8 @@ impl Part {
                     Last {
                         account_id: caller.account_id,
                         at_ms: answered.at_ms,
-                        client_ip: owned(seen.client_ip.as_deref(), MAX_CLIENT_IP),
-                        user_agent: owned(seen.user_agent.as_deref(), MAX_USER_AGENT),
+                        client_ip: owned(seen.client_ip, MAX_CLIENT_IP),
+                        user_agent: owned(seen.user_agent, MAX_USER_AGENT),
                     },
                 );
             }
@@ -228,7 +224,7 @@ impl Buffer {
         &mut self,
         shards: u16,
         caller: &Caller,
-        seen: &Seen,
+        seen: &Seen<'_>,
         answered: Answered,
         place: impl FnOnce() -> Place,
     ) -> Flush {

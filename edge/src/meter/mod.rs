@@ -74,18 +74,19 @@ pub struct Caller {
     pub scope: Option<&'static str>,
 }
 
-/// Request details for the activity log and the key's last use, read from the request by the
-/// glue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Seen {
+/// Request details for the activity log and the key's last use, borrowed from the request by
+/// the glue: the buffer copies them only into what it keeps (an activity entry, a key's last
+/// use when its client changed), so counting a request allocates nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen<'a> {
     /// The method as sent.
-    pub method: String,
+    pub method: &'a str,
     /// The path, without the query.
-    pub path: String,
+    pub path: &'a str,
     /// `CF-Connecting-IP`.
-    pub client_ip: Option<String>,
+    pub client_ip: Option<&'a str>,
     /// `User-Agent` as sent.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// Where a request came from, as Cloudflare saw it (`request.cf`): only an activity entry
@@ -180,12 +181,12 @@ mod tests {
         }
     }
 
-    fn seen() -> Seen {
+    fn seen() -> Seen<'static> {
         Seen {
-            method: "GET".into(),
-            path: "/v1/jobs".into(),
-            client_ip: Some("203.0.113.7".into()),
-            user_agent: Some("curl/8".into()),
+            method: "GET",
+            path: "/v1/jobs",
+            client_ip: Some("203.0.113.7"),
+            user_agent: Some("curl/8"),
         }
     }
 
@@ -291,9 +292,10 @@ mod tests {
 
     #[test]
     fn activity_entries_carry_attribution_and_truncate() {
+        let (user_agent, path) = ("é".repeat(200), "/".repeat(600));
         let mut s = seen();
-        s.user_agent = Some("é".repeat(200));
-        s.path = "/".repeat(600);
+        s.user_agent = Some(&user_agent);
+        s.path = &path;
         let mut buf = Buffer::default();
         buf.push(1, &caller(1), &s, answered(Outcome::RateLimited, T0), nl);
         let unscoped = Caller {
@@ -521,7 +523,7 @@ mod tests {
         let mut buf = Buffer::default();
         let mut s = seen();
         buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 5), nl);
-        s.client_ip = Some("198.51.100.1".into());
+        s.client_ip = Some("198.51.100.1");
         // An older request (another request's clock) does not replace the latest.
         buf.push(1, &caller(1), &s, answered(Outcome::Success, T0 + 4), nl);
         let first = part(&mut buf);
