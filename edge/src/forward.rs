@@ -11,7 +11,9 @@
 //! identity signature then binds the method, path and query exactly as the origin receives them,
 //! the body's length and a fresh request id (`shared::identity`).
 
-use shared::identity::{REQUEST_ID_HEADER, Request as Signed, RequestId, SIGNATURE_HEADER};
+use std::borrow::Cow;
+
+use shared::identity::{Request as Signed, RequestId};
 
 use crate::config::Config;
 use crate::decide::{
@@ -159,16 +161,23 @@ pub fn plan(
     let keep_authorization = cfg.forward_authorization && admitted.source == Source::Header;
     let mut headers: Vec<(String, String)> = client_headers
         .into_iter()
-        .map(|(name, value)| (name.as_ref().to_ascii_lowercase(), value))
-        .filter(|(name, value)| {
+        .filter_map(|(name, value)| {
+            // The runtime lists names in lowercase: copied only when kept, or not lowercase.
+            let name = name.as_ref();
+            let name: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(name.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(name)
+            };
             let value = value.as_ref();
-            (keep_authorization && name == "authorization")
-                || (!never_forwarded(name)
-                    && (FORWARDED.contains(&name.as_str()) || cfg.forward_headers.contains(name))
+            // The allow-list first: most names are not on it, and the other checks cost more.
+            let kept = (keep_authorization && name == "authorization")
+                || ((FORWARDED.contains(&&*name) || cfg.forward_headers.iter().any(|h| *h == name))
+                    && !never_forwarded(&name)
                     // A key pasted into another header never reaches the origin's logs.
-                    && !holds_key(value))
+                    && !holds_key(value));
+            kept.then(|| (name.into_owned(), value.to_owned()))
         })
-        .map(|(name, value)| (name, value.as_ref().to_owned()))
         .collect();
     let query = forwarded_query(req.query);
     let mut url = format!("{}{}", cfg.origin, req.path);
@@ -185,18 +194,14 @@ pub fn plan(
         query: parsed.query().unwrap_or(""),
         body_length,
     };
-    let identity = admitted.identity;
+    // Each identity value made once, the signature's parts included.
     headers.extend(
-        identity
-            .headers()
+        admitted
+            .identity
+            .signed_headers(&cfg.identity_keyring, &signed, request_id, now)
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value)),
     );
-    headers.push((REQUEST_ID_HEADER.to_owned(), request_id.to_string()));
-    headers.push((
-        SIGNATURE_HEADER.to_owned(),
-        identity.sign(&cfg.identity_keyring, &signed, request_id, now),
-    ));
     Some(Forward {
         url: parsed.into(),
         headers,

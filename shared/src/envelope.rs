@@ -9,8 +9,6 @@
 //! [`Purpose`], so a sync signature can never pass as an identity signature. A verifier refuses a
 //! timestamp more than `tolerance` seconds from its own clock, which bounds replay.
 
-use core::fmt::Write as _;
-
 use crate::mac::{Keyring, Purpose, TAG_LEN};
 
 /// Why a signed header was refused.
@@ -82,9 +80,7 @@ pub fn sign_scheme(
     // The active kid is always in the ring.
     let tag = tag(keyring, kid, purpose, timestamp, parts).unwrap_or([0; TAG_LEN]);
     let mut header = format!("t={timestamp},kid={kid},{scheme}=");
-    for byte in tag {
-        let _ = write!(header, "{byte:02x}");
-    }
+    crate::lowerhex::push(&mut header, &tag);
     header
 }
 

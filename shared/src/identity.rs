@@ -298,22 +298,22 @@ impl Identity {
     }
 
     /// The signed parts, in this order: the scheme, each header value in [`Self::headers`]
-    /// order, the request id, then the request's method, path, query and body length (decimal).
+    /// order (`values`), the request id, then the request's method, path, query and body length
+    /// (decimal).
     fn with_parts<R>(
-        &self,
+        values: &[(&'static str, String); 4],
+        request_id: &str,
         request: &Request<'_>,
-        request_id: RequestId,
         f: impl FnOnce(&[&[u8]]) -> R,
     ) -> R {
-        let [account, key_id, environment, scopes] = self.headers().map(|(_, value)| value);
-        let request_id = request_id.to_string();
+        let [account, key_id, environment, scopes] = values.each_ref().map(|(_, v)| v.as_bytes());
         let body_length = request.body_length.to_string();
         f(&[
             SIGNATURE_SCHEME.as_bytes(),
-            account.as_bytes(),
-            key_id.as_bytes(),
-            environment.as_bytes(),
-            scopes.as_bytes(),
+            account,
+            key_id,
+            environment,
+            scopes,
             request_id.as_bytes(),
             request.method.as_bytes(),
             request.path.as_bytes(),
@@ -331,9 +331,34 @@ impl Identity {
         request_id: RequestId,
         now: u64,
     ) -> String {
-        self.with_parts(request, request_id, |parts| {
+        let [.., (_, signature)] = self.signed_headers(keyring, request, request_id, now);
+        signature
+    }
+
+    /// Every identity header of a request to the origin, each value made once: the
+    /// [`Self::headers`], then [`REQUEST_ID_HEADER`] and [`SIGNATURE_HEADER`] (what
+    /// [`Self::sign`] gives).
+    pub fn signed_headers(
+        &self,
+        keyring: &Keyring,
+        request: &Request<'_>,
+        request_id: RequestId,
+        now: u64,
+    ) -> [(&'static str, String); 6] {
+        let values = self.headers();
+        let request_id = request_id.to_string();
+        let signature = Self::with_parts(&values, &request_id, request, |parts| {
             envelope::sign_scheme(keyring, Purpose::Identity, SIGNATURE_SCHEME, now, parts)
-        })
+        });
+        let [account, key_id, environment, scopes] = values;
+        [
+            account,
+            key_id,
+            environment,
+            scopes,
+            (REQUEST_ID_HEADER, request_id),
+            (SIGNATURE_HEADER, signature),
+        ]
     }
 
     /// What the origin calls on every request, before it reads the body: reads the identity
@@ -374,7 +399,8 @@ impl Identity {
         };
         let request_id = RequestId::parse_hex(request_id_text)
             .ok_or(IdentityError::Malformed(REQUEST_ID_HEADER))?;
-        let signed_at = identity.with_parts(request, request_id, |parts| {
+        let canonical_id = request_id.to_string();
+        let signed_at = Self::with_parts(&identity.headers(), &canonical_id, request, |parts| {
             envelope::verify_scheme(
                 keyring,
                 Purpose::Identity,

@@ -33,6 +33,7 @@ pub mod gate;
 pub mod identity;
 pub mod key;
 pub mod limits;
+pub mod lowerhex;
 pub mod mac;
 pub mod revocation;
 pub mod scan;

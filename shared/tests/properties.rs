@@ -301,3 +301,15 @@ fn v2_bodies_show_nothing_keys_of_one_account_share() {
     assert_eq!(v2.iter().filter(|b| has_zero_run(b)).count(), 0);
     assert_eq!(v1.iter().filter(|b| has_zero_run(b)).count(), N);
 }
+
+proptest! {
+    /// A key id's text is the 32-digit lowercase hex of its big-endian value, and parses back.
+    #[test]
+    fn key_id_text_is_its_value_in_hex(bytes in any::<[u8; 16]>()) {
+        let id = KeyId(bytes);
+        let text = id.to_string();
+        prop_assert_eq!(&text, &format!("{:032x}", id.as_u128()));
+        prop_assert_eq!(KeyId::parse_hex(&text), Some(id));
+        prop_assert_eq!(shared::lowerhex::encode(&bytes), text);
+    }
+}

@@ -133,7 +133,9 @@ impl rusqlite::types::FromSql for KeyId {
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.as_u128())
+        // The big-endian bytes in hex: what `{:032x}` of `as_u128` writes, without a digit at a
+        // time through `core::fmt`.
+        crate::lowerhex::write(f, &self.0)
     }
 }
 
