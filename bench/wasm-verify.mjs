@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const require = createRequire(import.meta.url);
-const { Bench } = require(path.resolve(process.argv[2]));
+const { Bench, EdgeStages } = require(path.resolve(process.argv[2]));
 
 const REVOKED = 1_000_000;
 const N = 200_000;
@@ -12,12 +12,12 @@ const SAMPLES = 15;
 
 const bench = new Bench(REVOKED);
 
-function nsPerOp(fn, expect) {
+function nsPerOp(fn, expect, n = N) {
   const samples = [];
   for (let s = 0; s < SAMPLES + 3; s++) {
     const start = process.hrtime.bigint();
-    const result = fn(N);
-    const ns = Number(process.hrtime.bigint() - start) / N;
+    const result = fn(n);
+    const ns = Number(process.hrtime.bigint() - start) / n;
     if (expect !== undefined && result !== expect) throw new Error(`unexpected result ${result}`);
     if (s >= 3) samples.push(ns); // the first samples warm up the JIT tiers
   }
@@ -44,3 +44,19 @@ console.log(`wasm full verify, v1 key       : ${fmt(v1)}`);
 console.log(`wasm HMAC-SHA256 48 B (v1 tag) : ${fmt(hmac)}`);
 console.log(`wasm PRF 48 B (one compression): ${fmt(prf)}`);
 console.log(`v2 - v1                        : ${(v2.median - v1.median).toFixed(0)} ns`);
+
+// The edge worker's own work per authenticated request, stage by stage (edge::testing::stages):
+// our code in wasm, without the runtime's calls. Each sample loops inside wasm.
+const stages = new EdgeStages();
+const keyCheck = nsPerOp((n) => stages.key_check(n), N);
+const leaseTake = nsPerOp((n) => stages.lease_take(n), undefined, 10 * N);
+const meter = nsPerOp((n) => stages.meter(n), undefined, 10 * N);
+const rateFields = nsPerOp((n) => stages.rate_fields(n), undefined, 10 * N);
+const forwardPlan = nsPerOp((n) => stages.forward_plan(n), undefined, N / 10);
+console.log('edge stages, per request (wasm):');
+console.log(`  key check (verify, revocation, route, scope): ${fmt(keyCheck)}`);
+console.log(`  lease take                                  : ${fmt(leaseTake)}`);
+console.log(`  meter push                                  : ${fmt(meter)}`);
+console.log(`  RateLimit field values                      : ${fmt(rateFields)}`);
+console.log(`  auth-only total                             : ${(keyCheck.median + leaseTake.median + meter.median + rateFields.median).toFixed(0)} ns`);
+console.log(`  forward plan (every build, bare proxy too)  : ${fmt(forwardPlan)}`);

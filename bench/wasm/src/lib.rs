@@ -1,4 +1,5 @@
-//! The shared crate's verify path, exported to JavaScript so `bench/wasm-verify.sh` can time it
+//! The shared crate's verify path and the edge worker's per-request stages
+//! (`edge::testing::stages`), exported to JavaScript so `bench/wasm-verify.sh` can time them
 //! under Node: the same code the edge worker runs, measured in the same engine family.
 //!
 //! Each export runs a loop of `n` iterations inside wasm and returns a count that depends on every
@@ -89,6 +90,53 @@ impl Bench {
                 .is_ok()
             })
             .count() as u32
+    }
+}
+
+/// The worker's own work per authenticated request, stage by stage (`edge::testing::stages`):
+/// what it costs in wasm, without the runtime's part.
+#[wasm_bindgen]
+pub struct EdgeStages(edge::testing::stages::Stages);
+
+#[wasm_bindgen]
+impl EdgeStages {
+    /// The fixtures.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Self {
+        Self(edge::testing::stages::Stages::new())
+    }
+
+    /// The key checks, `n` times: how many were admitted.
+    pub fn key_check(&self, n: u32) -> u32 {
+        (0..n).filter(|_| self.0.key_check()).count() as u32
+    }
+
+    /// `n` lease takes: the tokens left after the last.
+    pub fn lease_take(&mut self, n: u32) -> u32 {
+        (0..n).fold(0, |_, _| self.0.lease_take())
+    }
+
+    /// `n` meter pushes: how many asked for a flush now.
+    pub fn meter(&mut self, n: u32) -> u32 {
+        (0..n)
+            .filter(|_| self.0.meter() == edge::meter::Flush::Now)
+            .count() as u32
+    }
+
+    /// The RateLimit field values, `n` times: their total length.
+    pub fn rate_fields(&self, n: u32) -> u32 {
+        (0..n).map(|_| self.0.rate_fields() as u32).sum()
+    }
+
+    /// The origin request's plan, `n` times: its headers in total.
+    pub fn forward_plan(&self, n: u32) -> u32 {
+        (0..n).map(|_| self.0.forward_plan() as u32).sum()
+    }
+}
+
+impl Default for EdgeStages {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
