@@ -142,12 +142,9 @@ EOF
 # Every build gets the same request, the key included: the bare proxy receives the header as
 # any client sends it (parsing and copying it is the proxy's cost too, about 2.5 us, 1.7%, at
 # 2026-12-03 06:20), and ignores it.
-auth_args() { # build
-  printf '%s\n' -H "Authorization: Bearer $key"
-}
+auth=(-H "Authorization: Bearer $key")
 
 for build in "${builds[@]}"; do
-  mapfile -t auth < <(auth_args "$build")
   got="$(curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "http://127.0.0.1:${ports[$build]}/v1/jobs")"
   [[ "$got" == 200 ]] || { cat "$out/workerd.log"; die "$build worker answered $got"; }
   # Warm-up, not counted: the isolate's JIT, its leases, its revocation shard.
@@ -158,7 +155,6 @@ sleep "$settle"
 
 if $profile; then
   for build in "${builds[@]}"; do
-    mapfile -t auth < <(auth_args "$build")
     node bench/cpu-profile.mjs "$WORKERD_INSPECTOR" "$build" "$requests" "$out/$build.cpuprofile" -- \
       wrk -t"$threads" -c"$connections" -d60s -s "$out/stop.lua" "${auth[@]}" \
       "http://127.0.0.1:${ports[$build]}/v1/jobs"
@@ -180,7 +176,6 @@ every_round() { # run
 # One counted run: callgrind's counters zeroed at its start, dumped after it has settled.
 count_run() { # build round
   local build="$1" name="$1-$2" served dump
-  mapfile -t auth < <(auth_args "$build")
   callgrind_control --zero "$workerd_pid" >/dev/null 2>&1
   wrk -t"$threads" -c"$connections" -d600s -s "$out/stop.lua" "${auth[@]}" \
     "http://127.0.0.1:${ports[$build]}/v1/jobs" >"$out/$name.wrk"
@@ -221,7 +216,6 @@ fi
 
 run() { # build round
   local build="$1" name="$1-$2" before after served seconds non2xx
-  mapfile -t auth < <(auth_args "$build")
   before="$(cpu_ticks "$workerd_pid")"
   wrk -t"$threads" -c"$connections" -d60s -s "$out/stop.lua" "${auth[@]}" \
     "http://127.0.0.1:${ports[$build]}/v1/jobs" >"$out/$name.wrk"

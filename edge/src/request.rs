@@ -73,11 +73,11 @@ pub(crate) async fn api(
 
 /// The client's headers as the runtime lists them: names lowercase, the values of a repeated
 /// name joined by `, ` (what `Headers.get` answers).
-struct ClientHeaders(Vec<(String, String)>);
+pub(crate) struct ClientHeaders(pub(crate) Vec<(String, String)>);
 
 impl ClientHeaders {
     /// The value of header `name` (lowercase).
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, _)| n == name)

@@ -400,19 +400,9 @@ pub fn shard_reply(stored: Option<&[u8]>) -> Reply {
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ],
-        body: serde_json::json!({ "shard": hex(bytes) }).to_string(),
+        body: serde_json::json!({ "shard": shared::lowerhex::encode(bytes) }).to_string(),
         reason: None,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    hex
 }
 
 /// Checks a read of the stored audit checkpoint (`GET`) at `now`: method and signature.
@@ -500,7 +490,7 @@ pub fn checkpoint_reply(stored: Option<&[u8]>) -> Reply {
     };
     let parsed = Checkpoint::parse_unverified(bytes).ok();
     let body = serde_json::json!({
-        "checkpoint": hex(bytes),
+        "checkpoint": shared::lowerhex::encode(bytes),
         "seq": parsed.map(|c| c.seq),
         "at": parsed.map(|c| c.at),
     });

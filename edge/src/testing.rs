@@ -35,6 +35,7 @@ pub mod stages {
     use crate::forward;
     use crate::limit::{Budget, Grant, Leases, Local, Status};
     use crate::meter::{Answered, Buffer, Caller, Flush, Seen};
+    use crate::request::ClientHeaders;
 
     /// The isolate's clock in the fixtures.
     pub const NOW_MS: u64 = 1_800_000_000_000;
@@ -44,19 +45,12 @@ pub mod stages {
     /// requests a second).
     pub const FLUSH_EVERY: u64 = 5_000;
 
-    /// The value of header `name` (lowercase) in `client`.
-    fn header<'a>(client: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        client
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The fixtures: a configuration, a Read/Write key and a client's headers, a lease with
+    /// The fixtures: a configuration, a Read/Write key and a client's headers (read as the
+    /// worker reads them, `request::ClientHeaders`), a lease with
     /// tokens to spare, a meter buffer.
     pub struct Stages {
         cfg: Config,
-        client: Vec<(String, String)>,
+        client: ClientHeaders,
         admitted: Admitted,
         caller: Caller,
         leases: Leases,
@@ -87,22 +81,24 @@ pub mod stages {
             let key = key::issue(&claims, &cfg.keyring)
                 .map(shared::PlainKey::into_inner)
                 .unwrap_or_else(|e| panic!("bench key: {e}"));
-            let client: Vec<(String, String)> = [
-                ("accept", "application/json"),
-                ("authorization", &format!("Bearer {key}")),
-                ("cf-connecting-ip", "203.0.113.9"),
-                ("host", "api.lynxo.ai"),
-                ("user-agent", "lynxo-python/2.4.1 (CPython 3.12; linux)"),
-                ("x-forwarded-proto", "https"),
-            ]
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
+            let client = ClientHeaders(
+                [
+                    ("accept", "application/json"),
+                    ("authorization", &format!("Bearer {key}")),
+                    ("cf-connecting-ip", "203.0.113.9"),
+                    ("host", "api.lynxo.ai"),
+                    ("user-agent", "lynxo-python/2.4.1 (CPython 3.12; linux)"),
+                    ("x-forwarded-proto", "https"),
+                ]
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+            );
             let incoming = Incoming {
                 method: "GET",
                 path: PATH,
                 query: None,
-                authorization: header(&client, "authorization"),
+                authorization: client.get("authorization"),
             };
             let admitted =
                 decide::decide(&incoming, &cfg, NOW_MS / 1000, |_| RevocationStatus::Clear)
@@ -155,7 +151,7 @@ pub mod stages {
                 method: "GET",
                 path: PATH,
                 query: None,
-                authorization: header(&self.client, "authorization"),
+                authorization: self.client.get("authorization"),
             }
         }
 
@@ -189,8 +185,8 @@ pub mod stages {
             let seen = Seen {
                 method: "GET",
                 path: PATH,
-                client_ip: header(&self.client, "cf-connecting-ip"),
-                user_agent: header(&self.client, "user-agent"),
+                client_ip: self.client.get("cf-connecting-ip"),
+                user_agent: self.client.get("user-agent"),
             };
             let at_ms = NOW_MS + self.requests / 5;
             let flush = self.buffer.push(
@@ -219,7 +215,7 @@ pub mod stages {
                 &self.cfg,
                 &self.incoming(),
                 &self.admitted,
-                self.client.iter().map(|(n, v)| (n, v)),
+                self.client.0.iter().map(|(n, v)| (n, v)),
                 0,
                 RequestId([7; 16]),
                 NOW_MS / 1000,
